@@ -1,0 +1,101 @@
+//! Admin JSON API under `/api` (bearer `admin_token` when one is set). Never shows a secret.
+
+use axum::extract::{Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::error::GatewayError;
+
+/// `/api/*` routes behind the token check.
+pub fn routes(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/providers", get(providers))
+        .route("/routes", get(routes_list))
+        .layer(middleware::from_fn_with_state(state, require_token))
+}
+
+async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let Some(token) = &state.config.server.admin_token else {
+        return next.run(req).await;
+    };
+    let given = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+        return next.run(req).await;
+    }
+    let err =
+        GatewayError::Unauthorized("admin API: send `Authorization: Bearer <admin_token>`".into());
+    let (status, _, _) = err.parts();
+    (status, Json(err.body())).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn providers(State(state): State<AppState>) -> Json<Value> {
+    let table = state.router.table();
+    let breakers = state.router.breakers();
+    let list: Vec<Value> = table
+        .providers
+        .iter()
+        .map(|p| {
+            let keys: Vec<Value> = p
+                .keys
+                .iter()
+                .map(|k| json!({"source": k.source, "weight": k.weight}))
+                .collect();
+            let open: Vec<Value> = breakers
+                .iter()
+                .filter(|(k, _)| k.provider == p.name)
+                .map(|(k, s)| json!({"model": &*k.model, "key": k.key, "state": s.label()}))
+                .collect();
+            json!({
+                "name": &*p.name,
+                "kind": p.kind.as_str(),
+                "base_url": p.base_url,
+                "keys": keys,
+                "timeout_ms": p.timeout.as_millis() as u64,
+                "max_retries": p.max_retries,
+                "models": p.models,
+                "breakers": open,
+            })
+        })
+        .collect();
+    Json(json!({"object": "list", "data": list}))
+}
+
+async fn routes_list(State(state): State<AppState>) -> Json<Value> {
+    let table = state.router.table();
+    let name = |i: usize| {
+        table
+            .providers
+            .get(i)
+            .map(|p| p.name.to_string())
+            .unwrap_or_default()
+    };
+    let list: Vec<Value> = table
+        .routes
+        .iter()
+        .map(|r| {
+            let targets: Vec<Value> = r
+                .targets
+                .iter()
+                .map(|t| json!({"model": format!("{}/{}", name(t.provider), t.model), "weight": t.weight}))
+                .collect();
+            let fallbacks: Vec<String> =
+                r.fallbacks.iter().map(|t| format!("{}/{}", name(t.provider), t.model)).collect();
+            json!({"model": r.name, "targets": targets, "fallbacks": fallbacks})
+        })
+        .collect();
+    Json(json!({"object": "list", "data": list}))
+}

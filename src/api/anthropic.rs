@@ -1,0 +1,112 @@
+//! Anthropic-compatible ingress: `POST /anthropic/v1/messages`, any provider behind it.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
+use crate::app::AppState;
+use crate::chat::{ChatStream, StreamOptions};
+use crate::error::GatewayError;
+use crate::pipeline::{self, ChatBody};
+use crate::providers::anthropic::translate::{self, StreamEncoder};
+use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
+
+/// `POST /anthropic/v1/messages`.
+pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let ctx = context(&state, &headers);
+    let mut guard = RequestGuard::new(&state, "messages");
+    let fail = |guard: &mut RequestGuard, e: GatewayError| {
+        guard.finish(e.parts().0, false);
+        error_response(&e, &ctx, Dialect::Anthropic)
+    };
+    let wire: MessagesRequest = match read_json(&state, body).await {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, e),
+    };
+    if wire.messages.is_empty() {
+        return fail(
+            &mut guard,
+            GatewayError::BadRequest("`messages` must contain at least one message".into()),
+        );
+    }
+    let mut req = match translate::from_messages_request(wire) {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, GatewayError::BadRequest(e.0)),
+    };
+    if req.is_stream() {
+        // Anthropic streams report usage in message_delta; ask every upstream for it.
+        req.stream_options = Some(StreamOptions {
+            include_usage: Some(true),
+            ..StreamOptions::default()
+        });
+    }
+    let outcome = match pipeline::chat(&state, req, &ctx).await {
+        Ok(o) => o,
+        Err(e) => return fail(&mut guard, GatewayError::from(e)),
+    };
+    let mut resp = match outcome.body {
+        ChatBody::Complete(r) => {
+            guard.finish(StatusCode::OK, false);
+            Json(translate::to_messages_response(r)).into_response()
+        }
+        ChatBody::Stream(stream) => {
+            guard.finish(StatusCode::OK, true);
+            sse::response(
+                encode_stream(stream, guard),
+                state.config.server.sse_keep_alive,
+            )
+        }
+    };
+    set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    resp
+}
+
+fn frame(ev: &StreamEvent) -> Bytes {
+    let value = serde_json::to_value(ev).unwrap_or_default();
+    let name = value
+        .get("type")
+        .and_then(|t| t.as_str())
+        .unwrap_or("error")
+        .to_owned();
+    sse::frame(Some(&name), &value.to_string())
+}
+
+/// Canonical chunks -> Anthropic events; an `error` event if the upstream dies mid-stream.
+fn encode_stream(
+    mut stream: ChatStream,
+    guard: RequestGuard,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    async_stream::stream! {
+        let _guard = guard;
+        let mut enc = StreamEncoder::default();
+        let (mut id, mut model) = (String::new(), String::new());
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    if id.is_empty() {
+                        id = chunk.id.clone();
+                        model = chunk.model.clone();
+                    }
+                    for ev in enc.push(chunk) {
+                        yield frame(&ev);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    let body = json!({"type": "error", "error": {"type": "api_error", "message": e.message}});
+                    yield sse::frame(Some("error"), &body.to_string());
+                    return;
+                }
+            }
+        }
+        for ev in enc.finish(&id, &model) {
+            yield frame(&ev);
+        }
+    }
+}

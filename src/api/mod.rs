@@ -1,0 +1,203 @@
+//! HTTP edge: parse, call the pipeline, encode (JSON or SSE), set the response headers.
+
+pub mod admin;
+pub mod anthropic;
+pub mod openai;
+mod sse;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::GatewayError;
+use crate::pipeline::{RequestContext, Served};
+
+/// `x-request-id`.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
+const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+
+/// All routes of the gateway.
+pub fn routes(state: AppState) -> Router {
+    let openai = Router::new()
+        .route("/chat/completions", post(openai::chat_completions))
+        .route("/embeddings", post(openai::embeddings))
+        .route("/models", get(openai::models));
+    Router::new()
+        .nest("/v1", openai.clone())
+        .nest("/openai/v1", openai.clone())
+        .nest("/openai", openai)
+        .route("/anthropic/v1/messages", post(anthropic::messages))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .nest("/api", admin::routes(state.clone()))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn health() -> impl IntoResponse {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let providers = state.router.table().providers.len();
+    axum::Json(serde_json::json!({"status": "ready", "providers": providers}))
+}
+
+async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    state.refresh_gauges();
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    let body = serde_json::json!({"error": {"message": format!("no route for {}", uri.path()), "type": "invalid_request_error", "code": "not_found", "param": null}});
+    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+}
+
+/// Starts a request: its id (the client's `x-request-id` when sane) and deadline.
+pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
+    let request_id = headers
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    RequestContext {
+        request_id,
+        deadline: Instant::now() + state.config.server.request_timeout,
+    }
+}
+
+/// Reads the body within `max_body_bytes` and decodes it, naming the bad field on error.
+pub async fn read_json<T: DeserializeOwned>(
+    state: &AppState,
+    body: Body,
+) -> Result<T, GatewayError> {
+    let limit = state.config.server.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            GatewayError::TooLarge(limit)
+        } else {
+            GatewayError::BadRequest(format!("cannot read request body: {e}"))
+        }
+    })?;
+    decode(&bytes)
+}
+
+/// Decodes JSON, naming the field that is wrong.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            GatewayError::BadRequest(format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            GatewayError::BadRequest(format!("invalid request body: {inner}"))
+        } else {
+            GatewayError::BadRequest(format!("invalid request body at `{path}`: {inner}"))
+        }
+    })
+}
+
+/// Adds `x-request-id` and, when known, who served the request.
+pub fn set_headers(headers: &mut HeaderMap, ctx: &RequestContext, served: Option<&Served>) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    let Some(s) = served else { return };
+    if let Ok(v) = HeaderValue::from_str(&s.provider) {
+        headers.insert(PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&s.model) {
+        headers.insert(MODEL, v);
+    }
+    headers.insert(ATTEMPTS, HeaderValue::from(s.attempts));
+}
+
+/// Which error body shape an endpoint answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `{"error": {message, type, code}}`.
+    OpenAi,
+    /// The same, plus `"type": "error"` at the top so Anthropic SDKs parse it too.
+    Anthropic,
+}
+
+/// Turns an error into its response, logged once here.
+pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect) -> Response {
+    let (status, _, _) = err.parts();
+    if status.is_server_error() {
+        tracing::warn!(request_id = %ctx.request_id, status = status.as_u16(), error = %err, "request failed");
+    } else {
+        tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), error = %err, "request rejected");
+    }
+    let mut body = err.body();
+    if dialect == Dialect::Anthropic
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.insert("type".into(), serde_json::json!("error"));
+    }
+    let mut resp = (status, axum::Json(body)).into_response();
+    set_headers(resp.headers_mut(), ctx, err.served());
+    if let Some(secs) = err.retry_after() {
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    resp
+}
+
+/// Decrements the in-flight gauge and records the request when dropped (streams drop it at their end).
+pub struct RequestGuard {
+    state: AppState,
+    endpoint: &'static str,
+    started: Instant,
+    stream: bool,
+    status: u16,
+}
+
+impl RequestGuard {
+    /// Starts tracking a request.
+    pub fn new(state: &AppState, endpoint: &'static str) -> Self {
+        state.metrics.in_flight.inc();
+        Self {
+            state: state.clone(),
+            endpoint,
+            started: Instant::now(),
+            stream: false,
+            status: 200,
+        }
+    }
+
+    /// Records the final status.
+    pub fn finish(&mut self, status: StatusCode, stream: bool) {
+        self.status = status.as_u16();
+        self.stream = stream;
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.state.metrics.in_flight.dec();
+        let secs = self.started.elapsed().as_secs_f64();
+        self.state
+            .metrics
+            .request(self.endpoint, self.status, self.stream, secs);
+    }
+}

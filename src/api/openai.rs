@@ -1,0 +1,154 @@
+//! OpenAI-compatible ingress: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
+use crate::app::AppState;
+use crate::chat::{ChatRequest, ChatStream};
+use crate::error::GatewayError;
+use crate::pipeline::{self, ChatBody};
+
+/// `POST /v1/chat/completions`.
+pub async fn chat_completions(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ctx = context(&state, &headers);
+    let mut guard = RequestGuard::new(&state, "chat");
+    let req: ChatRequest = match read_json(&state, body).await.and_then(validate) {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, &e, &ctx),
+    };
+    let wants_usage = req.wants_stream_usage();
+    let outcome = match pipeline::chat(&state, req, &ctx).await {
+        Ok(o) => o,
+        Err(e) => return fail(&mut guard, &GatewayError::from(e), &ctx),
+    };
+    let mut resp = match outcome.body {
+        ChatBody::Complete(r) => {
+            guard.finish(StatusCode::OK, false);
+            Json(r).into_response()
+        }
+        ChatBody::Stream(stream) => {
+            guard.finish(StatusCode::OK, true);
+            sse::response(
+                encode_stream(stream, wants_usage, guard),
+                state.config.server.sse_keep_alive,
+            )
+        }
+    };
+    set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    resp
+}
+
+fn fail(
+    guard: &mut RequestGuard,
+    e: &GatewayError,
+    ctx: &crate::pipeline::RequestContext,
+) -> Response {
+    guard.finish(e.parts().0, false);
+    error_response(e, ctx, Dialect::OpenAi)
+}
+
+/// Checks what serde cannot: a conversation to answer.
+fn validate(req: ChatRequest) -> Result<ChatRequest, GatewayError> {
+    if req.model.trim().is_empty() {
+        return Err(GatewayError::BadRequest("`model` must not be empty".into()));
+    }
+    if req.messages.is_empty() {
+        return Err(GatewayError::BadRequest(
+            "`messages` must contain at least one message".into(),
+        ));
+    }
+    Ok(req)
+}
+
+/// Canonical chunks -> `data:` frames, `[DONE]` at the end, an error event if the upstream dies.
+fn encode_stream(
+    mut stream: ChatStream,
+    wants_usage: bool,
+    guard: RequestGuard,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    async_stream::stream! {
+        let _guard = guard;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(mut chunk) => {
+                    if !wants_usage {
+                        if chunk.choices.is_empty() {
+                            continue;
+                        }
+                        chunk.usage = None;
+                    }
+                    match serde_json::to_string(&chunk) {
+                        Ok(s) => yield sse::frame(None, &s),
+                        Err(e) => {
+                            yield sse::frame(None, &stream_error(&e.to_string()));
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    yield sse::frame(None, &stream_error(&e.message));
+                    return;
+                }
+            }
+        }
+        yield sse::frame(None, "[DONE]");
+    }
+}
+
+fn stream_error(message: &str) -> String {
+    json!({"error": {"message": message, "type": "upstream_error", "code": "stream_error", "param": null}}).to_string()
+}
+
+/// `POST /v1/embeddings`.
+pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let ctx = context(&state, &headers);
+    let mut guard = RequestGuard::new(&state, "embeddings");
+    let body: Value = match read_json(&state, body).await {
+        Ok(v) => v,
+        Err(e) => return fail(&mut guard, &e, &ctx),
+    };
+    let model_ok = body
+        .get("model")
+        .and_then(Value::as_str)
+        .is_some_and(|m| !m.is_empty());
+    if !model_ok || body.get("input").is_none() {
+        let e = GatewayError::BadRequest("embeddings need a string `model` and an `input`".into());
+        return fail(&mut guard, &e, &ctx);
+    }
+    match state.router.embed(&body, &ctx).await {
+        Ok((value, served)) => {
+            guard.finish(StatusCode::OK, false);
+            let mut resp = Json(value).into_response();
+            set_headers(resp.headers_mut(), &ctx, Some(&served));
+            resp
+        }
+        Err(e) => fail(&mut guard, &GatewayError::from(e), &ctx),
+    }
+}
+
+/// `GET /v1/models`: routes, then each provider's listed models as `provider/model`.
+pub async fn models(State(state): State<AppState>) -> Response {
+    let table = state.router.table();
+    let mut data = Vec::new();
+    for r in &table.routes {
+        data.push(json!({"id": r.name, "object": "model", "created": 0, "owned_by": "switchyard"}));
+    }
+    for p in &table.providers {
+        for m in &p.models {
+            data.push(json!({"id": format!("{}/{m}", p.name), "object": "model", "created": 0, "owned_by": &*p.name}));
+        }
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}

@@ -1,0 +1,207 @@
+//! Application state, router assembly and the server with graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, env_hint};
+use crate::router::{RouteTable, Router};
+use crate::telemetry::metrics::{Metrics, ProviderLabels};
+
+/// Shared state: `Arc` handles only.
+#[derive(Clone)]
+pub struct AppState {
+    /// The validated config.
+    pub config: Arc<Config>,
+    /// Routes, providers, retries, breakers.
+    pub router: Arc<Router>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// Background work that shutdown waits for.
+    pub tasks: TaskTracker,
+}
+
+/// Why the server could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The HTTP client could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    /// The server stopped with an error.
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+impl AppState {
+    /// Builds the state for a config.
+    pub fn new(config: Config) -> Result<Self, AppError> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .map_err(|e| AppError::Client(e.to_string()))?;
+        let metrics = Arc::new(Metrics::new());
+        let table = RouteTable::build(&config, &client);
+        let router = Arc::new(Router::new(table, config.router.clone(), metrics.clone()));
+        Ok(Self {
+            config: Arc::new(config),
+            router,
+            metrics,
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    /// Updates gauges that are computed, not counted (breaker states).
+    pub fn refresh_gauges(&self) {
+        let table = self.router.table();
+        let breakers = self.router.breakers();
+        for p in &table.providers {
+            let open = breakers
+                .iter()
+                .filter(|(k, s)| {
+                    k.provider == p.name && *s != crate::router::breaker::State::Closed
+                })
+                .count();
+            self.metrics
+                .breakers_open
+                .get_or_create(&ProviderLabels {
+                    provider: p.name.to_string(),
+                })
+                .set(open as i64);
+        }
+    }
+}
+
+/// A running server.
+pub struct Server {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<Result<(), AppError>>,
+}
+
+impl Server {
+    /// Binds `config.server.listen` (or `listen` when given) and starts serving.
+    pub async fn start(config: Config, listen: Option<SocketAddr>) -> Result<Self, AppError> {
+        let addr = listen.unwrap_or(config.server.listen);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| AppError::Bind { addr, source })?;
+        let state = AppState::new(config)?;
+        log_startup(&state, addr);
+        let shutdown = CancellationToken::new();
+        let app = crate::api::routes(state.clone()).layer(
+            tower_http::catch_panic::CatchPanicLayer::custom(panic_response),
+        );
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await;
+            state.tasks.close();
+            state.tasks.wait().await;
+            served.map_err(AppError::Serve)
+        });
+        Ok(Self {
+            addr,
+            shutdown,
+            handle,
+        })
+    }
+
+    /// Stops accepting connections, drains in-flight requests and background tasks.
+    pub async fn shutdown(self) -> Result<(), AppError> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+
+    /// Waits until the server stops.
+    pub async fn wait(self) -> Result<(), AppError> {
+        match self.handle.await {
+            Ok(r) => r,
+            Err(e) => Err(AppError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// A token that, when cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    tracing::error!("a request handler panicked");
+    let body = serde_json::json!({"error": {"message": "internal error", "type": "server_error", "code": "internal_error", "param": null}});
+    (
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+fn log_startup(state: &AppState, addr: SocketAddr) {
+    let cfg = &state.config;
+    let names: Vec<String> = cfg
+        .providers
+        .iter()
+        .map(|p| format!("{} ({})", p.name, p.kind.as_str()))
+        .collect();
+    tracing::info!(%addr, providers = %names.join(", "), routes = cfg.routes.len(), "switchyard listening");
+    if cfg.providers.is_empty() {
+        tracing::warn!(
+            "no provider configured: set one of {} or pass --config; chat requests will fail until then",
+            env_hint()
+        );
+    }
+    if cfg.pending.cache {
+        tracing::warn!(
+            "[cache] is accepted but the semantic cache is not part of this build yet; requests are not cached"
+        );
+    }
+    if cfg.pending.mcp {
+        tracing::warn!(
+            "[mcp] is accepted but the MCP layer is not part of this build yet; no tools are injected"
+        );
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received: draining in-flight requests");
+}

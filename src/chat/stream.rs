@@ -1,0 +1,141 @@
+//! The one stream type: canonical chunks, and folding a stream back into a response.
+
+use std::pin::Pin;
+
+use futures_util::{Stream, StreamExt};
+
+use super::{
+    ChatChunk, ChatResponse, Choice, Content, Extra, FunctionCall, Message, Role, ToolCall, Usage,
+};
+
+/// An upstream failure after the stream started; sent to the client as an in-stream error event.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{message}")]
+pub struct StreamError {
+    /// What went wrong, without secrets.
+    pub message: String,
+}
+
+impl StreamError {
+    /// A stream error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// A stream of canonical chunks.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, StreamError>> + Send>>;
+
+/// Folds a whole stream into the response a non-streaming request would have received.
+pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, StreamError> {
+    let mut acc = Accumulator::default();
+    while let Some(chunk) = stream.next().await {
+        acc.push(chunk?);
+    }
+    Ok(acc.finish())
+}
+
+#[derive(Default)]
+struct Accumulator {
+    id: String,
+    model: String,
+    created: u64,
+    usage: Option<Usage>,
+    choices: Vec<ChoiceAcc>,
+}
+
+#[derive(Default)]
+struct ChoiceAcc {
+    text: String,
+    has_text: bool,
+    calls: Vec<ToolCall>,
+    finish: Option<String>,
+}
+
+impl Accumulator {
+    fn push(&mut self, chunk: ChatChunk) {
+        if self.id.is_empty() {
+            self.id = chunk.id;
+            self.model = chunk.model;
+            self.created = chunk.created;
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+        for c in chunk.choices {
+            let i = c.index as usize;
+            if self.choices.len() <= i {
+                self.choices.resize_with(i + 1, ChoiceAcc::default);
+            }
+            let Some(slot) = self.choices.get_mut(i) else {
+                continue;
+            };
+            if let Some(t) = c.delta.content {
+                slot.has_text = true;
+                slot.text.push_str(&t);
+            }
+            for d in c.delta.tool_calls.unwrap_or_default() {
+                let j = d.index as usize;
+                while slot.calls.len() <= j {
+                    slot.calls.push(ToolCall {
+                        id: String::new(),
+                        kind: "function".into(),
+                        function: FunctionCall {
+                            name: String::new(),
+                            arguments: String::new(),
+                        },
+                    });
+                }
+                let Some(call) = slot.calls.get_mut(j) else {
+                    continue;
+                };
+                if let Some(id) = d.id {
+                    call.id = id;
+                }
+                if let Some(f) = d.function {
+                    if let Some(n) = f.name {
+                        call.function.name.push_str(&n);
+                    }
+                    if let Some(a) = f.arguments {
+                        call.function.arguments.push_str(&a);
+                    }
+                }
+            }
+            if c.finish_reason.is_some() {
+                slot.finish = c.finish_reason;
+            }
+        }
+    }
+
+    fn finish(self) -> ChatResponse {
+        let choices = self
+            .choices
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Choice {
+                index: i as u32,
+                message: Message {
+                    role: Role::Assistant,
+                    content: (c.has_text || c.calls.is_empty()).then_some(Content::Text(c.text)),
+                    name: None,
+                    tool_calls: (!c.calls.is_empty()).then_some(c.calls),
+                    tool_call_id: None,
+                    extra: Extra::new(),
+                },
+                finish_reason: c.finish,
+                extra: Extra::new(),
+            })
+            .collect();
+        ChatResponse {
+            id: self.id,
+            object: "chat.completion".into(),
+            created: self.created,
+            model: self.model,
+            choices,
+            usage: self.usage,
+            extra: Extra::new(),
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Command line: `switchyard serve` and `switchyard check`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{Server, shutdown_signal};
+use crate::config::{Config, ConfigError};
+
+/// Switchyard: an OpenAI- and Anthropic-compatible LLM gateway.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the gateway (zero-config when no config file is given or found).
+    Serve {
+        /// Config file (default: ./switchyard.toml when present).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen address, overriding the config.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Validate a config file: print every problem with its field path.
+    Check {
+        /// Config file (default: ./switchyard.toml).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+}
+
+const DEFAULT_CONFIG: &str = "switchyard.toml";
+
+/// Runs the CLI; the exit code says how it went.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Check { config } => {
+            check(&config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
+        }
+        Command::Serve { config, listen } => serve(config, listen),
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(cfg) => {
+            eprintln!(
+                "{}: ok ({} provider(s), {} route(s))",
+                path.display(),
+                cfg.providers.len(),
+                cfg.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(ConfigError::Invalid(issues)) => {
+            eprintln!("{}: {} problem(s)", path.display(), issues.len());
+            for i in issues {
+                eprintln!("  {i}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
+    crate::telemetry::init_logging();
+    let cfg = match config {
+        Some(path) => Config::load(&path),
+        None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
+        None => Ok(Config::zero_config(&|k| std::env::var(k).ok())),
+    };
+    let cfg = match cfg {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::start(cfg, listen).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        let token = server.shutdown_token();
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            token.cancel();
+        });
+        match server.wait().await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                ExitCode::from(1)
+            }
+        }
+    })
+}

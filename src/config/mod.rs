@@ -1,0 +1,746 @@
+//! Configuration: raw TOML (serde) -> validated [`Config`]; `env.NAME` values; zero-config defaults.
+//!
+//! Parsing never stops at the first problem: [`Config::parse`] returns every [`Issue`] with its
+//! field path, which is what `switchyard check` prints.
+
+mod raw;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use raw::{RawCache, RawKey, RawMcp, RawProvider, RawRoute, RawRouter, RawServer};
+
+/// One problem found in a config, with the field path it concerns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    /// Dotted path such as `providers[1].keys[0].value`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Issue {
+    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Issue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file was read but is not a valid config.
+    #[error("{} problem(s) in the config:\n{}", .0.len(), .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Issue>),
+}
+
+/// A secret string (provider key, admin token): never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Provider kinds; everything but `anthropic` speaks the OpenAI wire format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// api.openai.com
+    OpenAi,
+    /// Any server speaking OpenAI's chat API; `base_url` required.
+    OpenAiCompatible,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    Azure,
+    /// Anthropic Messages API.
+    Anthropic,
+    /// Groq (OpenAI-compatible preset).
+    Groq,
+    /// Mistral (OpenAI-compatible preset).
+    Mistral,
+    /// OpenRouter (OpenAI-compatible preset).
+    OpenRouter,
+    /// DeepSeek (OpenAI-compatible preset).
+    DeepSeek,
+    /// xAI (OpenAI-compatible preset).
+    Xai,
+    /// Ollama's OpenAI-compatible endpoint.
+    Ollama,
+    /// Gemini through Google's OpenAI-compatible endpoint.
+    Gemini,
+    /// Cohere through its OpenAI compatibility API.
+    Cohere,
+}
+
+/// Kinds in CONTRACT.md that need a native adapter that does not exist yet.
+const PLANNED_KINDS: &[&str] = &["vertex", "bedrock"];
+
+impl ProviderKind {
+    /// Every accepted `kind` string.
+    pub const NAMES: &[&str] = &[
+        "openai",
+        "openai-compatible",
+        "azure",
+        "anthropic",
+        "groq",
+        "mistral",
+        "openrouter",
+        "deepseek",
+        "xai",
+        "ollama",
+        "gemini",
+        "cohere",
+    ];
+
+    /// Parses a `kind` string.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "openai" => Self::OpenAi,
+            "openai-compatible" => Self::OpenAiCompatible,
+            "azure" => Self::Azure,
+            "anthropic" => Self::Anthropic,
+            "groq" => Self::Groq,
+            "mistral" => Self::Mistral,
+            "openrouter" => Self::OpenRouter,
+            "deepseek" => Self::DeepSeek,
+            "xai" => Self::Xai,
+            "ollama" => Self::Ollama,
+            "gemini" => Self::Gemini,
+            "cohere" => Self::Cohere,
+            _ => return None,
+        })
+    }
+
+    /// The `kind` string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OpenAi => "openai",
+            Self::OpenAiCompatible => "openai-compatible",
+            Self::Azure => "azure",
+            Self::Anthropic => "anthropic",
+            Self::Groq => "groq",
+            Self::Mistral => "mistral",
+            Self::OpenRouter => "openrouter",
+            Self::DeepSeek => "deepseek",
+            Self::Xai => "xai",
+            Self::Ollama => "ollama",
+            Self::Gemini => "gemini",
+            Self::Cohere => "cohere",
+        }
+    }
+
+    /// The vendor's base URL as its SDK uses it; `None` where the user must give one.
+    pub fn default_base_url(self) -> Option<&'static str> {
+        Some(match self {
+            Self::OpenAi => "https://api.openai.com/v1",
+            Self::Anthropic => "https://api.anthropic.com",
+            Self::Groq => "https://api.groq.com/openai/v1",
+            Self::Mistral => "https://api.mistral.ai/v1",
+            Self::OpenRouter => "https://openrouter.ai/api/v1",
+            Self::DeepSeek => "https://api.deepseek.com/v1",
+            Self::Xai => "https://api.x.ai/v1",
+            Self::Ollama => "http://127.0.0.1:11434/v1",
+            Self::Gemini => "https://generativelanguage.googleapis.com/v1beta/openai",
+            Self::Cohere => "https://api.cohere.ai/compatibility/v1",
+            Self::OpenAiCompatible | Self::Azure => return None,
+        })
+    }
+
+    /// Whether requests need a key (Ollama and self-hosted servers may not).
+    pub fn needs_key(self) -> bool {
+        !matches!(self, Self::Ollama | Self::OpenAiCompatible)
+    }
+}
+
+/// A weighted provider key.
+#[derive(Debug, Clone)]
+pub struct KeyConfig {
+    /// The key.
+    pub secret: Secret,
+    /// Relative weight (> 0).
+    pub weight: f64,
+    /// Where it came from, for display: `env.NAME` or `inline`.
+    pub source: String,
+}
+
+/// A validated `[[providers]]` entry.
+#[derive(Debug, Clone)]
+pub struct ProviderConfig {
+    /// Name used in `provider/model`.
+    pub name: String,
+    /// Wire format and preset.
+    pub kind: ProviderKind,
+    /// Base URL, without a trailing slash.
+    pub base_url: String,
+    /// Keys, weighted (may be empty for keyless kinds).
+    pub keys: Vec<KeyConfig>,
+    /// Per-attempt timeout (whole answer; time to first chunk for streams).
+    pub timeout: Duration,
+    /// Retries on the same target before falling back.
+    pub max_retries: u32,
+    /// Azure `api-version`.
+    pub api_version: Option<String>,
+    /// Models listed by `GET /v1/models`, and reachable by their bare name.
+    pub models: Vec<String>,
+    /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
+    pub headers: BTreeMap<String, Secret>,
+}
+
+/// A route target: `provider/model` split, with a weight.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetConfig {
+    /// Provider name.
+    pub provider: String,
+    /// Upstream model name.
+    pub model: String,
+    /// Relative weight (> 0).
+    pub weight: f64,
+}
+
+/// A validated `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The name clients ask for.
+    pub model: String,
+    /// Weighted primary targets.
+    pub targets: Vec<TargetConfig>,
+    /// Tried in order when the chosen targets fail.
+    pub fallbacks: Vec<TargetConfig>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Where the store lives.
+    pub data_dir: PathBuf,
+    /// Bearer token for `/api/*`, when set.
+    pub admin_token: Option<Secret>,
+    /// Whole-request deadline.
+    pub request_timeout: Duration,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments.
+    pub sse_keep_alive: Duration,
+}
+
+/// `[router]`: the one retry policy and the breaker.
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    /// First backoff step.
+    pub retry_base: Duration,
+    /// Largest computed backoff.
+    pub retry_max: Duration,
+    /// A `Retry-After` longer than this falls back instead of waiting.
+    pub max_retry_after: Duration,
+    /// Consecutive failures that open a breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before letting one probe through.
+    pub breaker_cooldown: Duration,
+}
+
+/// Sections accepted now and acted on by later stages (semantic cache, MCP layer).
+#[derive(Debug, Clone, Default)]
+pub struct PendingSections {
+    /// `[cache]` was present.
+    pub cache: bool,
+    /// `[mcp]` was present.
+    pub mcp: bool,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`.
+    pub server: ServerConfig,
+    /// `[[providers]]`, in file order.
+    pub providers: Vec<ProviderConfig>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+    /// `[router]`.
+    pub router: RouterConfig,
+    /// Sections present but not yet acted on.
+    pub pending: PendingSections,
+    /// True when providers were detected from the environment (no config file).
+    pub zero_config: bool,
+}
+
+/// Environment variables zero-config reads, in detection order: (variable, provider name, kind).
+pub const ENV_PROVIDERS: &[(&str, &str, ProviderKind)] = &[
+    ("OPENAI_API_KEY", "openai", ProviderKind::OpenAi),
+    ("ANTHROPIC_API_KEY", "anthropic", ProviderKind::Anthropic),
+    ("GEMINI_API_KEY", "gemini", ProviderKind::Gemini),
+    ("GROQ_API_KEY", "groq", ProviderKind::Groq),
+    ("MISTRAL_API_KEY", "mistral", ProviderKind::Mistral),
+    ("COHERE_API_KEY", "cohere", ProviderKind::Cohere),
+    ("OPENROUTER_API_KEY", "openrouter", ProviderKind::OpenRouter),
+    ("DEEPSEEK_API_KEY", "deepseek", ProviderKind::DeepSeek),
+    ("XAI_API_KEY", "xai", ProviderKind::Xai),
+];
+
+/// The variables a user can set to get a provider, for messages.
+pub fn env_hint() -> String {
+    let mut v: Vec<&str> = ENV_PROVIDERS.iter().map(|(k, _, _)| *k).collect();
+    v.push("OLLAMA_BASE_URL");
+    v.join(", ")
+}
+
+impl Config {
+    /// Reads and validates a config file.
+    pub fn load(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &|k| std::env::var(k).ok()).map_err(ConfigError::Invalid)
+    }
+
+    /// Parses and validates config text, resolving `env.NAME` through `env`.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<Issue>> {
+        let mut issues = Vec::new();
+        let mut doc: toml::Table = match text.parse() {
+            Ok(t) => t,
+            Err(e) => return Err(vec![Issue::new("", format!("not valid TOML: {e}"))]),
+        };
+        for key in doc.keys() {
+            if !raw::SECTIONS.contains(&key.as_str()) {
+                issues.push(Issue::new(key.clone(), "unknown field"));
+            }
+        }
+        let mut sources = BTreeMap::new();
+        for key in raw::SECTIONS {
+            if let Some(v) = doc.get_mut(*key) {
+                raw::resolve_env(v, key, env, &mut sources, &mut issues);
+            }
+        }
+        let mut take = |k: &str| doc.remove(k);
+        let server: RawServer = take("server")
+            .and_then(|v| raw::section(v, "server", &mut issues))
+            .unwrap_or_default();
+        let router: RawRouter = take("router")
+            .and_then(|v| raw::section(v, "router", &mut issues))
+            .unwrap_or_default();
+        let cache_v = take("cache");
+        let mcp_v = take("mcp");
+        let pending = PendingSections {
+            cache: cache_v.is_some(),
+            mcp: mcp_v.is_some(),
+        };
+        if let Some(v) = cache_v {
+            let _: Option<RawCache> = raw::section(v, "cache", &mut issues);
+        }
+        if let Some(v) = mcp_v {
+            let _: Option<RawMcp> = raw::section(v, "mcp", &mut issues);
+        }
+        let providers_raw: Vec<Option<RawProvider>> =
+            array(take("providers"), "providers", &mut issues);
+        let routes_raw: Vec<Option<RawRoute>> = array(take("routes"), "routes", &mut issues);
+
+        let server = validate_server(server, &mut issues);
+        let router = validate_router(router, &mut issues);
+        let providers = validate_providers(&providers_raw, &sources, &mut issues);
+        let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
+        if !issues.is_empty() {
+            return Err(issues);
+        }
+        Ok(Config {
+            server,
+            providers,
+            routes,
+            router,
+            pending,
+            zero_config: false,
+        })
+    }
+
+    /// The zero-config setup: defaults, and one provider per `*_API_KEY` variable set.
+    pub fn zero_config(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut providers = Vec::new();
+        for (var, name, kind) in ENV_PROVIDERS {
+            let Some(key) = env(var).filter(|k| !k.trim().is_empty()) else {
+                continue;
+            };
+            // The vendors' SDKs honour these too; handy for proxies and local tests.
+            let base_var = format!("{}_BASE_URL", name.to_uppercase());
+            let base = env(&base_var)
+                .or_else(|| kind.default_base_url().map(str::to_owned))
+                .unwrap_or_default();
+            providers.push(default_provider(
+                name,
+                *kind,
+                base,
+                Some((key, format!("env.{var}"))),
+            ));
+        }
+        if let Some(url) = env("OLLAMA_BASE_URL").filter(|u| !u.trim().is_empty()) {
+            let url = url.trim_end_matches('/');
+            let base = if url.ends_with("/v1") {
+                url.to_owned()
+            } else {
+                format!("{url}/v1")
+            };
+            providers.push(default_provider("ollama", ProviderKind::Ollama, base, None));
+        }
+        Config {
+            server: validate_server(RawServer::default(), &mut Vec::new()),
+            providers,
+            routes: Vec::new(),
+            router: validate_router(RawRouter::default(), &mut Vec::new()),
+            pending: PendingSections::default(),
+            zero_config: true,
+        }
+    }
+}
+
+fn default_provider(
+    name: &str,
+    kind: ProviderKind,
+    base_url: String,
+    key: Option<(String, String)>,
+) -> ProviderConfig {
+    ProviderConfig {
+        name: name.to_owned(),
+        kind,
+        base_url: base_url.trim_end_matches('/').to_owned(),
+        keys: key
+            .map(|(k, source)| KeyConfig {
+                secret: Secret::new(k),
+                weight: 1.0,
+                source,
+            })
+            .into_iter()
+            .collect(),
+        timeout: Duration::from_secs(60),
+        max_retries: 2,
+        api_version: None,
+        models: Vec::new(),
+        headers: BTreeMap::new(),
+    }
+}
+
+fn array<T: serde::de::DeserializeOwned>(
+    v: Option<toml::Value>,
+    path: &str,
+    issues: &mut Vec<Issue>,
+) -> Vec<Option<T>> {
+    match v {
+        None => Vec::new(),
+        Some(toml::Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| raw::section(item, &format!("{path}[{i}]"), issues))
+            .collect(),
+        Some(_) => {
+            issues.push(Issue::new(
+                path,
+                format!("expected an array of tables ([[{path}]])"),
+            ));
+            Vec::new()
+        }
+    }
+}
+
+fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
+    let listen_s = s.listen.unwrap_or_else(|| "127.0.0.1:8080".into());
+    let listen = listen_s.parse().unwrap_or_else(|_| {
+        issues.push(Issue::new(
+            "server.listen",
+            format!("`{listen_s}` is not an address like 127.0.0.1:8080"),
+        ));
+        SocketAddr::from(([127, 0, 0, 1], 8080))
+    });
+    let max_body = s.max_body_bytes.unwrap_or(10 * 1024 * 1024);
+    if max_body == 0 {
+        issues.push(Issue::new(
+            "server.max_body_bytes",
+            "must be greater than 0",
+        ));
+    }
+    let timeout = s.request_timeout_ms.unwrap_or(120_000);
+    if timeout == 0 {
+        issues.push(Issue::new(
+            "server.request_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    ServerConfig {
+        listen,
+        data_dir: PathBuf::from(s.data_dir.unwrap_or_else(|| "./data".into())),
+        admin_token: s.admin_token.filter(|t| !t.is_empty()).map(Secret::new),
+        request_timeout: Duration::from_millis(timeout),
+        max_body_bytes: usize::try_from(max_body).unwrap_or(usize::MAX),
+        sse_keep_alive: Duration::from_millis(s.sse_keep_alive_ms.unwrap_or(15_000).max(100)),
+    }
+}
+
+fn validate_router(r: RawRouter, issues: &mut Vec<Issue>) -> RouterConfig {
+    let failures = r.breaker_failures.unwrap_or(5);
+    if failures == 0 {
+        issues.push(Issue::new("router.breaker_failures", "must be at least 1"));
+    }
+    RouterConfig {
+        retry_base: Duration::from_millis(r.retry_base_ms.unwrap_or(100)),
+        retry_max: Duration::from_millis(r.retry_max_ms.unwrap_or(2_000)),
+        max_retry_after: Duration::from_millis(r.max_retry_after_ms.unwrap_or(10_000)),
+        breaker_failures: failures,
+        breaker_cooldown: Duration::from_millis(r.breaker_cooldown_ms.unwrap_or(30_000)),
+    }
+}
+
+fn validate_weight(w: Option<f64>, path: String, issues: &mut Vec<Issue>) -> f64 {
+    let w = w.unwrap_or(1.0);
+    if !(w.is_finite() && w > 0.0) {
+        issues.push(Issue::new(
+            path,
+            format!("weight must be a positive number, got {w}"),
+        ));
+    }
+    w
+}
+
+fn validate_providers(
+    raw: &[Option<RawProvider>],
+    sources: &BTreeMap<String, String>,
+    issues: &mut Vec<Issue>,
+) -> Vec<ProviderConfig> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, p) in raw.iter().enumerate() {
+        let Some(p) = p else { continue };
+        let at = format!("providers[{i}]");
+        if p.name.is_empty() || p.name.contains('/') {
+            issues.push(Issue::new(
+                format!("{at}.name"),
+                "must be non-empty and contain no `/`",
+            ));
+        }
+        if !seen.insert(p.name.clone()) {
+            issues.push(Issue::new(
+                format!("{at}.name"),
+                format!("duplicate provider name `{}`", p.name),
+            ));
+        }
+        let Some(kind) = ProviderKind::parse(&p.kind) else {
+            let msg = if PLANNED_KINDS.contains(&p.kind.as_str()) {
+                format!(
+                    "kind `{}` is not supported yet (its native adapter is planned)",
+                    p.kind
+                )
+            } else {
+                format!(
+                    "unknown kind `{}`; expected one of: {}",
+                    p.kind,
+                    ProviderKind::NAMES.join(", ")
+                )
+            };
+            issues.push(Issue::new(format!("{at}.kind"), msg));
+            continue;
+        };
+        let base_url = match p.base_url.as_deref().or(kind.default_base_url()) {
+            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+                u.trim_end_matches('/').to_owned()
+            }
+            Some(u) => {
+                issues.push(Issue::new(
+                    format!("{at}.base_url"),
+                    format!("`{u}` is not an http(s) URL"),
+                ));
+                String::new()
+            }
+            None => {
+                issues.push(Issue::new(
+                    format!("{at}.base_url"),
+                    format!("required for kind `{}`", kind.as_str()),
+                ));
+                String::new()
+            }
+        };
+        if p.keys.is_empty() && kind.needs_key() {
+            issues.push(Issue::new(
+                format!("{at}.keys"),
+                format!("kind `{}` needs at least one key", kind.as_str()),
+            ));
+        }
+        let keys = p
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(j, k)| {
+                let (value, weight, vpath) = match k {
+                    RawKey::Plain(v) => (v, None, format!("{at}.keys[{j}]")),
+                    RawKey::Weighted { value, weight } => {
+                        (value, *weight, format!("{at}.keys[{j}].value"))
+                    }
+                };
+                if value.is_empty() {
+                    issues.push(Issue::new(vpath.clone(), "key is empty"));
+                }
+                KeyConfig {
+                    secret: Secret::new(value.clone()),
+                    weight: validate_weight(weight, format!("{at}.keys[{j}].weight"), issues),
+                    source: sources
+                        .get(&vpath)
+                        .cloned()
+                        .unwrap_or_else(|| "inline".into()),
+                }
+            })
+            .collect();
+        if p.timeout_ms == Some(0) {
+            issues.push(Issue::new(
+                format!("{at}.timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if p.api_version.is_some() && kind != ProviderKind::Azure {
+            issues.push(Issue::new(
+                format!("{at}.api-version"),
+                "only used by kind `azure`",
+            ));
+        }
+        out.push(ProviderConfig {
+            name: p.name.clone(),
+            kind,
+            base_url,
+            keys,
+            timeout: Duration::from_millis(p.timeout_ms.unwrap_or(60_000)),
+            max_retries: p.max_retries.unwrap_or(2),
+            api_version: (kind == ProviderKind::Azure)
+                .then(|| p.api_version.clone().unwrap_or_else(|| "2024-10-21".into())),
+            models: p.models.clone(),
+            headers: p
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect(),
+        });
+    }
+    out
+}
+
+fn validate_routes(
+    raw: &[Option<RawRoute>],
+    providers: &[Option<RawProvider>],
+    issues: &mut Vec<Issue>,
+) -> Vec<RouteConfig> {
+    let names: HashSet<&str> = providers
+        .iter()
+        .flatten()
+        .map(|p| p.name.as_str())
+        .collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    let target =
+        |model: &str, weight: f64, path: String, issues: &mut Vec<Issue>| -> Option<TargetConfig> {
+            let Some((provider, upstream)) = model.split_once('/') else {
+                issues.push(Issue::new(
+                    path,
+                    format!("`{model}` must be `provider/model`"),
+                ));
+                return None;
+            };
+            if !names.contains(provider) {
+                issues.push(Issue::new(
+                    path,
+                    format!(
+                        "unknown provider `{provider}` (configured: {})",
+                        sorted(&names)
+                    ),
+                ));
+                return None;
+            }
+            Some(TargetConfig {
+                provider: provider.to_owned(),
+                model: upstream.to_owned(),
+                weight,
+            })
+        };
+    for (i, r) in raw.iter().enumerate() {
+        let Some(r) = r else { continue };
+        let at = format!("routes[{i}]");
+        if r.model.is_empty() {
+            issues.push(Issue::new(format!("{at}.model"), "must not be empty"));
+        }
+        if !seen.insert(r.model.clone()) {
+            issues.push(Issue::new(
+                format!("{at}.model"),
+                format!("duplicate route `{}`", r.model),
+            ));
+        }
+        if r.targets.is_empty() {
+            issues.push(Issue::new(
+                format!("{at}.targets"),
+                "a route needs at least one target",
+            ));
+        }
+        let targets = r
+            .targets
+            .iter()
+            .enumerate()
+            .filter_map(|(j, t)| {
+                let w = validate_weight(t.weight, format!("{at}.targets[{j}].weight"), issues);
+                target(&t.model, w, format!("{at}.targets[{j}].model"), issues)
+            })
+            .collect();
+        let fallbacks = r
+            .fallbacks
+            .iter()
+            .enumerate()
+            .filter_map(|(j, f)| target(f, 1.0, format!("{at}.fallbacks[{j}]"), issues))
+            .collect();
+        out.push(RouteConfig {
+            model: r.model.clone(),
+            targets,
+            fallbacks,
+        });
+    }
+    out
+}
+
+fn sorted(names: &HashSet<&str>) -> String {
+    let mut v: Vec<&str> = names.iter().copied().collect();
+    v.sort_unstable();
+    if v.is_empty() {
+        "none".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+//! The edge error: every module error becomes an HTTP status and an OpenAI-shaped JSON body.
+
+use axum::http::StatusCode;
+use serde_json::json;
+
+use crate::pipeline::Served;
+use crate::providers::ProviderError;
+use crate::router::RouterError;
+
+/// Errors answered at the HTTP edge.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The body is not valid JSON or has a wrong field.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The body is larger than `max_body_bytes`.
+    #[error("request body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    /// Missing or wrong admin token.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The router failed.
+    #[error(transparent)]
+    Router(#[from] RouterError),
+}
+
+impl GatewayError {
+    /// HTTP status, OpenAI error `type` and `code`.
+    pub fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "invalid_request",
+            ),
+            Self::TooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request_too_large",
+            ),
+            Self::Unauthorized(_) => (
+                StatusCode::UNAUTHORIZED,
+                "authentication_error",
+                "unauthorized",
+            ),
+            Self::Router(e) => router_parts(e),
+        }
+    }
+
+    /// Who was tried, when the router got that far.
+    pub fn served(&self) -> Option<&Served> {
+        match self {
+            Self::Router(e) => e.served(),
+            _ => None,
+        }
+    }
+
+    /// Retry-After to pass on to the client.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::Router(RouterError::Upstream {
+                error:
+                    ProviderError::Status {
+                        retry_after: Some(d),
+                        ..
+                    },
+                ..
+            }) => Some(d.as_secs().max(1)),
+            Self::Router(RouterError::Unavailable(_)) => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-shaped body.
+    pub fn body(&self) -> serde_json::Value {
+        let (_, kind, code) = self.parts();
+        json!({"error": {"message": self.to_string(), "type": kind, "code": code, "param": null}})
+    }
+}
+
+fn router_parts(e: &RouterError) -> (StatusCode, &'static str, &'static str) {
+    match e {
+        RouterError::NoProviders(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "no_providers",
+        ),
+        RouterError::UnknownModel { .. } => (
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "model_not_found",
+        ),
+        RouterError::Unsupported(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "unsupported",
+        ),
+        RouterError::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "service_unavailable",
+            "circuit_open",
+        ),
+        RouterError::Deadline { .. } => (StatusCode::GATEWAY_TIMEOUT, "timeout", "request_timeout"),
+        RouterError::Upstream { error, .. } => match error {
+            ProviderError::Timeout(_) => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream_error",
+                "upstream_timeout",
+            ),
+            ProviderError::Status { status: 429, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "upstream_rate_limited",
+            ),
+            ProviderError::Status {
+                status: 401 | 403, ..
+            } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_error",
+                "upstream_auth_failed",
+            ),
+            ProviderError::Status { status: 404, .. } => (
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+            ),
+            ProviderError::Status { status, .. } if (400..500).contains(status) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "upstream_rejected_request",
+            ),
+            ProviderError::Status { status: 503, .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_error",
+                "upstream_unavailable",
+            ),
+            _ => (StatusCode::BAD_GATEWAY, "upstream_error", "upstream_error"),
+        },
+    }
+}

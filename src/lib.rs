@@ -1,0 +1,24 @@
+//! Switchyard: an OpenAI- and Anthropic-compatible LLM gateway.
+//!
+//! # Layout (one module per stage of the request path)
+//! - `cli`: command line (`serve`, `check`).
+//! - `app`: shared state, router assembly, graceful shutdown.
+//! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, SSE encoding.
+//! - `pipeline`: the ordered request path in one function.
+//! - `error`: every module error -> status + OpenAI JSON body.
+//! - `chat`: canonical OpenAI-shaped request/response/chunk types.
+//! - `config`: raw TOML -> validated config; `env.NAME`; zero-config.
+//! - `router`: route table, weighted picks, the one retry policy, circuit breakers.
+//! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic).
+//! - `telemetry`: logging and Prometheus metrics.
+
+pub mod api;
+pub mod app;
+pub mod chat;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod pipeline;
+pub mod providers;
+pub mod router;
+pub mod telemetry;

@@ -1,0 +1,94 @@
+//! The request path in one function. Each stage is a module; they meet here through plain data.
+//!
+//! ```text
+//! api parses -> RequestContext
+//!   router.chat   resolve model -> weighted targets + fallbacks -> attempts (retry, breaker, keys)
+//!                 streams: the first chunk is awaited, so a failure before it falls back
+//!   settle        token metrics (counted as the stream passes)
+//! api encodes, sets x-request-id and the x-switchyard-* headers
+//! ```
+//! Governance, plugins, the semantic cache and the MCP tool loop take their places in this
+//! function as they are built (see docs/architecture.md).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+
+use crate::app::AppState;
+use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::router::RouterError;
+use crate::telemetry::metrics::Metrics;
+
+/// Per-request data every stage may read.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `x-request-id` (the client's, or a new UUID).
+    pub request_id: String,
+    /// When the request must be answered by.
+    pub deadline: Instant,
+}
+
+/// Who served a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// Provider name.
+    pub provider: Arc<str>,
+    /// Upstream model.
+    pub model: Arc<str>,
+    /// Upstream attempts made, failed ones included.
+    pub attempts: u32,
+}
+
+/// A complete answer or a stream of chunks.
+pub enum ChatBody {
+    /// Non-streaming answer.
+    Complete(ChatResponse),
+    /// Streaming answer; the first chunk has already arrived.
+    Stream(ChatStream),
+}
+
+/// The answer and who gave it.
+pub struct ChatOutcome {
+    /// Who served it.
+    pub served: Served,
+    /// What they said.
+    pub body: ChatBody,
+}
+
+/// Runs a chat request through every stage.
+pub async fn chat(
+    state: &AppState,
+    req: ChatRequest,
+    ctx: &RequestContext,
+) -> Result<ChatOutcome, RouterError> {
+    let outcome = state.router.chat(&req, ctx).await?;
+    Ok(settle(outcome, &state.metrics))
+}
+
+/// Counts tokens: now for a complete answer, as the usage chunk passes for a stream.
+fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
+    let provider = outcome.served.provider.clone();
+    let body = match outcome.body {
+        ChatBody::Complete(resp) => {
+            if let Some(u) = &resp.usage {
+                metrics.usage(&provider, u.prompt_tokens, u.completion_tokens);
+            }
+            ChatBody::Complete(resp)
+        }
+        ChatBody::Stream(stream) => {
+            let metrics = metrics.clone();
+            ChatBody::Stream(Box::pin(stream.inspect(move |item| {
+                if let Ok(chunk) = item
+                    && let Some(u) = &chunk.usage
+                {
+                    metrics.usage(&provider, u.prompt_tokens, u.completion_tokens);
+                }
+            })))
+        }
+    };
+    ChatOutcome {
+        served: outcome.served,
+        body,
+    }
+}

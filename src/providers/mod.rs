@@ -1,0 +1,268 @@
+//! Upstream providers: one folder per wire format, all speaking canonical types to the core.
+//!
+//! `openai/` serves every OpenAI-compatible vendor as a preset (OpenAI, Azure, Groq, Mistral,
+//! OpenRouter, DeepSeek, xAI, Ollama, Gemini and Cohere compatibility endpoints); `anthropic/`
+//! translates to and from the Messages API. [`AnyProvider`] is the closed set, statically
+//! dispatched.
+
+pub mod anthropic;
+pub mod openai;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::config::{ProviderConfig, ProviderKind, Secret};
+
+/// What one upstream attempt failed with.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    /// No connection could be made (refused, DNS, TLS).
+    #[error("cannot connect to upstream: {0}")]
+    Connect(String),
+    /// The upstream did not answer within the attempt timeout.
+    #[error("upstream timed out after {0:?}")]
+    Timeout(Duration),
+    /// The upstream answered with a non-success status.
+    #[error("upstream returned {status}: {message}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The upstream's error message (secrets redacted).
+        message: String,
+        /// Parsed `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// The connection broke while reading the answer.
+    #[error("upstream connection failed: {0}")]
+    Io(String),
+    /// The answer could not be understood.
+    #[error("cannot decode upstream response: {0}")]
+    Decode(String),
+}
+
+impl ProviderError {
+    /// Whether trying again (same or another target) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Connect(_) | Self::Timeout(_) | Self::Io(_) => true,
+            Self::Status { status, .. } => {
+                matches!(status, 401 | 403 | 408 | 409 | 429) || *status >= 500
+            }
+            Self::Decode(_) => false,
+        }
+    }
+
+    /// Whether the fault is the key's (try another key of the same provider).
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            Self::Status {
+                status: 401 | 403 | 429,
+                ..
+            }
+        )
+    }
+
+    /// A fixed label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Connect(_) => "connect_error",
+            Self::Timeout(_) => "timeout",
+            Self::Io(_) => "io_error",
+            Self::Decode(_) => "decode_error",
+            Self::Status { status: 429, .. } => "rate_limited",
+            Self::Status {
+                status: 401 | 403, ..
+            } => "auth_error",
+            Self::Status { status, .. } if *status >= 500 => "server_error",
+            Self::Status { .. } => "client_error",
+        }
+    }
+}
+
+/// What an attempt needs besides the request: the upstream model and the key to use.
+#[derive(Debug, Clone, Copy)]
+pub struct Call<'a> {
+    /// Upstream model name.
+    pub model: &'a str,
+    /// Key for this attempt, if the provider has keys.
+    pub key: Option<&'a Secret>,
+}
+
+/// The closed set of providers.
+#[derive(Debug)]
+pub enum AnyProvider {
+    /// OpenAI wire format (and its presets).
+    OpenAi(openai::OpenAiProvider),
+    /// Anthropic Messages wire format.
+    Anthropic(anthropic::AnthropicProvider),
+}
+
+macro_rules! delegate {
+    ($self:ident, $p:ident => $e:expr) => {
+        match $self {
+            AnyProvider::OpenAi($p) => $e,
+            AnyProvider::Anthropic($p) => $e,
+        }
+    };
+}
+
+impl AnyProvider {
+    /// Builds the provider for a config entry, sharing one HTTP client.
+    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+        match cfg.kind {
+            ProviderKind::Anthropic => {
+                Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
+            }
+            _ => Self::OpenAi(openai::OpenAiProvider::new(cfg, client)),
+        }
+    }
+
+    /// One non-streaming chat attempt.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<ChatResponse, ProviderError> {
+        delegate!(self, p => p.chat(req, call).await)
+    }
+
+    /// One streaming chat attempt; returns once the upstream accepted the request.
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<ChatStream, ProviderError> {
+        delegate!(self, p => p.chat_stream(req, call).await)
+    }
+
+    /// Whether this provider serves `/v1/embeddings`.
+    pub fn supports_embeddings(&self) -> bool {
+        matches!(self, Self::OpenAi(_))
+    }
+
+    /// One embeddings attempt (OpenAI wire format only).
+    pub async fn embed(&self, body: &Value, call: Call<'_>) -> Result<Value, ProviderError> {
+        match self {
+            Self::OpenAi(p) => p.embed(body, call).await,
+            Self::Anthropic(_) => Err(ProviderError::Status {
+                status: 400,
+                message: "this provider does not offer embeddings".into(),
+                retry_after: None,
+            }),
+        }
+    }
+}
+
+/// Sends a request and turns transport failures and error statuses into [`ProviderError`].
+pub(crate) async fn send(
+    rb: reqwest::RequestBuilder,
+    key: Option<&Secret>,
+) -> Result<reqwest::Response, ProviderError> {
+    let resp = rb.send().await.map_err(transport_error)?;
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let text = resp.text().await.unwrap_or_default();
+    Err(ProviderError::Status {
+        status,
+        message: redact(&error_message(&text), key),
+        retry_after,
+    })
+}
+
+/// Reads a successful response body as JSON of type `T`.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    resp: reqwest::Response,
+) -> Result<T, ProviderError> {
+    let bytes = resp.bytes().await.map_err(transport_error)?;
+    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
+}
+
+/// Maps a reqwest error to the matching [`ProviderError`].
+pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
+    if e.is_connect() {
+        ProviderError::Connect(root_cause(&e))
+    } else if e.is_timeout() {
+        ProviderError::Timeout(Duration::ZERO)
+    } else {
+        ProviderError::Io(root_cause(&e))
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+/// `Retry-After`: seconds or an HTTP date.
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
+    if let Ok(secs) = v.trim().parse::<f64>() {
+        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    }
+    let when = httpdate::parse_http_date(v.trim()).ok()?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The message of an OpenAI- or Anthropic-shaped error body, or the body itself (shortened).
+fn error_message(body: &str) -> String {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let msg = parsed.as_ref().and_then(|v| {
+        v.pointer("/error/message")
+            .or_else(|| v.get("message"))
+            .or_else(|| v.get("error"))
+            .and_then(Value::as_str)
+    });
+    match msg {
+        Some(m) => m.to_owned(),
+        None if body.trim().is_empty() => "no error message".into(),
+        None => body.chars().take(500).collect(),
+    }
+}
+
+/// Removes the key (and anything that looks like a secret key) from an upstream message.
+pub(crate) fn redact(msg: &str, key: Option<&Secret>) -> String {
+    let mut out = msg.to_owned();
+    if let Some(k) = key.map(Secret::expose).filter(|k| k.len() >= 4) {
+        out = out.replace(k, "***");
+    }
+    out.split(' ')
+        .map(|w| {
+            let bare = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
+            if (bare.starts_with("sk-") || bare.starts_with("sk_")) && bare.len() > 12 {
+                w.replace(bare, "sk-***")
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;
+
+/// The server-sent events of a successful streaming response.
+pub(crate) fn sse_events(
+    resp: reqwest::Response,
+) -> impl futures_util::Stream<Item = Result<sse_stream::Sse, crate::chat::StreamError>> + Send + 'static
+{
+    use futures_util::StreamExt;
+    sse_stream::SseStream::from_bytes_stream(resp.bytes_stream()).map(|r| {
+        r.map_err(|e| crate::chat::StreamError::new(format!("upstream stream broke: {e}")))
+    })
+}

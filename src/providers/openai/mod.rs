@@ -1,0 +1,168 @@
+//! The OpenAI wire format, and every vendor that speaks it (as presets of one adapter).
+
+use std::collections::BTreeMap;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::{Call, ProviderError, read_json, send};
+use crate::chat::{ChatChunk, ChatRequest, ChatResponse, ChatStream, StreamError, StreamOptions};
+use crate::config::{ProviderConfig, ProviderKind, Secret};
+
+/// An OpenAI-format upstream.
+#[derive(Debug)]
+pub struct OpenAiProvider {
+    client: reqwest::Client,
+    kind: ProviderKind,
+    base_url: String,
+    api_version: Option<String>,
+    headers: BTreeMap<String, Secret>,
+}
+
+impl OpenAiProvider {
+    /// A provider for this config entry.
+    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+        Self {
+            client,
+            kind: cfg.kind,
+            base_url: cfg.base_url.clone(),
+            api_version: cfg.api_version.clone(),
+            headers: cfg.headers.clone(),
+        }
+    }
+
+    /// The endpoint URL for `path` (`chat/completions`, `embeddings`).
+    fn url(&self, model: &str, path: &str) -> String {
+        if self.kind != ProviderKind::Azure {
+            return format!("{}/{path}", self.base_url);
+        }
+        let version = self.api_version.as_deref().unwrap_or("2024-10-21");
+        if self.base_url.contains("/openai/deployments/") {
+            format!("{}/{path}?api-version={version}", self.base_url)
+        } else {
+            format!(
+                "{}/openai/deployments/{model}/{path}?api-version={version}",
+                self.base_url
+            )
+        }
+    }
+
+    fn post(&self, url: String, key: Option<&Secret>) -> reqwest::RequestBuilder {
+        let mut rb = self.client.post(url);
+        if let Some(k) = key {
+            rb = if self.kind == ProviderKind::Azure {
+                rb.header("api-key", k.expose())
+            } else {
+                rb.bearer_auth(k.expose())
+            };
+        }
+        for (name, value) in &self.headers {
+            rb = rb.header(name.as_str(), value.expose());
+        }
+        rb
+    }
+
+    /// Vendors that accept `stream_options.include_usage`; Mistral sends usage unasked.
+    fn asks_stream_usage(&self) -> bool {
+        !matches!(self.kind, ProviderKind::Mistral)
+    }
+
+    /// Non-streaming chat.
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<ChatResponse, ProviderError> {
+        let mut body = req.clone();
+        body.model = call.model.to_owned();
+        body.stream = None;
+        body.stream_options = None;
+        let resp = send(
+            self.post(self.url(call.model, "chat/completions"), call.key)
+                .json(&body),
+            call.key,
+        )
+        .await?;
+        read_json(resp).await
+    }
+
+    /// Streaming chat: chunks pass through as canonical chunks (the formats are the same).
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        call: Call<'_>,
+    ) -> Result<ChatStream, ProviderError> {
+        let mut body = req.clone();
+        body.model = call.model.to_owned();
+        body.stream = Some(true);
+        if self.asks_stream_usage() {
+            let opts = body
+                .stream_options
+                .get_or_insert_with(StreamOptions::default);
+            opts.include_usage = Some(true);
+        }
+        let resp = send(
+            self.post(self.url(call.model, "chat/completions"), call.key)
+                .json(&body),
+            call.key,
+        )
+        .await?;
+        let events = super::sse_events(resp);
+        let chunks = events
+            .take_while(|ev| {
+                let done =
+                    matches!(ev, Ok(sse) if sse.data.as_deref().map(str::trim) == Some("[DONE]"));
+                std::future::ready(!done)
+            })
+            .filter_map(|ev| std::future::ready(decode_event(ev)));
+        Ok(Box::pin(chunks))
+    }
+
+    /// Embeddings: the body passes through with the upstream model set.
+    pub async fn embed(&self, body: &Value, call: Call<'_>) -> Result<Value, ProviderError> {
+        let mut body = body.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("model".into(), Value::String(call.model.to_owned()));
+        }
+        let resp = send(
+            self.post(self.url(call.model, "embeddings"), call.key)
+                .json(&body),
+            call.key,
+        )
+        .await?;
+        read_json(resp).await
+    }
+}
+
+/// One SSE event -> a chunk; comments and empty events are skipped, `error` payloads end the stream.
+fn decode_event(
+    ev: Result<sse_stream::Sse, StreamError>,
+) -> Option<Result<ChatChunk, StreamError>> {
+    let sse = match ev {
+        Ok(sse) => sse,
+        Err(e) => return Some(Err(e)),
+    };
+    let data = sse.data?;
+    if data.trim().is_empty() {
+        return None;
+    }
+    let value: Value = match serde_json::from_str(&data) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(Err(StreamError::new(format!(
+                "bad chunk from upstream: {e}"
+            ))));
+        }
+    };
+    if let Some(err) = value.get("error") {
+        let msg = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("upstream error");
+        return Some(Err(StreamError::new(msg.to_owned())));
+    }
+    Some(
+        serde_json::from_value(value)
+            .map_err(|e| StreamError::new(format!("bad chunk from upstream: {e}"))),
+    )
+}

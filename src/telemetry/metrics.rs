@@ -1,0 +1,208 @@
+//! Every Prometheus metric the gateway exports, in one place. Labels come from small fixed
+//! vocabularies (endpoint, status class, configured provider names, outcome labels).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a client request.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `chat`, `messages`, `embeddings`.
+    pub endpoint: String,
+    /// `2xx`, `4xx`, `5xx`.
+    pub status: String,
+    /// `true` for streamed answers.
+    pub stream: String,
+}
+
+/// Labels by endpoint only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `chat`, `messages`, `embeddings`.
+    pub endpoint: String,
+}
+
+/// Labels of an upstream attempt.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    /// Configured provider name.
+    pub provider: String,
+    /// `ok` or a `ProviderError::label()`.
+    pub outcome: String,
+}
+
+/// Labels by provider only.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    /// Configured provider name.
+    pub provider: String,
+}
+
+/// Labels of token counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TokenLabels {
+    /// Configured provider name.
+    pub provider: String,
+    /// `input` or `output`.
+    pub direction: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// The gateway's metrics and their registry.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `switchyard_requests_total`.
+    pub requests: Family<RequestLabels, Counter>,
+    /// `switchyard_request_duration_seconds` (to the end of the response head for streams).
+    pub request_duration: HistogramFamily<EndpointLabels>,
+    /// `switchyard_in_flight_requests`.
+    pub in_flight: Gauge,
+    /// `switchyard_upstream_attempts_total`.
+    pub upstream_attempts: Family<AttemptLabels, Counter>,
+    /// `switchyard_upstream_attempt_duration_seconds`.
+    pub upstream_duration: HistogramFamily<ProviderLabels>,
+    /// `switchyard_fallbacks_total`: requests served by a target other than the first tried.
+    pub fallbacks: Family<ProviderLabels, Counter>,
+    /// `switchyard_tokens_total`.
+    pub tokens: Family<TokenLabels, Counter>,
+    /// `switchyard_circuit_breakers_open`: open or half-open breakers per provider.
+    pub breakers_open: Family<ProviderLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("switchyard");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Client requests by endpoint, status class and streaming",
+            requests.clone(),
+        );
+        let request_duration: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response head (whole answer when not streamed)",
+            request_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "in_flight_requests",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        let upstream_attempts = Family::<AttemptLabels, Counter>::default();
+        registry.register(
+            "upstream_attempts",
+            "Upstream attempts by provider and outcome",
+            upstream_attempts.clone(),
+        );
+        let upstream_duration: HistogramFamily<ProviderLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "upstream_attempt_duration_seconds",
+            "Upstream attempt latency (to the first chunk for streams)",
+            upstream_duration.clone(),
+        );
+        let fallbacks = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "fallbacks",
+            "Requests answered by a target other than the first tried",
+            fallbacks.clone(),
+        );
+        let tokens = Family::<TokenLabels, Counter>::default();
+        registry.register("tokens", "Tokens by provider and direction", tokens.clone());
+        let breakers_open = Family::<ProviderLabels, Gauge>::default();
+        registry.register(
+            "circuit_breakers_open",
+            "Open or half-open circuit breakers",
+            breakers_open.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            in_flight,
+            upstream_attempts,
+            upstream_duration,
+            fallbacks,
+            tokens,
+            breakers_open,
+        }
+    }
+
+    /// Counts one upstream attempt.
+    pub fn attempt(&self, provider: &str, outcome: &str, secs: f64) {
+        self.upstream_attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.upstream_duration
+            .get_or_create(&ProviderLabels {
+                provider: provider.to_owned(),
+            })
+            .observe(secs);
+    }
+
+    /// Counts tokens of one answer.
+    pub fn usage(&self, provider: &str, input: u64, output: u64) {
+        for (direction, n) in [("input", input), ("output", output)] {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.to_owned(),
+                    direction: direction.to_owned(),
+                })
+                .inc_by(n);
+        }
+    }
+
+    /// Counts one finished client request.
+    pub fn request(&self, endpoint: &str, status: u16, stream: bool, secs: f64) {
+        let class = match status {
+            200..=299 => "2xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels {
+                endpoint: endpoint.to_owned(),
+                status: class.to_owned(),
+                stream: stream.to_string(),
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(secs);
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
