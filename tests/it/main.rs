@@ -1,1 +1,11 @@
+//! The one integration-test binary: real gateway, mock providers speaking the real wire formats.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
 
+mod conformance;
+mod gateway;
+mod mock;

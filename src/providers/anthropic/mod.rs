@@ -121,3 +121,6 @@ const KNOWN_EVENTS: &[&str] = &[
     "ping",
     "error",
 ];
+
+#[cfg(test)]
+mod tests;

@@ -828,6 +828,3 @@ impl StreamEncoder {
         out
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -1,0 +1,321 @@
+//! One conformance suite, run against every adapter: plain, stream, tools, errors, retry, fallback.
+
+use serde_json::{Value, json};
+
+use crate::gateway::{Gateway, fold_openai, header, sse};
+use crate::mock::{Mock, Reply, TEXT};
+
+/// How a provider kind is wired to a mock.
+pub struct Kind {
+    /// `kind` in the config.
+    pub kind: &'static str,
+    /// Appended to the mock URL to form `base_url`.
+    pub base_suffix: &'static str,
+    /// Extra config lines.
+    pub extra: &'static str,
+    /// Path prefix the upstream request must hit.
+    pub path: &'static str,
+    /// Whether the upstream speaks Anthropic.
+    pub anthropic: bool,
+}
+
+/// A `[[providers]]` block named `name` pointing at `mock`.
+pub fn provider_block(name: &str, k: &Kind, mock: &Mock) -> String {
+    format!(
+        "[[providers]]\nname = \"{name}\"\nkind = \"{}\"\nbase_url = \"{}{}\"\nkeys = [\"sk-test-{name}\"]\nmax_retries = 2\n{}\n",
+        k.kind,
+        mock.url(),
+        k.base_suffix,
+        k.extra
+    )
+}
+
+/// Fast retries and breakers that stay out of the way.
+pub const FAST_ROUTER: &str =
+    "[router]\nretry_base_ms = 5\nretry_max_ms = 20\nbreaker_failures = 100\n";
+
+/// A gateway with provider `p` in front of one mock.
+pub async fn setup(k: &Kind) -> (Mock, Gateway) {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(&format!("{}{FAST_ROUTER}", provider_block("p", k, &mock))).await;
+    (mock, gw)
+}
+
+/// A simple chat body.
+pub fn hello(model: &str) -> Value {
+    json!({"model": model, "messages": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello"}
+    ]})
+}
+
+/// A chat body offering the get_weather tool.
+pub fn weather(model: &str) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "Weather in Paris and London?"}],
+        "tools": [{"type": "function", "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }}]
+    })
+}
+
+pub fn expected_calls() -> Vec<(String, Value)> {
+    vec![
+        ("get_weather".into(), json!({"city": "Paris"})),
+        ("get_weather".into(), json!({"city": "London"})),
+    ]
+}
+
+macro_rules! provider_conformance {
+    ($name:ident, $kind:expr) => {
+        mod $name {
+            use super::*;
+
+            const K: Kind = $kind;
+
+            #[tokio::test]
+            async fn plain() {
+                let (mock, gw) = setup(&K).await;
+                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(body["choices"][0]["message"]["content"], TEXT);
+                assert_eq!(body["choices"][0]["finish_reason"], "stop");
+                assert_eq!(body["usage"]["prompt_tokens"], 19);
+                assert_eq!(body["usage"]["completion_tokens"], 10);
+                assert_eq!(header(&h, "x-switchyard-provider"), "p");
+                assert_eq!(header(&h, "x-switchyard-model"), "test-model");
+                assert_eq!(header(&h, "x-switchyard-attempts"), "1");
+                assert!(!header(&h, "x-request-id").is_empty());
+                let seen = mock.last();
+                assert!(seen.path.starts_with(K.path), "{}", seen.path);
+                if !K.extra.contains("keyless") {
+                    assert_eq!(seen.key().as_deref(), Some("sk-test-p"));
+                }
+                if K.anthropic {
+                    assert_eq!(seen.body["model"], "test-model");
+                    assert_eq!(seen.body["system"], "You are terse.");
+                    assert_eq!(seen.body["messages"][0]["role"], "user");
+                    assert!(seen.body["max_tokens"].as_u64().unwrap() > 0);
+                    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+                } else {
+                    assert_eq!(seen.body["messages"][0]["role"], "system");
+                    if K.kind != "azure" {
+                        assert_eq!(seen.body["model"], "test-model");
+                    }
+                }
+            }
+
+            #[tokio::test]
+            async fn stream() {
+                let (_mock, gw) = setup(&K).await;
+                let mut body = hello("p/test-model");
+                body["stream"] = json!(true);
+                body["stream_options"] = json!({"include_usage": true});
+                let r = gw.post("/v1/chat/completions", &body).await;
+                assert_eq!(r.status(), 200);
+                assert_eq!(header(r.headers(), "x-switchyard-provider"), "p");
+                assert!(header(r.headers(), "content-type").starts_with("text/event-stream"));
+                let events = sse(r).await;
+                assert_eq!(events.last().unwrap().data, "[DONE]");
+                let first: Value = serde_json::from_str(&events[0].data).unwrap();
+                assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+                let (text, calls, finish, usage) = fold_openai(&events);
+                assert_eq!(text, TEXT);
+                assert!(calls.is_empty());
+                assert_eq!(finish.as_deref(), Some("stop"));
+                let usage = usage.expect("usage chunk when include_usage is set");
+                assert_eq!(usage["completion_tokens"], 10);
+
+                // Without include_usage, no usage chunk reaches the client.
+                body["stream_options"] = Value::Null;
+                let events = sse(gw.post("/v1/chat/completions", &body).await).await;
+                let (text, _, _, usage) = fold_openai(&events);
+                assert_eq!(text, TEXT);
+                assert!(usage.is_none(), "{usage:?}");
+            }
+
+            #[tokio::test]
+            async fn tools() {
+                let (mock, gw) = setup(&K).await;
+                let (status, _, body) = gw.chat(&weather("p/test-model")).await;
+                assert_eq!(status, 200, "{body}");
+                let msg = &body["choices"][0]["message"];
+                assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
+                let calls: Vec<(String, Value)> = msg["tool_calls"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| {
+                        assert!(!c["id"].as_str().unwrap().is_empty());
+                        assert_eq!(c["type"], "function");
+                        let args = serde_json::from_str(c["function"]["arguments"].as_str().unwrap()).unwrap();
+                        (c["function"]["name"].as_str().unwrap().to_owned(), args)
+                    })
+                    .collect();
+                assert_eq!(calls, expected_calls());
+                if K.anthropic {
+                    let tool = &mock.last().body["tools"][0];
+                    assert_eq!(tool["name"], "get_weather");
+                    assert_eq!(tool["input_schema"]["required"][0], "city");
+                }
+
+                // Continue the conversation with the tool results.
+                let mut next = weather("p/test-model");
+                let history = next["messages"].as_array_mut().unwrap();
+                history.push(msg.clone());
+                for c in msg["tool_calls"].as_array().unwrap() {
+                    history.push(json!({"role": "tool", "tool_call_id": c["id"], "content": "18C, sunny"}));
+                }
+                let (status, _, _) = gw.chat(&next).await;
+                assert_eq!(status, 200);
+                let sent = mock.last().body;
+                let ids: Vec<String> = msg["tool_calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
+                if K.anthropic {
+                    let turns = sent["messages"].as_array().unwrap();
+                    assert_eq!(turns.len(), 3, "{sent}");
+                    let uses: Vec<&Value> = turns[1]["content"].as_array().unwrap().iter().filter(|b| b["type"] == "tool_use").collect();
+                    assert_eq!(uses.len(), 2);
+                    assert_eq!(uses[0]["input"], json!({"city": "Paris"}));
+                    let results = turns[2]["content"].as_array().unwrap();
+                    assert_eq!(turns[2]["role"], "user");
+                    assert_eq!(results[0]["type"], "tool_result");
+                    assert_eq!(results[0]["tool_use_id"], ids[0].as_str());
+                    assert_eq!(results[1]["tool_use_id"], ids[1].as_str());
+                    assert_eq!(results[0]["content"], "18C, sunny");
+                } else {
+                    let turns = sent["messages"].as_array().unwrap();
+                    assert_eq!(turns.len(), 4);
+                    assert_eq!(turns[2]["role"], "tool");
+                    assert_eq!(turns[2]["tool_call_id"], ids[0].as_str());
+                }
+            }
+
+            #[tokio::test]
+            async fn tools_stream() {
+                let (_mock, gw) = setup(&K).await;
+                let mut body = weather("p/test-model");
+                body["stream"] = json!(true);
+                let events = sse(gw.post("/v1/chat/completions", &body).await).await;
+                let (_, calls, finish, _) = fold_openai(&events);
+                assert_eq!(calls, expected_calls());
+                assert_eq!(finish.as_deref(), Some("tool_calls"));
+            }
+
+            #[tokio::test]
+            async fn upstream_client_error_is_not_retried() {
+                let (mock, gw) = setup(&K).await;
+                mock.always(Reply::Status(400, None));
+                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                assert_eq!(status, 400, "{body}");
+                assert!(body["error"]["message"].as_str().unwrap().contains("injected 400"), "{body}");
+                assert_eq!(mock.calls(), 1);
+                assert_eq!(header(&h, "x-switchyard-attempts"), "1");
+            }
+
+            #[tokio::test]
+            async fn retry_then_success() {
+                let (mock, gw) = setup(&K).await;
+                mock.script([Reply::Status(503, None), Reply::Status(500, None)]);
+                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(header(&h, "x-switchyard-attempts"), "3");
+                assert_eq!(mock.calls(), 3);
+            }
+
+            #[tokio::test]
+            async fn retries_exhausted_is_502() {
+                let (mock, gw) = setup(&K).await;
+                mock.always(Reply::Status(500, None));
+                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                assert_eq!(status, 502, "{body}");
+                assert_eq!(body["error"]["type"], "upstream_error");
+                assert!(body["error"]["message"].as_str().unwrap().contains("injected 500"));
+                assert_eq!(header(&h, "x-switchyard-attempts"), "3");
+                assert_eq!(mock.calls(), 3, "1 attempt + max_retries 2");
+            }
+
+            #[tokio::test]
+            async fn fallback_to_next_target() {
+                let bad = Mock::start().await;
+                let good = Mock::start().await;
+                bad.always(Reply::Status(503, None));
+                let cfg = format!(
+                    "{}{}{FAST_ROUTER}[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"p/a\" }}]\nfallbacks = [\"q/b\"]\n",
+                    provider_block("p", &K, &bad),
+                    provider_block("q", &K, &good)
+                );
+                let gw = Gateway::start(&cfg).await;
+                let (status, h, body) = gw.chat(&hello("smart")).await;
+                assert_eq!(status, 200, "{body}");
+                assert_eq!(header(&h, "x-switchyard-provider"), "q");
+                assert_eq!(header(&h, "x-switchyard-model"), "b");
+                assert_eq!(header(&h, "x-switchyard-attempts"), "4");
+                assert_eq!((bad.calls(), good.calls()), (3, 1));
+
+                // Streams fall back too when the first target breaks before the first byte.
+                bad.always(Reply::Reset);
+                let mut body = hello("smart");
+                body["stream"] = json!(true);
+                let r = gw.post("/v1/chat/completions", &body).await;
+                assert_eq!(r.status(), 200);
+                assert_eq!(header(r.headers(), "x-switchyard-provider"), "q");
+                let (text, _, _, _) = fold_openai(&sse(r).await);
+                assert_eq!(text, TEXT);
+            }
+        }
+    };
+}
+
+provider_conformance!(
+    openai,
+    Kind {
+        kind: "openai",
+        base_suffix: "/v1",
+        extra: "",
+        path: "/v1/chat/completions",
+        anthropic: false
+    }
+);
+provider_conformance!(
+    anthropic,
+    Kind {
+        kind: "anthropic",
+        base_suffix: "",
+        extra: "",
+        path: "/v1/messages",
+        anthropic: true
+    }
+);
+provider_conformance!(
+    azure,
+    Kind {
+        kind: "azure",
+        base_suffix: "",
+        extra: "api-version = \"2024-10-21\"",
+        path: "/openai/deployments/test-model/chat/completions?api-version=2024-10-21",
+        anthropic: false
+    }
+);
+provider_conformance!(
+    groq,
+    Kind {
+        kind: "groq",
+        base_suffix: "/v1",
+        extra: "",
+        path: "/v1/chat/completions",
+        anthropic: false
+    }
+);
+provider_conformance!(
+    openai_compatible,
+    Kind {
+        kind: "openai-compatible",
+        base_suffix: "/v1",
+        extra: "",
+        path: "/v1/chat/completions",
+        anthropic: false
+    }
+);

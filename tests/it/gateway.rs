@@ -1,0 +1,161 @@
+//! Starts the real gateway in-process on 127.0.0.1:0 and talks to it over HTTP.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+use switchyard::app::Server;
+use switchyard::config::Config;
+
+/// A running gateway.
+pub struct Gateway {
+    /// Bound address.
+    pub addr: SocketAddr,
+    /// HTTP client.
+    pub http: reqwest::Client,
+    server: Option<Server>,
+}
+
+impl Gateway {
+    /// Starts a gateway from TOML config text (no `listen` needed: port 0 is used).
+    pub async fn start(toml: &str) -> Self {
+        let cfg = Config::parse(toml, &|k| std::env::var(k).ok())
+            .unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+        Self::with_config(cfg).await
+    }
+
+    /// Starts a gateway from a config.
+    pub async fn with_config(cfg: Config) -> Self {
+        let server = Server::start(cfg, Some("127.0.0.1:0".parse().unwrap()))
+            .await
+            .unwrap();
+        Self {
+            addr: server.addr,
+            http: reqwest::Client::new(),
+            server: Some(server),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT{path}`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST JSON to /v1/chat/completions and return the status, headers and JSON body.
+    pub async fn chat(&self, body: &Value) -> (u16, reqwest::header::HeaderMap, Value) {
+        let r = self.post("/v1/chat/completions", body).await;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let json = r.json().await.unwrap_or(Value::Null);
+        (status, headers, json)
+    }
+
+    /// GET with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut rb = self.http.get(self.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send().await.unwrap()
+    }
+
+    /// Stops the server, draining in-flight requests.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.unwrap();
+        }
+    }
+}
+
+/// A header as a string.
+pub fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One parsed SSE event.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// `event:` name.
+    pub event: Option<String>,
+    /// `data:` payload.
+    pub data: String,
+}
+
+/// Reads a whole SSE response into events (comments skipped).
+pub async fn sse(resp: reqwest::Response) -> Vec<Event> {
+    let text = resp.text().await.unwrap();
+    text.split("\n\n")
+        .filter_map(|block| {
+            let mut event = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = Some(v.trim().to_owned());
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push(v.trim_start().to_owned());
+                }
+            }
+            (!data.is_empty()).then(|| Event {
+                event,
+                data: data.join("\n"),
+            })
+        })
+        .collect()
+}
+
+/// Folds OpenAI stream events into (text, tool calls as (name, args JSON), finish reason, usage).
+pub fn fold_openai(
+    events: &[Event],
+) -> (String, Vec<(String, Value)>, Option<String>, Option<Value>) {
+    let mut text = String::new();
+    let mut calls: Vec<(String, String)> = Vec::new();
+    let mut finish = None;
+    let mut usage = None;
+    for e in events {
+        if e.data == "[DONE]" {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert!(v.get("error").is_none(), "unexpected error event: {v}");
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            usage = Some(u.clone());
+        }
+        for c in v["choices"].as_array().unwrap() {
+            if let Some(t) = c["delta"]["content"].as_str() {
+                text.push_str(t);
+            }
+            for tc in c["delta"]["tool_calls"].as_array().into_iter().flatten() {
+                let i = tc["index"].as_u64().unwrap() as usize;
+                while calls.len() <= i {
+                    calls.push(Default::default());
+                }
+                if let Some(n) = tc["function"]["name"].as_str() {
+                    calls[i].0.push_str(n);
+                }
+                if let Some(a) = tc["function"]["arguments"].as_str() {
+                    calls[i].1.push_str(a);
+                }
+            }
+            if let Some(f) = c["finish_reason"].as_str() {
+                finish = Some(f.to_owned());
+            }
+        }
+    }
+    let calls = calls
+        .into_iter()
+        .map(|(n, a)| (n, serde_json::from_str(&a).unwrap()))
+        .collect();
+    (text, calls, finish, usage)
+}

@@ -1,0 +1,282 @@
+//! Mock providers: small axum servers on 127.0.0.1:0 that replay recorded OpenAI and Anthropic
+//! wire shapes from tests/fixtures, count calls, record requests and inject failures on demand.
+
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// The text every fixture answers with.
+pub const TEXT: &str = "Hello! How can I help you today?";
+
+/// Reads a fixture file.
+pub fn fixture(name: &str) -> String {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+/// One scripted reply.
+#[derive(Debug, Clone)]
+pub enum Reply {
+    /// The recorded answer matching the request (JSON or SSE, with or without tools).
+    Ok,
+    /// An error status in the provider's error shape, with an optional Retry-After (seconds).
+    Status(u16, Option<u64>),
+    /// Wait, then answer normally.
+    Slow(Duration),
+    /// Send the response head, then break the body before any data.
+    Reset,
+    /// Stream the first `n` events of the recording, then break the connection.
+    Cut(usize),
+    /// A custom JSON body with status 200.
+    Json(Value),
+}
+
+/// A recorded request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Path and query.
+    pub path: String,
+    /// Request headers.
+    pub headers: HeaderMap,
+    /// JSON body.
+    pub body: Value,
+}
+
+impl Seen {
+    /// The credential the request carried (Bearer token, x-api-key or api-key).
+    pub fn key(&self) -> Option<String> {
+        let h = |n: &str| {
+            self.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        h("authorization")
+            .map(|a| a.trim_start_matches("Bearer ").to_owned())
+            .or_else(|| h("x-api-key"))
+            .or_else(|| h("api-key"))
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    script: Mutex<VecDeque<Reply>>,
+    /// Reply used when the script is empty.
+    default: Mutex<Option<Reply>>,
+    /// Keys answered with 401.
+    bad_keys: Mutex<HashSet<String>>,
+    calls: AtomicUsize,
+    seen: Mutex<Vec<Seen>>,
+}
+
+/// A running mock provider.
+#[derive(Clone)]
+pub struct Mock {
+    /// Bound address.
+    pub addr: SocketAddr,
+    inner: Arc<Inner>,
+}
+
+impl Mock {
+    /// Starts a mock on 127.0.0.1:0.
+    pub async fn start() -> Self {
+        let inner = Arc::new(Inner::default());
+        let app = Router::new()
+            .route("/v1/chat/completions", post(handle))
+            .route("/v1/messages", post(handle))
+            .route("/v1/embeddings", post(handle))
+            .route("/openai/deployments/{dep}/chat/completions", post(handle))
+            .route("/openai/deployments/{dep}/embeddings", post(handle))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, inner }
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Queues replies, used in order before the default.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.inner.script.lock().unwrap().extend(replies);
+    }
+
+    /// Sets the reply used when the script is empty.
+    pub fn always(&self, reply: Reply) {
+        *self.inner.default.lock().unwrap() = Some(reply);
+    }
+
+    /// Answers requests carrying this key with 401.
+    pub fn reject_key(&self, key: &str) {
+        self.inner.bad_keys.lock().unwrap().insert(key.to_owned());
+    }
+
+    /// Requests received so far.
+    pub fn calls(&self) -> usize {
+        self.inner.calls.load(Ordering::SeqCst)
+    }
+
+    /// Every request received.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.inner.seen.lock().unwrap().clone()
+    }
+
+    /// The last request received.
+    pub fn last(&self) -> Seen {
+        self.seen().pop().expect("the mock received no request")
+    }
+}
+
+async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let headers = req.headers().clone();
+    let bytes = axum::body::to_bytes(req.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    inner.calls.fetch_add(1, Ordering::SeqCst);
+    let seen = Seen {
+        path: path.clone(),
+        headers,
+        body: body.clone(),
+    };
+    let key = seen.key();
+    inner.seen.lock().unwrap().push(seen);
+    let anthropic = path.starts_with("/v1/messages");
+    if key.is_some_and(|k| inner.bad_keys.lock().unwrap().contains(&k)) {
+        return error(anthropic, 401, None, "Incorrect API key provided");
+    }
+    let reply = inner
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .or_else(|| inner.default.lock().unwrap().clone())
+        .unwrap_or(Reply::Ok);
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let tools = body
+        .get("tools")
+        .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    match reply {
+        Reply::Ok => recorded(&path, anthropic, stream, tools),
+        Reply::Slow(d) => {
+            tokio::time::sleep(d).await;
+            recorded(&path, anthropic, stream, tools)
+        }
+        Reply::Status(code, retry_after) => {
+            error(anthropic, code, retry_after, &format!("injected {code}"))
+        }
+        Reply::Reset => {
+            let body = futures_util::stream::once(async {
+                Err::<Bytes, _>(std::io::Error::other("reset"))
+            });
+            Response::builder()
+                .header(
+                    "content-type",
+                    if stream {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    },
+                )
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::Cut(n) => {
+            let text = fixture(&fixture_name(anthropic, true, tools));
+            let events: Vec<Result<Bytes, std::io::Error>> = text
+                .split("\n\n")
+                .filter(|e| !e.trim().is_empty())
+                .take(n)
+                .map(|e| Ok(Bytes::from(format!("{e}\n\n"))))
+                .chain(std::iter::once(Err(std::io::Error::other("cut"))))
+                .collect();
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(futures_util::stream::iter(events)))
+                .unwrap()
+        }
+        Reply::Json(v) => axum::Json(v).into_response(),
+    }
+}
+
+fn fixture_name(anthropic: bool, stream: bool, tools: bool) -> String {
+    let (dir, base) = if anthropic {
+        ("anthropic", "messages")
+    } else {
+        ("openai", "chat")
+    };
+    let tools = if tools { "_tools" } else { "" };
+    let ext = if stream { "_stream.sse" } else { ".json" };
+    format!("{dir}/{base}{tools}{ext}")
+}
+
+fn recorded(path: &str, anthropic: bool, stream: bool, tools: bool) -> Response {
+    if path.contains("/embeddings") {
+        return (
+            [("content-type", "application/json")],
+            fixture("openai/embeddings.json"),
+        )
+            .into_response();
+    }
+    let text = fixture(&fixture_name(anthropic, stream, tools));
+    let ctype = if stream {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    if !stream {
+        return ([("content-type", ctype)], text).into_response();
+    }
+    // Send event by event, as a real upstream does.
+    let events: Vec<Result<Bytes, std::io::Error>> = text
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| Ok(Bytes::from(format!("{e}\n\n"))))
+        .collect();
+    Response::builder()
+        .header("content-type", ctype)
+        .body(Body::from_stream(futures_util::stream::iter(events)))
+        .unwrap()
+}
+
+fn error(anthropic: bool, code: u16, retry_after: Option<u64>, message: &str) -> Response {
+    let status = StatusCode::from_u16(code).unwrap();
+    let body = if anthropic {
+        let kind = match code {
+            429 => "rate_limit_error",
+            401 => "authentication_error",
+            529 => "overloaded_error",
+            c if c >= 500 => "api_error",
+            _ => "invalid_request_error",
+        };
+        json!({"type": "error", "error": {"type": kind, "message": message}})
+    } else {
+        json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}})
+    };
+    let mut resp = (status, axum::Json(body)).into_response();
+    if let Some(s) = retry_after {
+        resp.headers_mut().insert("retry-after", s.into());
+    }
+    resp
+}
