@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 /// The text every fixture answers with.
@@ -38,6 +39,8 @@ pub enum Reply {
     Reset,
     /// Stream the first `n` events of the recording, then break the connection.
     Cut(usize),
+    /// Stream the recording with this pause between events.
+    Drip(Duration),
     /// A custom JSON body with status 200.
     Json(Value),
 }
@@ -204,19 +207,39 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         Reply::Cut(n) => {
             let text = fixture(&fixture_name(anthropic, true, tools));
-            let events: Vec<Result<Bytes, std::io::Error>> = text
+            let events: Vec<Bytes> = text
                 .split("\n\n")
                 .filter(|e| !e.trim().is_empty())
                 .take(n)
-                .map(|e| Ok(Bytes::from(format!("{e}\n\n"))))
-                .chain(std::iter::once(Err(std::io::Error::other("cut"))))
+                .map(|e| Bytes::from(format!("{e}\n\n")))
                 .collect();
+            // Let the events reach the wire before the connection breaks, as in a real failure.
+            let body = futures_util::stream::iter(events.into_iter().map(Ok)).chain(futures_util::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(std::io::Error::other("cut"))
+            }));
             Response::builder()
                 .header("content-type", "text/event-stream")
-                .body(Body::from_stream(futures_util::stream::iter(events)))
+                .body(Body::from_stream(body))
                 .unwrap()
         }
         Reply::Json(v) => axum::Json(v).into_response(),
+        Reply::Drip(pause) => {
+            let text = fixture(&fixture_name(anthropic, true, tools));
+            let events: Vec<Bytes> = text
+                .split("\n\n")
+                .filter(|e| !e.trim().is_empty())
+                .map(|e| Bytes::from(format!("{e}\n\n")))
+                .collect();
+            let body = futures_util::stream::iter(events).then(move |e| async move {
+                tokio::time::sleep(pause).await;
+                Ok::<_, std::io::Error>(e)
+            });
+            Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
     }
 }
 
