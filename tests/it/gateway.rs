@@ -18,8 +18,12 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway from TOML config text (no `listen` needed: port 0 is used).
     pub async fn start(toml: &str) -> Self {
-        let cfg = Config::parse(toml, &|k| std::env::var(k).ok())
-            .unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+        Self::start_env(toml, &|k| std::env::var(k).ok()).await
+    }
+
+    /// Starts a gateway from TOML config text, resolving `env.NAME` through `env`.
+    pub async fn start_env(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let cfg = Config::parse(toml, env).unwrap_or_else(|e| panic!("bad test config: {e:?}"));
         Self::with_config(cfg).await
     }
 

@@ -6,7 +6,9 @@
     clippy::print_stdout
 )]
 
+mod anthropic_ingress;
 mod conformance;
+mod edge;
 mod gateway;
 mod mock;
 mod router;

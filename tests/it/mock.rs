@@ -214,10 +214,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .map(|e| Bytes::from(format!("{e}\n\n")))
                 .collect();
             // Let the events reach the wire before the connection breaks, as in a real failure.
-            let body = futures_util::stream::iter(events.into_iter().map(Ok)).chain(futures_util::stream::once(async {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                Err(std::io::Error::other("cut"))
-            }));
+            let body = futures_util::stream::iter(events.into_iter().map(Ok)).chain(
+                futures_util::stream::once(async {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Err(std::io::Error::other("cut"))
+                }),
+            );
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(body))

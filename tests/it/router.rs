@@ -27,9 +27,16 @@ async fn keys_are_picked_by_weight() {
     for _ in 0..300 {
         assert_eq!(gw.chat(&hello("p/m")).await.0, 200);
     }
-    let heavy = mock.seen().iter().filter(|s| s.key().as_deref() == Some("k-heavy")).count();
+    let heavy = mock
+        .seen()
+        .iter()
+        .filter(|s| s.key().as_deref() == Some("k-heavy"))
+        .count();
     // Binomial(300, 0.8): mean 240, sd ~6.9; 200..280 is beyond 5 sd either way.
-    assert!((200..=280).contains(&heavy), "k-heavy used {heavy}/300 times");
+    assert!(
+        (200..=280).contains(&heavy),
+        "k-heavy used {heavy}/300 times"
+    );
 }
 
 #[tokio::test]
@@ -46,7 +53,11 @@ async fn targets_are_picked_by_weight() {
         assert_eq!(gw.chat(&hello("mix")).await.0, 200);
     }
     // Binomial(200, 0.75): mean 150, sd ~6.1.
-    assert!((120..=180).contains(&a.calls()), "a served {}/200", a.calls());
+    assert!(
+        (120..=180).contains(&a.calls()),
+        "a served {}/200",
+        a.calls()
+    );
     assert_eq!(a.calls() + b.calls(), 200);
 }
 
@@ -56,7 +67,11 @@ async fn rejected_key_moves_to_the_next_key() {
     mock.reject_key("k-bad");
     let cfg = format!(
         "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-good\", weight = 0.001 }]")
+        openai_provider(
+            "p",
+            &mock,
+            "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-good\", weight = 0.001 }]"
+        )
     );
     let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
@@ -70,7 +85,10 @@ async fn rejected_key_moves_to_the_next_key() {
 async fn all_keys_rejected_is_502_without_the_key() {
     let mock = Mock::start().await;
     mock.reject_key("sk-live-0123456789abcdef");
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"sk-live-0123456789abcdef\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"sk-live-0123456789abcdef\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let r = gw.post("/v1/chat/completions", &hello("p/m")).await;
     assert_eq!(r.status(), 502);
@@ -83,20 +101,30 @@ async fn all_keys_rejected_is_502_without_the_key() {
 async fn retry_after_is_honoured() {
     let mock = Mock::start().await;
     mock.script([Reply::Status(429, Some(1))]);
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"k\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let t = Instant::now();
     let (status, h, _) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 200);
     assert_eq!(header(&h, "x-switchyard-attempts"), "2");
-    assert!(t.elapsed() >= Duration::from_millis(950), "waited only {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "waited only {:?}",
+        t.elapsed()
+    );
 }
 
 #[tokio::test]
 async fn rate_limit_with_two_keys_switches_without_waiting() {
     let mock = Mock::start().await;
     mock.script([Reply::Status(429, Some(30))]);
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"k1\", \"k2\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k1\", \"k2\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let t = Instant::now();
     let (status, _, _) = gw.chat(&hello("p/m")).await;
@@ -129,7 +157,10 @@ async fn long_retry_after_falls_back_instead_of_waiting() {
 async fn exhausted_rate_limit_passes_429_and_retry_after() {
     let mock = Mock::start().await;
     mock.always(Reply::Status(429, Some(60)));
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"k\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 429, "{body}");
@@ -156,7 +187,10 @@ async fn breaker_opens_then_half_opens() {
     assert!(!header(&h, "retry-after").is_empty());
     assert_eq!(mock.calls(), 2);
     let metrics = gw.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains("switchyard_circuit_breakers_open{provider=\"p\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_circuit_breakers_open{provider=\"p\"} 1"),
+        "{metrics}"
+    );
     // After the cool-down one probe goes through; its success closes the breaker.
     tokio::time::sleep(Duration::from_millis(350)).await;
     mock.always(Reply::Ok);
@@ -177,8 +211,16 @@ async fn failed_probe_reopens_the_breaker() {
     assert_eq!(gw.chat(&hello("p/m")).await.0, 502);
     assert_eq!(gw.chat(&hello("p/m")).await.0, 503);
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(gw.chat(&hello("p/m")).await.0, 502, "the probe goes through and fails");
-    assert_eq!(gw.chat(&hello("p/m")).await.0, 503, "and the breaker is open again");
+    assert_eq!(
+        gw.chat(&hello("p/m")).await.0,
+        502,
+        "the probe goes through and fails"
+    );
+    assert_eq!(
+        gw.chat(&hello("p/m")).await.0,
+        503,
+        "and the breaker is open again"
+    );
     assert_eq!(mock.calls(), 2);
 }
 
@@ -189,7 +231,11 @@ async fn slow_upstream_times_out_and_falls_back() {
     a.always(Reply::Slow(Duration::from_secs(5)));
     let cfg = format!(
         "{}{}{FAST_ROUTER}[[routes]]\nmodel = \"r\"\ntargets = [{{ model = \"a/x\" }}]\nfallbacks = [\"b/y\"]\n",
-        openai_provider("a", &a, "keys = [\"ka\"]\ntimeout_ms = 150\nmax_retries = 0"),
+        openai_provider(
+            "a",
+            &a,
+            "keys = [\"ka\"]\ntimeout_ms = 150\nmax_retries = 0"
+        ),
         openai_provider("b", &b, "keys = [\"kb\"]")
     );
     let gw = Gateway::start(&cfg).await;
@@ -206,7 +252,11 @@ async fn timeout_without_fallback_is_504() {
     mock.always(Reply::Slow(Duration::from_secs(5)));
     let cfg = format!(
         "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]\ntimeout_ms = 100\nmax_retries = 1")
+        openai_provider(
+            "p",
+            &mock,
+            "keys = [\"k\"]\ntimeout_ms = 100\nmax_retries = 1"
+        )
     );
     let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
@@ -218,7 +268,10 @@ async fn timeout_without_fallback_is_504() {
 async fn connect_error_falls_back() {
     let good = Mock::start().await;
     // A port nothing listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let cfg = format!(
         "[[providers]]\nname = \"dead\"\nkind = \"openai\"\nbase_url = \"http://{dead}/v1\"\nkeys = [\"k\"]\nmax_retries = 1\n{}{FAST_ROUTER}[[routes]]\nmodel = \"r\"\ntargets = [{{ model = \"dead/x\" }}]\nfallbacks = [\"b/y\"]\n",
         openai_provider("b", &good, "keys = [\"kb\"]")
@@ -234,7 +287,10 @@ async fn connect_error_falls_back() {
 async fn stream_that_dies_midway_ends_with_an_error_event() {
     let mock = Mock::start().await;
     mock.always(Reply::Cut(3));
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"k\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
@@ -253,7 +309,10 @@ async fn stream_that_dies_midway_ends_with_an_error_event() {
 async fn stream_that_dies_before_the_first_byte_is_retried() {
     let mock = Mock::start().await;
     mock.script([Reply::Reset]);
-    let cfg = format!("{}{FAST_ROUTER}", openai_provider("p", &mock, "keys = [\"k\"]"));
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k\"]")
+    );
     let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
@@ -274,9 +333,20 @@ async fn keep_alive_comments_cover_a_silent_upstream() {
     let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
-    let text = gw.post("/v1/chat/completions", &body).await.text().await.unwrap();
+    let text = gw
+        .post("/v1/chat/completions", &body)
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
     assert!(text.contains("\n\n: keep-alive\n\n"), "{text}");
-    let events = text.split("\n\n").filter(|e| e.starts_with("data: {")).count();
-    assert_eq!(events, 5, "every recorded chunk but the unrequested usage chunk arrives: {text}");
+    let events = text
+        .split("\n\n")
+        .filter(|e| e.starts_with("data: {"))
+        .count();
+    assert_eq!(
+        events, 5,
+        "every recorded chunk but the unrequested usage chunk arrives: {text}"
+    );
 }
