@@ -1,1 +1,178 @@
+use super::*;
 
+fn env(k: &str) -> Option<String> {
+    match k {
+        "GOOD_KEY" => Some("sk-good".into()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_problem_is_reported_with_its_path() {
+    let text = r#"
+        colour = "blue"
+        [server]
+        listen = "nowhere"
+        admin_tokn = "x"
+
+        [[providers]]
+        name = "openai"
+        kind = "openai"
+        keys = [{ value = "env.MISSING_KEY", weight = -1 }]
+        timeout = 5
+
+        [[providers]]
+        name = "b"
+        kind = "bedrock"
+
+        [[providers]]
+        name = "c"
+        kind = "telepathy"
+        keys = ["env.GOOD_KEY"]
+
+        [[providers]]
+        name = "d"
+        kind = "openai-compatible"
+
+        [[providers]]
+        name = "e"
+        kind = "openai"
+        max_retries = "three"
+
+        [[routes]]
+        model = "smart"
+        targets = [{ model = "openai/gpt-4o", weight = 0 }, { model = "ghost/x" }, { model = "nomodel" }]
+        fallbacks = ["phantom/y"]
+    "#;
+    let issues = Config::parse(text, &env).unwrap_err();
+    let rendered: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    let expect = [
+        "colour: unknown field",
+        "server.admin_tokn: unknown field",
+        "server.listen: `nowhere` is not an address",
+        "providers[0].keys[0].value: environment variable `MISSING_KEY` is not set",
+        "providers[0].timeout: unknown field",
+        "providers[0].keys[0].weight: weight must be a positive number",
+        "providers[1].kind: kind `bedrock` is not supported yet",
+        "providers[2].kind: unknown kind `telepathy`",
+        "providers[3].base_url: required for kind `openai-compatible`",
+        "providers[4].max_retries: invalid type",
+        "routes[0].targets[0].weight: weight must be a positive number",
+        "routes[0].targets[1].model: unknown provider `ghost`",
+        "routes[0].targets[2].model: `nomodel` must be `provider/model`",
+        "routes[0].fallbacks[0]: unknown provider `phantom`",
+    ];
+    for e in expect {
+        assert!(
+            rendered.iter().any(|r| r.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            rendered.join("\n")
+        );
+    }
+}
+
+#[test]
+fn contract_example_is_valid() {
+    let text = r#"
+        [server]
+        listen = "127.0.0.1:8080"
+        data_dir = "./data"
+        admin_token = "env.GOOD_KEY"
+        request_timeout_ms = 120000
+        max_body_bytes = 10485760
+
+        [[providers]]
+        name = "openai"
+        kind = "openai"
+        base_url = "https://api.openai.com/v1"
+        keys = [ { value = "env.GOOD_KEY", weight = 0.7 }, { value = "env.GOOD_KEY", weight = 0.3 } ]
+        timeout_ms = 60000
+        max_retries = 2
+
+        [[providers]]
+        name = "anthropic"
+        kind = "anthropic"
+        keys = ["env.GOOD_KEY"]
+
+        [[providers]]
+        name = "groq"
+        kind = "groq"
+        keys = ["env.GOOD_KEY"]
+
+        [[providers]]
+        name = "az"
+        kind = "azure"
+        base_url = "https://res.openai.azure.com"
+        api-version = "2024-10-21"
+        keys = ["env.GOOD_KEY"]
+
+        [[routes]]
+        model = "smart"
+        targets = [ { model = "openai/gpt-4o", weight = 0.8 }, { model = "anthropic/claude-sonnet-4-5", weight = 0.2 } ]
+        fallbacks = ["groq/llama-3.3-70b-versatile"]
+
+        [cache]
+        enabled = true
+        mode = "semantic"
+        threshold = 0.92
+        ttl_seconds = 3600
+        store = "embedded"
+        qdrant_url = "http://127.0.0.1:6334"
+        embedding_model = "models/all-MiniLM-L6-v2"
+
+        [mcp]
+        max_iterations = 8
+        tool_timeout_ms = 30000
+
+        [[mcp.servers]]
+        name = "calc"
+        transport = "stdio"
+        command = "mcp-calculator"
+        args = []
+        env = {}
+    "#;
+    let cfg = Config::parse(text, &env).unwrap();
+    assert_eq!(cfg.providers.len(), 4);
+    assert_eq!(cfg.providers[0].keys[0].source, "env.GOOD_KEY");
+    assert_eq!(cfg.providers[0].keys[0].secret.expose(), "sk-good");
+    assert_eq!(cfg.providers[1].base_url, "https://api.anthropic.com");
+    assert_eq!(cfg.providers[3].api_version.as_deref(), Some("2024-10-21"));
+    assert_eq!(cfg.routes[0].targets[1].provider, "anthropic");
+    assert_eq!(cfg.routes[0].targets[1].model, "claude-sonnet-4-5");
+    assert_eq!(cfg.routes[0].fallbacks[0].model, "llama-3.3-70b-versatile");
+    assert!(cfg.pending.cache && cfg.pending.mcp);
+    assert!(cfg.server.admin_token.is_some());
+}
+
+#[test]
+fn secrets_do_not_debug_print() {
+    let cfg = Config::parse(
+        "[[providers]]\nname = \"o\"\nkind = \"openai\"\nkeys = [\"env.GOOD_KEY\"]\n",
+        &env,
+    )
+    .unwrap();
+    let dbg = format!("{cfg:?}");
+    assert!(!dbg.contains("sk-good"), "{dbg}");
+}
+
+#[test]
+fn not_toml_is_one_clear_issue() {
+    let issues = Config::parse("[[providers]\nname=", &env).unwrap_err();
+    assert_eq!(issues.len(), 1);
+    assert!(issues[0].message.contains("not valid TOML"));
+}
+
+#[test]
+fn zero_config_reads_keys_and_ollama() {
+    let cfg = Config::zero_config(&|k| match k {
+        "GROQ_API_KEY" => Some("gk".into()),
+        "OLLAMA_BASE_URL" => Some("http://127.0.0.1:11434".into()),
+        "OPENAI_API_KEY" => Some("  ".into()),
+        _ => None,
+    });
+    let names: Vec<&str> = cfg.providers.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["groq", "ollama"]);
+    assert_eq!(cfg.providers[0].base_url, "https://api.groq.com/openai/v1");
+    assert_eq!(cfg.providers[1].base_url, "http://127.0.0.1:11434/v1");
+    assert!(cfg.providers[1].keys.is_empty());
+}

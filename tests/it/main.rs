@@ -7,6 +7,7 @@
 )]
 
 mod anthropic_ingress;
+mod cli;
 mod conformance;
 mod edge;
 mod gateway;

@@ -1,0 +1,67 @@
+//! The real binary: `switchyard check`.
+
+use std::process::Command;
+
+fn switchyard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+#[test]
+fn check_prints_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[[providers]]\nname = \"o\"\nkind = \"opnai\"\nkeys = [\"env.SWITCHYARD_TEST_UNSET_VAR\"]\nbogus = 1\n\n[[routes]]\nmodel = \"r\"\ntargets = [{ model = \"x/y\", weight = -2 }]\n",
+    )
+    .unwrap();
+    let out = switchyard()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "5 problem(s)",
+        "providers[0].kind: unknown kind `opnai`",
+        "providers[0].keys[0]: environment variable `SWITCHYARD_TEST_UNSET_VAR` is not set",
+        "providers[0].bogus: unknown field",
+        "routes[0].targets[0].weight",
+        "routes[0].targets[0].model: unknown provider `x`",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("good.toml");
+    std::fs::write(
+        &path,
+        "[[providers]]\nname = \"local\"\nkind = \"ollama\"\n",
+    )
+    .unwrap();
+    let out = switchyard()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ok (1 provider(s), 0 route(s))"));
+}
+
+#[test]
+fn check_of_a_missing_file_says_so() {
+    let out = switchyard()
+        .args(["check", "--config", "/nonexistent/switchyard.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
