@@ -418,10 +418,10 @@ impl Router {
                 } else {
                     self.breakers.success(&bkey);
                 }
-                if err.is_key_problem() {
-                    if let Some(x) = keys.excluded.get_mut(k) {
-                        *x = true;
-                    }
+                if err.is_key_problem()
+                    && let Some(x) = keys.excluded.get_mut(k)
+                {
+                    *x = true;
                 }
                 let other_key = keys.excluded.iter().any(|x| !x);
                 let state = retry::State {

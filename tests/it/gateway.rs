@@ -34,7 +34,7 @@ impl Gateway {
             .unwrap();
         Self {
             addr: server.addr,
-            http: reqwest::Client::new(),
+            http: client(),
             server: Some(server),
         }
     }
@@ -80,6 +80,12 @@ impl Gateway {
     }
 }
 
+/// An HTTP client for tests (the TLS crypto provider is chosen by the gateway; install it first).
+pub fn client() -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A header as a string.
 pub fn header(h: &reqwest::header::HeaderMap, name: &str) -> String {
     h.get(name)
@@ -119,10 +125,11 @@ pub async fn sse(resp: reqwest::Response) -> Vec<Event> {
         .collect()
 }
 
+/// A folded stream: text, tool calls as (name, arguments), finish reason, usage.
+pub type Folded = (String, Vec<(String, Value)>, Option<String>, Option<Value>);
+
 /// Folds OpenAI stream events into (text, tool calls as (name, args JSON), finish reason, usage).
-pub fn fold_openai(
-    events: &[Event],
-) -> (String, Vec<(String, Value)>, Option<String>, Option<Value>) {
+pub fn fold_openai(events: &[Event]) -> Folded {
     let mut text = String::new();
     let mut calls: Vec<(String, String)> = Vec::new();
     let mut finish = None;

@@ -11,5 +11,6 @@ mod cli;
 mod conformance;
 mod edge;
 mod gateway;
+mod interop;
 mod mock;
 mod router;

@@ -41,8 +41,6 @@ pub enum Reply {
     Cut(usize),
     /// Stream the recording with this pause between events.
     Drip(Duration),
-    /// A custom JSON body with status 200.
-    Json(Value),
 }
 
 /// A recorded request.
@@ -225,7 +223,6 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .body(Body::from_stream(body))
                 .unwrap()
         }
-        Reply::Json(v) => axum::Json(v).into_response(),
         Reply::Drip(pause) => {
             let text = fixture(&fixture_name(anthropic, true, tools));
             let events: Vec<Bytes> = text
