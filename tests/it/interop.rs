@@ -50,19 +50,21 @@ async fn start_binary(mock: &Mock) -> (Running, String, tempfile::TempDir) {
     );
     let path = dir.path().join("switchyard.toml");
     std::fs::write(&path, cfg).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
+    let child = Running(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("SWITCHYARD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let client = crate::gateway::client();
     for _ in 0..100 {
         if client.get(format!("{url}/health")).send().await.is_ok() {
-            return (Running(child), url, dir);
+            return (child, url, dir);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
