@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, and every test (unit, integration, SDK interop).
+# Usage: tests/run.sh            (from anywhere; sets up .venv for the interop tests on first run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Build output stays outside the checkout, so repeated runs on one machine are warm.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
+
+# The official OpenAI and Anthropic Python SDKs for tests/it/interop.rs.
+if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
+  echo "== setting up .venv with the OpenAI and Anthropic SDKs"
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo nextest run"
+cargo nextest run --workspace --locked --no-fail-fast
