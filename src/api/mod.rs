@@ -74,11 +74,19 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         .get(&REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .map_or_else(new_request_id, str::to_owned);
     RequestContext {
         request_id,
         deadline: Instant::now() + state.config.server.request_timeout,
     }
+}
+
+/// A random UUIDv4 (from a fast non-cryptographic generator: request ids are not secrets).
+fn new_request_id() -> String {
+    let bytes = fastrand::u128(..).to_le_bytes();
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// Reads the body within `max_body_bytes` and decodes it, naming the bad field on error.
@@ -102,17 +110,23 @@ pub async fn read_json<T: DeserializeOwned>(
 
 /// Decodes JSON, naming the field that is wrong.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    // Fast path; the slower path-tracking decoder runs only to explain a failure.
+    if let Ok(v) = serde_json::from_slice(bytes) {
+        return Ok(v);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            GatewayError::BadRequest(format!("request body is not valid JSON: {inner}"))
-        } else if path == "." {
-            GatewayError::BadRequest(format!("invalid request body: {inner}"))
-        } else {
-            GatewayError::BadRequest(format!("invalid request body at `{path}`: {inner}"))
-        }
+    let err = match serde_path_to_error::deserialize::<_, T>(de) {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    let path = err.path().to_string();
+    let inner = err.into_inner();
+    Err(if inner.is_syntax() || inner.is_eof() {
+        GatewayError::BadRequest(format!("request body is not valid JSON: {inner}"))
+    } else if path == "." {
+        GatewayError::BadRequest(format!("invalid request body: {inner}"))
+    } else {
+        GatewayError::BadRequest(format!("invalid request body at `{path}`: {inner}"))
     })
 }
 

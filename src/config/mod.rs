@@ -573,7 +573,10 @@ fn validate_providers(
             continue;
         };
         let base_url = match p.base_url.as_deref().or(kind.default_base_url()) {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => {
+            Some(u)
+                if (u.starts_with("http://") || u.starts_with("https://"))
+                    && reqwest::Url::parse(u).is_ok() =>
+            {
                 u.trim_end_matches('/').to_owned()
             }
             Some(u) => {

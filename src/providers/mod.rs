@@ -95,7 +95,7 @@ pub struct Call<'a> {
 #[derive(Debug)]
 pub enum AnyProvider {
     /// OpenAI wire format (and its presets).
-    OpenAi(openai::OpenAiProvider),
+    OpenAi(Box<openai::OpenAiProvider>),
     /// Anthropic Messages wire format.
     Anthropic(anthropic::AnthropicProvider),
 }
@@ -116,7 +116,7 @@ impl AnyProvider {
             ProviderKind::Anthropic => {
                 Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
             }
-            _ => Self::OpenAi(openai::OpenAiProvider::new(cfg, client)),
+            _ => Self::OpenAi(Box::new(openai::OpenAiProvider::new(cfg, client))),
         }
     }
 

@@ -15,6 +15,9 @@ pub struct OpenAiProvider {
     client: reqwest::Client,
     kind: ProviderKind,
     base_url: String,
+    /// Pre-parsed endpoint URLs (all kinds but Azure, whose URL depends on the model).
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
     api_version: Option<String>,
     headers: BTreeMap<String, Secret>,
 }
@@ -22,9 +25,16 @@ pub struct OpenAiProvider {
 impl OpenAiProvider {
     /// A provider for this config entry.
     pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+        let fixed = |path: &str| {
+            (cfg.kind != ProviderKind::Azure)
+                .then(|| reqwest::Url::parse(&format!("{}/{path}", cfg.base_url)).ok())
+                .flatten()
+        };
         Self {
             client,
             kind: cfg.kind,
+            chat_url: fixed("chat/completions"),
+            embeddings_url: fixed("embeddings"),
             base_url: cfg.base_url.clone(),
             api_version: cfg.api_version.clone(),
             headers: cfg.headers.clone(),
@@ -32,7 +42,24 @@ impl OpenAiProvider {
     }
 
     /// The endpoint URL for `path` (`chat/completions`, `embeddings`).
-    fn url(&self, model: &str, path: &str) -> String {
+    fn url(&self, model: &str, path: &str) -> Result<reqwest::Url, ProviderError> {
+        let fixed = if path == "embeddings" {
+            &self.embeddings_url
+        } else {
+            &self.chat_url
+        };
+        if let Some(u) = fixed {
+            return Ok(u.clone());
+        }
+        let text = self.url_text(model, path);
+        reqwest::Url::parse(&text).map_err(|e| ProviderError::Status {
+            status: 400,
+            message: format!("cannot build the upstream URL for model `{model}`: {e}"),
+            retry_after: None,
+        })
+    }
+
+    fn url_text(&self, model: &str, path: &str) -> String {
         if self.kind != ProviderKind::Azure {
             return format!("{}/{path}", self.base_url);
         }
@@ -47,7 +74,7 @@ impl OpenAiProvider {
         }
     }
 
-    fn post(&self, url: String, key: Option<&Secret>) -> reqwest::RequestBuilder {
+    fn post(&self, url: reqwest::Url, key: Option<&Secret>) -> reqwest::RequestBuilder {
         let mut rb = self.client.post(url);
         if let Some(k) = key {
             rb = if self.kind == ProviderKind::Azure {
@@ -78,7 +105,7 @@ impl OpenAiProvider {
         body.stream = None;
         body.stream_options = None;
         let resp = send(
-            self.post(self.url(call.model, "chat/completions"), call.key)
+            self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
             call.key,
         )
@@ -102,7 +129,7 @@ impl OpenAiProvider {
             opts.include_usage = Some(true);
         }
         let resp = send(
-            self.post(self.url(call.model, "chat/completions"), call.key)
+            self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
             call.key,
         )
@@ -125,7 +152,7 @@ impl OpenAiProvider {
             obj.insert("model".into(), Value::String(call.model.to_owned()));
         }
         let resp = send(
-            self.post(self.url(call.model, "embeddings"), call.key)
+            self.post(self.url(call.model, "embeddings")?, call.key)
                 .json(&body),
             call.key,
         )

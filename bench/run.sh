@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Switchyard benchmark: the same non-streaming chat workload direct to a fixed-response upstream
+# and through the gateway, on loopback; prints RPS, p50/p99 and the latency the gateway adds.
+#
+#   bench/run.sh [duration_seconds=15] [connections=16]
+#
+# Upstream: nginx answering every POST with tests/fixtures/openai/chat.json (one worker).
+# Load: wrk, one thread. Pinning: gateway on CPU 0; wrk and nginx on CPU 1 (in both runs), so
+# the gateway gets one core and the load generator the other. Everything binds 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${1:-15}"
+CONNS="${2:-16}"
+UP_PORT=18081
+GW_PORT=18080
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  echo "== installing nginx-light and wrk (Debian packages)"
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+
+echo "== building the gateway (release)"
+cargo build --release --quiet --bin switchyard
+BIN="$CARGO_TARGET_DIR/release/switchyard"
+
+mkdir -p bench/results
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# One-line JSON body for nginx's `return` (single quotes escaped for nginx).
+answer=$(python3 -c 'import json,sys; print(json.dumps(json.load(open("tests/fixtures/openai/chat.json")), separators=(",",":")))')
+mkdir -p "$work/logs"
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/logs;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$UP_PORT;
+    location / {
+      default_type application/json;
+      return 200 '$answer';
+    }
+  }
+}
+CONF
+taskset -c 1 nginx -c "$work/nginx.conf" -p "$work"
+
+cat > "$work/switchyard.toml" <<CONF
+[server]
+listen = "127.0.0.1:$GW_PORT"
+
+[[providers]]
+name = "bench"
+kind = "openai"
+base_url = "http://127.0.0.1:$UP_PORT/v1"
+keys = ["sk-bench"]
+CONF
+SWITCHYARD_LOG=warn taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
+GW_PID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+
+cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}'
+LUA
+
+run() { # name url
+  taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$work/post.lua" "$2" >/dev/null # warm-up
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/post.lua" "$2" > "$work/$1.txt"
+}
+run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
+if [ "${PROFILE:-0}" = 1 ]; then
+  # Where the gateway's CPU goes (software clock sampling; works without hardware counters).
+  perf record -e cpu-clock -F 1999 -g -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
+  PERF_PID=$!
+fi
+run gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+if [ -n "${PERF_PID:-}" ]; then
+  wait "$PERF_PID" || true
+  perf report -i bench/results/perf.data --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
+    | grep -v '^#' | grep -v '^$' > bench/results/perf-top.txt || true
+  echo "== profile: bench/results/perf-top.txt"
+fi
+
+python3 - "$work" "$DURATION" "$CONNS" <<'PY'
+import re, sys
+work, duration, conns = sys.argv[1], sys.argv[2], sys.argv[3]
+def us(v, unit):
+    return float(v) * {"us": 1, "ms": 1000, "s": 1e6}[unit]
+def parse(name):
+    t = open(f"{work}/{name}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    pct = {p: us(v, u) for p, v, u in re.findall(r"\s(50|75|90|99)%\s+([\d.]+)(us|ms|s)", t)}
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    sock = re.search(r"Socket errors: (.*)", t)
+    return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
+d, g = parse("direct"), parse("gateway")
+print(f"\nworkload: non-streaming chat, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0")
+print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
+for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
+    print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")
+print(f"added latency: p50 {g[1]['50'] - d[1]['50']:.0f} us, p99 {g[1]['99'] - d[1]['99']:.0f} us")
+print(f"gateway throughput / direct: {g[0] / d[0]:.2f}")
+print(f"socket errors: direct {d[3]}, gateway {g[3]}")
+PY
