@@ -6,7 +6,9 @@
 #
 # Upstream: nginx answering every POST with tests/fixtures/openai/chat.json (one worker).
 # Load: wrk, one thread. Pinning: gateway on CPU 0; wrk and nginx on CPU 1 (in both runs), so
-# the gateway gets one core and the load generator the other. Everything binds 127.0.0.1.
+# the gateway gets one core and the load generator the other (UPSTREAM_CPU=0 puts nginx beside
+# the gateway instead, so direct and proxied requests cross between CPUs equally often).
+# Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -56,7 +58,7 @@ http {
   }
 }
 CONF
-taskset -c 1 nginx -c "$work/nginx.conf" -p "$work"
+taskset -c "${UPSTREAM_CPU:-1}" nginx -c "$work/nginx.conf" -p "$work"
 
 cat > "$work/switchyard.toml" <<CONF
 [server]

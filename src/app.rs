@@ -112,6 +112,10 @@ impl Server {
         );
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
+            // Answers are small and written whole; do not let Nagle hold them back.
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(async move { token.cancelled().await })
                 .await;

@@ -358,3 +358,39 @@ async fn zero_config_detects_providers_from_the_environment() {
     assert_eq!(status, 200);
     assert_eq!(mock.last().key().as_deref(), Some("sk-env-openai"));
 }
+
+#[tokio::test]
+async fn hostile_bodies_get_400_never_a_crash() {
+    let (mock, gw) = start("").await;
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies: Vec<String> = vec![
+        String::new(),
+        "null".into(),
+        "\"just a string\"".into(),
+        "{\"model\": 1e999999, \"messages\": []}".into(),
+        deep,
+        "{\"model\": \"smart\", \"messages\": [{\"role\": \"user\", \"content\": {\"nested\": true}}]}".into(),
+        "{\"model\": \"smart\", \"messages\": [{\"role\": \"assistant\", \"tool_calls\": [{\"id\": 5}]}]}".into(),
+        "{\"model\": \"smart\", \"messages\": [{\"role\": \"user\", \"content\": \"\\ud800\"}]}".into(),
+        "\u{feff}{}".into(),
+        String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x7b]).into_owned(),
+    ];
+    for (i, b) in bodies.into_iter().enumerate() {
+        for path in ["/v1/chat/completions", "/anthropic/v1/messages", "/v1/embeddings"] {
+            let r = gw
+                .http
+                .post(gw.url(path))
+                .header("content-type", "application/json")
+                .body(b.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "body #{i} on {path}");
+            let v: Value = r.json().await.unwrap();
+            assert!(v["error"]["message"].is_string(), "body #{i} on {path}: {v}");
+        }
+    }
+    assert_eq!(mock.calls(), 0);
+    // Still serving.
+    assert_eq!(gw.chat(&hello("smart")).await.0, 200);
+}
