@@ -65,3 +65,66 @@ fn check_of_a_missing_file_says_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// SIGTERM: the real binary stops accepting, finishes the request in flight, and exits 0.
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests() {
+    use std::time::Duration;
+
+    use crate::mock::{Mock, Reply};
+
+    let mock = Mock::start().await;
+    mock.always(Reply::Slow(Duration::from_millis(600)));
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"k\"]\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = crate::gateway::client();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/health")).send().await.is_ok() {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "gateway did not start");
+    let req = client
+        .post(format!("{base}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send();
+    let pending = tokio::spawn(req);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let resp = pending.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the request in flight completes");
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -376,7 +376,11 @@ async fn hostile_bodies_get_400_never_a_crash() {
         String::from_utf8_lossy(&[0xff, 0xfe, 0x00, 0x7b]).into_owned(),
     ];
     for (i, b) in bodies.into_iter().enumerate() {
-        for path in ["/v1/chat/completions", "/anthropic/v1/messages", "/v1/embeddings"] {
+        for path in [
+            "/v1/chat/completions",
+            "/anthropic/v1/messages",
+            "/v1/embeddings",
+        ] {
             let r = gw
                 .http
                 .post(gw.url(path))
@@ -387,7 +391,10 @@ async fn hostile_bodies_get_400_never_a_crash() {
                 .unwrap();
             assert_eq!(r.status(), 400, "body #{i} on {path}");
             let v: Value = r.json().await.unwrap();
-            assert!(v["error"]["message"].is_string(), "body #{i} on {path}: {v}");
+            assert!(
+                v["error"]["message"].is_string(),
+                "body #{i} on {path}: {v}"
+            );
         }
     }
     assert_eq!(mock.calls(), 0);
