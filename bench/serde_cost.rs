@@ -16,12 +16,18 @@ fn main() {
         let out = serde_json::to_vec(&c).unwrap();
         std::hint::black_box(out);
     }
-    println!("request decode+clone+encode: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "request decode+clone+encode: {:.2} us",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
     let t = Instant::now();
     for _ in 0..n {
         let r: ChatResponse = serde_json::from_slice(&resp).unwrap();
         let out = serde_json::to_vec(&r).unwrap();
         std::hint::black_box(out);
     }
-    println!("response decode+encode: {:.2} us", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+    println!(
+        "response decode+encode: {:.2} us",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
 }

@@ -22,8 +22,9 @@ pub enum State {
     Closed,
     /// No traffic until the instant passes.
     Open(Instant),
-    /// One probe is in flight; its outcome closes or reopens the breaker.
-    HalfOpen,
+    /// One probe is in flight since this instant; its outcome closes or reopens the breaker.
+    /// A probe that never reports (its request was cancelled) is replaced after a cool-down.
+    HalfOpen(Instant),
 }
 
 impl State {
@@ -32,7 +33,7 @@ impl State {
         match self {
             Self::Closed => "closed",
             Self::Open(_) => "open",
-            Self::HalfOpen => "half_open",
+            Self::HalfOpen(_) => "half_open",
         }
     }
 }
@@ -68,16 +69,18 @@ impl Breakers {
 
     /// Whether an attempt may go through now (an expired open breaker lets one probe through).
     pub fn allow(&self, key: &BreakerKey) -> bool {
+        let cooldown = self.cooldown;
         self.with(|m| {
             let Some(b) = m.get_mut(key) else { return true };
+            let now = Instant::now();
             match b.state {
                 State::Closed => true,
-                State::HalfOpen => false,
-                State::Open(until) if Instant::now() >= until => {
-                    b.state = State::HalfOpen;
+                State::HalfOpen(since) if now < since + cooldown => false,
+                State::Open(until) if now < until => false,
+                State::HalfOpen(_) | State::Open(_) => {
+                    b.state = State::HalfOpen(now);
                     true
                 }
-                State::Open(_) => false,
             }
         })
     }
@@ -96,13 +99,14 @@ impl Breakers {
     pub fn failure(&self, key: &BreakerKey) -> State {
         let (threshold, cooldown) = (self.threshold, self.cooldown);
         self.with(|m| {
+            let now = Instant::now();
             let b = m.entry(key.clone()).or_insert(Breaker {
                 failures: 0,
                 state: State::Closed,
             });
             b.failures = b.failures.saturating_add(1);
-            if b.state == State::HalfOpen || b.failures >= threshold {
-                b.state = State::Open(Instant::now() + cooldown);
+            if matches!(b.state, State::HalfOpen(_)) || b.failures >= threshold {
+                b.state = State::Open(now + cooldown);
             }
             b.state
         })

@@ -257,10 +257,22 @@ pub struct Router {
     metrics: Arc<Metrics>,
 }
 
+/// Why a key is not used for the rest of this request (or until a rate-limit wait is over).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KeyUse {
+    /// Usable.
+    Open,
+    /// 401/403: not used again in this request.
+    Rejected,
+    /// 429: usable again after waiting out the backoff.
+    Limited,
+    /// Its circuit breaker is open.
+    Broken,
+}
+
 /// Per-request key bookkeeping for one provider.
 struct KeyState {
-    /// Keys rejected (401/403) or rate limited in this request.
-    excluded: Vec<bool>,
+    keys: Vec<KeyUse>,
 }
 
 impl Router {
@@ -364,7 +376,7 @@ impl Router {
                 continue;
             };
             let mut keys = KeyState {
-                excluded: vec![false; slot.keys.len().max(1)],
+                keys: vec![KeyUse::Open; slot.keys.len().max(1)],
             };
             let mut retries = 0u32;
             loop {
@@ -419,11 +431,15 @@ impl Router {
                     self.breakers.success(&bkey);
                 }
                 if err.is_key_problem()
-                    && let Some(x) = keys.excluded.get_mut(k)
+                    && let Some(x) = keys.keys.get_mut(k)
                 {
-                    *x = true;
+                    *x = if matches!(err, ProviderError::Status { status: 429, .. }) {
+                        KeyUse::Limited
+                    } else {
+                        KeyUse::Rejected
+                    };
                 }
-                let other_key = keys.excluded.iter().any(|x| !x);
+                let other_key = keys.keys.contains(&KeyUse::Open);
                 let state = retry::State {
                     retries,
                     max_retries: slot.max_retries,
@@ -438,9 +454,9 @@ impl Router {
                     retry::Action::NextTarget => break,
                     retry::Action::Retry(delay) => {
                         retries += 1;
-                        // A rate-limited key may be used again after the wait.
-                        if let Some((ProviderError::Status { status: 429, .. }, _)) = &last {
-                            keys.excluded.iter_mut().for_each(|x| *x = false);
+                        // A rate-limited key may be used again after the wait; a rejected one may not.
+                        for x in keys.keys.iter_mut().filter(|x| **x == KeyUse::Limited) {
+                            *x = KeyUse::Open;
                         }
                         tokio::time::sleep(delay).await;
                     }
@@ -459,11 +475,11 @@ impl Router {
         }
     }
 
-    /// A usable key (weighted among those not excluded and whose breaker allows traffic).
+    /// A usable key (weighted among those still open and whose breaker allows traffic).
     fn pick_key(&self, slot: &ProviderSlot, target: &Target, keys: &mut KeyState) -> Option<usize> {
         loop {
-            let candidates: Vec<usize> = (0..keys.excluded.len())
-                .filter(|&i| !keys.excluded[i])
+            let candidates: Vec<usize> = (0..keys.keys.len())
+                .filter(|&i| keys.keys[i] == KeyUse::Open)
                 .collect();
             if candidates.is_empty() {
                 return None;
@@ -475,7 +491,7 @@ impl Router {
             if self.breakers.allow(&breaker_key(slot, target, k)) {
                 return Some(k);
             }
-            keys.excluded[k] = true;
+            keys.keys[k] = KeyUse::Broken;
         }
     }
 }

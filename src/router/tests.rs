@@ -112,3 +112,20 @@ fn weighted_pick_respects_zero_share() {
         assert_eq!(super::weighted_pick([0.0, 1.0].into_iter()), 1);
     }
 }
+
+#[test]
+fn a_probe_that_never_reports_is_replaced_after_a_cool_down() {
+    let b = Breakers::new(1, Duration::from_millis(20));
+    let k = BreakerKey {
+        provider: "p".into(),
+        model: "m".into(),
+        key: 0,
+    };
+    b.failure(&k);
+    std::thread::sleep(Duration::from_millis(25));
+    assert!(b.allow(&k), "first probe");
+    // The probe's request is cancelled: no success or failure is ever recorded.
+    assert!(!b.allow(&k));
+    std::thread::sleep(Duration::from_millis(25));
+    assert!(b.allow(&k), "a new probe after another cool-down");
+}

@@ -64,7 +64,7 @@ pub struct Metrics {
     registry: Registry,
     /// `switchyard_requests_total`.
     pub requests: Family<RequestLabels, Counter>,
-    /// `switchyard_request_duration_seconds` (to the end of the response head for streams).
+    /// `switchyard_request_duration_seconds` (to the last byte, for streams too).
     pub request_duration: HistogramFamily<EndpointLabels>,
     /// `switchyard_in_flight_requests`.
     pub in_flight: Gauge,
@@ -100,7 +100,7 @@ impl Metrics {
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "request_duration_seconds",
-            "Time from request to response head (whole answer when not streamed)",
+            "Time from request to the last byte of the answer",
             request_duration.clone(),
         );
         let in_flight = Gauge::default();

@@ -350,3 +350,28 @@ async fn keep_alive_comments_cover_a_silent_upstream() {
         "every recorded chunk but the unrequested usage chunk arrives: {text}"
     );
 }
+
+#[tokio::test]
+async fn a_rejected_key_stays_out_after_a_rate_limit_wait() {
+    let mock = Mock::start().await;
+    mock.reject_key("k-bad");
+    mock.script([Reply::Status(429, Some(1))]);
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider(
+            "p",
+            &mock,
+            "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-ok\", weight = 0.001 }]"
+        )
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (status, h, body) = gw.chat(&hello("p/m")).await;
+    assert_eq!(status, 200, "{body}");
+    let keys: Vec<String> = mock.seen().iter().filter_map(|s| s.key()).collect();
+    assert_eq!(
+        keys,
+        ["k-bad", "k-ok", "k-ok"],
+        "after the wait only the rate-limited key comes back"
+    );
+    assert_eq!(header(&h, "x-switchyard-attempts"), "3");
+}
