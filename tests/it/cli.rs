@@ -75,56 +75,22 @@ async fn sigterm_drains_in_flight_requests() {
 
     let mock = Mock::start().await;
     mock.always(Reply::Slow(Duration::from_millis(600)));
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"k\"]\n",
-            mock.url()
-        ),
-    )
-    .unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("SWITCHYARD_LOG", "warn")
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = crate::gateway::client();
-    let mut up = false;
-    for _ in 0..100 {
-        if client.get(format!("{base}/health")).send().await.is_ok() {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "gateway did not start");
-    let req = client
-        .post(format!("{base}/v1/chat/completions"))
+    let mut gw = crate::gateway::Binary::start(&format!(
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"k\"]\n",
+        mock.url()
+    ))
+    .await;
+    let req = crate::gateway::client()
+        .post(format!("{}/v1/chat/completions", gw.url))
         .json(&serde_json::json!({"model": "p/m", "messages": [{"role": "user", "content": "hi"}]}))
         .send();
     let pending = tokio::spawn(req);
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let pid = child.id().unwrap().to_string();
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(kill.success());
+    gw.terminate();
     let resp = pending.await.unwrap().unwrap();
     assert_eq!(resp.status(), 200, "the request in flight completes");
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(10), gw.wait())
         .await
-        .unwrap()
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }

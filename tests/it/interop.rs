@@ -4,9 +4,8 @@
 //! fail under CI (`CI` set), so CI can never skip them silently.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
+use crate::gateway::Binary;
 use crate::mock::Mock;
 
 fn python() -> Option<PathBuf> {
@@ -27,58 +26,18 @@ fn python() -> Option<PathBuf> {
     None
 }
 
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the real binary with a config pointing at `mock`, and waits for /health.
-async fn start_binary(mock: &Mock) -> (Running, String, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let cfg = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n\n[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
-        mock.url()
-    );
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let child = Running(
-        Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("SWITCHYARD_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let client = crate::gateway::client();
-    for _ in 0..100 {
-        if client.get(format!("{url}/health")).send().await.is_ok() {
-            return (child, url, dir);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("gateway did not start");
-}
-
 async fn run_script(script: &str) {
     let Some(py) = python() else { return };
     let mock = Mock::start().await;
-    let (_gw, url, _dir) = start_binary(&mock).await;
+    let gw = Binary::start(&format!(
+        "[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
+        mock.url()
+    ))
+    .await;
     let path = format!("{}/tests/interop/{script}", env!("CARGO_MANIFEST_DIR"));
     let out = tokio::process::Command::new(py)
         .arg(&path)
-        .env("SWITCHYARD_URL", &url)
+        .env("SWITCHYARD_URL", &gw.url)
         .output()
         .await
         .unwrap();

@@ -204,15 +204,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .unwrap()
         }
         Reply::Cut(n) => {
-            let text = fixture(&fixture_name(anthropic, true, tools));
-            let events: Vec<Bytes> = text
-                .split("\n\n")
-                .filter(|e| !e.trim().is_empty())
-                .take(n)
-                .map(|e| Bytes::from(format!("{e}\n\n")))
-                .collect();
+            let events = recorded_events(anthropic, tools).into_iter().take(n);
             // Let the events reach the wire before the connection breaks, as in a real failure.
-            let body = futures_util::stream::iter(events.into_iter().map(Ok)).chain(
+            let body = futures_util::stream::iter(events.map(Ok)).chain(
                 futures_util::stream::once(async {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     Err(std::io::Error::other("cut"))
@@ -224,16 +218,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .unwrap()
         }
         Reply::Drip(pause) => {
-            let text = fixture(&fixture_name(anthropic, true, tools));
-            let events: Vec<Bytes> = text
-                .split("\n\n")
-                .filter(|e| !e.trim().is_empty())
-                .map(|e| Bytes::from(format!("{e}\n\n")))
-                .collect();
-            let body = futures_util::stream::iter(events).then(move |e| async move {
-                tokio::time::sleep(pause).await;
-                Ok::<_, std::io::Error>(e)
-            });
+            let body = futures_util::stream::iter(recorded_events(anthropic, tools)).then(
+                move |e| async move {
+                    tokio::time::sleep(pause).await;
+                    Ok::<_, std::io::Error>(e)
+                },
+            );
             Response::builder()
                 .header("content-type", "text/event-stream")
                 .body(Body::from_stream(body))
@@ -261,25 +251,27 @@ fn recorded(path: &str, anthropic: bool, stream: bool, tools: bool) -> Response 
         )
             .into_response();
     }
-    let text = fixture(&fixture_name(anthropic, stream, tools));
-    let ctype = if stream {
-        "text/event-stream"
-    } else {
-        "application/json"
-    };
     if !stream {
-        return ([("content-type", ctype)], text).into_response();
+        let text = fixture(&fixture_name(anthropic, false, tools));
+        return ([("content-type", "application/json")], text).into_response();
     }
     // Send event by event, as a real upstream does.
-    let events: Vec<Result<Bytes, std::io::Error>> = text
-        .split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| Ok(Bytes::from(format!("{e}\n\n"))))
-        .collect();
+    let events = recorded_events(anthropic, tools)
+        .into_iter()
+        .map(Ok::<_, std::io::Error>);
     Response::builder()
-        .header("content-type", ctype)
+        .header("content-type", "text/event-stream")
         .body(Body::from_stream(futures_util::stream::iter(events)))
         .unwrap()
+}
+
+/// The recorded stream for this request, one SSE event per item.
+fn recorded_events(anthropic: bool, tools: bool) -> Vec<Bytes> {
+    fixture(&fixture_name(anthropic, true, tools))
+        .split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| Bytes::from(format!("{e}\n\n")))
+        .collect()
 }
 
 fn error(anthropic: bool, code: u16, retry_after: Option<u64>, message: &str) -> Response {

@@ -241,30 +241,7 @@ pub fn finish_reason(stop: Option<&str>) -> Option<String> {
 
 /// Builds the canonical response for an Anthropic one.
 pub fn from_messages_response(r: MessagesResponse) -> ChatResponse {
-    let mut text = String::new();
-    let mut calls = Vec::new();
-    for b in r.content {
-        match b {
-            Block::Text { text: t, .. } => text.push_str(&t),
-            Block::ToolUse { id, name, input } => calls.push(ToolCall {
-                id,
-                kind: "function".into(),
-                function: FunctionCall {
-                    name,
-                    arguments: input.to_string(),
-                },
-            }),
-            _ => {}
-        }
-    }
-    let message = Message {
-        role: Role::Assistant,
-        content: (!text.is_empty() || calls.is_empty()).then_some(Content::Text(text)),
-        name: None,
-        tool_calls: (!calls.is_empty()).then_some(calls),
-        tool_call_id: None,
-        extra: Extra::new(),
-    };
+    let message = assistant_turn(r.content);
     ChatResponse {
         id: r.id,
         object: "chat.completion".into(),
@@ -604,6 +581,7 @@ fn user_turn(blocks: Vec<Block>, i: usize, out: &mut Vec<Message>) -> Result<(),
     Ok(())
 }
 
+/// An assistant turn's blocks as one canonical message: text joined, tool uses as tool calls.
 fn assistant_turn(blocks: Vec<Block>) -> Message {
     let mut text = String::new();
     let mut calls = Vec::new();

@@ -127,6 +127,8 @@ impl OpenAiProvider {
                 .stream_options
                 .get_or_insert_with(StreamOptions::default);
             opts.include_usage = Some(true);
+        } else {
+            body.stream_options = None;
         }
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
