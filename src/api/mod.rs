@@ -29,7 +29,8 @@ pub fn routes(state: AppState) -> Router {
     let openai = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
         .route("/embeddings", post(openai::embeddings))
-        .route("/models", get(openai::models));
+        .route("/models", get(openai::models))
+        .route("/models/{*id}", get(openai::model));
     Router::new()
         .nest("/v1", openai.clone())
         .nest("/openai/v1", openai.clone())

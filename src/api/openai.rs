@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -140,6 +140,22 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
 
 /// `GET /v1/models`: routes, then each provider's listed models as `provider/model`.
 pub async fn models(State(state): State<AppState>) -> Response {
+    Json(json!({"object": "list", "data": model_list(&state)})).into_response()
+}
+
+/// `GET /v1/models/{id}` (ids may contain `/`).
+pub async fn model(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let id = id.trim_start_matches('/');
+    match model_list(&state).into_iter().find(|m| m["id"] == id) {
+        Some(m) => Json(m).into_response(),
+        None => {
+            let body = json!({"error": {"message": format!("model `{id}` is not listed (see GET /v1/models)"), "type": "invalid_request_error", "code": "model_not_found", "param": null}});
+            (StatusCode::NOT_FOUND, Json(body)).into_response()
+        }
+    }
+}
+
+fn model_list(state: &AppState) -> Vec<Value> {
     let table = state.router.table();
     let mut data = Vec::new();
     for r in &table.routes {
@@ -150,5 +166,5 @@ pub async fn models(State(state): State<AppState>) -> Response {
             data.push(json!({"id": format!("{}/{m}", p.name), "object": "model", "created": 0, "owned_by": &*p.name}));
         }
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+    data
 }

@@ -75,6 +75,7 @@ for prefix in ("/v1", "/openai/v1", "/openai"):
         assert "unknown model" in str(e), e
     models = [m.id for m in client.models.list()]
     assert "fast" in models, models
+    assert client.models.retrieve("fast").id == "fast"
     emb = client.embeddings.create(model="openai/text-embedding-3-small", input="hello")
     assert len(emb.data[0].embedding) == 3
 

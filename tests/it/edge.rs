@@ -191,6 +191,17 @@ async fn models_lists_routes_and_provider_models() {
         ]
     );
     // The same under /openai/v1 and /openai for SDKs with those base URLs.
+    let v: Value = gw
+        .get("/v1/models/openai/gpt-4o-mini", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["id"], "openai/gpt-4o-mini");
+    assert_eq!(v["owned_by"], "openai");
+    let r = gw.get("/openai/v1/models/smart", None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(gw.get("/v1/models/nope", None).await.status(), 404);
     for path in ["/openai/v1/models", "/openai/models"] {
         let v: Value = gw.get(path, None).await.json().await.unwrap();
         assert_eq!(v["data"].as_array().unwrap().len(), 3, "{path}");
