@@ -208,14 +208,48 @@ fn ingress_request_to_canonical() {
 }
 
 #[test]
-fn unknown_block_type_is_rejected_by_name() {
-    let e = serde_json::from_value::<MessagesRequest>(json!({
-        "model": "m", "max_tokens": 5,
-        "messages": [{"role": "user", "content": [{"type": "hologram", "data": 1}]}]
+fn unknown_block_types_are_rejected_in_requests() {
+    for role in ["user", "assistant"] {
+        let r: MessagesRequest = serde_json::from_value(json!({
+            "model": "m", "max_tokens": 5,
+            "messages": [{"role": "user", "content": "hi"}, {"role": role, "content": [{"type": "text", "text": "a"}, {"type": "hologram", "data": 1}]}]
+        }))
+        .unwrap();
+        let e = from_messages_request(r).unwrap_err();
+        assert!(
+            e.0.contains("messages[1].content[1]: unsupported content block type"),
+            "{e}"
+        );
+    }
+}
+
+#[test]
+fn unknown_block_and_delta_types_in_answers_are_skipped() {
+    let r: MessagesResponse = serde_json::from_value(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+        "content": [
+            {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {"query": "x"}},
+            {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []},
+            {"type": "text", "text": "Found it."}
+        ],
+        "stop_reason": "end_turn", "usage": {"input_tokens": 3, "output_tokens": 4}
     }))
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("did not match") || e.to_string().contains("hologram"),
-        "{e}"
+    .unwrap();
+    assert_eq!(
+        from_messages_response(r).choices[0].message.text_content(),
+        "Found it."
     );
+    let mut d = StreamDecoder::default();
+    let ev: StreamEvent = serde_json::from_value(json!({"type": "content_block_delta", "index": 0, "delta": {"type": "future_delta", "x": 1}})).unwrap();
+    assert!(d.push(ev).unwrap().is_empty());
+}
+
+#[test]
+fn stream_error_event_is_an_error() {
+    let mut d = StreamDecoder::default();
+    let ev: StreamEvent = serde_json::from_value(
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}),
+    )
+    .unwrap();
+    assert_eq!(d.push(ev).unwrap_err(), "overloaded_error: Overloaded");
 }

@@ -412,7 +412,12 @@ pub fn from_messages_request(r: MessagesRequest) -> Result<ChatRequest, Translat
         };
         match m.role {
             wire::Role::User => user_turn(blocks, i, &mut messages)?,
-            wire::Role::Assistant => messages.push(assistant_turn(blocks)),
+            wire::Role::Assistant => {
+                if let Some(j) = blocks.iter().position(|b| matches!(b, Block::Unsupported)) {
+                    return Err(unsupported_block(i, j));
+                }
+                messages.push(assistant_turn(blocks));
+            }
         }
     }
     let tools = r.tools.map(|ts| {
@@ -553,6 +558,7 @@ fn user_turn(blocks: Vec<Block>, i: usize, out: &mut Vec<Message>) -> Result<(),
                 )));
             }
             Block::Thinking { .. } | Block::RedactedThinking { .. } => {}
+            Block::Unsupported => return Err(unsupported_block(i, j)),
         }
     }
     if parts.is_empty() {
@@ -582,6 +588,12 @@ fn user_turn(blocks: Vec<Block>, i: usize, out: &mut Vec<Message>) -> Result<(),
 }
 
 /// An assistant turn's blocks as one canonical message: text joined, tool uses as tool calls.
+fn unsupported_block(i: usize, j: usize) -> TranslateError {
+    TranslateError(format!(
+        "messages[{i}].content[{j}]: unsupported content block type (supported: text, image, tool_use, tool_result, thinking)"
+    ))
+}
+
 fn assistant_turn(blocks: Vec<Block>) -> Message {
     let mut text = String::new();
     let mut calls = Vec::new();

@@ -138,6 +138,10 @@ pub enum Block {
         /// Opaque data.
         data: String,
     },
+    /// A block type this gateway does not model (server tool use, search results, ...):
+    /// skipped in upstream answers, rejected with a clear error in client requests.
+    #[serde(other)]
+    Unsupported,
 }
 
 /// Tool result content forms.
@@ -336,6 +340,9 @@ pub enum BlockDelta {
         /// The citation.
         citation: Value,
     },
+    /// A delta type this gateway does not model: skipped.
+    #[serde(other)]
+    Unsupported,
 }
 
 /// `message_delta.delta`.
