@@ -195,3 +195,6 @@ fn decode_event(
             .map_err(|e| StreamError::new(format!("bad chunk from upstream: {e}"))),
     )
 }
+
+#[cfg(test)]
+mod tests;
