@@ -52,6 +52,10 @@ impl AppState {
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(90))
+            // Retries and backoff live only in router/retry.rs; attempts are counted there.
+            .retry(reqwest::retry::never())
+            // An LLM API that redirects a POST is misconfigured: answer 502, never resend credentials.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| AppError::Client(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());

@@ -412,3 +412,27 @@ async fn hostile_bodies_get_400_never_a_crash() {
     // Still serving.
     assert_eq!(gw.chat(&hello("smart")).await.0, 200);
 }
+
+#[tokio::test]
+async fn upstream_redirects_are_not_followed() {
+    // A tiny upstream that redirects every request elsewhere.
+    let target = Mock::start().await;
+    let app = axum::Router::new().fallback(move || {
+        let to = format!("{}/v1/chat/completions", target.url());
+        async move {
+            (
+                axum::http::StatusCode::TEMPORARY_REDIRECT,
+                [("location", to)],
+            )
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = format!(
+        "[[providers]]\nname = \"r\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nkeys = [\"k\"]\nmax_retries = 0\n"
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (status, _, body) = gw.chat(&hello("r/m")).await;
+    assert_eq!(status, 502, "{body}");
+}
