@@ -179,6 +179,9 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
             env_hint()
         );
     }
+    if cfg.server.admin_token.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "the admin API (/api/*) is open to anyone who can reach this address: set [server] admin_token");
+    }
     if cfg.pending.cache {
         tracing::warn!(
             "[cache] is accepted but the semantic cache is not part of this build yet; requests are not cached"

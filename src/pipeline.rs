@@ -56,13 +56,24 @@ pub struct ChatOutcome {
     pub body: ChatBody,
 }
 
+/// Anything that answers a chat request with canonical types: the router today; the MCP tool
+/// loop will wrap a backend and be one too.
+pub trait ChatBackend: Send + Sync {
+    /// Answers `req`, streamed or not, and says who served it.
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &RequestContext,
+    ) -> impl std::future::Future<Output = Result<ChatOutcome, RouterError>> + Send;
+}
+
 /// Runs a chat request through every stage.
 pub async fn chat(
     state: &AppState,
     req: ChatRequest,
     ctx: &RequestContext,
 ) -> Result<ChatOutcome, RouterError> {
-    let outcome = state.router.chat(&req, ctx).await?;
+    let outcome = ChatBackend::chat(state.router.as_ref(), &req, ctx).await?;
     Ok(settle(outcome, &state.metrics))
 }
 

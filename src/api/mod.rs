@@ -214,5 +214,12 @@ impl Drop for RequestGuard {
         self.state
             .metrics
             .request(self.endpoint, self.status, self.stream, secs);
+        tracing::debug!(
+            endpoint = self.endpoint,
+            status = self.status,
+            stream = self.stream,
+            ms = secs * 1000.0,
+            "request finished"
+        );
     }
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::chat::{ChatRequest, ChatStream, StreamError};
 use crate::config::{Config, KeyConfig, ProviderKind, RouterConfig, env_hint};
-use crate::pipeline::{ChatBody, ChatOutcome, RequestContext, Served};
+use crate::pipeline::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
 use crate::providers::{AnyProvider, Call, ProviderError};
 use crate::telemetry::metrics::Metrics;
 use breaker::{BreakerKey, Breakers};
@@ -298,7 +298,7 @@ impl Router {
     }
 
     /// Chat, streamed or not, through the attempt plan of `req.model`.
-    pub async fn chat(
+    async fn route_chat(
         &self,
         req: &ChatRequest,
         ctx: &RequestContext,
@@ -493,6 +493,16 @@ impl Router {
             }
             keys.keys[k] = KeyUse::Broken;
         }
+    }
+}
+
+impl ChatBackend for Router {
+    async fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &RequestContext,
+    ) -> Result<ChatOutcome, RouterError> {
+        self.route_chat(req, ctx).await
     }
 }
 
