@@ -55,6 +55,15 @@ impl GatewayError {
         }
     }
 
+    /// Upstream attempts made before this error.
+    pub fn attempts(&self) -> u32 {
+        match self {
+            Self::Router(RouterError::Upstream { served, .. }) => served.attempts,
+            Self::Router(RouterError::Deadline { attempts }) => *attempts,
+            _ => 0,
+        }
+    }
+
     /// Retry-After to pass on to the client.
     pub fn retry_after(&self) -> Option<u64> {
         match self {

@@ -171,6 +171,11 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
     }
     let mut resp = (status, axum::Json(body)).into_response();
     set_headers(resp.headers_mut(), ctx, err.served());
+    if err.served().is_none() {
+        // Answered before (or without) an upstream attempt that names a provider.
+        resp.headers_mut()
+            .insert(ATTEMPTS, HeaderValue::from(err.attempts()));
+    }
     if let Some(secs) = err.retry_after() {
         resp.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));

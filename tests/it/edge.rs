@@ -117,6 +117,7 @@ async fn unknown_model_is_404_with_a_hint() {
         "{msg}"
     );
     assert!(!header(&h, "x-request-id").is_empty());
+    assert_eq!(header(&h, "x-switchyard-attempts"), "0");
 }
 
 #[tokio::test]
