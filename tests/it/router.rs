@@ -15,6 +15,29 @@ fn openai_provider(name: &str, mock: &Mock, extra: &str) -> String {
     )
 }
 
+/// A gateway with one OpenAI-format provider `p` (config lines `extra`) in front of a mock.
+async fn single(extra: &str) -> (Mock, Gateway) {
+    let mock = Mock::start().await;
+    let gw = Gateway::start(&format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, extra)
+    ))
+    .await;
+    (mock, gw)
+}
+
+/// A gateway with route `r`: target `a/x` (config lines `a_extra`), fallback `b/y`.
+async fn with_fallback(a_extra: &str) -> (Mock, Mock, Gateway) {
+    let a = Mock::start().await;
+    let b = Mock::start().await;
+    let cfg = format!(
+        "{}{}{FAST_ROUTER}[[routes]]\nmodel = \"r\"\ntargets = [{{ model = \"a/x\" }}]\nfallbacks = [\"b/y\"]\n",
+        openai_provider("a", &a, a_extra),
+        openai_provider("b", &b, "keys = [\"kb\"]")
+    );
+    (a, b, Gateway::start(&cfg).await)
+}
+
 #[tokio::test]
 async fn keys_are_picked_by_weight() {
     let mock = Mock::start().await;
@@ -63,17 +86,11 @@ async fn targets_are_picked_by_weight() {
 
 #[tokio::test]
 async fn rejected_key_moves_to_the_next_key() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single(
+        "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-good\", weight = 0.001 }]",
+    )
+    .await;
     mock.reject_key("k-bad");
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider(
-            "p",
-            &mock,
-            "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-good\", weight = 0.001 }]"
-        )
-    );
-    let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(header(&h, "x-switchyard-attempts"), "2");
@@ -83,13 +100,8 @@ async fn rejected_key_moves_to_the_next_key() {
 
 #[tokio::test]
 async fn all_keys_rejected_is_502_without_the_key() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"sk-live-0123456789abcdef\"]").await;
     mock.reject_key("sk-live-0123456789abcdef");
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"sk-live-0123456789abcdef\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let r = gw.post("/v1/chat/completions", &hello("p/m")).await;
     assert_eq!(r.status(), 502);
     let text = r.text().await.unwrap();
@@ -99,13 +111,8 @@ async fn all_keys_rejected_is_502_without_the_key() {
 
 #[tokio::test]
 async fn retry_after_is_honoured() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k\"]").await;
     mock.script([Reply::Status(429, Some(1))]);
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let t = Instant::now();
     let (status, h, _) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 200);
@@ -119,13 +126,8 @@ async fn retry_after_is_honoured() {
 
 #[tokio::test]
 async fn rate_limit_with_two_keys_switches_without_waiting() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k1\", \"k2\"]").await;
     mock.script([Reply::Status(429, Some(30))]);
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k1\", \"k2\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let t = Instant::now();
     let (status, _, _) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 200);
@@ -136,32 +138,20 @@ async fn rate_limit_with_two_keys_switches_without_waiting() {
 
 #[tokio::test]
 async fn long_retry_after_falls_back_instead_of_waiting() {
-    let a = Mock::start().await;
-    let b = Mock::start().await;
+    let (a, b, gw) = with_fallback("keys = [\"ka\"]").await;
     a.always(Reply::Status(429, Some(120)));
-    let cfg = format!(
-        "{}{}{FAST_ROUTER}[[routes]]\nmodel = \"r\"\ntargets = [{{ model = \"a/x\" }}]\nfallbacks = [\"b/y\"]\n",
-        openai_provider("a", &a, "keys = [\"ka\"]"),
-        openai_provider("b", &b, "keys = [\"kb\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let t = Instant::now();
     let (status, h, _) = gw.chat(&hello("r")).await;
     assert_eq!(status, 200);
     assert_eq!(header(&h, "x-switchyard-provider"), "b");
-    assert_eq!(a.calls(), 1);
+    assert_eq!((a.calls(), b.calls()), (1, 1));
     assert!(t.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
 async fn exhausted_rate_limit_passes_429_and_retry_after() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k\"]").await;
     mock.always(Reply::Status(429, Some(60)));
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(header(&h, "retry-after"), "60");
@@ -248,17 +238,8 @@ async fn slow_upstream_times_out_and_falls_back() {
 
 #[tokio::test]
 async fn timeout_without_fallback_is_504() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k\"]\ntimeout_ms = 100\nmax_retries = 1").await;
     mock.always(Reply::Slow(Duration::from_secs(5)));
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider(
-            "p",
-            &mock,
-            "keys = [\"k\"]\ntimeout_ms = 100\nmax_retries = 1"
-        )
-    );
-    let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 504, "{body}");
     assert_eq!(header(&h, "x-switchyard-attempts"), "2");
@@ -285,13 +266,8 @@ async fn connect_error_falls_back() {
 
 #[tokio::test]
 async fn stream_that_dies_midway_ends_with_an_error_event() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k\"]").await;
     mock.always(Reply::Cut(3));
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
     let r = gw.post("/v1/chat/completions", &body).await;
@@ -307,13 +283,8 @@ async fn stream_that_dies_midway_ends_with_an_error_event() {
 
 #[tokio::test]
 async fn stream_that_dies_before_the_first_byte_is_retried() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single("keys = [\"k\"]").await;
     mock.script([Reply::Reset]);
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]")
-    );
-    let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
     let r = gw.post("/v1/chat/completions", &body).await;
@@ -353,18 +324,12 @@ async fn keep_alive_comments_cover_a_silent_upstream() {
 
 #[tokio::test]
 async fn a_rejected_key_stays_out_after_a_rate_limit_wait() {
-    let mock = Mock::start().await;
+    let (mock, gw) = single(
+        "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-ok\", weight = 0.001 }]",
+    )
+    .await;
     mock.reject_key("k-bad");
     mock.script([Reply::Status(429, Some(1))]);
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider(
-            "p",
-            &mock,
-            "keys = [{ value = \"k-bad\", weight = 1000 }, { value = \"k-ok\", weight = 0.001 }]"
-        )
-    );
-    let gw = Gateway::start(&cfg).await;
     let (status, h, body) = gw.chat(&hello("p/m")).await;
     assert_eq!(status, 200, "{body}");
     let keys: Vec<String> = mock.seen().iter().filter_map(|s| s.key()).collect();
