@@ -176,3 +176,18 @@ fn zero_config_reads_keys_and_ollama() {
     assert_eq!(cfg.providers[1].base_url, "http://127.0.0.1:11434/v1");
     assert!(cfg.providers[1].keys.is_empty());
 }
+
+#[test]
+fn the_documented_example_is_valid() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/switchyard.example.toml"
+    ))
+    .unwrap();
+    let cfg = Config::parse(&text, &|k| Some(format!("value-of-{k}"))).unwrap();
+    assert_eq!(cfg.providers.len(), 5);
+    assert_eq!(cfg.routes.len(), 2);
+    // And every env.NAME in it is reported when unset.
+    let issues = Config::parse(&text, &|_| None).unwrap_err();
+    assert_eq!(issues.len(), 6, "{issues:?}");
+}
