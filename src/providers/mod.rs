@@ -171,7 +171,9 @@ pub(crate) async fn send(
         .get(reqwest::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
-    let text = resp.text().await.unwrap_or_default();
+    let text =
+        String::from_utf8_lossy(&read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default())
+            .into_owned();
     Err(ProviderError::Status {
         status,
         message: redact(&error_message(&text), key),
@@ -179,12 +181,49 @@ pub(crate) async fn send(
     })
 }
 
-/// Reads a successful response body as JSON of type `T`.
+/// Largest non-streaming answer accepted from an upstream.
+pub const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+/// How much of an upstream error body is read for its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// Reads a successful response body (at most [`MAX_UPSTREAM_BODY`]) as JSON of type `T`.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
 ) -> Result<T, ProviderError> {
-    let bytes = resp.bytes().await.map_err(transport_error)?;
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_UPSTREAM_BODY as u64)
+    {
+        return Err(too_large());
+    }
+    let bytes = read_capped(resp, MAX_UPSTREAM_BODY).await?;
+    if bytes.len() > MAX_UPSTREAM_BODY {
+        return Err(too_large());
+    }
     serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
+}
+
+fn too_large() -> ProviderError {
+    ProviderError::Decode(format!(
+        "upstream answer is larger than {} MiB",
+        MAX_UPSTREAM_BODY >> 20
+    ))
+}
+
+/// Reads a body, stopping once more than `cap` bytes arrived (the result is then longer than `cap`).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ProviderError> {
+    let hint = resp
+        .content_length()
+        .map_or(8 * 1024, |n| n as usize)
+        .min(cap);
+    let mut buf = Vec::with_capacity(hint);
+    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+        buf.extend_from_slice(&chunk);
+        if buf.len() > cap {
+            break;
+        }
+    }
+    Ok(buf)
 }
 
 /// Maps a reqwest error to the matching [`ProviderError`].

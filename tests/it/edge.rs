@@ -437,3 +437,31 @@ async fn upstream_redirects_are_not_followed() {
     let (status, _, body) = gw.chat(&hello("r/m")).await;
     assert_eq!(status, 502, "{body}");
 }
+
+#[tokio::test]
+async fn oversized_upstream_answers_are_refused() {
+    // An upstream that answers with a body over the 64 MiB cap, without a content-length.
+    let app = axum::Router::new().fallback(|| async {
+        let chunk = bytes::Bytes::from(vec![b' '; 1024 * 1024]);
+        let body = futures_util::stream::iter(
+            (0..70).map(move |_| Ok::<_, std::io::Error>(chunk.clone())),
+        );
+        axum::body::Body::from_stream(body)
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let cfg = format!(
+        "[[providers]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nkeys = [\"k\"]\n"
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (status, _, body) = gw.chat(&hello("big/m")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("larger than 64 MiB"),
+        "{body}"
+    );
+}
