@@ -253,3 +253,22 @@ fn stream_error_event_is_an_error() {
     .unwrap();
     assert_eq!(d.push(ev).unwrap_err(), "overloaded_error: Overloaded");
 }
+
+#[test]
+fn several_choices_are_refused() {
+    let req: ChatRequest = serde_json::from_value(
+        json!({"model": "x", "n": 2, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .unwrap();
+    assert!(
+        to_messages_request(&req, "m")
+            .unwrap_err()
+            .0
+            .contains("`n`")
+    );
+    let req: ChatRequest = serde_json::from_value(
+        json!({"model": "x", "n": 1, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .unwrap();
+    assert!(to_messages_request(&req, "m").is_ok());
+}

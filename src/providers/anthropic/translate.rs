@@ -27,6 +27,11 @@ pub fn to_messages_request(
     req: &ChatRequest,
     model: &str,
 ) -> Result<MessagesRequest, TranslateError> {
+    if req.n.is_some_and(|n| n > 1) {
+        return Err(TranslateError(
+            "`n` > 1 is not supported by Anthropic models".into(),
+        ));
+    }
     let mut system = Vec::new();
     let mut turns: Vec<wire::Message> = Vec::new();
     for (i, m) in req.messages.iter().enumerate() {
