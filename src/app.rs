@@ -115,6 +115,8 @@ impl Server {
             tower_http::catch_panic::CatchPanicLayer::custom(panic_response),
         );
         let token = shutdown.clone();
+        // The server task itself: it owns the TaskTracker and waits for it before finishing.
+        #[allow(clippy::disallowed_methods)]
         let handle = tokio::spawn(async move {
             // Answers are small and written whole; do not let Nagle hold them back.
             let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {

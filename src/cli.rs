@@ -110,6 +110,8 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
             }
         };
         let token = server.shutdown_token();
+        // The signal watcher lives as long as the process; it only triggers the drain.
+        #[allow(clippy::disallowed_methods)]
         tokio::spawn(async move {
             shutdown_signal().await;
             token.cancel();

@@ -3,7 +3,9 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    clippy::print_stdout
+    clippy::print_stdout,
+    // Tests start mock servers and helpers with plain spawns; the gateway itself may not.
+    clippy::disallowed_methods
 )]
 
 mod anthropic_ingress;
