@@ -465,3 +465,22 @@ async fn oversized_upstream_answers_are_refused() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn tls_upstreams_go_through_rustls() {
+    // An https base URL pointing at a plain-HTTP server: the TLS handshake fails cleanly.
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "[[providers]]\nname = \"t\"\nkind = \"openai\"\nbase_url = \"https://{}/v1\"\nkeys = [\"k\"]\nmax_retries = 0\n",
+        mock.addr
+    );
+    let gw = Gateway::start(&cfg).await;
+    let (status, _, body) = gw.chat(&hello("t/m")).await;
+    assert_eq!(status, 502, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap().to_lowercase();
+    eprintln!("tls failure seen as: {msg}");
+    assert!(
+        msg.contains("cannot connect") || msg.contains("tls") || msg.contains("certificate"),
+        "{msg}"
+    );
+}
