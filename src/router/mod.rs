@@ -424,7 +424,8 @@ impl Router {
                     Err(e) => e,
                 };
                 self.metrics.attempt(&slot.name, err.label(), secs);
-                tracing::warn!(request_id = %ctx.request_id, provider = %slot.name, model = %target.model, attempt = attempts, error = %err, "upstream attempt failed");
+                // The final failure is logged once, where it is answered (api); attempts are in the metrics.
+                tracing::debug!(request_id = %ctx.request_id, provider = %slot.name, model = %target.model, attempt = attempts, error = %err, "upstream attempt failed");
                 if err.is_retryable() {
                     self.breakers.failure(&bkey);
                 } else {
