@@ -6,20 +6,23 @@ fn switchyard() -> Command {
     Command::new(env!("CARGO_BIN_EXE_switchyard"))
 }
 
-#[test]
-fn check_prints_every_problem_and_fails() {
+/// Runs `switchyard check` on a temporary file holding `config`.
+fn check(config: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "[[providers]]\nname = \"o\"\nkind = \"opnai\"\nkeys = [\"env.SWITCHYARD_TEST_UNSET_VAR\"]\nbogus = 1\n\n[[routes]]\nmodel = \"r\"\ntargets = [{ model = \"x/y\", weight = -2 }]\n",
-    )
-    .unwrap();
-    let out = switchyard()
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    switchyard()
         .args(["check", "--config"])
         .arg(&path)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn check_prints_every_problem_and_fails() {
+    let out = check(
+        "[[providers]]\nname = \"o\"\nkind = \"opnai\"\nkeys = [\"env.SWITCHYARD_TEST_UNSET_VAR\"]\nbogus = 1\n\n[[routes]]\nmodel = \"r\"\ntargets = [{ model = \"x/y\", weight = -2 }]\n",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -36,18 +39,7 @@ fn check_prints_every_problem_and_fails() {
 
 #[test]
 fn check_accepts_a_good_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("good.toml");
-    std::fs::write(
-        &path,
-        "[[providers]]\nname = \"local\"\nkind = \"ollama\"\n",
-    )
-    .unwrap();
-    let out = switchyard()
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check("[[providers]]\nname = \"local\"\nkind = \"ollama\"\n");
     assert!(
         out.status.success(),
         "{}",

@@ -27,6 +27,14 @@ async fn start(extra: &str) -> (Mock, Gateway) {
     (mock, gw)
 }
 
+/// Serves a hand-made upstream on 127.0.0.1:0.
+async fn serve(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 async fn raw(gw: &Gateway, path: &str, body: &'static str) -> (u16, Value) {
     let r = gw
         .http
@@ -427,9 +435,7 @@ async fn upstream_redirects_are_not_followed() {
             )
         }
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     let cfg = format!(
         "[[providers]]\nname = \"r\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nkeys = [\"k\"]\nmax_retries = 0\n"
     );
@@ -448,9 +454,7 @@ async fn oversized_upstream_answers_are_refused() {
         );
         axum::body::Body::from_stream(body)
     });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let addr = serve(app).await;
     let cfg = format!(
         "[[providers]]\nname = \"big\"\nkind = \"openai\"\nbase_url = \"http://{addr}/v1\"\nkeys = [\"k\"]\n"
     );
