@@ -8,7 +8,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cache::Cache;
 use crate::config::{Config, env_hint};
+use crate::store::Store;
 use crate::router::{RouteTable, Router};
 use crate::telemetry::metrics::{Metrics, ProviderLabels};
 
@@ -23,6 +25,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Background work that shutdown waits for.
     pub tasks: TaskTracker,
+    /// Cancelled when the server begins shutting down.
+    pub shutdown: CancellationToken,
+    /// The semantic cache.
+    pub cache: Arc<Cache>,
+    /// The sled store, when it could be opened.
+    pub store: Option<Store>,
 }
 
 /// Why the server could not run.
@@ -61,11 +69,25 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let table = RouteTable::build(&config, &client);
         let router = Arc::new(Router::new(table, config.router.clone(), metrics.clone()));
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        let store = open_store(&config);
+        let cache = Cache::start(
+            config.cache.clone(),
+            &config.server.data_dir,
+            store.clone(),
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        );
         Ok(Self {
             config: Arc::new(config),
             router,
             metrics,
-            tasks: TaskTracker::new(),
+            tasks,
+            shutdown,
+            cache,
+            store,
         })
     }
 
@@ -110,7 +132,7 @@ impl Server {
             .map_err(|source| AppError::Bind { addr, source })?;
         let state = AppState::new(config)?;
         log_startup(&state, addr);
-        let shutdown = CancellationToken::new();
+        let shutdown = state.shutdown.clone();
         let app = crate::api::routes(state.clone()).layer(
             tower_http::catch_panic::CatchPanicLayer::custom(panic_response),
         );
@@ -184,15 +206,28 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
     if cfg.server.admin_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin API (/api/*) is open to anyone who can reach this address: set [server] admin_token");
     }
-    if cfg.pending.cache {
-        tracing::warn!(
-            "[cache] is accepted but the semantic cache is not part of this build yet; requests are not cached"
-        );
-    }
     if cfg.pending.mcp {
         tracing::warn!(
             "[mcp] is accepted but the MCP layer is not part of this build yet; no tools are injected"
         );
+    }
+}
+
+/// Opens the sled store under `data_dir/store`; without it the gateway still serves (analytics
+/// are then kept in memory only).
+fn open_store(config: &Config) -> Option<Store> {
+    let dir = config.server.data_dir.join("store");
+    match Store::open(&dir) {
+        Ok((store, recovered)) => {
+            if let Some(r) = recovered {
+                tracing::error!("{r}");
+            }
+            Some(store)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "the store could not be opened; analytics are kept in memory only");
+            None
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Command line: `switchyard serve` and `switchyard check`.
+//! Command line: `switchyard serve`, `switchyard check` and `switchyard cache-eval`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +36,22 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
+    /// Measure the semantic cache on labelled prompt pairs: served and wrong-hit rates per
+    /// threshold, with and without the guard (uses the real embedding model).
+    CacheEval {
+        /// JSONL file of {"a", "b", "hit", "kind"} pairs.
+        #[arg(long, default_value = "tests/fixtures/cache/pairs.jsonl")]
+        pairs: PathBuf,
+        /// Directory with model.onnx and the tokenizer files.
+        #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
+        model: PathBuf,
+        /// ONNX Runtime library.
+        #[arg(long, default_value = "models/onnxruntime/libonnxruntime.so.1.24.4")]
+        runtime: PathBuf,
+        /// Threshold to mark as the default in the report.
+        #[arg(long, default_value_t = crate::config::cache::DEFAULT_THRESHOLD)]
+        threshold: f32,
+    },
 }
 
 const DEFAULT_CONFIG: &str = "switchyard.toml";
@@ -47,6 +63,32 @@ pub fn run(cli: Cli) -> ExitCode {
             check(&config.unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG)))
         }
         Command::Serve { config, listen } => serve(config, listen),
+        Command::CacheEval {
+            pairs,
+            model,
+            runtime,
+            threshold,
+        } => cache_eval(&pairs, &model, &runtime, threshold),
+    }
+}
+
+fn cache_eval(pairs: &Path, model: &Path, runtime: &Path, threshold: f32) -> ExitCode {
+    use crate::cache::{embedder::Model, eval};
+    let run = || -> Result<String, eval::EvalError> {
+        let pairs = eval::read_pairs(pairs)?;
+        let mut model = Model::load(model, runtime)?;
+        let scored = eval::score(&mut model, pairs)?;
+        Ok(eval::report(&scored, threshold))
+    };
+    match run() {
+        Ok(report) => {
+            eprint!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cache-eval: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -5,15 +5,18 @@
 //! - `app`: shared state, router assembly, graceful shutdown.
 //! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
+//! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
 //! - `error`: every module error -> status + OpenAI JSON body.
 //! - `chat`: canonical OpenAI-shaped request/response/chunk types.
 //! - `config`: raw TOML -> validated config; `env.NAME`; zero-config.
 //! - `router`: route table, weighted picks, the one retry policy, circuit breakers.
 //! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic).
-//! - `telemetry`: logging and Prometheus metrics.
+//! - `telemetry`: logging, Prometheus metrics, price estimates.
+//! - `store`: the sled store (analytics now; registrations, keys and logs later).
 
 pub mod api;
 pub mod app;
+pub mod cache;
 pub mod chat;
 pub mod cli;
 pub mod config;
@@ -21,4 +24,5 @@ pub mod error;
 pub mod pipeline;
 pub mod providers;
 pub mod router;
+pub mod store;
 pub mod telemetry;

@@ -1,14 +1,16 @@
 //! The request path in one function. Each stage is a module; they meet here through plain data.
 //!
 //! ```text
-//! api parses -> RequestContext
+//! api parses -> RequestContext (request id, deadline, cache options from headers)
+//!   cache.lookup  exact tier, then semantic tier -> hit: replay as JSON or a live-looking stream
 //!   router.chat   resolve model -> weighted targets + fallbacks -> attempts (retry, breaker, keys)
 //!                 streams: the first chunk is awaited, so a failure before it falls back
 //!   settle        token metrics (counted as the stream passes)
+//!   cache.capture store the answer once complete (streams teed), in a tracked background task
 //! api encodes, sets x-request-id and the x-switchyard-* headers
 //! ```
-//! Governance, plugins, the semantic cache and the MCP tool loop take their places in this
-//! function as they are built (see docs/architecture.md).
+//! Governance, plugins and the MCP tool loop take their places in this function as they are
+//! built (see docs/architecture.md).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +18,9 @@ use std::time::Instant;
 use futures_util::StreamExt;
 
 use crate::app::AppState;
+use crate::cache::{CacheOptions, CacheStatus, Lookup};
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::error::GatewayError;
 use crate::router::RouterError;
 use crate::telemetry::metrics::Metrics;
 
@@ -27,6 +31,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// When the request must be answered by.
     pub deadline: Instant,
+    /// Cache controls from the headers, or what was wrong with them.
+    pub cache: Result<CacheOptions, String>,
 }
 
 /// Who served a request.
@@ -54,6 +60,8 @@ pub struct ChatOutcome {
     pub served: Served,
     /// What they said.
     pub body: ChatBody,
+    /// What the cache did (`None` when it is off).
+    pub cache: Option<CacheStatus>,
 }
 
 /// Anything that answers a chat request with canonical types: the router today; the MCP tool
@@ -72,9 +80,20 @@ pub async fn chat(
     state: &AppState,
     req: ChatRequest,
     ctx: &RequestContext,
-) -> Result<ChatOutcome, RouterError> {
+) -> Result<ChatOutcome, GatewayError> {
+    let opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
+    let (status, pending) = match state.cache.lookup(&req, &opts).await {
+        Lookup::Hit(hit) => return Ok(state.cache.hit_outcome(*hit, req.is_stream())),
+        Lookup::Miss { status, pending } => (Some(status), pending),
+        Lookup::Off => (None, None),
+    };
     let outcome = ChatBackend::chat(state.router.as_ref(), &req, ctx).await?;
-    Ok(settle(outcome, &state.metrics))
+    let mut outcome = settle(outcome, &state.metrics);
+    if let Some(p) = pending {
+        outcome = state.cache.capture(outcome, *p);
+    }
+    outcome.cache = status;
+    Ok(outcome)
 }
 
 /// Counts tokens: now for a complete answer, as the usage chunk passes for a stream.
@@ -101,5 +120,6 @@ fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
     ChatOutcome {
         served: outcome.served,
         body,
+        cache: outcome.cache,
     }
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
+use super::{
+    Dialect, RequestGuard, context, error_response, read_json, set_cache_headers, set_headers, sse,
+};
 use crate::app::AppState;
 use crate::chat::{ChatStream, StreamOptions};
 use crate::error::GatewayError;
@@ -48,7 +50,7 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
     }
     let outcome = match pipeline::chat(&state, req, &ctx).await {
         Ok(o) => o,
-        Err(e) => return fail(&mut guard, GatewayError::from(e)),
+        Err(e) => return fail(&mut guard, e),
     };
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
@@ -64,6 +66,7 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         }
     };
     set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
     resp
 }
 

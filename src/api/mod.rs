@@ -23,6 +23,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const PROVIDER: HeaderName = HeaderName::from_static("x-switchyard-provider");
 const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
+const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
+const CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-switchyard-cache-similarity");
 
 /// All routes of the gateway.
 pub fn routes(state: AppState) -> Router {
@@ -48,9 +50,19 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+/// Ready once the cache's store and embedding model have finished loading (a part that failed to
+/// load is reported in `cache`, and the gateway serves without it).
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
     let providers = state.router.table().providers.len();
-    axum::Json(serde_json::json!({"status": "ready", "providers": providers}))
+    let (ready, cache) = state.cache.readiness();
+    let status = if ready { "ready" } else { "loading" };
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({"status": status, "providers": providers, "cache": cache});
+    (code, axum::Json(body)).into_response()
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
@@ -79,6 +91,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
     RequestContext {
         request_id,
         deadline: Instant::now() + state.config.server.request_timeout,
+        cache: crate::cache::CacheOptions::from_headers(headers),
     }
 }
 
@@ -129,6 +142,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     } else {
         GatewayError::BadRequest(format!("invalid request body at `{path}`: {inner}"))
     })
+}
+
+/// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.
+pub fn set_cache_headers(headers: &mut HeaderMap, status: Option<&crate::cache::CacheStatus>) {
+    let Some(s) = status else { return };
+    headers.insert(CACHE, HeaderValue::from_static(s.outcome.label()));
+    if let Some(sim) = s.similarity
+        && let Ok(v) = HeaderValue::from_str(&format!("{sim:.4}"))
+    {
+        headers.insert(CACHE_SIMILARITY, v);
+    }
 }
 
 /// Adds `x-request-id` and, when known, who served the request.

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
+use super::{
+    Dialect, RequestGuard, context, error_response, read_json, set_cache_headers, set_headers, sse,
+};
 use crate::app::AppState;
 use crate::chat::{ChatRequest, ChatStream};
 use crate::error::GatewayError;
@@ -30,7 +32,7 @@ pub async fn chat_completions(
     let wants_usage = req.wants_stream_usage();
     let outcome = match pipeline::chat(&state, req, &ctx).await {
         Ok(o) => o,
-        Err(e) => return fail(&mut guard, &GatewayError::from(e), &ctx),
+        Err(e) => return fail(&mut guard, &e, &ctx),
     };
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
@@ -46,6 +48,7 @@ pub async fn chat_completions(
         }
     };
     set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
     resp
 }
 

@@ -5,7 +5,7 @@
 
 mod stream;
 
-pub use stream::{ChatStream, StreamError, collect_stream};
+pub use stream::{ChatStream, StreamCollector, StreamError, collect_stream};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

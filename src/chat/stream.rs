@@ -30,15 +30,16 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, StreamError>> 
 
 /// Folds a whole stream into the response a non-streaming request would have received.
 pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, StreamError> {
-    let mut acc = Accumulator::default();
+    let mut acc = StreamCollector::default();
     while let Some(chunk) = stream.next().await {
         acc.push(chunk?);
     }
     Ok(acc.finish())
 }
 
+/// Folds chunks, one at a time, into the response a non-streaming request would have received.
 #[derive(Default)]
-struct Accumulator {
+pub struct StreamCollector {
     id: String,
     model: String,
     created: u64,
@@ -54,8 +55,9 @@ struct ChoiceAcc {
     finish: Option<String>,
 }
 
-impl Accumulator {
-    fn push(&mut self, chunk: ChatChunk) {
+impl StreamCollector {
+    /// Adds a chunk.
+    pub fn push(&mut self, chunk: ChatChunk) {
         if self.id.is_empty() {
             self.id = chunk.id;
             self.model = chunk.model;
@@ -109,7 +111,8 @@ impl Accumulator {
         }
     }
 
-    fn finish(self) -> ChatResponse {
+    /// The response so far.
+    pub fn finish(self) -> ChatResponse {
         let choices = self
             .choices
             .into_iter()

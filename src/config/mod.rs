@@ -3,6 +3,7 @@
 //! Parsing never stops at the first problem: [`Config::parse`] returns every [`Issue`] with its
 //! field path, which is what `switchyard check` prints.
 
+pub mod cache;
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
@@ -11,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cache::{CacheConfig, CacheMode, CacheStore};
 use raw::{RawCache, RawKey, RawMcp, RawProvider, RawRoute, RawRouter, RawServer};
 
 /// One problem found in a config, with the field path it concerns.
@@ -275,11 +277,9 @@ pub struct RouterConfig {
     pub breaker_cooldown: Duration,
 }
 
-/// Sections accepted now and acted on by later stages (semantic cache, MCP layer).
+/// Sections accepted now and acted on by later stages (the MCP layer).
 #[derive(Debug, Clone, Default)]
 pub struct PendingSections {
-    /// `[cache]` was present.
-    pub cache: bool,
     /// `[mcp]` was present.
     pub mcp: bool,
 }
@@ -295,6 +295,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[router]`.
     pub router: RouterConfig,
+    /// `[cache]`.
+    pub cache: CacheConfig,
     /// Sections present but not yet acted on.
     pub pending: PendingSections,
     /// True when providers were detected from the environment (no config file).
@@ -356,15 +358,13 @@ impl Config {
         let router: RawRouter = take("router")
             .and_then(|v| raw::section(v, "router", &mut issues))
             .unwrap_or_default();
-        let cache_v = take("cache");
+        let cache: RawCache = take("cache")
+            .and_then(|v| raw::section(v, "cache", &mut issues))
+            .unwrap_or_default();
         let mcp_v = take("mcp");
         let pending = PendingSections {
-            cache: cache_v.is_some(),
             mcp: mcp_v.is_some(),
         };
-        if let Some(v) = cache_v {
-            let _: Option<RawCache> = raw::section(v, "cache", &mut issues);
-        }
         if let Some(v) = mcp_v {
             let _: Option<RawMcp> = raw::section(v, "mcp", &mut issues);
         }
@@ -374,6 +374,7 @@ impl Config {
 
         let server = validate_server(server, &mut issues);
         let router = validate_router(router, &mut issues);
+        let cache = cache::validate(cache, &mut issues);
         let providers = validate_providers(&providers_raw, &sources, &mut issues);
         let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
         if !issues.is_empty() {
@@ -384,6 +385,7 @@ impl Config {
             providers,
             routes,
             router,
+            cache,
             pending,
             zero_config: false,
         })
@@ -422,6 +424,7 @@ impl Config {
             providers,
             routes: Vec::new(),
             router: validate_router(RawRouter::default(), &mut Vec::new()),
+            cache: CacheConfig::default(),
             pending: PendingSections::default(),
             zero_config: true,
         }

@@ -92,7 +92,13 @@ pub struct RawCache {
     pub store: Option<String>,
     pub qdrant_url: Option<String>,
     pub embedding_model: Option<String>,
+    pub onnx_runtime: Option<String>,
     pub max_entries: Option<u64>,
+    pub qdrant_collection: Option<String>,
+    pub qdrant_api_key: Option<String>,
+    pub guard: Option<bool>,
+    pub replay_delay_ms: Option<u64>,
+    pub cache_tool_answers: Option<bool>,
 }
 
 /// `[mcp]` as CONTRACT.md defines it.

@@ -140,7 +140,12 @@ fn contract_example_is_valid() {
     assert_eq!(cfg.routes[0].targets[1].provider, "anthropic");
     assert_eq!(cfg.routes[0].targets[1].model, "claude-sonnet-4-5");
     assert_eq!(cfg.routes[0].fallbacks[0].model, "llama-3.3-70b-versatile");
-    assert!(cfg.pending.cache && cfg.pending.mcp);
+    assert!(cfg.pending.mcp);
+    assert!(cfg.cache.enabled);
+    assert_eq!(cfg.cache.mode, crate::config::CacheMode::Semantic);
+    assert!((cfg.cache.threshold - 0.92).abs() < 1e-6);
+    assert_eq!(cfg.cache.ttl.as_secs(), 3600);
+    assert_eq!(cfg.cache.store, crate::config::CacheStore::Embedded);
     assert!(cfg.server.admin_token.is_some());
 }
 
@@ -190,4 +195,37 @@ fn the_documented_example_is_valid() {
     // And every env.NAME in it is reported when unset.
     let issues = Config::parse(&text, &|_| None).unwrap_err();
     assert_eq!(issues.len(), 6, "{issues:?}");
+}
+
+#[test]
+fn cache_section_is_validated() {
+    let text = r#"
+        [cache]
+        mode = "fuzzy"
+        threshold = 1.5
+        ttl_seconds = 0
+        store = "qdrant"
+        max_entries = 0
+        colour = "blue"
+    "#;
+    let issues = Config::parse(text, &env).unwrap_err();
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    for p in [
+        "cache.mode",
+        "cache.threshold",
+        "cache.ttl_seconds",
+        "cache.qdrant_url",
+        "cache.max_entries",
+        "cache.colour",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    let cfg = Config::parse("[cache]\nstore = \"qdrant\"\nqdrant_url = \"http://q:6334\"\n", &env).unwrap();
+    match cfg.cache.store {
+        crate::config::CacheStore::Qdrant { url, collection, .. } => {
+            assert_eq!(url, "http://q:6334");
+            assert_eq!(collection, "switchyard_cache");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -312,6 +312,7 @@ impl Router {
             return Ok(ChatOutcome {
                 served,
                 body: ChatBody::Complete(resp),
+                cache: None,
             });
         }
         let (stream, served) = self
@@ -327,6 +328,7 @@ impl Router {
         Ok(ChatOutcome {
             served,
             body: ChatBody::Stream(with_idle_timeout(stream, idle)),
+            cache: None,
         })
     }
 

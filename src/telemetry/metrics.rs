@@ -51,6 +51,28 @@ pub struct TokenLabels {
     pub direction: String,
 }
 
+/// Labels of a cache lookup or write.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Lookups: `hit-exact`, `hit-semantic`, `miss`, `bypass`. Writes: `stored`, `skipped`,
+    /// `failed`.
+    pub outcome: String,
+}
+
+/// Labels of the similarity histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SimilarityLabels {
+    /// `hit`, `below_threshold` or `guard` (rejected by the guard).
+    pub result: String,
+}
+
+/// Labels of saved tokens.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// `input` or `output`.
+    pub direction: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -78,6 +100,18 @@ pub struct Metrics {
     pub tokens: Family<TokenLabels, Counter>,
     /// `switchyard_circuit_breakers_open`: open or half-open breakers per provider.
     pub breakers_open: Family<ProviderLabels, Gauge>,
+    /// `switchyard_cache_lookups_total` by outcome.
+    pub cache_lookups: Family<OutcomeLabels, Counter>,
+    /// `switchyard_cache_lookup_duration_seconds` by outcome.
+    pub cache_lookup_duration: HistogramFamily<OutcomeLabels>,
+    /// `switchyard_cache_similarity`: best candidate's cosine similarity, by result.
+    pub cache_similarity: HistogramFamily<SimilarityLabels>,
+    /// `switchyard_cache_saved_tokens_total` by direction.
+    pub cache_saved_tokens: Family<DirectionLabels, Counter>,
+    /// `switchyard_cache_writes_total` by outcome.
+    pub cache_writes: Family<OutcomeLabels, Counter>,
+    /// `switchyard_cache_entries`.
+    pub cache_entries: Gauge,
 }
 
 impl Default for Metrics {
@@ -136,8 +170,54 @@ impl Metrics {
             "Open or half-open circuit breakers",
             breakers_open.clone(),
         );
+        let cache_lookups = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Cache lookups by outcome (hit-exact, hit-semantic, miss, bypass)",
+            cache_lookups.clone(),
+        );
+        let cache_lookup_duration: HistogramFamily<OutcomeLabels> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 14)));
+        registry.register(
+            "cache_lookup_duration_seconds",
+            "Cache lookup time (embedding and search included) by outcome",
+            cache_lookup_duration.clone(),
+        );
+        let cache_similarity: HistogramFamily<SimilarityLabels> =
+            Family::new_with_constructor(|| {
+                Histogram::new((0..=20).map(|i| 0.5 + f64::from(i) * 0.025))
+            });
+        registry.register(
+            "cache_similarity",
+            "Cosine similarity of the best semantic candidate, by result",
+            cache_similarity.clone(),
+        );
+        let cache_saved_tokens = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "cache_saved_tokens",
+            "Tokens not sent to a provider because the cache answered",
+            cache_saved_tokens.clone(),
+        );
+        let cache_writes = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_writes",
+            "Cache writes by outcome (stored, skipped, failed)",
+            cache_writes.clone(),
+        );
+        let cache_entries = Gauge::default();
+        registry.register(
+            "cache_entries",
+            "Entries in the cache",
+            cache_entries.clone(),
+        );
         Self {
             registry,
+            cache_lookups,
+            cache_lookup_duration,
+            cache_similarity,
+            cache_saved_tokens,
+            cache_writes,
+            cache_entries,
             requests,
             request_duration,
             in_flight,

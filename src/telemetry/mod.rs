@@ -1,6 +1,7 @@
 //! Logging setup and metrics.
 
 pub mod metrics;
+pub mod prices;
 
 /// Installs the global tracing subscriber: `SWITCHYARD_LOG` filter, JSON with `SWITCHYARD_LOG_FORMAT=json`.
 pub fn init_logging() {

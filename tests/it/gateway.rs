@@ -13,6 +13,8 @@ pub struct Gateway {
     /// HTTP client.
     pub http: reqwest::Client,
     server: Option<Server>,
+    /// The data directory, when the test did not choose one.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -22,13 +24,26 @@ impl Gateway {
     }
 
     /// Starts a gateway from TOML config text, resolving `env.NAME` through `env`.
+    /// The semantic cache stays off unless the config has a `[cache]` section, so tests that
+    /// repeat a request see every call reach the mock provider.
     pub async fn start_env(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let cfg = Config::parse(toml, env).unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+        let mut cfg =
+            Config::parse(toml, env).unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+        if !toml.contains("[cache]") {
+            cfg.cache.enabled = false;
+        }
         Self::with_config(cfg).await
     }
 
-    /// Starts a gateway from a config.
-    pub async fn with_config(cfg: Config) -> Self {
+    /// Starts a gateway from a config (data in a fresh temporary directory unless the config
+    /// names one).
+    pub async fn with_config(mut cfg: Config) -> Self {
+        let mut data = None;
+        if cfg.server.data_dir == std::path::Path::new("./data") {
+            let dir = tempfile::tempdir().unwrap();
+            cfg.server.data_dir = dir.path().to_owned();
+            data = Some(dir);
+        }
         let server = Server::start(cfg, Some("127.0.0.1:0".parse().unwrap()))
             .await
             .unwrap();
@@ -36,7 +51,20 @@ impl Gateway {
             addr: server.addr,
             http: client(),
             server: Some(server),
+            _data: data,
         }
+    }
+
+    /// Waits until `/ready` says ready (cache store and embedding model loaded).
+    pub async fn wait_ready(&self) {
+        for _ in 0..600 {
+            let r = self.get("/ready", None).await;
+            if r.status().as_u16() == 200 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("gateway not ready after 12 s");
     }
 
     /// `http://127.0.0.1:PORT{path}`
@@ -192,7 +220,15 @@ impl Binary {
         let path = dir.path().join("switchyard.toml");
         std::fs::write(
             &path,
-            format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n{config}"),
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n{config}{}",
+                dir.path().join("data"),
+                if config.contains("[cache]") {
+                    ""
+                } else {
+                    "\n[cache]\nenabled = false\n"
+                }
+            ),
         )
         .unwrap();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))

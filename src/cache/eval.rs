@@ -1,0 +1,183 @@
+//! `switchyard cache-eval`: runs labelled prompt pairs through the real embedding model and the
+//! guard, and reports, per threshold, how many should-hit pairs would be served and how many
+//! must-not-hit pairs would be served wrongly. The default threshold comes from this table.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::embedder::{Model, cosine};
+use super::guard;
+
+/// One labelled pair (a line of the JSONL file).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Pair {
+    /// The cached prompt.
+    pub a: String,
+    /// The new prompt.
+    pub b: String,
+    /// `true`: the same answer serves both; `false`: serving one for the other is wrong.
+    pub hit: bool,
+    /// Category (paraphrase, negation, number, entity, date, scope, opposite, domain, ...).
+    pub kind: String,
+}
+
+/// A pair with its similarity and guard verdict.
+#[derive(Debug, Clone)]
+pub struct Scored {
+    /// The pair.
+    pub pair: Pair,
+    /// Cosine similarity.
+    pub similarity: f32,
+    /// Guard rejection, if any.
+    pub rejected: Option<guard::Rejection>,
+}
+
+/// Figures at one threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Row {
+    /// Threshold.
+    pub threshold: f32,
+    /// Share of should-hit pairs served (with the guard).
+    pub served: f64,
+    /// Share of must-not-hit pairs served (with the guard).
+    pub wrong: f64,
+    /// Share of must-not-hit pairs served without the guard.
+    pub wrong_unguarded: f64,
+    /// Share of should-hit pairs served without the guard.
+    pub served_unguarded: f64,
+}
+
+/// Why the evaluation could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The pairs file.
+    #[error("{0}")]
+    Pairs(String),
+    /// The model.
+    #[error(transparent)]
+    Model(#[from] super::embedder::EmbedError),
+}
+
+/// Reads a JSONL file of pairs.
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, EvalError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| EvalError::Pairs(format!("{}: {e}", path.display())))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() || line.trim_start().starts_with("//") {
+            continue;
+        }
+        let p: Pair = serde_json::from_str(line)
+            .map_err(|e| EvalError::Pairs(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.push(p);
+    }
+    Ok(out)
+}
+
+/// Embeds every pair and runs the guard.
+pub fn score(model: &mut Model, pairs: Vec<Pair>) -> Result<Vec<Scored>, EvalError> {
+    let mut out = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(32) {
+        let texts: Vec<&str> = chunk
+            .iter()
+            .flat_map(|p| [p.a.as_str(), p.b.as_str()])
+            .collect();
+        let vectors = model.embed_batch(&texts)?;
+        for (i, p) in chunk.iter().enumerate() {
+            let (Some(va), Some(vb)) = (vectors.get(2 * i), vectors.get(2 * i + 1)) else {
+                continue;
+            };
+            out.push(Scored {
+                similarity: cosine(va, vb),
+                rejected: guard::check(&guard::features(&p.b), &guard::features(&p.a)).err(),
+                pair: p.clone(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Served and wrong-hit rates at `threshold`.
+pub fn row(scored: &[Scored], threshold: f32) -> Row {
+    let share = |hit: bool, guarded: bool| {
+        let set: Vec<&Scored> = scored.iter().filter(|s| s.pair.hit == hit).collect();
+        if set.is_empty() {
+            return 0.0;
+        }
+        let served = set
+            .iter()
+            .filter(|s| s.similarity >= threshold && (!guarded || s.rejected.is_none()))
+            .count();
+        served as f64 / set.len() as f64
+    };
+    Row {
+        threshold,
+        served: share(true, true),
+        wrong: share(false, true),
+        served_unguarded: share(true, false),
+        wrong_unguarded: share(false, false),
+    }
+}
+
+/// The report printed by `switchyard cache-eval`.
+pub fn report(scored: &[Scored], default: f32) -> String {
+    use std::fmt::Write;
+    let hits = scored.iter().filter(|s| s.pair.hit).count();
+    let traps = scored.len() - hits;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} pairs: {hits} should hit, {traps} must not hit\n",
+        scored.len()
+    );
+    let _ = writeln!(
+        out,
+        "threshold | served (guard) | wrong hits (guard) | served (no guard) | wrong hits (no guard)"
+    );
+    let _ = writeln!(out, "---|---|---|---|---");
+    for t in (60..=98).step_by(2).map(|t| t as f32 / 100.0) {
+        let r = row(scored, t);
+        let mark = if (t - default).abs() < 1e-4 { " (default)" } else { "" };
+        let _ = writeln!(
+            out,
+            "{t:.2}{mark} | {:.1}% | {:.1}% | {:.1}% | {:.1}%",
+            r.served * 100.0,
+            r.wrong * 100.0,
+            r.served_unguarded * 100.0,
+            r.wrong_unguarded * 100.0
+        );
+    }
+    let r = row(scored, default);
+    let _ = writeln!(
+        out,
+        "\nat the default threshold {default:.2}: served {:.1}% of should-hit pairs, wrong hits {:.1}% of traps",
+        r.served * 100.0,
+        r.wrong * 100.0
+    );
+    let _ = writeln!(out, "\nwrong hits at the default threshold:");
+    for s in scored.iter().filter(|s| {
+        !s.pair.hit && s.similarity >= default && s.rejected.is_none()
+    }) {
+        let _ = writeln!(
+            out,
+            "  {:.3} [{}] {:?} / {:?}",
+            s.similarity, s.pair.kind, s.pair.a, s.pair.b
+        );
+    }
+    let _ = writeln!(out, "\nshould-hit pairs rejected by the guard:");
+    for s in scored
+        .iter()
+        .filter(|s| s.pair.hit && s.similarity >= default && s.rejected.is_some())
+    {
+        let _ = writeln!(
+            out,
+            "  {:.3} [{}] {:?} / {:?}",
+            s.similarity,
+            s.rejected.map(|r| r.label()).unwrap_or_default(),
+            s.pair.a,
+            s.pair.b
+        );
+    }
+    out
+}

@@ -1,0 +1,345 @@
+//! The second check on a semantic candidate. MiniLM scores "Cancel my subscription" / "Don't
+//! cancel my subscription" and "Track order 48213" / "Track order 48231" above 0.96, so cosine
+//! alone cannot tell them apart. A candidate is rejected when the two prompts differ in:
+//!
+//! - numbers (digits, number words, ordinals: "3" = "three", "1st" = "first"),
+//! - negation polarity (not, no, never, n't, without, ...),
+//! - names (capitalised words, acronyms, quoted strings, identifiers with digits or mixed case),
+//! - terms that change the answer even in lower case (languages, platforms, units, currencies,
+//!   days, months, relative dates),
+//! - opposites (increase/decrease, buy/sell, enable/disable, before/after, ...),
+//! - quantifiers that change scope (all, some, only, each, most, ...).
+//!
+//! It errs towards rejecting: a false rejection costs one provider call, a false hit serves a
+//! wrong answer. Measured on tests/fixtures/cache/pairs.jsonl (docs/cache.md).
+
+use std::collections::BTreeSet;
+
+/// Why a candidate was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Different numbers.
+    Numbers,
+    /// One is negated, the other is not.
+    Negation,
+    /// Different names or key terms.
+    Entities,
+    /// One asks for the opposite of the other.
+    Opposites,
+    /// Different quantifiers (scope).
+    Scope,
+}
+
+impl Rejection {
+    /// Short label for stats and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Numbers => "numbers",
+            Self::Negation => "negation",
+            Self::Entities => "entities",
+            Self::Opposites => "opposites",
+            Self::Scope => "scope",
+        }
+    }
+}
+
+/// What the guard extracts from one prompt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    numbers: Vec<String>,
+    negated: bool,
+    entities: BTreeSet<String>,
+    words: BTreeSet<String>,
+    scope: BTreeSet<&'static str>,
+}
+
+const NEGATIONS: &[&str] = &[
+    "not", "no", "never", "without", "cannot", "none", "nobody", "nothing", "neither", "nor",
+    "nowhere", "dont", "doesnt", "didnt", "isnt", "arent", "wasnt", "werent", "wont", "cant",
+    "couldnt", "shouldnt", "wouldnt", "havent", "hasnt", "hadnt", "mustnt", "neednt", "aint",
+    "stop", "avoid", "prevent",
+];
+
+const NUMBER_WORDS: &[(&str, &str)] = &[
+    ("zero", "0"), ("one", "1"), ("two", "2"), ("three", "3"), ("four", "4"), ("five", "5"),
+    ("six", "6"), ("seven", "7"), ("eight", "8"), ("nine", "9"), ("ten", "10"),
+    ("eleven", "11"), ("twelve", "12"), ("thirteen", "13"), ("fourteen", "14"),
+    ("fifteen", "15"), ("sixteen", "16"), ("seventeen", "17"), ("eighteen", "18"),
+    ("nineteen", "19"), ("twenty", "20"), ("thirty", "30"), ("forty", "40"), ("fifty", "50"),
+    ("sixty", "60"), ("seventy", "70"), ("eighty", "80"), ("ninety", "90"),
+    ("hundred", "100"), ("thousand", "1000"), ("million", "1000000"), ("billion", "1000000000"),
+    ("first", "1"), ("second", "2"), ("third", "3"), ("fourth", "4"), ("fifth", "5"),
+    ("sixth", "6"), ("seventh", "7"), ("eighth", "8"), ("ninth", "9"), ("tenth", "10"),
+    ("half", "0.5"), ("twice", "2"), ("double", "2"), ("triple", "3"), ("dozen", "12"),
+    ("single", "1"), ("pair", "2"), ("couple", "2"),
+];
+
+/// Terms that change the answer even when written in lower case.
+const KEY_TERMS: &[&str] = &[
+    // languages and runtimes
+    "python", "java", "javascript", "typescript", "rust", "golang", "ruby", "php", "swift",
+    "kotlin", "scala", "perl", "haskell", "c", "c++", "c#", "sql", "bash", "powershell", "html",
+    "css", "json", "yaml", "xml", "csv", "markdown", "react", "vue", "angular", "django",
+    "flask", "node", "deno", "docker", "kubernetes", "postgres", "postgresql", "mysql",
+    "sqlite", "mongodb", "redis",
+    // platforms
+    "windows", "linux", "macos", "mac", "ios", "android", "ubuntu", "debian", "iphone", "ipad",
+    "chrome", "firefox", "safari", "aws", "azure", "gcp",
+    // units and currencies
+    "celsius", "fahrenheit", "kelvin", "km", "kilometers", "kilometres", "miles", "meters",
+    "metres", "feet", "inches", "cm", "mm", "kg", "kilograms", "pounds", "lbs", "grams",
+    "ounces", "liters", "litres", "gallons", "cups", "usd", "eur", "gbp", "jpy", "dollars",
+    "euros", "yen", "bitcoin", "percent", "hours", "minutes", "seconds", "days", "weeks",
+    "months", "years", "bytes", "kb", "mb", "gb", "tb",
+    // dates
+    "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january",
+    "february", "march", "april", "may", "june", "july", "august", "september", "october",
+    "november", "december", "today", "tomorrow", "yesterday", "tonight", "morning", "evening",
+    "afternoon", "weekend", "weekday", "next", "last", "previous", "current", "past", "future",
+    // people and roles that change advice
+    "child", "children", "kid", "kids", "baby", "adult", "adults", "dog", "dogs", "cat", "cats",
+    "male", "female", "men", "women", "beginner", "beginners", "expert", "experts",
+    // languages people write in
+    "english", "french", "german", "spanish", "italian", "portuguese", "chinese", "japanese",
+    "korean", "russian", "arabic", "hindi", "dutch",
+];
+
+/// Pairs of words that ask for opposite things.
+const OPPOSITES: &[(&str, &str)] = &[
+    ("increase", "decrease"), ("increase", "reduce"), ("raise", "lower"), ("buy", "sell"),
+    ("enable", "disable"), ("add", "remove"), ("add", "delete"), ("open", "close"),
+    ("start", "stop"), ("start", "end"), ("before", "after"), ("minimum", "maximum"),
+    ("min", "max"), ("upload", "download"), ("import", "export"), ("encrypt", "decrypt"),
+    ("encode", "decode"), ("login", "logout"), ("hot", "cold"), ("cheap", "expensive"),
+    ("best", "worst"), ("largest", "smallest"), ("biggest", "smallest"), ("highest", "lowest"),
+    ("fastest", "slowest"), ("longest", "shortest"), ("oldest", "newest"), ("oldest", "youngest"),
+    ("first", "last"), ("up", "down"), ("on", "off"), ("include", "exclude"),
+    ("accept", "reject"), ("allow", "block"), ("allow", "deny"), ("win", "lose"),
+    ("debit", "credit"), ("lend", "borrow"), ("north", "south"), ("east", "west"),
+    ("push", "pull"), ("send", "receive"), ("upgrade", "downgrade"),
+    ("subscribe", "unsubscribe"), ("lock", "unlock"), ("install", "uninstall"),
+    ("mount", "unmount"), ("pros", "cons"), ("advantages", "disadvantages"),
+    ("benefits", "risks"), ("true", "false"), ("ascending", "descending"), ("asc", "desc"),
+    ("positive", "negative"), ("gain", "lose"), ("gain", "loss"), ("profit", "loss"),
+    ("more", "less"), ("more", "fewer"), ("above", "below"), ("over", "under"),
+    ("inside", "outside"), ("import", "export"), ("left", "right"), ("import", "export"),
+    ("input", "output"), ("client", "server"), ("frontend", "backend"), ("sync", "async"),
+    ("synchronous", "asynchronous"), ("private", "public"), ("early", "late"),
+    ("earlier", "later"), ("cheaper", "pricier"), ("faster", "slower"), ("bigger", "smaller"),
+    ("larger", "smaller"), ("higher", "lower"), ("better", "worse"), ("legal", "illegal"),
+    ("safe", "unsafe"), ("healthy", "unhealthy"), ("cancel", "renew"), ("cancel", "book"),
+    ("refund", "charge"), ("join", "leave"), ("hire", "fire"), ("arrive", "depart"),
+    ("arrival", "departure"), ("import", "export"), ("merge", "split"), ("compress", "decompress"),
+    ("zip", "unzip"), ("attach", "detach"), ("connect", "disconnect"), ("follow", "unfollow"),
+    ("like", "dislike"), ("agree", "disagree"), ("approve", "reject"), ("pass", "fail"),
+    ("success", "failure"), ("sunrise", "sunset"), ("winter", "summer"), ("spring", "autumn"),
+    ("spring", "fall"), ("wet", "dry"), ("light", "dark"), ("day", "night"), ("white", "black"),
+    ("uppercase", "lowercase"), ("horizontal", "vertical"), ("row", "column"), ("rows", "columns"),
+    ("encrypted", "decrypted"), ("to", "from"),
+];
+
+/// Quantifiers that change the scope of a question.
+const SCOPE: &[&str] = &[
+    "all", "every", "each", "some", "any", "only", "both", "either", "most", "least", "few",
+    "many", "several", "entire", "whole", "partial", "total", "average", "per", "daily",
+    "weekly", "monthly", "yearly", "annual", "annually", "hourly", "always", "sometimes",
+    "usually", "rarely", "plural", "singular", "specific", "general", "overall",
+];
+
+/// Capitalised words that start sentences and are not names.
+const COMMON_CAPITALISED: &[&str] = &[
+    "what", "whats", "how", "hows", "why", "when", "where", "which", "who", "whom", "whose",
+    "can", "could", "would", "should", "will", "shall", "may", "might", "must", "do", "does",
+    "did", "is", "are", "was", "were", "am", "be", "have", "has", "had", "please", "i", "im",
+    "ive", "id", "ill", "my", "me", "we", "our", "you", "your", "it", "its", "this", "that",
+    "these", "those", "there", "here", "the", "a", "an", "and", "or", "but", "so", "if", "in",
+    "on", "at", "for", "to", "from", "of", "with", "by", "about", "tell", "give", "show",
+    "explain", "describe", "list", "write", "make", "create", "help", "find", "get", "let",
+    "lets", "summarize", "summarise", "translate", "convert", "compare", "calculate", "define",
+    "suggest", "recommend", "provide", "generate", "check", "track", "cancel", "reset",
+    "change", "update", "delete", "remove", "add", "set", "turn", "send", "book", "order",
+    "buy", "sell", "is", "hi", "hello", "hey", "thanks", "thank", "ok", "okay", "yes", "no",
+    "not", "dont", "never", "any", "some", "all", "every", "each", "one", "two", "three",
+    "best", "good", "quick", "simple", "short", "brief", "again", "also", "now", "then",
+    "just", "only", "could", "need", "want", "looking", "trying", "having", "using", "use",
+    "in", "into", "after", "before", "during", "while", "since", "until", "without", "within",
+    "name", "pick", "choose", "recommend", "draft", "rewrite", "rephrase", "fix", "debug",
+    "im", "i'm", "whats", "what's", "how's", "where's", "who's", "can't", "don't", "won't",
+];
+
+fn stem(w: &str) -> String {
+    let w = w.trim_matches(|c: char| !c.is_alphanumeric() && c != '+' && c != '#');
+    for suffix in ["'s", "’s"] {
+        if let Some(s) = w.strip_suffix(suffix) {
+            return s.to_owned();
+        }
+    }
+    w.to_owned()
+}
+
+/// Extracts the guard's features from a prompt.
+pub fn features(text: &str) -> Features {
+    let mut f = Features::default();
+    let mut negations = 0usize;
+    let mut sentence_start = true;
+    // Quoted spans are names.
+    for (i, part) in text.split(['"', '“', '”', '`']).enumerate() {
+        if i % 2 == 1 && !part.trim().is_empty() {
+            f.entities.insert(part.trim().to_lowercase());
+        }
+    }
+    for raw in text.split(|c: char| c.is_whitespace() || matches!(c, ',' | ';' | '(' | ')' | '/')) {
+        if raw.is_empty() {
+            continue;
+        }
+        let ends_sentence = raw.ends_with(['.', '?', '!', ':']);
+        let token = stem(raw);
+        let lower = token.to_lowercase();
+        let plain: String = lower.chars().filter(|c| *c != '\'' && *c != '’').collect();
+        if plain.is_empty() {
+            sentence_start = sentence_start || ends_sentence;
+            continue;
+        }
+        if plain.ends_with("nt") && raw.contains(['\'', '’']) || NEGATIONS.contains(&plain.as_str()) {
+            negations += 1;
+        }
+        let has_digit = token.chars().any(|c| c.is_ascii_digit());
+        if has_digit {
+            number_tokens(&token, &mut f.numbers);
+        } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
+            f.numbers.push((*n).to_owned());
+        }
+        let first = token.chars().next().unwrap_or(' ');
+        let mixed = token.chars().skip(1).any(|c| c.is_uppercase());
+        let capital = first.is_uppercase();
+        if has_digit && token.chars().any(char::is_alphabetic) || mixed {
+            f.entities.insert(lower.clone());
+        } else if capital && !(sentence_start && COMMON_CAPITALISED.contains(&plain.as_str())) {
+            if !COMMON_CAPITALISED.contains(&plain.as_str()) || !sentence_start {
+                if !NEGATIONS.contains(&plain.as_str()) && !SCOPE.contains(&plain.as_str()) {
+                    f.entities.insert(plain.clone());
+                }
+            }
+        }
+        if KEY_TERMS.contains(&plain.as_str()) {
+            f.entities.insert(plain.clone());
+        }
+        if let Some(s) = SCOPE.iter().find(|s| **s == plain) {
+            f.scope.insert(s);
+        }
+        f.words.insert(plain);
+        sentence_start = ends_sentence;
+    }
+    f.numbers.sort();
+    f.negated = negations % 2 == 1;
+    f
+}
+
+/// Digit groups in a token ("48213", "3.5", "10:30" -> "10","30", "1,000" -> "1000",
+/// "1st" -> "1").
+fn number_tokens(token: &str, out: &mut Vec<String>) {
+    let cleaned: String = token
+        .chars()
+        .filter(|c| *c != ',')
+        .collect::<String>();
+    let mut current = String::new();
+    for c in cleaned.chars() {
+        if c.is_ascii_digit() || (c == '.' && !current.is_empty()) {
+            current.push(c);
+        } else if !current.is_empty() {
+            out.push(current.trim_end_matches('.').to_owned());
+            current.clear();
+        }
+    }
+    if !current.is_empty() {
+        out.push(current.trim_end_matches('.').to_owned());
+    }
+}
+
+/// Compares a new prompt with a cached one; `Err` says why they must not share an answer.
+pub fn check(query: &Features, cached: &Features) -> Result<(), Rejection> {
+    if query.numbers != cached.numbers {
+        return Err(Rejection::Numbers);
+    }
+    if query.negated != cached.negated {
+        return Err(Rejection::Negation);
+    }
+    if query.entities != cached.entities {
+        return Err(Rejection::Entities);
+    }
+    for (a, b) in OPPOSITES {
+        let qa = query.words.contains(*a);
+        let qb = query.words.contains(*b);
+        let ca = cached.words.contains(*a);
+        let cb = cached.words.contains(*b);
+        if (qa && !qb && cb && !ca) || (qb && !qa && ca && !cb) {
+            return Err(Rejection::Opposites);
+        }
+    }
+    if query.scope != cached.scope {
+        return Err(Rejection::Scope);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(a: &str, b: &str) -> Result<(), Rejection> {
+        check(&features(a), &features(b))
+    }
+
+    #[test]
+    fn traps_from_the_notes_are_rejected() {
+        assert_eq!(
+            ok("Cancel my subscription", "Don't cancel my subscription"),
+            Err(Rejection::Negation)
+        );
+        assert_eq!(
+            ok("Track order 48213", "Track order 48231"),
+            Err(Rejection::Numbers)
+        );
+    }
+
+    #[test]
+    fn paraphrases_pass() {
+        assert_eq!(
+            ok(
+                "What is the capital of France?",
+                "Which city is the capital of France?"
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                "Summarize this article in three bullet points.",
+                "Give me a 3-bullet summary of this article."
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            ok(
+                "How do I reset my password?",
+                "What are the steps to change a forgotten password?"
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn names_and_terms_must_match() {
+        assert_eq!(
+            ok("What is the capital of France?", "What is the capital of Spain?"),
+            Err(Rejection::Entities)
+        );
+        assert_eq!(
+            ok("how do i sort a list in python", "how do i sort a list in java"),
+            Err(Rejection::Entities)
+        );
+        assert_eq!(
+            ok("How do I increase the volume?", "How do I decrease the volume?"),
+            Err(Rejection::Opposites)
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Where cached answers live: the `VectorIndex` seam, with an embedded Qdrant Edge shard and a
+//! Qdrant server behind it. Both store the same [`Entry`] payload under the same point ids and
+//! filter on the same fields, so they behave alike.
+
+mod edge;
+mod qdrant;
+
+pub use edge::EdgeIndex;
+pub use qdrant::QdrantIndex;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Name of the vector in both stores.
+pub const VECTOR: &str = "prompt";
+
+/// Payload fields with an index (filters, ordering).
+pub const KEYWORD_FIELDS: &[&str] = &["partition", "model"];
+/// Integer payload fields with an index.
+pub const INTEGER_FIELDS: &[&str] = &["expires", "last_used"];
+
+/// One cached answer, as stored in the payload.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// Point id (derived from `exact`).
+    pub id: Uuid,
+    /// Key schema the entry was written with.
+    pub schema: u32,
+    /// Exact-tier key.
+    pub exact: String,
+    /// Partition hash (exact filter of the semantic tier).
+    pub partition: String,
+    /// Model the client asked for.
+    pub model: String,
+    /// Provider that served the original answer.
+    pub provider: String,
+    /// Upstream model that served it.
+    pub served_model: String,
+    /// The last user turn(s): what the semantic tier compared.
+    pub prompt: String,
+    /// The answer, as canonical ChatResponse JSON.
+    pub response: String,
+    /// Prompt tokens of the original call (saved on every hit).
+    pub prompt_tokens: u64,
+    /// Completion tokens of the original call.
+    pub completion_tokens: u64,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds after which the entry is not served.
+    pub expires: u64,
+    /// Unix seconds of the last hit (or creation).
+    pub last_used: u64,
+    /// Hits served.
+    pub hits: u64,
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    /// The store reported an error.
+    #[error("cache store: {0}")]
+    Store(String),
+    /// A stored payload could not be read back (treated as a miss).
+    #[error("cache entry unreadable: {0}")]
+    Corrupt(String),
+    /// The blocking task died.
+    #[error("cache store task failed: {0}")]
+    Task(String),
+}
+
+/// Which entries a bulk delete removes.
+#[derive(Debug, Clone, Default)]
+pub struct Selector {
+    /// Only entries for this requested model.
+    pub model: Option<String>,
+    /// Only entries that expired at or before this time (unix seconds).
+    pub expired_at: Option<u64>,
+}
+
+/// A semantic candidate.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// The entry.
+    pub entry: Entry,
+    /// Cosine similarity to the query.
+    pub score: f32,
+}
+
+/// Vector store operations the cache needs; the cache's second seam.
+pub trait VectorIndex: Send + Sync {
+    /// The entry with this id, if any.
+    fn get(&self, id: Uuid) -> impl Future<Output = Result<Option<Entry>, IndexError>> + Send;
+    /// Nearest live entries in `partition` scoring at least `floor`, best first.
+    fn search(
+        &self,
+        vector: Vec<f32>,
+        partition: &str,
+        now: u64,
+        floor: f32,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Candidate>, IndexError>> + Send;
+    /// Inserts or replaces an entry (with its vector when the semantic tier may find it).
+    fn upsert(
+        &self,
+        entry: Entry,
+        vector: Option<Vec<f32>>,
+    ) -> impl Future<Output = Result<(), IndexError>> + Send;
+    /// Records a hit.
+    fn touch(
+        &self,
+        id: Uuid,
+        hits: u64,
+        last_used: u64,
+    ) -> impl Future<Output = Result<(), IndexError>> + Send;
+    /// Deletes one entry; false when it did not exist.
+    fn delete(&self, id: Uuid) -> impl Future<Output = Result<bool, IndexError>> + Send;
+    /// Deletes every entry the selector matches; returns how many went.
+    fn delete_where(&self, sel: Selector)
+    -> impl Future<Output = Result<u64, IndexError>> + Send;
+    /// Entries, most recently used first, for the admin API.
+    fn list(
+        &self,
+        offset: usize,
+        limit: usize,
+        model: Option<String>,
+    ) -> impl Future<Output = Result<Vec<Entry>, IndexError>> + Send;
+    /// Number of entries.
+    fn count(&self) -> impl Future<Output = Result<u64, IndexError>> + Send;
+    /// Ids of the `n` least recently used entries (eviction).
+    fn least_used(&self, n: usize) -> impl Future<Output = Result<Vec<Uuid>, IndexError>> + Send;
+    /// Housekeeping after many writes (index building, flushing).
+    fn maintain(&self) -> impl Future<Output = Result<(), IndexError>> + Send;
+}
+
+/// The store in use: closed set, static dispatch.
+pub enum AnyIndex {
+    /// Embedded Qdrant Edge shard.
+    Edge(EdgeIndex),
+    /// Qdrant server.
+    Qdrant(QdrantIndex),
+}
+
+macro_rules! delegate {
+    ($self:ident, $i:ident => $e:expr) => {
+        match $self {
+            AnyIndex::Edge($i) => $e,
+            AnyIndex::Qdrant($i) => $e,
+        }
+    };
+}
+
+impl VectorIndex for AnyIndex {
+    async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
+        delegate!(self, i => i.get(id).await)
+    }
+    async fn search(
+        &self,
+        vector: Vec<f32>,
+        partition: &str,
+        now: u64,
+        floor: f32,
+        limit: usize,
+    ) -> Result<Vec<Candidate>, IndexError> {
+        delegate!(self, i => i.search(vector, partition, now, floor, limit).await)
+    }
+    async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
+        delegate!(self, i => i.upsert(entry, vector).await)
+    }
+    async fn touch(&self, id: Uuid, hits: u64, last_used: u64) -> Result<(), IndexError> {
+        delegate!(self, i => i.touch(id, hits, last_used).await)
+    }
+    async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
+        delegate!(self, i => i.delete(id).await)
+    }
+    async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
+        delegate!(self, i => i.delete_where(sel).await)
+    }
+    async fn list(
+        &self,
+        offset: usize,
+        limit: usize,
+        model: Option<String>,
+    ) -> Result<Vec<Entry>, IndexError> {
+        delegate!(self, i => i.list(offset, limit, model).await)
+    }
+    async fn count(&self) -> Result<u64, IndexError> {
+        delegate!(self, i => i.count().await)
+    }
+    async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
+        delegate!(self, i => i.least_used(n).await)
+    }
+    async fn maintain(&self) -> Result<(), IndexError> {
+        delegate!(self, i => i.maintain().await)
+    }
+}
+
+/// Reads an entry back from a JSON payload.
+pub fn entry_from_payload(
+    payload: serde_json::Map<String, serde_json::Value>,
+) -> Result<Entry, IndexError> {
+    serde_json::from_value(serde_json::Value::Object(payload))
+        .map_err(|e| IndexError::Corrupt(e.to_string()))
+}
+
+/// The JSON payload of an entry.
+pub fn entry_payload(entry: &Entry) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(entry) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
+    }
+}

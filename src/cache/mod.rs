@@ -1,0 +1,819 @@
+//! The semantic cache: an exact tier on a canonical request hash, then a semantic tier (local
+//! MiniLM embeddings, nearest neighbour within an exact partition, a guard against look-alike
+//! prompts). Hits are replayed as JSON or as a live-looking stream; misses are stored after the
+//! answer has been sent, by a tracked background task.
+//!
+//! ```text
+//! lookup: fingerprint -> exact get -> (semantic) embed -> search(partition, ttl) -> guard -> hit
+//! store:  answer complete (stream teed) -> embed if needed -> upsert -> evict / optimise
+//! ```
+
+pub mod embedder;
+pub mod eval;
+pub mod guard;
+pub mod index;
+pub mod key;
+pub mod replay;
+pub mod stats;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use axum::http::HeaderMap;
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::chat::{ChatResponse, ChatStream, unix_now};
+use crate::config::{CacheConfig, CacheMode, CacheStore};
+use crate::pipeline::{ChatBody, ChatOutcome, Served};
+use crate::store::Store;
+use crate::telemetry::metrics::{DirectionLabels, Metrics, OutcomeLabels, SimilarityLabels};
+use embedder::{Embedder, Model, OnnxEmbedder};
+use index::{AnyIndex, EdgeIndex, Entry, IndexError, QdrantIndex, Selector, VectorIndex};
+use key::Fingerprint;
+pub use stats::Outcome;
+
+/// Candidates fetched per semantic lookup (the best one that passes the guard wins).
+const CANDIDATES: usize = 5;
+/// Near misses are recorded down to this far below the threshold.
+const NEAR_MISS_MARGIN: f32 = 0.15;
+/// Housekeeping period: expiry sweep, eviction, index optimisation, analytics persistence.
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+
+/// Per-request cache controls, from headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheOptions {
+    /// Look the request up (`Cache-Control: no-cache` turns it off).
+    pub lookup: bool,
+    /// Store the answer (`Cache-Control: no-store` turns it off).
+    pub store: bool,
+    /// `x-switchyard-cache-threshold`.
+    pub threshold: Option<f32>,
+    /// `x-switchyard-cache-ttl` (seconds).
+    pub ttl: Option<Duration>,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            lookup: true,
+            store: true,
+            threshold: None,
+            ttl: None,
+        }
+    }
+}
+
+impl CacheOptions {
+    /// Reads `Cache-Control`, `x-switchyard-cache-threshold` and `x-switchyard-cache-ttl`.
+    pub fn from_headers(h: &HeaderMap) -> Result<Self, String> {
+        let mut o = Self::default();
+        for v in h.get_all(axum::http::header::CACHE_CONTROL) {
+            let v = v.to_str().unwrap_or_default().to_ascii_lowercase();
+            for d in v.split(',').map(str::trim) {
+                match d {
+                    "no-cache" => o.lookup = false,
+                    "no-store" => {
+                        o.lookup = false;
+                        o.store = false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(v) = h.get("x-switchyard-cache-threshold") {
+            let s = v.to_str().unwrap_or_default().trim();
+            match s.parse::<f32>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => o.threshold = Some(t),
+                _ => {
+                    return Err(format!(
+                        "x-switchyard-cache-threshold must be a number in (0, 1], got `{s}`"
+                    ));
+                }
+            }
+        }
+        if let Some(v) = h.get("x-switchyard-cache-ttl") {
+            let s = v.to_str().unwrap_or_default().trim();
+            match s.parse::<u64>() {
+                Ok(t) if t > 0 => o.ttl = Some(Duration::from_secs(t)),
+                _ => {
+                    return Err(format!(
+                        "x-switchyard-cache-ttl must be a whole number of seconds > 0, got `{s}`"
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What the response headers say about the cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheStatus {
+    /// `x-switchyard-cache`.
+    pub outcome: Outcome,
+    /// `x-switchyard-cache-similarity` (semantic hits).
+    pub similarity: Option<f32>,
+}
+
+/// A request the cache may store the answer of.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    fp: Fingerprint,
+    vector: Option<Vec<f32>>,
+    ttl: Duration,
+}
+
+/// A stored answer to serve.
+#[derive(Debug)]
+pub struct Hit {
+    /// The answer (fresh id and timestamp).
+    pub response: ChatResponse,
+    /// Who served the original.
+    pub served: Served,
+    /// For the headers.
+    pub status: CacheStatus,
+}
+
+/// Result of a lookup.
+#[derive(Debug)]
+pub enum Lookup {
+    /// Serve this.
+    Hit(Box<Hit>),
+    /// Go upstream; store the answer when `pending` is set.
+    Miss {
+        /// For the headers.
+        status: CacheStatus,
+        /// What to store under.
+        pending: Option<Box<Pending>>,
+    },
+    /// The cache is switched off in config: no header at all.
+    Off,
+}
+
+/// State of a component loaded in the background.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Component {
+    /// Not needed (cache off, or exact mode for the embedder).
+    Off,
+    /// Being loaded.
+    Loading,
+    /// Ready.
+    Ready,
+    /// Could not be loaded; the reason.
+    Failed(String),
+}
+
+impl Component {
+    fn label(&self) -> String {
+        match self {
+            Self::Off => "off".into(),
+            Self::Loading => "loading".into(),
+            Self::Ready => "ready".into(),
+            Self::Failed(r) => format!("unavailable: {r}"),
+        }
+    }
+}
+
+/// The cache stage.
+pub struct Cache {
+    config: CacheConfig,
+    index: ArcSwapOption<AnyIndex>,
+    embedder: ArcSwapOption<OnnxEmbedder>,
+    index_state: Mutex<Component>,
+    embedder_state: Mutex<Component>,
+    stats: stats::Stats,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    writes: AtomicU64,
+    entries: AtomicU64,
+}
+
+impl Cache {
+    /// Creates the cache and starts loading its store and model in the background.
+    pub fn start(
+        config: CacheConfig,
+        data_dir: &Path,
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let enabled = config.enabled;
+        let semantic = enabled && config.mode == CacheMode::Semantic;
+        let cache = Arc::new(Self {
+            index: ArcSwapOption::empty(),
+            embedder: ArcSwapOption::empty(),
+            index_state: Mutex::new(if enabled {
+                Component::Loading
+            } else {
+                Component::Off
+            }),
+            embedder_state: Mutex::new(if semantic {
+                Component::Loading
+            } else {
+                Component::Off
+            }),
+            stats: stats::Stats::load(store),
+            metrics,
+            tasks: tasks.clone(),
+            writes: AtomicU64::new(0),
+            entries: AtomicU64::new(0),
+            config,
+        });
+        if !enabled {
+            return cache;
+        }
+        let dir = data_dir.join("cache").join("edge");
+        let c = cache.clone();
+        tasks.spawn(async move { c.open_index(dir).await });
+        if semantic {
+            let c = cache.clone();
+            tasks.spawn(async move { c.load_embedder().await });
+        }
+        let c = cache.clone();
+        tasks.spawn(async move { c.maintenance(shutdown).await });
+        cache
+    }
+
+    async fn open_index(self: Arc<Self>, dir: std::path::PathBuf) {
+        let dims = embedder::DIMENSIONS;
+        let result: Result<AnyIndex, IndexError> = match &self.config.store {
+            CacheStore::Embedded => {
+                match tokio::task::spawn_blocking(move || EdgeIndex::open(&dir, dims)).await {
+                    Ok(Ok((idx, recovered))) => {
+                        if let Some(r) = recovered {
+                            tracing::error!("semantic cache: {r}");
+                        }
+                        Ok(AnyIndex::Edge(idx))
+                    }
+                    Ok(Err(e)) => Err(e),
+                    Err(e) => Err(IndexError::Task(e.to_string())),
+                }
+            }
+            CacheStore::Qdrant {
+                url,
+                collection,
+                api_key,
+            } => QdrantIndex::open(
+                url,
+                collection,
+                api_key.as_ref().map(|k| k.expose()),
+                dims,
+            )
+            .await
+            .map(AnyIndex::Qdrant),
+        };
+        match result {
+            Ok(idx) => {
+                let n = idx.count().await.unwrap_or(0);
+                self.entries.store(n, Ordering::Relaxed);
+                self.metrics.cache_entries.set(n as i64);
+                self.index.store(Some(Arc::new(idx)));
+                self.set(&self.index_state, Component::Ready);
+                tracing::info!(entries = n, "semantic cache store ready");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "semantic cache store unavailable; serving uncached");
+                self.set(&self.index_state, Component::Failed(e.to_string()));
+            }
+        }
+    }
+
+    async fn load_embedder(self: Arc<Self>) {
+        let dir = self.config.embedding_model.clone();
+        let runtime = self.config.onnx_runtime.clone();
+        let started = Instant::now();
+        let loaded = tokio::task::spawn_blocking(move || {
+            Model::load(&dir, &runtime).and_then(OnnxEmbedder::start)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(e)) => {
+                self.embedder.store(Some(Arc::new(e)));
+                self.set(&self.embedder_state, Component::Ready);
+                tracing::info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    model = %self.config.embedding_model.display(),
+                    "embedding model loaded"
+                );
+            }
+            Ok(Err(e)) => {
+                tracing::error!("semantic cache: {e}");
+                self.set(&self.embedder_state, Component::Failed(e.to_string()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "semantic cache: the embedding model crashed while loading");
+                self.set(&self.embedder_state, Component::Failed(e.to_string()));
+            }
+        }
+    }
+
+    fn set(&self, slot: &Mutex<Component>, v: Component) {
+        if let Ok(mut s) = slot.lock() {
+            *s = v;
+        }
+    }
+
+    fn get(slot: &Mutex<Component>) -> Component {
+        slot.lock().map(|s| s.clone()).unwrap_or(Component::Loading)
+    }
+
+    /// Ready when nothing is still loading (a failed part is reported, not waited for).
+    pub fn readiness(&self) -> (bool, serde_json::Value) {
+        let index = Self::get(&self.index_state);
+        let embedder = Self::get(&self.embedder_state);
+        let ready = index != Component::Loading && embedder != Component::Loading;
+        (
+            ready,
+            serde_json::json!({"store": index.label(), "embedder": embedder.label()}),
+        )
+    }
+
+    async fn maintenance(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_writes = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(MAINTENANCE_EVERY) => {}
+            }
+            if let Some(idx) = self.index.load_full() {
+                let writes = self.writes.load(Ordering::Relaxed);
+                if let Err(e) = self.housekeeping(&idx, writes != last_writes).await {
+                    tracing::warn!(error = %e, "semantic cache housekeeping failed");
+                }
+                last_writes = writes;
+            }
+            if let Err(e) = self.stats.persist() {
+                tracing::warn!(error = %e, "cache analytics could not be saved");
+            }
+        }
+        if let Err(e) = self.stats.persist() {
+            tracing::warn!(error = %e, "cache analytics could not be saved");
+        }
+    }
+
+    async fn housekeeping(&self, idx: &AnyIndex, wrote: bool) -> Result<(), IndexError> {
+        idx.delete_where(Selector {
+            model: None,
+            expired_at: Some(unix_now()),
+        })
+        .await?;
+        self.evict(idx).await?;
+        if wrote {
+            idx.maintain().await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the least recently used entries beyond `max_entries`.
+    async fn evict(&self, idx: &AnyIndex) -> Result<(), IndexError> {
+        let n = idx.count().await?;
+        if n > self.config.max_entries {
+            let excess = (n - self.config.max_entries) as usize;
+            for id in idx.least_used(excess).await? {
+                idx.delete(id).await?;
+            }
+        }
+        let n = idx.count().await?;
+        self.entries.store(n, Ordering::Relaxed);
+        self.metrics.cache_entries.set(n as i64);
+        Ok(())
+    }
+
+    fn count_lookup(&self, route: &str, outcome: Outcome, started: Instant) {
+        let labels = OutcomeLabels {
+            outcome: outcome.label().into(),
+        };
+        self.metrics.cache_lookups.get_or_create(&labels).inc();
+        self.metrics
+            .cache_lookup_duration
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+        self.stats.lookup(route, outcome);
+    }
+
+    fn similarity(&self, result: &str, sim: f32) {
+        self.metrics
+            .cache_similarity
+            .get_or_create(&SimilarityLabels {
+                result: result.into(),
+            })
+            .observe(f64::from(sim));
+    }
+
+    /// Looks a request up.
+    pub async fn lookup(
+        &self,
+        req: &crate::chat::ChatRequest,
+        opts: &CacheOptions,
+    ) -> Lookup {
+        if !self.config.enabled {
+            return Lookup::Off;
+        }
+        let started = Instant::now();
+        let route = req.model.as_str();
+        let bypass = |me: &Self| {
+            me.count_lookup(route, Outcome::Bypass, started);
+            Lookup::Miss {
+                status: CacheStatus {
+                    outcome: Outcome::Bypass,
+                    similarity: None,
+                },
+                pending: None,
+            }
+        };
+        if !opts.store {
+            return bypass(self);
+        }
+        let Ok(fp) = key::fingerprint(req, "") else {
+            return bypass(self);
+        };
+        let Some(idx) = self.index.load_full() else {
+            return bypass(self);
+        };
+        let mut pending = Pending {
+            fp,
+            vector: None,
+            ttl: opts.ttl.unwrap_or(self.config.ttl),
+        };
+        let miss = |me: &Self, pending: Pending| {
+            me.count_lookup(route, Outcome::Miss, started);
+            Lookup::Miss {
+                status: CacheStatus {
+                    outcome: Outcome::Miss,
+                    similarity: None,
+                },
+                pending: Some(Box::new(pending)),
+            }
+        };
+        if !opts.lookup {
+            return miss(self, pending);
+        }
+        let now = unix_now();
+        match idx.get(key::point_id(&pending.fp.exact)).await {
+            Ok(Some(e)) if e.exact == pending.fp.exact && e.expires > now => {
+                if let Some(hit) = self.serve(&idx, e, Outcome::HitExact, None) {
+                    self.count_lookup(route, Outcome::HitExact, started);
+                    return Lookup::Hit(Box::new(hit));
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+        }
+        let Some(text) = pending.fp.text.clone() else {
+            return miss(self, pending);
+        };
+        let Some(embedder) = self.embedder.load_full() else {
+            return miss(self, pending);
+        };
+        let vector = match embedder.embed(text.clone()).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "embedding failed; treating as a miss");
+                return miss(self, pending);
+            }
+        };
+        let threshold = opts.threshold.unwrap_or(self.config.threshold);
+        let floor = (threshold - NEAR_MISS_MARGIN).max(0.0);
+        let candidates = idx
+            .search(vector.clone(), &pending.fp.partition, now, floor, CANDIDATES)
+            .await;
+        pending.vector = Some(vector);
+        let candidates = match candidates {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache search failed; treating as a miss");
+                return miss(self, pending);
+            }
+        };
+        let query = guard::features(&text);
+        let mut best_rejected = None;
+        for c in candidates {
+            if c.score < threshold {
+                if best_rejected.is_none() {
+                    best_rejected = Some((c, "below_threshold".to_owned()));
+                }
+                break;
+            }
+            if self.config.guard
+                && let Err(r) = guard::check(&query, &guard::features(&c.entry.prompt))
+            {
+                if best_rejected.is_none() {
+                    best_rejected = Some((c, r.label().to_owned()));
+                }
+                continue;
+            }
+            let score = c.score;
+            if let Some(hit) = self.serve(&idx, c.entry, Outcome::HitSemantic, Some(score)) {
+                self.similarity("hit", score);
+                self.stats.hit_similarity(score);
+                self.count_lookup(route, Outcome::HitSemantic, started);
+                return Lookup::Hit(Box::new(hit));
+            }
+        }
+        if let Some((c, reason)) = best_rejected {
+            let result = if reason == "below_threshold" {
+                "below_threshold"
+            } else {
+                "guard"
+            };
+            self.similarity(result, c.score);
+            self.stats.near_miss(stats::NearMiss {
+                at: now,
+                route: route.to_owned(),
+                prompt: text,
+                cached_prompt: c.entry.prompt,
+                similarity: c.score,
+                reason,
+            });
+        }
+        miss(self, pending)
+    }
+
+    /// Turns an entry into a hit, recording the hit in the background.
+    fn serve(
+        &self,
+        idx: &Arc<AnyIndex>,
+        e: Entry,
+        outcome: Outcome,
+        similarity: Option<f32>,
+    ) -> Option<Hit> {
+        let response: ChatResponse = match serde_json::from_str(&e.response) {
+            Ok(r) => r,
+            Err(err) => {
+                tracing::warn!(id = %e.id, error = %err, "unreadable cache entry dropped");
+                let idx = idx.clone();
+                self.tasks.spawn(async move {
+                    let _ = idx.delete(e.id).await;
+                });
+                return None;
+            }
+        };
+        let model = format!("{}/{}", e.provider, e.served_model);
+        self.stats.model_hit(&model, outcome);
+        let cost = crate::telemetry::prices::estimate(
+            &e.served_model,
+            e.prompt_tokens,
+            e.completion_tokens,
+        );
+        self.stats
+            .saved(&e.model, &model, e.prompt_tokens, e.completion_tokens, cost);
+        for (direction, n) in [("input", e.prompt_tokens), ("output", e.completion_tokens)] {
+            self.metrics
+                .cache_saved_tokens
+                .get_or_create(&DirectionLabels {
+                    direction: direction.into(),
+                })
+                .inc_by(n);
+        }
+        let idx = idx.clone();
+        let (id, hits) = (e.id, e.hits + 1);
+        self.tasks.spawn(async move {
+            if let Err(err) = idx.touch(id, hits, unix_now()).await {
+                tracing::debug!(error = %err, "cache hit count not updated");
+            }
+        });
+        Some(Hit {
+            response: replay::fresh(response),
+            served: Served {
+                provider: e.provider.into(),
+                model: e.served_model.into(),
+                attempts: 0,
+            },
+            status: CacheStatus { outcome, similarity },
+        })
+    }
+
+    /// Serves a hit as the client asked: JSON, or a replayed stream.
+    pub fn hit_outcome(&self, hit: Hit, stream: bool) -> ChatOutcome {
+        let body = if stream {
+            ChatBody::Stream(replay::stream(
+                replay::chunks(&hit.response, true),
+                self.config.replay_delay,
+            ))
+        } else {
+            ChatBody::Complete(hit.response)
+        };
+        ChatOutcome {
+            served: hit.served,
+            body,
+            cache: Some(hit.status),
+        }
+    }
+
+    /// Arranges for the answer in `outcome` to be stored once it is complete: now for JSON,
+    /// at the end of the stream for streams (a stream that fails or is dropped stores nothing).
+    pub fn capture(self: &Arc<Self>, outcome: ChatOutcome, pending: Pending) -> ChatOutcome {
+        let served = outcome.served.clone();
+        let body = match outcome.body {
+            ChatBody::Complete(resp) => {
+                self.store_later(pending, resp.clone(), served.clone());
+                ChatBody::Complete(resp)
+            }
+            ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
+        };
+        ChatOutcome {
+            served,
+            body,
+            cache: outcome.cache,
+        }
+    }
+
+    fn tee(self: &Arc<Self>, mut stream: ChatStream, pending: Pending, served: Served) -> ChatStream {
+        let cache = self.clone();
+        Box::pin(async_stream::stream! {
+            let mut acc = crate::chat::StreamCollector::default();
+            let mut failed = false;
+            while let Some(item) = stream.next().await {
+                match &item {
+                    Ok(chunk) => acc.push(chunk.clone()),
+                    Err(_) => failed = true,
+                }
+                yield item;
+            }
+            if !failed {
+                cache.store_later(pending, acc.finish(), served);
+            }
+        })
+    }
+
+    /// Stores an answer in the background, if it is one worth keeping.
+    pub fn store_later(&self, pending: Pending, resp: ChatResponse, served: Served) {
+        let Some(idx) = self.index.load_full() else {
+            return;
+        };
+        if let Err(why) = storable(&resp) {
+            tracing::debug!(why, "answer not cached");
+            self.count_write("skipped");
+            return;
+        }
+        let embedder = match (&pending.vector, &pending.fp.text, self.config.mode) {
+            (None, Some(_), CacheMode::Semantic) => self.embedder.load_full(),
+            _ => None,
+        };
+        let metrics = self.metrics.clone();
+        let writes = &self.writes;
+        writes.fetch_add(1, Ordering::Relaxed);
+        self.tasks.spawn(async move {
+            let Pending { fp, vector, ttl } = pending;
+            let vector = match (vector, embedder, &fp.text) {
+                (Some(v), _, _) => Some(v),
+                (None, Some(e), Some(t)) => e.embed(t.clone()).await.ok(),
+                _ => None,
+            };
+            let now = unix_now();
+            let usage = resp.usage.clone().unwrap_or_default();
+            let Ok(json) = serde_json::to_string(&resp) else {
+                return;
+            };
+            let entry = Entry {
+                id: key::point_id(&fp.exact),
+                schema: key::SCHEMA,
+                exact: fp.exact,
+                partition: fp.partition,
+                model: fp.model,
+                provider: served.provider.to_string(),
+                served_model: served.model.to_string(),
+                prompt: fp.text.unwrap_or_default(),
+                response: json,
+                prompt_tokens: usage.prompt_tokens,
+                completion_tokens: usage.completion_tokens,
+                created: now,
+                expires: now + ttl.as_secs(),
+                last_used: now,
+                hits: 0,
+            };
+            let outcome = match idx.upsert(entry, vector).await {
+                Ok(()) => "stored",
+                Err(e) => {
+                    tracing::warn!(error = %e, "answer could not be cached");
+                    "failed"
+                }
+            };
+            metrics
+                .cache_writes
+                .get_or_create(&OutcomeLabels {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        });
+    }
+
+    fn count_write(&self, outcome: &str) {
+        self.metrics
+            .cache_writes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// `GET /api/cache/stats`.
+    pub async fn stats_json(&self) -> serde_json::Value {
+        let snap = self.stats.snapshot();
+        let entries = match self.index.load_full() {
+            Some(idx) => idx.count().await.ok(),
+            None => None,
+        };
+        let (ready, parts) = self.readiness();
+        let store = match &self.config.store {
+            CacheStore::Embedded => "embedded",
+            CacheStore::Qdrant { .. } => "qdrant",
+        };
+        serde_json::json!({
+            "enabled": self.config.enabled,
+            "ready": ready,
+            "components": parts,
+            "mode": match self.config.mode { CacheMode::Semantic => "semantic", CacheMode::Exact => "exact" },
+            "store": store,
+            "threshold": self.config.threshold,
+            "ttl_seconds": self.config.ttl.as_secs(),
+            "max_entries": self.config.max_entries,
+            "entries": entries,
+            "since": snap.since,
+            "lookups": counts_json(&snap.total),
+            "hit_rate": snap.total.hit_rate(),
+            "saved": {
+                "prompt_tokens": snap.total.saved_prompt_tokens,
+                "completion_tokens": snap.total.saved_completion_tokens,
+                "cost_usd": snap.total.saved_cost_usd,
+            },
+            "similarity": {
+                "bucket_lower_bounds": stats::bucket_bounds(),
+                "hits": snap.hit_similarity,
+                "near_misses": snap.near_miss_similarity,
+            },
+            "guard_rejections": snap.guard_rejections,
+            "by_route": snap.by_route.iter().map(|(k, v)| (k.clone(), slice_json(v))).collect::<serde_json::Map<_, _>>(),
+            "by_model": snap.by_model.iter().map(|(k, v)| (k.clone(), slice_json(v))).collect::<serde_json::Map<_, _>>(),
+            "recent_near_misses": snap.recent_near_misses,
+        })
+    }
+
+    /// The store, when it is open (admin API).
+    pub fn index(&self) -> Option<Arc<AnyIndex>> {
+        self.index.load_full()
+    }
+
+    /// Refreshes the entry gauge after an admin delete.
+    pub async fn recount(&self) {
+        if let Some(idx) = self.index.load_full()
+            && let Ok(n) = idx.count().await
+        {
+            self.entries.store(n, Ordering::Relaxed);
+            self.metrics.cache_entries.set(n as i64);
+        }
+    }
+
+    /// The embedding thread's batching figures, when the model is loaded.
+    pub fn batch_stats(&self) -> Option<embedder::BatchStats> {
+        self.embedder.load_full().map(|e| e.batch_stats())
+    }
+}
+
+fn counts_json(c: &stats::Counts) -> serde_json::Value {
+    serde_json::json!({
+        "hit-exact": c.hit_exact,
+        "hit-semantic": c.hit_semantic,
+        "miss": c.miss,
+        "bypass": c.bypass,
+    })
+}
+
+fn slice_json(c: &stats::Counts) -> serde_json::Value {
+    serde_json::json!({
+        "lookups": counts_json(c),
+        "hit_rate": c.hit_rate(),
+        "saved": {
+            "prompt_tokens": c.saved_prompt_tokens,
+            "completion_tokens": c.saved_completion_tokens,
+            "cost_usd": c.saved_cost_usd,
+        },
+    })
+}
+
+/// Whether an answer is worth storing: one complete choice, not filtered.
+fn storable(resp: &ChatResponse) -> Result<(), &'static str> {
+    if resp.choices.len() != 1 {
+        return Err("not exactly one choice");
+    }
+    let Some(c) = resp.choices.first() else {
+        return Err("no choice");
+    };
+    match c.finish_reason.as_deref() {
+        Some("stop" | "length" | "tool_calls" | "function_call") => {}
+        Some(_) => return Err("finish reason not cacheable"),
+        None => return Err("answer cut short"),
+    }
+    let empty = c.message.content.as_ref().is_none_or(|t| t.as_text().is_empty())
+        && c.message.tool_calls.as_ref().is_none_or(Vec::is_empty);
+    if empty {
+        return Err("empty answer");
+    }
+    Ok(())
+}

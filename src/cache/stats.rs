@@ -1,0 +1,255 @@
+//! Cache analytics: lookups by outcome, tokens and estimated cost saved, similarity histograms of
+//! hits and near misses, guard rejections and the latest near misses, per route and per model.
+//! Kept in memory, persisted to the sled store every few seconds and at shutdown.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, trees};
+
+/// Histogram buckets: [0.50, 0.52), ..., [0.98, 1.00].
+pub const BUCKETS: usize = 25;
+const BUCKET_LOW: f32 = 0.5;
+const BUCKET_WIDTH: f32 = 0.02;
+const NEAR_MISSES_KEPT: usize = 50;
+const KEY: &str = "v1";
+
+/// What a lookup came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Same request seen before.
+    #[serde(rename = "hit-exact")]
+    HitExact,
+    /// A similar enough request seen before.
+    #[serde(rename = "hit-semantic")]
+    HitSemantic,
+    /// Looked up, not found (the answer will be stored).
+    #[serde(rename = "miss")]
+    Miss,
+    /// Not looked up and not stored.
+    #[serde(rename = "bypass")]
+    Bypass,
+}
+
+impl Outcome {
+    /// Header value and metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HitExact => "hit-exact",
+            Self::HitSemantic => "hit-semantic",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+/// Counters for one slice (all, a route, a model).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Exact hits.
+    pub hit_exact: u64,
+    /// Semantic hits.
+    pub hit_semantic: u64,
+    /// Misses.
+    pub miss: u64,
+    /// Bypasses.
+    pub bypass: u64,
+    /// Prompt tokens not sent upstream.
+    pub saved_prompt_tokens: u64,
+    /// Completion tokens not generated upstream.
+    pub saved_completion_tokens: u64,
+    /// Estimated USD saved (telemetry/prices.rs).
+    pub saved_cost_usd: f64,
+}
+
+impl Counts {
+    fn add(&mut self, o: Outcome) {
+        match o {
+            Outcome::HitExact => self.hit_exact += 1,
+            Outcome::HitSemantic => self.hit_semantic += 1,
+            Outcome::Miss => self.miss += 1,
+            Outcome::Bypass => self.bypass += 1,
+        }
+    }
+
+    /// Hits over lookups that could hit (bypasses excluded); 0 when none.
+    pub fn hit_rate(&self) -> f64 {
+        let hits = self.hit_exact + self.hit_semantic;
+        let looked = hits + self.miss;
+        if looked == 0 {
+            0.0
+        } else {
+            hits as f64 / looked as f64
+        }
+    }
+}
+
+/// A semantic candidate that was not served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NearMiss {
+    /// Unix seconds.
+    pub at: u64,
+    /// Requested model.
+    pub route: String,
+    /// The new prompt.
+    pub prompt: String,
+    /// The cached prompt it was compared with.
+    pub cached_prompt: String,
+    /// Cosine similarity.
+    pub similarity: f32,
+    /// `below_threshold` or the guard's reason.
+    pub reason: String,
+}
+
+/// Everything the stats endpoint shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Snapshot {
+    /// Unix seconds of the first recorded lookup.
+    pub since: u64,
+    /// All lookups.
+    pub total: Counts,
+    /// By requested model (route or provider/model).
+    pub by_route: BTreeMap<String, Counts>,
+    /// By the provider/model that served the cached answer (hits only).
+    pub by_model: BTreeMap<String, Counts>,
+    /// Similarities of semantic hits, per bucket.
+    pub hit_similarity: Vec<u64>,
+    /// Similarities of best candidates not served (below threshold or rejected by the guard).
+    pub near_miss_similarity: Vec<u64>,
+    /// Guard rejections by reason.
+    pub guard_rejections: BTreeMap<String, u64>,
+    /// The latest near misses, newest first.
+    pub recent_near_misses: VecDeque<NearMiss>,
+}
+
+/// Lower bounds of the histogram buckets.
+pub fn bucket_bounds() -> Vec<f32> {
+    (0..BUCKETS)
+        .map(|i| BUCKET_LOW + BUCKET_WIDTH * i as f32)
+        .collect()
+}
+
+fn bucket(sim: f32) -> Option<usize> {
+    if !(BUCKET_LOW..=1.0001).contains(&sim) {
+        return None;
+    }
+    Some((((sim - BUCKET_LOW) / BUCKET_WIDTH) as usize).min(BUCKETS - 1))
+}
+
+/// Live analytics.
+pub struct Stats {
+    inner: Mutex<Snapshot>,
+    dirty: AtomicBool,
+    store: Option<Store>,
+}
+
+impl Stats {
+    /// Loads the last snapshot from `store` (a snapshot that does not decode starts fresh).
+    pub fn load(store: Option<Store>) -> Self {
+        let mut snap = store
+            .as_ref()
+            .and_then(|s| match s.get::<Snapshot>(trees::CACHE_STATS, KEY) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cache analytics could not be read; starting fresh");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        snap.hit_similarity.resize(BUCKETS, 0);
+        snap.near_miss_similarity.resize(BUCKETS, 0);
+        Self {
+            inner: Mutex::new(snap),
+            dirty: AtomicBool::new(false),
+            store,
+        }
+    }
+
+    fn with(&self, f: impl FnOnce(&mut Snapshot)) {
+        if let Ok(mut s) = self.inner.lock() {
+            if s.since == 0 {
+                s.since = crate::chat::unix_now();
+            }
+            f(&mut s);
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a lookup.
+    pub fn lookup(&self, route: &str, outcome: Outcome) {
+        self.with(|s| {
+            s.total.add(outcome);
+            s.by_route.entry(route.to_owned()).or_default().add(outcome);
+        });
+    }
+
+    /// Counts what a hit saved.
+    pub fn saved(&self, route: &str, model: &str, prompt: u64, completion: u64, cost: f64) {
+        self.with(|s| {
+            for c in [
+                &mut s.total,
+                s.by_route.entry(route.to_owned()).or_default(),
+            ] {
+                c.saved_prompt_tokens += prompt;
+                c.saved_completion_tokens += completion;
+                c.saved_cost_usd += cost;
+            }
+            let m = s.by_model.entry(model.to_owned()).or_default();
+            m.saved_prompt_tokens += prompt;
+            m.saved_completion_tokens += completion;
+            m.saved_cost_usd += cost;
+        });
+    }
+
+    /// Counts a hit against the model that served the original answer.
+    pub fn model_hit(&self, model: &str, outcome: Outcome) {
+        self.with(|s| s.by_model.entry(model.to_owned()).or_default().add(outcome));
+    }
+
+    /// Records the similarity of a semantic hit.
+    pub fn hit_similarity(&self, sim: f32) {
+        self.with(|s| {
+            if let Some(b) = bucket(sim)
+                && let Some(slot) = s.hit_similarity.get_mut(b)
+            {
+                *slot += 1;
+            }
+        });
+    }
+
+    /// Records a near miss.
+    pub fn near_miss(&self, miss: NearMiss) {
+        self.with(|s| {
+            if let Some(b) = bucket(miss.similarity)
+                && let Some(slot) = s.near_miss_similarity.get_mut(b)
+            {
+                *slot += 1;
+            }
+            if miss.reason != "below_threshold" {
+                *s.guard_rejections.entry(miss.reason.clone()).or_default() += 1;
+            }
+            s.recent_near_misses.push_front(miss);
+            s.recent_near_misses.truncate(NEAR_MISSES_KEPT);
+        });
+    }
+
+    /// A copy of the current figures.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Writes the figures to the store when they changed.
+    pub fn persist(&self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        if !self.dirty.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        store.put(trees::CACHE_STATS, KEY, &self.snapshot())?;
+        store.flush()
+    }
+}

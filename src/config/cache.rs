@@ -1,0 +1,144 @@
+//! `[cache]`: the semantic cache's settings, validated.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::raw::RawCache;
+use super::{Issue, Secret};
+
+/// Default cosine-similarity threshold for a semantic hit. Chosen from the labelled pairs in
+/// tests/fixtures/cache/pairs.jsonl with `switchyard cache-eval` (figures in docs/cache.md).
+pub const DEFAULT_THRESHOLD: f32 = 0.80;
+
+/// How the cache matches requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Exact tier, then nearest neighbour on the last user turn(s).
+    Semantic,
+    /// Exact tier only; no embedding model is loaded.
+    Exact,
+}
+
+/// Where entries live.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CacheStore {
+    /// Embedded Qdrant Edge shard under `data_dir/cache`.
+    Embedded,
+    /// A Qdrant server, through qdrant-client (gRPC).
+    Qdrant {
+        /// gRPC URL, e.g. `http://127.0.0.1:6334`.
+        url: String,
+        /// Collection name.
+        collection: String,
+        /// API key, when the server wants one.
+        api_key: Option<Secret>,
+    },
+}
+
+/// `[cache]`, validated.
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// Master switch.
+    pub enabled: bool,
+    /// Exact only, or exact then semantic.
+    pub mode: CacheMode,
+    /// Cosine similarity a semantic candidate needs.
+    pub threshold: f32,
+    /// Lifetime of an entry.
+    pub ttl: Duration,
+    /// Where entries live.
+    pub store: CacheStore,
+    /// Directory with model.onnx and the tokenizer files.
+    pub embedding_model: PathBuf,
+    /// ONNX Runtime shared library.
+    pub onnx_runtime: PathBuf,
+    /// Bound on entries; the least recently used go first.
+    pub max_entries: u64,
+    /// Reject semantic candidates whose numbers, negations or names differ (see cache/guard.rs).
+    pub guard: bool,
+    /// Pause between replayed stream chunks (0 = as fast as the client reads).
+    pub replay_delay: Duration,
+    /// Cache answers produced after the gateway ran MCP tools (off: tool results go stale).
+    pub cache_tool_answers: bool,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        validate(RawCache::default(), &mut Vec::new())
+    }
+}
+
+/// Validates `[cache]`, recording problems with their field paths.
+pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
+    let mode = match c.mode.as_deref().unwrap_or("semantic") {
+        "semantic" => CacheMode::Semantic,
+        "exact" => CacheMode::Exact,
+        other => {
+            issues.push(Issue::new(
+                "cache.mode",
+                format!("`{other}` is not a cache mode; use `semantic` or `exact`"),
+            ));
+            CacheMode::Semantic
+        }
+    };
+    let threshold = c.threshold.unwrap_or(f64::from(DEFAULT_THRESHOLD));
+    if !(threshold > 0.0 && threshold <= 1.0) {
+        issues.push(Issue::new(
+            "cache.threshold",
+            format!("must be a cosine similarity in (0, 1], got {threshold}"),
+        ));
+    }
+    let ttl = c.ttl_seconds.unwrap_or(3600);
+    if ttl == 0 {
+        issues.push(Issue::new("cache.ttl_seconds", "must be at least 1"));
+    }
+    let max_entries = c.max_entries.unwrap_or(100_000);
+    if max_entries == 0 {
+        issues.push(Issue::new("cache.max_entries", "must be at least 1"));
+    }
+    let store = match c.store.as_deref().unwrap_or("embedded") {
+        "embedded" => CacheStore::Embedded,
+        "qdrant" => match c.qdrant_url.filter(|u| !u.trim().is_empty()) {
+            Some(url) => CacheStore::Qdrant {
+                url,
+                collection: c
+                    .qdrant_collection
+                    .unwrap_or_else(|| "switchyard_cache".into()),
+                api_key: c.qdrant_api_key.filter(|k| !k.is_empty()).map(Secret::new),
+            },
+            None => {
+                issues.push(Issue::new(
+                    "cache.qdrant_url",
+                    "store = \"qdrant\" needs qdrant_url, e.g. \"http://127.0.0.1:6334\"",
+                ));
+                CacheStore::Embedded
+            }
+        },
+        other => {
+            issues.push(Issue::new(
+                "cache.store",
+                format!("`{other}` is not a cache store; use `embedded` or `qdrant`"),
+            ));
+            CacheStore::Embedded
+        }
+    };
+    CacheConfig {
+        enabled: c.enabled.unwrap_or(true),
+        mode,
+        threshold: threshold as f32,
+        ttl: Duration::from_secs(ttl),
+        store,
+        embedding_model: PathBuf::from(
+            c.embedding_model
+                .unwrap_or_else(|| "models/all-MiniLM-L6-v2".into()),
+        ),
+        onnx_runtime: PathBuf::from(
+            c.onnx_runtime
+                .unwrap_or_else(|| "models/onnxruntime/libonnxruntime.so.1.24.4".into()),
+        ),
+        max_entries,
+        guard: c.guard.unwrap_or(true),
+        replay_delay: Duration::from_millis(c.replay_delay_ms.unwrap_or(0)),
+        cache_tool_answers: c.cache_tool_answers.unwrap_or(false),
+    }
+}

@@ -1,0 +1,127 @@
+//! The sled store under `data_dir/store`: one tree per record kind, JSON values, a schema
+//! version. Cache analytics live here now; MCP registrations, virtual keys and the request log
+//! join them as those stages land.
+//!
+//! A store that cannot be opened (corrupt files, another process holding the lock) is moved
+//! aside when it is damaged, and the gateway starts with an empty one rather than not at all.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Version of the records written here.
+pub const SCHEMA: u32 = 1;
+
+/// Trees.
+pub mod trees {
+    /// Cache analytics snapshots.
+    pub const CACHE_STATS: &str = "cache_stats";
+}
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// sled reported an error.
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A record could not be encoded or decoded.
+    #[error("store record {key}: {message}")]
+    Record {
+        /// The key.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The store directory could not be prepared.
+    #[error("store directory {path}: {message}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// Typed access to the sled database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+}
+
+impl Store {
+    /// Opens `dir`; a damaged store is moved aside and replaced (the message says so).
+    pub fn open(dir: &Path) -> Result<(Self, Option<String>), StoreError> {
+        std::fs::create_dir_all(dir.parent().unwrap_or(Path::new("."))).map_err(|e| {
+            StoreError::Dir {
+                path: dir.to_owned(),
+                message: e.to_string(),
+            }
+        })?;
+        match sled::open(dir) {
+            Ok(db) => Ok((Self { db }, None)),
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Err(StoreError::Dir {
+                    path: dir.to_owned(),
+                    message: "another process holds it (is a second gateway using the same data_dir?)".into(),
+                })
+            }
+            Err(e) => {
+                let aside = dir.with_file_name(format!(
+                    "{}.broken-{}",
+                    dir.file_name().and_then(|n| n.to_str()).unwrap_or("store"),
+                    crate::chat::unix_now()
+                ));
+                std::fs::rename(dir, &aside).map_err(|re| StoreError::Dir {
+                    path: dir.to_owned(),
+                    message: format!("cannot open ({e}) and cannot move it aside ({re})"),
+                })?;
+                let db = sled::open(dir)?;
+                Ok((
+                    Self { db },
+                    Some(format!(
+                        "the store in {} could not be opened ({e}); moved it to {} and started an empty one",
+                        dir.display(),
+                        aside.display()
+                    )),
+                ))
+            }
+        }
+    }
+
+    /// An in-memory store (tests, tools).
+    pub fn temporary() -> Result<Self, StoreError> {
+        Ok(Self {
+            db: sled::Config::new().temporary(true).open()?,
+        })
+    }
+
+    /// Reads a record; a record that does not decode is reported, not returned.
+    pub fn get<T: DeserializeOwned>(&self, tree: &str, key: &str) -> Result<Option<T>, StoreError> {
+        let Some(bytes) = self.db.open_tree(tree)?.get(key)? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Record {
+                key: format!("{tree}/{key}"),
+                message: e.to_string(),
+            })
+    }
+
+    /// Writes a record.
+    pub fn put<T: Serialize>(&self, tree: &str, key: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Record {
+            key: format!("{tree}/{key}"),
+            message: e.to_string(),
+        })?;
+        self.db.open_tree(tree)?.insert(key, bytes)?;
+        Ok(())
+    }
+
+    /// Flushes to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
