@@ -28,6 +28,10 @@ pub enum Rejection {
     Opposites,
     /// Different quantifiers (scope).
     Scope,
+    /// The same names or terms in another order ("Celsius to Fahrenheit").
+    Order,
+    /// One content word swapped, added or dropped ("gold" / "silver", "virus" / "computer virus").
+    Substitution,
 }
 
 impl Rejection {
@@ -39,6 +43,8 @@ impl Rejection {
             Self::Entities => "entities",
             Self::Opposites => "opposites",
             Self::Scope => "scope",
+            Self::Order => "order",
+            Self::Substitution => "substitution",
         }
     }
 }
@@ -51,7 +57,67 @@ pub struct Features {
     entities: BTreeSet<String>,
     words: BTreeSet<String>,
     scope: BTreeSet<&'static str>,
+    /// Names, key terms and opposite-pair words in order of appearance.
+    sequence: Vec<String>,
+    /// Content words (function words, question words and request verbs dropped), stemmed.
+    content: Vec<String>,
 }
+
+/// Words that carry no content of their own for the substitution check.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "this", "that", "these", "those", "my", "your", "our", "their", "his",
+    "her", "its", "me", "i", "you", "we", "they", "it", "he", "she", "them", "us", "is", "are",
+    "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "have", "has",
+    "had", "can", "could", "would", "should", "will", "shall", "may", "might", "must", "what",
+    "whats", "which", "who", "whom", "whose", "when", "where", "wheres", "why", "how", "hows",
+    "of", "in", "on", "at", "for", "to", "from", "with", "by", "about", "into", "onto", "as",
+    "and", "or", "but", "so", "if", "than", "then", "there", "here", "please", "some", "any",
+    "way", "ways", "steps", "step", "process", "right", "best", "good", "tell", "give",
+    "show", "explain", "describe", "list", "write", "compose", "draft", "create", "make",
+    "suggest", "recommend", "share", "provide", "help", "get", "let", "lets", "want", "need",
+    "like", "know", "find", "take", "put", "go", "use", "using", "also", "just", "really",
+    "simple", "simply", "terms", "short", "brief", "briefly", "quick", "quickly", "possible",
+    "im", "ive", "id", "hi", "hello", "hey", "thanks", "thank", "ok", "okay", "kind", "sort",
+    "one", "ones", "thing", "things", "something", "anything", "like", "happen", "happens",
+    "mean", "means", "meaning", "called", "name", "purpose", "used", "work", "works",
+    "difference", "different", "differ", "differs", "between", "versus", "vs", "compare",
+    "compared", "main", "some", "give", "me", "people", "new", "idea", "ideas", "tips",
+    "tip", "advice", "calculate", "convert", "turn", "start", "started", "learn",
+];
+
+/// Same-meaning words the substitution check treats as one (first word is the canonical one).
+const SYNONYMS: &[&[&str]] = &[
+    &["change", "update", "modify", "edit", "alter"],
+    &["remove", "delete", "erase"],
+    &["buy", "purchase"],
+    &["begin", "start", "commence"],
+    &["fix", "repair", "correct", "solve"],
+    &["big", "large", "huge"],
+    &["small", "little", "tiny"],
+    &["fast", "quick", "rapid"],
+    &["car", "vehicle", "automobile"],
+    &["tyre", "tire"],
+    &["colour", "color"],
+    &["mom", "mother"],
+    &["dad", "father"],
+    &["plane", "airplane", "aeroplane", "aircraft"],
+    &["movie", "film"],
+    &["contact", "reach"],
+    &["cost", "price"],
+    &["holiday", "vacation"],
+    &["shop", "store"],
+    &["reserve", "book"],
+    &["combine", "merge", "join"],
+    &["display", "show"],
+    &["author", "writer", "wrote", "written"],
+    &["top", "best", "greatest"],
+    &["cook", "prepare"],
+    &["make", "build", "create", "construct"],
+    &["picture", "photo", "image"],
+    &["error", "bug"],
+    &["happy", "glad"],
+    &["answer", "reply", "respond"],
+];
 
 const NEGATIONS: &[&str] = &[
     "not", "no", "never", "without", "cannot", "none", "nobody", "nothing", "neither", "nor",
@@ -135,7 +201,7 @@ const OPPOSITES: &[(&str, &str)] = &[
     ("success", "failure"), ("sunrise", "sunset"), ("winter", "summer"), ("spring", "autumn"),
     ("spring", "fall"), ("wet", "dry"), ("light", "dark"), ("day", "night"), ("white", "black"),
     ("uppercase", "lowercase"), ("horizontal", "vertical"), ("row", "column"), ("rows", "columns"),
-    ("encrypted", "decrypted"), ("to", "from"),
+    ("encrypted", "decrypted"), ("open", "closed"), ("opened", "closed"), ("on", "off"),
 ];
 
 /// Quantifiers that change the scope of a question.
@@ -206,20 +272,28 @@ pub fn features(text: &str) -> Features {
         let has_digit = token.chars().any(|c| c.is_ascii_digit());
         if has_digit {
             number_tokens(&token, &mut f.numbers);
-        } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == plain) {
-            f.numbers.push((*n).to_owned());
+        } else {
+            for part in plain.split('-') {
+                if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == part) {
+                    f.numbers.push((*n).to_owned());
+                }
+            }
         }
         let first = token.chars().next().unwrap_or(' ');
         let mixed = token.chars().skip(1).any(|c| c.is_uppercase());
         let capital = first.is_uppercase();
-        if has_digit && token.chars().any(char::is_alphabetic) || mixed {
+        // Identifiers such as "GPT-4" or "INV-2024" are names; "3-bullet" or "7pm" are numbers
+        // (compared above) with a unit.
+        let identifier = has_digit && first.is_alphabetic();
+        if identifier || mixed {
             f.entities.insert(lower.clone());
-        } else if capital && !(sentence_start && COMMON_CAPITALISED.contains(&plain.as_str())) {
-            if !COMMON_CAPITALISED.contains(&plain.as_str()) || !sentence_start {
-                if !NEGATIONS.contains(&plain.as_str()) && !SCOPE.contains(&plain.as_str()) {
-                    f.entities.insert(plain.clone());
-                }
-            }
+        } else if capital
+            && !sentence_start
+            && !COMMON_CAPITALISED.contains(&plain.as_str())
+            && !NEGATIONS.contains(&plain.as_str())
+            && !SCOPE.contains(&plain.as_str())
+        {
+            f.entities.insert(plain.clone());
         }
         if KEY_TERMS.contains(&plain.as_str()) {
             f.entities.insert(plain.clone());
@@ -227,12 +301,70 @@ pub fn features(text: &str) -> Features {
         if let Some(s) = SCOPE.iter().find(|s| **s == plain) {
             f.scope.insert(s);
         }
+        let opposite = OPPOSITES.iter().any(|(a, b)| *a == plain || *b == plain);
+        if f.entities.contains(&plain) || f.entities.contains(&lower) || opposite {
+            f.sequence.push(plain.clone());
+        }
+        if !FUNCTION_WORDS.contains(&plain.as_str()) && !NEGATIONS.contains(&plain.as_str()) {
+            for part in plain.split('-').filter(|p| !p.is_empty()) {
+                let stem = crude_stem(part);
+                if !FUNCTION_WORDS.contains(&part) && !FUNCTION_WORDS.contains(&stem.as_str()) {
+                    f.content.push(stem);
+                }
+            }
+        }
         f.words.insert(plain);
         sentence_start = ends_sentence;
     }
     f.numbers.sort();
     f.negated = negations % 2 == 1;
     f
+}
+
+/// Strips common English endings so "painted" / "painter" / "paints" compare equal, then maps
+/// synonyms to one word.
+fn crude_stem(w: &str) -> String {
+    let synonym = |w: &str| {
+        SYNONYMS
+            .iter()
+            .find(|g| g.contains(&w))
+            .and_then(|g| g.first())
+            .map(|c| (*c).to_owned())
+    };
+    if let Some(c) = synonym(w) {
+        return c;
+    }
+    let mut stem = w.to_owned();
+    if let Some(s) = w.strip_suffix("ies").filter(|s| s.len() >= 2) {
+        stem = format!("{s}y");
+    } else if let Some(s) = w
+        .strip_suffix("es")
+        .filter(|s| s.ends_with(['s', 'x']) || s.ends_with("ch") || s.ends_with("sh"))
+    {
+        stem = s.to_owned();
+    } else if let Some(s) = w.strip_suffix('s').filter(|s| !s.ends_with('s') && s.len() >= 3) {
+        stem = s.to_owned();
+    }
+    for suffix in ["ing", "ers", "er", "ed"] {
+        if let Some(s) = stem.strip_suffix(suffix)
+            && s.chars().count() >= 3
+        {
+            let mut s = s.to_owned();
+            // "running" -> "runn" -> "run"
+            let b = s.as_bytes();
+            if b.len() >= 2 && b[b.len() - 1] == b[b.len() - 2] {
+                s.pop();
+            }
+            stem = s;
+            break;
+        }
+    }
+    synonym(&stem).unwrap_or(stem)
+}
+
+/// True when `a` becomes `b` by swapping exactly one word in place.
+fn one_substitution(a: &[String], b: &[String]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).filter(|(x, y)| x != y).count() == 1
 }
 
 /// Digit groups in a token ("48213", "3.5", "10:30" -> "10","30", "1,000" -> "1000",
@@ -279,7 +411,23 @@ pub fn check(query: &Features, cached: &Features) -> Result<(), Rejection> {
     if query.scope != cached.scope {
         return Err(Rejection::Scope);
     }
+    let mut qs = query.sequence.clone();
+    let mut cs = cached.sequence.clone();
+    qs.dedup();
+    cs.dedup();
+    if qs != cs && sorted(&qs) == sorted(&cs) {
+        return Err(Rejection::Order);
+    }
+    if one_substitution(&query.content, &cached.content) {
+        return Err(Rejection::Substitution);
+    }
     Ok(())
+}
+
+fn sorted(v: &[String]) -> Vec<&String> {
+    let mut s: Vec<&String> = v.iter().collect();
+    s.sort();
+    s
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use super::{Issue, Secret};
 
 /// Default cosine-similarity threshold for a semantic hit. Chosen from the labelled pairs in
 /// tests/fixtures/cache/pairs.jsonl with `switchyard cache-eval` (figures in docs/cache.md).
-pub const DEFAULT_THRESHOLD: f32 = 0.80;
+pub const DEFAULT_THRESHOLD: f32 = 0.82;
 
 /// How the cache matches requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
