@@ -19,6 +19,12 @@ pub enum GatewayError {
     /// Missing or wrong admin token.
     #[error("{0}")]
     Unauthorized(String),
+    /// An admin resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A part of the gateway is not available (e.g. the cache store failed to open).
+    #[error("{0}")]
+    Unavailable(String),
     /// The router failed.
     #[error(transparent)]
     Router(#[from] RouterError),
@@ -42,6 +48,12 @@ impl GatewayError {
                 StatusCode::UNAUTHORIZED,
                 "authentication_error",
                 "unauthorized",
+            ),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "unavailable",
             ),
             Self::Router(e) => router_parts(e),
         }

@@ -16,6 +16,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/providers", get(providers))
         .route("/routes", get(routes_list))
+        .nest("/cache", super::cache::routes())
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 

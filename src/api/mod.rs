@@ -1,6 +1,7 @@
 //! HTTP edge: parse, call the pipeline, encode (JSON or SSE), set the response headers.
 
 pub mod admin;
+pub mod cache;
 pub mod anthropic;
 pub mod openai;
 mod sse;

@@ -9,6 +9,7 @@
 )]
 
 mod anthropic_ingress;
+mod cache;
 mod cli;
 mod conformance;
 mod edge;

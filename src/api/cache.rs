@@ -1,0 +1,164 @@
+//! Cache administration under `/api/cache` (behind the admin token): stats, entries, deletes.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::cache::index::{AnyIndex, Entry, Selector, VectorIndex};
+use crate::error::GatewayError;
+
+/// `/api/cache/*`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/stats", get(stats))
+        .route("/entries", get(entries).delete(purge))
+        .route("/entries/{id}", delete(delete_one).get(get_one))
+}
+
+fn fail(e: GatewayError) -> Response {
+    let (status, _, _) = e.parts();
+    (status, Json(e.body())).into_response()
+}
+
+fn index(state: &AppState) -> Result<std::sync::Arc<AnyIndex>, GatewayError> {
+    state.cache.index().ok_or_else(|| {
+        GatewayError::Unavailable(
+            "the cache store is not open (cache disabled, still loading, or failed: see /ready)"
+                .into(),
+        )
+    })
+}
+
+async fn stats(State(state): State<AppState>) -> Response {
+    Json(state.cache.stats_json().await).into_response()
+}
+
+/// Paging and filters of `GET /api/cache/entries`.
+#[derive(Debug, Deserialize)]
+struct Page {
+    #[serde(default)]
+    offset: usize,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    model: Option<String>,
+}
+
+fn default_limit() -> usize {
+    50
+}
+
+/// An entry as the API shows it: the answer's text, not its raw JSON.
+fn summary(e: &Entry) -> serde_json::Value {
+    let answer: Option<crate::chat::ChatResponse> = serde_json::from_str(&e.response).ok();
+    let text = answer
+        .as_ref()
+        .and_then(|r| r.choices.first())
+        .map(|c| c.message.text_content())
+        .unwrap_or_default();
+    json!({
+        "id": e.id,
+        "model": e.model,
+        "provider": e.provider,
+        "served_model": e.served_model,
+        "prompt": e.prompt,
+        "answer": text,
+        "prompt_tokens": e.prompt_tokens,
+        "completion_tokens": e.completion_tokens,
+        "created": e.created,
+        "expires": e.expires,
+        "last_used": e.last_used,
+        "hits": e.hits,
+    })
+}
+
+async fn entries(State(state): State<AppState>, Query(page): Query<Page>) -> Response {
+    if page.limit == 0 || page.limit > 500 || page.offset > 10_000 {
+        return fail(GatewayError::BadRequest(
+            "limit must be 1..=500 and offset at most 10000".into(),
+        ));
+    }
+    let idx = match index(&state) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let total = idx.count().await.unwrap_or(0);
+    match idx.list(page.offset, page.limit, page.model).await {
+        Ok(list) => Json(json!({
+            "total": total,
+            "offset": page.offset,
+            "limit": page.limit,
+            "entries": list.iter().map(summary).collect::<Vec<_>>(),
+        }))
+        .into_response(),
+        Err(e) => fail(GatewayError::Unavailable(e.to_string())),
+    }
+}
+
+fn parse_id(id: &str) -> Result<uuid::Uuid, GatewayError> {
+    uuid::Uuid::parse_str(id)
+        .map_err(|_| GatewayError::BadRequest(format!("`{id}` is not a cache entry id")))
+}
+
+async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id = parse_id(&id)?;
+        let idx = index(&state)?;
+        match idx.get(id).await {
+            Ok(Some(e)) => Ok(summary(&e)),
+            Ok(None) => Err(GatewayError::NotFound(format!("no cache entry {id}"))),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+    .await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+async fn delete_one(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let result = async {
+        let id = parse_id(&id)?;
+        let idx = index(&state)?;
+        match idx.delete(id).await {
+            Ok(true) => Ok(json!({"deleted": 1, "id": id})),
+            Ok(false) => Err(GatewayError::NotFound(format!("no cache entry {id}"))),
+            Err(e) => Err(GatewayError::Unavailable(e.to_string())),
+        }
+    }
+    .await;
+    state.cache.recount().await;
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+/// `?model=` purges one model's entries; no query purges everything.
+#[derive(Debug, Deserialize)]
+struct Purge {
+    #[serde(default)]
+    model: Option<String>,
+}
+
+async fn purge(State(state): State<AppState>, Query(p): Query<Purge>) -> Response {
+    let idx = match index(&state) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let sel = Selector {
+        model: p.model.clone(),
+        expired_at: None,
+    };
+    let result = idx.delete_where(sel).await;
+    state.cache.recount().await;
+    match result {
+        Ok(n) => Json(json!({"deleted": n, "model": p.model})).into_response(),
+        Err(e) => fail(GatewayError::Unavailable(e.to_string())),
+    }
+}
