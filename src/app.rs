@@ -10,8 +10,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::{Config, env_hint};
-use crate::store::Store;
 use crate::router::{RouteTable, Router};
+use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, ProviderLabels};
 
 /// Shared state: `Arc` handles only.

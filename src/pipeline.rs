@@ -47,6 +47,8 @@ pub struct Served {
 }
 
 /// A complete answer or a stream of chunks.
+// Moved a handful of times per request; boxing the response would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum ChatBody {
     /// Non-streaming answer.
     Complete(ChatResponse),

@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 # Build output stays outside the checkout, so repeated runs on one machine are warm.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
 
+# The embedding model and ONNX Runtime for the semantic cache (a no-op when present and verified).
+python3 models/fetch.py
+
 # The official OpenAI and Anthropic Python SDKs for tests/it/interop.rs.
 if ! .venv/bin/python -c 'import openai, anthropic' 2>/dev/null; then
   echo "== setting up .venv with the OpenAI and Anthropic SDKs"

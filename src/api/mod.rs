@@ -1,8 +1,8 @@
 //! HTTP edge: parse, call the pipeline, encode (JSON or SSE), set the response headers.
 
 pub mod admin;
-pub mod cache;
 pub mod anthropic;
+pub mod cache;
 pub mod openai;
 mod sse;
 

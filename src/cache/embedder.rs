@@ -170,7 +170,11 @@ impl OnnxEmbedder {
                     let texts: Vec<&str> = jobs.iter().map(|j| j.text.as_str()).collect();
                     let started = Instant::now();
                     let result = model.embed_batch(&texts);
-                    tracing::trace!(batch = jobs.len(), took_us = started.elapsed().as_micros() as u64, "embedded");
+                    tracing::trace!(
+                        batch = jobs.len(),
+                        took_us = started.elapsed().as_micros() as u64,
+                        "embedded"
+                    );
                     if let Ok(mut s) = thread_stats.lock() {
                         s.batches += 1;
                         s.texts += jobs.len() as u64;
@@ -207,7 +211,8 @@ impl Embedder for OnnxEmbedder {
         let (reply, rx) = oneshot::channel();
         {
             let tx = self.tx.lock().map_err(|_| EmbedError::Stopped)?;
-            tx.send(Job { text, reply }).map_err(|_| EmbedError::Stopped)?;
+            tx.send(Job { text, reply })
+                .map_err(|_| EmbedError::Stopped)?;
         }
         rx.await.map_err(|_| EmbedError::Stopped)?
     }

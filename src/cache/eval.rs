@@ -138,7 +138,11 @@ pub fn report(scored: &[Scored], default: f32) -> String {
     let _ = writeln!(out, "---|---|---|---|---");
     for t in (60..=98).step_by(2).map(|t| t as f32 / 100.0) {
         let r = row(scored, t);
-        let mark = if (t - default).abs() < 1e-4 { " (default)" } else { "" };
+        let mark = if (t - default).abs() < 1e-4 {
+            " (default)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             out,
             "{t:.2}{mark} | {:.1}% | {:.1}% | {:.1}% | {:.1}%",
@@ -156,9 +160,10 @@ pub fn report(scored: &[Scored], default: f32) -> String {
         r.wrong * 100.0
     );
     let _ = writeln!(out, "\nwrong hits at the default threshold:");
-    for s in scored.iter().filter(|s| {
-        !s.pair.hit && s.similarity >= default && s.rejected.is_none()
-    }) {
+    for s in scored
+        .iter()
+        .filter(|s| !s.pair.hit && s.similarity >= default && s.rejected.is_none())
+    {
         let _ = writeln!(
             out,
             "  {:.3} [{}] {:?} / {:?}",

@@ -126,7 +126,10 @@ fn message_value(m: &Message) -> Value {
             v.insert("content".into(), Value::String(t.trim().to_owned()));
         }
         Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => {
-            v.insert("content".into(), Value::String(m.text_content().trim().into()));
+            v.insert(
+                "content".into(),
+                Value::String(m.text_content().trim().into()),
+            );
         }
         _ => {}
     }

@@ -259,14 +259,9 @@ impl Cache {
                 url,
                 collection,
                 api_key,
-            } => QdrantIndex::open(
-                url,
-                collection,
-                api_key.as_ref().map(|k| k.expose()),
-                dims,
-            )
-            .await
-            .map(AnyIndex::Qdrant),
+            } => QdrantIndex::open(url, collection, api_key.as_ref().map(|k| k.expose()), dims)
+                .await
+                .map(AnyIndex::Qdrant),
         };
         match result {
             Ok(idx) => {
@@ -407,11 +402,7 @@ impl Cache {
     }
 
     /// Looks a request up.
-    pub async fn lookup(
-        &self,
-        req: &crate::chat::ChatRequest,
-        opts: &CacheOptions,
-    ) -> Lookup {
+    pub async fn lookup(&self, req: &crate::chat::ChatRequest, opts: &CacheOptions) -> Lookup {
         if !self.config.enabled {
             return Lookup::Off;
         }
@@ -481,7 +472,13 @@ impl Cache {
         let threshold = opts.threshold.unwrap_or(self.config.threshold);
         let floor = (threshold - NEAR_MISS_MARGIN).max(0.0);
         let candidates = idx
-            .search(vector.clone(), &pending.fp.partition, now, floor, CANDIDATES)
+            .search(
+                vector.clone(),
+                &pending.fp.partition,
+                now,
+                floor,
+                CANDIDATES,
+            )
             .await;
         pending.vector = Some(vector);
         let candidates = match candidates {
@@ -585,7 +582,10 @@ impl Cache {
                 model: e.served_model.into(),
                 attempts: 0,
             },
-            status: CacheStatus { outcome, similarity },
+            status: CacheStatus {
+                outcome,
+                similarity,
+            },
         })
     }
 
@@ -624,7 +624,12 @@ impl Cache {
         }
     }
 
-    fn tee(self: &Arc<Self>, mut stream: ChatStream, pending: Pending, served: Served) -> ChatStream {
+    fn tee(
+        self: &Arc<Self>,
+        mut stream: ChatStream,
+        pending: Pending,
+        served: Served,
+    ) -> ChatStream {
         let cache = self.clone();
         Box::pin(async_stream::stream! {
             let mut acc = crate::chat::StreamCollector::default();
@@ -810,7 +815,11 @@ fn storable(resp: &ChatResponse) -> Result<(), &'static str> {
         Some(_) => return Err("finish reason not cacheable"),
         None => return Err("answer cut short"),
     }
-    let empty = c.message.content.as_ref().is_none_or(|t| t.as_text().is_empty())
+    let empty = c
+        .message
+        .content
+        .as_ref()
+        .is_none_or(|t| t.as_text().is_empty())
         && c.message.tool_calls.as_ref().is_none_or(Vec::is_empty);
     if empty {
         return Err("empty answer");

@@ -220,9 +220,15 @@ fn cache_section_is_validated() {
     ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
     }
-    let cfg = Config::parse("[cache]\nstore = \"qdrant\"\nqdrant_url = \"http://q:6334\"\n", &env).unwrap();
+    let cfg = Config::parse(
+        "[cache]\nstore = \"qdrant\"\nqdrant_url = \"http://q:6334\"\n",
+        &env,
+    )
+    .unwrap();
     match cfg.cache.store {
-        crate::config::CacheStore::Qdrant { url, collection, .. } => {
+        crate::config::CacheStore::Qdrant {
+            url, collection, ..
+        } => {
             assert_eq!(url, "http://q:6334");
             assert_eq!(collection, "switchyard_cache");
         }

@@ -63,7 +63,9 @@ impl Store {
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 Err(StoreError::Dir {
                     path: dir.to_owned(),
-                    message: "another process holds it (is a second gateway using the same data_dir?)".into(),
+                    message:
+                        "another process holds it (is a second gateway using the same data_dir?)"
+                            .into(),
                 })
             }
             Err(e) => {

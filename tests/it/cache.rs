@@ -41,7 +41,11 @@ async fn send(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> reqwest::
 }
 
 /// Sends and returns (status, x-switchyard-cache, similarity header, body).
-async fn outcome(gw: &Gateway, body: &Value, headers: &[(&str, &str)]) -> (u16, String, String, Value) {
+async fn outcome(
+    gw: &Gateway,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, String, String, Value) {
     let r = send(gw, body, headers).await;
     let status = r.status().as_u16();
     let cache = header(r.headers(), "x-switchyard-cache");
@@ -94,8 +98,16 @@ async fn exact_and_semantic_hits_stay_inside_their_partition() {
     assert_eq!(mock.calls(), 1);
 
     // A paraphrase: semantic hit with its similarity.
-    let (_, c, sim, body) =
-        outcome(&gw, &ask("p/m", "You are terse.", "What are the steps to reset my password?"), &[]).await;
+    let (_, c, sim, body) = outcome(
+        &gw,
+        &ask(
+            "p/m",
+            "You are terse.",
+            "What are the steps to reset my password?",
+        ),
+        &[],
+    )
+    .await;
     assert_eq!(c, "hit-semantic");
     let sim: f32 = sim.parse().unwrap();
     assert!((0.82..=1.0).contains(&sim), "{sim}");
@@ -120,8 +132,14 @@ async fn exact_and_semantic_hits_stay_inside_their_partition() {
         },
         {
             let mut q = q.clone();
-            q["messages"].as_array_mut().unwrap().insert(1, json!({"role": "user", "content": "Earlier turn"}));
-            q["messages"].as_array_mut().unwrap().insert(2, json!({"role": "assistant", "content": "Earlier answer"}));
+            q["messages"]
+                .as_array_mut()
+                .unwrap()
+                .insert(1, json!({"role": "user", "content": "Earlier turn"}));
+            q["messages"]
+                .as_array_mut()
+                .unwrap()
+                .insert(2, json!({"role": "assistant", "content": "Earlier answer"}));
             q
         },
         ask("p/m", "You are terse.", "How do I reset my router?"),
@@ -142,12 +160,23 @@ async fn exact_and_semantic_hits_stay_inside_their_partition() {
     assert_eq!(st["lookups"]["miss"], json!(1 + misses.len()));
     assert_eq!(st["by_route"]["p/m"]["lookups"]["hit-semantic"], 1);
     assert!(st["saved"]["prompt_tokens"].as_u64().unwrap() > 0);
-    let hist: u64 = st["similarity"]["hits"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum();
+    let hist: u64 = st["similarity"]["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(hist, 1);
     let metrics = gw.get("/metrics", None).await.text().await.unwrap();
-    assert!(metrics.contains("switchyard_cache_lookups_total{outcome=\"hit-semantic\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_cache_lookups_total{outcome=\"hit-semantic\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("switchyard_cache_lookups_total{outcome=\"hit-exact\"} 1"));
-    assert!(metrics.contains("switchyard_cache_similarity_count{result=\"hit\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("switchyard_cache_similarity_count{result=\"hit\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("switchyard_cache_saved_tokens_total{direction=\"input\"}"));
 }
 
@@ -197,10 +226,22 @@ async fn streamed_and_plain_answers_serve_each_other() {
         json!({"model": "p/m", "max_tokens": 100, "system": "s", "stream": stream,
             "messages": [{"role": "user", "content": "Tell me a joke."}]})
     };
-    let r = gw.http.post(gw.url("/anthropic/v1/messages")).json(&anthropic(false)).send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&anthropic(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
     wait_entries(&gw, 3).await;
-    let r = gw.http.post(gw.url("/anthropic/v1/messages")).json(&anthropic(true)).send().await.unwrap();
+    let r = gw
+        .http
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&anthropic(true))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(r.headers(), "x-switchyard-cache"), "hit-exact");
     let events = sse(r).await;
     let names: Vec<String> = events.iter().filter_map(|e| e.event.clone()).collect();
@@ -209,7 +250,12 @@ async fn streamed_and_plain_answers_serve_each_other() {
     let text: String = events
         .iter()
         .filter(|e| e.event.as_deref() == Some("content_block_delta"))
-        .map(|e| serde_json::from_str::<Value>(&e.data).unwrap()["delta"]["text"].as_str().unwrap_or_default().to_owned())
+        .map(|e| {
+            serde_json::from_str::<Value>(&e.data).unwrap()["delta"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect();
     assert_eq!(text, TEXT);
     assert_eq!(mock.calls(), 3);
@@ -253,10 +299,16 @@ async fn request_headers_control_lookup_store_threshold_and_ttl() {
     assert_eq!(c, "miss", "expired entries are never served");
 
     // Bad values are a clear 400.
-    for (h, v) in [("x-switchyard-cache-threshold", "2"), ("x-switchyard-cache-ttl", "soon")] {
+    for (h, v) in [
+        ("x-switchyard-cache-threshold", "2"),
+        ("x-switchyard-cache-ttl", "soon"),
+    ] {
         let (s, _, _, body) = outcome(&gw, &q, &[(h, v)]).await;
         assert_eq!(s, 400);
-        assert!(body["error"]["message"].as_str().unwrap().contains(h), "{body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(h),
+            "{body}"
+        );
     }
 }
 
@@ -265,7 +317,11 @@ async fn failures_and_several_choices_are_not_cached() {
     let (mock, gw, _dir) = cached("").await;
     let q = ask("p/m", "s", "Explain recursion.");
 
-    mock.script([Reply::Status(500, None), Reply::Status(500, None), Reply::Status(500, None)]);
+    mock.script([
+        Reply::Status(500, None),
+        Reply::Status(500, None),
+        Reply::Status(500, None),
+    ]);
     let (s, c, _, _) = outcome(&gw, &q, &[]).await;
     assert_eq!((s, c.as_str()), (502, ""));
 
@@ -306,7 +362,11 @@ async fn the_cache_survives_a_restart_and_a_corrupt_store_is_rebuilt() {
         gw.wait_ready().await;
         let (_, c, _, _) = outcome(&gw, &q, &[]).await;
         assert_eq!(c, "hit-exact");
-        assert_eq!(stats(&gw).await["lookups"]["miss"], 1, "analytics persist too");
+        assert_eq!(
+            stats(&gw).await["lookups"]["miss"],
+            1,
+            "analytics persist too"
+        );
         gw.shutdown().await;
     }
     assert_eq!(mock.calls(), 1);
@@ -327,7 +387,10 @@ async fn the_cache_survives_a_restart_and_a_corrupt_store_is_rebuilt() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(aside.iter().any(|n| n.starts_with("edge.broken-")), "{aside:?}");
+    assert!(
+        aside.iter().any(|n| n.starts_with("edge.broken-")),
+        "{aside:?}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -350,30 +413,81 @@ async fn admin_api_pages_deletes_and_purges() {
         outcome(&gw, &ask(model, "s", text), &[]).await;
     }
     wait_entries(&gw, 3).await;
-    let page: Value = gw.get("/api/cache/entries?limit=2", None).await.json().await.unwrap();
+    let page: Value = gw
+        .get("/api/cache/entries?limit=2", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(page["total"], 3);
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
-    let rest: Value = gw.get("/api/cache/entries?offset=2&limit=2", None).await.json().await.unwrap();
+    let rest: Value = gw
+        .get("/api/cache/entries?offset=2&limit=2", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(rest["entries"].as_array().unwrap().len(), 1);
-    let only_b: Value = gw.get("/api/cache/entries?model=p/b", None).await.json().await.unwrap();
+    let only_b: Value = gw
+        .get("/api/cache/entries?model=p/b", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(only_b["entries"][0]["prompt"], "three");
     assert_eq!(only_b["entries"][0]["answer"], TEXT);
 
-    let only_a: Value = gw.get("/api/cache/entries?model=p/a", None).await.json().await.unwrap();
+    let only_a: Value = gw
+        .get("/api/cache/entries?model=p/a", None)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(only_a["entries"].as_array().unwrap().len(), 2);
     let id = only_a["entries"][0]["id"].as_str().unwrap().to_owned();
-    let r = gw.http.delete(gw.url(&format!("/api/cache/entries/{id}"))).send().await.unwrap();
+    let r = gw
+        .http
+        .delete(gw.url(&format!("/api/cache/entries/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = gw.http.delete(gw.url(&format!("/api/cache/entries/{id}"))).send().await.unwrap();
+    let r = gw
+        .http
+        .delete(gw.url(&format!("/api/cache/entries/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = gw.http.delete(gw.url("/api/cache/entries/not-an-id")).send().await.unwrap();
+    let r = gw
+        .http
+        .delete(gw.url("/api/cache/entries/not-an-id"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(stats(&gw).await["entries"], 2);
 
-    let r: Value = gw.http.delete(gw.url("/api/cache/entries?model=p/b")).send().await.unwrap().json().await.unwrap();
+    let r: Value = gw
+        .http
+        .delete(gw.url("/api/cache/entries?model=p/b"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["deleted"], 1);
     assert_eq!(stats(&gw).await["entries"], 1);
-    let r: Value = gw.http.delete(gw.url("/api/cache/entries")).send().await.unwrap().json().await.unwrap();
+    let r: Value = gw
+        .http
+        .delete(gw.url("/api/cache/entries"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["deleted"], 1);
     assert_eq!(stats(&gw).await["entries"], 0);
 }
@@ -391,7 +505,12 @@ async fn a_missing_model_is_named_with_the_fetch_command_and_exact_hits_still_wo
     wait_entries(&gw, 1).await;
     let (_, c, _, _) = outcome(&gw, &q, &[]).await;
     assert_eq!(c, "hit-exact");
-    let (_, c, _, _) = outcome(&gw, &ask("p/m", "s", "What are the steps to reset my password?"), &[]).await;
+    let (_, c, _, _) = outcome(
+        &gw,
+        &ask("p/m", "s", "What are the steps to reset my password?"),
+        &[],
+    )
+    .await;
     assert_eq!(c, "miss");
     assert_eq!(mock.calls(), 2);
 }

@@ -27,8 +27,7 @@ impl Gateway {
     /// The semantic cache stays off unless the config has a `[cache]` section, so tests that
     /// repeat a request see every call reach the mock provider.
     pub async fn start_env(toml: &str, env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let mut cfg =
-            Config::parse(toml, env).unwrap_or_else(|e| panic!("bad test config: {e:?}"));
+        let mut cfg = Config::parse(toml, env).unwrap_or_else(|e| panic!("bad test config: {e:?}"));
         if !toml.contains("[cache]") {
             cfg.cache.enabled = false;
         }
@@ -209,7 +208,7 @@ pub struct Binary {
 
 impl Binary {
     /// Writes `config` (without `[server]`) plus a free loopback port, starts `switchyard serve`
-    /// and waits for `/health`.
+    /// and waits for `/ready`.
     pub async fn start(config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -240,8 +239,9 @@ impl Binary {
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let http = client();
-        for _ in 0..100 {
-            if http.get(format!("{url}/health")).send().await.is_ok() {
+        for _ in 0..400 {
+            let ready = http.get(format!("{url}/ready")).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
                 return Self {
                     child,
                     url,

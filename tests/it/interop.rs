@@ -27,10 +27,15 @@ fn python() -> Option<PathBuf> {
 }
 
 async fn run_script(script: &str) {
+    run_script_with(script, "", 10).await;
+}
+
+/// Runs `script` against the binary with `extra` config, expecting at least `min_calls` upstream.
+async fn run_script_with(script: &str, extra: &str, min_calls: usize) {
     let Some(py) = python() else { return };
     let mock = Mock::start().await;
     let gw = Binary::start(&format!(
-        "[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
+        "{extra}\n[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
         mock.url()
     ))
     .await;
@@ -46,7 +51,7 @@ async fn run_script(script: &str) {
     assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("interop: ok"), "{stdout}");
     assert!(
-        mock.calls() >= 10,
+        mock.calls() >= min_calls,
         "the SDK calls reached the upstream ({} calls)",
         mock.calls()
     );
@@ -60,4 +65,9 @@ async fn openai_python_sdk() {
 #[tokio::test]
 async fn anthropic_python_sdk() {
     run_script("anthropic_sdk.py").await;
+}
+
+#[tokio::test]
+async fn cache_hits_replay_like_live_streams_to_both_sdks() {
+    run_script_with("cache_sdk.py", "[cache]\nenabled = true\n", 3).await;
 }

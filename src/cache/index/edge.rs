@@ -138,9 +138,7 @@ fn load_existing(dir: &Path, meta_path: &Path, want: &Meta) -> Result<EdgeShard,
 fn quarantine(dir: &Path) -> Result<PathBuf, IndexError> {
     let name = format!(
         "{}.broken-{}",
-        dir.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("edge"),
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("edge"),
         crate::chat::unix_now()
     );
     let aside = dir.with_file_name(name);
@@ -254,9 +252,9 @@ impl VectorIndex for EdgeIndex {
                 None => std::collections::HashMap::<String, Vec<f32>>::new().into(),
             };
             let p = PointStruct::new(point(id), vectors, payload);
-            s.update(UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-                PointInsertOperations::PointsList(vec![p.into()]),
-            )))
+            s.update(UpdateOperation::PointOperation(
+                PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![p.into()])),
+            ))
             .map_err(store_err)
         })
         .await
@@ -284,9 +282,11 @@ impl VectorIndex for EdgeIndex {
     async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
         let existed = self.get(id).await?.is_some();
         self.run(move |s| {
-            s.update(UpdateOperation::PointOperation(PointOperations::DeletePoints {
-                ids: vec![point(id)],
-            }))
+            s.update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints {
+                    ids: vec![point(id)],
+                },
+            ))
             .map_err(store_err)
         })
         .await?;
@@ -297,7 +297,12 @@ impl VectorIndex for EdgeIndex {
         let f = selector_filter(&sel)?;
         self.run(move |s| {
             let n = s
-                .count(CountRequestBuilder::new().filter(f.clone()).exact(true).build())
+                .count(
+                    CountRequestBuilder::new()
+                        .filter(f.clone())
+                        .exact(true)
+                        .build(),
+                )
                 .map_err(store_err)?;
             s.update(UpdateOperation::PointOperation(
                 PointOperations::DeletePointsByFilter(f),

@@ -115,8 +115,7 @@ pub trait VectorIndex: Send + Sync {
     /// Deletes one entry; false when it did not exist.
     fn delete(&self, id: Uuid) -> impl Future<Output = Result<bool, IndexError>> + Send;
     /// Deletes every entry the selector matches; returns how many went.
-    fn delete_where(&self, sel: Selector)
-    -> impl Future<Output = Result<u64, IndexError>> + Send;
+    fn delete_where(&self, sel: Selector) -> impl Future<Output = Result<u64, IndexError>> + Send;
     /// Entries, most recently used first, for the admin API.
     fn list(
         &self,

@@ -88,7 +88,10 @@ impl QdrantIndex {
             let mut vectors = VectorsConfigBuilder::default();
             vectors.add_named_vector_params(
                 VECTOR,
-                VectorParamsBuilder::new(dimensions as u64, qdrant_client::qdrant::Distance::Cosine),
+                VectorParamsBuilder::new(
+                    dimensions as u64,
+                    qdrant_client::qdrant::Distance::Cosine,
+                ),
             );
             client
                 .create_collection(CreateCollectionBuilder::new(collection).vectors_config(vectors))
@@ -101,8 +104,7 @@ impl QdrantIndex {
                 for f in fields {
                     client
                         .create_field_index(
-                            CreateFieldIndexCollectionBuilder::new(collection, *f, kind)
-                                .wait(true),
+                            CreateFieldIndexCollectionBuilder::new(collection, *f, kind).wait(true),
                         )
                         .await
                         .map_err(store_err)?;
@@ -221,14 +223,22 @@ impl VectorIndex for QdrantIndex {
         let f = selector_filter(&sel);
         let n = self
             .client
-            .count(CountPointsBuilder::new(&self.collection).filter(f.clone()).exact(true))
+            .count(
+                CountPointsBuilder::new(&self.collection)
+                    .filter(f.clone())
+                    .exact(true),
+            )
             .await
             .map_err(store_err)?
             .result
             .map(|r| r.count)
             .unwrap_or(0);
         self.client
-            .delete_points(DeletePointsBuilder::new(&self.collection).points(f).wait(true))
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(f)
+                    .wait(true),
+            )
             .await
             .map_err(store_err)?;
         Ok(n)
@@ -285,7 +295,11 @@ impl VectorIndex for QdrantIndex {
             )
             .await
             .map_err(store_err)?;
-        Ok(resp.result.into_iter().filter_map(|p| uuid_of(p.id)).collect())
+        Ok(resp
+            .result
+            .into_iter()
+            .filter_map(|p| uuid_of(p.id))
+            .collect())
     }
 
     async fn maintain(&self) -> Result<(), IndexError> {
