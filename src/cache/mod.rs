@@ -230,7 +230,8 @@ impl Cache {
         }
         let dir = data_dir.join("cache").join("edge");
         let c = cache.clone();
-        tasks.spawn(async move { c.open_index(dir).await });
+        let stop = shutdown.clone();
+        tasks.spawn(async move { c.open_index(dir, stop).await });
         if semantic {
             let c = cache.clone();
             tasks.spawn(async move { c.load_embedder().await });
@@ -240,7 +241,26 @@ impl Cache {
         cache
     }
 
-    async fn open_index(self: Arc<Self>, dir: std::path::PathBuf) {
+    /// Opens the store; a Qdrant server that cannot be reached is retried with backoff (up to
+    /// 30 s apart) until it answers or the gateway stops, serving uncached meanwhile.
+    async fn open_index(self: Arc<Self>, dir: std::path::PathBuf, shutdown: CancellationToken) {
+        let mut delay = Duration::from_secs(1);
+        loop {
+            if self.try_open_index(dir.clone()).await || shutdown.is_cancelled() {
+                return;
+            }
+            if self.config.store == CacheStore::Embedded {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn try_open_index(&self, dir: std::path::PathBuf) -> bool {
         let dims = embedder::DIMENSIONS;
         let result: Result<AnyIndex, IndexError> = match &self.config.store {
             CacheStore::Embedded => {
@@ -271,10 +291,20 @@ impl Cache {
                 self.index.store(Some(Arc::new(idx)));
                 self.set(&self.index_state, Component::Ready);
                 tracing::info!(entries = n, "semantic cache store ready");
+                true
             }
             Err(e) => {
-                tracing::error!(error = %e, "semantic cache store unavailable; serving uncached");
-                self.set(&self.index_state, Component::Failed(e.to_string()));
+                let retrying = if self.config.store == CacheStore::Embedded {
+                    ""
+                } else {
+                    " (retrying)"
+                };
+                tracing::error!(error = %e, "semantic cache store unavailable{retrying}; serving uncached");
+                self.set(
+                    &self.index_state,
+                    Component::Failed(format!("{e}{retrying}")),
+                );
+                false
             }
         }
     }

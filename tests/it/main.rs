@@ -10,10 +10,12 @@
 
 mod anthropic_ingress;
 mod cache;
+mod cache_qdrant;
 mod cli;
 mod conformance;
 mod edge;
 mod gateway;
 mod interop;
 mod mock;
+mod qdrant_fake;
 mod router;
