@@ -15,6 +15,8 @@ pub mod index;
 pub mod key;
 pub mod replay;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -10,6 +10,7 @@
 
 mod anthropic_ingress;
 mod cache;
+mod cache_eval;
 mod cache_qdrant;
 mod cli;
 mod conformance;
