@@ -9,7 +9,12 @@
 //!    batching thread (texts/s and the batch sizes it formed).
 //! 3. The store alone: nearest-neighbour lookup (partition filter + TTL range + threshold) at 1k
 //!    entries and at `--entries` (default 100k), after the index is built.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::disallowed_methods)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::disallowed_methods
+)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,7 +70,9 @@ async fn end_to_end() {
         &|_| None,
     )
     .unwrap();
-    let server = Server::start(cfg, Some("127.0.0.1:0".parse().unwrap())).await.unwrap();
+    let server = Server::start(cfg, Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
     let url = format!("http://{}/v1/chat/completions", server.addr);
     let http = reqwest::Client::new();
     let ready = format!("http://{}/ready", server.addr);
@@ -79,7 +86,13 @@ async fn end_to_end() {
         async move {
             let t = Instant::now();
             let r = http.post(&url).json(&body).send().await.unwrap();
-            let h = r.headers().get("x-switchyard-cache").unwrap().to_str().unwrap().to_owned();
+            let h = r
+                .headers()
+                .get("x-switchyard-cache")
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_owned();
             let _ = r.bytes().await.unwrap();
             (t.elapsed().as_secs_f64() * 1e3, h)
         }
@@ -111,7 +124,10 @@ async fn end_to_end() {
     line("end to end: semantic hit (HTTP, sequential)", &semantic);
     let mut miss = Vec::new();
     for i in 0..200 {
-        let (ms, h) = send(ask(&format!("Unrelated question number {i} about gardening"))).await;
+        let (ms, h) = send(ask(&format!(
+            "Unrelated question number {i} about gardening"
+        )))
+        .await;
         assert_eq!(h, "miss");
         miss.push(ms);
     }
@@ -124,7 +140,9 @@ async fn embedder() {
     let mut single = Vec::new();
     for i in 0..200 {
         let t = Instant::now();
-        model.embed_batch(&[&format!("How do I reset the password of account {i}?")]).unwrap();
+        model
+            .embed_batch(&[&format!("How do I reset the password of account {i}?")])
+            .unwrap();
         single.push(t.elapsed().as_secs_f64() * 1e3);
     }
     line("embedder: one ~12-token text per call", &single);
@@ -138,7 +156,11 @@ async fn embedder() {
             let e = e.clone();
             tasks.push(tokio::spawn(async move {
                 for i in (w..n).step_by(conc) {
-                    e.embed(format!("Question {i}: how do I reset the password of my account?")).await.unwrap();
+                    e.embed(format!(
+                        "Question {i}: how do I reset the password of my account?"
+                    ))
+                    .await
+                    .unwrap();
                 }
             }));
         }
@@ -224,7 +246,10 @@ async fn store(total: u64) {
             fill.as_secs_f64(),
             t.elapsed().as_secs_f64()
         );
-        line(&format!("store: search at {target} entries"), &search_latency(&idx, target).await);
+        line(
+            &format!("store: search at {target} entries"),
+            &search_latency(&idx, target).await,
+        );
     }
 }
 

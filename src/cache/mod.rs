@@ -15,6 +15,8 @@ pub mod index;
 pub mod key;
 pub mod replay;
 pub mod stats;
+#[rustfmt::skip]
+mod words;
 #[cfg(test)]
 mod tests;
 
@@ -752,44 +754,12 @@ impl Cache {
 
     /// `GET /api/cache/stats`.
     pub async fn stats_json(&self) -> serde_json::Value {
-        let snap = self.stats.snapshot();
         let entries = match self.index.load_full() {
             Some(idx) => idx.count().await.ok(),
             None => None,
         };
         let (ready, parts) = self.readiness();
-        let store = match &self.config.store {
-            CacheStore::Embedded => "embedded",
-            CacheStore::Qdrant { .. } => "qdrant",
-        };
-        serde_json::json!({
-            "enabled": self.config.enabled,
-            "ready": ready,
-            "components": parts,
-            "mode": match self.config.mode { CacheMode::Semantic => "semantic", CacheMode::Exact => "exact" },
-            "store": store,
-            "threshold": self.config.threshold,
-            "ttl_seconds": self.config.ttl.as_secs(),
-            "max_entries": self.config.max_entries,
-            "entries": entries,
-            "since": snap.since,
-            "lookups": counts_json(&snap.total),
-            "hit_rate": snap.total.hit_rate(),
-            "saved": {
-                "prompt_tokens": snap.total.saved_prompt_tokens,
-                "completion_tokens": snap.total.saved_completion_tokens,
-                "cost_usd": snap.total.saved_cost_usd,
-            },
-            "similarity": {
-                "bucket_lower_bounds": stats::bucket_bounds(),
-                "hits": snap.hit_similarity,
-                "near_misses": snap.near_miss_similarity,
-            },
-            "guard_rejections": snap.guard_rejections,
-            "by_route": snap.by_route.iter().map(|(k, v)| (k.clone(), slice_json(v))).collect::<serde_json::Map<_, _>>(),
-            "by_model": snap.by_model.iter().map(|(k, v)| (k.clone(), slice_json(v))).collect::<serde_json::Map<_, _>>(),
-            "recent_near_misses": snap.recent_near_misses,
-        })
+        stats::report(&self.config, &self.stats.snapshot(), entries, ready, parts)
     }
 
     /// The store, when it is open (admin API).
@@ -811,27 +781,6 @@ impl Cache {
     pub fn batch_stats(&self) -> Option<embedder::BatchStats> {
         self.embedder.load_full().map(|e| e.batch_stats())
     }
-}
-
-fn counts_json(c: &stats::Counts) -> serde_json::Value {
-    serde_json::json!({
-        "hit-exact": c.hit_exact,
-        "hit-semantic": c.hit_semantic,
-        "miss": c.miss,
-        "bypass": c.bypass,
-    })
-}
-
-fn slice_json(c: &stats::Counts) -> serde_json::Value {
-    serde_json::json!({
-        "lookups": counts_json(c),
-        "hit_rate": c.hit_rate(),
-        "saved": {
-            "prompt_tokens": c.saved_prompt_tokens,
-            "completion_tokens": c.saved_completion_tokens,
-            "cost_usd": c.saved_cost_usd,
-        },
-    })
 }
 
 /// Whether an answer is worth storing: one complete choice, not filtered.

@@ -253,3 +253,72 @@ impl Stats {
         store.flush()
     }
 }
+
+/// The body of `GET /api/cache/stats`.
+pub fn report(
+    config: &crate::config::CacheConfig,
+    snap: &Snapshot,
+    entries: Option<u64>,
+    ready: bool,
+    components: serde_json::Value,
+) -> serde_json::Value {
+    use crate::config::{CacheMode, CacheStore};
+    let store = match &config.store {
+        CacheStore::Embedded => "embedded",
+        CacheStore::Qdrant { .. } => "qdrant",
+    };
+    let slices = |m: &BTreeMap<String, Counts>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), slice_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    serde_json::json!({
+        "enabled": config.enabled,
+        "ready": ready,
+        "components": components,
+        "mode": match config.mode { CacheMode::Semantic => "semantic", CacheMode::Exact => "exact" },
+        "store": store,
+        "threshold": config.threshold,
+        "ttl_seconds": config.ttl.as_secs(),
+        "max_entries": config.max_entries,
+        "entries": entries,
+        "since": snap.since,
+        "lookups": counts_json(&snap.total),
+        "hit_rate": snap.total.hit_rate(),
+        "saved": {
+            "prompt_tokens": snap.total.saved_prompt_tokens,
+            "completion_tokens": snap.total.saved_completion_tokens,
+            "cost_usd": snap.total.saved_cost_usd,
+        },
+        "similarity": {
+            "bucket_lower_bounds": bucket_bounds(),
+            "hits": snap.hit_similarity,
+            "near_misses": snap.near_miss_similarity,
+        },
+        "guard_rejections": snap.guard_rejections,
+        "by_route": slices(&snap.by_route),
+        "by_model": slices(&snap.by_model),
+        "recent_near_misses": snap.recent_near_misses,
+    })
+}
+
+fn counts_json(c: &Counts) -> serde_json::Value {
+    serde_json::json!({
+        "hit-exact": c.hit_exact,
+        "hit-semantic": c.hit_semantic,
+        "miss": c.miss,
+        "bypass": c.bypass,
+    })
+}
+
+fn slice_json(c: &Counts) -> serde_json::Value {
+    serde_json::json!({
+        "lookups": counts_json(c),
+        "hit_rate": c.hit_rate(),
+        "saved": {
+            "prompt_tokens": c.saved_prompt_tokens,
+            "completion_tokens": c.saved_completion_tokens,
+            "cost_usd": c.saved_cost_usd,
+        },
+    })
+}

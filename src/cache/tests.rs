@@ -28,7 +28,10 @@ fn golden_hash_of_a_fixed_request() {
         "72bac7b16077f4b167e4cd383549417220866e00bb97f7723ef940d024f820a4"
     );
     assert_eq!(fp.text.as_deref(), Some("How do I reset my password?"));
-    assert_eq!(point_id(&fp.exact).as_bytes()[..4], [0x72, 0xba, 0xc7, 0xb1]);
+    assert_eq!(
+        point_id(&fp.exact).as_bytes()[..4],
+        [0x72, 0xba, 0xc7, 0xb1]
+    );
 }
 
 #[test]
@@ -42,7 +45,8 @@ fn formatting_key_order_and_irrelevant_fields_do_not_matter() {
     let b = fingerprint(&serde_json::from_str(text).unwrap(), "").unwrap();
     assert_eq!(a, b);
     let mut parts = base();
-    parts["messages"][1]["content"] = json!([{"type": "text", "text": "How do I reset my password?"}]);
+    parts["messages"][1]["content"] =
+        json!([{"type": "text", "text": "How do I reset my password?"}]);
     assert_eq!(fingerprint(&req(parts), "").unwrap(), a);
     for _ in 0..100 {
         assert_eq!(fingerprint(&req(base()), "").unwrap(), a, "deterministic");
@@ -59,7 +63,10 @@ fn everything_in_the_partition_matters() {
         ("max_tokens", json!(10)),
         ("seed", json!(7)),
         ("response_format", json!({"type": "json_object"})),
-        ("tools", json!([{"type": "function", "function": {"name": "f"}}])),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "f"}}]),
+        ),
         ("tool_choice", json!("none")),
     ] {
         let mut v = base();
@@ -70,8 +77,14 @@ fn everything_in_the_partition_matters() {
     system["messages"][0]["content"] = json!("You are verbose.");
     variants.push(system);
     let mut history = base();
-    history["messages"].as_array_mut().unwrap().insert(1, json!({"role": "user", "content": "hi"}));
-    history["messages"].as_array_mut().unwrap().insert(2, json!({"role": "assistant", "content": "hello"}));
+    history["messages"]
+        .as_array_mut()
+        .unwrap()
+        .insert(1, json!({"role": "user", "content": "hi"}));
+    history["messages"]
+        .as_array_mut()
+        .unwrap()
+        .insert(2, json!({"role": "assistant", "content": "hello"}));
     variants.push(history);
     let mut image = base();
     image["messages"][1]["content"] = json!([
@@ -84,7 +97,10 @@ fn everything_in_the_partition_matters() {
         assert_ne!(a.partition, b.partition, "{v}");
         assert_ne!(a.exact, b.exact, "{v}");
     }
-    assert_ne!(fingerprint(&req(base()), "tenant-b").unwrap().partition, a.partition);
+    assert_ne!(
+        fingerprint(&req(base()), "tenant-b").unwrap().partition,
+        a.partition
+    );
     // The last user turn changes the exact key but not the partition.
     let mut other = base();
     other["messages"][1]["content"] = json!("How do I reset my router?");
@@ -100,10 +116,16 @@ fn not_cacheable_and_exact_only_cases() {
     assert!(fingerprint(&req(n), "").is_err());
     let mut tool_result = base();
     tool_result["messages"].as_array_mut().unwrap().push(json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}));
-    tool_result["messages"].as_array_mut().unwrap().push(json!({"role": "tool", "tool_call_id": "c1", "content": "42"}));
+    tool_result["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "tool", "tool_call_id": "c1", "content": "42"}));
     assert_eq!(fingerprint(&req(tool_result), "").unwrap().text, None);
     let mut two = base();
-    two["messages"].as_array_mut().unwrap().push(json!({"role": "user", "content": "And my username?"}));
+    two["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "user", "content": "And my username?"}));
     assert_eq!(
         fingerprint(&req(two), "").unwrap().text.as_deref(),
         Some("How do I reset my password?\nAnd my username?")
@@ -112,6 +134,7 @@ fn not_cacheable_and_exact_only_cases() {
 
 #[test]
 fn canonical_json_sorts_keys_and_normalises_integral_floats() {
-    let v: Value = serde_json::from_str(r#"{"b": [1.0, 2.5, {"z": 1, "a": null}], "a": "x\n"}"#).unwrap();
+    let v: Value =
+        serde_json::from_str(r#"{"b": [1.0, 2.5, {"z": 1, "a": null}], "a": "x\n"}"#).unwrap();
     assert_eq!(canonical(&v), r#"{"a":"x\n","b":[1,2.5,{"a":null,"z":1}]}"#);
 }

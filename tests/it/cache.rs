@@ -468,26 +468,10 @@ async fn admin_api_pages_deletes_and_purges() {
     assert_eq!(r.status(), 400);
     assert_eq!(stats(&gw).await["entries"], 2);
 
-    let r: Value = gw
-        .http
-        .delete(gw.url("/api/cache/entries?model=p/b"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = gw.delete_json("/api/cache/entries?model=p/b").await;
     assert_eq!(r["deleted"], 1);
     assert_eq!(stats(&gw).await["entries"], 1);
-    let r: Value = gw
-        .http
-        .delete(gw.url("/api/cache/entries"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = gw.delete_json("/api/cache/entries").await;
     assert_eq!(r["deleted"], 1);
     assert_eq!(stats(&gw).await["entries"], 0);
 }

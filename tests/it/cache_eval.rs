@@ -34,12 +34,26 @@ fn default_threshold_meets_the_wrong_hit_target() {
 fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
     let mut model = Model::load(
         format!("{}/models/all-MiniLM-L6-v2", env!("CARGO_MANIFEST_DIR")).as_ref(),
-        format!("{}/models/onnxruntime/libonnxruntime.so.1.24.4", env!("CARGO_MANIFEST_DIR")).as_ref(),
+        format!(
+            "{}/models/onnxruntime/libonnxruntime.so.1.24.4",
+            env!("CARGO_MANIFEST_DIR")
+        )
+        .as_ref(),
     )
     .unwrap();
     let pairs = vec![
-        eval::Pair { a: "Cancel my subscription".into(), b: "Don't cancel my subscription".into(), hit: false, kind: "negation".into() },
-        eval::Pair { a: "Track order 48213".into(), b: "Track order 48231".into(), hit: false, kind: "number".into() },
+        eval::Pair {
+            a: "Cancel my subscription".into(),
+            b: "Don't cancel my subscription".into(),
+            hit: false,
+            kind: "negation".into(),
+        },
+        eval::Pair {
+            a: "Track order 48213".into(),
+            b: "Track order 48231".into(),
+            hit: false,
+            kind: "number".into(),
+        },
     ];
     for s in eval::score(&mut model, pairs).unwrap() {
         assert!(s.similarity > 0.95, "{s:?}");

@@ -54,19 +54,38 @@ async fn scenario(gw: &Gateway, mock: &Mock) {
     wait_entries(gw, 1).await;
     assert_eq!(cache_header(gw, &q, &[]).await, "hit-exact");
     assert_eq!(
-        cache_header(gw, &ask("p/m", "s", "What are the steps to reset my password?"), &[]).await,
+        cache_header(
+            gw,
+            &ask("p/m", "s", "What are the steps to reset my password?"),
+            &[]
+        )
+        .await,
         "hit-semantic"
     );
-    assert_eq!(cache_header(gw, &ask("p/m", "other", "How do I reset my password?"), &[]).await, "miss");
-    assert_eq!(cache_header(gw, &ask("p/x", "s", "How do I reset my password?"), &[]).await, "miss");
-    assert_eq!(cache_header(gw, &ask("p/m", "s", "Don't reset my password"), &[]).await, "miss");
+    assert_eq!(
+        cache_header(gw, &ask("p/m", "other", "How do I reset my password?"), &[]).await,
+        "miss"
+    );
+    assert_eq!(
+        cache_header(gw, &ask("p/x", "s", "How do I reset my password?"), &[]).await,
+        "miss"
+    );
+    assert_eq!(
+        cache_header(gw, &ask("p/m", "s", "Don't reset my password"), &[]).await,
+        "miss"
+    );
     assert_eq!(mock.calls(), 4);
     wait_entries(gw, 4).await;
 
     // Hits are counted on the entry.
     let mut hits = 0;
     for _ in 0..100 {
-        let list: Value = gw.get("/api/cache/entries?model=p/m", None).await.json().await.unwrap();
+        let list: Value = gw
+            .get("/api/cache/entries?model=p/m", None)
+            .await
+            .json()
+            .await
+            .unwrap();
         hits = list["entries"]
             .as_array()
             .unwrap()
@@ -90,9 +109,9 @@ async fn scenario(gw: &Gateway, mock: &Mock) {
     wait_entries(gw, 5).await;
 
     // Deletes: one model, then everything.
-    let r: Value = gw.http.delete(gw.url("/api/cache/entries?model=p/x")).send().await.unwrap().json().await.unwrap();
+    let r = gw.delete_json("/api/cache/entries?model=p/x").await;
     assert_eq!(r["deleted"], 1);
-    let r: Value = gw.http.delete(gw.url("/api/cache/entries")).send().await.unwrap().json().await.unwrap();
+    let r = gw.delete_json("/api/cache/entries").await;
     assert_eq!(r["deleted"], 4);
     assert_eq!(entries(gw).await, 0);
     assert_eq!(cache_header(gw, &q, &[]).await, "miss");
@@ -104,7 +123,9 @@ async fn qdrant_store_behaves_like_the_embedded_one() {
     let mock = Mock::start().await;
     let gw = Gateway::start(&config(
         &mock,
-        &format!("store = \"qdrant\"\nqdrant_url = \"http://{addr}\"\nqdrant_collection = \"sy_test\""),
+        &format!(
+            "store = \"qdrant\"\nqdrant_url = \"http://{addr}\"\nqdrant_collection = \"sy_test\""
+        ),
     ))
     .await;
     gw.wait_ready().await;
@@ -116,15 +137,35 @@ async fn qdrant_store_behaves_like_the_embedded_one() {
     scenario(&gw, &mock).await;
     assert_eq!(fake.len("sy_test"), 1);
     let calls = fake.calls();
-    for rpc in ["collection_exists", "create_collection", "upsert", "get", "query", "set_payload", "delete", "count", "scroll"] {
-        assert!(calls.iter().any(|c| c == rpc), "{rpc} never called: {calls:?}");
+    for rpc in [
+        "collection_exists",
+        "create_collection",
+        "upsert",
+        "get",
+        "query",
+        "set_payload",
+        "delete",
+        "count",
+        "scroll",
+    ] {
+        assert!(
+            calls.iter().any(|c| c == rpc),
+            "{rpc} never called: {calls:?}"
+        );
     }
-    assert!(!calls.iter().any(|c| c == "search"), "uses the query API, not the deprecated search");
+    assert!(
+        !calls.iter().any(|c| c == "search"),
+        "uses the query API, not the deprecated search"
+    );
 }
 
 #[tokio::test]
 async fn an_unreachable_qdrant_is_reported_and_chat_still_works() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mock = Mock::start().await;
     let gw = Gateway::start(&config(
         &mock,
@@ -134,8 +175,14 @@ async fn an_unreachable_qdrant_is_reported_and_chat_still_works() {
     gw.wait_ready().await;
     let ready: Value = gw.get("/ready", None).await.json().await.unwrap();
     let store = ready["cache"]["store"].as_str().unwrap();
-    assert!(store.starts_with("unavailable") && store.contains("Qdrant"), "{store}");
-    assert_eq!(cache_header(&gw, &ask("p/m", "s", "Hello"), &[]).await, "bypass");
+    assert!(
+        store.starts_with("unavailable") && store.contains("Qdrant"),
+        "{store}"
+    );
+    assert_eq!(
+        cache_header(&gw, &ask("p/m", "s", "Hello"), &[]).await,
+        "bypass"
+    );
     let r = gw.get("/api/cache/entries", None).await;
     assert_eq!(r.status(), 503);
 
@@ -151,7 +198,10 @@ async fn an_unreachable_qdrant_is_reported_and_chat_still_works() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(store, "ready");
-    assert_eq!(cache_header(&gw, &ask("p/m", "s", "Hello"), &[]).await, "miss");
+    assert_eq!(
+        cache_header(&gw, &ask("p/m", "s", "Hello"), &[]).await,
+        "miss"
+    );
     wait_entries(&gw, 1).await;
     assert_eq!(fake.len("switchyard_cache"), 1);
 }
@@ -160,14 +210,18 @@ async fn an_unreachable_qdrant_is_reported_and_chat_still_works() {
 #[tokio::test]
 async fn real_qdrant_server_when_qdrant_url_is_set() {
     let Ok(url) = std::env::var("QDRANT_URL") else {
-        eprintln!("skipping: set QDRANT_URL (gRPC, e.g. http://127.0.0.1:6334) to run against a real Qdrant");
+        eprintln!(
+            "skipping: set QDRANT_URL (gRPC, e.g. http://127.0.0.1:6334) to run against a real Qdrant"
+        );
         return;
     };
     let mock = Mock::start().await;
     let collection = format!("switchyard_test_{}", uuid::Uuid::new_v4().simple());
     let gw = Gateway::start(&config(
         &mock,
-        &format!("store = \"qdrant\"\nqdrant_url = \"{url}\"\nqdrant_collection = \"{collection}\""),
+        &format!(
+            "store = \"qdrant\"\nqdrant_url = \"{url}\"\nqdrant_collection = \"{collection}\""
+        ),
     ))
     .await;
     gw.wait_ready().await;

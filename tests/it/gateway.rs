@@ -99,6 +99,12 @@ impl Gateway {
         rb.send().await.unwrap()
     }
 
+    /// DELETE and return the JSON answer.
+    pub async fn delete_json(&self, path: &str) -> Value {
+        let r = self.http.delete(self.url(path)).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
     /// Stops the server, draining in-flight requests.
     pub async fn shutdown(mut self) {
         if let Some(s) = self.server.take() {

@@ -74,7 +74,10 @@ impl Fake {
     /// Payload indexes created on `collection`.
     pub fn indexes(&self, collection: &str) -> Vec<String> {
         let s = self.state.lock().unwrap();
-        s.collections.get(collection).map(|c| c.indexes.clone()).unwrap_or_default()
+        s.collections
+            .get(collection)
+            .map(|c| c.indexes.clone())
+            .unwrap_or_default()
     }
 
     /// RPCs seen.
@@ -82,7 +85,11 @@ impl Fake {
         self.state.lock().unwrap().calls.clone()
     }
 
-    fn with<T>(&self, call: &str, f: impl FnOnce(&mut State) -> Result<T, Status>) -> Result<Response<T>, Status> {
+    fn with<T>(
+        &self,
+        call: &str,
+        f: impl FnOnce(&mut State) -> Result<T, Status>,
+    ) -> Result<Response<T>, Status> {
         let mut s = self.state.lock().unwrap();
         s.calls.push(call.to_owned());
         f(&mut s).map(Response::new)
@@ -160,7 +167,9 @@ fn matches(filter: &Option<qdrant::Filter>, p: &Point) -> Result<bool, Status> {
             }
         }
         if let Some(r) = &fc.range {
-            let Some(x) = value.and_then(number) else { return Ok(false) };
+            let Some(x) = value.and_then(number) else {
+                return Ok(false);
+            };
             let ok = r.lt.is_none_or(|b| x < b)
                 && r.gt.is_none_or(|b| x > b)
                 && r.lte.is_none_or(|b| x <= b)
@@ -175,9 +184,11 @@ fn matches(filter: &Option<qdrant::Filter>, p: &Point) -> Result<bool, Status> {
 
 fn selected(sel: &Option<qdrant::PointsSelector>, c: &Collection) -> Result<Vec<String>, Status> {
     match sel.as_ref().and_then(|s| s.points_selector_one_of.as_ref()) {
-        Some(qdrant::points_selector::PointsSelectorOneOf::Points(list)) => {
-            list.ids.iter().map(|i| id_string(&Some(i.clone()))).collect()
-        }
+        Some(qdrant::points_selector::PointsSelectorOneOf::Points(list)) => list
+            .ids
+            .iter()
+            .map(|i| id_string(&Some(i.clone())))
+            .collect(),
         Some(qdrant::points_selector::PointsSelectorOneOf::Filter(f)) => {
             let mut out = Vec::new();
             for (id, p) in &c.points {
@@ -271,10 +282,16 @@ impl qdrant::collections_server::Collections for Fake {
                 Some(qdrant::vectors_config::Config::ParamsMap(m)) if m.map.contains_key("prompt")
             );
             if !named {
-                return Err(Status::invalid_argument("fake: expected the named vector `prompt`"));
+                return Err(Status::invalid_argument(
+                    "fake: expected the named vector `prompt`",
+                ));
             }
-            s.collections.insert(req.collection_name.clone(), Collection::default());
-            Ok(qdrant::CollectionOperationResponse { result: true, time: 0.0 })
+            s.collections
+                .insert(req.collection_name.clone(), Collection::default());
+            Ok(qdrant::CollectionOperationResponse {
+                result: true,
+                time: 0.0,
+            })
         })
     }
 
@@ -335,7 +352,11 @@ impl qdrant::points_server::Points for Fake {
                     });
                 }
             }
-            Ok(qdrant::GetResponse { result, time: 0.0, usage: None })
+            Ok(qdrant::GetResponse {
+                result,
+                time: 0.0,
+                usage: None,
+            })
         })
     }
 
@@ -346,7 +367,9 @@ impl qdrant::points_server::Points for Fake {
         let req = r.into_inner();
         self.with("query", |s| {
             if req.using.as_deref() != Some("prompt") {
-                return Err(Status::invalid_argument("fake: query must use the `prompt` vector"));
+                return Err(Status::invalid_argument(
+                    "fake: query must use the `prompt` vector",
+                ));
             }
             let q = match req.query.and_then(|q| q.variant) {
                 Some(qdrant::query::Variant::Nearest(input)) => match input.variant {
@@ -381,7 +404,11 @@ impl qdrant::points_server::Points for Fake {
                     ..Default::default()
                 })
                 .collect();
-            Ok(qdrant::QueryResponse { result, time: 0.0, usage: None })
+            Ok(qdrant::QueryResponse {
+                result,
+                time: 0.0,
+                usage: None,
+            })
         })
     }
 
@@ -451,7 +478,10 @@ impl qdrant::points_server::Points for Fake {
             }
             if let Some(o) = &req.order_by {
                 if !c.indexes.contains(&o.key) {
-                    return Err(Status::invalid_argument(format!("no index for order_by {}", o.key)));
+                    return Err(Status::invalid_argument(format!(
+                        "no index for order_by {}",
+                        o.key
+                    )));
                 }
                 let key = |p: &Point| p.payload.get(&o.key).and_then(number).unwrap_or(0.0);
                 rows.sort_by(|a, b| key(&a.1).total_cmp(&key(&b.1)));
@@ -468,7 +498,12 @@ impl qdrant::points_server::Points for Fake {
                     ..Default::default()
                 })
                 .collect();
-            Ok(qdrant::ScrollResponse { result, next_page_offset: None, time: 0.0, usage: None })
+            Ok(qdrant::ScrollResponse {
+                result,
+                next_page_offset: None,
+                time: 0.0,
+                usage: None,
+            })
         })
     }
 
