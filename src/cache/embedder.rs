@@ -146,7 +146,7 @@ pub struct BatchStats {
 /// The model on its own thread: requests queue on a channel, and whatever has queued while the
 /// previous batch ran goes into the next one (up to 32), so concurrent lookups share one run.
 pub struct OnnxEmbedder {
-    tx: Mutex<mpsc::Sender<Job>>,
+    tx: mpsc::Sender<Job>,
     stats: std::sync::Arc<Mutex<BatchStats>>,
 }
 
@@ -194,10 +194,7 @@ impl OnnxEmbedder {
                 }
             })
             .map_err(|e| EmbedError::Load(format!("cannot start the embedding thread: {e}")))?;
-        Ok(Self {
-            tx: Mutex::new(tx),
-            stats,
-        })
+        Ok(Self { tx, stats })
     }
 
     /// Batches run and texts embedded so far.
@@ -209,11 +206,9 @@ impl OnnxEmbedder {
 impl Embedder for OnnxEmbedder {
     async fn embed(&self, text: String) -> Result<Vec<f32>, EmbedError> {
         let (reply, rx) = oneshot::channel();
-        {
-            let tx = self.tx.lock().map_err(|_| EmbedError::Stopped)?;
-            tx.send(Job { text, reply })
-                .map_err(|_| EmbedError::Stopped)?;
-        }
+        self.tx
+            .send(Job { text, reply })
+            .map_err(|_| EmbedError::Stopped)?;
         rx.await.map_err(|_| EmbedError::Stopped)?
     }
 }
