@@ -14,6 +14,10 @@ use uuid::Uuid;
 /// Name of the vector in both stores.
 pub const VECTOR: &str = "prompt";
 
+/// HNSW search breadth. A missed neighbour is a missed hit (never a wrong one), so the cache
+/// searches wider than Qdrant's default (measured in docs/performance.md).
+pub const HNSW_EF: usize = 128;
+
 /// Payload fields with an index (filters, ordering).
 pub const KEYWORD_FIELDS: &[&str] = &["partition", "model"];
 /// Integer payload fields with an index.

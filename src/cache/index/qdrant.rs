@@ -8,15 +8,15 @@ use qdrant_client::qdrant::{
     Condition, CountPointsBuilder, CreateCollectionBuilder, CreateFieldIndexCollectionBuilder,
     DeletePointsBuilder, Direction, FieldType, Filter, GetPointsBuilder, OrderByBuilder, PointId,
     PointStruct, PointsIdsList, QueryPointsBuilder, Range, ScrollPointsBuilder,
-    SetPayloadPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder, VectorsConfigBuilder,
-    point_id::PointIdOptions,
+    SearchParamsBuilder, SetPayloadPointsBuilder, UpsertPointsBuilder, VectorParamsBuilder,
+    VectorsConfigBuilder, point_id::PointIdOptions,
 };
 use qdrant_client::{Payload, Qdrant};
 use uuid::Uuid;
 
 use super::{
-    Candidate, Entry, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR, VectorIndex,
-    entry_from_payload, entry_payload,
+    Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR,
+    VectorIndex, entry_from_payload, entry_payload,
 };
 
 /// A collection on a Qdrant server.
@@ -157,6 +157,7 @@ impl VectorIndex for QdrantIndex {
                     .using(VECTOR)
                     .filter(f)
                     .score_threshold(floor)
+                    .params(SearchParamsBuilder::default().hnsw_ef(HNSW_EF as u64))
                     .limit(limit as u64)
                     .with_payload(true),
             )
