@@ -258,7 +258,10 @@ async fn store(total: u64) {
         );
         let (lat, recall) = search_latency(&idx, target).await;
         line(&format!("store: search at {target} entries"), &lat);
-        println!("store: recall@1 at {target} entries: {:.1}%", recall * 100.0);
+        println!(
+            "store: recall@1 at {target} entries: {:.1}%",
+            recall * 100.0
+        );
     }
 }
 

@@ -182,8 +182,10 @@ fn create(dir: &Path, dimensions: usize) -> Result<EdgeShard, IndexError> {
 /// int8 scalar quantization, kept in RAM: HNSW walks compare 4x smaller vectors, and the top
 /// candidates are rescored with the original floats (measured in docs/performance.md).
 fn quantization() -> Result<qdrant_edge::QuantizationConfig, IndexError> {
-    serde_json::from_value(json!({"scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}}))
-        .map_err(store_err)
+    serde_json::from_value(
+        json!({"scalar": {"type": "int8", "quantile": 0.99, "always_ram": true}}),
+    )
+    .map_err(store_err)
 }
 
 fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
