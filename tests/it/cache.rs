@@ -498,3 +498,45 @@ async fn a_missing_model_is_named_with_the_fetch_command_and_exact_hits_still_wo
     assert_eq!(c, "miss");
     assert_eq!(mock.calls(), 2);
 }
+
+#[tokio::test]
+async fn entries_beyond_max_entries_are_evicted_least_recently_used_first() {
+    let (_mock, gw, _dir) = cached("max_entries = 2").await;
+    let first = ask("p/m", "s", "What is the capital of France?");
+    outcome(&gw, &first, &[]).await;
+    wait_entries(&gw, 1).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    outcome(&gw, &ask("p/m", "s", "Tell me a joke."), &[]).await;
+    wait_entries(&gw, 2).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A hit makes the first entry the most recently used one.
+    let (_, c, _, _) = outcome(&gw, &first, &[]).await;
+    assert_eq!(c, "hit-exact");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    outcome(&gw, &ask("p/m", "s", "How do I boil an egg?"), &[]).await;
+    // Housekeeping runs every 5 s and trims the store back to max_entries.
+    let mut left = Vec::new();
+    for _ in 0..400 {
+        let list: Value = gw
+            .get("/api/cache/entries", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        left = list["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["prompt"].as_str().unwrap().to_owned())
+            .collect();
+        if list["total"] == 2 && left.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    left.sort();
+    assert_eq!(
+        left,
+        ["How do I boil an egg?", "What is the capital of France?"]
+    );
+}
