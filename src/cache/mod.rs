@@ -401,14 +401,14 @@ impl Cache {
 
     /// Deletes the least recently used entries beyond `max_entries`.
     async fn evict(&self, idx: &AnyIndex) -> Result<(), IndexError> {
-        let n = idx.count().await?;
+        let mut n = idx.count().await?;
         if n > self.config.max_entries {
             let excess = (n - self.config.max_entries) as usize;
             for id in idx.least_used(excess).await? {
                 idx.delete(id).await?;
             }
+            n = idx.count().await?;
         }
-        let n = idx.count().await?;
         self.entries.store(n, Ordering::Relaxed);
         self.metrics.cache_entries.set(n as i64);
         Ok(())

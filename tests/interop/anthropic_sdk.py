@@ -1,16 +1,7 @@
 """Drives a running Switchyard with the official Anthropic Python SDK (the /anthropic ingress)."""
-import os
 
 import anthropic
-
-TEXT = "Hello! How can I help you today?"
-BASE = os.environ["SWITCHYARD_URL"]
-TOOLS = [{
-    "name": "get_weather",
-    "description": "Current weather for a city",
-    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-}]
-ASK = [{"role": "user", "content": "Weather in Paris and London?"}]
+from fixtures import ASK, BASE, TEXT, ANTHROPIC_TOOLS as TOOLS
 
 client = anthropic.Anthropic(base_url=BASE + "/anthropic", api_key="sk-client-unused", max_retries=0)
 

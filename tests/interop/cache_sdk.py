@@ -4,22 +4,11 @@ SWITCHYARD_URL points at a gateway with the semantic cache on; behind it, `opena
 `anthropic/*` are mocks replaying tests/fixtures.
 """
 import json
-import os
 import time
 
 import anthropic
 from openai import OpenAI
-
-TEXT = "Hello! How can I help you today?"
-BASE = os.environ["SWITCHYARD_URL"]
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}]
+from fixtures import BASE, TEXT, OPENAI_TOOLS as TOOLS
 
 
 def until_hit(call, want):

@@ -4,22 +4,10 @@ SWITCHYARD_URL points at the gateway; behind it, `openai/*` is an OpenAI-format 
 `anthropic/*` an Anthropic-format mock that replay the recordings in tests/fixtures.
 """
 import json
-import os
 
 import openai
 from openai import OpenAI
-
-TEXT = "Hello! How can I help you today?"
-BASE = os.environ["SWITCHYARD_URL"]
-TOOLS = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Current weather for a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}]
-ASK = [{"role": "user", "content": "Weather in Paris and London?"}]
+from fixtures import ASK, BASE, TEXT, OPENAI_TOOLS as TOOLS
 
 
 def check_model(client: OpenAI, model: str) -> None:

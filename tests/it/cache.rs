@@ -445,26 +445,11 @@ async fn admin_api_pages_deletes_and_purges() {
         .unwrap();
     assert_eq!(only_a["entries"].as_array().unwrap().len(), 2);
     let id = only_a["entries"][0]["id"].as_str().unwrap().to_owned();
-    let r = gw
-        .http
-        .delete(gw.url(&format!("/api/cache/entries/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.delete(&format!("/api/cache/entries/{id}")).await;
     assert_eq!(r.status(), 200);
-    let r = gw
-        .http
-        .delete(gw.url(&format!("/api/cache/entries/{id}")))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.delete(&format!("/api/cache/entries/{id}")).await;
     assert_eq!(r.status(), 404);
-    let r = gw
-        .http
-        .delete(gw.url("/api/cache/entries/not-an-id"))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.delete("/api/cache/entries/not-an-id").await;
     assert_eq!(r.status(), 400);
     assert_eq!(stats(&gw).await["entries"], 2);
 

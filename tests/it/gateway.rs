@@ -99,10 +99,14 @@ impl Gateway {
         rb.send().await.unwrap()
     }
 
+    /// DELETE.
+    pub async fn delete(&self, path: &str) -> reqwest::Response {
+        self.http.delete(self.url(path)).send().await.unwrap()
+    }
+
     /// DELETE and return the JSON answer.
     pub async fn delete_json(&self, path: &str) -> Value {
-        let r = self.http.delete(self.url(path)).send().await.unwrap();
-        r.json().await.unwrap()
+        self.delete(path).await.json().await.unwrap()
     }
 
     /// Stops the server, draining in-flight requests.

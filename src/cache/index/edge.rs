@@ -188,6 +188,27 @@ fn quantization() -> Result<qdrant_edge::QuantizationConfig, IndexError> {
     .map_err(store_err)
 }
 
+/// Records ordered by `last_used` (`desc` for listings, `asc` for eviction).
+fn scroll_by_last_used(
+    s: &EdgeShard,
+    direction: &str,
+    limit: usize,
+    filter: Option<Filter>,
+    with_payload: bool,
+) -> Result<Vec<qdrant_edge::Record>, IndexError> {
+    let order: OrderByInterface =
+        serde_json::from_value(json!({"key": "last_used", "direction": direction}))
+            .map_err(store_err)?;
+    let mut req = ScrollRequestBuilder::new()
+        .limit(limit)
+        .order_by(order)
+        .with_payload(WithPayloadInterface::Bool(with_payload));
+    if let Some(f) = filter {
+        req = req.filter(f);
+    }
+    Ok(s.scroll(req.build()).map_err(store_err)?.0)
+}
+
 fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
     let mut must = Vec::new();
     if let Some(m) = &sel.model {
@@ -337,16 +358,7 @@ impl VectorIndex for EdgeIndex {
             expired_at: None,
         })?;
         self.run(move |s| {
-            let order: OrderByInterface =
-                serde_json::from_value(json!({"key": "last_used", "direction": "desc"}))
-                    .map_err(store_err)?;
-            let req = ScrollRequestBuilder::new()
-                .limit(offset + limit)
-                .filter(f)
-                .order_by(order)
-                .with_payload(WithPayloadInterface::Bool(true))
-                .build();
-            let (records, _) = s.scroll(req).map_err(store_err)?;
+            let records = scroll_by_last_used(s, "desc", offset + limit, Some(f), true)?;
             Ok(records
                 .into_iter()
                 .skip(offset)
@@ -367,15 +379,7 @@ impl VectorIndex for EdgeIndex {
 
     async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
         self.run(move |s| {
-            let order: OrderByInterface =
-                serde_json::from_value(json!({"key": "last_used", "direction": "asc"}))
-                    .map_err(store_err)?;
-            let req = ScrollRequestBuilder::new()
-                .limit(n)
-                .order_by(order)
-                .with_payload(WithPayloadInterface::Bool(false))
-                .build();
-            let (records, _) = s.scroll(req).map_err(store_err)?;
+            let records = scroll_by_last_used(s, "asc", n, None, false)?;
             Ok(records
                 .into_iter()
                 .filter_map(|r| match r.id {

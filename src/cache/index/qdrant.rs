@@ -118,6 +118,41 @@ impl QdrantIndex {
     }
 }
 
+impl QdrantIndex {
+    /// Points matching `filter` (all when `None`).
+    async fn count_where(&self, filter: Option<Filter>) -> Result<u64, IndexError> {
+        let mut req = CountPointsBuilder::new(&self.collection).exact(true);
+        if let Some(f) = filter {
+            req = req.filter(f);
+        }
+        Ok(self
+            .client
+            .count(req)
+            .await
+            .map_err(store_err)?
+            .result
+            .map_or(0, |r| r.count))
+    }
+
+    /// Points ordered by `last_used` (`Desc` for listings, `Asc` for eviction).
+    async fn scroll_by_last_used(
+        &self,
+        direction: Direction,
+        limit: usize,
+        filter: Option<Filter>,
+        with_payload: bool,
+    ) -> Result<Vec<qdrant_client::qdrant::RetrievedPoint>, IndexError> {
+        let mut req = ScrollPointsBuilder::new(&self.collection)
+            .limit(limit as u32)
+            .order_by(OrderByBuilder::new("last_used").direction(direction as i32))
+            .with_payload(with_payload);
+        if let Some(f) = filter {
+            req = req.filter(f);
+        }
+        Ok(self.client.scroll(req).await.map_err(store_err)?.result)
+    }
+}
+
 impl VectorIndex for QdrantIndex {
     async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
         let resp = self
@@ -222,18 +257,7 @@ impl VectorIndex for QdrantIndex {
 
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
         let f = selector_filter(&sel);
-        let n = self
-            .client
-            .count(
-                CountPointsBuilder::new(&self.collection)
-                    .filter(f.clone())
-                    .exact(true),
-            )
-            .await
-            .map_err(store_err)?
-            .result
-            .map(|r| r.count)
-            .unwrap_or(0);
+        let n = self.count_where(Some(f.clone())).await?;
         self.client
             .delete_points(
                 DeletePointsBuilder::new(&self.collection)
@@ -255,19 +279,10 @@ impl VectorIndex for QdrantIndex {
             model,
             expired_at: None,
         });
-        let resp = self
-            .client
-            .scroll(
-                ScrollPointsBuilder::new(&self.collection)
-                    .filter(f)
-                    .limit((offset + limit) as u32)
-                    .order_by(OrderByBuilder::new("last_used").direction(Direction::Desc as i32))
-                    .with_payload(true),
-            )
-            .await
-            .map_err(store_err)?;
-        Ok(resp
-            .result
+        let points = self
+            .scroll_by_last_used(Direction::Desc, offset + limit, Some(f), true)
+            .await?;
+        Ok(points
             .into_iter()
             .skip(offset)
             .filter_map(|p| to_entry(p.payload).ok())
@@ -275,32 +290,14 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn count(&self) -> Result<u64, IndexError> {
-        Ok(self
-            .client
-            .count(CountPointsBuilder::new(&self.collection).exact(true))
-            .await
-            .map_err(store_err)?
-            .result
-            .map(|r| r.count)
-            .unwrap_or(0))
+        self.count_where(None).await
     }
 
     async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
-        let resp = self
-            .client
-            .scroll(
-                ScrollPointsBuilder::new(&self.collection)
-                    .limit(n as u32)
-                    .order_by(OrderByBuilder::new("last_used").direction(Direction::Asc as i32))
-                    .with_payload(false),
-            )
-            .await
-            .map_err(store_err)?;
-        Ok(resp
-            .result
-            .into_iter()
-            .filter_map(|p| uuid_of(p.id))
-            .collect())
+        let points = self
+            .scroll_by_last_used(Direction::Asc, n, None, false)
+            .await?;
+        Ok(points.into_iter().filter_map(|p| uuid_of(p.id)).collect())
     }
 
     async fn maintain(&self) -> Result<(), IndexError> {
