@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::Cache;
 use crate::config::{Config, env_hint};
+use crate::mcp::McpHub;
 use crate::router::{RouteTable, Router};
 use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, ProviderLabels};
@@ -31,6 +32,8 @@ pub struct AppState {
     pub cache: Arc<Cache>,
     /// The sled store, when it could be opened.
     pub store: Option<Store>,
+    /// MCP servers, their tools, the tool loop's state.
+    pub mcp: Arc<McpHub>,
 }
 
 /// Why the server could not run.
@@ -80,7 +83,16 @@ impl AppState {
             tasks.clone(),
             shutdown.clone(),
         );
+        let mcp = McpHub::start(
+            config.mcp.clone(),
+            store.clone(),
+            metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+            client.clone(),
+        );
         Ok(Self {
+            mcp,
             config: Arc::new(config),
             router,
             metrics,
@@ -205,11 +217,6 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
     }
     if cfg.server.admin_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin API (/api/*) is open to anyone who can reach this address: set [server] admin_token");
-    }
-    if cfg.pending.mcp {
-        tracing::warn!(
-            "[mcp] is accepted but the MCP layer is not part of this build yet; no tools are injected"
-        );
     }
 }
 

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
+use crate::mcp::McpError;
 use crate::pipeline::Served;
 use crate::providers::ProviderError;
 use crate::router::RouterError;
@@ -28,6 +29,9 @@ pub enum GatewayError {
     /// The router failed.
     #[error(transparent)]
     Router(#[from] RouterError),
+    /// An MCP admin operation failed.
+    #[error(transparent)]
+    Mcp(#[from] McpError),
 }
 
 impl GatewayError {
@@ -56,6 +60,24 @@ impl GatewayError {
                 "unavailable",
             ),
             Self::Router(e) => router_parts(e),
+            Self::Mcp(e) => match e {
+                McpError::Invalid(_) | McpError::Connect { .. } => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request_error",
+                    "invalid_mcp_server",
+                ),
+                McpError::Conflict(_) => {
+                    (StatusCode::CONFLICT, "invalid_request_error", "conflict")
+                }
+                McpError::NotFound(_) => {
+                    (StatusCode::NOT_FOUND, "invalid_request_error", "not_found")
+                }
+                McpError::Store(_) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    "store_error",
+                ),
+            },
         }
     }
 

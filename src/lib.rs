@@ -6,13 +6,14 @@
 //! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
 //! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
+//! - `mcp`: MCP servers (rmcp), tool injection, the tool loop, the gateway's own `/mcp`.
 //! - `error`: every module error -> status + OpenAI JSON body.
 //! - `chat`: canonical OpenAI-shaped request/response/chunk types.
 //! - `config`: raw TOML -> validated config; `env.NAME`; zero-config.
 //! - `router`: route table, weighted picks, the one retry policy, circuit breakers.
 //! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic).
 //! - `telemetry`: logging, Prometheus metrics, price estimates.
-//! - `store`: the sled store (analytics now; registrations, keys and logs later).
+//! - `store`: the sled store (cache analytics, MCP registrations; keys and logs later).
 
 pub mod api;
 pub mod app;
@@ -21,6 +22,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod mcp;
 pub mod pipeline;
 pub mod providers;
 pub mod router;

@@ -1,16 +1,18 @@
 //! The request path in one function. Each stage is a module; they meet here through plain data.
 //!
 //! ```text
-//! api parses -> RequestContext (request id, deadline, cache options from headers)
+//! api parses -> RequestContext (request id, deadline, cache and MCP options from headers)
+//!   mcp           restore held tool rounds; inject the registered servers' tools (server__tool)
 //!   cache.lookup  exact tier, then semantic tier -> hit: replay as JSON or a live-looking stream
+//!   mcp loop      x-switchyard-mcp: auto -> run gateway tool calls, call the model again (below)
 //!   router.chat   resolve model -> weighted targets + fallbacks -> attempts (retry, breaker, keys)
 //!                 streams: the first chunk is awaited, so a failure before it falls back
 //!   settle        token metrics (counted as the stream passes)
 //!   cache.capture store the answer once complete (streams teed), in a tracked background task
 //! api encodes, sets x-request-id and the x-switchyard-* headers
 //! ```
-//! Governance, plugins and the MCP tool loop take their places in this function as they are
-//! built (see docs/architecture.md).
+//! Governance and plugins take their places in this function as they are built
+//! (see docs/architecture.md).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,6 +23,7 @@ use crate::app::AppState;
 use crate::cache::{CacheOptions, CacheStatus, Lookup};
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
 use crate::error::GatewayError;
+use crate::mcp::{McpOptions, McpReport, Mode, Plan, ToolLoop};
 use crate::router::RouterError;
 use crate::telemetry::metrics::Metrics;
 
@@ -33,6 +36,8 @@ pub struct RequestContext {
     pub deadline: Instant,
     /// Cache controls from the headers, or what was wrong with them.
     pub cache: Result<CacheOptions, String>,
+    /// MCP controls from the headers, or what was wrong with them.
+    pub mcp: Result<McpOptions, String>,
 }
 
 /// Who served a request.
@@ -64,6 +69,8 @@ pub struct ChatOutcome {
     pub body: ChatBody,
     /// What the cache did (`None` when it is off).
     pub cache: Option<CacheStatus>,
+    /// What the tool loop did (`None` when no MCP tools were offered).
+    pub mcp: Option<Arc<McpReport>>,
 }
 
 /// Anything that answers a chat request with canonical types: the router today; the MCP tool
@@ -80,21 +87,49 @@ pub trait ChatBackend: Send + Sync {
 /// Runs a chat request through every stage.
 pub async fn chat(
     state: &AppState,
-    req: ChatRequest,
+    mut req: ChatRequest,
     ctx: &RequestContext,
 ) -> Result<ChatOutcome, GatewayError> {
-    let opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
-    let (status, pending) = match state.cache.lookup(&req, &opts).await {
+    let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
+    let mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
+    // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
+    state.mcp.continuations.restore(&mut req.messages);
+    let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;
+    if let Some(plan) = &plan {
+        // Injected before the lookup: the offered tools and the mode are part of the cache key.
+        plan.inject(&mut req);
+        opts.partition = format!("mcp={}", plan.mode.as_str());
+    }
+    let (status, mut pending) = match state.cache.lookup(&req, &opts).await {
         Lookup::Hit(hit) => return Ok(state.cache.hit_outcome(*hit, req.is_stream())),
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
     };
-    let outcome = ChatBackend::chat(state.router.as_ref(), &req, ctx).await?;
+    let report = plan.as_ref().map(|p| p.report.clone());
+    if let (Some(p), Some(r)) = (pending.as_mut(), &report)
+        && !state.config.cache.cache_tool_answers
+    {
+        // Tool results go stale: an answer built on them is not stored.
+        let r = r.clone();
+        p.skip_if(Arc::new(move || r.tool_calls() > 0));
+    }
+    let outcome = match plan {
+        Some(plan) if plan.mode == Mode::Auto && req.n.is_none_or(|n| n <= 1) => {
+            let tool_loop = ToolLoop {
+                backend: state.router.clone(),
+                hub: state.mcp.clone(),
+                plan,
+            };
+            tool_loop.run(req, ctx).await?
+        }
+        _ => ChatBackend::chat(state.router.as_ref(), &req, ctx).await?,
+    };
     let mut outcome = settle(outcome, &state.metrics);
     if let Some(p) = pending {
         outcome = state.cache.capture(outcome, *p);
     }
     outcome.cache = status;
+    outcome.mcp = report;
     Ok(outcome)
 }
 
@@ -123,5 +158,6 @@ fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
         served: outcome.served,
         body,
         cache: outcome.cache,
+        mcp: outcome.mcp,
     }
 }

@@ -17,10 +17,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/providers", get(providers))
         .route("/routes", get(routes_list))
         .nest("/cache", super::cache::routes())
+        .nest("/mcp", super::mcp::routes())
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
-async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Lets a request through when no admin token is set or it carries the right one.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let Some(token) = &state.config.server.admin_token else {
         return next.run(req).await;
     };

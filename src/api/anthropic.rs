@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{
-    Dialect, RequestGuard, context, error_response, read_json, set_cache_headers, set_headers, sse,
+    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_cache_headers,
+    set_headers, set_mcp_headers, sse,
 };
 use crate::app::AppState;
 use crate::chat::{ChatStream, StreamOptions};
@@ -55,12 +56,14 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
-            Json(translate::to_messages_response(r)).into_response()
+            let mut resp = Json(translate::to_messages_response(r)).into_response();
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
         }
         ChatBody::Stream(stream) => {
             guard.finish(StatusCode::OK, true);
             sse::response(
-                encode_stream(stream, guard),
+                encode_stream(stream, guard, outcome.mcp.clone()),
                 state.config.server.sse_keep_alive,
             )
         }
@@ -84,6 +87,7 @@ fn frame(ev: &StreamEvent) -> Bytes {
 fn encode_stream(
     mut stream: ChatStream,
     guard: RequestGuard,
+    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         let _guard = guard;
@@ -107,6 +111,9 @@ fn encode_stream(
                     return;
                 }
             }
+        }
+        if let Some(r) = &mcp {
+            yield mcp_trailer(r);
         }
         for ev in enc.finish(&id, &model) {
             yield frame(&ev);

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod anthropic;
 pub mod cache;
+pub mod mcp;
 pub mod openai;
 mod sse;
 
@@ -26,6 +27,9 @@ const MODEL: HeaderName = HeaderName::from_static("x-switchyard-model");
 const ATTEMPTS: HeaderName = HeaderName::from_static("x-switchyard-attempts");
 const CACHE: HeaderName = HeaderName::from_static("x-switchyard-cache");
 const CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-switchyard-cache-similarity");
+const MCP_TOOL_CALLS: HeaderName = HeaderName::from_static("x-switchyard-mcp-tool-calls");
+const MCP_ROUNDS: HeaderName = HeaderName::from_static("x-switchyard-mcp-iterations");
+const MCP_LIMITED: HeaderName = HeaderName::from_static("x-switchyard-mcp-stopped");
 
 /// All routes of the gateway.
 pub fn routes(state: AppState) -> Router {
@@ -43,6 +47,17 @@ pub fn routes(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .nest("/api", admin::routes(state.clone()))
+        .merge(
+            Router::new()
+                .route_service(
+                    "/mcp",
+                    crate::mcp::server::service(state.mcp.clone(), &state.shutdown),
+                )
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    admin::require_token,
+                )),
+        )
         .fallback(not_found)
         .with_state(state)
 }
@@ -93,6 +108,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         request_id,
         deadline: Instant::now() + state.config.server.request_timeout,
         cache: crate::cache::CacheOptions::from_headers(headers),
+        mcp: crate::mcp::McpOptions::from_headers(headers),
     }
 }
 
@@ -154,6 +170,32 @@ pub fn set_cache_headers(headers: &mut HeaderMap, status: Option<&crate::cache::
     {
         headers.insert(CACHE_SIMILARITY, v);
     }
+}
+
+/// Sets `x-switchyard-mcp-tool-calls`, `x-switchyard-mcp-iterations` and, when the loop hit its
+/// bound, `x-switchyard-mcp-stopped: max-iterations`. Streams send their headers before any tool
+/// runs, so they carry these in an SSE comment at the end instead (see `mcp_trailer`).
+pub fn set_mcp_headers(headers: &mut HeaderMap, report: Option<&crate::mcp::McpReport>) {
+    let Some(r) = report else { return };
+    headers.insert(MCP_TOOL_CALLS, HeaderValue::from(r.tool_calls()));
+    headers.insert(MCP_ROUNDS, HeaderValue::from(r.rounds()));
+    if r.limited() {
+        headers.insert(MCP_LIMITED, HeaderValue::from_static("max-iterations"));
+    }
+}
+
+/// The SSE comment that ends a stream the tool loop produced.
+pub fn mcp_trailer(report: &crate::mcp::McpReport) -> bytes::Bytes {
+    let mut s = format!(
+        ": x-switchyard-mcp-tool-calls={} x-switchyard-mcp-iterations={}",
+        report.tool_calls(),
+        report.rounds()
+    );
+    if report.limited() {
+        s.push_str(" x-switchyard-mcp-stopped=max-iterations");
+    }
+    s.push_str("\n\n");
+    bytes::Bytes::from(s)
 }
 
 /// Adds `x-request-id` and, when known, who served the request.

@@ -10,7 +10,8 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{
-    Dialect, RequestGuard, context, error_response, read_json, set_cache_headers, set_headers, sse,
+    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_cache_headers,
+    set_headers, set_mcp_headers, sse,
 };
 use crate::app::AppState;
 use crate::chat::{ChatRequest, ChatStream};
@@ -37,12 +38,14 @@ pub async fn chat_completions(
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
-            Json(r).into_response()
+            let mut resp = Json(r).into_response();
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
         }
         ChatBody::Stream(stream) => {
             guard.finish(StatusCode::OK, true);
             sse::response(
-                encode_stream(stream, wants_usage, guard),
+                encode_stream(stream, wants_usage, guard, outcome.mcp.clone()),
                 state.config.server.sse_keep_alive,
             )
         }
@@ -79,6 +82,7 @@ fn encode_stream(
     mut stream: ChatStream,
     wants_usage: bool,
     guard: RequestGuard,
+    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
         let _guard = guard;
@@ -105,6 +109,9 @@ fn encode_stream(
                     return;
                 }
             }
+        }
+        if let Some(r) = &mcp {
+            yield mcp_trailer(r);
         }
         yield sse::frame(None, "[DONE]");
     }

@@ -59,6 +59,8 @@ pub struct CacheOptions {
     pub threshold: Option<f32>,
     /// `x-switchyard-cache-ttl` (seconds).
     pub ttl: Option<Duration>,
+    /// Set by the pipeline: requests that differ in it never share entries (the MCP mode).
+    pub partition: String,
 }
 
 impl Default for CacheOptions {
@@ -68,6 +70,7 @@ impl Default for CacheOptions {
             store: true,
             threshold: None,
             ttl: None,
+            partition: String::new(),
         }
     }
 }
@@ -130,6 +133,24 @@ pub struct Pending {
     fp: Fingerprint,
     vector: Option<Vec<f32>>,
     ttl: Duration,
+    skip: Option<SkipIf>,
+}
+
+/// Decides, once the answer is complete, that it must not be stored.
+#[derive(Clone)]
+pub struct SkipIf(Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SkipIf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipIf")
+    }
+}
+
+impl Pending {
+    /// Does not store the answer if `f` says so when it is complete.
+    pub fn skip_if(&mut self, f: Arc<dyn Fn() -> bool + Send + Sync>) {
+        self.skip = Some(SkipIf(f));
+    }
 }
 
 /// A stored answer to serve.
@@ -455,7 +476,7 @@ impl Cache {
         if !opts.store {
             return bypass(self);
         }
-        let Ok(fp) = key::fingerprint(req, "") else {
+        let Ok(fp) = key::fingerprint(req, &opts.partition) else {
             return bypass(self);
         };
         let Some(idx) = self.index.load_full() else {
@@ -465,6 +486,7 @@ impl Cache {
             fp,
             vector: None,
             ttl: opts.ttl.unwrap_or(self.config.ttl),
+            skip: None,
         };
         let miss = |me: &Self, pending: Pending| {
             me.count_lookup(route, Outcome::Miss, started);
@@ -637,6 +659,7 @@ impl Cache {
             served: hit.served,
             body,
             cache: Some(hit.status),
+            mcp: None,
         }
     }
 
@@ -655,6 +678,7 @@ impl Cache {
             served,
             body,
             cache: outcome.cache,
+            mcp: outcome.mcp,
         }
     }
 
@@ -686,6 +710,13 @@ impl Cache {
         let Some(idx) = self.index.load_full() else {
             return;
         };
+        if pending.skip.as_ref().is_some_and(|f| (f.0)()) {
+            tracing::debug!(
+                "answer built on MCP tool results; not cached (cache_tool_answers = false)"
+            );
+            self.count_write("skipped");
+            return;
+        }
         if let Err(why) = storable(&resp) {
             tracing::debug!(why, "answer not cached");
             self.count_write("skipped");
@@ -699,7 +730,9 @@ impl Cache {
         let writes = &self.writes;
         writes.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
-            let Pending { fp, vector, ttl } = pending;
+            let Pending {
+                fp, vector, ttl, ..
+            } = pending;
             let vector = match (vector, embedder, &fp.text) {
                 (Some(v), _, _) => Some(v),
                 (None, Some(e), Some(t)) => e.embed(t.clone()).await.ok(),

@@ -4,6 +4,7 @@
 //! field path, which is what `switchyard check` prints.
 
 pub mod cache;
+pub mod mcp;
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
@@ -13,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use cache::{CacheConfig, CacheMode, CacheStore};
+pub use mcp::{McpConfig, McpServerConfig, McpServerSpec, McpTransport};
 use raw::{RawCache, RawKey, RawMcp, RawProvider, RawRoute, RawRouter, RawServer};
 
 /// One problem found in a config, with the field path it concerns.
@@ -277,13 +279,6 @@ pub struct RouterConfig {
     pub breaker_cooldown: Duration,
 }
 
-/// Sections accepted now and acted on by later stages (the MCP layer).
-#[derive(Debug, Clone, Default)]
-pub struct PendingSections {
-    /// `[mcp]` was present.
-    pub mcp: bool,
-}
-
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -297,8 +292,8 @@ pub struct Config {
     pub router: RouterConfig,
     /// `[cache]`.
     pub cache: CacheConfig,
-    /// Sections present but not yet acted on.
-    pub pending: PendingSections,
+    /// `[mcp]`.
+    pub mcp: McpConfig,
     /// True when providers were detected from the environment (no config file).
     pub zero_config: bool,
 }
@@ -361,13 +356,14 @@ impl Config {
         let cache: RawCache = take("cache")
             .and_then(|v| raw::section(v, "cache", &mut issues))
             .unwrap_or_default();
-        let mcp_v = take("mcp");
-        let pending = PendingSections {
-            mcp: mcp_v.is_some(),
-        };
-        if let Some(v) = mcp_v {
-            let _: Option<RawMcp> = raw::section(v, "mcp", &mut issues);
-        }
+        let mut mcp_raw: RawMcp = take("mcp")
+            .and_then(|v| raw::section(v, "mcp", &mut issues))
+            .unwrap_or_default();
+        let mcp_specs: Vec<Option<McpServerSpec>> = array(
+            Some(toml::Value::Array(std::mem::take(&mut mcp_raw.servers))),
+            "mcp.servers",
+            &mut issues,
+        );
         let providers_raw: Vec<Option<RawProvider>> =
             array(take("providers"), "providers", &mut issues);
         let routes_raw: Vec<Option<RawRoute>> = array(take("routes"), "routes", &mut issues);
@@ -375,6 +371,7 @@ impl Config {
         let server = validate_server(server, &mut issues);
         let router = validate_router(router, &mut issues);
         let cache = cache::validate(cache, &mut issues);
+        let mcp = mcp::validate(mcp_raw, &mcp_specs, &mut issues);
         let providers = validate_providers(&providers_raw, &sources, &mut issues);
         let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
         if !issues.is_empty() {
@@ -386,7 +383,7 @@ impl Config {
             routes,
             router,
             cache,
-            pending,
+            mcp,
             zero_config: false,
         })
     }
@@ -425,7 +422,7 @@ impl Config {
             routes: Vec::new(),
             router: validate_router(RawRouter::default(), &mut Vec::new()),
             cache: CacheConfig::default(),
-            pending: PendingSections::default(),
+            mcp: McpConfig::default(),
             zero_config: true,
         }
     }

@@ -107,6 +107,8 @@ pub struct RawCache {
 pub struct RawMcp {
     pub max_iterations: Option<u32>,
     pub tool_timeout_ms: Option<u64>,
+    pub allowed_hosts: Vec<String>,
+    /// Each entry is deserialized on its own (as a `McpServerSpec`), so one bad server does not hide the others.
     pub servers: Vec<toml::Value>,
 }
 

@@ -140,7 +140,17 @@ fn contract_example_is_valid() {
     assert_eq!(cfg.routes[0].targets[1].provider, "anthropic");
     assert_eq!(cfg.routes[0].targets[1].model, "claude-sonnet-4-5");
     assert_eq!(cfg.routes[0].fallbacks[0].model, "llama-3.3-70b-versatile");
-    assert!(cfg.pending.mcp);
+    assert_eq!(cfg.mcp.max_iterations, 8);
+    assert_eq!(cfg.mcp.servers.len(), 1);
+    assert_eq!(cfg.mcp.servers[0].name, "calc");
+    assert_eq!(
+        cfg.mcp.servers[0].transport,
+        crate::config::McpTransport::Stdio {
+            command: "mcp-calculator".into(),
+            args: vec![],
+            env: vec![]
+        }
+    );
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.mode, crate::config::CacheMode::Semantic);
     assert!((cfg.cache.threshold - 0.92).abs() < 1e-6);

@@ -313,6 +313,7 @@ impl Router {
                 served,
                 body: ChatBody::Complete(resp),
                 cache: None,
+                mcp: None,
             });
         }
         let (stream, served) = self
@@ -329,6 +330,7 @@ impl Router {
             served,
             body: ChatBody::Stream(with_idle_timeout(stream, idle)),
             cache: None,
+            mcp: None,
         })
     }
 

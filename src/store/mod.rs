@@ -17,6 +17,8 @@ pub const SCHEMA: u32 = 1;
 pub mod trees {
     /// Cache analytics snapshots.
     pub const CACHE_STATS: &str = "cache_stats";
+    /// MCP servers registered through the admin API, by name (the spec as written).
+    pub const MCP_SERVERS: &str = "mcp_servers";
 }
 
 /// Why the store failed.
@@ -44,6 +46,9 @@ pub enum StoreError {
 }
 
 /// Typed access to the sled database.
+/// A record's key and its value (or why it does not decode).
+pub type Record<T> = (String, Result<T, StoreError>);
+
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -119,6 +124,26 @@ impl Store {
         })?;
         self.db.open_tree(tree)?.insert(key, bytes)?;
         Ok(())
+    }
+
+    /// Every record of a tree, in key order; each one that does not decode is reported as an error.
+    pub fn list<T: DeserializeOwned>(&self, tree: &str) -> Result<Vec<Record<T>>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.db.open_tree(tree)?.iter() {
+            let (k, v) = item?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = serde_json::from_slice(&v).map_err(|e| StoreError::Record {
+                key: format!("{tree}/{key}"),
+                message: e.to_string(),
+            });
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+
+    /// Deletes a record; true when there was one.
+    pub fn remove(&self, tree: &str, key: &str) -> Result<bool, StoreError> {
+        Ok(self.db.open_tree(tree)?.remove(key)?.is_some())
     }
 
     /// Flushes to disk.

@@ -73,6 +73,26 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+/// Labels of MCP tool calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolLabels {
+    /// Server name.
+    pub server: String,
+    /// Tool name on the server.
+    pub tool: String,
+}
+
+/// Labels of MCP tool call counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ToolOutcomeLabels {
+    /// Server name.
+    pub server: String,
+    /// Tool name on the server.
+    pub tool: String,
+    /// `ok`, `tool_error`, `timeout` or `failed`.
+    pub outcome: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -112,6 +132,12 @@ pub struct Metrics {
     pub cache_writes: Family<OutcomeLabels, Counter>,
     /// `switchyard_cache_entries`.
     pub cache_entries: Gauge,
+    /// `switchyard_mcp_tool_calls_total` by server, tool and outcome.
+    pub mcp_tool_calls: Family<ToolOutcomeLabels, Counter>,
+    /// `switchyard_mcp_tool_call_duration_seconds` by server and tool.
+    pub mcp_tool_duration: HistogramFamily<ToolLabels>,
+    /// `switchyard_mcp_loops_total` by how the loop ended.
+    pub mcp_loops: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -210,8 +236,30 @@ impl Metrics {
             "Entries in the cache",
             cache_entries.clone(),
         );
+        let mcp_tool_calls = Family::<ToolOutcomeLabels, Counter>::default();
+        registry.register(
+            "mcp_tool_calls",
+            "MCP tool calls run by the gateway, by server, tool and outcome (ok, tool_error, timeout, failed)",
+            mcp_tool_calls.clone(),
+        );
+        let mcp_tool_duration: HistogramFamily<ToolLabels> =
+            Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "mcp_tool_call_duration_seconds",
+            "MCP tool call latency by server and tool",
+            mcp_tool_duration.clone(),
+        );
+        let mcp_loops = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "mcp_loops",
+            "Tool loops by how they ended (answered, client_tools, max_iterations, error)",
+            mcp_loops.clone(),
+        );
         Self {
             registry,
+            mcp_tool_calls,
+            mcp_tool_duration,
+            mcp_loops,
             cache_lookups,
             cache_lookup_duration,
             cache_similarity,
@@ -242,6 +290,32 @@ impl Metrics {
                 provider: provider.to_owned(),
             })
             .observe(secs);
+    }
+
+    /// Counts one MCP tool call.
+    pub fn tool_call(&self, server: &str, tool: &str, outcome: &str, secs: f64) {
+        self.mcp_tool_calls
+            .get_or_create(&ToolOutcomeLabels {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.mcp_tool_duration
+            .get_or_create(&ToolLabels {
+                server: server.to_owned(),
+                tool: tool.to_owned(),
+            })
+            .observe(secs);
+    }
+
+    /// Counts one finished tool loop.
+    pub fn tool_loop(&self, outcome: &str) {
+        self.mcp_loops
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts tokens of one answer.

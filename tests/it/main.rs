@@ -17,6 +17,8 @@ mod conformance;
 mod edge;
 mod gateway;
 mod interop;
+mod mcp;
 mod mock;
+mod model;
 mod qdrant_fake;
 mod router;

@@ -1,0 +1,482 @@
+//! McpHub: the registered servers, their tools, and tool calls by exposed name.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::conn::{self, CallOutcome, ServerHandle, Status, ToolEntry};
+use super::toolloop::Continuations;
+use super::{McpError, McpOptions, naming};
+use crate::config::{McpConfig, McpServerConfig, McpServerSpec, McpTransport};
+use crate::store::{Store, trees};
+use crate::telemetry::metrics::Metrics;
+
+/// The registered MCP servers.
+pub struct McpHub {
+    servers: RwLock<BTreeMap<String, Arc<ServerHandle>>>,
+    config: McpConfig,
+    store: Option<Store>,
+    metrics: Arc<Metrics>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+    http: reqwest::Client,
+    /// Serializes registrations so two with one name cannot both connect.
+    registering: tokio::sync::Mutex<()>,
+    /// Gateway tool rounds held for clients that continue after a mixed turn.
+    pub(crate) continuations: Continuations,
+}
+
+/// A server as the admin API shows it (no secrets: header and env values are never shown).
+#[derive(Debug, Serialize)]
+pub struct ServerView {
+    /// Name (tool prefix).
+    pub name: String,
+    /// `stdio`, `http` or `sse`.
+    pub transport: &'static str,
+    /// `config` (file) or `api` (registered at run time, persisted).
+    pub source: &'static str,
+    /// stdio: the program.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// http/sse: the endpoint, without its query string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Names of the extra headers / environment variables (values hidden).
+    pub header_names: Vec<String>,
+    /// Names of the extra environment variables (values hidden).
+    pub env_names: Vec<String>,
+    /// `connecting`, `connected`, `reconnecting`, `stopped`.
+    pub status: &'static str,
+    /// Why it is not connected.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Reconnect attempts since it was last up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    /// Unix seconds it has been connected since.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connected_since: Option<u64>,
+    /// The server's name and version, from its handshake.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_info: Option<String>,
+    /// `allowed_tools`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allowed_tools: Option<Vec<String>>,
+    /// `allowed_tools` entries the server does not have.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_allowed_tools: Vec<String>,
+    /// Offered tools, as models see them.
+    pub tools: Vec<ToolView>,
+}
+
+/// A tool as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolView {
+    /// What models call it (`server__tool`).
+    pub name: String,
+    /// Server name.
+    pub server: String,
+    /// Its name on the server.
+    pub tool: String,
+    /// Description.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of its arguments.
+    pub input_schema: Value,
+    /// Whether its server is connected now.
+    pub available: bool,
+}
+
+/// The result of one tool call, as the model will read it.
+#[derive(Debug, Clone)]
+pub struct ToolResult {
+    /// How it ended.
+    pub outcome: CallOutcome,
+    /// Result text (or what went wrong).
+    pub text: String,
+}
+
+fn tool_view(t: &ToolEntry, available: bool) -> ToolView {
+    ToolView {
+        name: t.exposed.clone(),
+        server: t.server.clone(),
+        tool: t.original.clone(),
+        description: t.description.clone(),
+        input_schema: t.input_schema.clone(),
+        available,
+    }
+}
+
+fn view(h: &ServerHandle) -> ServerView {
+    let snap = h.snapshot();
+    let (command, url, header_names, env_names) = match &h.config.transport {
+        McpTransport::Stdio { command, env, .. } => (
+            Some(command.clone()),
+            None,
+            Vec::new(),
+            env.iter().map(|(k, _)| k.clone()).collect(),
+        ),
+        McpTransport::Http { url, headers } | McpTransport::Sse { url, headers } => (
+            None,
+            Some(url.split(['?', '#']).next().unwrap_or_default().to_owned()),
+            headers.iter().map(|(k, _)| k.clone()).collect(),
+            Vec::new(),
+        ),
+    };
+    let connected = matches!(snap.status, Status::Connected { .. });
+    let (error, attempt, since) = match &snap.status {
+        Status::Reconnecting { error, attempt } => (Some(error.clone()), Some(*attempt), None),
+        Status::Connected { since } => (None, None, Some(*since)),
+        _ => (None, None, None),
+    };
+    ServerView {
+        name: h.config.name.clone(),
+        transport: h.config.transport.kind(),
+        source: if h.dynamic { "api" } else { "config" },
+        command,
+        url,
+        header_names,
+        env_names,
+        status: snap.status.label(),
+        error,
+        attempt,
+        connected_since: since,
+        server_info: snap.server_info.clone(),
+        allowed_tools: h.config.allowed_tools.clone(),
+        unknown_allowed_tools: snap.unknown_allowed.clone(),
+        tools: snap.tools.iter().map(|t| tool_view(t, connected)).collect(),
+    }
+}
+
+impl McpHub {
+    /// Starts a supervisor for every configured and every persisted server (in the background:
+    /// a server that is down does not delay start-up).
+    pub fn start(
+        config: McpConfig,
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+        http: reqwest::Client,
+    ) -> Arc<Self> {
+        let hub = Arc::new(Self {
+            servers: RwLock::new(BTreeMap::new()),
+            config,
+            store,
+            metrics,
+            tasks,
+            shutdown,
+            http,
+            registering: tokio::sync::Mutex::new(()),
+            continuations: Continuations::default(),
+        });
+        for s in hub.config.servers.clone() {
+            hub.add(s, false, None);
+        }
+        for spec in hub.persisted() {
+            let name = spec.name.clone();
+            if hub.get(&name).is_some() {
+                tracing::warn!(server = %name, "an MCP server registered through the API has the name of one in the config file; the config file's is used");
+                continue;
+            }
+            match spec.validate("", &|k| std::env::var(k).ok()) {
+                Ok(cfg) => hub.add(cfg, true, None),
+                Err(issues) => {
+                    let why: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                    tracing::error!(server = %name, problems = %why.join("; "), "a persisted MCP server registration is no longer valid; not started (DELETE /api/mcp/servers/{name} removes it)");
+                }
+            }
+        }
+        hub
+    }
+
+    fn persisted(&self) -> Vec<McpServerSpec> {
+        let Some(store) = &self.store else {
+            return Vec::new();
+        };
+        match store.list::<McpServerSpec>(trees::MCP_SERVERS) {
+            Ok(items) => items
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Ok(spec) => Some(spec),
+                    Err(e) => {
+                        tracing::error!(key = %k, error = %e, "a persisted MCP server registration cannot be read; skipped");
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "persisted MCP server registrations cannot be read");
+                Vec::new()
+            }
+        }
+    }
+
+    fn add(&self, config: McpServerConfig, dynamic: bool, first: Option<conn::Connected>) {
+        let handle = Arc::new(ServerHandle::new(
+            config,
+            dynamic,
+            self.shutdown.child_token(),
+        ));
+        if let Ok(mut map) = self.servers.write() {
+            map.insert(handle.config.name.clone(), handle.clone());
+        }
+        self.tasks
+            .spawn(conn::supervise(handle, first, self.http.clone()));
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<ServerHandle>> {
+        self.servers.read().ok()?.get(name).cloned()
+    }
+
+    fn handles(&self) -> Vec<Arc<ServerHandle>> {
+        self.servers
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether any server is registered.
+    pub fn has_servers(&self) -> bool {
+        self.servers.read().map(|m| !m.is_empty()).unwrap_or(false)
+    }
+
+    /// Counts one finished tool loop.
+    pub(crate) fn metrics_loop(&self, how: &str) {
+        self.metrics.tool_loop(how);
+    }
+
+    /// Bound on tool rounds from config.
+    pub fn max_iterations(&self) -> u32 {
+        self.config.max_iterations
+    }
+
+    /// Bound on one tool call.
+    pub fn tool_timeout(&self) -> Duration {
+        self.config.tool_timeout
+    }
+
+    /// `Host` values `/mcp` accepts besides loopback.
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.config.allowed_hosts
+    }
+
+    /// Registers a server at run time: validates, connects (so a bad command or URL is reported
+    /// now), persists, and keeps it connected from then on.
+    pub async fn register(&self, spec: McpServerSpec) -> Result<ServerView, McpError> {
+        let cfg = spec
+            .validate("", &|k| std::env::var(k).ok())
+            .map_err(|issues| {
+                McpError::Invalid(
+                    issues
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                )
+            })?;
+        let _one_at_a_time = self.registering.lock().await;
+        if self.get(&cfg.name).is_some() {
+            return Err(McpError::Conflict(format!(
+                "an MCP server named `{}` is already registered",
+                cfg.name
+            )));
+        }
+        let connected = conn::connect(&cfg, &self.http)
+            .await
+            .map_err(|e| McpError::Connect {
+                name: cfg.name.clone(),
+                reason: e.0,
+            })?;
+        if let Some(store) = &self.store {
+            store
+                .put(trees::MCP_SERVERS, &cfg.name, &cfg.spec)
+                .and_then(|()| store.flush())
+                .map_err(|e| McpError::Store(e.to_string()))?;
+        } else {
+            tracing::warn!(server = %cfg.name, "no store: this MCP server registration lasts until restart");
+        }
+        let name = cfg.name.clone();
+        tracing::info!(server = %name, transport = cfg.transport.kind(), "MCP server registered");
+        let handle = Arc::new(ServerHandle::new(cfg, true, self.shutdown.child_token()));
+        // Publish the connected state before anyone can read the handle.
+        let snapshot_view = {
+            if let Ok(mut map) = self.servers.write() {
+                map.insert(name.clone(), handle.clone());
+            }
+            handle.clone()
+        };
+        self.tasks
+            .spawn(conn::supervise(handle, Some(connected), self.http.clone()));
+        // The supervisor publishes `connected` as its first step; wait for it briefly so the
+        // answer shows the tools.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !matches!(snapshot_view.snapshot().status, Status::Connected { .. })
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(view(&snapshot_view))
+    }
+
+    /// Removes a server registered through the API (and its persisted record).
+    pub fn remove(&self, name: &str) -> Result<(), McpError> {
+        let handle = self
+            .get(name)
+            .ok_or_else(|| McpError::NotFound(name.to_owned()))?;
+        if !handle.dynamic {
+            return Err(McpError::Conflict(format!(
+                "MCP server `{name}` is defined in the config file; remove it there and restart"
+            )));
+        }
+        if let Some(store) = &self.store {
+            store
+                .remove(trees::MCP_SERVERS, name)
+                .and_then(|_| store.flush())
+                .map_err(|e| McpError::Store(e.to_string()))?;
+        }
+        if let Ok(mut map) = self.servers.write() {
+            map.remove(name);
+        }
+        handle.stop();
+        tracing::info!(server = %name, "MCP server removed");
+        Ok(())
+    }
+
+    /// Every server, by name.
+    pub fn servers(&self) -> Vec<ServerView> {
+        self.handles().iter().map(|h| view(h)).collect()
+    }
+
+    /// One server.
+    pub fn server(&self, name: &str) -> Option<ServerView> {
+        self.get(name).map(|h| view(&h))
+    }
+
+    /// Every offered tool of every server (connected or not).
+    pub fn tools(&self) -> Vec<ToolView> {
+        let mut out = Vec::new();
+        for h in self.handles() {
+            let snap = h.snapshot();
+            let up = matches!(snap.status, Status::Connected { .. });
+            out.extend(snap.tools.iter().map(|t| tool_view(t, up)));
+        }
+        out
+    }
+
+    /// Tools to offer for a request: connected servers only, narrowed by the request's headers.
+    /// Unknown names in the headers are an error the client should hear about.
+    pub fn offer(&self, opts: &McpOptions) -> Result<Vec<ToolEntry>, String> {
+        let handles = self.handles();
+        if let Some(wanted) = &opts.servers {
+            for w in wanted {
+                if !handles.iter().any(|h| &h.config.name == w) {
+                    let known: Vec<&str> = handles.iter().map(|h| h.config.name.as_str()).collect();
+                    return Err(format!(
+                        "x-switchyard-mcp-servers: no MCP server named `{w}` (registered: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for h in &handles {
+            if opts
+                .servers
+                .as_ref()
+                .is_some_and(|s| !s.contains(&h.config.name))
+            {
+                continue;
+            }
+            let snap = h.snapshot();
+            if !matches!(snap.status, Status::Connected { .. }) {
+                continue;
+            }
+            out.extend(
+                snap.tools
+                    .iter()
+                    .filter(|t| opts.tools.as_ref().is_none_or(|w| w.contains(&t.exposed)))
+                    .cloned(),
+            );
+        }
+        if let Some(wanted) = &opts.tools {
+            for w in wanted {
+                let known = handles
+                    .iter()
+                    .any(|h| h.snapshot().tools.iter().any(|t| &t.exposed == w));
+                if !known {
+                    return Err(format!(
+                        "x-switchyard-mcp-tools: no MCP tool named `{w}` (GET /api/mcp/tools lists them)"
+                    ));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs a tool by its exposed name; every failure is a result the model can read.
+    pub async fn call(&self, exposed: &str, arguments: &str, timeout: Duration) -> ToolResult {
+        let started = Instant::now();
+        let handle = naming::server_of(exposed).and_then(|s| self.get(s));
+        let snap = handle.as_ref().map(|h| h.snapshot());
+        let entry = snap
+            .as_ref()
+            .and_then(|s| s.tools.iter().find(|t| t.exposed == exposed).cloned());
+        let (server, tool) = match &entry {
+            Some(e) => (e.server.as_str(), e.original.as_str()),
+            None => ("unknown", "unknown"),
+        };
+        let (outcome, text) = match (&entry, snap.as_ref().and_then(|s| s.peer.clone())) {
+            (None, _) => (
+                CallOutcome::Failed,
+                format!("no MCP tool named `{exposed}` is registered"),
+            ),
+            (Some(_), None) => {
+                let why = match snap.as_ref().map(|s| &s.status) {
+                    Some(Status::Reconnecting { error, .. }) => format!(" ({error})"),
+                    _ => String::new(),
+                };
+                (
+                    CallOutcome::Failed,
+                    format!("MCP server `{server}` is not connected{why}; try again later"),
+                )
+            }
+            (Some(e), Some(peer)) => match parse_arguments(arguments) {
+                Ok(args) => conn::call(&peer, &e.original, args, timeout).await,
+                Err(why) => (CallOutcome::ToolError, why),
+            },
+        };
+        let secs = started.elapsed().as_secs_f64();
+        self.metrics.tool_call(server, tool, outcome.label(), secs);
+        match outcome {
+            CallOutcome::Ok => {
+                tracing::debug!(server, tool, ms = secs * 1000.0, "MCP tool call");
+            }
+            _ => {
+                tracing::info!(server, tool, outcome = outcome.label(), ms = secs * 1000.0, detail = %text, "MCP tool call did not succeed");
+            }
+        }
+        ToolResult { outcome, text }
+    }
+}
+
+/// Tool arguments as the model wrote them: a JSON object (empty string = no arguments).
+fn parse_arguments(s: &str) -> Result<Map<String, Value>, String> {
+    if s.trim().is_empty() {
+        return Ok(Map::new());
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err("the arguments must be a JSON object".into()),
+        Err(e) => Err(format!("the arguments are not valid JSON: {e}")),
+    }
+}

@@ -1,0 +1,564 @@
+//! The tool loop: inject the registered servers' tools, run the model's calls of them, call the
+//! model again with the results, until it answers or the iteration bound is reached. It works
+//! on canonical types only, so it runs through every provider the router has.
+//!
+//! Mixed turns (the model calls gateway tools and the client's own tools at once): the gateway
+//! runs its own calls and returns only the client's calls. It holds the full turn (every gateway
+//! round of this request, the assistant message with all its calls, and the gateway's results)
+//! keyed by the client's call ids; when the client continues the conversation with its results,
+//! [`Continuations::restore`] puts the held messages back in place, so the model sees a complete,
+//! valid history.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use super::conn::{CallOutcome, ToolEntry};
+use super::{McpHub, McpOptions, McpReport, Mode};
+use crate::chat::{
+    ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, FunctionDef, Message, Role,
+    StreamCollector, StreamError, StreamOptions, Tool, ToolCall, Usage,
+};
+use crate::pipeline::{ChatBackend, ChatBody, ChatOutcome, RequestContext};
+use crate::router::RouterError;
+
+/// How long a mixed turn's gateway rounds are held for the client to continue.
+const HOLD_FOR: Duration = Duration::from_secs(3600);
+/// Bound on held turns (the oldest go first).
+const MAX_HELD: usize = 10_000;
+
+/// What the MCP layer does for one request.
+pub struct Plan {
+    /// `auto` runs the loop; `inject` only offers the tools.
+    pub mode: Mode,
+    /// Offered tools.
+    pub tools: Vec<ToolEntry>,
+    names: HashSet<String>,
+    /// Tool rounds allowed.
+    pub max_iterations: u32,
+    /// Bound on one tool call.
+    pub timeout: Duration,
+    /// What happened, for headers and the cache.
+    pub report: Arc<McpReport>,
+}
+
+impl Plan {
+    /// The plan for a request, or `None` when there is nothing to inject. An unknown server or
+    /// tool named in the headers is an error for the client.
+    pub fn prepare(
+        hub: &McpHub,
+        opts: &McpOptions,
+        req: &ChatRequest,
+    ) -> Result<Option<Self>, String> {
+        if opts.mode == Mode::Off || !hub.has_servers() {
+            return Ok(None);
+        }
+        let mut tools = hub.offer(opts)?;
+        // The client's own tools stay untouched; a gateway tool with the same name is not offered.
+        let client: HashSet<&str> = req
+            .tools
+            .iter()
+            .flatten()
+            .map(|t| t.function.name.as_str())
+            .collect();
+        tools.retain(|t| !client.contains(t.exposed.as_str()));
+        if tools.is_empty() {
+            return Ok(None);
+        }
+        let names = tools.iter().map(|t| t.exposed.clone()).collect();
+        let cap = hub.max_iterations();
+        Ok(Some(Self {
+            mode: opts.mode,
+            tools,
+            names,
+            max_iterations: opts.max_iterations.map_or(cap, |m| m.min(cap)),
+            timeout: hub.tool_timeout(),
+            report: Arc::new(McpReport::default()),
+        }))
+    }
+
+    /// Adds the offered tools to the request, after the client's own.
+    pub fn inject(&self, req: &mut ChatRequest) {
+        let list = req.tools.get_or_insert_with(Vec::new);
+        list.extend(self.tools.iter().map(|t| Tool {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: t.exposed.clone(),
+                description: t.description.clone(),
+                parameters: Some(t.input_schema.clone()),
+                extra: Extra::new(),
+            },
+        }));
+    }
+
+    /// Whether `name` is one of the gateway's offered tools.
+    pub fn is_gateway(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Splits calls into the gateway's and the client's.
+    fn split(&self, calls: Vec<ToolCall>) -> (Vec<ToolCall>, Vec<ToolCall>) {
+        calls
+            .into_iter()
+            .partition(|c| self.is_gateway(&c.function.name))
+    }
+}
+
+/// The loop around a backend.
+pub struct ToolLoop<B> {
+    /// Who answers (the router).
+    pub backend: Arc<B>,
+    /// Who runs the tools.
+    pub hub: Arc<McpHub>,
+    /// For this request.
+    pub plan: Plan,
+}
+
+#[derive(Default)]
+struct Totals {
+    prompt: u64,
+    completion: u64,
+    seen: bool,
+    attempts: u32,
+}
+
+impl Totals {
+    fn add(&mut self, u: Option<&Usage>) {
+        if let Some(u) = u {
+            self.prompt += u.prompt_tokens;
+            self.completion += u.completion_tokens;
+            self.seen = true;
+        }
+    }
+    fn usage(&self) -> Option<Usage> {
+        self.seen.then(|| Usage::new(self.prompt, self.completion))
+    }
+}
+
+impl<B: ChatBackend + 'static> ToolLoop<B> {
+    /// Runs the request through the loop, streamed or not as the client asked.
+    pub async fn run(
+        self,
+        req: ChatRequest,
+        ctx: &RequestContext,
+    ) -> Result<ChatOutcome, RouterError> {
+        if req.is_stream() {
+            self.run_stream(req, ctx).await
+        } else {
+            self.run_complete(req, ctx).await
+        }
+    }
+
+    fn limit_reached(&self, req: &mut ChatRequest, rounds: u32) {
+        if rounds >= self.plan.max_iterations {
+            // Answer with what the conversation has now.
+            req.tool_choice = Some(Value::String("none".into()));
+            self.plan.report.set_limited();
+        }
+    }
+
+    async fn run_complete(
+        self,
+        mut req: ChatRequest,
+        ctx: &RequestContext,
+    ) -> Result<ChatOutcome, RouterError> {
+        let mut totals = Totals::default();
+        let mut rounds = 0u32;
+        let mut before: Vec<Message> = Vec::new();
+        self.limit_reached(&mut req, rounds);
+        loop {
+            let out = self.backend.chat(&req, ctx).await;
+            let mut out = match out {
+                Ok(o) => o,
+                Err(e) => {
+                    self.hub.metrics_loop("error");
+                    return Err(e);
+                }
+            };
+            totals.attempts += out.served.attempts;
+            let ChatBody::Complete(mut resp) = out.body else {
+                return Ok(out);
+            };
+            totals.add(resp.usage.as_ref());
+            let Some(choice) = resp.choices.first_mut() else {
+                out.body = ChatBody::Complete(resp);
+                return Ok(out);
+            };
+            let calls = choice.message.tool_calls.clone().unwrap_or_default();
+            let (mine, theirs) = self.plan.split(calls);
+            let end = if mine.is_empty() {
+                Some("answered")
+            } else if rounds >= self.plan.max_iterations {
+                self.plan.report.set_limited();
+                choice.message.tool_calls = (!theirs.is_empty()).then(|| theirs.clone());
+                if theirs.is_empty() {
+                    choice.finish_reason = Some("stop".into());
+                    if choice.message.content.is_none() {
+                        choice.message.content = Some(crate::chat::Content::Text(String::new()));
+                    }
+                }
+                Some("max_iterations")
+            } else {
+                None
+            };
+            if let Some(how) = end {
+                self.hub.metrics_loop(how);
+                resp.usage = totals.usage().or(resp.usage);
+                out.served.attempts = totals.attempts;
+                out.body = ChatBody::Complete(resp);
+                return Ok(out);
+            }
+            let assistant = choice.message.clone();
+            let results = run_calls(&self.hub, &mine, self.plan.timeout, ctx).await;
+            rounds += 1;
+            self.plan.report.add_round(mine.len());
+            if !theirs.is_empty() {
+                self.hub
+                    .continuations
+                    .hold(&theirs, &before, &assistant, &results);
+                choice.message.tool_calls = Some(theirs);
+                choice.finish_reason = Some("tool_calls".into());
+                self.hub.metrics_loop("client_tools");
+                resp.usage = totals.usage().or(resp.usage);
+                out.served.attempts = totals.attempts;
+                out.body = ChatBody::Complete(resp);
+                return Ok(out);
+            }
+            before.push(assistant.clone());
+            before.extend(results.iter().cloned());
+            req.messages.push(assistant);
+            req.messages.extend(results);
+            self.limit_reached(&mut req, rounds);
+        }
+    }
+
+    async fn run_stream(
+        self,
+        mut req: ChatRequest,
+        ctx: &RequestContext,
+    ) -> Result<ChatOutcome, RouterError> {
+        // Usage of every round is summed and sent once, at the end.
+        req.stream_options
+            .get_or_insert_with(StreamOptions::default)
+            .include_usage = Some(true);
+        self.limit_reached(&mut req, 0);
+        let first = match self.backend.chat(&req, ctx).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.hub.metrics_loop("error");
+                return Err(e);
+            }
+        };
+        let served = first.served.clone();
+        let ChatBody::Stream(upstream) = first.body else {
+            return Ok(first);
+        };
+        let ctx = ctx.clone();
+        let body: ChatStream = Box::pin(async_stream::stream! {
+            let mut upstream = upstream;
+            let mut head: Option<(String, u64, String)> = None;
+            let mut sent_role = false;
+            let mut totals = Totals::default();
+            let mut rounds = 0u32;
+            let mut before: Vec<Message> = Vec::new();
+            loop {
+                let mut acc = StreamCollector::default();
+                let mut routes: HashMap<u32, Option<u32>> = HashMap::new();
+                let mut next_client = 0u32;
+                let mut finish: Option<String> = None;
+                while let Some(item) = upstream.next().await {
+                    let mut chunk = match item {
+                        Ok(c) => c,
+                        Err(e) => {
+                            self.hub.metrics_loop("error");
+                            yield Err(e);
+                            return;
+                        }
+                    };
+                    acc.push(chunk.clone());
+                    totals.add(chunk.usage.take().as_ref());
+                    let (id, created, model) = head
+                        .get_or_insert_with(|| (chunk.id.clone(), chunk.created, chunk.model.clone()))
+                        .clone();
+                    chunk.id = id;
+                    chunk.created = created;
+                    chunk.model = model;
+                    chunk.choices.retain_mut(|c| {
+                        if c.index != 0 {
+                            return true;
+                        }
+                        if c.finish_reason.is_some() {
+                            finish = c.finish_reason.take();
+                        }
+                        if sent_role {
+                            c.delta.role = None;
+                        } else if c.delta.role.is_some() {
+                            sent_role = true;
+                        }
+                        if let Some(deltas) = c.delta.tool_calls.take() {
+                            let kept: Vec<_> = deltas
+                                .into_iter()
+                                .filter_map(|mut d| {
+                                    let route = *routes.entry(d.index).or_insert_with(|| {
+                                        let name = d.function.as_ref().and_then(|f| f.name.as_deref()).unwrap_or("");
+                                        if self.plan.is_gateway(name) {
+                                            None
+                                        } else {
+                                            next_client += 1;
+                                            Some(next_client - 1)
+                                        }
+                                    });
+                                    route.map(|i| {
+                                        d.index = i;
+                                        d
+                                    })
+                                })
+                                .collect();
+                            if !kept.is_empty() {
+                                c.delta.tool_calls = Some(kept);
+                            }
+                        }
+                        c.delta.role.is_some()
+                            || c.delta.content.is_some()
+                            || c.delta.tool_calls.is_some()
+                            || !c.delta.extra.is_empty()
+                    });
+                    if !chunk.choices.is_empty() {
+                        yield Ok(chunk);
+                    }
+                }
+                let round = acc.finish();
+                let message = round
+                    .choices
+                    .into_iter()
+                    .next()
+                    .map(|c| c.message)
+                    .unwrap_or_else(|| Message::text(Role::Assistant, ""));
+                let (mine, theirs) = self.plan.split(message.tool_calls.clone().unwrap_or_default());
+                let end = if mine.is_empty() {
+                    Some(("answered", finish.clone()))
+                } else if rounds >= self.plan.max_iterations {
+                    self.plan.report.set_limited();
+                    let why = if theirs.is_empty() { "stop" } else { "tool_calls" };
+                    Some(("max_iterations", Some(why.to_owned())))
+                } else {
+                    None
+                };
+                let (id, created, model) = head.clone().unwrap_or_default();
+                let closing = |reason: Option<String>, usage: Option<Usage>| {
+                    let mut out = vec![ChatChunk {
+                        id: id.clone(),
+                        object: "chat.completion.chunk".into(),
+                        created,
+                        model: model.clone(),
+                        choices: vec![ChunkChoice {
+                            index: 0,
+                            delta: Delta::default(),
+                            finish_reason: Some(reason.unwrap_or_else(|| "stop".into())),
+                            extra: Extra::new(),
+                        }],
+                        usage: None,
+                        extra: Extra::new(),
+                    }];
+                    if let Some(u) = usage {
+                        out.push(ChatChunk {
+                            id: id.clone(),
+                            object: "chat.completion.chunk".into(),
+                            created,
+                            model: model.clone(),
+                            choices: Vec::new(),
+                            usage: Some(u),
+                            extra: Extra::new(),
+                        });
+                    }
+                    out
+                };
+                if let Some((how, reason)) = end {
+                    self.hub.metrics_loop(how);
+                    for c in closing(reason, totals.usage()) {
+                        yield Ok(c);
+                    }
+                    return;
+                }
+                // Runs while the SSE layer sends keep-alive comments; dropped (and the calls
+                // cancelled) if the client goes away.
+                let results = run_calls(&self.hub, &mine, self.plan.timeout, &ctx).await;
+                rounds += 1;
+                self.plan.report.add_round(mine.len());
+                if !theirs.is_empty() {
+                    self.hub.continuations.hold(&theirs, &before, &message, &results);
+                    self.hub.metrics_loop("client_tools");
+                    for c in closing(Some("tool_calls".into()), totals.usage()) {
+                        yield Ok(c);
+                    }
+                    return;
+                }
+                before.push(message.clone());
+                before.extend(results.iter().cloned());
+                req.messages.push(message);
+                req.messages.extend(results);
+                self.limit_reached(&mut req, rounds);
+                match self.backend.chat(&req, &ctx).await {
+                    Ok(o) => match o.body {
+                        ChatBody::Stream(s) => upstream = s,
+                        ChatBody::Complete(_) => {
+                            yield Err(StreamError::new("the upstream answered a streaming request without a stream"));
+                            return;
+                        }
+                    },
+                    Err(e) => {
+                        self.hub.metrics_loop("error");
+                        yield Err(StreamError::new(e.to_string()));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(ChatOutcome {
+            served,
+            body: ChatBody::Stream(body),
+            cache: None,
+            mcp: None,
+        })
+    }
+}
+
+/// Runs the calls in parallel, each within `timeout` (and the request's deadline); one tool
+/// message per call, in call order.
+async fn run_calls(
+    hub: &McpHub,
+    calls: &[ToolCall],
+    timeout: Duration,
+    ctx: &RequestContext,
+) -> Vec<Message> {
+    let left = ctx.deadline.saturating_duration_since(Instant::now());
+    let timeout = timeout.min(left.max(Duration::from_millis(1)));
+    let runs = calls.iter().map(|c| async move {
+        let r = hub
+            .call(&c.function.name, &c.function.arguments, timeout)
+            .await;
+        let text = match r.outcome {
+            CallOutcome::Ok => r.text,
+            _ => format!("Error: {}", r.text),
+        };
+        Message {
+            role: Role::Tool,
+            content: Some(crate::chat::Content::Text(text)),
+            name: None,
+            tool_calls: None,
+            tool_call_id: Some(c.id.clone()),
+            extra: Extra::new(),
+        }
+    });
+    futures_util::future::join_all(runs).await
+}
+
+struct Held {
+    at: Instant,
+    messages: Arc<Vec<Message>>,
+}
+
+/// Gateway rounds of mixed turns, held for clients that continue the conversation.
+#[derive(Default)]
+pub struct Continuations {
+    inner: Mutex<(HashMap<String, Held>, VecDeque<String>)>,
+}
+
+impl Continuations {
+    /// Holds what replaces the assistant message the client got (which carries only `theirs`).
+    fn hold(
+        &self,
+        theirs: &[ToolCall],
+        before: &[Message],
+        assistant: &Message,
+        results: &[Message],
+    ) {
+        let Some(key) = theirs.first().map(|c| c.id.clone()) else {
+            return;
+        };
+        let mut messages = before.to_vec();
+        messages.push(assistant.clone());
+        messages.extend(results.iter().cloned());
+        let Ok(mut g) = self.inner.lock() else { return };
+        let (map, order) = &mut *g;
+        let now = Instant::now();
+        while let Some(oldest) = order.front() {
+            let expired = map
+                .get(oldest)
+                .is_none_or(|h| now.duration_since(h.at) > HOLD_FOR);
+            if expired || map.len() >= MAX_HELD {
+                if let Some(k) = order.pop_front() {
+                    map.remove(&k);
+                }
+            } else {
+                break;
+            }
+        }
+        map.insert(
+            key.clone(),
+            Held {
+                at: now,
+                messages: Arc::new(messages),
+            },
+        );
+        order.push_back(key);
+    }
+
+    /// Puts held gateway rounds back in place of the assistant messages the client echoes.
+    /// Returns how many messages were restored.
+    pub fn restore(&self, messages: &mut Vec<Message>) -> usize {
+        let candidates: Vec<(usize, String)> = messages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.role == Role::Assistant)
+            .filter_map(|(i, m)| {
+                m.tool_calls
+                    .as_ref()
+                    .and_then(|c| c.first())
+                    .map(|c| (i, c.id.clone()))
+            })
+            .collect();
+        if candidates.is_empty() {
+            return 0;
+        }
+        let found: Vec<(usize, Arc<Vec<Message>>)> = {
+            let Ok(g) = self.inner.lock() else { return 0 };
+            candidates
+                .into_iter()
+                .filter_map(|(i, id)| {
+                    g.0.get(&id)
+                        .filter(|h| h.at.elapsed() <= HOLD_FOR)
+                        .map(|h| (i, h.messages.clone()))
+                })
+                .collect()
+        };
+        let mut restored = 0;
+        // From the back, so earlier indexes stay valid.
+        for (i, held) in found.into_iter().rev() {
+            let Some(echoed) = messages.get(i) else {
+                continue;
+            };
+            // Only when the echoed calls are a subset of the held turn's calls.
+            let held_ids: HashSet<&str> = held
+                .iter()
+                .rfind(|m| m.role == Role::Assistant)
+                .and_then(|m| m.tool_calls.as_ref())
+                .map(|c| c.iter().map(|c| c.id.as_str()).collect())
+                .unwrap_or_default();
+            let subset = echoed
+                .tool_calls
+                .iter()
+                .flatten()
+                .all(|c| held_ids.contains(c.id.as_str()));
+            if !subset {
+                continue;
+            }
+            restored += held.len();
+            messages.splice(i..=i, held.iter().cloned());
+        }
+        restored
+    }
+}
