@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use crate::gateway::Binary;
 use crate::mock::Mock;
 
-fn python() -> Option<PathBuf> {
+pub fn python() -> Option<PathBuf> {
     if let Ok(p) = std::env::var("SWITCHYARD_PYTHON") {
         return Some(PathBuf::from(p));
     }

@@ -18,6 +18,7 @@ mod edge;
 mod gateway;
 mod interop;
 mod mcp;
+mod mcp_interop;
 mod mock;
 mod model;
 mod qdrant_fake;
