@@ -756,7 +756,8 @@ impl Cache {
                 prompt_tokens: usage.prompt_tokens,
                 completion_tokens: usage.completion_tokens,
                 created: now,
-                expires: now + ttl.as_secs(),
+                // Whole seconds, rounded up: an entry lives at least its TTL, never less.
+                expires: now + ttl.as_secs() + 1,
                 last_used: now,
                 hits: 0,
             };
