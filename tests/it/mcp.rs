@@ -1139,3 +1139,83 @@ async fn the_gateway_is_an_mcp_server_at_slash_mcp() {
     assert_eq!(r.is_error, Some(true));
     client.cancel().await.unwrap();
 }
+
+#[tokio::test]
+async fn answers_built_on_tool_results_are_not_cached_and_modes_do_not_share_entries() {
+    let model = Model::start(|c: &Conv| {
+        if c.user.contains("no tools") {
+            Turn::say("plain answer")
+        } else {
+            adder(c)
+        }
+    })
+    .await;
+    let gw = Gateway::start(&format!(
+        "[cache]\nmode = \"exact\"\n\n{}",
+        config(
+            &model,
+            "openai-compatible",
+            &stdio_server("calc", "mcp-calculator", &[])
+        )
+    ))
+    .await;
+    gw.wait_ready().await;
+    ready_servers(&gw, 1).await;
+    let entries = || async {
+        let v: Value = gw.get("/api/cache/stats", None).await.json().await.unwrap();
+        v["entries"].as_u64().unwrap()
+    };
+    let send = |body: Value, mode: &'static str| {
+        let gw = &gw;
+        async move {
+            let r = post_with(
+                gw,
+                "/v1/chat/completions",
+                &body,
+                &[("x-switchyard-mcp", mode)],
+            )
+            .await;
+            let cache = header(r.headers(), "x-switchyard-cache");
+            let v: Value = r.json().await.unwrap();
+            (cache, v)
+        }
+    };
+    // The loop ran a tool: not stored, the next identical request runs it again.
+    let (c, v) = send(chat_body(false), "auto").await;
+    assert_eq!(
+        (c.as_str(), v["choices"][0]["message"]["content"].as_str()),
+        ("miss", Some("The sum is 5."))
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(entries().await, 0);
+    let (c, _) = send(chat_body(false), "auto").await;
+    assert_eq!(c, "miss");
+    assert_eq!(model.seen().len(), 4);
+    // No tool ran: stored and served.
+    let plain =
+        json!({"model": "mock/m", "messages": [{"role": "user", "content": "no tools please"}]});
+    assert_eq!(send(plain.clone(), "auto").await.0, "miss");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while entries().await < 1 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(send(plain.clone(), "auto").await.0, "hit-exact");
+    // inject stores the model's tool call; auto must not be served that answer.
+    assert_eq!(send(chat_body(false), "inject").await.0, "miss");
+    while entries().await < 2 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (c, v) = send(chat_body(false), "inject").await;
+    assert_eq!(c, "hit-exact");
+    assert_eq!(
+        v["choices"][0]["message"]["tool_calls"][0]["function"]["name"],
+        "calc__add"
+    );
+    let (c, v) = send(chat_body(false), "auto").await;
+    assert_eq!(c, "miss");
+    assert_eq!(v["choices"][0]["message"]["content"], "The sum is 5.");
+    // off: no tools in the request, its own entry.
+    assert_eq!(send(plain, "off").await.0, "miss");
+}
