@@ -258,16 +258,16 @@ async fn connect_inner(
             client
                 .serve(transport)
                 .await
-                .map_err(|e| ConnectError(format!("{url}: {e}")))?
+                .map_err(|e| url_error(url, &e))?
         }
         McpTransport::Sse { url, headers } => {
             let transport = sse_client::connect(http, url, headers)
                 .await
-                .map_err(|e| ConnectError(format!("{url}: {e}")))?;
+                .map_err(|e| url_error(url, &e))?;
             client
                 .serve(transport)
                 .await
-                .map_err(|e| ConnectError(format!("{url}: {e}")))?
+                .map_err(|e| url_error(url, &e))?
         }
     };
     let server_info = running.peer_info().and_then(|i| {
@@ -287,6 +287,13 @@ async fn connect_inner(
         tools_changed,
         server_info,
     })
+}
+
+/// An error about `url`, with the URL's query string (which may hold a token) left out.
+fn url_error(url: &str, e: &dyn std::fmt::Display) -> ConnectError {
+    let shown = url.split(['?', '#']).next().unwrap_or_default();
+    let msg = e.to_string().replace(url, shown);
+    ConnectError(format!("{shown}: {msg}"))
 }
 
 /// Offered tools of a server: `allowed_tools` applied, names made valid, collisions rejected.

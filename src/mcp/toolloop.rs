@@ -168,6 +168,7 @@ impl<B: ChatBackend + 'static> ToolLoop<B> {
         let mut totals = Totals::default();
         let mut rounds = 0u32;
         let mut before: Vec<Message> = Vec::new();
+        let prefix = digest(&req.messages);
         self.limit_reached(&mut req, rounds);
         loop {
             let out = self.backend.chat(&req, ctx).await;
@@ -216,9 +217,10 @@ impl<B: ChatBackend + 'static> ToolLoop<B> {
             rounds += 1;
             self.plan.report.add_round(mine.len());
             if !theirs.is_empty() {
-                self.hub
-                    .continuations
-                    .hold(&theirs, &before, &assistant, &results);
+                let mut held = before;
+                held.push(assistant);
+                held.extend(results);
+                self.hub.continuations.hold(prefix, &theirs, held);
                 choice.message.tool_calls = Some(theirs);
                 choice.finish_reason = Some("tool_calls".into());
                 self.hub.metrics_loop("client_tools");
@@ -253,6 +255,7 @@ impl<B: ChatBackend + 'static> ToolLoop<B> {
             }
         };
         let served = first.served.clone();
+        let prefix = digest(&req.messages);
         let ChatBody::Stream(upstream) = first.body else {
             return Ok(first);
         };
@@ -389,7 +392,10 @@ impl<B: ChatBackend + 'static> ToolLoop<B> {
                 rounds += 1;
                 self.plan.report.add_round(mine.len());
                 if !theirs.is_empty() {
-                    self.hub.continuations.hold(&theirs, &before, &message, &results);
+                    let mut held = before;
+                    held.push(message);
+                    held.extend(results);
+                    self.hub.continuations.hold(prefix, &theirs, held);
                     self.hub.metrics_loop("client_tools");
                     for c in closing(Some("tool_calls".into()), totals.usage()) {
                         yield Ok(c);
@@ -458,7 +464,29 @@ async fn run_calls(
 
 struct Held {
     at: Instant,
+    /// Digest of the conversation before the turn: a continuation only applies to the same one.
+    prefix: [u8; 32],
     messages: Arc<Vec<Message>>,
+}
+
+/// A digest of a conversation's substance (roles, text, call ids), insensitive to the null and
+/// empty fields SDKs add or drop when they echo messages back.
+pub fn digest(messages: &[Message]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for m in messages {
+        h.update(format!("{:?}", m.role).as_bytes());
+        h.update([0]);
+        h.update(m.text_content().as_bytes());
+        h.update([0]);
+        for c in m.tool_calls.iter().flatten() {
+            h.update(c.id.as_bytes());
+            h.update([1]);
+        }
+        h.update(m.tool_call_id.as_deref().unwrap_or_default().as_bytes());
+        h.update([0x1e]);
+    }
+    h.finalize().into()
 }
 
 /// Gateway rounds of mixed turns, held for clients that continue the conversation.
@@ -468,20 +496,12 @@ pub struct Continuations {
 }
 
 impl Continuations {
-    /// Holds what replaces the assistant message the client got (which carries only `theirs`).
-    fn hold(
-        &self,
-        theirs: &[ToolCall],
-        before: &[Message],
-        assistant: &Message,
-        results: &[Message],
-    ) {
+    /// Holds what replaces the assistant message the client got (which carries only `theirs`):
+    /// the gateway's earlier rounds of the request, the full assistant message and the results.
+    fn hold(&self, prefix: [u8; 32], theirs: &[ToolCall], rounds: Vec<Message>) {
         let Some(key) = theirs.first().map(|c| c.id.clone()) else {
             return;
         };
-        let mut messages = before.to_vec();
-        messages.push(assistant.clone());
-        messages.extend(results.iter().cloned());
         let Ok(mut g) = self.inner.lock() else { return };
         let (map, order) = &mut *g;
         let now = Instant::now();
@@ -501,64 +521,131 @@ impl Continuations {
             key.clone(),
             Held {
                 at: now,
-                messages: Arc::new(messages),
+                prefix,
+                messages: Arc::new(rounds),
             },
         );
         order.push_back(key);
     }
 
-    /// Puts held gateway rounds back in place of the assistant messages the client echoes.
-    /// Returns how many messages were restored.
+    fn get(&self, id: &str) -> Option<(Arc<Vec<Message>>, [u8; 32])> {
+        let g = self.inner.lock().ok()?;
+        g.0.get(id)
+            .filter(|h| h.at.elapsed() <= HOLD_FOR)
+            .map(|h| (h.messages.clone(), h.prefix))
+    }
+
+    /// Puts held gateway rounds back in place of the assistant messages the client echoes, front
+    /// to back (a later turn was held with the earlier ones already restored). A held turn is
+    /// used only when the conversation before it is the one it was held for and the echoed calls
+    /// are the held turn's. Returns how many messages were restored.
     pub fn restore(&self, messages: &mut Vec<Message>) -> usize {
-        let candidates: Vec<(usize, String)> = messages
-            .iter()
-            .enumerate()
-            .filter(|(_, m)| m.role == Role::Assistant)
-            .filter_map(|(i, m)| {
-                m.tool_calls
-                    .as_ref()
-                    .and_then(|c| c.first())
-                    .map(|c| (i, c.id.clone()))
-            })
-            .collect();
-        if candidates.is_empty() {
-            return 0;
-        }
-        let found: Vec<(usize, Arc<Vec<Message>>)> = {
-            let Ok(g) = self.inner.lock() else { return 0 };
-            candidates
-                .into_iter()
-                .filter_map(|(i, id)| {
-                    g.0.get(&id)
-                        .filter(|h| h.at.elapsed() <= HOLD_FOR)
-                        .map(|h| (i, h.messages.clone()))
-                })
-                .collect()
-        };
         let mut restored = 0;
-        // From the back, so earlier indexes stay valid.
-        for (i, held) in found.into_iter().rev() {
-            let Some(echoed) = messages.get(i) else {
+        let mut i = 0;
+        while i < messages.len() {
+            let key = messages
+                .get(i)
+                .filter(|m| m.role == Role::Assistant)
+                .and_then(|m| m.tool_calls.as_ref())
+                .and_then(|c| c.first())
+                .map(|c| c.id.clone());
+            let Some((held, prefix)) = key.and_then(|k| self.get(&k)) else {
+                i += 1;
                 continue;
             };
-            // Only when the echoed calls are a subset of the held turn's calls.
             let held_ids: HashSet<&str> = held
                 .iter()
                 .rfind(|m| m.role == Role::Assistant)
                 .and_then(|m| m.tool_calls.as_ref())
                 .map(|c| c.iter().map(|c| c.id.as_str()).collect())
                 .unwrap_or_default();
-            let subset = echoed
-                .tool_calls
-                .iter()
-                .flatten()
-                .all(|c| held_ids.contains(c.id.as_str()));
-            if !subset {
+            let subset = messages
+                .get(i)
+                .and_then(|m| m.tool_calls.as_ref())
+                .is_some_and(|calls| calls.iter().all(|c| held_ids.contains(c.id.as_str())));
+            if !subset || digest(messages.get(..i).unwrap_or_default()) != prefix {
+                i += 1;
                 continue;
             }
-            restored += held.len();
             messages.splice(i..=i, held.iter().cloned());
+            i += held.len();
+            restored += held.len();
         }
         restored
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Content, FunctionCall};
+
+    fn call(id: &str, name: &str) -> ToolCall {
+        ToolCall {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: "{}".into(),
+            },
+        }
+    }
+
+    fn assistant(calls: Vec<ToolCall>) -> Message {
+        Message {
+            role: Role::Assistant,
+            content: None,
+            name: None,
+            tool_calls: Some(calls),
+            tool_call_id: None,
+            extra: Extra::new(),
+        }
+    }
+
+    fn result(id: &str, text: &str) -> Message {
+        Message {
+            role: Role::Tool,
+            content: Some(Content::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: Some(id.into()),
+            extra: Extra::new(),
+        }
+    }
+
+    #[test]
+    fn held_turns_come_back_only_in_their_own_conversation() {
+        let held = Continuations::default();
+        let user = Message::text(Role::User, "weather and sum?");
+        let full = assistant(vec![call("g1", "calc__add"), call("c1", "get_weather")]);
+        held.hold(
+            digest(std::slice::from_ref(&user)),
+            &[call("c1", "get_weather")],
+            vec![full.clone(), result("g1", "5")],
+        );
+        let echoed = assistant(vec![call("c1", "get_weather")]);
+        let mut convo = vec![user.clone(), echoed.clone(), result("c1", "sunny")];
+        assert_eq!(held.restore(&mut convo), 2);
+        assert_eq!(convo.len(), 4);
+        assert_eq!(convo[1], full);
+        assert_eq!(convo[2].tool_call_id.as_deref(), Some("g1"));
+        assert_eq!(convo[3].tool_call_id.as_deref(), Some("c1"));
+        // Sent again (clients resend the whole history every turn), it is restored again.
+        let mut again = vec![user, echoed.clone(), result("c1", "sunny")];
+        assert_eq!(held.restore(&mut again), 2);
+        // Another conversation that echoes the same call id gets nothing.
+        let mut other = vec![
+            Message::text(Role::User, "something else"),
+            echoed,
+            result("c1", "x"),
+        ];
+        assert_eq!(held.restore(&mut other), 0);
+        assert_eq!(other.len(), 3);
+        // Calls the held turn did not have: nothing.
+        let mut forged = vec![
+            Message::text(Role::User, "weather and sum?"),
+            assistant(vec![call("c1", "get_weather"), call("zz", "other")]),
+        ];
+        assert_eq!(held.restore(&mut forged), 0);
     }
 }
