@@ -71,6 +71,36 @@ fn adder(c: &Conv) -> Turn {
     }
 }
 
+/// An OpenAI-compatible gateway in front of `model` with these stdio servers (name, binary), all
+/// connected; `top` is TOML put before the rest (a `[server]` table).
+async fn with_servers(model: &Model, top: &str, servers: &[(&str, &str)]) -> Gateway {
+    let list: String = servers
+        .iter()
+        .map(|(name, bin)| stdio_server(name, bin, &[]))
+        .collect();
+    let gw = Gateway::start(&format!(
+        "{top}\n{}",
+        config(model, "openai-compatible", &list)
+    ))
+    .await;
+    ready_servers(&gw, servers.len()).await;
+    gw
+}
+
+/// A model that makes `calls` first, then answers with the tool results joined by " | ".
+pub fn calls_then_results(
+    calls: &[(&str, Value)],
+) -> impl Fn(&Conv) -> Turn + Send + Sync + 'static {
+    let first = Turn::call(calls);
+    move |c: &Conv| {
+        if c.results.is_empty() {
+            first.clone()
+        } else {
+            Turn::say(c.results.join(" | "))
+        }
+    }
+}
+
 async fn ready_servers(gw: &Gateway, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -109,13 +139,7 @@ async fn post_with(
 #[tokio::test]
 async fn loop_runs_a_stdio_tool_and_answers() {
     let model = Model::start(adder).await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("calc", "mcp-calculator", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
     let (status, h, body) = gw.chat(&chat_body(false)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "The sum is 5.");
@@ -161,25 +185,18 @@ async fn loop_runs_a_stdio_tool_and_answers() {
 
 #[tokio::test]
 async fn parallel_calls_run_at_the_same_time() {
-    let model = Model::start(|c: &Conv| {
-        if c.results.is_empty() {
-            Turn::call(&[
-                ("slow__sleep", json!({"ms": 400})),
-                ("slow__sleep", json!({"ms": 400})),
-                ("calc__mul", json!({"a": 6, "b": 7})),
-            ])
-        } else {
-            Turn::say(c.results.join(" | "))
-        }
-    })
+    let model = Model::start(calls_then_results(&[
+        ("slow__sleep", json!({"ms": 400})),
+        ("slow__sleep", json!({"ms": 400})),
+        ("calc__mul", json!({"a": 6, "b": 7})),
+    ]))
     .await;
-    let servers = format!(
-        "{}{}",
-        stdio_server("calc", "mcp-calculator", &[]),
-        stdio_server("slow", "mcp-slow", &[])
-    );
-    let gw = Gateway::start(&config(&model, "openai-compatible", &servers)).await;
-    ready_servers(&gw, 2).await;
+    let gw = with_servers(
+        &model,
+        "",
+        &[("calc", "mcp-calculator"), ("slow", "mcp-slow")],
+    )
+    .await;
     let started = Instant::now();
     let (status, h, body) = gw.chat(&chat_body(false)).await;
     let took = started.elapsed();
@@ -208,16 +225,12 @@ async fn streaming_loop_is_one_coherent_stream() {
         }
     })
     .await;
-    let gw = Gateway::start(&format!(
-        "[server]\nsse_keep_alive_ms = 100\n{}",
-        config(
-            &model,
-            "openai-compatible",
-            &stdio_server("calc", "mcp-calculator", &[])
-        )
-    ))
+    let gw = with_servers(
+        &model,
+        "[server]\nsse_keep_alive_ms = 100\n",
+        &[("calc", "mcp-calculator")],
+    )
     .await;
-    ready_servers(&gw, 1).await;
     let mut body = chat_body(true);
     body["stream_options"] = json!({"include_usage": true});
     let resp = gw.post("/v1/chat/completions", &body).await;
@@ -265,16 +278,12 @@ async fn streaming_sends_keep_alives_while_a_tool_runs_and_reports_the_count() {
         }
     })
     .await;
-    let gw = Gateway::start(&format!(
-        "[server]\nsse_keep_alive_ms = 100\n{}",
-        config(
-            &model,
-            "openai-compatible",
-            &stdio_server("slow", "mcp-slow", &[])
-        )
-    ))
+    let gw = with_servers(
+        &model,
+        "[server]\nsse_keep_alive_ms = 100\n",
+        &[("slow", "mcp-slow")],
+    )
     .await;
-    ready_servers(&gw, 1).await;
     let resp = gw.post("/v1/chat/completions", &chat_body(true)).await;
     let raw = resp.text().await.unwrap();
     assert!(raw.matches(": keep-alive").count() >= 3, "{raw}");
@@ -328,13 +337,7 @@ async fn loop_through_the_anthropic_provider() {
 #[tokio::test]
 async fn loop_through_the_anthropic_ingress() {
     let model = Model::start(adder).await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("calc", "mcp-calculator", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
     let body = json!({"model": "mock/m", "max_tokens": 100,
                       "messages": [{"role": "user", "content": "What is 2 + 3?"}]});
     let resp = gw.post("/anthropic/v1/messages", &body).await;
@@ -376,16 +379,10 @@ async fn loop_through_the_anthropic_ingress() {
 
 #[tokio::test]
 async fn a_timeout_becomes_a_tool_result_and_the_loop_goes_on() {
-    let model = Model::start(|c: &Conv| {
-        if c.results.is_empty() {
-            Turn::call(&[
-                ("slow__hang", json!({})),
-                ("slow__fail", json!({"text": "disk full"})),
-            ])
-        } else {
-            Turn::say(c.results.join(" | "))
-        }
-    })
+    let model = Model::start(calls_then_results(&[
+        ("slow__hang", json!({})),
+        ("slow__fail", json!({"text": "disk full"})),
+    ]))
     .await;
     let cfg = config(
         &model,
@@ -436,13 +433,7 @@ async fn a_crashed_server_is_reconnected_and_others_are_not_blocked() {
         }
     })
     .await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("slow", "mcp-slow", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("slow", "mcp-slow")]).await;
     let ask =
         |text: &str| json!({"model": "mock/m", "messages": [{"role": "user", "content": text}]});
     let (status, _, body) = gw.chat(&ask("please crash")).await;
@@ -717,13 +708,12 @@ async fn long_names_are_shortened_and_collisions_rejected() {
 #[tokio::test]
 async fn headers_narrow_what_is_offered() {
     let model = Model::start(|c: &Conv| Turn::say(c.tools.join(","))).await;
-    let servers = format!(
-        "{}{}",
-        stdio_server("calc", "mcp-calculator", &[]),
-        stdio_server("slow", "mcp-slow", &[])
-    );
-    let gw = Gateway::start(&config(&model, "openai-compatible", &servers)).await;
-    ready_servers(&gw, 2).await;
+    let gw = with_servers(
+        &model,
+        "",
+        &[("calc", "mcp-calculator"), ("slow", "mcp-slow")],
+    )
+    .await;
     let offered = |headers: Vec<(&'static str, &'static str)>| {
         let gw = &gw;
         async move {
@@ -785,13 +775,7 @@ async fn headers_narrow_what_is_offered() {
 #[tokio::test]
 async fn inject_mode_returns_gateway_calls_to_the_client() {
     let model = Model::start(adder).await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("calc", "mcp-calculator", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
     let r = post_with(
         &gw,
         "/v1/chat/completions",
@@ -819,13 +803,7 @@ async fn mixed_turns_run_gateway_tools_and_return_client_tools_with_history() {
         _ => Turn::say(format!("results: {}", c.results.join(" | "))),
     })
     .await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("calc", "mcp-calculator", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
     let weather = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
     for stream in [false, true] {
         let mut body = chat_body(stream);
@@ -913,13 +891,7 @@ async fn the_iteration_bound_stops_the_loop_and_says_so() {
         }
     })
     .await;
-    let gw = Gateway::start(&config(
-        &model,
-        "openai-compatible",
-        &stdio_server("calc", "mcp-calculator", &[]),
-    ))
-    .await;
-    ready_servers(&gw, 1).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
     let r = post_with(
         &gw,
         "/v1/chat/completions",
@@ -981,16 +953,12 @@ async fn a_client_that_disconnects_cancels_the_loop() {
         }
     })
     .await;
-    let gw = Gateway::start(&format!(
-        "[server]\nsse_keep_alive_ms = 50\n{}",
-        config(
-            &model,
-            "openai-compatible",
-            &stdio_server("slow", "mcp-slow", &[])
-        )
-    ))
+    let gw = with_servers(
+        &model,
+        "[server]\nsse_keep_alive_ms = 50\n",
+        &[("slow", "mcp-slow")],
+    )
     .await;
-    ready_servers(&gw, 1).await;
     let mut resp = gw.post("/v1/chat/completions", &chat_body(true)).await;
     // The first chunk (the role) arrives, then the client goes away while the tool sleeps.
     let first = resp.chunk().await.unwrap();

@@ -76,16 +76,10 @@ async fn a_third_party_server_from_pypi_runs_in_the_loop() {
         "{} missing: pip install -r tests/interop/requirements.txt",
         bin.display()
     );
-    let model = Model::start(|c: &Conv| {
-        if c.results.is_empty() {
-            Turn::call(&[(
-                "time__get_current_time",
-                json!({"timezone": "Europe/Paris"}),
-            )])
-        } else {
-            Turn::say(c.results.join(""))
-        }
-    })
+    let model = Model::start(crate::mcp::calls_then_results(&[(
+        "time__get_current_time",
+        json!({"timezone": "Europe/Paris"}),
+    )]))
     .await;
     let gw = Gateway::start(&config(&model, "")).await;
     let r = gw
@@ -145,13 +139,10 @@ async fn a_legacy_sse_server_built_with_the_official_sdk() {
         assert!(Instant::now() < deadline, "the SSE server did not start");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let model = Model::start(|c: &Conv| {
-        if c.results.is_empty() {
-            Turn::call(&[("legacy__shout", json!({"text": "hello over sse"}))])
-        } else {
-            Turn::say(c.results.join(""))
-        }
-    })
+    let model = Model::start(crate::mcp::calls_then_results(&[(
+        "legacy__shout",
+        json!({"text": "hello over sse"}),
+    )]))
     .await;
     let gw = Gateway::start(&config(&model, "")).await;
     let url = format!("http://127.0.0.1:{port}/sse");

@@ -20,6 +20,16 @@ use serde_json::{Value, json};
 /// The text every fixture answers with.
 pub const TEXT: &str = "Hello! How can I help you today?";
 
+/// Serves `app` on 127.0.0.1 (a free port) in the background.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// Reads a fixture file.
 pub fn fixture(name: &str) -> String {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -100,11 +110,7 @@ impl Mock {
             .route("/openai/deployments/{dep}/chat/completions", post(handle))
             .route("/openai/deployments/{dep}/embeddings", post(handle))
             .with_state(inner.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve(app).await;
         Self { addr, inner }
     }
 
