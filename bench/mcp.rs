@@ -219,6 +219,7 @@ async fn main() {
         deadline: Instant::now() + Duration::from_secs(3600),
         cache: Ok(Default::default()),
         mcp: Ok(McpOptions::default()),
+        spent: Default::default(),
     };
     let mut p50 = Vec::new();
     for rounds in [0usize, 1, 4] {

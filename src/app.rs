@@ -14,6 +14,8 @@ use crate::mcp::McpHub;
 use crate::router::{RouteTable, Router};
 use crate::store::Store;
 use crate::telemetry::metrics::{Metrics, ProviderLabels};
+use crate::telemetry::prices::Prices;
+use crate::telemetry::requestlog::RequestLog;
 
 /// Shared state: `Arc` handles only.
 #[derive(Clone)]
@@ -34,6 +36,10 @@ pub struct AppState {
     pub store: Option<Store>,
     /// MCP servers, their tools, the tool loop's state.
     pub mcp: Arc<McpHub>,
+    /// The request log.
+    pub log: Arc<RequestLog>,
+    /// Estimated prices (built-in table + `[prices]`).
+    pub prices: Arc<Prices>,
 }
 
 /// Why the server could not run.
@@ -75,6 +81,14 @@ impl AppState {
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
         let store = open_store(&config);
+        let prices = Arc::new(Prices::new(&config.prices));
+        let log = RequestLog::start(
+            config.logs.clone(),
+            store.clone(),
+            metrics.clone(),
+            &tasks,
+            &shutdown,
+        );
         let cache = Cache::start(
             config.cache.clone(),
             &config.server.data_dir,
@@ -82,6 +96,7 @@ impl AppState {
             metrics.clone(),
             tasks.clone(),
             shutdown.clone(),
+            prices.clone(),
         );
         let mcp = McpHub::start(
             config.mcp.clone(),
@@ -100,6 +115,8 @@ impl AppState {
             shutdown,
             cache,
             store,
+            log,
+            prices,
         })
     }
 

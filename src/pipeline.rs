@@ -14,8 +14,9 @@
 //! Governance and plugins take their places in this function as they are built
 //! (see docs/architecture.md).
 
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
@@ -38,6 +39,52 @@ pub struct RequestContext {
     pub cache: Result<CacheOptions, String>,
     /// MCP controls from the headers, or what was wrong with them.
     pub mcp: Result<McpOptions, String>,
+    /// Where the request's time went, filled in by the stages (for the log and the overhead metric).
+    pub spent: Arc<Spent>,
+}
+
+/// Time a request spent outside the gateway, and the tools it ran; shared by the stages.
+#[derive(Debug, Default)]
+pub struct Spent {
+    upstream_us: AtomicU64,
+    tools_us: AtomicU64,
+    tools: Mutex<Vec<String>>,
+}
+
+impl Spent {
+    /// Adds an upstream attempt's time (to the first chunk for streams).
+    pub fn upstream(&self, d: Duration) {
+        self.upstream_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the wall time of one round of MCP tool calls (parallel calls overlap).
+    pub fn tool_round(&self, d: Duration) {
+        self.tools_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Notes one MCP tool call the gateway ran.
+    pub fn tool(&self, exposed: &str) {
+        if let Ok(mut t) = self.tools.lock() {
+            t.push(exposed.to_owned());
+        }
+    }
+
+    /// Upstream time so far.
+    pub fn upstream_time(&self) -> Duration {
+        Duration::from_micros(self.upstream_us.load(Ordering::Relaxed))
+    }
+
+    /// Wall time of tool rounds so far.
+    pub fn tool_time(&self) -> Duration {
+        Duration::from_micros(self.tools_us.load(Ordering::Relaxed))
+    }
+
+    /// The tools run so far, in call order.
+    pub fn tools(&self) -> Vec<String> {
+        self.tools.lock().map(|t| t.clone()).unwrap_or_default()
+    }
 }
 
 /// Who served a request.

@@ -18,6 +18,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/routes", get(routes_list))
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
+        .merge(super::logs::routes())
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 

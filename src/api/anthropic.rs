@@ -23,9 +23,9 @@ use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
 /// `POST /anthropic/v1/messages`.
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "messages");
+    let mut guard = RequestGuard::new(&state, "messages", &ctx);
     let fail = |guard: &mut RequestGuard, e: GatewayError| {
-        guard.finish(e.parts().0, false);
+        guard.error(e.parts().0, e.to_string(), e.served());
         error_response(&e, &ctx, Dialect::Anthropic)
     };
     let wire: MessagesRequest = match read_json(&state, body).await {
@@ -38,6 +38,7 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
             GatewayError::BadRequest("`messages` must contain at least one message".into()),
         );
     }
+    guard.request(&wire.model, || serde_json::to_value(&wire).ok());
     let mut req = match translate::from_messages_request(wire) {
         Ok(r) => r,
         Err(e) => return fail(&mut guard, GatewayError::BadRequest(e.0)),
@@ -53,9 +54,11 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
         Ok(o) => o,
         Err(e) => return fail(&mut guard, e),
     };
+    guard.outcome(&outcome.served, outcome.cache.as_ref(), outcome.mcp.clone());
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
+            guard.response(&r);
             let mut resp = Json(translate::to_messages_response(r)).into_response();
             set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
             resp
@@ -90,12 +93,13 @@ fn encode_stream(
     mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
-        let _guard = guard;
+        let mut guard = guard;
         let mut enc = StreamEncoder::default();
         let (mut id, mut model) = (String::new(), String::new());
         while let Some(item) = stream.next().await {
             match item {
                 Ok(chunk) => {
+                    guard.chunk(&chunk);
                     if id.is_empty() {
                         id = chunk.id.clone();
                         model = chunk.model.clone();
@@ -106,6 +110,7 @@ fn encode_stream(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    guard.stream_failed(&e.message);
                     let body = json!({"type": "error", "error": {"type": "api_error", "message": e.message}});
                     yield sse::frame(Some("error"), &body.to_string());
                     return;

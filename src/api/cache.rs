@@ -15,6 +15,7 @@ use crate::error::GatewayError;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/stats", get(stats))
+        .route("/whatif", get(what_if))
         .route("/entries", get(entries).delete(purge))
         .route("/entries/{id}", delete(delete_one).get(get_one))
 }
@@ -35,6 +36,35 @@ fn index(state: &AppState) -> Result<std::sync::Arc<AnyIndex>, GatewayError> {
 
 async fn stats(State(state): State<AppState>) -> Response {
     Json(state.cache.stats_json().await).into_response()
+}
+
+/// `GET /api/cache/whatif?threshold=0.78[&route=...]`.
+#[derive(Debug, Deserialize)]
+struct WhatIfQuery {
+    threshold: Option<f32>,
+    route: Option<String>,
+}
+
+async fn what_if(
+    State(state): State<AppState>,
+    q: Result<Query<WhatIfQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match q {
+        Ok(Query(q)) => q,
+        Err(e) => return fail(GatewayError::BadRequest(e.body_text())),
+    };
+    let t = q.threshold.unwrap_or(state.config.cache.threshold);
+    if !(0.0..=1.0).contains(&t) {
+        return fail(GatewayError::BadRequest(format!(
+            "`threshold` must be between 0 and 1, got {t}"
+        )));
+    }
+    match state.cache.what_if(t, q.route.as_deref()) {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => fail(GatewayError::Unavailable(format!(
+            "cache candidates could not be read: {e}"
+        ))),
+    }
 }
 
 /// Paging and filters of `GET /api/cache/entries`.

@@ -3,6 +3,8 @@
 pub mod admin;
 pub mod anthropic;
 pub mod cache;
+mod guard;
+pub mod logs;
 pub mod mcp;
 pub mod openai;
 mod sse;
@@ -19,6 +21,8 @@ use serde::de::DeserializeOwned;
 use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::pipeline::{RequestContext, Served};
+
+pub use guard::RequestGuard;
 
 /// `x-request-id`.
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -109,6 +113,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         deadline: Instant::now() + state.config.server.request_timeout,
         cache: crate::cache::CacheOptions::from_headers(headers),
         mcp: crate::mcp::McpOptions::from_headers(headers),
+        spent: Default::default(),
     }
 }
 
@@ -248,50 +253,4 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
             .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     resp
-}
-
-/// Decrements the in-flight gauge and records the request when dropped (streams drop it at their end).
-pub struct RequestGuard {
-    state: AppState,
-    endpoint: &'static str,
-    started: Instant,
-    stream: bool,
-    status: u16,
-}
-
-impl RequestGuard {
-    /// Starts tracking a request.
-    pub fn new(state: &AppState, endpoint: &'static str) -> Self {
-        state.metrics.in_flight.inc();
-        Self {
-            state: state.clone(),
-            endpoint,
-            started: Instant::now(),
-            stream: false,
-            status: 200,
-        }
-    }
-
-    /// Records the final status.
-    pub fn finish(&mut self, status: StatusCode, stream: bool) {
-        self.status = status.as_u16();
-        self.stream = stream;
-    }
-}
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.state.metrics.in_flight.dec();
-        let secs = self.started.elapsed().as_secs_f64();
-        self.state
-            .metrics
-            .request(self.endpoint, self.status, self.stream, secs);
-        tracing::debug!(
-            endpoint = self.endpoint,
-            status = self.status,
-            stream = self.stream,
-            ms = secs * 1000.0,
-            "request finished"
-        );
-    }
 }

@@ -25,19 +25,22 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "chat");
+    let mut guard = RequestGuard::new(&state, "chat", &ctx);
     let req: ChatRequest = match read_json(&state, body).await.and_then(validate) {
         Ok(r) => r,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };
+    guard.request(&req.model, || serde_json::to_value(&req).ok());
     let wants_usage = req.wants_stream_usage();
     let outcome = match pipeline::chat(&state, req, &ctx).await {
         Ok(o) => o,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };
+    guard.outcome(&outcome.served, outcome.cache.as_ref(), outcome.mcp.clone());
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
+            guard.response(&r);
             let mut resp = Json(r).into_response();
             set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
             resp
@@ -60,7 +63,7 @@ fn fail(
     e: &GatewayError,
     ctx: &crate::pipeline::RequestContext,
 ) -> Response {
-    guard.finish(e.parts().0, false);
+    guard.error(e.parts().0, e.to_string(), e.served());
     error_response(e, ctx, Dialect::OpenAi)
 }
 
@@ -85,10 +88,11 @@ fn encode_stream(
     mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
     async_stream::stream! {
-        let _guard = guard;
+        let mut guard = guard;
         while let Some(item) = stream.next().await {
             match item {
                 Ok(mut chunk) => {
+                    guard.chunk(&chunk);
                     if !wants_usage {
                         if chunk.choices.is_empty() {
                             continue;
@@ -105,6 +109,7 @@ fn encode_stream(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    guard.stream_failed(&e.message);
                     yield sse::frame(None, &stream_error(&e.message));
                     return;
                 }
@@ -124,7 +129,7 @@ fn stream_error(message: &str) -> String {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "embeddings");
+    let mut guard = RequestGuard::new(&state, "embeddings", &ctx);
     let body: Value = match read_json(&state, body).await {
         Ok(v) => v,
         Err(e) => return fail(&mut guard, &e, &ctx),
@@ -137,9 +142,21 @@ pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body:
         let e = GatewayError::BadRequest("embeddings need a string `model` and an `input`".into());
         return fail(&mut guard, &e, &ctx);
     }
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    guard.request(model, || Some(body.clone()));
     match state.router.embed(&body, &ctx).await {
         Ok((value, served)) => {
             guard.finish(StatusCode::OK, false);
+            guard.outcome(&served, None, None);
+            if let Some(u) = value
+                .get("usage")
+                .and_then(|u| serde_json::from_value(u.clone()).ok())
+            {
+                guard.embedding_usage(&u);
+            }
             let mut resp = Json(value).into_response();
             set_headers(resp.headers_mut(), &ctx, Some(&served));
             resp

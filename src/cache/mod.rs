@@ -15,6 +15,7 @@ pub mod index;
 pub mod key;
 pub mod replay;
 pub mod stats;
+pub mod whatif;
 #[rustfmt::skip]
 mod words;
 #[cfg(test)]
@@ -36,6 +37,7 @@ use crate::config::{CacheConfig, CacheMode, CacheStore};
 use crate::pipeline::{ChatBody, ChatOutcome, Served};
 use crate::store::Store;
 use crate::telemetry::metrics::{DirectionLabels, Metrics, OutcomeLabels, SimilarityLabels};
+use crate::telemetry::prices::Prices;
 use embedder::{Embedder, Model, OnnxEmbedder};
 use index::{AnyIndex, EdgeIndex, Entry, IndexError, QdrantIndex, Selector, VectorIndex};
 use key::Fingerprint;
@@ -125,6 +127,8 @@ pub struct CacheStatus {
     pub outcome: Outcome,
     /// `x-switchyard-cache-similarity` (semantic hits).
     pub similarity: Option<f32>,
+    /// Similarity of the best semantic candidate that was not served (misses; for the log).
+    pub best_candidate: Option<f32>,
 }
 
 /// A request the cache may store the answer of.
@@ -216,6 +220,8 @@ pub struct Cache {
     tasks: TaskTracker,
     writes: AtomicU64,
     entries: AtomicU64,
+    prices: Arc<Prices>,
+    candidates: whatif::Candidates,
 }
 
 impl Cache {
@@ -227,6 +233,7 @@ impl Cache {
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
+        prices: Arc<Prices>,
     ) -> Arc<Self> {
         let enabled = config.enabled;
         let semantic = enabled && config.mode == CacheMode::Semantic;
@@ -243,11 +250,13 @@ impl Cache {
             } else {
                 Component::Off
             }),
-            stats: stats::Stats::load(store),
+            stats: stats::Stats::load(store.clone()),
+            candidates: whatif::Candidates::open(store),
             metrics,
             tasks: tasks.clone(),
             writes: AtomicU64::new(0),
             entries: AtomicU64::new(0),
+            prices,
             config,
         });
         if !enabled {
@@ -469,6 +478,7 @@ impl Cache {
                 status: CacheStatus {
                     outcome: Outcome::Bypass,
                     similarity: None,
+                    best_candidate: None,
                 },
                 pending: None,
             }
@@ -488,16 +498,18 @@ impl Cache {
             ttl: opts.ttl.unwrap_or(self.config.ttl),
             skip: None,
         };
-        let miss = |me: &Self, pending: Pending| {
+        let miss_near = |me: &Self, pending: Pending, best: Option<f32>| {
             me.count_lookup(route, Outcome::Miss, started);
             Lookup::Miss {
                 status: CacheStatus {
                     outcome: Outcome::Miss,
                     similarity: None,
+                    best_candidate: best,
                 },
                 pending: Some(Box::new(pending)),
             }
         };
+        let miss = |me: &Self, pending: Pending| miss_near(me, pending, None);
         if !opts.lookup {
             return miss(self, pending);
         }
@@ -562,13 +574,16 @@ impl Cache {
                 continue;
             }
             let score = c.score;
+            let cached_prompt = c.entry.prompt.clone();
             if let Some(hit) = self.serve(&idx, c.entry, Outcome::HitSemantic, Some(score)) {
+                self.candidate(route, &text, cached_prompt, score, threshold, "hit");
                 self.similarity("hit", score);
                 self.stats.hit_similarity(score);
                 self.count_lookup(route, Outcome::HitSemantic, started);
                 return Lookup::Hit(Box::new(hit));
             }
         }
+        let best = best_rejected.as_ref().map(|(c, _)| c.score);
         if let Some((c, reason)) = best_rejected {
             let result = if reason == "below_threshold" {
                 "below_threshold"
@@ -576,6 +591,14 @@ impl Cache {
                 "guard"
             };
             self.similarity(result, c.score);
+            self.candidate(
+                route,
+                &text,
+                c.entry.prompt.clone(),
+                c.score,
+                threshold,
+                &reason,
+            );
             self.stats.near_miss(stats::NearMiss {
                 at: now,
                 route: route.to_owned(),
@@ -585,7 +608,41 @@ impl Cache {
                 reason,
             });
         }
-        miss(self, pending)
+        miss_near(self, pending, best)
+    }
+
+    /// Keeps a semantic candidate for the threshold what-if.
+    fn candidate(
+        &self,
+        route: &str,
+        prompt: &str,
+        cached_prompt: String,
+        similarity: f32,
+        threshold: f32,
+        result: &str,
+    ) {
+        let c = whatif::Candidate {
+            at_ms: crate::chat::unix_now_ms(),
+            route: route.to_owned(),
+            prompt: prompt.to_owned(),
+            cached_prompt,
+            similarity,
+            threshold,
+            result: result.to_owned(),
+        };
+        if let Err(e) = self.candidates.record(&c) {
+            tracing::debug!(error = %e, "cache candidate not kept");
+        }
+    }
+
+    /// The threshold what-if at `t` (see whatif.rs).
+    pub fn what_if(
+        &self,
+        t: f32,
+        route: Option<&str>,
+    ) -> Result<whatif::WhatIf, crate::store::StoreError> {
+        let all = self.candidates.all()?;
+        Ok(whatif::report(&all, t, self.config.threshold, route))
     }
 
     /// Turns an entry into a hit, recording the hit in the background.
@@ -609,11 +666,9 @@ impl Cache {
         };
         let model = format!("{}/{}", e.provider, e.served_model);
         self.stats.model_hit(&model, outcome);
-        let cost = crate::telemetry::prices::estimate(
-            &e.served_model,
-            e.prompt_tokens,
-            e.completion_tokens,
-        );
+        let cost = self
+            .prices
+            .estimate(&e.served_model, e.prompt_tokens, e.completion_tokens);
         self.stats
             .saved(&e.model, &model, e.prompt_tokens, e.completion_tokens, cost);
         for (direction, n) in [("input", e.prompt_tokens), ("output", e.completion_tokens)] {
@@ -641,6 +696,7 @@ impl Cache {
             status: CacheStatus {
                 outcome,
                 similarity,
+                best_candidate: None,
             },
         })
     }

@@ -412,5 +412,12 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Unix time in milliseconds, for logs and series.
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 #[cfg(test)]
 mod tests;

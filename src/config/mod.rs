@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod mcp;
+pub mod observe;
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use cache::{CacheConfig, CacheMode, CacheStore};
 pub use mcp::{McpConfig, McpServerConfig, McpServerSpec, McpTransport};
+pub use observe::{LogsConfig, Price, TelemetryConfig};
 use raw::{RawCache, RawKey, RawMcp, RawProvider, RawRoute, RawRouter, RawServer};
 
 /// One problem found in a config, with the field path it concerns.
@@ -294,6 +296,12 @@ pub struct Config {
     pub cache: CacheConfig,
     /// `[mcp]`.
     pub mcp: McpConfig,
+    /// `[logs]`: the request log.
+    pub logs: LogsConfig,
+    /// `[telemetry]`: OpenTelemetry traces.
+    pub telemetry: TelemetryConfig,
+    /// `[prices]`: overrides and additions to the built-in price table (lower-case name fragments).
+    pub prices: BTreeMap<String, Price>,
     /// True when providers were detected from the environment (no config file).
     pub zero_config: bool,
 }
@@ -364,6 +372,15 @@ impl Config {
             "mcp.servers",
             &mut issues,
         );
+        let logs: observe::RawLogs = take("logs")
+            .and_then(|v| raw::section(v, "logs", &mut issues))
+            .unwrap_or_default();
+        let telemetry: observe::RawTelemetry = take("telemetry")
+            .and_then(|v| raw::section(v, "telemetry", &mut issues))
+            .unwrap_or_default();
+        let prices: BTreeMap<String, toml::Value> = take("prices")
+            .and_then(|v| raw::section(v, "prices", &mut issues))
+            .unwrap_or_default();
         let providers_raw: Vec<Option<RawProvider>> =
             array(take("providers"), "providers", &mut issues);
         let routes_raw: Vec<Option<RawRoute>> = array(take("routes"), "routes", &mut issues);
@@ -372,6 +389,9 @@ impl Config {
         let router = validate_router(router, &mut issues);
         let cache = cache::validate(cache, &mut issues);
         let mcp = mcp::validate(mcp_raw, &mcp_specs, &mut issues);
+        let logs = observe::validate_logs(logs, &mut issues);
+        let telemetry = observe::validate_telemetry(telemetry, &mut issues);
+        let prices = observe::validate_prices(prices, &mut issues);
         let providers = validate_providers(&providers_raw, &sources, &mut issues);
         let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
         if !issues.is_empty() {
@@ -384,6 +404,9 @@ impl Config {
             router,
             cache,
             mcp,
+            logs,
+            telemetry,
+            prices,
             zero_config: false,
         })
     }
@@ -423,6 +446,9 @@ impl Config {
             router: validate_router(RawRouter::default(), &mut Vec::new()),
             cache: CacheConfig::default(),
             mcp: McpConfig::default(),
+            logs: LogsConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            prices: BTreeMap::new(),
             zero_config: true,
         }
     }

@@ -113,7 +113,17 @@ pub struct RawMcp {
 }
 
 /// Top-level sections, each deserialized on its own so one bad section does not hide the others.
-pub const SECTIONS: &[&str] = &["server", "providers", "routes", "router", "cache", "mcp"];
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "providers",
+    "routes",
+    "router",
+    "cache",
+    "mcp",
+    "logs",
+    "telemetry",
+    "prices",
+];
 
 /// Deserializes `value` as `T`, recording unknown fields and type errors under `path`.
 pub fn section<T: DeserializeOwned>(

@@ -442,6 +442,10 @@ async fn run_calls(
 ) -> Vec<Message> {
     let left = ctx.deadline.saturating_duration_since(Instant::now());
     let timeout = timeout.min(left.max(Duration::from_millis(1)));
+    let started = Instant::now();
+    for c in calls {
+        ctx.spent.tool(&c.function.name);
+    }
     let runs = calls.iter().map(|c| async move {
         let r = hub
             .call(&c.function.name, &c.function.arguments, timeout)
@@ -459,7 +463,9 @@ async fn run_calls(
             extra: Extra::new(),
         }
     });
-    futures_util::future::join_all(runs).await
+    let results = futures_util::future::join_all(runs).await;
+    ctx.spent.tool_round(started.elapsed());
+    results
 }
 
 struct Held {

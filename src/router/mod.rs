@@ -396,6 +396,12 @@ impl Router {
                     break;
                 };
                 attempts += 1;
+                if attempts > 1 {
+                    self.metrics
+                        .retries
+                        .get_or_create(&provider_label(&slot.name))
+                        .inc();
+                }
                 let bkey = breaker_key(slot, target, k);
                 let call = Call {
                     model: &target.model,
@@ -412,7 +418,9 @@ impl Router {
                     model: target.model.clone(),
                     attempts,
                 };
-                let secs = started.elapsed().as_secs_f64();
+                let spent = started.elapsed();
+                ctx.spent.upstream(spent);
+                let secs = spent.as_secs_f64();
                 let err = match result {
                     Ok(v) => {
                         self.metrics.attempt(&slot.name, "ok", secs);

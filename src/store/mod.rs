@@ -1,6 +1,6 @@
 //! The sled store under `data_dir/store`: one tree per record kind, JSON values, a schema
-//! version. Cache analytics live here now; MCP registrations, virtual keys and the request log
-//! join them as those stages land.
+//! version: cache analytics and semantic candidates, MCP registrations, the request log; virtual
+//! keys join them when governance lands.
 //!
 //! A store that cannot be opened (corrupt files, another process holding the lock) is moved
 //! aside when it is damaged, and the gateway starts with an empty one rather than not at all.
@@ -19,6 +19,12 @@ pub mod trees {
     pub const CACHE_STATS: &str = "cache_stats";
     /// MCP servers registered through the admin API, by name (the spec as written).
     pub const MCP_SERVERS: &str = "mcp_servers";
+    /// The request log: time-ordered binary keys (telemetry/requestlog.rs).
+    pub const REQUEST_LOG: &str = "request_log";
+    /// Request id -> its key in `request_log`.
+    pub const REQUEST_LOG_IDS: &str = "request_log_ids";
+    /// Semantic candidates (hits and near misses) for the threshold what-if (cache/whatif.rs).
+    pub const CACHE_CANDIDATES: &str = "cache_candidates";
 }
 
 /// Why the store failed.
@@ -45,10 +51,10 @@ pub enum StoreError {
     },
 }
 
-/// Typed access to the sled database.
 /// A record's key and its value (or why it does not decode).
 pub type Record<T> = (String, Result<T, StoreError>);
 
+/// Typed access to the sled database.
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
@@ -139,6 +145,11 @@ impl Store {
             out.push((key, value));
         }
         Ok(out)
+    }
+
+    /// A tree for modules that need ordered binary keys (the request log, time series).
+    pub fn tree(&self, tree: &str) -> Result<sled::Tree, StoreError> {
+        Ok(self.db.open_tree(tree)?)
     }
 
     /// Deletes a record; true when there was one.

@@ -7,6 +7,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Labels of a client request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,6 +139,23 @@ pub struct Metrics {
     pub mcp_tool_duration: HistogramFamily<ToolLabels>,
     /// `switchyard_mcp_loops_total` by how the loop ended.
     pub mcp_loops: Family<OutcomeLabels, Counter>,
+    /// `switchyard_gateway_overhead_seconds`: request time not spent upstream or in tools.
+    pub overhead: HistogramFamily<EndpointLabels>,
+    /// `switchyard_time_to_first_token_seconds`: to the first streamed chunk.
+    pub ttft: HistogramFamily<EndpointLabels>,
+    /// `switchyard_cost_usd_total`: estimated spend by provider.
+    pub cost: Family<ProviderLabels, Counter<f64, AtomicU64>>,
+    /// `switchyard_cache_saved_usd_total`: estimated spend the cache avoided.
+    pub cache_saved_usd: Counter<f64, AtomicU64>,
+    /// `switchyard_upstream_retries_total`: attempts after the first, by provider.
+    pub retries: Family<ProviderLabels, Counter>,
+    /// `switchyard_log_records_dropped_total`: request log records lost (queue full, write error).
+    pub log_dropped: Counter,
+}
+
+fn overhead_histogram() -> Histogram {
+    // 20 us .. ~0.3 s
+    Histogram::new(exponential_buckets(0.00002, 2.0, 15))
 }
 
 impl Default for Metrics {
@@ -255,8 +273,51 @@ impl Metrics {
             "Tool loops by how they ended (answered, client_tools, max_iterations, error)",
             mcp_loops.clone(),
         );
+        let overhead: HistogramFamily<EndpointLabels> =
+            Family::new_with_constructor(overhead_histogram);
+        registry.register(
+            "gateway_overhead_seconds",
+            "Request time spent in the gateway itself: total minus upstream and MCP tool time (streams: to the first chunk)",
+            overhead.clone(),
+        );
+        let ttft: HistogramFamily<EndpointLabels> = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time from request to the first streamed chunk sent to the client",
+            ttft.clone(),
+        );
+        let cost = Family::<ProviderLabels, Counter<f64, AtomicU64>>::default();
+        registry.register(
+            "cost_usd",
+            "Estimated USD spent upstream, by provider (price table: telemetry/prices.toml + [prices])",
+            cost.clone(),
+        );
+        let cache_saved_usd = Counter::<f64, AtomicU64>::default();
+        registry.register(
+            "cache_saved_usd",
+            "Estimated USD not spent because the cache answered",
+            cache_saved_usd.clone(),
+        );
+        let retries = Family::<ProviderLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream attempts after the first for a request, by provider",
+            retries.clone(),
+        );
+        let log_dropped = Counter::default();
+        registry.register(
+            "log_records_dropped",
+            "Request log records dropped (queue full or write error)",
+            log_dropped.clone(),
+        );
         Self {
             registry,
+            overhead,
+            ttft,
+            cost,
+            cache_saved_usd,
+            retries,
+            log_dropped,
             mcp_tool_calls,
             mcp_tool_duration,
             mcp_loops,
@@ -349,6 +410,30 @@ impl Metrics {
                 endpoint: endpoint.to_owned(),
             })
             .observe(secs);
+    }
+
+    /// Records where a finished request's time went.
+    pub fn timing(&self, endpoint: &str, overhead: Option<f64>, ttft: Option<f64>) {
+        let labels = EndpointLabels {
+            endpoint: endpoint.to_owned(),
+        };
+        if let Some(o) = overhead {
+            self.overhead.get_or_create(&labels).observe(o.max(0.0));
+        }
+        if let Some(t) = ttft {
+            self.ttft.get_or_create(&labels).observe(t);
+        }
+    }
+
+    /// Adds estimated spend.
+    pub fn spend(&self, provider: &str, usd: f64) {
+        if usd > 0.0 {
+            self.cost
+                .get_or_create(&ProviderLabels {
+                    provider: provider.to_owned(),
+                })
+                .inc_by(usd);
+        }
     }
 
     /// Prometheus text exposition.

@@ -1,7 +1,8 @@
-//! Logging setup and metrics.
+//! Logging setup, metrics, price estimates and the request log.
 
 pub mod metrics;
 pub mod prices;
+pub mod requestlog;
 
 /// Installs the global tracing subscriber: `SWITCHYARD_LOG` filter, JSON with `SWITCHYARD_LOG_FORMAT=json`.
 pub fn init_logging() {

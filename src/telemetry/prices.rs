@@ -1,63 +1,96 @@
-//! Estimated list prices (USD per million tokens) for common models, used to report what the
-//! cache saved. Matching is by the longest table name contained in the served model name, so
-//! dated and provider-prefixed names ("openai/gpt-4o-mini-2024-07-18") find their family.
-//! Unknown models count as zero: the figure is an estimate, never a bill.
+//! Estimated prices (USD per million tokens): the built-in table in `prices.toml`, with the
+//! config's `[prices]` laid over it. Matching is by the longest table name contained in the
+//! served model name, so dated and provider-prefixed names ("openai/gpt-4o-mini-2024-07-18")
+//! find their family. Unknown models count as zero: the figure is an estimate, never a bill.
 
-/// (name fragment, input USD / 1M tokens, output USD / 1M tokens).
-const PRICES: &[(&str, f64, f64)] = &[
-    ("gpt-4o-mini", 0.15, 0.60),
-    ("gpt-4o", 2.50, 10.00),
-    ("gpt-4.1-nano", 0.10, 0.40),
-    ("gpt-4.1-mini", 0.40, 1.60),
-    ("gpt-4.1", 2.00, 8.00),
-    ("gpt-5-nano", 0.05, 0.40),
-    ("gpt-5-mini", 0.25, 2.00),
-    ("gpt-5", 1.25, 10.00),
-    ("o3-mini", 1.10, 4.40),
-    ("o4-mini", 1.10, 4.40),
-    ("o3", 2.00, 8.00),
-    ("gpt-3.5-turbo", 0.50, 1.50),
-    ("claude-3-5-haiku", 0.80, 4.00),
-    ("claude-haiku-4", 1.00, 5.00),
-    ("claude-3-5-sonnet", 3.00, 15.00),
-    ("claude-3-7-sonnet", 3.00, 15.00),
-    ("claude-sonnet-4", 3.00, 15.00),
-    ("claude-opus-4", 15.00, 75.00),
-    ("gemini-2.5-flash", 0.30, 2.50),
-    ("gemini-2.5-pro", 1.25, 10.00),
-    ("gemini-2.0-flash", 0.10, 0.40),
-    ("llama-3.3-70b", 0.59, 0.79),
-    ("llama-3.1-8b", 0.05, 0.08),
-    ("mistral-large", 2.00, 6.00),
-    ("mistral-small", 0.10, 0.30),
-    ("deepseek-chat", 0.27, 1.10),
-    ("deepseek-reasoner", 0.55, 2.19),
-    ("grok-3", 3.00, 15.00),
-    ("command-r-plus", 2.50, 10.00),
-    ("command-r", 0.15, 0.60),
-];
+use std::collections::BTreeMap;
 
-/// Estimated cost in USD of `input` + `output` tokens on `model` (0 when unknown).
-pub fn estimate(model: &str, input: u64, output: u64) -> f64 {
-    let m = model.to_ascii_lowercase();
-    let best = PRICES
-        .iter()
-        .filter(|(name, _, _)| m.contains(name))
-        .max_by_key(|(name, _, _)| name.len());
-    match best {
-        Some((_, i, o)) => (input as f64 * i + output as f64 * o) / 1_000_000.0,
-        None => 0.0,
+use crate::config::Price;
+
+/// The built-in table, compiled in.
+const BUILT_IN: &str = include_str!("prices.toml");
+
+/// A price table.
+#[derive(Debug, Clone)]
+pub struct Prices {
+    /// (lower-case name fragment, price), longest fragment first.
+    table: Vec<(String, Price)>,
+}
+
+impl Default for Prices {
+    fn default() -> Self {
+        Self::new(&BTreeMap::new())
+    }
+}
+
+impl Prices {
+    /// The built-in table with `overrides` (from `[prices]`) laid over it.
+    pub fn new(overrides: &BTreeMap<String, Price>) -> Self {
+        // The built-in file is checked by a unit test; a broken one would only lose estimates.
+        let mut merged: BTreeMap<String, Price> = toml::from_str(BUILT_IN).unwrap_or_default();
+        for (k, v) in overrides {
+            merged.insert(k.to_ascii_lowercase(), *v);
+        }
+        let mut table: Vec<(String, Price)> = merged.into_iter().collect();
+        table.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+        Self { table }
+    }
+
+    /// The price that applies to `model`, if any.
+    pub fn price(&self, model: &str) -> Option<Price> {
+        let m = model.to_ascii_lowercase();
+        self.table
+            .iter()
+            .find(|(name, _)| m.contains(name.as_str()))
+            .map(|(_, p)| *p)
+    }
+
+    /// Estimated cost in USD of `input` + `output` tokens on `model` (0 when unknown).
+    pub fn estimate(&self, model: &str, input: u64, output: u64) -> f64 {
+        self.price(model).map_or(0.0, |p| {
+            (input as f64 * p.input + output as f64 * p.output) / 1_000_000.0
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::estimate;
+    use super::*;
+
+    #[test]
+    fn built_in_table_parses() {
+        let parsed: BTreeMap<String, Price> = toml::from_str(BUILT_IN).unwrap_or_default();
+        assert!(parsed.len() >= 30, "{} entries", parsed.len());
+    }
 
     #[test]
     fn longest_fragment_wins() {
-        assert!((estimate("openai/gpt-4o-mini-2024-07-18", 1_000_000, 0) - 0.15).abs() < 1e-9);
-        assert!((estimate("gpt-4o", 0, 1_000_000) - 10.0).abs() < 1e-9);
-        assert_eq!(estimate("my-local-model", 1000, 1000), 0.0);
+        let p = Prices::default();
+        assert!((p.estimate("openai/gpt-4o-mini-2024-07-18", 1_000_000, 0) - 0.15).abs() < 1e-9);
+        assert!((p.estimate("gpt-4o", 0, 1_000_000) - 10.0).abs() < 1e-9);
+        assert_eq!(p.estimate("my-local-model", 1000, 1000), 0.0);
+    }
+
+    #[test]
+    fn config_overrides_and_adds() {
+        let mut o = BTreeMap::new();
+        o.insert(
+            "GPT-4o".to_string(),
+            Price {
+                input: 1.0,
+                output: 2.0,
+            },
+        );
+        o.insert(
+            "my-local-model".to_string(),
+            Price {
+                input: 0.5,
+                output: 0.5,
+            },
+        );
+        let p = Prices::new(&o);
+        assert!((p.estimate("gpt-4o-2024", 1_000_000, 1_000_000) - 3.0).abs() < 1e-9);
+        assert!((p.estimate("gpt-4o-mini", 1_000_000, 0) - 0.15).abs() < 1e-9);
+        assert!((p.estimate("ollama/my-local-model", 2_000_000, 0) - 1.0).abs() < 1e-9);
     }
 }

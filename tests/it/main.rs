@@ -21,5 +21,6 @@ mod mcp;
 mod mcp_interop;
 mod mock;
 mod model;
+mod observe;
 mod qdrant_fake;
 mod router;

@@ -1,0 +1,202 @@
+//! `RequestGuard`: follows one client request from arrival to its last byte, then records it:
+//! metrics (requests, latency, overhead, time to first token, cost) and one request log record.
+//! Streams move the guard into the body, so it records when the stream ends or the client leaves.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::http::StatusCode;
+
+use crate::app::AppState;
+use crate::cache::CacheStatus;
+use crate::chat::{ChatChunk, ChatResponse, StreamCollector, Usage};
+use crate::mcp::McpReport;
+use crate::pipeline::{RequestContext, Served, Spent};
+use crate::telemetry::requestlog::LogRecord;
+
+/// Tracks a request; records it when dropped.
+pub struct RequestGuard {
+    state: AppState,
+    endpoint: &'static str,
+    started: Instant,
+    spent: Arc<Spent>,
+    stream: bool,
+    status: u16,
+    first_chunk: Option<Instant>,
+    rec: Box<LogRecord>,
+    mcp: Option<Arc<McpReport>>,
+    collector: Option<StreamCollector>,
+}
+
+impl RequestGuard {
+    /// Starts tracking a request.
+    pub fn new(state: &AppState, endpoint: &'static str, ctx: &RequestContext) -> Self {
+        state.metrics.in_flight.inc();
+        let at_ms = crate::chat::unix_now_ms();
+        Self {
+            state: state.clone(),
+            endpoint,
+            started: Instant::now(),
+            spent: ctx.spent.clone(),
+            stream: false,
+            status: 200,
+            first_chunk: None,
+            rec: Box::new(LogRecord {
+                at_ms,
+                request_id: ctx.request_id.clone(),
+                endpoint: endpoint.to_owned(),
+                ..LogRecord::default()
+            }),
+            mcp: None,
+            collector: None,
+        }
+    }
+
+    /// Whether bodies are to be kept (`[logs] log_bodies`).
+    pub fn log_bodies(&self) -> bool {
+        self.state.log.log_bodies()
+    }
+
+    /// Notes what was asked for; `body` is kept only with `log_bodies`.
+    pub fn request(&mut self, model: &str, body: impl FnOnce() -> Option<serde_json::Value>) {
+        model.clone_into(&mut self.rec.model);
+        if self.log_bodies() {
+            self.rec.request_body = body();
+        }
+    }
+
+    /// Records the final status.
+    pub fn finish(&mut self, status: StatusCode, stream: bool) {
+        self.status = status.as_u16();
+        self.stream = stream;
+    }
+
+    /// Records an error answer (its message is what the client saw: already free of secrets).
+    pub fn error(&mut self, status: StatusCode, message: String, served: Option<&Served>) {
+        self.finish(status, false);
+        self.rec.error = Some(message);
+        if let Some(s) = served {
+            self.served(s);
+        }
+    }
+
+    /// Notes who served the request, what the cache did and the tool loop's report.
+    pub fn outcome(
+        &mut self,
+        served: &Served,
+        cache: Option<&CacheStatus>,
+        mcp: Option<Arc<McpReport>>,
+    ) {
+        self.served(served);
+        if let Some(c) = cache {
+            self.rec.cache = Some(c.outcome.label().to_owned());
+            self.rec.similarity = c.similarity.or(c.best_candidate);
+        }
+        self.mcp = mcp;
+    }
+
+    fn served(&mut self, s: &Served) {
+        s.provider.as_ref().clone_into(&mut self.rec.provider);
+        s.model.as_ref().clone_into(&mut self.rec.served_model);
+        self.rec.attempts = s.attempts;
+    }
+
+    /// Notes a complete answer.
+    pub fn response(&mut self, resp: &ChatResponse) {
+        if let Some(u) = &resp.usage {
+            self.usage(u);
+        }
+        if self.log_bodies() {
+            self.rec.response_body = serde_json::to_value(resp).ok();
+        }
+    }
+
+    /// Notes a streamed chunk on its way to the client.
+    pub fn chunk(&mut self, chunk: &ChatChunk) {
+        if self.first_chunk.is_none() {
+            self.first_chunk = Some(Instant::now());
+        }
+        if let Some(u) = &chunk.usage {
+            self.usage(u);
+        }
+        if self.log_bodies() {
+            self.collector
+                .get_or_insert_with(StreamCollector::default)
+                .push(chunk.clone());
+        }
+    }
+
+    /// Notes an embeddings answer's usage.
+    pub fn embedding_usage(&mut self, u: &Usage) {
+        self.usage(u);
+    }
+
+    fn usage(&mut self, u: &Usage) {
+        // Streams of a tool loop carry one usage chunk, already summed across rounds.
+        self.rec.input_tokens = u.prompt_tokens;
+        self.rec.output_tokens = u.completion_tokens;
+    }
+
+    /// Notes that a stream broke after its first byte.
+    pub fn stream_failed(&mut self, message: &str) {
+        self.rec.error = Some(message.to_owned());
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        let metrics = &self.state.metrics;
+        metrics.in_flight.dec();
+        let elapsed = self.started.elapsed();
+        let secs = elapsed.as_secs_f64();
+        metrics.request(self.endpoint, self.status, self.stream, secs);
+        let upstream = self.spent.upstream_time();
+        let tools = self.spent.tool_time();
+        let ttft = self
+            .first_chunk
+            .map(|t| t.duration_since(self.started).as_secs_f64());
+        let mut rec = std::mem::take(&mut self.rec);
+        if let Some(r) = &self.mcp
+            && r.tool_calls() > 0
+        {
+            rec.mcp_tools = self.spent.tools();
+        }
+        // Overhead: the whole request for JSON answers; up to the first chunk for streams (what
+        // follows is the upstream's pace). Tool-loop streams interleave both, so they are left out.
+        let overhead = match (self.stream, ttft) {
+            (false, _) => Some(secs - upstream.as_secs_f64() - tools.as_secs_f64()),
+            (true, Some(t)) if rec.mcp_tools.is_empty() => Some(t - upstream.as_secs_f64()),
+            _ => None,
+        };
+        if (200..300).contains(&self.status) {
+            metrics.timing(self.endpoint, overhead, ttft);
+        }
+        let hit = rec.cache.as_deref().is_some_and(|c| c.starts_with("hit"));
+        let prices = &self.state.prices;
+        let usd = prices.estimate(&rec.served_model, rec.input_tokens, rec.output_tokens);
+        if hit {
+            rec.saved_usd = usd;
+            metrics.cache_saved_usd.inc_by(usd);
+        } else {
+            rec.cost_usd = usd;
+            metrics.spend(&rec.provider, usd);
+        }
+        rec.status = self.status;
+        rec.stream = self.stream;
+        rec.latency_ms = secs * 1000.0;
+        rec.ttft_ms = ttft.map(|t| t * 1000.0);
+        rec.upstream_ms = upstream.as_secs_f64() * 1000.0;
+        rec.tools_ms = tools.as_secs_f64() * 1000.0;
+        if let Some(c) = self.collector.take() {
+            rec.response_body = serde_json::to_value(c.finish()).ok();
+        }
+        tracing::debug!(
+            endpoint = self.endpoint,
+            status = self.status,
+            stream = self.stream,
+            ms = rec.latency_ms,
+            "request finished"
+        );
+        self.state.log.record(*rec);
+    }
+}

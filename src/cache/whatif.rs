@@ -1,0 +1,245 @@
+//! Threshold what-if: every semantic candidate the cache weighed (served hits, and the best
+//! candidate of misses within `NEAR_MISS_MARGIN` of the threshold) is kept in the store's
+//! `cache_candidates` tree, newest `KEPT`. From them, `report` shows what another threshold
+//! would have done: how many more (or fewer) requests it would have served, and which ones, each
+//! side by side with the cached question it would have been answered from. Candidates the guard
+//! rejected stay rejected at any threshold.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Store, StoreError, trees};
+
+/// Candidates kept (the oldest go first).
+pub const KEPT: u64 = 5_000;
+/// Examples listed per side.
+const EXAMPLES: usize = 50;
+
+/// One semantic candidate.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Candidate {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// Requested model or route.
+    pub route: String,
+    /// The new prompt (its trailing user turn(s)).
+    pub prompt: String,
+    /// The cached prompt it was compared with.
+    pub cached_prompt: String,
+    /// Cosine similarity.
+    pub similarity: f32,
+    /// The threshold in force for that request.
+    pub threshold: f32,
+    /// `hit`, `below_threshold`, or the guard's reason for rejecting it.
+    pub result: String,
+}
+
+/// The kept candidates.
+pub struct Candidates {
+    store: Option<Store>,
+    seq: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Candidates {
+    /// Opens the tree (no store: nothing is kept and the report is empty).
+    pub fn open(store: Option<Store>) -> Self {
+        let count = store
+            .as_ref()
+            .and_then(|s| s.tree(trees::CACHE_CANDIDATES).ok())
+            .map_or(0, |t| t.len() as u64);
+        Self {
+            store,
+            seq: AtomicU64::new(0),
+            count: AtomicU64::new(count),
+        }
+    }
+
+    /// Keeps one candidate, dropping the oldest beyond `KEPT`.
+    pub fn record(&self, c: &Candidate) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let tree = store.tree(trees::CACHE_CANDIDATES)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u32;
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&c.at_ms.to_be_bytes());
+        key[8..].copy_from_slice(&seq.to_be_bytes());
+        let bytes = serde_json::to_vec(c).map_err(|e| StoreError::Record {
+            key: trees::CACHE_CANDIDATES.into(),
+            message: e.to_string(),
+        })?;
+        tree.insert(key, bytes)?;
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 > KEPT && tree.pop_min()?.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Every kept candidate, oldest first (those that do not decode are skipped).
+    pub fn all(&self) -> Result<Vec<Candidate>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in store.tree(trees::CACHE_CANDIDATES)?.iter() {
+            let (_, v) = item?;
+            if let Ok(c) = serde_json::from_slice(&v) {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What a threshold would have served.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct WhatIf {
+    /// The threshold asked about.
+    pub threshold: f32,
+    /// The configured threshold.
+    pub current_threshold: f32,
+    /// Candidates considered (after the route filter).
+    pub candidates: usize,
+    /// Semantic hits actually served.
+    pub served_now: usize,
+    /// Semantic hits the asked threshold would have served.
+    pub served_at_threshold: usize,
+    /// Misses it would have served (newest first, at most 50), with the cached question.
+    pub gained: Vec<Candidate>,
+    /// How many misses it would have served in all.
+    pub gained_total: usize,
+    /// Hits it would not have served (newest first, at most 50).
+    pub lost: Vec<Candidate>,
+    /// How many hits it would have lost in all.
+    pub lost_total: usize,
+    /// Candidates rejected by the guard (served at no threshold).
+    pub guard_rejected: usize,
+    /// `[threshold, semantic hits it would serve]` from 0.60 to 1.00 in steps of 0.01.
+    pub curve: Vec<(f32, usize)>,
+    /// The lowest similarity a miss was recorded at: below it the report knows nothing.
+    pub floor: Option<f32>,
+}
+
+/// Whether a candidate would be served at `t`.
+fn served_at(c: &Candidate, t: f32) -> bool {
+    match c.result.as_str() {
+        "hit" | "below_threshold" => c.similarity >= t,
+        _ => false,
+    }
+}
+
+/// The what-if report at threshold `t` over `all` (oldest first), optionally for one route.
+pub fn report(all: &[Candidate], t: f32, current: f32, route: Option<&str>) -> WhatIf {
+    let cands: Vec<&Candidate> = all
+        .iter()
+        .filter(|c| route.is_none_or(|r| r == c.route))
+        .collect();
+    let gained: Vec<&Candidate> = cands
+        .iter()
+        .rev()
+        .filter(|c| c.result == "below_threshold" && c.similarity >= t)
+        .copied()
+        .collect();
+    let lost: Vec<&Candidate> = cands
+        .iter()
+        .rev()
+        .filter(|c| c.result == "hit" && c.similarity < t)
+        .copied()
+        .collect();
+    let curve = (60..=100)
+        .map(|i| {
+            let th = i as f32 / 100.0;
+            (th, cands.iter().filter(|c| served_at(c, th)).count())
+        })
+        .collect();
+    WhatIf {
+        threshold: t,
+        current_threshold: current,
+        candidates: cands.len(),
+        served_now: cands.iter().filter(|c| c.result == "hit").count(),
+        served_at_threshold: cands.iter().filter(|c| served_at(c, t)).count(),
+        gained_total: gained.len(),
+        gained: gained.into_iter().take(EXAMPLES).cloned().collect(),
+        lost_total: lost.len(),
+        lost: lost.into_iter().take(EXAMPLES).cloned().collect(),
+        guard_rejected: cands
+            .iter()
+            .filter(|c| c.result != "hit" && c.result != "below_threshold")
+            .count(),
+        curve,
+        floor: cands
+            .iter()
+            .filter(|c| c.result != "hit")
+            .map(|c| c.similarity)
+            .reduce(f32::min),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(sim: f32, result: &str, prompt: &str) -> Candidate {
+        Candidate {
+            at_ms: 0,
+            route: "m".into(),
+            prompt: prompt.into(),
+            cached_prompt: format!("cached {prompt}"),
+            similarity: sim,
+            threshold: 0.82,
+            result: result.into(),
+        }
+    }
+
+    #[test]
+    fn lower_threshold_gains_misses_higher_loses_hits() {
+        let all = vec![
+            c(0.90, "hit", "a"),
+            c(0.84, "hit", "b"),
+            c(0.80, "below_threshold", "c"),
+            c(0.75, "below_threshold", "d"),
+            c(0.95, "numbers", "e"),
+        ];
+        let low = report(&all, 0.78, 0.82, None);
+        assert_eq!(low.served_now, 2);
+        assert_eq!(low.served_at_threshold, 3);
+        assert_eq!(low.gained_total, 1);
+        assert_eq!(low.gained[0].prompt, "c");
+        assert_eq!(low.gained[0].cached_prompt, "cached c");
+        assert_eq!(low.lost_total, 0);
+        assert_eq!(low.guard_rejected, 1);
+        assert_eq!(low.floor, Some(0.75));
+
+        let high = report(&all, 0.88, 0.82, None);
+        assert_eq!(high.served_at_threshold, 1);
+        assert_eq!(high.lost_total, 1);
+        assert_eq!(high.lost[0].prompt, "b");
+        let at = |t: f32| {
+            high.curve
+                .iter()
+                .find(|(x, _)| (x - t).abs() < 1e-4)
+                .map(|p| p.1)
+        };
+        assert_eq!(at(0.70), Some(4));
+        assert_eq!(at(0.82), Some(2));
+        assert_eq!(at(1.0), Some(0));
+
+        assert_eq!(report(&all, 0.78, 0.82, Some("other")).candidates, 0);
+    }
+
+    #[test]
+    fn candidates_are_bounded() {
+        let store = Store::temporary().unwrap();
+        let cands = Candidates::open(Some(store));
+        for i in 0..(KEPT + 3) {
+            let mut x = c(0.9, "hit", &i.to_string());
+            x.at_ms = i;
+            cands.record(&x).unwrap();
+        }
+        let all = cands.all().unwrap();
+        assert_eq!(all.len() as u64, KEPT);
+        assert_eq!(all[0].prompt, "3", "the oldest went first");
+    }
+}

@@ -1,0 +1,633 @@
+//! The request log: one record per request in the sled store (`request_log` tree, keyed by
+//! time), written by one background task from a bounded queue so a log write never delays an
+//! answer (a full queue drops the record and counts it in
+//! `switchyard_log_records_dropped_total`). Retention by age and by count runs every minute.
+//! Queries scan newest first with filters and a cursor; usage aggregates scan a time range.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::LogsConfig;
+use crate::store::{Store, StoreError, trees};
+use crate::telemetry::metrics::Metrics;
+
+/// One request, as logged. No secrets: keys appear only as a virtual key's id.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LogRecord {
+    /// Unix milliseconds when the request arrived.
+    pub at_ms: u64,
+    /// `x-request-id`.
+    pub request_id: String,
+    /// `chat`, `messages` or `embeddings`.
+    pub endpoint: String,
+    /// The model (or route) the client asked for.
+    pub model: String,
+    /// Provider that served it (empty when none did).
+    pub provider: String,
+    /// Upstream model that served it.
+    pub served_model: String,
+    /// Upstream attempts, failed ones included (0 for cache hits).
+    pub attempts: u32,
+    /// HTTP status answered.
+    pub status: u16,
+    /// Streamed answer.
+    pub stream: bool,
+    /// Milliseconds to the last byte.
+    pub latency_ms: f64,
+    /// Milliseconds to the first streamed chunk (streams only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    /// Milliseconds spent waiting on providers (to the first chunk for streams).
+    #[serde(default)]
+    pub upstream_ms: f64,
+    /// Milliseconds spent in MCP tools the gateway ran.
+    #[serde(default)]
+    pub tools_ms: f64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Estimated cost in USD of the upstream calls (0 for cache hits).
+    pub cost_usd: f64,
+    /// Estimated USD a cache hit saved.
+    #[serde(default)]
+    pub saved_usd: f64,
+    /// `hit-exact`, `hit-semantic`, `miss`, `bypass` (absent when the cache is off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
+    /// Similarity of a semantic hit, or of the best candidate not served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub similarity: Option<f32>,
+    /// MCP tools the gateway ran, as `server__tool`, in call order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mcp_tools: Vec<String>,
+    /// Virtual key id (when governance is on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The error answered, when the status is not 2xx.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Request body (only with `[logs] log_bodies = true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_body: Option<serde_json::Value>,
+    /// Response body (only with `[logs] log_bodies = true`; streams: the assembled answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_body: Option<serde_json::Value>,
+}
+
+/// Filters of `GET /api/logs` and `GET /api/usage`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LogQuery {
+    /// Unix milliseconds, inclusive.
+    pub from: Option<u64>,
+    /// Unix milliseconds, exclusive.
+    pub to: Option<u64>,
+    /// Requested or served model (exact, or `provider/model`).
+    pub model: Option<String>,
+    /// Provider name.
+    pub provider: Option<String>,
+    /// A status code (`429`) or class (`2xx`, `4xx`, `5xx`, `error` = not 2xx).
+    pub status: Option<String>,
+    /// Cache outcome (`hit` = either kind of hit).
+    pub cache: Option<String>,
+    /// Virtual key id.
+    pub key: Option<String>,
+    /// Endpoint.
+    pub endpoint: Option<String>,
+    /// Page size (default 50, at most 500).
+    pub limit: Option<usize>,
+    /// Cursor from the previous page.
+    pub cursor: Option<String>,
+    /// `GET /api/usage`: seconds per series point (default: the range in about 48 points, >= 60 s).
+    pub bucket: Option<u64>,
+}
+
+impl LogQuery {
+    /// Whether `r` passes every filter (time included).
+    pub fn matches(&self, r: &LogRecord) -> bool {
+        let eq = |f: &Option<String>, v: &str| f.as_deref().is_none_or(|f| f == v);
+        let model_ok = self.model.as_deref().is_none_or(|m| {
+            m == r.model || m == r.served_model || m == format!("{}/{}", r.provider, r.served_model)
+        });
+        let status_ok = self.status.as_deref().is_none_or(|s| match s {
+            "2xx" => (200..300).contains(&r.status),
+            "4xx" => (400..500).contains(&r.status),
+            "5xx" => r.status >= 500,
+            "error" => !(200..300).contains(&r.status),
+            code => code.parse::<u16>().is_ok_and(|c| c == r.status),
+        });
+        let cache_ok = self.cache.as_deref().is_none_or(|c| match c {
+            "hit" => r.cache.as_deref().is_some_and(|o| o.starts_with("hit")),
+            "off" => r.cache.is_none(),
+            other => r.cache.as_deref() == Some(other),
+        });
+        model_ok
+            && status_ok
+            && cache_ok
+            && eq(&self.provider, &r.provider)
+            && eq(&self.endpoint, &r.endpoint)
+            && self
+                .key
+                .as_deref()
+                .is_none_or(|k| r.key.as_deref() == Some(k))
+            && self.from.is_none_or(|f| r.at_ms >= f)
+            && self.to.is_none_or(|t| r.at_ms < t)
+    }
+
+    /// Checks the values a filter cannot ignore.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(s) = &self.status
+            && !matches!(s.as_str(), "2xx" | "4xx" | "5xx" | "error")
+            && s.parse::<u16>().is_err()
+        {
+            return Err(format!(
+                "`status` must be a code like 429 or one of 2xx, 4xx, 5xx, error; got `{s}`"
+            ));
+        }
+        if let Some(c) = &self.cache
+            && !matches!(
+                c.as_str(),
+                "hit" | "hit-exact" | "hit-semantic" | "miss" | "bypass" | "off"
+            )
+        {
+            return Err(format!(
+                "`cache` must be one of hit, hit-exact, hit-semantic, miss, bypass, off; got `{c}`"
+            ));
+        }
+        if let (Some(f), Some(t)) = (self.from, self.to)
+            && f > t
+        {
+            return Err("`from` is after `to`".into());
+        }
+        if let Some(c) = &self.cursor
+            && decode_cursor(c).is_none()
+        {
+            return Err("`cursor` is not one this API returned".into());
+        }
+        Ok(())
+    }
+}
+
+/// One page of records, newest first.
+#[derive(Debug, Serialize)]
+pub struct LogPage {
+    /// `list`.
+    pub object: &'static str,
+    /// The records.
+    pub data: Vec<LogRecord>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Aggregates for one group.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Totals {
+    /// Requests.
+    pub requests: u64,
+    /// Answers that were not 2xx.
+    pub errors: u64,
+    /// Prompt tokens.
+    pub input_tokens: u64,
+    /// Completion tokens.
+    pub output_tokens: u64,
+    /// Estimated USD spent upstream.
+    pub cost_usd: f64,
+    /// Cache hits (exact and semantic).
+    pub cache_hits: u64,
+    /// Cache lookups that could hit (hits and misses).
+    pub cache_lookups: u64,
+    /// Estimated USD the cache saved.
+    pub saved_usd: f64,
+    /// MCP tools the gateway ran.
+    pub mcp_tool_calls: u64,
+    /// Sum of latencies (ms), for the mean.
+    #[serde(skip)]
+    latency_sum: f64,
+    /// Mean latency in ms.
+    pub mean_latency_ms: f64,
+}
+
+impl Totals {
+    fn add(&mut self, r: &LogRecord) {
+        self.requests += 1;
+        if !(200..300).contains(&r.status) {
+            self.errors += 1;
+        }
+        self.input_tokens += r.input_tokens;
+        self.output_tokens += r.output_tokens;
+        self.cost_usd += r.cost_usd;
+        self.saved_usd += r.saved_usd;
+        match r.cache.as_deref() {
+            Some(o) if o.starts_with("hit") => {
+                self.cache_hits += 1;
+                self.cache_lookups += 1;
+            }
+            Some("miss") => self.cache_lookups += 1,
+            _ => {}
+        }
+        self.mcp_tool_calls += r.mcp_tools.len() as u64;
+        self.latency_sum += r.latency_ms;
+        self.mean_latency_ms = self.latency_sum / self.requests as f64;
+    }
+}
+
+/// `GET /api/usage`: totals, groups and a time series over a range.
+#[derive(Debug, Serialize)]
+pub struct Usage {
+    /// Range start (unix ms) actually used.
+    pub from: u64,
+    /// Range end (unix ms, exclusive).
+    pub to: u64,
+    /// Everything in range.
+    pub total: Totals,
+    /// By requested model.
+    pub by_model: BTreeMap<String, Totals>,
+    /// By provider (`none` for requests no provider served).
+    pub by_provider: BTreeMap<String, Totals>,
+    /// By virtual key (`none` without one).
+    pub by_key: BTreeMap<String, Totals>,
+    /// Seconds per series bucket.
+    pub bucket_seconds: u64,
+    /// One point per bucket with data: `[start unix ms, totals]`, oldest first.
+    pub series: Vec<(u64, Totals)>,
+}
+
+/// The log and its writer.
+pub struct RequestLog {
+    config: LogsConfig,
+    store: Option<Store>,
+    tx: mpsc::Sender<LogRecord>,
+    metrics: Arc<Metrics>,
+    seq: AtomicU64,
+    count: AtomicU64,
+}
+
+/// How often retention runs.
+const RETENTION_EVERY: Duration = Duration::from_secs(60);
+
+impl RequestLog {
+    /// Opens the log and starts its writer and retention tasks.
+    pub fn start(
+        config: LogsConfig,
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(config.queue);
+        let count = store
+            .as_ref()
+            .and_then(|s| s.tree(trees::REQUEST_LOG).ok())
+            .map_or(0, |t| t.len() as u64);
+        let log = Arc::new(Self {
+            config,
+            store,
+            tx,
+            metrics,
+            seq: AtomicU64::new(0),
+            count: AtomicU64::new(count),
+        });
+        if log.config.enabled && log.store.is_some() {
+            tasks.spawn(writer(log.clone(), rx, shutdown.clone()));
+            tasks.spawn(retention(log.clone(), shutdown.clone()));
+        }
+        log
+    }
+
+    /// Whether bodies are kept.
+    pub fn log_bodies(&self) -> bool {
+        self.config.log_bodies
+    }
+
+    /// Whether records are written at all.
+    pub fn enabled(&self) -> bool {
+        self.config.enabled && self.store.is_some()
+    }
+
+    /// Queues a record; never waits. A full queue drops it and counts the drop.
+    pub fn record(&self, rec: LogRecord) {
+        if !self.enabled() {
+            return;
+        }
+        if self.tx.try_send(rec).is_err() {
+            self.metrics.log_dropped.inc();
+        }
+    }
+
+    fn tree(&self) -> Result<Option<sled::Tree>, StoreError> {
+        match &self.store {
+            Some(s) => s.tree(trees::REQUEST_LOG).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn write(&self, rec: &LogRecord) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let key = record_key(rec.at_ms, seq);
+        let bytes = serde_json::to_vec(rec).map_err(|e| StoreError::Record {
+            key: format!("{}/{}", trees::REQUEST_LOG, rec.request_id),
+            message: e.to_string(),
+        })?;
+        store.tree(trees::REQUEST_LOG)?.insert(key, bytes)?;
+        store
+            .tree(trees::REQUEST_LOG_IDS)?
+            .insert(rec.request_id.as_bytes(), key.to_vec())?;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Deletes records older than the retention and, beyond `max_records`, the oldest.
+    /// Returns how many were deleted.
+    pub fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+        let Some(tree) = self.tree()? else {
+            return Ok(0);
+        };
+        let ids = self.store.as_ref().map(|s| s.tree(trees::REQUEST_LOG_IDS));
+        let cutoff = now_ms.saturating_sub(self.config.retention.as_millis() as u64);
+        let mut deleted = 0u64;
+        loop {
+            let over = self.count.load(Ordering::Relaxed) > self.config.max_records;
+            let Some((k, v)) = tree.first()? else { break };
+            let at = k
+                .get(..8)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            if at >= cutoff && !over {
+                break;
+            }
+            tree.remove(&k)?;
+            if let (Some(Ok(ids)), Ok(rec)) = (&ids, serde_json::from_slice::<LogRecord>(&v)) {
+                // Only when the id still points at this record (ids may repeat).
+                let _ = ids.compare_and_swap(
+                    rec.request_id.as_bytes(),
+                    Some(k.as_ref()),
+                    None as Option<&[u8]>,
+                );
+            }
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                    Some(c.saturating_sub(1))
+                });
+            deleted += 1;
+        }
+        Ok(deleted)
+    }
+
+    /// Records stored now.
+    pub fn len(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// True when no record is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One page, newest first.
+    pub fn query(&self, q: &LogQuery) -> Result<LogPage, StoreError> {
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let mut page = LogPage {
+            object: "list",
+            data: Vec::new(),
+            next_cursor: None,
+        };
+        let Some(tree) = self.tree()? else {
+            return Ok(page);
+        };
+        let start = q.from.map_or([0u8; 12], |f| record_key(f, 0));
+        let mut end = q.to.map_or([0xffu8; 12], |t| record_key(t, 0));
+        if let Some(c) = q.cursor.as_deref().and_then(decode_cursor)
+            && c < end
+        {
+            end = c;
+        }
+        let mut last_key: Option<sled::IVec> = None;
+        for item in tree.range(start..end).rev() {
+            let (k, v) = item?;
+            let Ok(rec) = serde_json::from_slice::<LogRecord>(&v) else {
+                continue;
+            };
+            if !q.matches(&rec) {
+                continue;
+            }
+            if page.data.len() == limit {
+                // There is at least one more: the next page ends just before the last one shown.
+                page.next_cursor = last_key.as_deref().map(encode_cursor);
+                break;
+            }
+            page.data.push(rec);
+            last_key = Some(k);
+        }
+        Ok(page)
+    }
+
+    /// The newest record with this request id.
+    pub fn get(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
+        let (Some(tree), Some(store)) = (self.tree()?, &self.store) else {
+            return Ok(None);
+        };
+        let Some(key) = store
+            .tree(trees::REQUEST_LOG_IDS)?
+            .get(request_id.as_bytes())?
+        else {
+            return Ok(None);
+        };
+        let Some(v) = tree.get(key)? else {
+            return Ok(None);
+        };
+        Ok(serde_json::from_slice(&v).ok())
+    }
+
+    /// Aggregates over `q`'s range and filters, with a series of `bucket` buckets.
+    pub fn usage(&self, q: &LogQuery, now_ms: u64, bucket: Duration) -> Result<Usage, StoreError> {
+        let to = q.to.unwrap_or(now_ms + 1);
+        let from = q.from.unwrap_or_else(|| to.saturating_sub(86_400_000));
+        let bucket_ms = (bucket.as_millis() as u64).max(1000);
+        let mut u = Usage {
+            from,
+            to,
+            total: Totals::default(),
+            by_model: BTreeMap::new(),
+            by_provider: BTreeMap::new(),
+            by_key: BTreeMap::new(),
+            bucket_seconds: bucket_ms / 1000,
+            series: Vec::new(),
+        };
+        let Some(tree) = self.tree()? else {
+            return Ok(u);
+        };
+        let q = LogQuery {
+            from: Some(from),
+            to: Some(to),
+            ..q.clone()
+        };
+        let mut series: BTreeMap<u64, Totals> = BTreeMap::new();
+        for item in tree.range(record_key(from, 0)..record_key(to, 0)) {
+            let (_, v) = item?;
+            let Ok(r) = serde_json::from_slice::<LogRecord>(&v) else {
+                continue;
+            };
+            if !q.matches(&r) {
+                continue;
+            }
+            u.total.add(&r);
+            u.by_model.entry(r.model.clone()).or_default().add(&r);
+            let provider = if r.provider.is_empty() {
+                "none"
+            } else {
+                &r.provider
+            };
+            u.by_provider
+                .entry(provider.to_owned())
+                .or_default()
+                .add(&r);
+            let key = r.key.clone().unwrap_or_else(|| "none".into());
+            u.by_key.entry(key).or_default().add(&r);
+            series
+                .entry(r.at_ms - r.at_ms % bucket_ms)
+                .or_default()
+                .add(&r);
+        }
+        u.series = series.into_iter().collect();
+        Ok(u)
+    }
+}
+
+/// Time-ordered key: unix ms then a sequence number, both big-endian.
+fn record_key(at_ms: u64, seq: u64) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&at_ms.to_be_bytes());
+    k[8..].copy_from_slice(&(seq as u32).to_be_bytes());
+    k
+}
+
+fn encode_cursor(key: &[u8]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn decode_cursor(s: &str) -> Option<[u8; 12]> {
+    if s.len() != 24 || !s.is_ascii() {
+        return None;
+    }
+    let mut k = [0u8; 12];
+    for (i, slot) in k.iter_mut().enumerate() {
+        *slot = u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(k)
+}
+
+async fn writer(
+    log: Arc<RequestLog>,
+    mut rx: mpsc::Receiver<LogRecord>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let rec = tokio::select! {
+            r = rx.recv() => r,
+            () = shutdown.cancelled() => {
+                // Write what is queued, then stop.
+                rx.close();
+                rx.recv().await
+            }
+        };
+        let Some(rec) = rec else { break };
+        if let Err(e) = log.write(&rec) {
+            log.metrics.log_dropped.inc();
+            tracing::warn!(error = %e, "request log record not written");
+        }
+    }
+    if let Some(s) = &log.store {
+        let _ = s.flush();
+    }
+}
+
+async fn retention(log: Arc<RequestLog>, shutdown: CancellationToken) {
+    loop {
+        if let Err(e) = log.enforce_retention(crate::chat::unix_now_ms()) {
+            tracing::warn!(error = %e, "request log retention failed");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETENTION_EVERY) => {}
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log(max_records: u64, days: u64) -> Arc<RequestLog> {
+        let (tx, _rx) = mpsc::channel(1);
+        Arc::new(RequestLog {
+            config: LogsConfig {
+                max_records,
+                retention: Duration::from_secs(days * 86_400),
+                ..LogsConfig::default()
+            },
+            store: Some(Store::temporary().unwrap()),
+            tx,
+            metrics: Arc::new(Metrics::new()),
+            seq: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        })
+    }
+
+    fn rec(at_ms: u64, id: &str) -> LogRecord {
+        LogRecord {
+            at_ms,
+            request_id: id.into(),
+            status: 200,
+            ..LogRecord::default()
+        }
+    }
+
+    #[test]
+    fn retention_drops_old_records_then_the_oldest_beyond_the_bound() {
+        let day = 86_400_000;
+        let now = 100 * day;
+        let l = log(3, 30);
+        for (i, at) in [now - 40 * day, now - 31 * day, now - 5 * day, now - 4 * day]
+            .into_iter()
+            .enumerate()
+        {
+            l.write(&rec(at, &format!("r{i}"))).unwrap();
+        }
+        assert_eq!(
+            l.enforce_retention(now).unwrap(),
+            2,
+            "two are older than 30 days"
+        );
+        assert_eq!(l.len(), 2);
+        assert!(l.get("r0").unwrap().is_none(), "its id goes too");
+        for i in 4..7 {
+            l.write(&rec(now - day + i, &format!("r{i}"))).unwrap();
+        }
+        assert_eq!(l.enforce_retention(now).unwrap(), 2, "5 records, bound 3");
+        let page = l.query(&LogQuery::default()).unwrap();
+        let ids: Vec<_> = page.data.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["r6", "r5", "r4"]);
+    }
+
+    #[test]
+    fn cursors_are_checked() {
+        let q = LogQuery {
+            cursor: Some("zz".into()),
+            ..LogQuery::default()
+        };
+        assert!(q.validate().is_err());
+        assert!(decode_cursor(&encode_cursor(&record_key(5, 7))).is_some());
+    }
+}
