@@ -17,6 +17,13 @@ if ! .venv/bin/python -c 'import openai, anthropic, mcp, mcp_server_time' 2>/dev
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
+# playwright-core (pinned in tests/ui/package-lock.json; it drives the system's Chromium, no
+# browser download) for the web UI test.
+if [ ! -d tests/ui/node_modules/playwright-core ]; then
+  echo "== npm ci in tests/ui"
+  (cd tests/ui && npm ci --no-audit --no-fund --silent)
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

@@ -22,18 +22,22 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .layer(middleware::from_fn_with_state(state, require_token))
 }
 
-/// Lets a request through when no admin token is set or it carries the right one.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Whether `headers` carry the admin token (always true when none is set).
+pub fn token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let Some(token) = &state.config.server.admin_token else {
-        return next.run(req).await;
+        return true;
     };
-    let given = req
-        .headers()
+    let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if constant_time_eq(given.as_bytes(), token.expose().as_bytes()) {
+    constant_time_eq(given.as_bytes(), token.expose().as_bytes())
+}
+
+/// Lets a request through when no admin token is set or it carries the right one.
+pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if token_ok(&state, req.headers()) {
         return next.run(req).await;
     }
     let err =

@@ -1,11 +1,12 @@
 //! MCP administration under `/api/mcp` (behind the admin token): register, list, remove servers;
-//! list tools. Header and environment values are never shown.
+//! list tools; try one (`POST /api/mcp/tools/{name}/call`, body: the arguments object). Header
+//! and environment values are never shown.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -19,6 +20,7 @@ pub fn routes() -> Router<AppState> {
         .route("/servers", get(list).post(register))
         .route("/servers/{name}", get(one).delete(remove))
         .route("/tools", get(tools))
+        .route("/tools/{name}/call", post(call))
 }
 
 fn fail(e: GatewayError) -> Response {
@@ -62,4 +64,34 @@ async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Resp
 
 async fn tools(State(state): State<AppState>) -> Response {
     Json(json!({"object": "list", "data": state.mcp.tools()})).into_response()
+}
+
+/// Runs one tool with the JSON body as its arguments, as the tool loop would (same timeout).
+async fn call(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
+    let args: serde_json::Value = match super::read_json(&state, body).await {
+        Ok(v) => v,
+        Err(e) => return fail(e),
+    };
+    if !args.is_object() {
+        return fail(GatewayError::BadRequest(
+            "the body must be the tool's arguments as a JSON object".into(),
+        ));
+    }
+    if !state.mcp.tools().iter().any(|t| t.name == name) {
+        return fail(GatewayError::NotFound(format!(
+            "no MCP tool named `{name}` (see GET /api/mcp/tools)"
+        )));
+    }
+    let started = std::time::Instant::now();
+    let r = state
+        .mcp
+        .call(&name, &args.to_string(), state.config.mcp.tool_timeout)
+        .await;
+    Json(json!({
+        "tool": name,
+        "outcome": r.outcome.label(),
+        "text": r.text,
+        "ms": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+    .into_response()
 }

@@ -8,6 +8,7 @@ pub mod logs;
 pub mod mcp;
 pub mod openai;
 mod sse;
+pub mod ui;
 
 use std::time::Instant;
 
@@ -51,6 +52,7 @@ pub fn routes(state: AppState) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .nest("/api", admin::routes(state.clone()))
+        .merge(ui::routes())
         .merge(
             Router::new()
                 .route_service(

@@ -256,7 +256,8 @@ pub struct Usage {
     pub by_key: BTreeMap<String, Totals>,
     /// Seconds per series bucket.
     pub bucket_seconds: u64,
-    /// One point per bucket with data: `[start unix ms, totals]`, oldest first.
+    /// One point per bucket, empty ones included (up to 2,000 buckets; beyond that only those
+    /// with data): `[start unix ms, totals]`, oldest first.
     pub series: Vec<(u64, Totals)>,
 }
 
@@ -499,6 +500,15 @@ impl RequestLog {
                 .entry(r.at_ms - r.at_ms % bucket_ms)
                 .or_default()
                 .add(&r);
+        }
+        // Empty buckets are shown as zeros (for charts), unless the range holds too many.
+        let first = from - from % bucket_ms;
+        if (to - first) / bucket_ms <= 2_000 {
+            let mut b = first;
+            while b < to {
+                series.entry(b).or_default();
+                b += bucket_ms;
+            }
         }
         u.series = series.into_iter().collect();
         Ok(u)

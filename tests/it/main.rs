@@ -24,3 +24,4 @@ mod model;
 mod observe;
 mod qdrant_fake;
 mod router;
+mod ui;

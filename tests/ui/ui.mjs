@@ -1,0 +1,138 @@
+// Drives the Switchyard web UI in Debian's headless Chromium (playwright-core, no browser
+// download). Usage: node ui.mjs <gateway url> <admin token> <mcp-calculator path> <screenshot dir>
+// Fails (exit 1) on any console error, page error, failed step or a page over 200 KB of assets.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+
+const [url, token, calculator, shots] = process.argv.slice(2);
+if (!url || !token || !calculator || !shots) {
+  console.error("usage: node ui.mjs <url> <token> <mcp-calculator> <screenshot dir>");
+  process.exit(2);
+}
+mkdirSync(shots, { recursive: true });
+const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
+const browser = await chromium.launch({
+  executablePath,
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const problems = [];
+const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+// The one step that provokes an error answer on purpose allows exactly one such message.
+let allowedFailures = 0;
+page.on("console", (m) => {
+  if (m.type() !== "error") return;
+  if (allowedFailures > 0 && m.text().includes("status of 400")) { allowedFailures -= 1; return; }
+  problems.push(`console: ${m.text()}`);
+});
+page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+let bytes = 0;
+page.on("response", async (r) => {
+  if (r.url().startsWith(url) && !r.url().includes("/api/")) {
+    try { bytes += (await r.body()).length; } catch { /* redirects have no body */ }
+  }
+});
+const step = async (name, fn) => {
+  try { await fn(); console.log(`ok   ${name}`); } catch (e) { problems.push(`${name}: ${e.message}`); console.log(`FAIL ${name}: ${e.message}`); }
+};
+const expectText = async (sel, text) => {
+  await page.locator(sel, { hasText: text }).first().waitFor({ timeout: 10000 });
+};
+
+await step("login with the admin token", async () => {
+  await page.goto(`${url}/#/dashboard`);
+  await page.locator("form input[name=token]").waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${shots}/login.png` });
+  await page.fill("input[name=token]", "wrong-token");
+  await page.click("form button[type=submit]");
+  await expectText(".error", "not accepted");
+  await page.fill("input[name=token]", token);
+  await page.click("form button[type=submit]");
+  await expectText("h1", "Dashboard");
+});
+if (bytes > 200 * 1024) problems.push(`the UI's assets weigh ${bytes} bytes (limit 200 KB)`);
+
+for (const [hash, title, check] of [
+  ["dashboard", "Dashboard", async () => { await expectText(".card .label", "Requests"); await page.waitForFunction(() => [...document.querySelectorAll("svg.chart rect.bar")].some((r) => Number(r.getAttribute("height")) > 0), null, { timeout: 10000 }); }],
+  ["providers", "Providers", async () => { await expectText("td", "mock"); }],
+  ["mcp", "MCP servers", async () => { await page.locator("form#register").waitFor(); }],
+  ["cache", "Cache", async () => { await expectText("h2", "Threshold what-if"); await expectText("button", "Purge all"); await expectText("td", "capital of France"); }],
+  ["logs", "Request log", async () => { await page.locator("tr.click").first().waitFor(); }],
+]) {
+  await step(`page ${hash}`, async () => {
+    await page.goto(`${url}/#/${hash}`);
+    await expectText("h1", title);
+    await check();
+    await page.screenshot({ path: `${shots}/${hash}.png`, fullPage: true });
+  });
+}
+
+await step("no secret on any page", async () => {
+  for (const hash of ["providers", "mcp"]) {
+    await page.goto(`${url}/#/${hash}`);
+    await page.waitForTimeout(300);
+    const html = await page.content();
+    if (html.includes("sk-ui-secret")) throw new Error(`a provider key is shown on ${hash}`);
+  }
+});
+
+await step("register an MCP server through the UI", async () => {
+  await page.goto(`${url}/#/mcp`);
+  await page.fill("form#register input[name=name]", "calc");
+  await page.selectOption("form#register select[name=transport]", "stdio");
+  await page.fill("form#register input[name=command]", calculator);
+  await page.click("form#register button[type=submit]");
+  await expectText("[role=status]", "Registered calc");
+  await expectText("td", "calc__add");
+  await expectText("span.status-connected", "connected");
+});
+
+await step("a bad registration shows the gateway's message", async () => {
+  allowedFailures = 1;
+  await page.fill("form#register input[name=name]", "broken");
+  await page.fill("form#register input[name=command]", "/no/such/program");
+  await page.click("form#register button[type=submit]");
+  await page.locator(".error").first().waitFor({ timeout: 10000 });
+  const msg = await page.locator(".error").first().textContent();
+  if (!msg.includes("/no/such/program")) throw new Error(`unclear message: ${msg}`);
+});
+
+await step("try a tool", async () => {
+  await page.goto(`${url}/#/mcp`);
+  await page.selectOption("form#try select[name=tool]", "calc__add");
+  await page.fill("form#try textarea[name=arguments]", '{"a": 2, "b": 3}');
+  await page.click("form#try button[type=submit]");
+  await expectText("pre", "5");
+  const out = await page.locator("pre").first().textContent();
+  if (!out.startsWith("ok")) throw new Error(`tool output: ${out}`);
+  await page.screenshot({ path: `${shots}/mcp-registered.png`, fullPage: true });
+});
+
+await step("log detail and filters", async () => {
+  await page.goto(`${url}/#/logs`);
+  await page.locator("tr.click").first().click();
+  await page.locator("pre#detail").waitFor();
+  const detail = await page.locator("pre#detail").textContent();
+  if (!detail.includes("request_id")) throw new Error("no detail shown");
+  await page.screenshot({ path: `${shots}/log-detail.png`, fullPage: true });
+  await page.selectOption("form#filters select[name=status]", "4xx");
+  await page.click("form#filters button[type=submit]");
+  await page.waitForFunction(() => location.hash.includes("status=4xx"));
+  await page.waitForTimeout(300);
+  const statuses = await page.locator("tbody tr.click td:nth-child(5)").allTextContents();
+  if (statuses.length === 0 || statuses.some((s) => !s.startsWith("4"))) throw new Error(`4xx filter shows ${statuses.join(",")}`);
+});
+
+await step("threshold what-if", async () => {
+  await page.goto(`${url}/#/cache`);
+  await page.fill("form#whatif input[name=threshold]", "0.5");
+  await page.click("form#whatif button[type=submit]");
+  await expectText("p.notice", "at 0.50");
+});
+
+await browser.close();
+if (problems.length) {
+  console.error("UI problems:\n" + problems.join("\n"));
+  process.exit(1);
+}
+console.log("UI ok; screenshots in " + shots);
