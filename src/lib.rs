@@ -3,7 +3,7 @@
 //! # Layout (one module per stage of the request path)
 //! - `cli`: command line (`serve`, `check`).
 //! - `app`: shared state, router assembly, graceful shutdown.
-//! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, SSE encoding.
+//! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, web UI, SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
 //! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
 //! - `mcp`: MCP servers (rmcp), tool injection, the tool loop, the gateway's own `/mcp`.
@@ -12,8 +12,8 @@
 //! - `config`: raw TOML -> validated config; `env.NAME`; zero-config.
 //! - `router`: route table, weighted picks, the one retry policy, circuit breakers.
 //! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic).
-//! - `telemetry`: logging, Prometheus metrics, price estimates.
-//! - `store`: the sled store (cache analytics, MCP registrations; keys and logs later).
+//! - `telemetry`: logging, Prometheus metrics, price estimates, the request log.
+//! - `store`: the sled store (cache analytics, MCP registrations, the request log; keys later).
 
 pub mod api;
 pub mod app;

@@ -445,3 +445,76 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every series name the exposition can hold, once each family has one sample.
+    fn exposed() -> std::collections::BTreeSet<String> {
+        let m = Metrics::new();
+        m.request("chat", 200, false, 0.1);
+        m.timing("chat", Some(0.001), Some(0.01));
+        m.attempt("p", "ok", 0.1);
+        m.retries
+            .get_or_create(&ProviderLabels {
+                provider: "p".into(),
+            })
+            .inc();
+        m.fallbacks
+            .get_or_create(&ProviderLabels {
+                provider: "p".into(),
+            })
+            .inc();
+        m.usage("p", 1, 1);
+        m.spend("p", 0.1);
+        m.breakers_open
+            .get_or_create(&ProviderLabels {
+                provider: "p".into(),
+            })
+            .set(0);
+        let o = OutcomeLabels {
+            outcome: "miss".into(),
+        };
+        m.cache_lookups.get_or_create(&o).inc();
+        m.cache_lookup_duration.get_or_create(&o).observe(0.001);
+        m.cache_similarity
+            .get_or_create(&SimilarityLabels {
+                result: "hit".into(),
+            })
+            .observe(0.9);
+        m.cache_saved_tokens
+            .get_or_create(&DirectionLabels {
+                direction: "input".into(),
+            })
+            .inc();
+        m.cache_saved_usd.inc_by(0.1);
+        m.cache_writes.get_or_create(&o).inc();
+        m.tool_call("s", "t", "ok", 0.01);
+        m.tool_loop("answered");
+        let text = m.encode();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| {
+                let mut parts = l.split(' ');
+                let name = parts.next().unwrap_or_default();
+                match parts.next() {
+                    Some("counter") => format!("{name}_total"),
+                    _ => name.to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn docs_metrics_md_lists_exactly_what_is_exported() {
+        let doc = include_str!("../../docs/metrics.md");
+        let documented: std::collections::BTreeSet<String> = doc
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split('`').next())
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(documented, exposed());
+    }
+}

@@ -14,6 +14,7 @@ mod cache_eval;
 mod cache_qdrant;
 mod cli;
 mod conformance;
+mod deploy;
 mod edge;
 mod gateway;
 mod interop;
