@@ -232,9 +232,6 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
             env_hint()
         );
     }
-    if let Some(endpoint) = &cfg.telemetry.otlp_endpoint {
-        tracing::warn!(%endpoint, "[telemetry] otlp_endpoint is set, but this build does not export OpenTelemetry traces yet; the request log (/api/logs) and /metrics cover requests meanwhile");
-    }
     if cfg.server.admin_token.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "the admin API (/api/*) is open to anyone who can reach this address: set [server] admin_token");
     }

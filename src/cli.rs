@@ -118,7 +118,6 @@ fn check(path: &Path) -> ExitCode {
 }
 
 fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
-    crate::telemetry::init_logging();
     let cfg = match config {
         Some(path) => Config::load(&path),
         None if Path::new(DEFAULT_CONFIG).exists() => Config::load(Path::new(DEFAULT_CONFIG)),
@@ -127,7 +126,6 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
     let cfg = match cfg {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("{e}");
             eprintln!("{e}");
             return ExitCode::from(2);
         }
@@ -143,6 +141,17 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Inside the runtime: the OTLP exporter needs it.
+        let traces = crate::telemetry::init(&cfg.telemetry);
+        let code = run_server(cfg, listen).await;
+        // Export what is buffered before the process ends.
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
+        code
+    })
+}
+
+async fn run_server(cfg: Config, listen: Option<SocketAddr>) -> ExitCode {
+    {
         let server = match Server::start(cfg, listen).await {
             Ok(s) => s,
             Err(e) => {
@@ -168,5 +177,5 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    })
+    }
 }

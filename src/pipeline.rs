@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tracing::Instrument;
 
 use crate::app::AppState;
 use crate::cache::{CacheOptions, CacheStatus, Lookup};
@@ -147,7 +148,18 @@ pub async fn chat(
         plan.inject(&mut req);
         opts.partition = format!("mcp={}", plan.mode.as_str());
     }
-    let (status, mut pending) = match state.cache.lookup(&req, &opts).await {
+    let span = tracing::info_span!(
+        "cache.lookup",
+        switchyard.cache.outcome = tracing::field::Empty,
+        switchyard.cache.similarity = tracing::field::Empty,
+    );
+    let lookup = state
+        .cache
+        .lookup(&req, &opts)
+        .instrument(span.clone())
+        .await;
+    record_lookup(&span, &lookup);
+    let (status, mut pending) = match lookup {
         Lookup::Hit(hit) => return Ok(state.cache.hit_outcome(*hit, req.is_stream())),
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
@@ -178,6 +190,19 @@ pub async fn chat(
     outcome.cache = status;
     outcome.mcp = report;
     Ok(outcome)
+}
+
+/// Puts the cache's outcome on its trace span.
+fn record_lookup(span: &tracing::Span, lookup: &Lookup) {
+    let (outcome, sim) = match lookup {
+        Lookup::Hit(h) => (h.status.outcome.label(), h.status.similarity),
+        Lookup::Miss { status, .. } => (status.outcome.label(), status.best_candidate),
+        Lookup::Off => ("off", None),
+    };
+    span.record("switchyard.cache.outcome", outcome);
+    if let Some(s) = sim {
+        span.record("switchyard.cache.similarity", f64::from(s));
+    }
 }
 
 /// Counts tokens: now for a complete answer, as the usage chunk passes for a stream.

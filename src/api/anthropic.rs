@@ -19,11 +19,25 @@ use crate::error::GatewayError;
 use crate::pipeline::{self, ChatBody};
 use crate::providers::anthropic::translate::{self, StreamEncoder};
 use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
+use crate::telemetry::otel;
+use tracing::Instrument;
 
 /// `POST /anthropic/v1/messages`.
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "messages", &ctx);
+    let span = otel::request_span("chat", &ctx.request_id, &headers);
+    let guard = RequestGuard::new(&state, "messages", &ctx, span.clone());
+    messages_inner(state, ctx, guard, body)
+        .instrument(span)
+        .await
+}
+
+async fn messages_inner(
+    state: AppState,
+    ctx: crate::pipeline::RequestContext,
+    mut guard: RequestGuard,
+    body: Body,
+) -> Response {
     let fail = |guard: &mut RequestGuard, e: GatewayError| {
         guard.error(e.parts().0, e.to_string(), e.served());
         error_response(&e, &ctx, Dialect::Anthropic)
@@ -88,10 +102,11 @@ fn frame(ev: &StreamEvent) -> Bytes {
 
 /// Canonical chunks -> Anthropic events; an `error` event if the upstream dies mid-stream.
 fn encode_stream(
-    mut stream: ChatStream,
+    stream: ChatStream,
     guard: RequestGuard,
     mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    let mut stream = otel::in_span(stream, guard.span());
     async_stream::stream! {
         let mut guard = guard;
         let mut enc = StreamEncoder::default();

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
+use tracing::Span;
 
 use crate::app::AppState;
 use crate::cache::CacheStatus;
@@ -26,11 +27,12 @@ pub struct RequestGuard {
     rec: Box<LogRecord>,
     mcp: Option<Arc<McpReport>>,
     collector: Option<StreamCollector>,
+    span: Span,
 }
 
 impl RequestGuard {
     /// Starts tracking a request.
-    pub fn new(state: &AppState, endpoint: &'static str, ctx: &RequestContext) -> Self {
+    pub fn new(state: &AppState, endpoint: &'static str, ctx: &RequestContext, span: Span) -> Self {
         state.metrics.in_flight.inc();
         let at_ms = crate::chat::unix_now_ms();
         Self {
@@ -49,7 +51,13 @@ impl RequestGuard {
             }),
             mcp: None,
             collector: None,
+            span,
         }
+    }
+
+    /// The request's trace span (streams are polled inside it).
+    pub fn span(&self) -> Span {
+        self.span.clone()
     }
 
     /// Whether bodies are to be kept (`[logs] log_bodies`).
@@ -60,6 +68,13 @@ impl RequestGuard {
     /// Notes what was asked for; `body` is kept only with `log_bodies`.
     pub fn request(&mut self, model: &str, body: impl FnOnce() -> Option<serde_json::Value>) {
         model.clone_into(&mut self.rec.model);
+        self.span.record("gen_ai.request.model", model);
+        let op = if self.endpoint == "embeddings" {
+            "embeddings"
+        } else {
+            "chat"
+        };
+        crate::telemetry::otel::rename(&self.span, format!("{op} {model}"));
         if self.log_bodies() {
             self.rec.request_body = body();
         }
@@ -197,6 +212,34 @@ impl Drop for RequestGuard {
             ms = rec.latency_ms,
             "request finished"
         );
+        self.record_span(&rec);
         self.state.log.record(*rec);
+    }
+}
+
+impl RequestGuard {
+    /// Fills in the request span's attributes (GenAI semantic conventions where they apply).
+    fn record_span(&self, rec: &LogRecord) {
+        let s = &self.span;
+        s.record("http.response.status_code", rec.status);
+        if !rec.provider.is_empty() {
+            s.record("gen_ai.provider.name", rec.provider.as_str());
+            s.record("gen_ai.response.model", rec.served_model.as_str());
+        }
+        s.record("gen_ai.usage.input_tokens", rec.input_tokens);
+        s.record("gen_ai.usage.output_tokens", rec.output_tokens);
+        s.record("switchyard.attempts", rec.attempts);
+        if let Some(c) = &rec.cache {
+            s.record("switchyard.cache", c.as_str());
+        }
+        if !rec.mcp_tools.is_empty() {
+            s.record("switchyard.mcp.tool_calls", rec.mcp_tools.len());
+        }
+        if rec.status >= 400 || rec.error.is_some() {
+            s.record("error.type", rec.status.to_string().as_str());
+        }
+        if rec.status >= 500 || rec.error.is_some() && rec.status < 400 {
+            s.record("otel.status_code", "ERROR");
+        }
     }
 }

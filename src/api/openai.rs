@@ -17,6 +17,8 @@ use crate::app::AppState;
 use crate::chat::{ChatRequest, ChatStream};
 use crate::error::GatewayError;
 use crate::pipeline::{self, ChatBody};
+use crate::telemetry::otel;
+use tracing::Instrument;
 
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
@@ -25,7 +27,17 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "chat", &ctx);
+    let span = otel::request_span("chat", &ctx.request_id, &headers);
+    let guard = RequestGuard::new(&state, "chat", &ctx, span.clone());
+    chat(state, ctx, guard, body).instrument(span).await
+}
+
+async fn chat(
+    state: AppState,
+    ctx: crate::pipeline::RequestContext,
+    mut guard: RequestGuard,
+    body: Body,
+) -> Response {
     let req: ChatRequest = match read_json(&state, body).await.and_then(validate) {
         Ok(r) => r,
         Err(e) => return fail(&mut guard, &e, &ctx),
@@ -82,11 +94,12 @@ fn validate(req: ChatRequest) -> Result<ChatRequest, GatewayError> {
 
 /// Canonical chunks -> `data:` frames, `[DONE]` at the end, an error event if the upstream dies.
 fn encode_stream(
-    mut stream: ChatStream,
+    stream: ChatStream,
     wants_usage: bool,
     guard: RequestGuard,
     mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
 ) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    let mut stream = otel::in_span(stream, guard.span());
     async_stream::stream! {
         let mut guard = guard;
         while let Some(item) = stream.next().await {
@@ -129,7 +142,17 @@ fn stream_error(message: &str) -> String {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let mut guard = RequestGuard::new(&state, "embeddings", &ctx);
+    let span = otel::request_span("embeddings", &ctx.request_id, &headers);
+    let guard = RequestGuard::new(&state, "embeddings", &ctx, span.clone());
+    embed(state, ctx, guard, body).instrument(span).await
+}
+
+async fn embed(
+    state: AppState,
+    ctx: crate::pipeline::RequestContext,
+    mut guard: RequestGuard,
+    body: Body,
+) -> Response {
     let body: Value = match read_json(&state, body).await {
         Ok(v) => v,
         Err(e) => return fail(&mut guard, &e, &ctx),

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::conn::{CallOutcome, ToolEntry};
 use super::{McpHub, McpOptions, McpReport, Mode};
@@ -447,9 +448,24 @@ async fn run_calls(
         ctx.spent.tool(&c.function.name);
     }
     let runs = calls.iter().map(|c| async move {
+        let span = tracing::info_span!(
+            "tool",
+            otel.name = format!("execute_tool {}", c.function.name),
+            otel.kind = "internal",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = c.function.name.as_str(),
+            gen_ai.tool.call.id = c.id.as_str(),
+            error.type = tracing::field::Empty,
+        );
         let r = hub
             .call(&c.function.name, &c.function.arguments, timeout)
+            .instrument(span.clone())
             .await;
+        if r.outcome != CallOutcome::Ok {
+            span.record("error.type", r.outcome.label());
+            span.record("otel.status_code", "ERROR");
+        }
         let text = match r.outcome {
             CallOutcome::Ok => r.text,
             _ => format!("Error: {}", r.text),

@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use futures_util::StreamExt;
 use futures_util::future::BoxFuture;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::chat::{ChatRequest, ChatStream, StreamError};
 use crate::config::{Config, KeyConfig, ProviderKind, RouterConfig, env_hint};
@@ -307,7 +308,9 @@ impl Router {
         let plan = table.plan(&req.model)?;
         if !req.is_stream() {
             let (resp, served) = self
-                .run(&table, &plan, ctx, |p, call| Box::pin(p.chat(req, call)))
+                .run("chat", &table, &plan, ctx, |p, call| {
+                    Box::pin(p.chat(req, call))
+                })
                 .await?;
             return Ok(ChatOutcome {
                 served,
@@ -317,7 +320,7 @@ impl Router {
             });
         }
         let (stream, served) = self
-            .run(&table, &plan, ctx, |p, call| {
+            .run("chat", &table, &plan, ctx, |p, call| {
                 Box::pin(first_chunk(p, req, call))
             })
             .await?;
@@ -360,13 +363,16 @@ impl Router {
                 "`{model}` resolves only to providers without an embeddings API (use an OpenAI-compatible provider)"
             )));
         }
-        self.run(&table, &plan, ctx, |p, call| Box::pin(p.embed(body, call)))
-            .await
+        self.run("embeddings", &table, &plan, ctx, |p, call| {
+            Box::pin(p.embed(body, call))
+        })
+        .await
     }
 
     /// Runs attempts over the plan until one succeeds or the policy gives up.
     async fn run<'a, T>(
         &self,
+        operation: &'static str,
         table: &'a RouteTable,
         plan: &'a [Target],
         ctx: &RequestContext,
@@ -409,7 +415,19 @@ impl Router {
                 };
                 let limit = slot.timeout.min(remaining);
                 let started = Instant::now();
-                let result = match tokio::time::timeout(limit, op(&slot.provider, call)).await {
+                let span = tracing::info_span!(
+                    "upstream",
+                    otel.name = format!("{operation} {}", target.model),
+                    otel.kind = "client",
+                    otel.status_code = tracing::field::Empty,
+                    gen_ai.operation.name = operation,
+                    gen_ai.provider.name = &*slot.name,
+                    gen_ai.request.model = &*target.model,
+                    switchyard.attempt = attempts,
+                    error.type = tracing::field::Empty,
+                );
+                let attempt = op(&slot.provider, call).instrument(span.clone());
+                let result = match tokio::time::timeout(limit, attempt).await {
                     Ok(r) => r,
                     Err(_) => Err(ProviderError::Timeout(limit)),
                 };
@@ -436,6 +454,8 @@ impl Router {
                     Err(e) => e,
                 };
                 self.metrics.attempt(&slot.name, err.label(), secs);
+                span.record("error.type", err.label());
+                span.record("otel.status_code", "ERROR");
                 // The final failure is logged once, where it is answered (api); attempts are in the metrics.
                 tracing::debug!(request_id = %ctx.request_id, provider = %slot.name, model = %target.model, attempt = attempts, error = %err, "upstream attempt failed");
                 if err.is_retryable() {

@@ -1,22 +1,44 @@
-//! Logging setup, metrics, price estimates and the request log.
+//! Logging and trace setup, metrics, price estimates and the request log.
 
 pub mod metrics;
+pub mod otel;
 pub mod prices;
 pub mod requestlog;
 
-/// Installs the global tracing subscriber: `SWITCHYARD_LOG` filter, JSON with `SWITCHYARD_LOG_FORMAT=json`.
-pub fn init_logging() {
-    use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::TelemetryConfig;
+
+/// Installs the global subscriber: logs to stderr (`SWITCHYARD_LOG` filter, JSON with
+/// `SWITCHYARD_LOG_FORMAT=json`) and, when `[telemetry] otlp_endpoint` is set, OpenTelemetry
+/// spans over OTLP (their own filter: the gateway's spans whatever the log level).
+/// Call inside the Tokio runtime (the OTLP exporter needs it). Returns the trace pipeline, to be
+/// flushed at shutdown.
+pub fn init(telemetry: &TelemetryConfig) -> otel::Traces {
     let filter =
         EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("SWITCHYARD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    // A second call (tests) finds a subscriber already set; that is fine.
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json().with_filter(filter).boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let (traces, layer, problem) = otel::Traces::start(telemetry);
+    // A second call (tests) finds a subscriber already set; that is fine.
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(layer)
+        .try_init();
+    if let Some(p) = problem {
+        tracing::error!("{p}");
+    }
+    if let Some(endpoint) = &telemetry.otlp_endpoint
+        && traces.enabled()
+    {
+        tracing::info!(%endpoint, "exporting OpenTelemetry traces over OTLP/gRPC");
+    }
+    traces
 }

@@ -23,6 +23,7 @@ mod mcp_interop;
 mod mock;
 mod model;
 mod observe;
+mod otel;
 mod qdrant_fake;
 mod router;
 mod ui;
