@@ -8,6 +8,8 @@
 # Load: wrk, one thread. Pinning: gateway on CPU 0; wrk and nginx on CPU 1 (in both runs), so
 # the gateway gets one core and the load generator the other (UPSTREAM_CPU=0 puts nginx beside
 # the gateway instead, so direct and proxied requests cross between CPUs equally often).
+# The semantic cache is off (CACHE=true turns it on: the repeated body then hits it); the
+# request log is on (LOGS=false turns it off). Data goes to a temporary directory.
 # Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +65,13 @@ taskset -c "${UPSTREAM_CPU:-1}" nginx -c "$work/nginx.conf" -p "$work"
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$GW_PORT"
+data_dir = "$work/data"
+
+[cache]
+enabled = ${CACHE:-false}
+
+[logs]
+enabled = ${LOGS:-true}
 
 [[providers]]
 name = "bench"

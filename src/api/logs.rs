@@ -26,9 +26,11 @@ fn fail(e: GatewayError) -> Response {
     (status, Json(e.body())).into_response()
 }
 
-fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, GatewayError> {
-    q.map(|Query(v)| v)
-        .map_err(|e| GatewayError::BadRequest(e.body_text()))
+/// The query string as log filters, checked.
+fn filters(q: Result<Query<LogQuery>, QueryRejection>) -> Result<LogQuery, GatewayError> {
+    let Query(q) = q.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    q.validate().map_err(GatewayError::BadRequest)?;
+    Ok(q)
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Response {
@@ -41,13 +43,10 @@ async fn list(
     State(state): State<AppState>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
-    let q = match query(q) {
+    let q = match filters(q) {
         Ok(q) => q,
         Err(e) => return fail(e),
     };
-    if let Err(m) = q.validate() {
-        return fail(GatewayError::BadRequest(m));
-    }
     match state.log.query(&q) {
         Ok(page) => Json(page).into_response(),
         Err(e) => unavailable(e),
@@ -68,13 +67,10 @@ async fn usage(
     State(state): State<AppState>,
     q: Result<Query<LogQuery>, QueryRejection>,
 ) -> Response {
-    let q = match query(q) {
+    let q = match filters(q) {
         Ok(q) => q,
         Err(e) => return fail(e),
     };
-    if let Err(m) = q.validate() {
-        return fail(GatewayError::BadRequest(m));
-    }
     let now = crate::chat::unix_now_ms();
     let to = q.to.unwrap_or(now + 1);
     let from = q.from.unwrap_or_else(|| to.saturating_sub(86_400_000));

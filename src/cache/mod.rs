@@ -679,6 +679,14 @@ impl Cache {
                 })
                 .inc_by(n);
         }
+        self.stats.entry_hit(stats::TopEntry {
+            id: e.id,
+            route: e.model.clone(),
+            model: model.clone(),
+            prompt: e.prompt.clone(),
+            hits: e.hits + 1,
+            last_hit: unix_now(),
+        });
         let idx = idx.clone();
         let (id, hits) = (e.id, e.hits + 1);
         self.tasks.spawn(async move {
@@ -849,7 +857,21 @@ impl Cache {
             None => None,
         };
         let (ready, parts) = self.readiness();
-        stats::report(&self.config, &self.stats.snapshot(), entries, ready, parts)
+        let mut snap = self.stats.snapshot();
+        // Entries evicted or expired since their last hit leave the most-served list.
+        if let Some(idx) = self.index.load_full() {
+            let mut gone = Vec::new();
+            for t in &snap.top_entries {
+                if matches!(idx.get(t.id).await, Ok(None)) {
+                    gone.push(t.id);
+                }
+            }
+            if !gone.is_empty() {
+                self.stats.forget_entries(|t| !gone.contains(&t.id));
+                snap.top_entries.retain(|t| !gone.contains(&t.id));
+            }
+        }
+        stats::report(&self.config, &snap, entries, ready, parts)
     }
 
     /// The store, when it is open (admin API).

@@ -15,6 +15,7 @@ pub const BUCKETS: usize = 25;
 const BUCKET_LOW: f32 = 0.5;
 const BUCKET_WIDTH: f32 = 0.02;
 const NEAR_MISSES_KEPT: usize = 50;
+const TOP_KEPT: usize = 20;
 const KEY: &str = "v1";
 
 /// What a lookup came to.
@@ -104,6 +105,23 @@ pub struct NearMiss {
     pub reason: String,
 }
 
+/// An entry among the most served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TopEntry {
+    /// Entry id.
+    pub id: uuid::Uuid,
+    /// Requested model or route.
+    pub route: String,
+    /// Provider/model of the stored answer.
+    pub model: String,
+    /// The cached prompt.
+    pub prompt: String,
+    /// Times served.
+    pub hits: u64,
+    /// Unix seconds of the latest hit.
+    pub last_hit: u64,
+}
+
 /// Everything the stats endpoint shows.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Snapshot {
@@ -123,6 +141,9 @@ pub struct Snapshot {
     pub guard_rejections: BTreeMap<String, u64>,
     /// The latest near misses, newest first.
     pub recent_near_misses: VecDeque<NearMiss>,
+    /// The most served entries (by their hit count at their latest hit), most first.
+    #[serde(default)]
+    pub top_entries: Vec<TopEntry>,
 }
 
 /// Lower bounds of the histogram buckets.
@@ -236,6 +257,22 @@ impl Stats {
         });
     }
 
+    /// Notes a hit on an entry for the most-served list (`hits` is the entry's own count).
+    pub fn entry_hit(&self, e: TopEntry) {
+        self.with(|s| {
+            s.top_entries.retain(|t| t.id != e.id);
+            s.top_entries.push(e);
+            s.top_entries
+                .sort_by(|a, b| b.hits.cmp(&a.hits).then(b.last_hit.cmp(&a.last_hit)));
+            s.top_entries.truncate(TOP_KEPT);
+        });
+    }
+
+    /// Drops deleted entries from the most-served list.
+    pub fn forget_entries(&self, keep: impl Fn(&TopEntry) -> bool) {
+        self.with(|s| s.top_entries.retain(|t| keep(t)));
+    }
+
     /// A copy of the current figures.
     pub fn snapshot(&self) -> Snapshot {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
@@ -299,6 +336,7 @@ pub fn report(
         "by_route": slices(&snap.by_route),
         "by_model": slices(&snap.by_model),
         "recent_near_misses": snap.recent_near_misses,
+        "top_entries": snap.top_entries,
     })
 }
 

@@ -21,8 +21,6 @@ pub mod trees {
     pub const MCP_SERVERS: &str = "mcp_servers";
     /// The request log: time-ordered binary keys (telemetry/requestlog.rs).
     pub const REQUEST_LOG: &str = "request_log";
-    /// Request id -> its key in `request_log`.
-    pub const REQUEST_LOG_IDS: &str = "request_log_ids";
     /// Semantic candidates (hits and near misses) for the threshold what-if (cache/whatif.rs).
     pub const CACHE_CANDIDATES: &str = "cache_candidates";
 }

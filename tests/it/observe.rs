@@ -277,6 +277,23 @@ async fn the_what_if_shows_which_misses_a_lower_threshold_would_have_served() {
     let (s, _) = get_json(&gw, "/api/cache/whatif?threshold=3").await;
     assert_eq!(s, 400);
 
+    // The entry that answered is among the most served.
+    let (_, st) = get_json(&gw, "/api/cache/stats").await;
+    let top = st["top_entries"].as_array().unwrap();
+    assert_eq!(top.len(), 1, "{st}");
+    assert_eq!(top[0]["prompt"], "How do I boil an egg?");
+    assert_eq!(top[0]["hits"], 1);
+    // ... until it is deleted.
+    let id = top[0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        gw.delete(&format!("/api/cache/entries/{id}"))
+            .await
+            .status(),
+        200
+    );
+    let (_, st) = get_json(&gw, "/api/cache/stats").await;
+    assert_eq!(st["top_entries"], json!([]), "{st}");
+
     // Hits are logged with the money they saved.
     let (_, u) = get_json(&gw, "/api/usage").await;
     assert_eq!(u["total"]["cache_hits"], 1, "{u}");

@@ -56,7 +56,7 @@ for (const [hash, title, check] of [
   ["dashboard", "Dashboard", async () => { await expectText(".card .label", "Requests"); await page.waitForFunction(() => [...document.querySelectorAll("svg.chart rect.bar")].some((r) => Number(r.getAttribute("height")) > 0), null, { timeout: 10000 }); }],
   ["providers", "Providers", async () => { await expectText("td", "mock"); }],
   ["mcp", "MCP servers", async () => { await page.locator("form#register").waitFor(); }],
-  ["cache", "Cache", async () => { await expectText("h2", "Threshold what-if"); await expectText("button", "Purge all"); await expectText("td", "capital of France"); }],
+  ["cache", "Cache", async () => { await expectText("h2", "Threshold what-if"); await expectText("button", "Purge all"); await expectText("td", "capital of France"); await expectText("#top td", "Hello"); }],
   ["logs", "Request log", async () => { await page.locator("tr.click").first().waitFor(); }],
 ]) {
   await step(`page ${hash}`, async () => {

@@ -225,6 +225,12 @@ pages.cache = async (params) => {
       card("Entries", fmtInt(s.entries)), card("Hit rate", fmtPct(s.hit_rate)),
       card("Exact hits", fmtInt(s.lookups["hit-exact"])), card("Semantic hits", fmtInt(s.lookups["hit-semantic"])),
       card("Misses", fmtInt(s.lookups.miss)), card("Saved", fmtUsd(s.saved.cost_usd))),
+    h("h2", {}, "Most served entries"),
+    h("div", { id: "top" }, table([
+      { label: "Prompt", get: (x) => x.prompt }, { label: "Requested", get: (x) => x.route },
+      { label: "Answered by", get: (x) => x.model }, { label: "Hits", num: true, get: (x) => fmtInt(x.hits) },
+      { label: "Last hit", get: (x) => fmtTime(x.last_hit * 1000) },
+    ], s.top_entries || [])),
     h("h2", {}, "Threshold what-if"),
     h("p", { class: "notice" }, `Configured threshold ${w.current_threshold.toFixed(2)}. From the last ${fmtInt(w.candidates)} semantic candidates: ` +
       `${fmtInt(w.served_now)} served; at ${w.threshold.toFixed(2)}, ${fmtInt(w.served_at_threshold)} would be ` +
