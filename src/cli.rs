@@ -151,31 +151,29 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
 }
 
 async fn run_server(cfg: Config, listen: Option<SocketAddr>) -> ExitCode {
-    {
-        let server = match Server::start(cfg, listen).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("{e}");
-                return ExitCode::from(1);
-            }
-        };
-        let token = server.shutdown_token();
-        // The signal watcher lives as long as the process; it only triggers the drain.
-        #[allow(clippy::disallowed_methods)]
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            token.cancel();
-        });
-        match server.wait().await {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                ExitCode::from(1)
-            }
+    let server = match Server::start(cfg, listen).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let token = server.shutdown_token();
+    // The signal watcher lives as long as the process; it only triggers the drain.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    match server.wait().await {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -3,7 +3,7 @@
 use axum::extract::{Request, State};
 use axum::http::header::AUTHORIZATION;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -40,10 +40,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     if token_ok(&state, req.headers()) {
         return next.run(req).await;
     }
-    let err =
-        GatewayError::Unauthorized("admin API: send `Authorization: Bearer <admin_token>`".into());
-    let (status, _, _) = err.parts();
-    (status, Json(err.body())).into_response()
+    super::json_error(GatewayError::Unauthorized(
+        "admin API: send `Authorization: Bearer <admin_token>`".into(),
+    ))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

@@ -25,8 +25,8 @@ use tracing::Instrument;
 /// `POST /anthropic/v1/messages`.
 pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let span = otel::request_span("chat", &ctx.request_id, &headers);
-    let guard = RequestGuard::new(&state, "messages", &ctx, span.clone());
+    let guard = RequestGuard::new(&state, "messages", &ctx, &headers);
+    let span = guard.span();
     messages_inner(state, ctx, guard, body)
         .instrument(span)
         .await
@@ -68,7 +68,7 @@ async fn messages_inner(
         Ok(o) => o,
         Err(e) => return fail(&mut guard, e),
     };
-    guard.outcome(&outcome.served, outcome.cache.as_ref(), outcome.mcp.clone());
+    guard.outcome(&outcome.served, outcome.cache.as_ref());
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);

@@ -7,6 +7,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::json_error as fail;
 use crate::app::AppState;
 use crate::cache::index::{AnyIndex, Entry, Selector, VectorIndex};
 use crate::error::GatewayError;
@@ -18,11 +19,6 @@ pub fn routes() -> Router<AppState> {
         .route("/whatif", get(what_if))
         .route("/entries", get(entries).delete(purge))
         .route("/entries/{id}", delete(delete_one).get(get_one))
-}
-
-fn fail(e: GatewayError) -> Response {
-    let (status, _, _) = e.parts();
-    (status, Json(e.body())).into_response()
 }
 
 fn index(state: &AppState) -> Result<std::sync::Arc<AnyIndex>, GatewayError> {
@@ -49,9 +45,9 @@ async fn what_if(
     State(state): State<AppState>,
     q: Result<Query<WhatIfQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
-    let q = match q {
-        Ok(Query(q)) => q,
-        Err(e) => return fail(GatewayError::BadRequest(e.body_text())),
+    let q = match super::query(q) {
+        Ok(q) => q,
+        Err(e) => return fail(e),
     };
     let t = q.threshold.unwrap_or(state.config.cache.threshold);
     if !(0.0..=1.0).contains(&t) {

@@ -5,15 +5,24 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use tracing::Span;
 
 use crate::app::AppState;
 use crate::cache::CacheStatus;
 use crate::chat::{ChatChunk, ChatResponse, StreamCollector, Usage};
-use crate::mcp::McpReport;
 use crate::pipeline::{RequestContext, Served, Spent};
+use crate::telemetry::otel;
 use crate::telemetry::requestlog::LogRecord;
+
+/// The trace operation of an endpoint (GenAI `gen_ai.operation.name`).
+fn operation(endpoint: &str) -> &'static str {
+    if endpoint == "embeddings" {
+        "embeddings"
+    } else {
+        "chat"
+    }
+}
 
 /// Tracks a request; records it when dropped.
 pub struct RequestGuard {
@@ -25,15 +34,20 @@ pub struct RequestGuard {
     status: u16,
     first_chunk: Option<Instant>,
     rec: Box<LogRecord>,
-    mcp: Option<Arc<McpReport>>,
     collector: Option<StreamCollector>,
     span: Span,
 }
 
 impl RequestGuard {
-    /// Starts tracking a request.
-    pub fn new(state: &AppState, endpoint: &'static str, ctx: &RequestContext, span: Span) -> Self {
+    /// Starts tracking a request, with its trace span (continuing the caller's `traceparent`).
+    pub fn new(
+        state: &AppState,
+        endpoint: &'static str,
+        ctx: &RequestContext,
+        headers: &HeaderMap,
+    ) -> Self {
         state.metrics.in_flight.inc();
+        let span = otel::request_span(operation(endpoint), &ctx.request_id, headers);
         let at_ms = crate::chat::unix_now_ms();
         Self {
             state: state.clone(),
@@ -49,7 +63,6 @@ impl RequestGuard {
                 endpoint: endpoint.to_owned(),
                 ..LogRecord::default()
             }),
-            mcp: None,
             collector: None,
             span,
         }
@@ -69,12 +82,7 @@ impl RequestGuard {
     pub fn request(&mut self, model: &str, body: impl FnOnce() -> Option<serde_json::Value>) {
         model.clone_into(&mut self.rec.model);
         self.span.record("gen_ai.request.model", model);
-        let op = if self.endpoint == "embeddings" {
-            "embeddings"
-        } else {
-            "chat"
-        };
-        crate::telemetry::otel::rename(&self.span, format!("{op} {model}"));
+        otel::rename(&self.span, format!("{} {model}", operation(self.endpoint)));
         if self.log_bodies() {
             self.rec.request_body = body();
         }
@@ -95,19 +103,13 @@ impl RequestGuard {
         }
     }
 
-    /// Notes who served the request, what the cache did and the tool loop's report.
-    pub fn outcome(
-        &mut self,
-        served: &Served,
-        cache: Option<&CacheStatus>,
-        mcp: Option<Arc<McpReport>>,
-    ) {
+    /// Notes who served the request and what the cache did.
+    pub fn outcome(&mut self, served: &Served, cache: Option<&CacheStatus>) {
         self.served(served);
         if let Some(c) = cache {
             self.rec.cache = Some(c.outcome.label().to_owned());
             self.rec.similarity = c.similarity.or(c.best_candidate);
         }
-        self.mcp = mcp;
     }
 
     fn served(&mut self, s: &Served) {
@@ -141,13 +143,8 @@ impl RequestGuard {
         }
     }
 
-    /// Notes an embeddings answer's usage.
-    pub fn embedding_usage(&mut self, u: &Usage) {
-        self.usage(u);
-    }
-
-    fn usage(&mut self, u: &Usage) {
-        // Streams of a tool loop carry one usage chunk, already summed across rounds.
+    /// Notes token usage (streams of a tool loop carry one usage chunk, summed across rounds).
+    pub fn usage(&mut self, u: &Usage) {
         self.rec.input_tokens = u.prompt_tokens;
         self.rec.output_tokens = u.completion_tokens;
     }
@@ -171,11 +168,7 @@ impl Drop for RequestGuard {
             .first_chunk
             .map(|t| t.duration_since(self.started).as_secs_f64());
         let mut rec = std::mem::take(&mut self.rec);
-        if let Some(r) = &self.mcp
-            && r.tool_calls() > 0
-        {
-            rec.mcp_tools = self.spent.tools();
-        }
+        rec.mcp_tools = self.spent.tools();
         // Overhead: the whole request for JSON answers; up to the first chunk for streams (what
         // follows is the upstream's pace). Tool-loop streams interleave both, so they are left out.
         let overhead = match (self.stream, ttft) {

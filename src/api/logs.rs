@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 
+use super::json_error as fail;
 use crate::app::AppState;
 use crate::error::GatewayError;
 use crate::telemetry::requestlog::LogQuery;
@@ -21,14 +22,9 @@ pub fn routes() -> Router<AppState> {
         .route("/usage", get(usage))
 }
 
-fn fail(e: GatewayError) -> Response {
-    let (status, _, _) = e.parts();
-    (status, Json(e.body())).into_response()
-}
-
 /// The query string as log filters, checked.
 fn filters(q: Result<Query<LogQuery>, QueryRejection>) -> Result<LogQuery, GatewayError> {
-    let Query(q) = q.map_err(|e| GatewayError::BadRequest(e.body_text()))?;
+    let q = super::query(q)?;
     q.validate().map_err(GatewayError::BadRequest)?;
     Ok(q)
 }

@@ -10,6 +10,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
+use super::json_error as fail;
 use crate::app::AppState;
 use crate::config::McpServerSpec;
 use crate::error::GatewayError;
@@ -21,11 +22,6 @@ pub fn routes() -> Router<AppState> {
         .route("/servers/{name}", get(one).delete(remove))
         .route("/tools", get(tools))
         .route("/tools/{name}/call", post(call))
-}
-
-fn fail(e: GatewayError) -> Response {
-    let (status, _, _) = e.parts();
-    (status, Json(e.body())).into_response()
 }
 
 async fn list(State(state): State<AppState>) -> Response {

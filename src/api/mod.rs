@@ -220,6 +220,20 @@ pub fn set_headers(headers: &mut HeaderMap, ctx: &RequestContext, served: Option
     headers.insert(ATTEMPTS, HeaderValue::from(s.attempts));
 }
 
+/// An admin API error: the status and OpenAI-shaped body, not logged (the caller decides).
+pub(crate) fn json_error(e: GatewayError) -> Response {
+    let (status, _, _) = e.parts();
+    (status, axum::Json(e.body())).into_response()
+}
+
+/// A query string decoded as `T`, or a 400 naming what was wrong with it.
+pub(crate) fn query<T>(
+    q: Result<axum::extract::Query<T>, axum::extract::rejection::QueryRejection>,
+) -> Result<T, GatewayError> {
+    q.map(|axum::extract::Query(v)| v)
+        .map_err(|e| GatewayError::BadRequest(e.body_text()))
+}
+
 /// Which error body shape an endpoint answers with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {

@@ -27,8 +27,8 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let ctx = context(&state, &headers);
-    let span = otel::request_span("chat", &ctx.request_id, &headers);
-    let guard = RequestGuard::new(&state, "chat", &ctx, span.clone());
+    let guard = RequestGuard::new(&state, "chat", &ctx, &headers);
+    let span = guard.span();
     chat(state, ctx, guard, body).instrument(span).await
 }
 
@@ -48,7 +48,7 @@ async fn chat(
         Ok(o) => o,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };
-    guard.outcome(&outcome.served, outcome.cache.as_ref(), outcome.mcp.clone());
+    guard.outcome(&outcome.served, outcome.cache.as_ref());
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
@@ -142,8 +142,8 @@ fn stream_error(message: &str) -> String {
 /// `POST /v1/embeddings`.
 pub async fn embeddings(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     let ctx = context(&state, &headers);
-    let span = otel::request_span("embeddings", &ctx.request_id, &headers);
-    let guard = RequestGuard::new(&state, "embeddings", &ctx, span.clone());
+    let guard = RequestGuard::new(&state, "embeddings", &ctx, &headers);
+    let span = guard.span();
     embed(state, ctx, guard, body).instrument(span).await
 }
 
@@ -173,12 +173,12 @@ async fn embed(
     match state.router.embed(&body, &ctx).await {
         Ok((value, served)) => {
             guard.finish(StatusCode::OK, false);
-            guard.outcome(&served, None, None);
+            guard.outcome(&served, None);
             if let Some(u) = value
                 .get("usage")
                 .and_then(|u| serde_json::from_value(u.clone()).ok())
             {
-                guard.embedding_usage(&u);
+                guard.usage(&u);
             }
             let mut resp = Json(value).into_response();
             set_headers(resp.headers_mut(), &ctx, Some(&served));

@@ -51,21 +51,16 @@ async fn index() -> impl IntoResponse {
 }
 
 async fn js() -> impl IntoResponse {
-    (
-        [
-            (CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        APP_JS,
-    )
+    asset("text/javascript; charset=utf-8", APP_JS)
 }
 
 async fn css() -> impl IntoResponse {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
     (
-        [
-            (CONTENT_TYPE, "text/css; charset=utf-8"),
-            (CACHE_CONTROL, "no-cache"),
-        ],
-        APP_CSS,
+        [(CONTENT_TYPE, content_type), (CACHE_CONTROL, "no-cache")],
+        body,
     )
 }
