@@ -228,8 +228,11 @@ impl RequestGuard {
         if !rec.mcp_tools.is_empty() {
             s.record("switchyard.mcp.tool_calls", rec.mcp_tools.len());
         }
-        if rec.status >= 400 || rec.error.is_some() {
+        if rec.status >= 400 {
             s.record("error.type", rec.status.to_string().as_str());
+        } else if rec.error.is_some() {
+            // Answered 200, then the stream broke after its first byte.
+            s.record("error.type", "stream_error");
         }
         if rec.status >= 500 || rec.error.is_some() && rec.status < 400 {
             s.record("otel.status_code", "ERROR");
