@@ -5,9 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+
+use crate::api::listener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::origin::HostPolicy;
 use crate::cache::Cache;
 use crate::config::{Config, env_hint};
 use crate::mcp::McpHub;
@@ -40,6 +43,8 @@ pub struct AppState {
     pub log: Arc<RequestLog>,
     /// Estimated prices (built-in table + `[prices]`).
     pub prices: Arc<Prices>,
+    /// The `Host` names and browser origins the admin API and `/mcp` accept.
+    pub hosts: Arc<HostPolicy>,
 }
 
 /// Why the server could not run.
@@ -108,6 +113,7 @@ impl AppState {
         );
         Ok(Self {
             mcp,
+            hosts: Arc::new(HostPolicy::new(&config)),
             config: Arc::new(config),
             router,
             metrics,
@@ -151,7 +157,7 @@ pub struct Server {
 
 impl Server {
     /// Binds `config.server.listen` (or `listen` when given) and starts serving.
-    pub async fn start(config: Config, listen: Option<SocketAddr>) -> Result<Self, AppError> {
+    pub async fn start(mut config: Config, listen: Option<SocketAddr>) -> Result<Self, AppError> {
         let addr = listen.unwrap_or(config.server.listen);
         let listener = TcpListener::bind(addr)
             .await
@@ -159,8 +165,24 @@ impl Server {
         let addr = listener
             .local_addr()
             .map_err(|source| AppError::Bind { addr, source })?;
+        // The address actually bound (port 0 resolved) is the one the Host check accepts.
+        config.server.listen = addr;
+        let fd_limit = listener::raise_fd_limit();
+        let limits = listener::Limits {
+            header_read_timeout: config.server.header_read_timeout,
+            idle_timeout: config.server.idle_timeout,
+            max_connections: config
+                .server
+                .max_connections
+                .unwrap_or_else(|| listener::default_max_connections(fd_limit)),
+        };
         let state = AppState::new(config)?;
         log_startup(&state, addr);
+        tracing::debug!(
+            ?fd_limit,
+            max_connections = limits.max_connections,
+            "connection limits"
+        );
         let shutdown = state.shutdown.clone();
         let app = crate::api::routes(state.clone()).layer(
             tower_http::catch_panic::CatchPanicLayer::custom(panic_response),
@@ -169,13 +191,7 @@ impl Server {
         // The server task itself: it owns the TaskTracker and waits for it before finishing.
         #[allow(clippy::disallowed_methods)]
         let handle = tokio::spawn(async move {
-            // Answers are small and written whole; do not let Nagle hold them back.
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                let _ = tcp.set_nodelay(true);
-            });
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await;
+            let served = listener::serve(listener, app, limits, token).await;
             state.tasks.close();
             state.tasks.wait().await;
             served.map_err(AppError::Serve)
@@ -232,8 +248,14 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
             env_hint()
         );
     }
-    if cfg.server.admin_token.is_none() && !addr.ip().is_loopback() {
-        tracing::warn!(%addr, "the admin API (/api/*) is open to anyone who can reach this address: set [server] admin_token");
+    if cfg.server.admin_token.is_none() {
+        if addr.ip().is_loopback() {
+            tracing::warn!(
+                "no [server] admin_token: the admin API (/api/*) accepts changes only from this machine, and any local program may make them; set admin_token to require it"
+            );
+        } else {
+            tracing::warn!(%addr, "no [server] admin_token: the admin API (/api/*) can be read by anyone who can reach this address and changed only from this machine; set admin_token");
+        }
     }
 }
 

@@ -20,6 +20,28 @@ pub enum GatewayError {
     /// Missing or wrong admin token.
     #[error("{0}")]
     Unauthorized(String),
+    /// Refused by policy (host, origin, loopback-only, a disabled feature); `code` says which.
+    #[error("{message}")]
+    Forbidden {
+        /// `error.code`.
+        code: &'static str,
+        /// What was refused and what to configure.
+        message: String,
+    },
+    /// The body's `Content-Type` is not one the endpoint takes.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Any other status: axum's own rejections (wrong method, undecodable path or query) and
+    /// the few answers that need a status of their own (409 for a disabled feature).
+    #[error("{message}")]
+    Http {
+        /// The status.
+        status: StatusCode,
+        /// `error.code`.
+        code: &'static str,
+        /// What was wrong.
+        message: String,
+    },
     /// An admin resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -54,6 +76,21 @@ impl GatewayError {
                 "unauthorized",
             ),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+            Self::Forbidden { code, .. } => (StatusCode::FORBIDDEN, "permission_error", code),
+            Self::UnsupportedMediaType(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "invalid_request_error",
+                "unsupported_media_type",
+            ),
+            Self::Http { status, code, .. } => (
+                *status,
+                if status.is_server_error() {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                },
+                code,
+            ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",

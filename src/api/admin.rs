@@ -1,25 +1,47 @@
 //! Admin JSON API under `/api` (bearer `admin_token` when one is set). Never shows a secret.
 
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::header::AUTHORIZATION;
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::app::AppState;
-use crate::error::GatewayError;
 
 /// `/api/*` routes behind the token check.
 pub fn routes(state: AppState) -> Router<AppState> {
-    Router::new()
+    let api = Router::new()
         .route("/providers", get(providers))
         .route("/routes", get(routes_list))
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
         .merge(super::logs::routes())
-        .layer(middleware::from_fn_with_state(state, require_token))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::origin::protect_admin,
+        ));
+    if state.hosts.cors_origins().is_empty() {
+        api
+    } else {
+        api.layer(cors(&state))
+    }
+}
+
+/// CORS for the origins in `[server] cors_origins` (none: no CORS headers, browsers refuse
+/// cross-origin calls).
+fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    let origins: Vec<HeaderValue> = state
+        .hosts
+        .cors_origins()
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
 }
 
 /// Whether `headers` carry the admin token (always true when none is set).
@@ -30,19 +52,18 @@ pub fn token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer)
         .unwrap_or_default();
     constant_time_eq(given.as_bytes(), token.expose().as_bytes())
 }
 
-/// Lets a request through when no admin token is set or it carries the right one.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if token_ok(&state, req.headers()) {
-        return next.run(req).await;
-    }
-    super::json_error(GatewayError::Unauthorized(
-        "admin API: send `Authorization: Bearer <admin_token>`".into(),
-    ))
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive, RFC 7235).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

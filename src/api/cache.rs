@@ -22,6 +22,13 @@ pub fn routes() -> Router<AppState> {
 }
 
 fn index(state: &AppState) -> Result<std::sync::Arc<AnyIndex>, GatewayError> {
+    if !state.config.cache.enabled {
+        return Err(GatewayError::Http {
+            status: axum::http::StatusCode::CONFLICT,
+            code: "cache_disabled",
+            message: "the cache is disabled ([cache] enabled = false): there are no entries".into(),
+        });
+    }
     state.cache.index().ok_or_else(|| {
         GatewayError::Unavailable(
             "the cache store is not open (cache disabled, still loading, or failed: see /ready)"

@@ -42,6 +42,17 @@ async fn register(State(state): State<AppState>, body: Body) -> Response {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
+    // A stdio server runs a command on this host: only an authenticated admin (or a config that
+    // says so) may register one at run time.
+    if spec.transport == "stdio"
+        && state.config.server.admin_token.is_none()
+        && !state.config.mcp.allow_stdio_registration
+    {
+        return fail(GatewayError::Forbidden {
+            code: "stdio_registration_disabled",
+            message: "registering a stdio MCP server runs a command on the gateway's host, so it needs [server] admin_token to be set (or [mcp] allow_stdio_registration = true); http and sse servers can be registered without it".into(),
+        });
+    }
     match state.mcp.register(spec).await {
         Ok(view) => (StatusCode::CREATED, Json(view)).into_response(),
         Err(e) => {

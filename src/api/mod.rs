@@ -4,9 +4,12 @@ pub mod admin;
 pub mod anthropic;
 pub mod cache;
 mod guard;
+pub mod listener;
 pub mod logs;
 pub mod mcp;
+pub mod mcp_rpc;
 pub mod openai;
+pub mod origin;
 mod sse;
 pub mod ui;
 
@@ -61,11 +64,96 @@ pub fn routes(state: AppState) -> Router {
                 )
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
-                    admin::require_token,
+                    origin::protect_mcp,
+                ))
+                .layer(axum::middleware::from_fn_with_state(
+                    mcp_rpc::RpcEdge::new(state.config.server.max_body_bytes),
+                    mcp_rpc::edge,
                 )),
         )
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(errors_as_json))
         .with_state(state)
+}
+
+/// Every error answer is JSON in its ingress's shape: axum's own rejections (wrong method, a
+/// path or query that does not decode, ...) arrive here as plain text and leave as the
+/// OpenAI-shaped body (Anthropic-shaped under `/anthropic`). `/mcp` has its own (JSON-RPC).
+async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path();
+    if path == "/mcp" || path.starts_with("/mcp/") {
+        return next.run(req).await;
+    }
+    let dialect = if path.starts_with("/anthropic/") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    let method = req.method().clone();
+    let path = path.chars().take(200).collect::<String>();
+    let resp = next.run(req).await;
+    let status = resp.status();
+    if status.as_u16() < 400
+        || resp
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"))
+    {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 8 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let message = if status == StatusCode::METHOD_NOT_ALLOWED {
+        // axum adds `Allow` outside this layer; the response still carries it.
+        format!("method {method} is not allowed on {path} (see the Allow header)")
+    } else if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    let err = GatewayError::Http {
+        status,
+        code: http_code(status),
+        message,
+    };
+    let mut out = dialect_body(&err, dialect);
+    for name in [axum::http::header::ALLOW, axum::http::header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            out.headers_mut().insert(name, v.clone());
+        }
+    }
+    out
+}
+
+/// `error.code` for an HTTP status answered by axum itself.
+fn http_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        411 => "length_required",
+        413 => "request_too_large",
+        415 => "unsupported_media_type",
+        431 => "headers_too_large",
+        s if s >= 500 => "internal_error",
+        _ => "invalid_request",
+    }
+}
+
+/// The body (and status) of an error in an ingress's shape, not logged.
+fn dialect_body(err: &GatewayError, dialect: Dialect) -> Response {
+    let (status, _, _) = err.parts();
+    let mut body = err.body();
+    if dialect == Dialect::Anthropic
+        && let Some(obj) = body.as_object_mut()
+    {
+        obj.insert("type".into(), serde_json::json!("error"));
+    }
+    (status, axum::Json(body)).into_response()
 }
 
 async fn health() -> impl IntoResponse {
@@ -99,8 +187,17 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 }
 
 async fn not_found(uri: axum::http::Uri) -> Response {
-    let body = serde_json::json!({"error": {"message": format!("no route for {}", uri.path()), "type": "invalid_request_error", "code": "not_found", "param": null}});
-    (StatusCode::NOT_FOUND, axum::Json(body)).into_response()
+    let path = uri.path();
+    let dialect = if path.starts_with("/anthropic/") {
+        Dialect::Anthropic
+    } else {
+        Dialect::OpenAi
+    };
+    let message = format!(
+        "no route for {}",
+        path.chars().take(200).collect::<String>()
+    );
+    dialect_body(&GatewayError::NotFound(message), dialect)
 }
 
 /// Starts a request: its id (the client's `x-request-id` when sane) and deadline.
@@ -251,13 +348,7 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
     } else {
         tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), error = %err, "request rejected");
     }
-    let mut body = err.body();
-    if dialect == Dialect::Anthropic
-        && let Some(obj) = body.as_object_mut()
-    {
-        obj.insert("type".into(), serde_json::json!("error"));
-    }
-    let mut resp = (status, axum::Json(body)).into_response();
+    let mut resp = dialect_body(err, dialect);
     set_headers(resp.headers_mut(), ctx, err.served());
     if err.served().is_none() {
         // Answered before (or without) an upstream attempt that names a provider.

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::{ChatResponse, ChatStream, unix_now};
+use crate::config::cache::MAX_TTL_SECONDS;
 use crate::config::{CacheConfig, CacheMode, CacheStore};
 use crate::pipeline::{ChatBody, ChatOutcome, Served};
 use crate::store::Store;
@@ -108,10 +109,11 @@ impl CacheOptions {
         if let Some(v) = h.get("x-switchyard-cache-ttl") {
             let s = v.to_str().unwrap_or_default().trim();
             match s.parse::<u64>() {
-                Ok(t) if t > 0 => o.ttl = Some(Duration::from_secs(t)),
+                Ok(t) if t > 0 && t <= MAX_TTL_SECONDS => o.ttl = Some(Duration::from_secs(t)),
                 _ => {
                     return Err(format!(
-                        "x-switchyard-cache-ttl must be a whole number of seconds > 0, got `{s}`"
+                        "x-switchyard-cache-ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (10 years), got `{}`",
+                        s.chars().take(40).collect::<String>()
                     ));
                 }
             }
@@ -821,7 +823,7 @@ impl Cache {
                 completion_tokens: usage.completion_tokens,
                 created: now,
                 // Whole seconds, rounded up: an entry lives at least its TTL, never less.
-                expires: now + ttl.as_secs() + 1,
+                expires: now.saturating_add(ttl.as_secs()).saturating_add(1),
                 last_used: now,
                 hits: 0,
             };

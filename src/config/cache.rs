@@ -35,6 +35,9 @@ pub enum CacheStore {
     },
 }
 
+/// Longest cache TTL, in the config and in `x-switchyard-cache-ttl` (10 years).
+pub const MAX_TTL_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// `[cache]`, validated.
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
@@ -89,8 +92,11 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
         ));
     }
     let ttl = c.ttl_seconds.unwrap_or(3600);
-    if ttl == 0 {
-        issues.push(Issue::new("cache.ttl_seconds", "must be at least 1"));
+    if ttl == 0 || ttl > MAX_TTL_SECONDS {
+        issues.push(Issue::new(
+            "cache.ttl_seconds",
+            format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
+        ));
     }
     let max_entries = c.max_entries.unwrap_or(100_000);
     if max_entries == 0 {

@@ -112,8 +112,12 @@ pub struct McpConfig {
     pub tool_timeout: Duration,
     /// Servers from the config file.
     pub servers: Vec<McpServerConfig>,
-    /// `Host` values `/mcp` accepts besides loopback; `["*"]` accepts any.
+    /// `Host` values `/mcp` accepts besides loopback; `["*"]` accepts any (merged with
+    /// `[server] allowed_hosts`).
     pub allowed_hosts: Vec<String>,
+    /// Whether `POST /api/mcp/servers` may register a stdio server (which runs a command on this
+    /// host) when no admin token is set.
+    pub allow_stdio_registration: bool,
 }
 
 impl Default for McpConfig {
@@ -123,6 +127,7 @@ impl Default for McpConfig {
             tool_timeout: Duration::from_secs(30),
             servers: Vec::new(),
             allowed_hosts: Vec::new(),
+            allow_stdio_registration: false,
         }
     }
 }
@@ -332,5 +337,6 @@ pub fn validate(m: RawMcp, specs: &[Option<McpServerSpec>], issues: &mut Vec<Iss
         tool_timeout: Duration::from_millis(timeout_ms.max(1)),
         servers,
         allowed_hosts: m.allowed_hosts,
+        allow_stdio_registration: m.allow_stdio_registration.unwrap_or(false),
     }
 }

@@ -264,6 +264,17 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Interval of SSE keep-alive comments.
     pub sse_keep_alive: Duration,
+    /// Time allowed for a request head (and for a new connection's first request).
+    pub header_read_timeout: Duration,
+    /// How long a keep-alive connection may wait idle for its next request.
+    pub idle_timeout: Duration,
+    /// Connections open at once (`None`: derived from the open-file limit at start).
+    pub max_connections: Option<usize>,
+    /// `Host` names the admin API, the web UI's calls and `/mcp` accept besides loopback names
+    /// and the listen address; `"*"` accepts any.
+    pub allowed_hosts: Vec<String>,
+    /// Origins (`https://admin.example.com`) allowed to call the admin API from a browser.
+    pub cors_origins: Vec<String>,
 }
 
 /// `[router]`: the one retry policy and the breaker.
@@ -525,7 +536,56 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
             "must be greater than 0",
         ));
     }
+    let header_ms = s.header_read_timeout_ms.unwrap_or(10_000);
+    if header_ms == 0 {
+        issues.push(Issue::new(
+            "server.header_read_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    let idle_ms = s.idle_timeout_ms.unwrap_or(30_000);
+    if idle_ms == 0 {
+        issues.push(Issue::new(
+            "server.idle_timeout_ms",
+            "must be greater than 0",
+        ));
+    }
+    if s.max_connections == Some(0) {
+        issues.push(Issue::new("server.max_connections", "must be at least 1"));
+    }
+    for (i, h) in s.allowed_hosts.iter().enumerate() {
+        if h.is_empty() || h.contains(['/', ' ']) {
+            issues.push(Issue::new(
+                format!("server.allowed_hosts[{i}]"),
+                format!("`{h}` is not a host name (like gateway.internal or 10.0.0.5), nor \"*\""),
+            ));
+        }
+    }
+    for (i, o) in s.cors_origins.iter().enumerate() {
+        let ok = (o.starts_with("http://") || o.starts_with("https://"))
+            && !o
+                .trim_end_matches('/')
+                .contains(|c: char| c.is_whitespace())
+            && o.matches('/').count() <= 3;
+        if !ok {
+            issues.push(Issue::new(
+                format!("server.cors_origins[{i}]"),
+                format!("`{o}` is not an origin like https://admin.example.com"),
+            ));
+        }
+    }
     ServerConfig {
+        header_read_timeout: Duration::from_millis(header_ms),
+        idle_timeout: Duration::from_millis(idle_ms),
+        max_connections: s
+            .max_connections
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        allowed_hosts: s.allowed_hosts,
+        cors_origins: s
+            .cors_origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+            .collect(),
         listen,
         data_dir: PathBuf::from(s.data_dir.unwrap_or_else(|| "./data".into())),
         admin_token: s.admin_token.filter(|t| !t.is_empty()).map(Secret::new),

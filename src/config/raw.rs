@@ -17,6 +17,11 @@ pub struct RawServer {
     pub request_timeout_ms: Option<u64>,
     pub max_body_bytes: Option<u64>,
     pub sse_keep_alive_ms: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub idle_timeout_ms: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub allowed_hosts: Vec<String>,
+    pub cors_origins: Vec<String>,
 }
 
 /// One `[[providers]]` entry.
@@ -108,6 +113,7 @@ pub struct RawMcp {
     pub max_iterations: Option<u32>,
     pub tool_timeout_ms: Option<u64>,
     pub allowed_hosts: Vec<String>,
+    pub allow_stdio_registration: Option<bool>,
     /// Each entry is deserialized on its own (as a `McpServerSpec`), so one bad server does not hide the others.
     pub servers: Vec<toml::Value>,
 }

@@ -261,11 +261,6 @@ impl McpHub {
         self.config.tool_timeout
     }
 
-    /// `Host` values `/mcp` accepts besides loopback.
-    pub fn allowed_hosts(&self) -> &[String] {
-        &self.config.allowed_hosts
-    }
-
     /// Registers a server at run time: validates, connects (so a bad command or URL is reported
     /// now), persists, and keeps it connected from then on.
     pub async fn register(&self, spec: McpServerSpec) -> Result<ServerView, McpError> {

@@ -81,20 +81,15 @@ impl ServerHandler for Aggregator {
 }
 
 /// The tower service mounted at `/mcp`.
+/// `Host` and `Origin` are checked in front of it (`api::origin::protect_mcp`), with the same
+/// policy as the admin API, so rmcp's own host list is not used.
 pub fn service(
     hub: Arc<McpHub>,
     shutdown: &CancellationToken,
 ) -> StreamableHttpService<Aggregator, LocalSessionManager> {
-    let mut config =
-        StreamableHttpServerConfig::default().with_cancellation_token(shutdown.child_token());
-    let hosts = hub.allowed_hosts();
-    if hosts.iter().any(|h| h == "*") {
-        config = config.disable_allowed_hosts();
-    } else if !hosts.is_empty() {
-        let mut all: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-        all.extend(hosts.iter().cloned());
-        config = config.with_allowed_hosts(all);
-    }
+    let config = StreamableHttpServerConfig::default()
+        .with_cancellation_token(shutdown.child_token())
+        .disable_allowed_hosts();
     StreamableHttpService::new(
         move || Ok(Aggregator { hub: hub.clone() }),
         LocalSessionManager::default().into(),

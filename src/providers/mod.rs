@@ -7,6 +7,7 @@
 
 pub mod anthropic;
 pub mod openai;
+pub mod redact;
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
+pub use redact::Redactor;
 
 /// What one upstream attempt failed with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,7 +128,12 @@ impl AnyProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
-        delegate!(self, p => p.chat(req, call).await)
+        delegate!(self, p => p.chat(req, call).await).map_err(|e| self.redactor().error(e))
+    }
+
+    /// The redaction every string from this provider passes.
+    pub fn redactor(&self) -> &Redactor {
+        delegate!(self, p => &p.redact)
     }
 
     /// One streaming chat attempt; returns once the upstream accepted the request.
@@ -135,7 +142,13 @@ impl AnyProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatStream, ProviderError> {
-        delegate!(self, p => p.chat_stream(req, call).await)
+        use futures_util::StreamExt;
+        let redact = self.redactor().clone();
+        let stream =
+            delegate!(self, p => p.chat_stream(req, call).await).map_err(|e| redact.error(e))?;
+        Ok(Box::pin(
+            stream.map(move |r| r.map_err(|e| redact.stream_error(e))),
+        ))
     }
 
     /// Whether this provider serves `/v1/embeddings`.
@@ -146,7 +159,7 @@ impl AnyProvider {
     /// One embeddings attempt (OpenAI wire format only).
     pub async fn embed(&self, body: &Value, call: Call<'_>) -> Result<Value, ProviderError> {
         match self {
-            Self::OpenAi(p) => p.embed(body, call).await,
+            Self::OpenAi(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
             Self::Anthropic(_) => Err(ProviderError::Status {
                 status: 400,
                 message: "this provider does not offer embeddings".into(),
@@ -156,10 +169,11 @@ impl AnyProvider {
     }
 }
 
-/// Sends a request and turns transport failures and error statuses into [`ProviderError`].
+/// Sends a request and turns transport failures and error statuses into [`ProviderError`]
+/// (redacted: the message may echo what was sent).
 pub(crate) async fn send(
     rb: reqwest::RequestBuilder,
-    key: Option<&Secret>,
+    redact: &Redactor,
 ) -> Result<reqwest::Response, ProviderError> {
     let resp = rb.send().await.map_err(transport_error)?;
     if resp.status().is_success() {
@@ -176,7 +190,7 @@ pub(crate) async fn send(
             .into_owned();
     Err(ProviderError::Status {
         status,
-        message: redact(&error_message(&text), key),
+        message: redact.text(&error_message(&text)),
         retry_after,
     })
 }
@@ -186,9 +200,11 @@ pub const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// How much of an upstream error body is read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-/// Reads a successful response body (at most [`MAX_UPSTREAM_BODY`]) as JSON of type `T`.
+/// Reads a successful response body (at most [`MAX_UPSTREAM_BODY`]) as JSON of type `T`, with the
+/// provider's secrets removed.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     resp: reqwest::Response,
+    redact: &Redactor,
 ) -> Result<T, ProviderError> {
     if resp
         .content_length()
@@ -200,6 +216,7 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     if bytes.len() > MAX_UPSTREAM_BODY {
         return Err(too_large());
     }
+    let bytes = redact.exact_bytes(&bytes).unwrap_or(bytes);
     serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
 }
 
@@ -273,35 +290,26 @@ fn error_message(body: &str) -> String {
     }
 }
 
-/// Removes the key (and anything that looks like a secret key) from an upstream message.
-pub(crate) fn redact(msg: &str, key: Option<&Secret>) -> String {
-    let mut out = msg.to_owned();
-    if let Some(k) = key.map(Secret::expose).filter(|k| k.len() >= 4) {
-        out = out.replace(k, "***");
-    }
-    out.split(' ')
-        .map(|w| {
-            let bare = w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
-            if (bare.starts_with("sk-") || bare.starts_with("sk_")) && bare.len() > 12 {
-                w.replace(bare, "sk-***")
-            } else {
-                w.to_owned()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests;
 
-/// The server-sent events of a successful streaming response.
+/// The server-sent events of a successful streaming response, with the provider's secrets
+/// removed from each event's data.
 pub(crate) fn sse_events(
     resp: reqwest::Response,
+    redact: &Redactor,
 ) -> impl futures_util::Stream<Item = Result<sse_stream::Sse, crate::chat::StreamError>> + Send + 'static
 {
     use futures_util::StreamExt;
-    sse_stream::SseStream::from_bytes_stream(resp.bytes_stream()).map(|r| {
-        r.map_err(|e| crate::chat::StreamError::new(format!("upstream stream broke: {e}")))
+    let redact = redact.clone();
+    sse_stream::SseStream::from_bytes_stream(resp.bytes_stream()).map(move |r| {
+        let mut sse =
+            r.map_err(|e| crate::chat::StreamError::new(format!("upstream stream broke: {e}")))?;
+        if let Some(d) = &sse.data
+            && let std::borrow::Cow::Owned(clean) = redact.exact(d)
+        {
+            sse.data = Some(clean);
+        }
+        Ok(sse)
     })
 }

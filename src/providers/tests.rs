@@ -19,14 +19,12 @@ fn retry_after_seconds_and_date() {
 #[test]
 fn redacts_keys() {
     let key = Secret::new("sk-test-abcdefghijklmnop");
-    let m = redact(
-        "Incorrect API key provided: sk-test-abcdefghijklmnop.",
-        Some(&key),
-    );
+    let r = Redactor::for_secret(&key);
+    let m = r.text("Incorrect API key provided: sk-test-abcdefghijklmnop.");
     assert!(!m.contains("abcdefghijklmnop"), "{m}");
-    let m = redact("bad key sk-live-zzzzzzzzzzzzzzzz here", None);
+    let m = Redactor::default().text("bad key sk-live-zzzzzzzzzzzzzzzz here");
     assert!(!m.contains("zzzz"), "{m}");
-    assert_eq!(redact("plain message", None), "plain message");
+    assert_eq!(Redactor::default().text("plain message"), "plain message");
 }
 
 #[test]

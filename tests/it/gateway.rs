@@ -220,6 +220,20 @@ impl Binary {
     /// Writes `config` (without `[server]`) plus a free loopback port, starts `switchyard serve`
     /// and waits for `/ready`.
     pub async fn start(config: &str) -> Self {
+        Self::launch(config, false).await
+    }
+
+    /// The same, with the process's log (stderr, at warn) kept for [`Binary::logs`].
+    pub async fn start_logged(config: &str) -> Self {
+        Self::launch(config, true).await
+    }
+
+    /// What the process logged so far (with [`Binary::start_logged`]).
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    async fn launch(config: &str, capture: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -240,13 +254,16 @@ impl Binary {
             ),
         )
         .unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--config"])
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--config"])
             .arg(&path)
             .env("SWITCHYARD_LOG", "warn")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        if capture {
+            let f = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+            cmd.stderr(f);
+        }
+        let child = cmd.spawn().unwrap();
         let url = format!("http://127.0.0.1:{port}");
         let http = client();
         for _ in 0..400 {

@@ -26,4 +26,5 @@ mod observe;
 mod otel;
 mod qdrant_fake;
 mod router;
+mod security;
 mod ui;

@@ -58,7 +58,7 @@ fn config(model: &Model, kind: &str, extra: &str) -> String {
         model.openai_url()
     };
     format!(
-        "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test\"]\n\n[mcp]\ntool_timeout_ms = 3000\n\n{extra}"
+        "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test\"]\n\n[mcp]\ntool_timeout_ms = 3000\n# Tests register stdio servers through the API without an admin token.\nallow_stdio_registration = true\n\n{extra}"
     )
 }
 

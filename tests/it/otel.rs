@@ -22,9 +22,11 @@ use crate::gateway::{Binary, client, header};
 use crate::mcp::server_bin;
 use crate::model::{Conv, Model, Turn};
 
+/// An in-process OTLP/gRPC trace collector.
 #[derive(Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
+pub struct Collector {
+    /// (service name, span) as received.
+    pub spans: Arc<Mutex<Vec<(String, Span)>>>,
 }
 
 #[tonic::async_trait]
@@ -53,7 +55,8 @@ impl TraceService for Collector {
     }
 }
 
-async fn collector() -> (Collector, SocketAddr) {
+/// Starts a collector on 127.0.0.1 (a free port).
+pub async fn collector() -> (Collector, SocketAddr) {
     let c = Collector::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

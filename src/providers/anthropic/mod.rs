@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use futures_util::StreamExt;
 
-use super::{Call, ProviderError, read_json, send};
+use super::{Call, ProviderError, Redactor, read_json, send};
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, StreamError};
 use crate::config::{ProviderConfig, Secret};
 
@@ -20,6 +20,8 @@ pub struct AnthropicProvider {
     client: reqwest::Client,
     url: String,
     headers: BTreeMap<String, Secret>,
+    /// Every string from this upstream passes it.
+    pub(super) redact: Redactor,
 }
 
 impl AnthropicProvider {
@@ -30,6 +32,7 @@ impl AnthropicProvider {
             client,
             url: format!("{base}/v1/messages"),
             headers: cfg.headers.clone(),
+            redact: Redactor::for_provider(cfg),
         }
     }
 
@@ -62,8 +65,8 @@ impl AnthropicProvider {
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let body = Self::build(req, call.model)?;
-        let resp = send(self.post(call.key).json(&body), call.key).await?;
-        let r: wire::MessagesResponse = read_json(resp).await?;
+        let resp = send(self.post(call.key).json(&body), &self.redact).await?;
+        let r: wire::MessagesResponse = read_json(resp, &self.redact).await?;
         Ok(translate::from_messages_response(r))
     }
 
@@ -75,9 +78,9 @@ impl AnthropicProvider {
     ) -> Result<ChatStream, ProviderError> {
         let mut body = Self::build(req, call.model)?;
         body.stream = Some(true);
-        let resp = send(self.post(call.key).json(&body), call.key).await?;
+        let resp = send(self.post(call.key).json(&body), &self.redact).await?;
         let mut decoder = translate::StreamDecoder::default();
-        let chunks = super::sse_events(resp).flat_map(move |ev| {
+        let chunks = super::sse_events(resp, &self.redact).flat_map(move |ev| {
             let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
                 Ok(None) => Vec::new(),
                 Ok(Some(ev)) => match decoder.push(ev) {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use super::{Call, ProviderError, read_json, send};
+use super::{Call, ProviderError, Redactor, read_json, send};
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse, ChatStream, StreamError, StreamOptions};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 
@@ -20,6 +20,8 @@ pub struct OpenAiProvider {
     embeddings_url: Option<reqwest::Url>,
     api_version: Option<String>,
     headers: BTreeMap<String, Secret>,
+    /// Every string from this upstream passes it.
+    pub(super) redact: Redactor,
 }
 
 impl OpenAiProvider {
@@ -38,6 +40,7 @@ impl OpenAiProvider {
             base_url: cfg.base_url.clone(),
             api_version: cfg.api_version.clone(),
             headers: cfg.headers.clone(),
+            redact: Redactor::for_provider(cfg),
         }
     }
 
@@ -107,10 +110,10 @@ impl OpenAiProvider {
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
-            call.key,
+            &self.redact,
         )
         .await?;
-        read_json(resp).await
+        read_json(resp, &self.redact).await
     }
 
     /// Streaming chat: chunks pass through as canonical chunks (the formats are the same).
@@ -133,10 +136,10 @@ impl OpenAiProvider {
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
-            call.key,
+            &self.redact,
         )
         .await?;
-        let events = super::sse_events(resp);
+        let events = super::sse_events(resp, &self.redact);
         let chunks = events
             .take_while(|ev| {
                 let done =
@@ -156,10 +159,10 @@ impl OpenAiProvider {
         let resp = send(
             self.post(self.url(call.model, "embeddings")?, call.key)
                 .json(&body),
-            call.key,
+            &self.redact,
         )
         .await?;
-        read_json(resp).await
+        read_json(resp, &self.redact).await
     }
 }
 
