@@ -29,7 +29,7 @@ use switchyard::chat::{
 };
 use switchyard::config::Config;
 use switchyard::mcp::{McpHub, McpOptions, Plan, ToolLoop};
-use switchyard::pipeline::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
+use switchyard::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
 use switchyard::router::RouterError;
 use switchyard::telemetry::metrics::Metrics;
 use tokio_util::sync::CancellationToken;
@@ -125,6 +125,8 @@ fn turn(messages: &[Value], id: u64) -> ChatResponse {
 struct Instant0;
 
 impl ChatBackend for Instant0 {
+    type Error = RouterError;
+
     async fn chat(
         &self,
         req: &ChatRequest,

@@ -4,8 +4,8 @@ use axum::http::StatusCode;
 use serde_json::json;
 
 use crate::mcp::McpError;
-use crate::pipeline::Served;
 use crate::providers::ProviderError;
+use crate::request::Served;
 use crate::router::RouterError;
 
 /// Errors answered at the HTTP edge.

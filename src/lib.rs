@@ -5,6 +5,7 @@
 //! - `app`: shared state, router assembly, graceful shutdown.
 //! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, web UI, SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
+//! - `request`: what every stage shares about one request (context, options, outcome, `ChatBackend`).
 //! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
 //! - `mcp`: MCP servers (rmcp), tool injection, the tool loop, the gateway's own `/mcp`.
 //! - `error`: every module error -> status + OpenAI JSON body.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod mcp;
 pub mod pipeline;
 pub mod providers;
+pub mod request;
 pub mod router;
 pub mod store;
 pub mod telemetry;

@@ -14,123 +14,18 @@
 //! Governance and plugins take their places in this function as they are built
 //! (see docs/architecture.md).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use futures_util::StreamExt;
 use tracing::Instrument;
 
 use crate::app::AppState;
-use crate::cache::{CacheOptions, CacheStatus, Lookup};
-use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::cache::Lookup;
+use crate::chat::ChatRequest;
 use crate::error::GatewayError;
-use crate::mcp::{McpOptions, McpReport, Mode, Plan, ToolLoop};
-use crate::router::RouterError;
+use crate::mcp::{Mode, Plan, ToolLoop};
+pub use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served, Spent};
 use crate::telemetry::metrics::Metrics;
-
-/// Per-request data every stage may read.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    /// `x-request-id` (the client's, or a new UUID).
-    pub request_id: String,
-    /// When the request must be answered by.
-    pub deadline: Instant,
-    /// Cache controls from the headers, or what was wrong with them.
-    pub cache: Result<CacheOptions, String>,
-    /// MCP controls from the headers, or what was wrong with them.
-    pub mcp: Result<McpOptions, String>,
-    /// Where the request's time went, filled in by the stages (for the log and the overhead metric).
-    pub spent: Arc<Spent>,
-}
-
-/// Time a request spent outside the gateway, and the tools it ran; shared by the stages.
-#[derive(Debug, Default)]
-pub struct Spent {
-    upstream_us: AtomicU64,
-    tools_us: AtomicU64,
-    tools: Mutex<Vec<String>>,
-}
-
-impl Spent {
-    /// Adds an upstream attempt's time (to the first chunk for streams).
-    pub fn upstream(&self, d: Duration) {
-        self.upstream_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Adds the wall time of one round of MCP tool calls (parallel calls overlap).
-    pub fn tool_round(&self, d: Duration) {
-        self.tools_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    /// Notes one MCP tool call the gateway ran.
-    pub fn tool(&self, exposed: &str) {
-        if let Ok(mut t) = self.tools.lock() {
-            t.push(exposed.to_owned());
-        }
-    }
-
-    /// Upstream time so far.
-    pub fn upstream_time(&self) -> Duration {
-        Duration::from_micros(self.upstream_us.load(Ordering::Relaxed))
-    }
-
-    /// Wall time of tool rounds so far.
-    pub fn tool_time(&self) -> Duration {
-        Duration::from_micros(self.tools_us.load(Ordering::Relaxed))
-    }
-
-    /// The tools run so far, in call order.
-    pub fn tools(&self) -> Vec<String> {
-        self.tools.lock().map(|t| t.clone()).unwrap_or_default()
-    }
-}
-
-/// Who served a request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Served {
-    /// Provider name.
-    pub provider: Arc<str>,
-    /// Upstream model.
-    pub model: Arc<str>,
-    /// Upstream attempts made, failed ones included.
-    pub attempts: u32,
-}
-
-/// A complete answer or a stream of chunks.
-// Moved a handful of times per request; boxing the response would only add an allocation.
-#[allow(clippy::large_enum_variant)]
-pub enum ChatBody {
-    /// Non-streaming answer.
-    Complete(ChatResponse),
-    /// Streaming answer; the first chunk has already arrived.
-    Stream(ChatStream),
-}
-
-/// The answer and who gave it.
-pub struct ChatOutcome {
-    /// Who served it.
-    pub served: Served,
-    /// What they said.
-    pub body: ChatBody,
-    /// What the cache did (`None` when it is off).
-    pub cache: Option<CacheStatus>,
-    /// What the tool loop did (`None` when no MCP tools were offered).
-    pub mcp: Option<Arc<McpReport>>,
-}
-
-/// Anything that answers a chat request with canonical types: the router today; the MCP tool
-/// loop will wrap a backend and be one too.
-pub trait ChatBackend: Send + Sync {
-    /// Answers `req`, streamed or not, and says who served it.
-    fn chat(
-        &self,
-        req: &ChatRequest,
-        ctx: &RequestContext,
-    ) -> impl std::future::Future<Output = Result<ChatOutcome, RouterError>> + Send;
-}
 
 /// Runs a chat request through every stage.
 pub async fn chat(

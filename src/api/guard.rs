@@ -11,7 +11,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::cache::CacheStatus;
 use crate::chat::{ChatChunk, ChatResponse, StreamCollector, Usage};
-use crate::pipeline::{RequestContext, Served, Spent};
+use crate::request::{RequestContext, Served, Spent};
 use crate::telemetry::otel;
 use crate::telemetry::requestlog::LogRecord;
 

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 
 use crate::app::AppState;
 use crate::error::GatewayError;
-use crate::pipeline::{RequestContext, Served};
+use crate::request::{RequestContext, Served};
 
 pub use guard::RequestGuard;
 

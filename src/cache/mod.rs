@@ -27,22 +27,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
-use axum::http::HeaderMap;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::{ChatResponse, ChatStream, unix_now};
-use crate::config::cache::MAX_TTL_SECONDS;
 use crate::config::{CacheConfig, CacheMode, CacheStore};
-use crate::pipeline::{ChatBody, ChatOutcome, Served};
+pub use crate::request::{CacheOptions, CacheStatus, Outcome};
+use crate::request::{ChatBody, ChatOutcome, Served};
 use crate::store::Store;
 use crate::telemetry::metrics::{DirectionLabels, Metrics, OutcomeLabels, SimilarityLabels};
 use crate::telemetry::prices::Prices;
 use embedder::{Embedder, Model, OnnxEmbedder};
 use index::{AnyIndex, EdgeIndex, Entry, IndexError, QdrantIndex, Selector, VectorIndex};
 use key::Fingerprint;
-pub use stats::Outcome;
 
 /// Candidates fetched per semantic lookup (the best one that passes the guard wins).
 const CANDIDATES: usize = 5;
@@ -50,88 +48,6 @@ const CANDIDATES: usize = 5;
 const NEAR_MISS_MARGIN: f32 = 0.15;
 /// Housekeeping period: expiry sweep, eviction, index optimisation, analytics persistence.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
-
-/// Per-request cache controls, from headers.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CacheOptions {
-    /// Look the request up (`Cache-Control: no-cache` turns it off).
-    pub lookup: bool,
-    /// Store the answer (`Cache-Control: no-store` turns it off).
-    pub store: bool,
-    /// `x-switchyard-cache-threshold`.
-    pub threshold: Option<f32>,
-    /// `x-switchyard-cache-ttl` (seconds).
-    pub ttl: Option<Duration>,
-    /// Set by the pipeline: requests that differ in it never share entries (the MCP mode).
-    pub partition: String,
-}
-
-impl Default for CacheOptions {
-    fn default() -> Self {
-        Self {
-            lookup: true,
-            store: true,
-            threshold: None,
-            ttl: None,
-            partition: String::new(),
-        }
-    }
-}
-
-impl CacheOptions {
-    /// Reads `Cache-Control`, `x-switchyard-cache-threshold` and `x-switchyard-cache-ttl`.
-    pub fn from_headers(h: &HeaderMap) -> Result<Self, String> {
-        let mut o = Self::default();
-        for v in h.get_all(axum::http::header::CACHE_CONTROL) {
-            let v = v.to_str().unwrap_or_default().to_ascii_lowercase();
-            for d in v.split(',').map(str::trim) {
-                match d {
-                    "no-cache" => o.lookup = false,
-                    "no-store" => {
-                        o.lookup = false;
-                        o.store = false;
-                    }
-                    _ => {}
-                }
-            }
-        }
-        if let Some(v) = h.get("x-switchyard-cache-threshold") {
-            let s = v.to_str().unwrap_or_default().trim();
-            match s.parse::<f32>() {
-                Ok(t) if t > 0.0 && t <= 1.0 => o.threshold = Some(t),
-                _ => {
-                    return Err(format!(
-                        "x-switchyard-cache-threshold must be a number in (0, 1], got `{s}`"
-                    ));
-                }
-            }
-        }
-        if let Some(v) = h.get("x-switchyard-cache-ttl") {
-            let s = v.to_str().unwrap_or_default().trim();
-            match s.parse::<u64>() {
-                Ok(t) if t > 0 && t <= MAX_TTL_SECONDS => o.ttl = Some(Duration::from_secs(t)),
-                _ => {
-                    return Err(format!(
-                        "x-switchyard-cache-ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (10 years), got `{}`",
-                        s.chars().take(40).collect::<String>()
-                    ));
-                }
-            }
-        }
-        Ok(o)
-    }
-}
-
-/// What the response headers say about the cache.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct CacheStatus {
-    /// `x-switchyard-cache`.
-    pub outcome: Outcome,
-    /// `x-switchyard-cache-similarity` (semantic hits).
-    pub similarity: Option<f32>,
-    /// Similarity of the best semantic candidate that was not served (misses; for the log).
-    pub best_candidate: Option<f32>,
-}
 
 /// A request the cache may store the answer of.
 #[derive(Debug, Clone)]

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::request::Outcome;
 use crate::store::{Store, StoreError, trees};
 
 /// Histogram buckets: [0.50, 0.52), ..., [0.98, 1.00].
@@ -17,35 +18,6 @@ const BUCKET_WIDTH: f32 = 0.02;
 const NEAR_MISSES_KEPT: usize = 50;
 const TOP_KEPT: usize = 20;
 const KEY: &str = "v1";
-
-/// What a lookup came to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Outcome {
-    /// Same request seen before.
-    #[serde(rename = "hit-exact")]
-    HitExact,
-    /// A similar enough request seen before.
-    #[serde(rename = "hit-semantic")]
-    HitSemantic,
-    /// Looked up, not found (the answer will be stored).
-    #[serde(rename = "miss")]
-    Miss,
-    /// Not looked up and not stored.
-    #[serde(rename = "bypass")]
-    Bypass,
-}
-
-impl Outcome {
-    /// Header value and metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::HitExact => "hit-exact",
-            Self::HitSemantic => "hit-semantic",
-            Self::Miss => "miss",
-            Self::Bypass => "bypass",
-        }
-    }
-}
 
 /// Counters for one slice (all, a route, a model).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

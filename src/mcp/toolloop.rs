@@ -23,7 +23,7 @@ use crate::chat::{
     ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, FunctionDef, Message, Role,
     StreamCollector, StreamError, StreamOptions, Tool, ToolCall, Usage,
 };
-use crate::pipeline::{ChatBackend, ChatBody, ChatOutcome, RequestContext};
+use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext};
 use crate::router::RouterError;
 
 /// How long a mixed turn's gateway rounds are held for the client to continue.
@@ -139,7 +139,7 @@ impl Totals {
     }
 }
 
-impl<B: ChatBackend + 'static> ToolLoop<B> {
+impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
     /// Runs the request through the loop, streamed or not as the client asked.
     pub async fn run(
         self,

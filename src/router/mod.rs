@@ -16,8 +16,8 @@ use tracing::Instrument;
 
 use crate::chat::{ChatRequest, ChatStream, StreamError};
 use crate::config::{Config, KeyConfig, ProviderKind, RouterConfig, env_hint};
-use crate::pipeline::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
 use crate::providers::{AnyProvider, Call, ProviderError};
+use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
 use crate::telemetry::metrics::Metrics;
 use breaker::{BreakerKey, Breakers};
 
@@ -530,6 +530,8 @@ impl Router {
 }
 
 impl ChatBackend for Router {
+    type Error = RouterError;
+
     async fn chat(
         &self,
         req: &ChatRequest,

@@ -1,0 +1,357 @@
+//! What every stage shares about one request, below all of them: the context the edge builds
+//! (request id, deadline, per-request cache and MCP options from headers, time spent), the
+//! outcome (a complete answer or a stream, who served it, what the cache and the tool loop did),
+//! and the [`ChatBackend`] seam. Stages import this module; it imports no stage.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use serde::{Deserialize, Serialize};
+
+use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::config::cache::MAX_TTL_SECONDS;
+
+/// Per-request data every stage may read.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// `x-request-id` (the client's, or a new UUID).
+    pub request_id: String,
+    /// When the request must be answered by.
+    pub deadline: Instant,
+    /// Cache controls from the headers, or what was wrong with them.
+    pub cache: Result<CacheOptions, String>,
+    /// MCP controls from the headers, or what was wrong with them.
+    pub mcp: Result<McpOptions, String>,
+    /// Where the request's time went, filled in by the stages (for the log and the overhead metric).
+    pub spent: Arc<Spent>,
+}
+
+/// Time a request spent outside the gateway, and the tools it ran; shared by the stages.
+#[derive(Debug, Default)]
+pub struct Spent {
+    upstream_us: AtomicU64,
+    tools_us: AtomicU64,
+    tools: Mutex<Vec<String>>,
+}
+
+impl Spent {
+    /// Adds an upstream attempt's time (to the first chunk for streams).
+    pub fn upstream(&self, d: Duration) {
+        self.upstream_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Adds the wall time of one round of MCP tool calls (parallel calls overlap).
+    pub fn tool_round(&self, d: Duration) {
+        self.tools_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Notes one MCP tool call the gateway ran.
+    pub fn tool(&self, exposed: &str) {
+        if let Ok(mut t) = self.tools.lock() {
+            t.push(exposed.to_owned());
+        }
+    }
+
+    /// Upstream time so far.
+    pub fn upstream_time(&self) -> Duration {
+        Duration::from_micros(self.upstream_us.load(Ordering::Relaxed))
+    }
+
+    /// Wall time of tool rounds so far.
+    pub fn tool_time(&self) -> Duration {
+        Duration::from_micros(self.tools_us.load(Ordering::Relaxed))
+    }
+
+    /// The tools run so far, in call order.
+    pub fn tools(&self) -> Vec<String> {
+        self.tools.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+/// Who served a request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    /// Provider name.
+    pub provider: Arc<str>,
+    /// Upstream model.
+    pub model: Arc<str>,
+    /// Upstream attempts made, failed ones included.
+    pub attempts: u32,
+}
+
+/// A complete answer or a stream of chunks.
+// Moved a handful of times per request; boxing the response would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum ChatBody {
+    /// Non-streaming answer.
+    Complete(ChatResponse),
+    /// Streaming answer; the first chunk has already arrived.
+    Stream(ChatStream),
+}
+
+/// The answer and who gave it.
+pub struct ChatOutcome {
+    /// Who served it.
+    pub served: Served,
+    /// What they said.
+    pub body: ChatBody,
+    /// What the cache did (`None` when it is off).
+    pub cache: Option<CacheStatus>,
+    /// What the tool loop did (`None` when no MCP tools were offered).
+    pub mcp: Option<Arc<McpReport>>,
+}
+
+/// Anything that answers a chat request with canonical types: the router today; the MCP tool
+/// loop will wrap a backend and be one too.
+pub trait ChatBackend: Send + Sync {
+    /// What a failed answer says (the router's error for the router).
+    type Error;
+
+    /// Answers `req`, streamed or not, and says who served it.
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        ctx: &RequestContext,
+    ) -> impl std::future::Future<Output = Result<ChatOutcome, Self::Error>> + Send;
+}
+
+// === cache options and status ===
+
+/// Per-request cache controls, from headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheOptions {
+    /// Look the request up (`Cache-Control: no-cache` turns it off).
+    pub lookup: bool,
+    /// Store the answer (`Cache-Control: no-store` turns it off).
+    pub store: bool,
+    /// `x-switchyard-cache-threshold`.
+    pub threshold: Option<f32>,
+    /// `x-switchyard-cache-ttl` (seconds).
+    pub ttl: Option<Duration>,
+    /// Set by the pipeline: requests that differ in it never share entries (the MCP mode).
+    pub partition: String,
+}
+
+impl Default for CacheOptions {
+    fn default() -> Self {
+        Self {
+            lookup: true,
+            store: true,
+            threshold: None,
+            ttl: None,
+            partition: String::new(),
+        }
+    }
+}
+
+impl CacheOptions {
+    /// Reads `Cache-Control`, `x-switchyard-cache-threshold` and `x-switchyard-cache-ttl`.
+    pub fn from_headers(h: &HeaderMap) -> Result<Self, String> {
+        let mut o = Self::default();
+        for v in h.get_all(axum::http::header::CACHE_CONTROL) {
+            let v = v.to_str().unwrap_or_default().to_ascii_lowercase();
+            for d in v.split(',').map(str::trim) {
+                match d {
+                    "no-cache" => o.lookup = false,
+                    "no-store" => {
+                        o.lookup = false;
+                        o.store = false;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if let Some(v) = h.get("x-switchyard-cache-threshold") {
+            let s = v.to_str().unwrap_or_default().trim();
+            match s.parse::<f32>() {
+                Ok(t) if t > 0.0 && t <= 1.0 => o.threshold = Some(t),
+                _ => {
+                    return Err(format!(
+                        "x-switchyard-cache-threshold must be a number in (0, 1], got `{s}`"
+                    ));
+                }
+            }
+        }
+        if let Some(v) = h.get("x-switchyard-cache-ttl") {
+            let s = v.to_str().unwrap_or_default().trim();
+            match s.parse::<u64>() {
+                Ok(t) if t > 0 && t <= MAX_TTL_SECONDS => o.ttl = Some(Duration::from_secs(t)),
+                _ => {
+                    return Err(format!(
+                        "x-switchyard-cache-ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (10 years), got `{}`",
+                        s.chars().take(40).collect::<String>()
+                    ));
+                }
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// What the response headers say about the cache.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheStatus {
+    /// `x-switchyard-cache`.
+    pub outcome: Outcome,
+    /// `x-switchyard-cache-similarity` (semantic hits).
+    pub similarity: Option<f32>,
+    /// Similarity of the best semantic candidate that was not served (misses; for the log).
+    pub best_candidate: Option<f32>,
+}
+
+/// What a lookup came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Same request seen before.
+    #[serde(rename = "hit-exact")]
+    HitExact,
+    /// A similar enough request seen before.
+    #[serde(rename = "hit-semantic")]
+    HitSemantic,
+    /// Looked up, not found (the answer will be stored).
+    #[serde(rename = "miss")]
+    Miss,
+    /// Not looked up and not stored.
+    #[serde(rename = "bypass")]
+    Bypass,
+}
+
+impl Outcome {
+    /// Header value and metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::HitExact => "hit-exact",
+            Self::HitSemantic => "hit-semantic",
+            Self::Miss => "miss",
+            Self::Bypass => "bypass",
+        }
+    }
+}
+
+// === MCP options and report ===
+
+/// `x-switchyard-mcp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Inject tools, run the model's calls of them, loop.
+    Auto,
+    /// Inject tools, return calls to the client.
+    Inject,
+    /// Nothing injected.
+    Off,
+}
+
+impl Mode {
+    /// Header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Inject => "inject",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// Per-request MCP controls, from headers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpOptions {
+    /// `x-switchyard-mcp` (default `auto`).
+    pub mode: Mode,
+    /// `x-switchyard-mcp-servers`: only these servers.
+    pub servers: Option<Vec<String>>,
+    /// `x-switchyard-mcp-tools`: only these prefixed tools.
+    pub tools: Option<Vec<String>>,
+    /// `x-switchyard-mcp-max-iterations`: at most this many tool rounds (never more than config).
+    pub max_iterations: Option<u32>,
+}
+
+impl Default for McpOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Auto,
+            servers: None,
+            tools: None,
+            max_iterations: None,
+        }
+    }
+}
+
+fn list(h: &HeaderMap, name: &str) -> Result<Option<Vec<String>>, String> {
+    let Some(v) = h.get(name) else {
+        return Ok(None);
+    };
+    let s = v
+        .to_str()
+        .map_err(|_| format!("{name} must be a comma-separated list of names"))?;
+    Ok(Some(
+        s.split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    ))
+}
+
+impl McpOptions {
+    /// Reads the `x-switchyard-mcp*` headers.
+    pub fn from_headers(h: &HeaderMap) -> Result<Self, String> {
+        let mut o = Self::default();
+        if let Some(v) = h.get("x-switchyard-mcp") {
+            let s = v.to_str().unwrap_or_default().trim().to_ascii_lowercase();
+            o.mode = match s.as_str() {
+                "auto" => Mode::Auto,
+                "inject" => Mode::Inject,
+                "off" => Mode::Off,
+                _ => {
+                    return Err(format!(
+                        "x-switchyard-mcp must be `auto`, `inject` or `off`, got `{s}`"
+                    ));
+                }
+            };
+        }
+        o.servers = list(h, "x-switchyard-mcp-servers")?;
+        o.tools = list(h, "x-switchyard-mcp-tools")?;
+        if let Some(v) = h.get("x-switchyard-mcp-max-iterations") {
+            let s = v.to_str().unwrap_or_default().trim();
+            o.max_iterations = Some(s.parse::<u32>().map_err(|_| {
+                format!("x-switchyard-mcp-max-iterations must be a whole number >= 0, got `{s}`")
+            })?);
+        }
+        Ok(o)
+    }
+}
+
+/// What the tool loop did for one request; read for the response headers and the cache.
+#[derive(Debug, Default)]
+pub struct McpReport {
+    tool_calls: AtomicU32,
+    rounds: AtomicU32,
+    limited: AtomicBool,
+}
+
+impl McpReport {
+    /// Tools the gateway ran.
+    pub fn tool_calls(&self) -> u32 {
+        self.tool_calls.load(Ordering::Relaxed)
+    }
+    /// Tool rounds (model turns whose gateway calls were run).
+    pub fn rounds(&self) -> u32 {
+        self.rounds.load(Ordering::Relaxed)
+    }
+    /// Whether the loop stopped at its iteration bound.
+    pub fn limited(&self) -> bool {
+        self.limited.load(Ordering::Relaxed)
+    }
+    pub(crate) fn add_round(&self, calls: usize) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.tool_calls
+            .fetch_add(u32::try_from(calls).unwrap_or(u32::MAX), Ordering::Relaxed);
+    }
+    pub(crate) fn set_limited(&self) {
+        self.limited.store(true, Ordering::Relaxed);
+    }
+}
