@@ -222,6 +222,7 @@ async fn main() {
         cache: Ok(Default::default()),
         mcp: Ok(McpOptions::default()),
         spent: Default::default(),
+        credential: None,
     };
     let mut p50 = Vec::new();
     for rounds in [0usize, 1, 4] {

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use crate::api::origin::HostPolicy;
 use crate::cache::Cache;
 use crate::config::{Config, env_hint};
+use crate::governance::Governance;
 use crate::mcp::McpHub;
 use crate::router::{RouteTable, Router};
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub prices: Arc<Prices>,
     /// The `Host` names and browser origins the admin API and `/mcp` accept.
     pub hosts: Arc<HostPolicy>,
+    /// Virtual keys, budgets, rate limits.
+    pub governance: Arc<Governance>,
 }
 
 /// Why the server could not run.
@@ -61,6 +64,9 @@ pub enum AppError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// Governance could not start (its store).
+    #[error("governance: {0}")]
+    Governance(String),
     /// The server stopped with an error.
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -87,6 +93,9 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let store = open_store(&config);
         let prices = Arc::new(Prices::new(&config.prices));
+        let governance = Governance::new(config.governance.clone(), store.clone(), prices.clone())
+            .map_err(|e| AppError::Governance(e.to_string()))?;
+        tasks.spawn(governance.counters().clone().flush_loop(shutdown.clone()));
         let log = RequestLog::start(
             config.logs.clone(),
             store.clone(),
@@ -114,6 +123,7 @@ impl AppState {
         Ok(Self {
             mcp,
             hosts: Arc::new(HostPolicy::new(&config)),
+            governance,
             config: Arc::new(config),
             router,
             metrics,

@@ -94,6 +94,14 @@ fn cache_eval(pairs: &Path, model: &Path, runtime: &Path, threshold: f32) -> Exi
 
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
+        Ok(cfg) if !cfg.exposure_issues(cfg.server.listen).is_empty() => {
+            let issues = cfg.exposure_issues(cfg.server.listen);
+            eprintln!("{}: {} problem(s)", path.display(), issues.len());
+            for i in issues {
+                eprintln!("  {i}");
+            }
+            ExitCode::from(1)
+        }
         Ok(cfg) => {
             eprintln!(
                 "{}: ok ({} provider(s), {} route(s))",
@@ -130,6 +138,14 @@ fn serve(config: Option<PathBuf>, listen: Option<SocketAddr>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let exposure = cfg.exposure_issues(listen.unwrap_or(cfg.server.listen));
+    if !exposure.is_empty() {
+        eprintln!("refusing to start:");
+        for i in exposure {
+            eprintln!("  {i}");
+        }
+        return ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,6 +3,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
+use crate::governance::GovernanceError;
 use crate::mcp::McpError;
 use crate::providers::ProviderError;
 use crate::request::Served;
@@ -54,6 +55,9 @@ pub enum GatewayError {
     /// An MCP admin operation failed.
     #[error(transparent)]
     Mcp(#[from] McpError),
+    /// Governance refused the request or an admin change.
+    #[error(transparent)]
+    Governance(#[from] GovernanceError),
 }
 
 impl GatewayError {
@@ -97,6 +101,7 @@ impl GatewayError {
                 "unavailable",
             ),
             Self::Router(e) => router_parts(e),
+            Self::Governance(e) => governance_parts(e),
             Self::Mcp(e) => match e {
                 McpError::Invalid(_) | McpError::Connect { .. } => (
                     StatusCode::BAD_REQUEST,
@@ -147,6 +152,9 @@ impl GatewayError {
                 ..
             }) => Some(d.as_secs().max(1)),
             Self::Router(RouterError::Unavailable(_)) => Some(1),
+            Self::Governance(GovernanceError::RateLimited { retry_after, .. }) => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -155,6 +163,56 @@ impl GatewayError {
     pub fn body(&self) -> serde_json::Value {
         let (_, kind, code) = self.parts();
         json!({"error": {"message": self.to_string(), "type": kind, "code": code, "param": null}})
+    }
+}
+
+fn governance_parts(e: &GovernanceError) -> (StatusCode, &'static str, &'static str) {
+    use GovernanceError as G;
+    match e {
+        G::InvalidKey(_) => (
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "invalid_api_key",
+        ),
+        G::KeyDisabled(_) => (StatusCode::FORBIDDEN, "permission_error", "key_disabled"),
+        G::ModelNotAllowed(_) => (
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "model_not_allowed",
+        ),
+        G::ToolNotAllowed(_) => (
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "tool_not_allowed",
+        ),
+        // 402 on purpose: the OpenAI SDKs retry 429s, and a spent budget must not be retried.
+        G::BudgetExceeded(_) => (
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "budget_exceeded",
+        ),
+        G::RateLimited { .. } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "rate_limit_exceeded",
+        ),
+        G::Unpriced(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "model_unpriced",
+        ),
+        G::Invalid(_) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+        ),
+        G::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
+        G::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
+        G::Store(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "store_error",
+        ),
     }
 }
 

@@ -6,6 +6,7 @@
 //! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, web UI, SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
 //! - `request`: what every stage shares about one request (context, options, outcome, `ChatBackend`).
+//! - `governance`: virtual keys, budgets and rate limits: `admit` -> `Permit`, `settle`.
 //! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
 //! - `mcp`: MCP servers (rmcp), tool injection, the tool loop, the gateway's own `/mcp`.
 //! - `error`: every module error -> status + OpenAI JSON body.
@@ -23,6 +24,7 @@ pub mod chat;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod governance;
 pub mod mcp;
 pub mod pipeline;
 pub mod providers;

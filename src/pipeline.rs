@@ -23,18 +23,76 @@ use crate::app::AppState;
 use crate::cache::Lookup;
 use crate::chat::ChatRequest;
 use crate::error::GatewayError;
+use crate::governance::{Ask, DEFAULT_MAX_OUTPUT_TOKENS, Permit};
 use crate::mcp::{Mode, Plan, ToolLoop};
 pub use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served, Spent};
 use crate::telemetry::metrics::Metrics;
 
-/// Runs a chat request through every stage.
+/// Stage 1: the virtual key, its model access, budgets and rate limits. `None`: ungoverned.
+pub fn admit(
+    state: &AppState,
+    ctx: &RequestContext,
+    model: &str,
+    prompt_tokens: u64,
+    max_output_tokens: u64,
+) -> Result<Option<Permit>, GatewayError> {
+    if ctx.credential.is_none() && !state.governance.config().require_virtual_key {
+        return Ok(None);
+    }
+    let candidates = state
+        .router
+        .table()
+        .plan(model)
+        .map(|plan| plan.iter().map(|t| t.model.to_string()).collect())
+        .unwrap_or_default();
+    let ask = Ask {
+        model,
+        candidates,
+        prompt_tokens,
+        max_output_tokens,
+    };
+    let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
+    Ok(state.governance.admit(credential, &ask)?)
+}
+
+/// Prompt tokens of a chat request, estimated high (a byte per 3 of the JSON of its messages and
+/// tools): what admission reserves before the provider counts them.
+pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
+    let messages = serde_json::to_vec(&req.messages).map_or(0, |v| v.len());
+    let tools = req
+        .tools
+        .as_ref()
+        .and_then(|t| serde_json::to_vec(t).ok())
+        .map_or(0, |v| v.len());
+    ((messages + tools) as u64).div_ceil(3) + 8
+}
+
+/// The most output a chat request may produce: `max_tokens` (or `max_completion_tokens`, or the
+/// default worst case) times `n`.
+pub fn max_output_tokens(req: &ChatRequest) -> u64 {
+    let per = req
+        .max_completion_tokens
+        .or(req.max_tokens)
+        .map_or(DEFAULT_MAX_OUTPUT_TOKENS, u64::from);
+    per * u64::from(req.n.unwrap_or(1).max(1))
+}
+
+/// Runs a chat request through every stage; the permit (governed requests) is to be settled
+/// when the answer ends, and refunds what it reserved if dropped unsettled.
 pub async fn chat(
     state: &AppState,
     mut req: ChatRequest,
     ctx: &RequestContext,
-) -> Result<ChatOutcome, GatewayError> {
+) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
     let mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
+    let permit = admit(
+        state,
+        ctx,
+        &req.model,
+        estimate_prompt_tokens(&req),
+        max_output_tokens(&req),
+    )?;
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
     let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;
@@ -42,6 +100,13 @@ pub async fn chat(
         // Injected before the lookup: the offered tools and the mode are part of the cache key.
         plan.inject(&mut req);
         opts.partition = format!("mcp={}", plan.mode.as_str());
+    }
+    // Tenants never share cached answers unless `cache_scope` says so.
+    if let Some(p) = permit.as_ref().map(|p| &p.principal.cache_partition)
+        && !p.is_empty()
+    {
+        opts.partition.push_str(";tenant=");
+        opts.partition.push_str(p);
     }
     let span = tracing::info_span!(
         "cache.lookup",
@@ -55,7 +120,7 @@ pub async fn chat(
         .await;
     record_lookup(&span, &lookup);
     let (status, mut pending) = match lookup {
-        Lookup::Hit(hit) => return Ok(state.cache.hit_outcome(*hit, req.is_stream())),
+        Lookup::Hit(hit) => return Ok((state.cache.hit_outcome(*hit, req.is_stream()), permit)),
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
     };
@@ -84,7 +149,7 @@ pub async fn chat(
     }
     outcome.cache = status;
     outcome.mcp = report;
-    Ok(outcome)
+    Ok((outcome, permit))
 }
 
 /// Puts the cache's outcome on its trace span.

@@ -11,6 +11,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
+use crate::config::Secret;
 use crate::config::cache::MAX_TTL_SECONDS;
 
 /// Per-request data every stage may read.
@@ -26,6 +27,8 @@ pub struct RequestContext {
     pub mcp: Result<McpOptions, String>,
     /// Where the request's time went, filled in by the stages (for the log and the overhead metric).
     pub spent: Arc<Spent>,
+    /// The key the client sent (`Authorization: Bearer`, `x-api-key`, `api-key`), if any.
+    pub credential: Option<Secret>,
 }
 
 /// Time a request spent outside the gateway, and the tools it ran; shared by the stages.

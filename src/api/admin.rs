@@ -17,6 +17,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
         .merge(super::logs::routes())
+        .merge(super::governance::routes())
         .layer(middleware::from_fn_with_state(
             state.clone(),
             super::origin::protect_admin,

@@ -64,11 +64,13 @@ async fn messages_inner(
             ..StreamOptions::default()
         });
     }
-    let outcome = match pipeline::chat(&state, req, &ctx).await {
+    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
         Ok(o) => o,
         Err(e) => return fail(&mut guard, e),
     };
     guard.outcome(&outcome.served, outcome.cache.as_ref());
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
@@ -87,6 +89,7 @@ async fn messages_inner(
     };
     set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
     set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
+    super::set_rate_headers(resp.headers_mut(), rate.as_ref());
     resp
 }
 

@@ -11,6 +11,7 @@ use tracing::Span;
 use crate::app::AppState;
 use crate::cache::CacheStatus;
 use crate::chat::{ChatChunk, ChatResponse, StreamCollector, Usage};
+use crate::governance::Permit;
 use crate::request::{RequestContext, Served, Spent};
 use crate::telemetry::otel;
 use crate::telemetry::requestlog::LogRecord;
@@ -36,6 +37,8 @@ pub struct RequestGuard {
     rec: Box<LogRecord>,
     collector: Option<StreamCollector>,
     span: Span,
+    /// Governed requests: settled with the cost when the request ends.
+    permit: Option<Permit>,
 }
 
 impl RequestGuard {
@@ -65,6 +68,7 @@ impl RequestGuard {
             }),
             collector: None,
             span,
+            permit: None,
         }
     }
 
@@ -86,6 +90,16 @@ impl RequestGuard {
         if self.log_bodies() {
             self.rec.request_body = body();
         }
+    }
+
+    /// Takes the permit of a governed request (settled when the request ends) and notes who it is.
+    pub fn permit(&mut self, permit: Option<Permit>) {
+        if let Some(p) = &permit {
+            self.rec.key = Some(p.principal.key.clone());
+            self.rec.team.clone_from(&p.principal.team);
+            self.rec.customer.clone_from(&p.principal.customer);
+        }
+        self.permit = permit;
     }
 
     /// Records the final status.
@@ -188,6 +202,16 @@ impl Drop for RequestGuard {
         } else {
             rec.cost_usd = usd;
             metrics.spend(&rec.provider, usd);
+        }
+        if let Some(p) = self.permit.take() {
+            // Cache hits cost nothing; everything else is charged what the usage says, streams
+            // cut short included (the usage seen before the cut).
+            let (cost, tokens) = if hit {
+                (0.0, 0)
+            } else {
+                (usd, rec.input_tokens + rec.output_tokens)
+            };
+            p.settle(cost, tokens);
         }
         rec.status = self.status;
         rec.stream = self.stream;

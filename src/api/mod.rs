@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod anthropic;
 pub mod cache;
+pub mod governance;
 mod guard;
 pub mod listener;
 pub mod logs;
@@ -213,6 +214,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         cache: crate::cache::CacheOptions::from_headers(headers),
         mcp: crate::mcp::McpOptions::from_headers(headers),
         spent: Default::default(),
+        credential: crate::governance::credential(headers).map(crate::config::Secret::new),
     }
 }
 
@@ -359,5 +361,38 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
         resp.headers_mut()
             .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
+    if let GatewayError::Governance(crate::governance::GovernanceError::RateLimited {
+        headers,
+        ..
+    }) = err
+    {
+        set_rate_headers(resp.headers_mut(), Some(headers));
+    }
     resp
+}
+
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for a key with limits.
+pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::governance::RateHeaders>) {
+    let Some(r) = rate else { return };
+    for (what, v) in [("requests", r.requests), ("tokens", r.tokens)] {
+        let Some((limit, remaining, reset_ms)) = v else {
+            continue;
+        };
+        let reset = crate::governance::openai_duration(reset_ms);
+        for (name, value) in [
+            (format!("x-ratelimit-limit-{what}"), limit.to_string()),
+            (
+                format!("x-ratelimit-remaining-{what}"),
+                remaining.to_string(),
+            ),
+            (format!("x-ratelimit-reset-{what}"), reset),
+        ] {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                h.insert(n, v);
+            }
+        }
+    }
 }

@@ -44,11 +44,13 @@ async fn chat(
     };
     guard.request(&req.model, || serde_json::to_value(&req).ok());
     let wants_usage = req.wants_stream_usage();
-    let outcome = match pipeline::chat(&state, req, &ctx).await {
+    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
         Ok(o) => o,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };
     guard.outcome(&outcome.served, outcome.cache.as_ref());
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
@@ -67,6 +69,7 @@ async fn chat(
     };
     set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
     set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
+    super::set_rate_headers(resp.headers_mut(), rate.as_ref());
     resp
 }
 
@@ -170,6 +173,13 @@ async fn embed(
         .and_then(Value::as_str)
         .unwrap_or_default();
     guard.request(model, || Some(body.clone()));
+    let input = body.get("input").map_or(0, |i| i.to_string().len() as u64);
+    let permit = match pipeline::admit(&state, &ctx, model, input.div_ceil(3) + 8, 0) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut guard, &e, &ctx),
+    };
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
     match state.router.embed(&body, &ctx).await {
         Ok((value, served)) => {
             guard.finish(StatusCode::OK, false);
@@ -182,6 +192,7 @@ async fn embed(
             }
             let mut resp = Json(value).into_response();
             set_headers(resp.headers_mut(), &ctx, Some(&served));
+            super::set_rate_headers(resp.headers_mut(), rate.as_ref());
             resp
         }
         Err(e) => fail(&mut guard, &GatewayError::from(e), &ctx),

@@ -4,6 +4,7 @@
 //! field path, which is what `switchyard check` prints.
 
 pub mod cache;
+pub mod governance;
 pub mod mcp;
 pub mod observe;
 mod raw;
@@ -275,6 +276,8 @@ pub struct ServerConfig {
     pub allowed_hosts: Vec<String>,
     /// Origins (`https://admin.example.com`) allowed to call the admin API from a browser.
     pub cors_origins: Vec<String>,
+    /// Listen beyond loopback without requiring virtual keys (an explicit opt-out).
+    pub allow_unauthenticated: bool,
 }
 
 /// `[router]`: the one retry policy and the breaker.
@@ -309,6 +312,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// `[logs]`: the request log.
     pub logs: LogsConfig,
+    /// `[governance]`: virtual keys, budgets, rate limits.
+    pub governance: governance::GovernanceConfig,
     /// `[telemetry]`: OpenTelemetry traces.
     pub telemetry: TelemetryConfig,
     /// `[prices]`: overrides and additions to the built-in price table (lower-case name fragments).
@@ -389,6 +394,9 @@ impl Config {
         let telemetry: observe::RawTelemetry = take("telemetry")
             .and_then(|v| raw::section(v, "telemetry", &mut issues))
             .unwrap_or_default();
+        let governance: governance::RawGovernance = take("governance")
+            .and_then(|v| raw::section(v, "governance", &mut issues))
+            .unwrap_or_default();
         let prices: BTreeMap<String, toml::Value> = take("prices")
             .and_then(|v| raw::section(v, "prices", &mut issues))
             .unwrap_or_default();
@@ -403,6 +411,7 @@ impl Config {
         let logs = observe::validate_logs(logs, &mut issues);
         let telemetry = observe::validate_telemetry(telemetry, &mut issues);
         let prices = observe::validate_prices(prices, &mut issues);
+        let governance = governance::validate(governance, &mut issues);
         let providers = validate_providers(&providers_raw, &sources, &mut issues);
         let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
         if !issues.is_empty() {
@@ -418,8 +427,31 @@ impl Config {
             logs,
             telemetry,
             prices,
+            governance,
             zero_config: false,
         })
+    }
+
+    /// What makes serving on `listen` unsafe: beyond loopback, requests need virtual keys (or the
+    /// explicit `allow_unauthenticated`), and the admin API needs `admin_token`.
+    pub fn exposure_issues(&self, listen: SocketAddr) -> Vec<Issue> {
+        let mut out = Vec::new();
+        if listen.ip().to_canonical().is_loopback() {
+            return out;
+        }
+        if !self.governance.require_virtual_key && !self.server.allow_unauthenticated {
+            out.push(Issue::new(
+                "governance.require_virtual_key",
+                format!("the gateway would listen on {listen}, beyond loopback, and spend its provider keys for anyone who reaches it: set [governance] require_virtual_key = true (and create keys), or [server] allow_unauthenticated = true if something in front of it authenticates"),
+            ));
+        }
+        if self.server.admin_token.is_none() {
+            out.push(Issue::new(
+                "server.admin_token",
+                format!("the admin API (/api/*) would be reachable on {listen}, beyond loopback: set [server] admin_token (e.g. \"env.SWITCHYARD_ADMIN_TOKEN\")"),
+            ));
+        }
+        out
     }
 
     /// The zero-config setup: defaults, and one provider per `*_API_KEY` variable set.
@@ -458,6 +490,7 @@ impl Config {
             cache: CacheConfig::default(),
             mcp: McpConfig::default(),
             logs: LogsConfig::default(),
+            governance: governance::GovernanceConfig::default(),
             telemetry: TelemetryConfig::default(),
             prices: BTreeMap::new(),
             zero_config: true,
@@ -581,6 +614,7 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
             .max_connections
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         allowed_hosts: s.allowed_hosts,
+        allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
         cors_origins: s
             .cors_origins
             .into_iter()

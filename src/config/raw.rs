@@ -22,6 +22,7 @@ pub struct RawServer {
     pub max_connections: Option<u64>,
     pub allowed_hosts: Vec<String>,
     pub cors_origins: Vec<String>,
+    pub allow_unauthenticated: Option<bool>,
 }
 
 /// One `[[providers]]` entry.
@@ -129,6 +130,7 @@ pub const SECTIONS: &[&str] = &[
     "logs",
     "telemetry",
     "prices",
+    "governance",
 ];
 
 /// Deserializes `value` as `T`, recording unknown fields and type errors under `path`.

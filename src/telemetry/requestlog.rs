@@ -71,6 +71,12 @@ pub struct LogRecord {
     /// Virtual key id (when governance is on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The key's team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// The key's customer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer: Option<String>,
     /// The error answered, when the status is not 2xx.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -100,6 +106,10 @@ pub struct LogQuery {
     pub cache: Option<String>,
     /// Virtual key id.
     pub key: Option<String>,
+    /// Team id.
+    pub team: Option<String>,
+    /// Customer id.
+    pub customer: Option<String>,
     /// Endpoint.
     pub endpoint: Option<String>,
     /// Page size (default 50, at most 500).
@@ -138,6 +148,14 @@ impl LogQuery {
                 .key
                 .as_deref()
                 .is_none_or(|k| r.key.as_deref() == Some(k))
+            && self
+                .team
+                .as_deref()
+                .is_none_or(|t| r.team.as_deref() == Some(t))
+            && self
+                .customer
+                .as_deref()
+                .is_none_or(|c| r.customer.as_deref() == Some(c))
             && self.from.is_none_or(|f| r.at_ms >= f)
             && self.to.is_none_or(|t| r.at_ms < t)
     }

@@ -17,6 +17,7 @@ mod conformance;
 mod deploy;
 mod edge;
 mod gateway;
+mod governance;
 mod interop;
 mod mcp;
 mod mcp_interop;

@@ -1,0 +1,495 @@
+//! Governance: virtual keys, the customer -> team -> key hierarchy, budgets that hold under
+//! concurrency, rate limits, per-key model access.
+//!
+//! `admit(credential, request) -> Permit` checks the key and reserves a worst-case estimate in
+//! every bucket above it at once (budgets in USD, requests, tokens, concurrency); the
+//! [`Permit`] settles with the actual cost when the answer ends, or refunds when it is dropped
+//! unsettled (an error, a client that left).
+
+pub mod counters;
+pub mod directory;
+pub mod glob;
+pub mod period;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::Digest;
+
+use crate::config::governance::{CacheScope, GovernanceConfig};
+use crate::store::Store;
+use crate::telemetry::prices::Prices;
+use counters::{Charge, Counters, Kind, Refusal, Snapshot};
+pub use directory::{Directory, EntityKind};
+
+/// The prefix of generated virtual keys.
+pub const KEY_PREFIX: &str = "sk-sy-";
+
+/// Output tokens assumed for a request without `max_tokens` (the worst case reserved).
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 4096;
+
+/// Why a request or an admin call was refused.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GovernanceError {
+    /// Missing, unknown or expired key (401 `invalid_api_key`).
+    #[error("{0}")]
+    InvalidKey(String),
+    /// The key is disabled (403 `key_disabled`).
+    #[error("{0}")]
+    KeyDisabled(String),
+    /// The model or route is outside the key's list (403 `model_not_allowed`).
+    #[error("{0}")]
+    ModelNotAllowed(String),
+    /// The MCP tool is outside the key's list (403 `tool_not_allowed`).
+    #[error("{0}")]
+    ToolNotAllowed(String),
+    /// A budget cannot pay (402 `budget_exceeded`).
+    #[error("{0}")]
+    BudgetExceeded(String),
+    /// A rate limit is reached (429 `rate_limit_exceeded`).
+    #[error("{message}")]
+    RateLimited {
+        /// What was reached and when it resets.
+        message: String,
+        /// Seconds until it resets.
+        retry_after: u64,
+        /// The key's limits, for the `x-ratelimit-*` headers.
+        headers: RateHeaders,
+    },
+    /// A model without a price under a USD budget (400 `model_unpriced`).
+    #[error("{0}")]
+    Unpriced(String),
+    /// Bad admin input (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// An admin change that conflicts (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// No such entity (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed (500).
+    #[error("the governance store failed: {0}")]
+    Store(String),
+}
+
+/// The `x-ratelimit-*` values of a key (its tightest level).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateHeaders {
+    /// (limit, remaining, reset in ms) for requests.
+    pub requests: Option<(u64, u64, u64)>,
+    /// (limit, remaining, reset in ms) for tokens.
+    pub tokens: Option<(u64, u64, u64)>,
+}
+
+/// Who a governed request is.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Key id.
+    pub key: String,
+    /// Its team.
+    pub team: Option<String>,
+    /// Its customer (the team's, or the key's own).
+    pub customer: Option<String>,
+    /// Allowed MCP tools (globs); `None`: none.
+    pub mcp_tools: Option<Vec<String>>,
+    /// The cache partition its answers share (`cache_scope`).
+    pub cache_partition: String,
+}
+
+impl Principal {
+    /// Whether the key may see and run an MCP tool (`server__tool`).
+    pub fn tool_allowed(&self, tool: &str) -> bool {
+        self.mcp_tools
+            .as_deref()
+            .is_some_and(|g| glob::any(g, tool))
+    }
+}
+
+/// What admission needs to know about a request.
+#[derive(Debug, Clone)]
+pub struct Ask<'a> {
+    /// The model or route asked for.
+    pub model: &'a str,
+    /// Upstream models it may be served by (for the worst-case price).
+    pub candidates: Vec<String>,
+    /// Prompt tokens (estimated).
+    pub prompt_tokens: u64,
+    /// `max_tokens` or the default worst case.
+    pub max_output_tokens: u64,
+}
+
+/// An admitted request's reservations; settle it with what the answer cost.
+pub struct Permit {
+    counters: Arc<Counters>,
+    charges: Vec<Charge>,
+    settled: bool,
+    /// Who it is.
+    pub principal: Principal,
+    /// The key's rate-limit headers after this request.
+    pub headers: RateHeaders,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("key", &self.principal.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// Replaces the reservations with the actual cost and tokens.
+    pub fn settle(mut self, usd: f64, tokens: u64) {
+        self.settled = true;
+        self.counters
+            .settle(&self.charges, usd, tokens as f64, Utc::now());
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.counters.settle(&self.charges, 0.0, 0.0, Utc::now());
+        }
+    }
+}
+
+/// Governance state: the directory of keys and their owners, and the counters.
+pub struct Governance {
+    config: GovernanceConfig,
+    dir: directory::Handle,
+    counters: Arc<Counters>,
+    prices: Arc<Prices>,
+}
+
+/// SHA-256 of a secret, hex: what the store keeps.
+pub fn hash_secret(secret: &str) -> String {
+    let d = sha2::Sha256::digest(secret.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Governance {
+    /// Loads the config's entities and the store's, and the counters.
+    pub fn new(
+        config: GovernanceConfig,
+        store: Option<Store>,
+        prices: Arc<Prices>,
+    ) -> Result<Arc<Self>, GovernanceError> {
+        let dir = directory::Handle::open(&config, store.clone())?;
+        Ok(Arc::new(Self {
+            config,
+            dir,
+            counters: Counters::open(store),
+            prices,
+        }))
+    }
+
+    /// The config.
+    pub fn config(&self) -> &GovernanceConfig {
+        &self.config
+    }
+
+    /// The counters (flushed by a background task).
+    pub fn counters(&self) -> &Arc<Counters> {
+        &self.counters
+    }
+
+    /// The directory handle (admin API).
+    pub fn directory(&self) -> &directory::Handle {
+        &self.dir
+    }
+
+    /// Whether any key exists (governance can apply).
+    pub fn has_keys(&self) -> bool {
+        !self.dir.load().keys.is_empty()
+    }
+
+    /// Checks the credential and reserves the request's worst case. `Ok(None)`: ungoverned (no
+    /// key and none required).
+    pub fn admit(
+        &self,
+        credential: Option<&str>,
+        ask: &Ask<'_>,
+    ) -> Result<Option<Permit>, GovernanceError> {
+        let now = Utc::now();
+        let Some(key) = self.identify(credential, now)? else {
+            return Ok(None);
+        };
+        let dir = self.dir.load();
+        let Some(k) = dir.keys.get(&key) else {
+            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
+        };
+        if !model_allowed(&k.spec, ask.model) {
+            return Err(GovernanceError::ModelNotAllowed(format!(
+                "the virtual key `{}` may not use the model `{}`",
+                k.spec.id, ask.model
+            )));
+        }
+        let worst = self.worst_case(ask);
+        let chain = dir.chain(k);
+        let has_budget = chain.iter().any(|e| !e.budgets.is_empty());
+        let worst_usd = match worst {
+            Some(usd) => usd,
+            None if has_budget && !self.config.allow_unpriced => {
+                return Err(GovernanceError::Unpriced(format!(
+                    "the model `{}` has no price, so a USD budget cannot be checked: add it to [prices], or set [governance] unpriced_models = \"allow\"",
+                    ask.model
+                )));
+            }
+            None => 0.0,
+        };
+        let tokens = (ask.prompt_tokens + ask.max_output_tokens) as f64;
+        let mut charges = Vec::new();
+        for e in &chain {
+            e.charges(worst_usd, tokens, &mut charges);
+        }
+        let snaps = match self.counters.reserve(&charges, now) {
+            Ok(s) => s,
+            Err(r) => return Err(refusal(&charges, &r, &chain, worst_usd, ask, now)),
+        };
+        let headers = rate_headers(&charges, &snaps, now);
+        let principal = Principal {
+            key: k.spec.id.clone(),
+            team: k.team(),
+            customer: dir.customer_of(k),
+            mcp_tools: k.spec.mcp_tools.clone(),
+            cache_partition: self.partition(&dir, k),
+        };
+        Ok(Some(Permit {
+            counters: self.counters.clone(),
+            charges,
+            settled: false,
+            principal,
+            headers,
+        }))
+    }
+
+    /// The key id a credential names, `None` for an ungoverned request.
+    fn identify(
+        &self,
+        credential: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, GovernanceError> {
+        let require = self.config.require_virtual_key;
+        let Some(token) = credential.map(str::trim).filter(|t| !t.is_empty()) else {
+            if require {
+                return Err(GovernanceError::InvalidKey(
+                    "a virtual key is required: send `Authorization: Bearer sk-sy-...` (or `x-api-key`, `api-key`)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let dir = self.dir.load();
+        let found = dir.by_hash.get(&hash_secret(token));
+        let Some((id, valid_until)) = found else {
+            if require || token.starts_with(KEY_PREFIX) {
+                return Err(GovernanceError::InvalidKey(
+                    "the virtual key is not valid (unknown, deleted or rotated out)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if valid_until.is_some_and(|t| now.timestamp_millis() >= t) {
+            return Err(GovernanceError::InvalidKey(
+                "this secret of the virtual key was rotated and its grace period is over".into(),
+            ));
+        }
+        let Some(k) = dir.keys.get(id) else {
+            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
+        };
+        if k.expires_ms.is_some_and(|t| now.timestamp_millis() >= t) {
+            return Err(GovernanceError::InvalidKey(format!(
+                "the virtual key `{}` expired at {}",
+                k.spec.id,
+                k.spec.expires_at.as_deref().unwrap_or_default()
+            )));
+        }
+        if !k.spec.active {
+            return Err(GovernanceError::KeyDisabled(format!(
+                "the virtual key `{}` is disabled",
+                k.spec.id
+            )));
+        }
+        Ok(Some(id.clone()))
+    }
+
+    /// The most the request can cost over its candidate models; `None` when one has no price.
+    fn worst_case(&self, ask: &Ask<'_>) -> Option<f64> {
+        // An unknown model reaches no provider (the router answers 404): it costs nothing.
+        let mut worst: f64 = 0.0;
+        for m in &ask.candidates {
+            self.prices.price(m)?;
+            worst = worst.max(
+                self.prices
+                    .estimate(m, ask.prompt_tokens, ask.max_output_tokens),
+            );
+        }
+        Some(worst)
+    }
+
+    fn partition(&self, dir: &Directory, k: &directory::KeyEntry) -> String {
+        let team = k.team();
+        let customer = dir.customer_of(k);
+        let key = format!("key:{}", k.spec.id);
+        match self.config.cache_scope {
+            CacheScope::Global => String::new(),
+            CacheScope::Key => key,
+            CacheScope::Team => team
+                .map(|t| format!("team:{t}"))
+                .or(customer.map(|c| format!("customer:{c}")))
+                .unwrap_or(key),
+            CacheScope::Customer => customer
+                .map(|c| format!("customer:{c}"))
+                .or(team.map(|t| format!("team:{t}")))
+                .unwrap_or(key),
+        }
+    }
+}
+
+fn model_allowed(k: &crate::config::governance::KeySpec, model: &str) -> bool {
+    let allowed = k.models.as_deref().is_none_or(|g| glob::any(g, model));
+    allowed && !glob::any(&k.deny_models, model)
+}
+
+/// The `x-ratelimit-*` values: the tightest request and token limits over the levels.
+fn rate_headers(charges: &[Charge], snaps: &[Snapshot], now: DateTime<Utc>) -> RateHeaders {
+    let mut h = RateHeaders::default();
+    let now_ms = now.timestamp_millis();
+    for (c, s) in charges.iter().zip(snaps) {
+        let slot = match c.kind {
+            Kind::Requests => &mut h.requests,
+            Kind::Tokens => &mut h.tokens,
+            _ => continue,
+        };
+        let limit = c.limit as u64;
+        let remaining = (c.limit - s.used - s.reserved).max(0.0) as u64;
+        let reset = s
+            .resets_at_ms
+            .map_or(0, |e| u64::try_from(e - now_ms).unwrap_or(0));
+        if slot.is_none_or(|(_, r, _)| remaining < r) {
+            *slot = Some((limit, remaining, reset));
+        }
+    }
+    h
+}
+
+/// The error for a refused reservation, naming the level and when it resets.
+fn refusal(
+    charges: &[Charge],
+    r: &Refusal,
+    chain: &[&directory::Level],
+    worst_usd: f64,
+    ask: &Ask<'_>,
+    now: DateTime<Utc>,
+) -> GovernanceError {
+    let Some(c) = charges.get(r.index) else {
+        return GovernanceError::Store("refusal without a bucket".into());
+    };
+    let level = chain
+        .iter()
+        .find(|l| c.bucket.starts_with(&l.prefix))
+        .map_or_else(|| c.bucket.clone(), |l| l.name.clone());
+    let resets = match r.resets_at_ms {
+        Some(ms) => DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(String::new, |t| {
+            format!(
+                "resets at {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        }),
+        None => "never resets".into(),
+    };
+    let wait_ms = r
+        .resets_at_ms
+        .map_or(0, |e| e - now.timestamp_millis())
+        .max(0);
+    match c.kind {
+        Kind::Budget => {
+            let left = (c.limit - r.used).max(0.0);
+            if worst_usd > left {
+                GovernanceError::BudgetExceeded(format!(
+                    "the {level} budget of ${:.4} has ${left:.4} left, less than this request's worst case of ${worst_usd:.4} ({} prompt tokens + {} output tokens); lower `max_tokens` or wait: it {resets}",
+                    c.limit, ask.prompt_tokens, ask.max_output_tokens
+                ))
+            } else {
+                GovernanceError::BudgetExceeded(format!(
+                    "the {level} budget of ${:.4} is spent or reserved by requests in flight (${:.4} spent, ${:.4} reserved); it {resets}",
+                    c.limit, r.used, r.reserved
+                ))
+            }
+        }
+        kind => {
+            let what = match kind {
+                Kind::Requests => "requests per minute",
+                Kind::Tokens => "tokens per minute",
+                Kind::Concurrent => "concurrent requests",
+                _ => "tool calls per minute",
+            };
+            let mut headers = RateHeaders::default();
+            let limit = c.limit as u64;
+            let remaining = (c.limit - r.used - r.reserved).max(0.0) as u64;
+            let reset = u64::try_from(wait_ms).unwrap_or(0);
+            match kind {
+                Kind::Requests => headers.requests = Some((limit, remaining, reset)),
+                Kind::Tokens => headers.tokens = Some((limit, remaining, reset)),
+                _ => {}
+            }
+            let retry_after = if kind == Kind::Concurrent {
+                1
+            } else {
+                (wait_ms as u64).div_ceil(1000).max(1)
+            };
+            GovernanceError::RateLimited {
+                message: format!(
+                    "the {level} limit of {limit} {what} is reached; retry after {retry_after}s"
+                ),
+                retry_after,
+                headers,
+            }
+        }
+    }
+}
+
+/// OpenAI's duration format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`, `250ms`.
+pub fn openai_duration(ms: u64) -> String {
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = ms.div_ceil(1000);
+    let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// The credential a request carries: `Authorization: Bearer` (any case), `x-api-key`, `api-key`.
+pub fn credential(headers: &axum::http::HeaderMap) -> Option<String> {
+    let bearer = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, token) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        });
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(openai_duration(250), "250ms");
+        assert_eq!(openai_duration(1000), "1s");
+        assert_eq!(openai_duration(360_000), "6m0s");
+        assert_eq!(openai_duration(3_723_000), "1h2m3s");
+    }
+}

@@ -1,0 +1,593 @@
+//! Governance end to end (embedded store): virtual keys from the config and the admin API, the
+//! error of every refusal in the shape the SDKs expect, budgets that hold under 64 concurrent
+//! requests, rate limits and their headers, accounting of streams and cache hits, rotation with a
+//! grace period, restarts, tenant-scoped caching, and the exposure refusal.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::gateway::{Gateway, client, header};
+use crate::mock::{Mock, Reply};
+
+/// A config-declared key's secret (from the environment, as the config says `env.NAME`).
+const PROD: &str = "prod-key-0123456789abcdef";
+const OFF: &str = "off-key-0123456789abcdef";
+const OLD: &str = "old-key-0123456789abcdef";
+
+fn env(k: &str) -> Option<String> {
+    match k {
+        "PROD_KEY" => Some(PROD.into()),
+        "OFF_KEY" => Some(OFF.into()),
+        "OLD_KEY" => Some(OLD.into()),
+        _ => None,
+    }
+}
+
+fn provider(mock: &Mock) -> String {
+    format!(
+        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}/v1\"\nkeys = [\"upstream-key\"]\n\n",
+        mock.url()
+    )
+}
+
+fn chat_body(extra: Value) -> Value {
+    let mut b =
+        json!({"model": "mock/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    if let (Value::Object(m), Value::Object(e)) = (&mut b, extra) {
+        m.extend(e);
+    }
+    b
+}
+
+async fn chat_as(gw: &Gateway, key: Option<&str>, body: &Value) -> reqwest::Response {
+    let mut rb = client().post(gw.url("/v1/chat/completions")).json(body);
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    rb.send().await.unwrap()
+}
+
+async fn err_code(r: reqwest::Response) -> (u16, String, String) {
+    let status = r.status().as_u16();
+    let v: Value = r.json().await.unwrap();
+    (
+        status,
+        v["error"]["code"].as_str().unwrap_or_default().to_owned(),
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+    )
+}
+
+async fn admin(
+    gw: &Gateway,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = client().request(method, gw.url(path));
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn keys_from_the_config_gate_every_ingress() {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[governance]\nrequire_virtual_key = true\n\n\
+         [[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nmodels = [\"mock/*\"]\ndeny_models = [\"mock/o1*\"]\n\n\
+         [[governance.keys]]\nid = \"off\"\nvalue = \"env.OFF_KEY\"\nactive = false\n\n\
+         [[governance.keys]]\nid = \"old\"\nvalue = \"env.OLD_KEY\"\nexpires_at = \"2020-01-01T00:00:00Z\"\n",
+        provider(&mock)
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let body = chat_body(json!({}));
+    // Missing, unknown, disabled, expired.
+    let (s, code, _) = err_code(chat_as(&gw, None, &body).await).await;
+    assert_eq!((s, code.as_str()), (401, "invalid_api_key"));
+    let (s, code, _) = err_code(chat_as(&gw, Some("sk-sy-nope"), &body).await).await;
+    assert_eq!((s, code.as_str()), (401, "invalid_api_key"));
+    let (s, code, _) = err_code(chat_as(&gw, Some(OFF), &body).await).await;
+    assert_eq!((s, code.as_str()), (403, "key_disabled"));
+    let (s, code, msg) = err_code(chat_as(&gw, Some(OLD), &body).await).await;
+    assert_eq!((s, code.as_str()), (401, "invalid_api_key"));
+    assert!(msg.contains("expired"), "{msg}");
+    // A model outside the key's list, named.
+    let denied = chat_body(json!({"model": "mock/o1-mini"}));
+    let (s, code, msg) = err_code(chat_as(&gw, Some(PROD), &denied).await).await;
+    assert_eq!((s, code.as_str()), (403, "model_not_allowed"));
+    assert!(msg.contains("mock/o1-mini"), "{msg}");
+    // The key in each header the SDKs use; the bearer scheme in any case.
+    let r = chat_as(&gw, Some(PROD), &body).await;
+    assert_eq!(r.status(), 200);
+    for (name, value) in [
+        ("x-api-key", PROD.to_owned()),
+        ("api-key", PROD.to_owned()),
+        ("authorization", format!("bearer {PROD}")),
+    ] {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header(name, value)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{name}");
+    }
+    // Anthropic ingress: its error shape.
+    let msg = json!({"model": "mock/gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]});
+    let r = client()
+        .post(gw.url("/anthropic/v1/messages"))
+        .json(&msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let r = client()
+        .post(gw.url("/anthropic/v1/messages"))
+        .header("x-api-key", PROD)
+        .json(&msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Embeddings are governed too.
+    let r = client()
+        .post(gw.url("/v1/embeddings"))
+        .json(&json!({"model": "mock/text-embedding-3-small", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // The request log names the key, never the secret.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = gw
+        .get("/api/logs?key=prod", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(logs.contains("\"key\":\"prod\""), "{logs}");
+    assert!(!logs.contains(PROD));
+    let keys = gw.get("/api/keys", None).await.text().await.unwrap();
+    assert!(
+        !keys.contains(PROD) && keys.contains("\"source\":\"config\""),
+        "{keys}"
+    );
+    // Config entities are read-only through the API.
+    let (s, v) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/api/keys/prod",
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes() {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = {:?}\n\n{}[governance]\nrequire_virtual_key = true\n",
+        dir.path(),
+        provider(&mock)
+    );
+    let gw = Gateway::start(&cfg).await;
+    let post = reqwest::Method::POST;
+    let (s, c) = admin(&gw, post.clone(), "/api/customers", Some(json!({"id": "acme", "budgets": [{"max_usd": 5.0, "period": "1M", "calendar_aligned": true}]}))).await;
+    assert_eq!(s, 201, "{c}");
+    assert!(
+        c["budgets"][0]["resets_at"]
+            .as_str()
+            .unwrap()
+            .ends_with("-01T00:00:00Z"),
+        "{c}"
+    );
+    let (s, t) = admin(
+        &gw,
+        post.clone(),
+        "/api/teams",
+        Some(json!({"id": "search", "customer": "acme"})),
+    )
+    .await;
+    assert_eq!(s, 201, "{t}");
+    let (s, k) = admin(
+        &gw,
+        post.clone(),
+        "/api/keys",
+        Some(json!({"id": "k1", "team": "search", "metadata": {"owner": "ana"}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let secret = k["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("sk-sy-") && secret.len() > 30);
+    assert_eq!(k["prefix"], secret[..12]);
+    assert_eq!(k["customer"], "acme");
+    // Never shown again.
+    let listed = gw.get("/api/keys", None).await.text().await.unwrap();
+    assert!(!listed.contains(&secret) && listed.contains(&secret[..12]));
+    let one = gw.get("/api/keys/k1", None).await.text().await.unwrap();
+    assert!(!one.contains(&secret));
+    assert_eq!(
+        chat_as(&gw, Some(&secret), &chat_body(json!({})))
+            .await
+            .status(),
+        200
+    );
+    // Bad input: a clear 400 naming the field; unknown owners; duplicates.
+    for (body, needle) in [
+        (
+            json!({"id": "b1", "budgets": [{"max_usd": -5.0}]}),
+            "max_usd",
+        ),
+        (
+            json!({"id": "b2", "budgets": [{"max_usd": 1.0, "period": "3x"}]}),
+            "period",
+        ),
+        (json!({"id": "b3", "models": ["openai/[x"]}), "models[0]"),
+        (json!({"id": "b4", "team": "nope"}), "team"),
+        (json!({"id": "bad id!"}), "id"),
+        (
+            json!({"id": "b5", "value": "my-own-secret-123456"}),
+            "value",
+        ),
+        (json!({"id": "b6", "expires_at": "tomorrow"}), "expires_at"),
+    ] {
+        let (s, v) = admin(&gw, post.clone(), "/api/keys", Some(body.clone())).await;
+        assert_eq!(s, 400, "{body}: {v}");
+        let m = v["error"]["message"].as_str().unwrap();
+        assert!(m.contains(needle), "{body}: {m}");
+    }
+    let (s, _) = admin(&gw, post.clone(), "/api/keys", Some(json!({"id": "k1"}))).await;
+    assert_eq!(s, 409);
+    // Deleting an owner that still owns keys or teams: 409 naming them.
+    let (s, v) = admin(&gw, reqwest::Method::DELETE, "/api/teams/search", None).await;
+    assert_eq!(s, 409);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("key `k1`"),
+        "{v}"
+    );
+    let (s, v) = admin(&gw, reqwest::Method::DELETE, "/api/customers/acme", None).await;
+    assert_eq!(s, 409);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("team `search`"),
+        "{v}"
+    );
+    // PATCH merges; disabling answers 403.
+    let (s, v) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/api/keys/k1",
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["metadata"]["owner"], "ana");
+    assert_eq!(
+        chat_as(&gw, Some(&secret), &chat_body(json!({})))
+            .await
+            .status(),
+        403
+    );
+    admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/api/keys/k1",
+        Some(json!({"active": true})),
+    )
+    .await;
+    // Rotation with a grace period: both work, then only the new one.
+    let (s, r) = admin(
+        &gw,
+        post.clone(),
+        "/api/keys/k1/rotate",
+        Some(json!({"grace_seconds": 1})),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let new = r["secret"].as_str().unwrap().to_owned();
+    assert_ne!(new, secret);
+    assert_eq!(
+        chat_as(&gw, Some(&secret), &chat_body(json!({})))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        chat_as(&gw, Some(&new), &chat_body(json!({})))
+            .await
+            .status(),
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        chat_as(&gw, Some(&secret), &chat_body(json!({})))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        chat_as(&gw, Some(&new), &chat_body(json!({})))
+            .await
+            .status(),
+        200
+    );
+    gw.shutdown().await;
+    // The store holds hashes, not secrets; a restart keeps the keys.
+    for entry in walk(dir.path()) {
+        let bytes = std::fs::read(&entry).unwrap();
+        for s in [&secret, &new] {
+            assert!(
+                !bytes.windows(s.len()).any(|w| w == s.as_bytes()),
+                "{} holds a secret",
+                entry.display()
+            );
+        }
+    }
+    let gw = Gateway::start(&cfg).await;
+    assert_eq!(
+        chat_as(&gw, Some(&new), &chat_body(json!({})))
+            .await
+            .status(),
+        200
+    );
+    gw.shutdown().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The worst case of one request with `max_tokens` 100000 on gpt-4o-mini ($0.60 per 1M output
+/// tokens) is just over $0.06; the budget covers 10 of them.
+const WORST_OUTPUT: u64 = 100_000;
+
+#[tokio::test]
+async fn a_budget_holds_under_64_concurrent_requests() {
+    let mock = Mock::start().await;
+    mock.always(Reply::Slow(Duration::from_millis(600)));
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = {:?}\n\n{}[governance]\nrequire_virtual_key = true\n\n\
+         [[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nbudgets = [{{ max_usd = 0.63, period = \"1d\" }}]\n",
+        dir.path(),
+        provider(&mock)
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let body = chat_body(json!({"max_tokens": WORST_OUTPUT}));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let rb = client()
+                .post(gw.url("/v1/chat/completions"))
+                .bearer_auth(PROD)
+                .json(&body);
+            tokio::spawn(async move {
+                let r = rb.send().await.unwrap();
+                let status = r.status().as_u16();
+                let v: Value = r.json().await.unwrap();
+                (status, v)
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    let mut refused = 0;
+    for t in tasks {
+        let (status, v) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            402 => {
+                assert_eq!(v["error"]["code"], "budget_exceeded");
+                let m = v["error"]["message"].as_str().unwrap();
+                assert!(m.contains("key `prod`"), "{m}");
+                refused += 1;
+            }
+            s => panic!("unexpected {s}: {v}"),
+        }
+    }
+    assert_eq!(
+        ok, 10,
+        "exactly the requests whose worst case fits are admitted"
+    );
+    assert_eq!(refused, 54);
+    assert_eq!(
+        mock.calls(),
+        10,
+        "every admitted request was answered, no other"
+    );
+    // Settled: the actual cost (19 prompt + 10 completion tokens each), nothing reserved.
+    let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
+    let b = &k["budgets"][0];
+    let spent = b["spent_usd"].as_f64().unwrap();
+    let expected = 10.0 * (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
+    assert!((spent - expected).abs() < 1e-9, "{spent} vs {expected}");
+    assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
+    assert!(b["resets_at"].is_string());
+    // With the reservations released, the budget admits again.
+    mock.always(Reply::Ok);
+    assert_eq!(chat_as(&gw, Some(PROD), &body).await.status(), 200);
+    gw.shutdown().await;
+    // A restart keeps the spend.
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
+    let after = k["budgets"][0]["spent_usd"].as_f64().unwrap();
+    assert!((after - expected * 1.1).abs() < 1e-9, "{after}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens() {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[governance]\n\n[[governance.customers]]\nid = \"acme\"\n\n\
+         [[governance.teams]]\nid = \"search\"\ncustomer = \"acme\"\nbudgets = [{{ max_usd = 0.001 }}]\n\n\
+         [[governance.keys]]\nid = \"prod\"\nteam = \"search\"\nvalue = \"env.PROD_KEY\"\n",
+        provider(&mock)
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    // Keyless requests pass ungoverned (require_virtual_key = false).
+    assert_eq!(
+        chat_as(&gw, None, &chat_body(json!({}))).await.status(),
+        200
+    );
+    let big = chat_body(json!({"max_tokens": WORST_OUTPUT}));
+    let (s, code, msg) = err_code(chat_as(&gw, Some(PROD), &big).await).await;
+    assert_eq!((s, code.as_str()), (402, "budget_exceeded"));
+    assert!(
+        msg.contains("team `search`") && msg.contains("max_tokens") && msg.contains("never resets"),
+        "{msg}"
+    );
+    // A small request fits.
+    let small = chat_body(json!({"max_tokens": 100}));
+    assert_eq!(chat_as(&gw, Some(PROD), &small).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let logs = gw
+        .get("/api/logs?team=search", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(logs.contains("\"customer\":\"acme\""), "{logs}");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_openai_headers() {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nrate_limits = {{ requests_per_minute = 3, tokens_per_minute = 1000000 }}\n",
+        provider(&mock)
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let body = chat_body(json!({"max_tokens": 50}));
+    for left in ["2", "1", "0"] {
+        let r = chat_as(&gw, Some(PROD), &body).await;
+        assert_eq!(r.status(), 200);
+        let h = r.headers();
+        assert_eq!(header(h, "x-ratelimit-limit-requests"), "3");
+        assert_eq!(header(h, "x-ratelimit-remaining-requests"), left);
+        let reset = header(h, "x-ratelimit-reset-requests");
+        assert!(reset.ends_with('s'), "{reset}");
+        assert_eq!(header(h, "x-ratelimit-limit-tokens"), "1000000");
+    }
+    let r = chat_as(&gw, Some(PROD), &body).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = header(r.headers(), "retry-after").parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    assert_eq!(header(r.headers(), "x-ratelimit-remaining-requests"), "0");
+    let (_, code, _) = err_code(r).await;
+    assert_eq!(code, "rate_limit_exceeded");
+    assert_eq!(mock.calls(), 3);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn streams_and_cache_hits_are_accounted() {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[cache]\nmode = \"exact\"\n\n[governance]\ncache_scope = \"key\"\n\n\
+         [[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nbudgets = [{{ max_usd = 1.0 }}]\n\n\
+         [[governance.keys]]\nid = \"other\"\nvalue = \"env.OFF_KEY\"\n",
+        provider(&mock)
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    gw.wait_ready().await;
+    let one = (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
+    // A stream: charged from the usage of its final chunk.
+    let r = chat_as(
+        &gw,
+        Some(PROD),
+        &chat_body(json!({"stream": true, "max_tokens": 100})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    // The same question twice: a miss, then a hit that costs nothing.
+    let q =
+        chat_body(json!({"max_tokens": 100, "messages": [{"role": "user", "content": "cached?"}]}));
+    let r = chat_as(&gw, Some(PROD), &q).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let r = chat_as(&gw, Some(PROD), &q).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "hit-exact");
+    // Another key does not get this key's cached answer (cache_scope = "key").
+    let r = chat_as(&gw, Some(OFF), &q).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
+    let spent = k["budgets"][0]["spent_usd"].as_f64().unwrap();
+    assert!(
+        (spent - 2.0 * one).abs() < 1e-12,
+        "{spent} vs {}",
+        2.0 * one
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn serving_beyond_loopback_needs_keys_or_an_explicit_opt_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("open.toml");
+    std::fs::write(&path, "[server]\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("require_virtual_key") && err.contains("admin_token"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("refusing to start") && err.contains("allow_unauthenticated"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:0\"\nadmin_token = \"t\"\n\n[governance]\nrequire_virtual_key = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
