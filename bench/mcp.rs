@@ -223,6 +223,7 @@ async fn main() {
         mcp: Ok(McpOptions::default()),
         spent: Default::default(),
         credential: None,
+        tool_gate: None,
     };
     let mut p50 = Vec::new();
     for rounds in [0usize, 1, 4] {

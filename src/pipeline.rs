@@ -85,7 +85,7 @@ pub async fn chat(
     ctx: &RequestContext,
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
-    let mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
+    let mut mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
     let permit = admit(
         state,
         ctx,
@@ -93,6 +93,30 @@ pub async fn chat(
         estimate_prompt_tokens(&req),
         max_output_tokens(&req),
     )?;
+    // A governed request is offered, and may run, only its key's MCP tools.
+    let governed_ctx;
+    let ctx = match &permit {
+        Some(p) => {
+            let gate = state.governance.tool_permit(&p.principal.key);
+            if let Some(g) = &gate {
+                let allowed: Vec<String> = state
+                    .mcp
+                    .tools()
+                    .into_iter()
+                    .map(|t| t.name)
+                    .filter(|n| crate::request::ToolGate::allows(g.as_ref(), n))
+                    .filter(|n| mcp_opts.tools.as_ref().is_none_or(|w| w.contains(n)))
+                    .collect();
+                mcp_opts.tools = Some(allowed);
+            }
+            governed_ctx = RequestContext {
+                tool_gate: gate.map(|g| g as Arc<dyn crate::request::ToolGate>),
+                ..ctx.clone()
+            };
+            &governed_ctx
+        }
+        None => ctx,
+    };
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
     let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;

@@ -29,6 +29,17 @@ pub struct RequestContext {
     pub spent: Arc<Spent>,
     /// The key the client sent (`Authorization: Bearer`, `x-api-key`, `api-key`), if any.
     pub credential: Option<Secret>,
+    /// Governed requests: which MCP tools the key may run (set by admission).
+    pub tool_gate: Option<Arc<dyn ToolGate>>,
+}
+
+/// Which MCP tools a governed caller may see and run; each run is counted against its
+/// `tool_calls_per_minute`.
+pub trait ToolGate: Send + Sync + std::fmt::Debug {
+    /// Whether the caller may see (and so be offered) `tool` (`server__tool`).
+    fn allows(&self, tool: &str) -> bool;
+    /// Checks and counts one call of `tool` about to run; the error says why it may not.
+    fn check(&self, tool: &str) -> Result<(), String>;
 }
 
 /// Time a request spent outside the gateway, and the tools it ran; shared by the stages.

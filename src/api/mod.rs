@@ -61,7 +61,11 @@ pub fn routes(state: AppState) -> Router {
             Router::new()
                 .route_service(
                     "/mcp",
-                    crate::mcp::server::service(state.mcp.clone(), &state.shutdown),
+                    crate::mcp::server::service(
+                        state.mcp.clone(),
+                        &state.shutdown,
+                        mcp_gatekeeper(&state),
+                    ),
                 )
                 .layer(axum::middleware::from_fn_with_state(
                     state.clone(),
@@ -75,6 +79,21 @@ pub fn routes(state: AppState) -> Router {
         .fallback(not_found)
         .layer(axum::middleware::from_fn(errors_as_json))
         .with_state(state)
+}
+
+/// `/mcp` callers with a virtual key see and run only that key's tools.
+fn mcp_gatekeeper(state: &AppState) -> crate::mcp::server::Gatekeeper {
+    let gov = state.governance.clone();
+    std::sync::Arc::new(move |headers: &HeaderMap| {
+        let cred = crate::governance::credential(headers);
+        match gov.identify_caller(cred.as_deref()) {
+            Ok(Some(key)) => Ok(gov
+                .tool_permit(&key)
+                .map(|g| g as std::sync::Arc<dyn crate::request::ToolGate>)),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    })
 }
 
 /// Every error answer is JSON in its ingress's shape: axum's own rejections (wrong method, a
@@ -215,6 +234,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         mcp: crate::mcp::McpOptions::from_headers(headers),
         spent: Default::default(),
         credential: crate::governance::credential(headers).map(crate::config::Secret::new),
+        tool_gate: None,
     }
 }
 

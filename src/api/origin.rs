@@ -203,14 +203,29 @@ fn admin_allowed(state: &AppState, req: &Request) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// `/mcp`: the browser checks, then the admin token when one is set.
+/// `/mcp`: the browser checks, then a valid virtual key (required with `require_virtual_key`),
+/// or the admin token when one is set.
 pub async fn protect_mcp(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if let Err(e) = check_browser(&state.hosts, &req) {
         return super::mcp_rpc::rpc_error_response(&e, None);
     }
-    if !super::admin::token_ok(&state, req.headers()) {
-        let e = GatewayError::Unauthorized("send `Authorization: Bearer <admin_token>`".into());
-        return super::mcp_rpc::rpc_error_response(&e, None);
+    let cred = crate::governance::credential(req.headers());
+    let admin =
+        state.config.server.admin_token.is_some() && super::admin::token_ok(&state, req.headers());
+    if !admin {
+        match state.governance.identify_caller(cred.as_deref()) {
+            Ok(Some(_)) => {}
+            Ok(None) if state.config.server.admin_token.is_some() => {
+                let e = GatewayError::Unauthorized(
+                    "send a virtual key or `Authorization: Bearer <admin_token>`".into(),
+                );
+                return super::mcp_rpc::rpc_error_response(&e, None);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return super::mcp_rpc::rpc_error_response(&GatewayError::Governance(e), None);
+            }
+        }
     }
     next.run(req).await
 }

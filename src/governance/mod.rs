@@ -155,6 +155,50 @@ impl Drop for Permit {
     }
 }
 
+/// A governed caller's MCP tools: its globs, and its `tool_calls_per_minute`.
+pub struct ToolPermit {
+    counters: Arc<Counters>,
+    key: String,
+    globs: Option<Vec<String>>,
+    limit: Option<Charge>,
+}
+
+impl std::fmt::Debug for ToolPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolPermit")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl crate::request::ToolGate for ToolPermit {
+    fn allows(&self, tool: &str) -> bool {
+        self.globs.as_deref().is_some_and(|g| glob::any(g, tool))
+    }
+
+    fn check(&self, tool: &str) -> Result<(), String> {
+        if !self.allows(tool) {
+            return Err(format!(
+                "the virtual key `{}` may not run the MCP tool `{tool}` (tool_not_allowed)",
+                self.key
+            ));
+        }
+        let Some(c) = &self.limit else { return Ok(()) };
+        self.counters
+            .reserve(std::slice::from_ref(c), Utc::now())
+            .map(|_| ())
+            .map_err(|r| {
+                let wait = r
+                    .resets_at_ms
+                    .map_or(1, |e| (e - Utc::now().timestamp_millis()).max(0) / 1000 + 1);
+                format!(
+                    "the virtual key `{}` reached its limit of {} tool calls per minute; retry after {wait}s (rate_limit_exceeded)",
+                    self.key, c.limit
+                )
+            })
+    }
+}
+
 /// Governance state: the directory of keys and their owners, and the counters.
 pub struct Governance {
     config: GovernanceConfig,
@@ -198,6 +242,36 @@ impl Governance {
     /// The directory handle (admin API).
     pub fn directory(&self) -> &directory::Handle {
         &self.dir
+    }
+
+    /// The MCP tool gate of a key (by id), for the tool loop and `/mcp`.
+    pub fn tool_permit(&self, key: &str) -> Option<Arc<ToolPermit>> {
+        let dir = self.dir.load();
+        let k = dir.keys.get(key)?;
+        let limit = k.spec.rate_limits.tool_calls_per_minute.map(|n| Charge {
+            bucket: format!("{}tool_calls", k.level.prefix),
+            kind: Kind::ToolCalls,
+            limit: n as f64,
+            window: period::Window::Calendar(period::Period {
+                n: 1,
+                unit: period::Unit::Minute,
+            }),
+            amount: 1.0,
+        });
+        Some(Arc::new(ToolPermit {
+            counters: self.counters.clone(),
+            key: k.spec.id.clone(),
+            globs: k.spec.mcp_tools.clone(),
+            limit,
+        }))
+    }
+
+    /// The key id of a credential for `/mcp` (no model, no budget): `Ok(None)` ungoverned.
+    pub fn identify_caller(
+        &self,
+        credential: Option<&str>,
+    ) -> Result<Option<String>, GovernanceError> {
+        self.identify(credential, Utc::now())
     }
 
     /// Whether any key exists (governance can apply).

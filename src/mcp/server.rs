@@ -17,11 +17,33 @@ use tokio_util::sync::CancellationToken;
 
 use super::McpHub;
 use super::conn::CallOutcome;
+use crate::request::ToolGate;
+
+/// Finds the tool gate of a `/mcp` caller from its HTTP headers: `Ok(None)` for an ungoverned
+/// caller, `Err` (the reason) for a refused one.
+pub type Gatekeeper =
+    Arc<dyn Fn(&axum::http::HeaderMap) -> Result<Option<Arc<dyn ToolGate>>, String> + Send + Sync>;
 
 /// The aggregating server handler; one per MCP session, all sharing the hub.
 #[derive(Clone)]
 pub struct Aggregator {
     hub: Arc<McpHub>,
+    gatekeeper: Gatekeeper,
+}
+
+impl Aggregator {
+    /// The caller's gate, from the HTTP request rmcp puts in the context.
+    fn gate(
+        &self,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Option<Arc<dyn ToolGate>>, ErrorData> {
+        let empty = axum::http::HeaderMap::new();
+        let headers = context
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .map_or(&empty, |p| &p.headers);
+        (self.gatekeeper)(headers).map_err(|e| ErrorData::invalid_request(e, None))
+    }
 }
 
 impl ServerHandler for Aggregator {
@@ -36,13 +58,15 @@ impl ServerHandler for Aggregator {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        let gate = self.gate(&context)?;
         let tools = self
             .hub
             .tools()
             .into_iter()
             .filter(|t| t.available)
+            .filter(|t| gate.as_ref().is_none_or(|g| g.allows(&t.name)))
             .map(|t| {
                 let schema = match t.input_schema {
                     serde_json::Value::Object(m) => m,
@@ -60,8 +84,14 @@ impl ServerHandler for Aggregator {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        // A governed caller runs only its key's tools, counted toward its tool calls per minute.
+        if let Some(g) = self.gate(&context)?
+            && let Err(why) = g.check(&request.name)
+        {
+            return Err(ErrorData::invalid_params(why, None));
+        }
         let args = request
             .arguments
             .map(serde_json::Value::Object)
@@ -86,12 +116,18 @@ impl ServerHandler for Aggregator {
 pub fn service(
     hub: Arc<McpHub>,
     shutdown: &CancellationToken,
+    gatekeeper: Gatekeeper,
 ) -> StreamableHttpService<Aggregator, LocalSessionManager> {
     let config = StreamableHttpServerConfig::default()
         .with_cancellation_token(shutdown.child_token())
         .disable_allowed_hosts();
     StreamableHttpService::new(
-        move || Ok(Aggregator { hub: hub.clone() }),
+        move || {
+            Ok(Aggregator {
+                hub: hub.clone(),
+                gatekeeper: gatekeeper.clone(),
+            })
+        },
         LocalSessionManager::default().into(),
         config,
     )

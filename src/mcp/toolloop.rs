@@ -458,6 +458,18 @@ async fn run_calls(
             gen_ai.tool.call.id = c.id.as_str(),
             error.type = tracing::field::Empty,
         );
+        // Checked again at execution (and counted toward the key's tool calls per minute).
+        if let Some(Err(why)) = ctx.tool_gate.as_ref().map(|g| g.check(&c.function.name)) {
+            span.record("error.type", "tool_not_allowed");
+            return Message {
+                role: Role::Tool,
+                content: Some(crate::chat::Content::Text(format!("Error: {why}"))),
+                name: None,
+                tool_calls: None,
+                tool_call_id: Some(c.id.clone()),
+                extra: Extra::new(),
+            };
+        }
         let r = hub
             .call(&c.function.name, &c.function.arguments, timeout)
             .instrument(span.clone())

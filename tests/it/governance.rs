@@ -591,3 +591,145 @@ async fn serving_beyond_loopback_needs_keys_or_an_explicit_opt_out() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Posts a JSON-RPC message to `/mcp` with a key; returns the status and the JSON-RPC answer
+/// (the data of the SSE event, or the JSON body).
+async fn mcp_post(
+    gw: &Gateway,
+    key: Option<&str>,
+    session: Option<&str>,
+    body: Value,
+) -> (u16, Value, Option<String>) {
+    let mut rb = client()
+        .post(gw.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(&body);
+    if let Some(k) = key {
+        rb = rb.bearer_auth(k);
+    }
+    if let Some(s) = session {
+        rb = rb
+            .header("mcp-session-id", s)
+            .header("mcp-protocol-version", "2025-06-18");
+    }
+    let r = rb.send().await.unwrap();
+    let status = r.status().as_u16();
+    let sid = r
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = r.text().await.unwrap();
+    let json = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .find(|v| v.get("id").is_some())
+        .or_else(|| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    (status, json, sid)
+}
+
+#[tokio::test]
+async fn keys_see_and_run_only_their_mcp_tools() {
+    use crate::model::{Conv, Model, Turn};
+    let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
+    let seen = offered.clone();
+    let model = Model::start(move |c: &Conv| {
+        seen.lock().unwrap().push(c.tools.clone());
+        if c.results.is_empty() {
+            Turn::call(&[("calc__add", json!({"a": 2, "b": 3}))])
+        } else {
+            Turn::say(format!("The sum is {}.", c.results.join(" and ")))
+        }
+    })
+    .await;
+    let cfg = format!(
+        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nkeys = [\"k\"]\n\n\
+         [[mcp.servers]]\nname = \"calc\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\n\
+         [[mcp.servers]]\nname = \"slow\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\n\
+         [governance]\nrequire_virtual_key = true\n\n\
+         [[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nmcp_tools = [\"calc__*\"]\nrate_limits = {{ tool_calls_per_minute = 3 }}\n\n\
+         [[governance.keys]]\nid = \"none\"\nvalue = \"env.OFF_KEY\"\n",
+        model.openai_url(),
+        crate::mcp::server_bin("mcp-calculator").display(),
+        crate::mcp::server_bin("mcp-slow").display(),
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    crate::mcp::ready_servers(&gw, 2).await;
+    let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "add 2 and 3"}]});
+    // Offered and run: only the key's tools.
+    let r = chat_as(&gw, Some(PROD), &body).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-switchyard-mcp-tool-calls"), "1");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "The sum is 5.");
+    let tools = offered.lock().unwrap()[0].clone();
+    assert!(
+        !tools.is_empty() && tools.iter().all(|t| t.starts_with("calc__")),
+        "{tools:?}"
+    );
+    // A key without MCP tools is offered none, and the model's call is not run by the gateway.
+    offered.lock().unwrap().clear();
+    let r = chat_as(&gw, Some(OFF), &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
+    assert!(offered.lock().unwrap()[0].is_empty());
+    // /mcp: a key is needed, lists only its tools, runs only those, counted per minute.
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (s, v, _) = mcp_post(&gw, None, None, init.clone()).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, _, sid) = mcp_post(&gw, Some(PROD), None, init).await;
+    assert_eq!(s, 200);
+    let sid = sid.unwrap();
+    let (s, _, _) = mcp_post(
+        &gw,
+        Some(PROD),
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    assert_eq!(s, 202);
+    let (_, v, _) = mcp_post(
+        &gw,
+        Some(PROD),
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !names.is_empty() && names.iter().all(|n| n.starts_with("calc__")),
+        "{names:?}"
+    );
+    let call = |id: u64, name: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {"a": 1, "b": 2}}});
+    let (_, v, _) = mcp_post(&gw, Some(PROD), Some(&sid), call(2, "slow__echo")).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not run"),
+        "{v}"
+    );
+    for id in 3..5 {
+        let (_, v, _) = mcp_post(&gw, Some(PROD), Some(&sid), call(id, "calc__add")).await;
+        assert!(v["result"].is_object(), "{v}");
+    }
+    // The chat above ran one call, these two: the fourth in the minute is refused.
+    let (_, v, _) = mcp_post(&gw, Some(PROD), Some(&sid), call(5, "calc__add")).await;
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("tool calls per minute"),
+        "{v}"
+    );
+    gw.shutdown().await;
+}

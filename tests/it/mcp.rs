@@ -101,7 +101,7 @@ pub fn calls_then_results(
     }
 }
 
-async fn ready_servers(gw: &Gateway, n: usize) {
+pub async fn ready_servers(gw: &Gateway, n: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let v: Value = gw.get("/api/mcp/servers", None).await.json().await.unwrap();
