@@ -136,8 +136,24 @@ impl AppState {
         })
     }
 
-    /// Updates gauges that are computed, not counted (breaker states).
+    /// Updates gauges that are computed, not counted (breaker states, budgets).
     pub fn refresh_gauges(&self) {
+        let g = &self.governance;
+        for (level, id, period, spent, remaining) in g
+            .directory()
+            .budget_states(g.counters(), g.config().metrics_per_key)
+        {
+            let labels = crate::telemetry::metrics::BudgetLabels {
+                level: level.to_owned(),
+                id,
+                period,
+            };
+            self.metrics.budget_spent.get_or_create(&labels).set(spent);
+            self.metrics
+                .budget_remaining
+                .get_or_create(&labels)
+                .set(remaining);
+        }
         let table = self.router.table();
         let breakers = self.router.breakers();
         for p in &table.providers {

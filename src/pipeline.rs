@@ -52,7 +52,17 @@ pub fn admit(
         max_output_tokens,
     };
     let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
-    Ok(state.governance.admit(credential, &ask)?)
+    state.governance.admit(credential, &ask).map_err(|e| {
+        let e = GatewayError::from(e);
+        state
+            .metrics
+            .gov_rejections
+            .get_or_create(&crate::telemetry::metrics::ReasonLabels {
+                reason: e.parts().2.to_owned(),
+            })
+            .inc();
+        e
+    })
 }
 
 /// Prompt tokens of a chat request, estimated high (a byte per 3 of the JSON of its messages and

@@ -672,6 +672,43 @@ impl Handle {
         })
     }
 
+    /// (level, id, period, spent, remaining) of every budget of customers and teams, and of keys
+    /// when `per_key` (for the Prometheus gauges).
+    pub fn budget_states(
+        &self,
+        counters: &Counters,
+        per_key: bool,
+    ) -> Vec<(&'static str, String, String, f64, f64)> {
+        let d = self.load();
+        let now = Utc::now();
+        let mut out = Vec::new();
+        let mut add = |kind: EntityKind, id: &str, level: &Level, specs: &[BudgetSpec]| {
+            for (i, ((window, max), spec)) in level.budgets.iter().zip(specs).enumerate() {
+                let s = counters.snapshot(&format!("{}budget{i}", level.prefix), *window, now);
+                let period = spec.period.clone().unwrap_or_else(|| "none".into());
+                out.push((
+                    kind.word(),
+                    id.to_owned(),
+                    period,
+                    s.used,
+                    (max - s.used - s.reserved).max(0.0),
+                ));
+            }
+        };
+        for c in d.customers.values() {
+            add(EntityKind::Customer, &c.spec.id, &c.level, &c.spec.budgets);
+        }
+        for t in d.teams.values() {
+            add(EntityKind::Team, &t.spec.id, &t.level, &t.spec.budgets);
+        }
+        if per_key {
+            for k in d.keys.values() {
+                add(EntityKind::Key, &k.spec.id, &k.level, &k.spec.budgets);
+            }
+        }
+        out
+    }
+
     /// Every entity of a kind, as the API shows them.
     pub fn list(&self, kind: EntityKind, counters: &Counters) -> Vec<Value> {
         let d = self.load();

@@ -74,6 +74,25 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+/// Labels of a governance refusal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// The error code: `invalid_api_key`, `key_disabled`, `model_not_allowed`,
+    /// `tool_not_allowed`, `budget_exceeded`, `rate_limit_exceeded`, `model_unpriced`.
+    pub reason: String,
+}
+
+/// Labels of a budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BudgetLabels {
+    /// `customer`, `team` or `key` (keys only with `metrics_per_key`).
+    pub level: String,
+    /// Its id.
+    pub id: String,
+    /// The budget's period (`1d`, `1M`, ... or `none`).
+    pub period: String,
+}
+
 /// Labels of MCP tool calls.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ToolLabels {
@@ -151,6 +170,12 @@ pub struct Metrics {
     pub retries: Family<ProviderLabels, Counter>,
     /// `switchyard_log_records_dropped_total`: request log records lost (queue full, write error).
     pub log_dropped: Counter,
+    /// `switchyard_governance_rejections_total` by reason.
+    pub gov_rejections: Family<ReasonLabels, Counter>,
+    /// `switchyard_budget_spent_usd`: spend in the current window, per budget.
+    pub budget_spent: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    /// `switchyard_budget_remaining_usd`: what is left (reservations in flight subtracted).
+    pub budget_remaining: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
 }
 
 fn overhead_histogram() -> Histogram {
@@ -310,8 +335,29 @@ impl Metrics {
             "Request log records dropped (queue full or write error)",
             log_dropped.clone(),
         );
+        let gov_rejections = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "governance_rejections",
+            "Requests refused by governance, by reason (the error code)",
+            gov_rejections.clone(),
+        );
+        let budget_spent = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "budget_spent_usd",
+            "Spend in the current window of each budget (teams and customers; keys with metrics_per_key)",
+            budget_spent.clone(),
+        );
+        let budget_remaining = Family::<BudgetLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "budget_remaining_usd",
+            "What is left of each budget, reservations in flight subtracted",
+            budget_remaining.clone(),
+        );
         Self {
             registry,
+            gov_rejections,
+            budget_spent,
+            budget_remaining,
             overhead,
             ttft,
             cost,
@@ -492,6 +538,18 @@ mod tests {
         m.cache_writes.get_or_create(&o).inc();
         m.tool_call("s", "t", "ok", 0.01);
         m.tool_loop("answered");
+        m.gov_rejections
+            .get_or_create(&ReasonLabels {
+                reason: "budget_exceeded".into(),
+            })
+            .inc();
+        let b = BudgetLabels {
+            level: "team".into(),
+            id: "t".into(),
+            period: "1d".into(),
+        };
+        m.budget_spent.get_or_create(&b).set(1.0);
+        m.budget_remaining.get_or_create(&b).set(1.0);
         let text = m.encode();
         text.lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))

@@ -471,6 +471,26 @@ async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens() {
         .await
         .unwrap();
     assert!(logs.contains("\"customer\":\"acme\""), "{logs}");
+    // Prometheus: the refusal by reason, the team's budget; no key labels by default.
+    let m = gw.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        m.contains("switchyard_governance_rejections_total{reason=\"budget_exceeded\"} 1"),
+        "{m}"
+    );
+    let spent = m
+        .lines()
+        .find(|l| l.starts_with("switchyard_budget_spent_usd{") && l.contains("id=\"search\""))
+        .unwrap_or_else(|| panic!("{m}"));
+    assert!(
+        spent.contains("level=\"team\"") && spent.contains("period=\"none\""),
+        "{spent}"
+    );
+    let value: f64 = spent.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 0.0, "{spent}");
+    assert!(
+        !m.contains("id=\"prod\""),
+        "keys are labels only with metrics_per_key"
+    );
     gw.shutdown().await;
 }
 
