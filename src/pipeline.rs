@@ -53,6 +53,9 @@ pub fn admit(
     };
     let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
     state.governance.admit(credential, &ask).map_err(|e| {
+        if let Some(w) = state.governance.who(credential) {
+            ctx.spent.who(w);
+        }
         let e = GatewayError::from(e);
         state
             .metrics

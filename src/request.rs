@@ -48,9 +48,33 @@ pub struct Spent {
     upstream_us: AtomicU64,
     tools_us: AtomicU64,
     tools: Mutex<Vec<String>>,
+    who: Mutex<Option<Who>>,
+}
+
+/// The virtual key of a governed request, with its team and customer (for the log).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Who {
+    /// Key id.
+    pub key: String,
+    /// Its team.
+    pub team: Option<String>,
+    /// Its customer.
+    pub customer: Option<String>,
 }
 
 impl Spent {
+    /// Notes whose request this is (also when governance refused it).
+    pub fn who(&self, w: Who) {
+        if let Ok(mut slot) = self.who.lock() {
+            *slot = Some(w);
+        }
+    }
+
+    /// Whose request this is, when known.
+    pub fn whose(&self) -> Option<Who> {
+        self.who.lock().ok().and_then(|w| w.clone())
+    }
+
     /// Adds an upstream attempt's time (to the first chunk for streams).
     pub fn upstream(&self, d: Duration) {
         self.upstream_us

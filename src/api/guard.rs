@@ -183,6 +183,13 @@ impl Drop for RequestGuard {
             .map(|t| t.duration_since(self.started).as_secs_f64());
         let mut rec = std::mem::take(&mut self.rec);
         rec.mcp_tools = self.spent.tools();
+        if rec.key.is_none()
+            && let Some(w) = self.spent.whose()
+        {
+            rec.key = Some(w.key);
+            rec.team = w.team;
+            rec.customer = w.customer;
+        }
         // Overhead: the whole request for JSON answers; up to the first chunk for streams (what
         // follows is the upstream's pace). Tool-loop streams interleave both, so they are left out.
         let overhead = match (self.stream, ttft) {

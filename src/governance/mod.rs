@@ -266,6 +266,18 @@ impl Governance {
         }))
     }
 
+    /// The key, team and customer a credential names, whatever admission said (for the log).
+    pub fn who(&self, credential: Option<&str>) -> Option<crate::request::Who> {
+        let dir = self.dir.load();
+        let (id, _) = dir.by_hash.get(&hash_secret(credential?.trim()))?;
+        let k = dir.keys.get(id)?;
+        Some(crate::request::Who {
+            key: k.spec.id.clone(),
+            team: k.team(),
+            customer: dir.customer_of(k),
+        })
+    }
+
     /// The key id of a credential for `/mcp` (no model, no budget): `Ok(None)` ungoverned.
     pub fn identify_caller(
         &self,

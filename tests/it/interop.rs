@@ -71,3 +71,8 @@ async fn anthropic_python_sdk() {
 async fn cache_hits_replay_like_live_streams_to_both_sdks() {
     run_script_with("cache_sdk.py", "[cache]\nenabled = true\n", 3).await;
 }
+
+#[tokio::test]
+async fn governance_errors_as_both_sdks_see_them() {
+    run_script_with("governance_sdk.py", "", 2).await;
+}
