@@ -234,6 +234,10 @@ pub fn validate(raw: RawGovernance, issues: &mut Vec<Issue>) -> GovernanceConfig
         }
     };
     if g.store == GovStore::Redis {
+        issues.push(Issue::new(
+            "governance.store",
+            "`redis` is not available in this build yet: counters and keys live in the embedded store (leave `store` out); several instances cannot share limits until it lands",
+        ));
         match g.redis_url.as_deref() {
             None => issues.push(Issue::new(
                 "governance.redis_url",
