@@ -81,7 +81,9 @@ async fn a_third_party_server_from_pypi_runs_in_the_loop() {
         json!({"timezone": "Europe/Paris"}),
     )]))
     .await;
-    let gw = Gateway::start(&config(&model, "")).await;
+    // Registering a stdio server through the API needs the opt-in (no admin token here).
+    let cfg = config(&model, "").replace("[mcp]\n", "[mcp]\nallow_stdio_registration = true\n");
+    let gw = Gateway::start(&cfg).await;
     let r = gw
         .post(
             "/api/mcp/servers",

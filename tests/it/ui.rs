@@ -1,6 +1,7 @@
 //! The web UI in a real headless Chromium (tests/ui/ui.mjs, playwright-core driving Debian's
 //! chromium): every page loads without console errors, login, an MCP registration and a tool
-//! call through the UI, log detail and filters, the what-if; screenshots go to
+//! call through the UI, log detail and filters, the what-if, a team and a key made, rotated and
+//! disabled; screenshots go to
 //! tests/ui/screenshots/. `.ci/run` installs chromium and `tests/run.sh` the node module; where
 //! either is missing the test fails under CI and says why elsewhere.
 
@@ -83,5 +84,21 @@ async fn the_web_ui_works_in_headless_chromium() {
             .any(|s| s["name"] == "calc" && s["status"] == "connected"),
         "{servers}"
     );
+    // The key made in the browser is real, disabled there, and kept by hash only.
+    let key: serde_json::Value = gw
+        .get("/api/keys/ui-key", Some("ui-admin-token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(key["team"], "ui-team", "{key}");
+    assert_eq!(key["active"], false, "{key}");
+    assert_eq!(key["mcp_tools"][0], "calc__*", "{key}");
+    for page in ["keys", "teams", "customers"] {
+        assert!(
+            shots.join(format!("{page}.png")).exists(),
+            "no screenshot of {page}"
+        );
+    }
     gw.shutdown().await;
 }

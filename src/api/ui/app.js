@@ -300,6 +300,126 @@ pages.logs = async (params) => {
   ];
 };
 
+// ---------- governance: keys, teams, customers ----------
+const fmtBudgets = (x) => (x.budgets || []).map((b) => `${fmtUsd(b.spent_usd)} of ${fmtUsd(b.max_usd)} / ${b.period || "ever"}` + (b.reserved_usd ? ` (+${fmtUsd(b.reserved_usd)} reserved)` : "")).join("; ") || "none";
+const fmtLimits = (x) => {
+  const l = x.rate_limits || {};
+  const parts = [];
+  if (l.requests_per_minute) parts.push(`${l.current?.requests?.used ?? 0}/${l.requests_per_minute} req/min`);
+  if (l.tokens_per_minute) parts.push(`${l.current?.tokens?.used ?? 0}/${l.tokens_per_minute} tok/min`);
+  if (l.concurrent) parts.push(`${l.current?.concurrent?.reserved ?? 0}/${l.concurrent} in flight`);
+  if (l.tool_calls_per_minute) parts.push(`${l.tool_calls_per_minute} tools/min`);
+  return parts.join(", ") || "none";
+};
+// Fields a PATCH may change, per kind.
+const EDITABLE = {
+  customers: ["budgets", "rate_limits", "metadata"],
+  teams: ["customer", "budgets", "rate_limits", "metadata"],
+  keys: ["name", "team", "customer", "models", "deny_models", "mcp_tools", "budgets", "rate_limits", "expires_at", "active", "metadata"],
+};
+function secretBox(what, secret) {
+  const code = h("code", { id: "secret" }, secret);
+  const note = h("span", { class: "notice" }, "It will not be shown again.");
+  const copy = h("button", { type: "button", class: "secondary", onclick: async () => {
+    try { await navigator.clipboard.writeText(secret); note.textContent = "Copied. It will not be shown again."; }
+    catch { note.textContent = "Copy it by hand (select the text). It will not be shown again."; }
+  } }, "Copy");
+  return h("div", { class: "notice ok secret", role: "status" }, `${what}: `, code, " ", copy, " ", note);
+}
+function governancePage(kind, title, singular) {
+  return async () => {
+    const lists = await Promise.all([api(`/api/${kind}`), kind === "customers" ? null : api("/api/customers"), kind === "keys" ? api("/api/teams") : null]);
+    const [list, customers, teams] = lists;
+    const msg = h("div");
+    const done = async (notice) => { await render(); if (notice) main.prepend(notice); };
+    const fail = (e) => { if (e instanceof AuthError) throw e; msg.replaceChildren(errorBox(e)); };
+    const id = h("input", { name: "id", required: true, pattern: "[A-Za-z0-9._\\-]+", placeholder: singular === "key" ? "search-prod" : "search" });
+    const owner = (name, items) => h("select", { name }, h("option", { value: "" }, "none"), (items?.data || []).map((x) => h("option", { value: x.id }, x.id)));
+    const customerSel = customers ? owner("customer", customers) : null;
+    const teamSel = teams ? owner("team", teams) : null;
+    const maxUsd = h("input", { name: "max_usd", type: "number", min: "0", step: "any", placeholder: "20" });
+    const period = h("select", { name: "period" }, ["", "1h", "1d", "1w", "1M", "1y"].map((p) => h("option", { value: p }, p || "never resets")));
+    const rpm = h("input", { name: "requests_per_minute", type: "number", min: "1", placeholder: "60" });
+    const models = h("input", { name: "models", placeholder: "openai/*, smart (all when empty)", size: 24 });
+    const tools = h("input", { name: "mcp_tools", placeholder: "calc__* (none when empty)", size: 18 });
+    const globs = (v) => v.split(",").map((x) => x.trim()).filter(Boolean);
+    const create = async (ev) => {
+      ev.preventDefault();
+      const body = { id: id.value.trim() };
+      if (customerSel?.value) body.customer = customerSel.value;
+      if (teamSel?.value) body.team = teamSel.value;
+      if (maxUsd.value !== "") body.budgets = [{ max_usd: Number(maxUsd.value), ...(period.value ? { period: period.value } : {}) }];
+      if (rpm.value !== "") body.rate_limits = { requests_per_minute: Number(rpm.value) };
+      if (singular === "key") {
+        if (models.value.trim()) body.models = globs(models.value);
+        if (tools.value.trim()) body.mcp_tools = globs(tools.value);
+      }
+      try {
+        const v = await api(`/api/${kind}`, { method: "POST", json: body });
+        await done(v.secret ? secretBox(`Created key ${v.id}`, v.secret) : h("div", { class: "notice ok", role: "status" }, `Created ${singular} ${v.id}.`));
+      } catch (e) { fail(e); }
+    };
+    const path = (x) => `/api/${kind}/${encodeURIComponent(x.id)}`;
+    const remove = async (x) => {
+      if (!confirm(`Delete ${singular} ${x.id}?`)) return;
+      try { await api(path(x), { method: "DELETE" }); await done(); } catch (e) { fail(e); }
+    };
+    const rotate = async (x) => {
+      const grace = prompt(`Rotate key ${x.id}: how many seconds should the old secret keep working?`, "0");
+      if (grace === null) return;
+      try {
+        const v = await api(`${path(x)}/rotate`, { method: "POST", json: { grace_seconds: Math.max(0, Math.floor(Number(grace) || 0)) } });
+        await done(secretBox(`New secret for ${v.id}`, v.secret));
+      } catch (e) { fail(e); }
+    };
+    const toggle = async (x) => {
+      try { await api(path(x), { method: "PATCH", json: { active: !x.active } }); await done(); } catch (e) { fail(e); }
+    };
+    const editor = h("form", { class: "inline", id: "edit", hidden: true });
+    const edit = (x) => {
+      const fields = Object.fromEntries(EDITABLE[kind].filter((k) => x[k] !== undefined).map((k) => [k, k === "budgets" ? x[k].map(({ max_usd, period, calendar_aligned }) => ({ max_usd, period, calendar_aligned })) : (k === "rate_limits" ? Object.fromEntries(Object.entries(x[k]).filter(([n]) => n !== "current")) : x[k])]));
+      const box = h("textarea", { name: "fields", class: "grow", rows: 8 }, JSON.stringify(fields, null, 2));
+      const save = async (ev) => {
+        ev.preventDefault();
+        let body;
+        try { body = JSON.parse(box.value); } catch (e) { msg.replaceChildren(errorBox({ message: "Not valid JSON: " + e.message })); return; }
+        try { await api(path(x), { method: "PATCH", json: body }); await done(h("div", { class: "notice ok", role: "status" }, `Saved ${singular} ${x.id}.`)); } catch (e) { fail(e); }
+      };
+      editor.replaceChildren(h("label", { class: "grow" }, `Edit ${singular} ${x.id} (JSON; the fields given are changed)`, box), h("button", { type: "submit" }, "Save"));
+      editor.onsubmit = save;
+      editor.hidden = false;
+      box.focus();
+    };
+    const actions = (x) => x.source !== "api" ? "from config" : h("span", { class: "actions" },
+      h("button", { class: "secondary", onclick: () => edit(x) }, "Edit"),
+      singular === "key" ? h("button", { class: "secondary", onclick: () => toggle(x) }, x.active ? "Disable" : "Enable") : null,
+      singular === "key" ? h("button", { class: "secondary", onclick: () => rotate(x) }, "Rotate") : null,
+      h("button", { class: "danger", onclick: () => remove(x) }, "Delete"));
+    const cols = [{ label: "Id", get: (x) => x.id }];
+    if (singular === "key") cols.push({ label: "Prefix", get: (x) => x.prefix || "" }, { label: "Team", get: (x) => x.team || "" });
+    if (singular !== "customer") cols.push({ label: "Customer", get: (x) => x.customer || "" });
+    if (singular === "key") cols.push({ label: "Models", get: (x) => (x.models || ["all"]).join(", ") + (x.deny_models?.length ? ` except ${x.deny_models.join(", ")}` : "") },
+      { label: "MCP tools", get: (x) => (x.mcp_tools || []).join(", ") || "none" },
+      { label: "Status", get: (x) => h("span", { class: x.active ? "ok" : "bad" }, x.active ? "active" : "disabled") });
+    cols.push({ label: "Budgets (spent of max)", get: fmtBudgets }, { label: "Rate limits (this minute)", get: fmtLimits }, { label: "", get: actions });
+    return [
+      h("h1", {}, title), msg,
+      table(cols, list.data),
+      editor,
+      h("h2", {}, `New ${singular}`),
+      h("form", { class: "inline", id: "create", onsubmit: create },
+        h("label", {}, "Id", id), customerSel ? h("label", {}, "Customer", customerSel) : null, teamSel ? h("label", {}, "Team", teamSel) : null,
+        h("label", {}, "Budget (USD)", maxUsd), h("label", {}, "Period", period), h("label", {}, "Requests / min", rpm),
+        singular === "key" ? h("label", {}, "Models", models) : null, singular === "key" ? h("label", {}, "MCP tools", tools) : null,
+        h("button", { type: "submit" }, `Create ${singular}`)),
+      h("p", { class: "notice" }, singular === "key" ? "A new key's secret is shown once, when it is created or rotated; the gateway keeps only its hash." : "Budgets and limits apply to every key below this level."),
+    ];
+  };
+}
+pages.keys = governancePage("keys", "Virtual keys", "key");
+pages.teams = governancePage("teams", "Teams", "team");
+pages.customers = governancePage("customers", "Customers", "customer");
+
 // ---------- router ----------
 async function render() {
   const [path, query] = (location.hash.slice(2) || "dashboard").split("?");
