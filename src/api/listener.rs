@@ -17,7 +17,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -26,6 +26,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::body::Holding;
 
 /// Connection limits (`[server]`).
 #[derive(Debug, Clone, Copy)]
@@ -117,10 +119,8 @@ async fn connection(
         let answer = app.clone().oneshot(req);
         async move {
             let Ok(resp) = answer.await;
-            Ok::<_, Infallible>(resp.map(|inner| Tracked {
-                inner,
-                _guard: guard,
-            }))
+            // The request stays in flight until its answer's body ends.
+            Ok::<_, Infallible>(resp.map(|inner| Holding::new(inner, guard)))
         }
     });
     let conn = hyper::server::conn::http1::Builder::new()
@@ -240,32 +240,6 @@ impl Drop for InFlight {
         if w.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
             w.changed.notify_one();
         }
-    }
-}
-
-/// An answer's body that keeps its request in flight until it ends.
-struct Tracked {
-    inner: Body,
-    _guard: InFlight,
-}
-
-impl hyper::body::Body for Tracked {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

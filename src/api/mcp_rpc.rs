@@ -138,12 +138,7 @@ pub async fn edge(State(edge): State<Arc<RpcEdge>>, req: Request, next: Next) ->
     };
     let resp = next.run(req).await;
     let resp = match claim {
-        Some(c) => resp.map(|b| {
-            Body::new(Held {
-                inner: b,
-                _claim: c,
-            })
-        }),
+        Some(c) => resp.map(|b| Body::new(super::body::Holding::new(b, c))),
         None => resp,
     };
     if resp.status().as_u16() < 400 || is_json_response(&resp) {
@@ -194,30 +189,4 @@ async fn to_rpc_error(resp: Response, id: Option<Value>) -> Response {
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
     }
     out
-}
-
-/// A response body that holds a request id's claim until it ends.
-struct Held {
-    inner: Body,
-    _claim: Claim,
-}
-
-impl hyper::body::Body for Held {
-    type Data = bytes::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
-    }
 }

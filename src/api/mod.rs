@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod anthropic;
+mod body;
 pub mod cache;
 pub mod governance;
 mod guard;

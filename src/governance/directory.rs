@@ -424,75 +424,38 @@ impl Handle {
         kind: EntityKind,
         body: Value,
     ) -> Result<(String, Option<String>), GovernanceError> {
-        let now = Utc::now().timestamp_millis();
-        match kind {
-            EntityKind::Customer => {
-                let spec: CustomerSpec = parse(body)?;
-                let mut issues = Vec::new();
-                check_customer(&spec, "", &mut issues);
-                invalid(&issues)?;
-                self.change(|d| {
-                    exists(d.customers.contains_key(&spec.id), kind, &spec.id)?;
-                    let id = spec.id.clone();
-                    let rec = Stored::Customer {
-                        spec: spec.clone(),
-                        created_ms: now,
-                    };
-                    d.customers
-                        .insert(id.clone(), Arc::new(customer_entry(spec, false, now)));
-                    Ok((
-                        (id.clone(), None),
-                        vec![(format!("customer/{id}"), Some(rec))],
-                    ))
-                })
-            }
-            EntityKind::Team => {
-                let spec: TeamSpec = parse(body)?;
-                let mut issues = Vec::new();
-                check_team(&spec, "", &mut issues);
-                invalid(&issues)?;
-                self.change(|d| {
-                    exists(d.teams.contains_key(&spec.id), kind, &spec.id)?;
-                    owner_exists(d, None, spec.customer.as_deref())?;
-                    let id = spec.id.clone();
-                    let rec = Stored::Team {
-                        spec: spec.clone(),
-                        created_ms: now,
-                    };
-                    d.teams
-                        .insert(id.clone(), Arc::new(team_entry(spec, false, now)));
-                    Ok(((id.clone(), None), vec![(format!("team/{id}"), Some(rec))]))
-                })
-            }
-            EntityKind::Key => {
-                if body.get("value").is_some() {
-                    return Err(GovernanceError::Invalid(
-                        "`value`: the secret of a key made through the API is generated (and shown once); it cannot be given".into(),
-                    ));
-                }
-                let spec: KeySpec = parse(body)?;
-                let mut issues = Vec::new();
-                check_key(&spec, "", &mut issues);
-                invalid(&issues)?;
-                let (secret, rec) = new_secret()?;
-                self.change(|d| {
-                    exists(d.keys.contains_key(&spec.id), kind, &spec.id)?;
-                    owner_exists(d, spec.team.as_deref(), spec.customer.as_deref())?;
-                    let id = spec.id.clone();
-                    let stored = Stored::Key {
-                        spec: spec.clone(),
-                        secrets: vec![rec.clone()],
-                        created_ms: now,
-                    };
-                    d.keys
-                        .insert(id.clone(), Arc::new(key_entry(spec, vec![rec], false, now)));
-                    Ok((
-                        (id.clone(), Some(secret)),
-                        vec![(format!("key/{id}"), Some(stored))],
-                    ))
-                })
-            }
+        if kind == EntityKind::Key && body.get("value").is_some() {
+            return Err(GovernanceError::Invalid(
+                "`value`: the secret of a key made through the API is generated (and shown once); it cannot be given".into(),
+            ));
         }
+        let id = body
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let (secret, secrets) = if kind == EntityKind::Key {
+            let (secret, rec) = new_secret()?;
+            (Some(secret), vec![rec])
+        } else {
+            (None, Vec::new())
+        };
+        let now = Utc::now().timestamp_millis();
+        self.change(|d| {
+            let taken = match kind {
+                EntityKind::Customer => d.customers.contains_key(&id),
+                EntityKind::Team => d.teams.contains_key(&id),
+                EntityKind::Key => d.keys.contains_key(&id),
+            };
+            if taken {
+                return Err(GovernanceError::Conflict(format!(
+                    "a {} named `{id}` exists",
+                    kind.word()
+                )));
+            }
+            let (id, write) = put(d, kind, body, now, secrets)?;
+            Ok(((id, secret), vec![write]))
+        })
     }
 
     /// Merges the given fields into an entity made through the API.
@@ -511,72 +474,32 @@ impl Handle {
             ));
         }
         self.change(|d| {
-            let merged = |current: Value| -> Value {
-                let mut cur = current;
-                if let Value::Object(m) = &mut cur {
-                    for (k, v) in &fields {
-                        m.insert(k.clone(), v.clone());
-                    }
-                }
-                cur
-            };
-            match kind {
-                EntityKind::Customer => {
-                    let e = d.customers.get(id).ok_or_else(|| not_found(kind, id))?;
-                    read_only(e.from_config, kind, id)?;
-                    let spec: CustomerSpec = parse(merged(to_value(&e.spec)?))?;
-                    let mut issues = Vec::new();
-                    check_customer(&spec, "", &mut issues);
-                    invalid(&issues)?;
-                    let created_ms = e.created_ms;
-                    let rec = Stored::Customer {
-                        spec: spec.clone(),
-                        created_ms,
-                    };
-                    d.customers.insert(
-                        id.to_owned(),
-                        Arc::new(customer_entry(spec, false, created_ms)),
-                    );
-                    Ok(((), vec![(format!("customer/{id}"), Some(rec))]))
-                }
-                EntityKind::Team => {
-                    let e = d.teams.get(id).ok_or_else(|| not_found(kind, id))?;
-                    read_only(e.from_config, kind, id)?;
-                    let spec: TeamSpec = parse(merged(to_value(&e.spec)?))?;
-                    let mut issues = Vec::new();
-                    check_team(&spec, "", &mut issues);
-                    invalid(&issues)?;
-                    owner_exists(d, None, spec.customer.as_deref())?;
-                    let created_ms = e.created_ms;
-                    let rec = Stored::Team {
-                        spec: spec.clone(),
-                        created_ms,
-                    };
-                    d.teams
-                        .insert(id.to_owned(), Arc::new(team_entry(spec, false, created_ms)));
-                    Ok(((), vec![(format!("team/{id}"), Some(rec))]))
-                }
-                EntityKind::Key => {
-                    let e = d.keys.get(id).ok_or_else(|| not_found(kind, id))?;
-                    read_only(e.from_config, kind, id)?;
-                    let spec: KeySpec = parse(merged(to_value(&e.spec)?))?;
-                    let mut issues = Vec::new();
-                    check_key(&spec, "", &mut issues);
-                    invalid(&issues)?;
-                    owner_exists(d, spec.team.as_deref(), spec.customer.as_deref())?;
-                    let (secrets, created_ms) = (e.secrets.clone(), e.created_ms);
-                    let rec = Stored::Key {
-                        spec: spec.clone(),
-                        secrets: secrets.clone(),
-                        created_ms,
-                    };
-                    d.keys.insert(
-                        id.to_owned(),
-                        Arc::new(key_entry(spec, secrets, false, created_ms)),
-                    );
-                    Ok(((), vec![(format!("key/{id}"), Some(rec))]))
-                }
+            let (current, from_config, created_ms, secrets) = match kind {
+                EntityKind::Customer => d
+                    .customers
+                    .get(id)
+                    .map(|e| (to_value(&e.spec), e.from_config, e.created_ms, Vec::new())),
+                EntityKind::Team => d
+                    .teams
+                    .get(id)
+                    .map(|e| (to_value(&e.spec), e.from_config, e.created_ms, Vec::new())),
+                EntityKind::Key => d.keys.get(id).map(|e| {
+                    (
+                        to_value(&e.spec),
+                        e.from_config,
+                        e.created_ms,
+                        e.secrets.clone(),
+                    )
+                }),
             }
+            .ok_or_else(|| not_found(kind, id))?;
+            read_only(from_config, kind, id)?;
+            let mut merged = current?;
+            if let Value::Object(m) = &mut merged {
+                m.extend(fields);
+            }
+            let (_, write) = put(d, kind, merged, created_ms, secrets)?;
+            Ok(((), vec![write]))
         })
     }
 
@@ -750,6 +673,53 @@ impl Handle {
     }
 }
 
+/// Parses and checks an entity, checks that its owners exist, and puts it in the directory (new
+/// or replacing the one with its id); returns its id and what the store keeps.
+fn put(
+    d: &mut Directory,
+    kind: EntityKind,
+    body: Value,
+    created_ms: i64,
+    secrets: Vec<SecretRec>,
+) -> Result<(String, (String, Option<Stored>)), GovernanceError> {
+    let mut issues = Vec::new();
+    let (id, stored) = match kind {
+        EntityKind::Customer => {
+            let spec: CustomerSpec = parse(body)?;
+            check_customer(&spec, "", &mut issues);
+            invalid(&issues)?;
+            let entry = customer_entry(spec.clone(), false, created_ms);
+            d.customers.insert(spec.id.clone(), Arc::new(entry));
+            (spec.id.clone(), Stored::Customer { spec, created_ms })
+        }
+        EntityKind::Team => {
+            let spec: TeamSpec = parse(body)?;
+            check_team(&spec, "", &mut issues);
+            invalid(&issues)?;
+            owner_exists(d, None, spec.customer.as_deref())?;
+            let entry = team_entry(spec.clone(), false, created_ms);
+            d.teams.insert(spec.id.clone(), Arc::new(entry));
+            (spec.id.clone(), Stored::Team { spec, created_ms })
+        }
+        EntityKind::Key => {
+            let spec: KeySpec = parse(body)?;
+            check_key(&spec, "", &mut issues);
+            invalid(&issues)?;
+            owner_exists(d, spec.team.as_deref(), spec.customer.as_deref())?;
+            let entry = key_entry(spec.clone(), secrets.clone(), false, created_ms);
+            d.keys.insert(spec.id.clone(), Arc::new(entry));
+            let stored = Stored::Key {
+                spec: spec.clone(),
+                secrets,
+                created_ms,
+            };
+            (spec.id, stored)
+        }
+    };
+    let name = format!("{}/{id}", kind.word());
+    Ok((id, (name, Some(stored))))
+}
+
 fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, GovernanceError> {
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
@@ -771,16 +741,6 @@ fn invalid(issues: &[Issue]) -> Result<(), GovernanceError> {
     } else {
         Err(GovernanceError::Invalid(issues_text(issues)))
     }
-}
-
-fn exists(taken: bool, kind: EntityKind, id: &str) -> Result<(), GovernanceError> {
-    if taken {
-        return Err(GovernanceError::Conflict(format!(
-            "a {} named `{id}` exists",
-            kind.word()
-        )));
-    }
-    Ok(())
 }
 
 fn owner_exists(
