@@ -74,7 +74,7 @@ pub enum AppError {
 
 impl AppState {
     /// Builds the state for a config.
-    pub fn new(config: Config) -> Result<Self, AppError> {
+    pub async fn new(config: Config) -> Result<Self, AppError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .tcp_nodelay(true)
@@ -93,9 +93,15 @@ impl AppState {
         let shutdown = CancellationToken::new();
         let store = open_store(&config);
         let prices = Arc::new(Prices::new(&config.prices));
-        let governance = Governance::new(config.governance.clone(), store.clone(), prices.clone())
-            .map_err(|e| AppError::Governance(e.to_string()))?;
-        tasks.spawn(governance.counters().clone().flush_loop(shutdown.clone()));
+        let governance = Governance::start(
+            config.governance.clone(),
+            store.clone(),
+            prices.clone(),
+            &tasks,
+            &shutdown,
+        )
+        .await
+        .map_err(|e| AppError::Governance(e.to_string()))?;
         let log = RequestLog::start(
             config.logs.clone(),
             store.clone(),
@@ -137,11 +143,12 @@ impl AppState {
     }
 
     /// Updates gauges that are computed, not counted (breaker states, budgets).
-    pub fn refresh_gauges(&self) {
+    pub async fn refresh_gauges(&self) {
         let g = &self.governance;
         for (level, id, period, spent, remaining) in g
             .directory()
             .budget_states(g.counters(), g.config().metrics_per_key)
+            .await
         {
             let labels = crate::telemetry::metrics::BudgetLabels {
                 level: level.to_owned(),
@@ -202,7 +209,7 @@ impl Server {
                 .max_connections
                 .unwrap_or_else(|| listener::default_max_connections(fd_limit)),
         };
-        let state = AppState::new(config)?;
+        let state = AppState::new(config).await?;
         log_startup(&state, addr);
         tracing::debug!(
             ?fd_limit,

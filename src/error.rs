@@ -213,6 +213,11 @@ fn governance_parts(e: &GovernanceError) -> (StatusCode, &'static str, &'static 
             "server_error",
             "store_error",
         ),
+        G::StoreUnavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "governance_store_unavailable",
+        ),
     }
 }
 

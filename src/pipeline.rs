@@ -29,7 +29,7 @@ pub use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Ser
 use crate::telemetry::metrics::Metrics;
 
 /// Stage 1: the virtual key, its model access, budgets and rate limits. `None`: ungoverned.
-pub fn admit(
+pub async fn admit(
     state: &AppState,
     ctx: &RequestContext,
     model: &str,
@@ -52,7 +52,7 @@ pub fn admit(
         max_output_tokens,
     };
     let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
-    state.governance.admit(credential, &ask).map_err(|e| {
+    state.governance.admit(credential, &ask).await.map_err(|e| {
         if let Some(w) = state.governance.who(credential) {
             ctx.spent.who(w);
         }
@@ -105,7 +105,8 @@ pub async fn chat(
         &req.model,
         estimate_prompt_tokens(&req),
         max_output_tokens(&req),
-    )?;
+    )
+    .await?;
     // A governed request is offered, and may run, only its key's MCP tools.
     let governed_ctx;
     let ctx = match &permit {

@@ -45,12 +45,12 @@ fn gov(e: GovernanceError) -> Response {
 
 async fn list(State(state): State<AppState>, kind: EntityKind) -> Response {
     let g = &state.governance;
-    Json(json!({"object": "list", "data": g.directory().list(kind, g.counters())})).into_response()
+    Json(json!({"object": "list", "data": g.directory().list(kind, g.counters()).await})).into_response()
 }
 
 async fn one(State(state): State<AppState>, kind: EntityKind, Path(id): Path<String>) -> Response {
     let g = &state.governance;
-    match g.directory().get(kind, &id, g.counters()) {
+    match g.directory().get(kind, &id, g.counters()).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => gov(e),
     }
@@ -62,11 +62,11 @@ async fn create(State(state): State<AppState>, kind: EntityKind, body: Body) -> 
         Err(e) => return fail(e),
     };
     let g = &state.governance;
-    let (id, secret) = match g.directory().create(kind, body) {
+    let (id, secret) = match g.directory().create(kind, body).await {
         Ok(x) => x,
         Err(e) => return gov(e),
     };
-    let mut view = match g.directory().get(kind, &id, g.counters()) {
+    let mut view = match g.directory().get(kind, &id, g.counters()).await {
         Ok(v) => v,
         Err(e) => return gov(e),
     };
@@ -88,10 +88,10 @@ async fn patch(
         Err(e) => return fail(e),
     };
     let g = &state.governance;
-    if let Err(e) = g.directory().patch(kind, &id, body) {
+    if let Err(e) = g.directory().patch(kind, &id, body).await {
         return gov(e);
     }
-    match g.directory().get(kind, &id, g.counters()) {
+    match g.directory().get(kind, &id, g.counters()).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => gov(e),
     }
@@ -103,7 +103,7 @@ async fn remove(
     Path(id): Path<String>,
 ) -> Response {
     let g = &state.governance;
-    match g.directory().delete(kind, &id, g.counters()) {
+    match g.directory().delete(kind, &id, g.counters()).await {
         Ok(()) => Json(json!({"deleted": id})).into_response(),
         Err(e) => gov(e),
     }
@@ -127,11 +127,11 @@ async fn rotate(State(state): State<AppState>, Path(id): Path<String>, body: Bod
         },
     };
     let g = &state.governance;
-    let secret = match g.directory().rotate(&id, grace) {
+    let secret = match g.directory().rotate(&id, grace).await {
         Ok(s) => s,
         Err(e) => return gov(e),
     };
-    let mut view = match g.directory().get(EntityKind::Key, &id, g.counters()) {
+    let mut view = match g.directory().get(EntityKind::Key, &id, g.counters()).await {
         Ok(v) => v,
         Err(e) => return gov(e),
     };

@@ -197,7 +197,7 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
 }
 
 async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    state.refresh_gauges();
+    state.refresh_gauges().await;
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -174,7 +174,7 @@ async fn embed(
         .unwrap_or_default();
     guard.request(model, || Some(body.clone()));
     let input = body.get("input").map_or(0, |i| i.to_string().len() as u64);
-    let permit = match pipeline::admit(&state, &ctx, model, input.div_ceil(3) + 8, 0) {
+    let permit = match pipeline::admit(&state, &ctx, model, input.div_ceil(3) + 8, 0).await {
         Ok(p) => p,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };

@@ -234,10 +234,6 @@ pub fn validate(raw: RawGovernance, issues: &mut Vec<Issue>) -> GovernanceConfig
         }
     };
     if g.store == GovStore::Redis {
-        issues.push(Issue::new(
-            "governance.store",
-            "`redis` is not available in this build yet: counters and keys live in the embedded store (leave `store` out); several instances cannot share limits until it lands",
-        ));
         match g.redis_url.as_deref() {
             None => issues.push(Issue::new(
                 "governance.redis_url",
@@ -245,12 +241,15 @@ pub fn validate(raw: RawGovernance, issues: &mut Vec<Issue>) -> GovernanceConfig
             )),
             Some(u)
                 if !(u.starts_with("redis://")
-                    || u.starts_with("rediss://")
-                    || u.starts_with("unix://")) =>
+                    || u.starts_with("unix://")
+                    || u.starts_with("redis+unix://")) =>
             {
                 issues.push(Issue::new(
                     "governance.redis_url",
-                    format!("`{u}` is not a redis://, rediss:// or unix:// URL"),
+                    format!(
+                        "`{}` is not a redis:// or unix:// URL (TLS, rediss://, is not built in)",
+                        crate::governance::redis::safe_url(u)
+                    ),
                 ));
             }
             Some(_) => {}

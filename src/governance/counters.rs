@@ -305,3 +305,53 @@ impl Counters {
         self.flush();
     }
 }
+
+/// The counter store in use: embedded, or Redis (shared by several instances).
+#[derive(Clone)]
+pub enum AnyCounters {
+    /// In memory, persisted to sled.
+    Embedded(Arc<Counters>),
+    /// In Redis.
+    Redis(Arc<super::redis::RedisCounters>),
+}
+
+impl AnyCounters {
+    /// Reserves every charge or none; `Err` when the store cannot be reached.
+    pub async fn reserve(
+        &self,
+        charges: &[Charge],
+    ) -> Result<Result<Vec<Snapshot>, Refusal>, super::redis::Unreachable> {
+        match self {
+            Self::Embedded(c) => Ok(c.reserve(charges, Utc::now())),
+            Self::Redis(r) => r.reserve(charges).await,
+        }
+    }
+
+    /// Replaces reservations with what was used (Redis: in a tracked background task).
+    pub fn settle(&self, charges: Vec<Charge>, usd: f64, tokens: f64) {
+        match self {
+            Self::Embedded(c) => c.settle(&charges, usd, tokens, Utc::now()),
+            Self::Redis(r) => r.settle(charges, usd, tokens),
+        }
+    }
+
+    /// A bucket's state now (zeros when the store cannot be reached).
+    pub async fn snapshot(&self, bucket: &str, window: Window) -> Snapshot {
+        match self {
+            Self::Embedded(c) => c.snapshot(bucket, window, Utc::now()),
+            Self::Redis(r) => r.snapshot(bucket, window).await.unwrap_or_default(),
+        }
+    }
+
+    /// Forgets a deleted entity's buckets.
+    pub async fn forget(&self, prefix: &str) {
+        match self {
+            Self::Embedded(c) => c.forget(prefix),
+            Self::Redis(r) => {
+                if let Err(e) = r.forget(prefix).await {
+                    tracing::warn!(error = %e, "the counters of a deleted entity stay in redis until they expire");
+                }
+            }
+        }
+    }
+}

@@ -3,14 +3,15 @@
 //! path; changed by copying, persisting and swapping.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::counters::{Charge, Counters, Kind};
+use super::counters::{AnyCounters, Charge, Kind};
+pub use super::views::BudgetState;
 use super::period::{Period, Unit, Window};
 use super::{GovernanceError, KEY_PREFIX, hash_secret};
 use crate::config::Issue;
@@ -32,7 +33,8 @@ pub enum EntityKind {
 }
 
 impl EntityKind {
-    fn word(self) -> &'static str {
+    /// `customer`, `team`, `key`.
+    pub fn word(self) -> &'static str {
         match self {
             Self::Customer => "customer",
             Self::Team => "team",
@@ -306,87 +308,146 @@ fn issues_text(issues: &[Issue]) -> String {
         .join("; ")
 }
 
+/// Where API-made entities are kept.
+pub enum Persist {
+    /// The sled store (one instance); none when it could not be opened.
+    Sled(Option<Store>),
+    /// Redis, shared by several instances.
+    Redis(redis::aio::ConnectionManager),
+}
+
+type Records = Vec<(String, Result<Stored, String>)>;
+
+/// The config's entities and the stored ones (a config entity wins over a stored one with its id:
+/// the file is the source of truth).
+fn build(cfg: &GovernanceConfig, records: Records) -> Directory {
+    let now = Utc::now().timestamp_millis();
+    let mut d = Directory::default();
+    for c in &cfg.customers {
+        d.customers
+            .insert(c.id.clone(), Arc::new(customer_entry(c.clone(), true, now)));
+    }
+    for t in &cfg.teams {
+        d.teams
+            .insert(t.id.clone(), Arc::new(team_entry(t.clone(), true, now)));
+    }
+    for k in &cfg.keys {
+        let secret = k.value.clone().unwrap_or_default();
+        let rec = SecretRec {
+            hash: hash_secret(secret.trim()),
+            prefix: secret.trim().chars().take(KEY_PREFIX.len() + 6).collect(),
+            valid_until_ms: None,
+        };
+        let mut spec = k.clone();
+        spec.value = None;
+        d.keys.insert(
+            k.id.clone(),
+            Arc::new(key_entry(spec, vec![rec], true, now)),
+        );
+    }
+    for (name, rec) in records {
+        match rec {
+            Ok(Stored::Customer { spec, created_ms }) => {
+                if !d.customers.contains_key(&spec.id) {
+                    let e = customer_entry(spec, false, created_ms);
+                    d.customers.insert(e.spec.id.clone(), Arc::new(e));
+                }
+            }
+            Ok(Stored::Team { spec, created_ms }) => {
+                if !d.teams.contains_key(&spec.id) {
+                    let e = team_entry(spec, false, created_ms);
+                    d.teams.insert(e.spec.id.clone(), Arc::new(e));
+                }
+            }
+            Ok(Stored::Key {
+                spec,
+                secrets,
+                created_ms,
+            }) => {
+                if !d.keys.contains_key(&spec.id) {
+                    let e = key_entry(spec, secrets, false, created_ms);
+                    d.keys.insert(e.spec.id.clone(), Arc::new(e));
+                }
+            }
+            Err(e) => {
+                tracing::error!(record = %name, error = %e, "a stored governance entity could not be read; it is ignored");
+            }
+        }
+    }
+    d.index();
+    d
+}
+
+fn store_err(e: impl std::fmt::Display) -> GovernanceError {
+    GovernanceError::StoreUnavailable(format!("the governance store failed: {e}"))
+}
+
 /// The directory, its store, and the lock that orders changes.
 pub struct Handle {
     current: ArcSwap<Directory>,
-    write: Mutex<()>,
-    store: Option<Store>,
+    write: tokio::sync::Mutex<()>,
+    persist: Persist,
+    config: GovernanceConfig,
+    /// `sy:gov:version` last loaded (Redis).
+    version: std::sync::atomic::AtomicI64,
 }
 
 impl Handle {
     /// Builds the directory from the config and the store.
-    pub fn open(cfg: &GovernanceConfig, store: Option<Store>) -> Result<Self, GovernanceError> {
-        let now = Utc::now().timestamp_millis();
-        let mut d = Directory::default();
-        for c in &cfg.customers {
-            d.customers
-                .insert(c.id.clone(), Arc::new(customer_entry(c.clone(), true, now)));
-        }
-        for t in &cfg.teams {
-            d.teams
-                .insert(t.id.clone(), Arc::new(team_entry(t.clone(), true, now)));
-        }
-        for k in &cfg.keys {
-            let secret = k.value.clone().unwrap_or_default();
-            let rec = SecretRec {
-                hash: hash_secret(secret.trim()),
-                prefix: secret.trim().chars().take(KEY_PREFIX.len() + 6).collect(),
-                valid_until_ms: None,
-            };
-            let mut spec = k.clone();
-            spec.value = None;
-            d.keys.insert(
-                k.id.clone(),
-                Arc::new(key_entry(spec, vec![rec], true, now)),
-            );
-        }
-        if let Some(s) = &store {
-            let records = s
-                .list::<Stored>(trees::GOV_ENTITIES)
-                .map_err(|e| GovernanceError::Store(e.to_string()))?;
-            for (name, rec) in records {
-                match rec {
-                    // A config entity with the same id wins (the file is the source of truth).
-                    Ok(Stored::Customer { spec, created_ms }) => {
-                        if !d.customers.contains_key(&spec.id) {
-                            d.customers.insert(
-                                spec.id.clone(),
-                                Arc::new(customer_entry(spec, false, created_ms)),
-                            );
+    pub async fn open(cfg: &GovernanceConfig, persist: Persist) -> Result<Self, GovernanceError> {
+        let (records, version) = load(&persist).await?;
+        Ok(Self {
+            current: ArcSwap::from_pointee(build(cfg, records)),
+            write: tokio::sync::Mutex::new(()),
+            persist,
+            config: cfg.clone(),
+            version: std::sync::atomic::AtomicI64::new(version),
+        })
+    }
+
+    /// Whether several instances share the entities (Redis).
+    pub fn shared(&self) -> bool {
+        matches!(self.persist, Persist::Redis(_))
+    }
+
+    /// Reloads the entities when another instance changed them (Redis), twice a second.
+    pub async fn poll(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        let Persist::Redis(conn) = &self.persist else {
+            return;
+        };
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                () = stop.cancelled() => return,
+            }
+            let mut c = conn.clone();
+            let v: Result<Option<i64>, _> = redis::cmd("GET").arg(super::redis::VERSION).query_async(&mut c).await;
+            let seen = self.version.load(std::sync::atomic::Ordering::Acquire);
+            match v {
+                Ok(v) if v.unwrap_or(0) == seen => failing = false,
+                Ok(_) => {
+                    let _w = self.write.lock().await;
+                    match load(&self.persist).await {
+                        Ok((records, version)) => {
+                            self.current.store(Arc::new(build(&self.config, records)));
+                            self.version.store(version, std::sync::atomic::Ordering::Release);
+                            failing = false;
                         }
-                    }
-                    Ok(Stored::Team { spec, created_ms }) => {
-                        if !d.teams.contains_key(&spec.id) {
-                            d.teams.insert(
-                                spec.id.clone(),
-                                Arc::new(team_entry(spec, false, created_ms)),
-                            );
+                        Err(e) if !failing => {
+                            tracing::warn!(error = %e, "governance entities could not be reloaded from redis");
+                            failing = true;
                         }
-                    }
-                    Ok(Stored::Key {
-                        spec,
-                        secrets,
-                        created_ms,
-                    }) => {
-                        if !d.keys.contains_key(&spec.id) {
-                            d.keys.insert(
-                                spec.id.clone(),
-                                Arc::new(key_entry(spec, secrets, false, created_ms)),
-                            );
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(record = %name, error = %e, "a stored governance entity could not be read; it is ignored")
+                        Err(_) => {}
                     }
                 }
+                Err(e) if !failing => {
+                    tracing::warn!(error = %e, "governance store unreachable: keys changed on other instances are not seen until it is back");
+                    failing = true;
+                }
+                Err(_) => {}
             }
         }
-        d.index();
-        Ok(Self {
-            current: ArcSwap::from_pointee(d),
-            write: Mutex::new(()),
-            store,
-        })
     }
 
     /// The current directory.
@@ -394,23 +455,56 @@ impl Handle {
         self.current.load()
     }
 
-    /// Applies `change` to a copy, persists what it returns, and swaps it in.
-    fn change<T>(
+    /// The current directory, to hold across an await.
+    pub fn load_full(&self) -> Arc<Directory> {
+        self.current.load_full()
+    }
+
+    /// Applies `change` to a fresh copy (re-read from Redis when shared), persists what it
+    /// returns, and swaps it in.
+    async fn change<T>(
         &self,
         change: impl FnOnce(
             &mut Directory,
         ) -> Result<(T, Vec<(String, Option<Stored>)>), GovernanceError>,
     ) -> Result<T, GovernanceError> {
-        let _w = self.write.lock().unwrap_or_else(|p| p.into_inner());
-        let mut d = (**self.current.load()).clone();
+        let _w = self.write.lock().await;
+        let mut d = match &self.persist {
+            Persist::Redis(_) => build(&self.config, load(&self.persist).await?.0),
+            Persist::Sled(_) => (**self.current.load()).clone(),
+        };
         let (out, writes) = change(&mut d)?;
-        if let Some(s) = &self.store {
-            for (name, rec) in writes {
-                let r = match rec {
-                    Some(rec) => s.put(trees::GOV_ENTITIES, &name, &rec),
-                    None => s.remove(trees::GOV_ENTITIES, &name).map(|_| ()),
-                };
-                r.map_err(|e| GovernanceError::Store(e.to_string()))?;
+        match &self.persist {
+            Persist::Sled(Some(s)) => {
+                for (name, rec) in writes {
+                    let r = match rec {
+                        Some(rec) => s.put(trees::GOV_ENTITIES, &name, &rec),
+                        None => s.remove(trees::GOV_ENTITIES, &name).map(|_| ()),
+                    };
+                    r.map_err(|e| GovernanceError::Store(e.to_string()))?;
+                }
+            }
+            Persist::Sled(None) => {}
+            Persist::Redis(conn) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                for (name, rec) in writes {
+                    match rec {
+                        Some(rec) => {
+                            let json = serde_json::to_string(&rec)
+                                .map_err(|e| GovernanceError::Store(e.to_string()))?;
+                            pipe.hset(super::redis::ENTITIES, name, json).ignore();
+                        }
+                        None => {
+                            pipe.hdel(super::redis::ENTITIES, name).ignore();
+                        }
+                    }
+                }
+                pipe.incr(super::redis::VERSION, 1);
+                let mut c = conn.clone();
+                let (version,): (i64,) = pipe.query_async(&mut c).await.map_err(store_err)?;
+                self.version
+                    .store(version, std::sync::atomic::Ordering::Release);
             }
         }
         d.index();
@@ -419,7 +513,7 @@ impl Handle {
     }
 
     /// Creates an entity from a JSON body; for a key, also returns its secret (shown once).
-    pub fn create(
+    pub async fn create(
         &self,
         kind: EntityKind,
         body: Value,
@@ -456,10 +550,16 @@ impl Handle {
             let (id, write) = put(d, kind, body, now, secrets)?;
             Ok(((id, secret), vec![write]))
         })
+        .await
     }
 
     /// Merges the given fields into an entity made through the API.
-    pub fn patch(&self, kind: EntityKind, id: &str, body: Value) -> Result<(), GovernanceError> {
+    pub async fn patch(
+        &self,
+        kind: EntityKind,
+        id: &str,
+        body: Value,
+    ) -> Result<(), GovernanceError> {
         let Value::Object(fields) = body else {
             return Err(GovernanceError::Invalid(
                 "the body must be a JSON object of the fields to change".into(),
@@ -501,14 +601,15 @@ impl Handle {
             let (_, write) = put(d, kind, merged, created_ms, secrets)?;
             Ok(((), vec![write]))
         })
+        .await
     }
 
     /// Deletes an entity made through the API (409 while it owns teams or keys).
-    pub fn delete(
+    pub async fn delete(
         &self,
         kind: EntityKind,
         id: &str,
-        counters: &Counters,
+        counters: &AnyCounters,
     ) -> Result<(), GovernanceError> {
         self.change(|d| {
             let from_config = match kind {
@@ -550,13 +651,15 @@ impl Handle {
                 EntityKind::Team => d.teams.remove(id).map(|_| ()),
                 EntityKind::Key => d.keys.remove(id).map(|_| ()),
             };
-            counters.forget(&format!("{}:{id}:", kind.word()));
             Ok(((), vec![(format!("{}/{id}", kind.word()), None)]))
         })
+        .await?;
+        counters.forget(&format!("{}:{id}:", kind.word())).await;
+        Ok(())
     }
 
     /// A new secret for a key; the old ones stay valid for `grace_seconds`.
-    pub fn rotate(&self, id: &str, grace_seconds: u64) -> Result<String, GovernanceError> {
+    pub async fn rotate(&self, id: &str, grace_seconds: u64) -> Result<String, GovernanceError> {
         let (secret, rec) = new_secret()?;
         let until = Utc::now()
             .timestamp_millis()
@@ -593,83 +696,30 @@ impl Handle {
             );
             Ok((secret, vec![(format!("key/{id}"), Some(stored))]))
         })
+        .await
     }
 
     /// (level, id, period, spent, remaining) of every budget of customers and teams, and of keys
     /// when `per_key` (for the Prometheus gauges).
-    pub fn budget_states(
-        &self,
-        counters: &Counters,
-        per_key: bool,
-    ) -> Vec<(&'static str, String, String, f64, f64)> {
-        let d = self.load();
-        let now = Utc::now();
-        let mut out = Vec::new();
-        let mut add = |kind: EntityKind, id: &str, level: &Level, specs: &[BudgetSpec]| {
-            for (i, ((window, max), spec)) in level.budgets.iter().zip(specs).enumerate() {
-                let s = counters.snapshot(&format!("{}budget{i}", level.prefix), *window, now);
-                let period = spec.period.clone().unwrap_or_else(|| "none".into());
-                out.push((
-                    kind.word(),
-                    id.to_owned(),
-                    period,
-                    s.used,
-                    (max - s.used - s.reserved).max(0.0),
-                ));
-            }
-        };
-        for c in d.customers.values() {
-            add(EntityKind::Customer, &c.spec.id, &c.level, &c.spec.budgets);
-        }
-        for t in d.teams.values() {
-            add(EntityKind::Team, &t.spec.id, &t.level, &t.spec.budgets);
-        }
-        if per_key {
-            for k in d.keys.values() {
-                add(EntityKind::Key, &k.spec.id, &k.level, &k.spec.budgets);
-            }
-        }
-        out
+    pub async fn budget_states(&self, counters: &AnyCounters, per_key: bool) -> Vec<BudgetState> {
+        super::views::budget_states(&self.load_full(), counters, per_key).await
     }
 
     /// Every entity of a kind, as the API shows them.
-    pub fn list(&self, kind: EntityKind, counters: &Counters) -> Vec<Value> {
-        let d = self.load();
-        let mut out: Vec<(String, Value)> = match kind {
-            EntityKind::Customer => d
-                .customers
-                .values()
-                .map(|e| (e.spec.id.clone(), customer_view(e, counters)))
-                .collect(),
-            EntityKind::Team => d
-                .teams
-                .values()
-                .map(|e| (e.spec.id.clone(), team_view(e, counters)))
-                .collect(),
-            EntityKind::Key => d
-                .keys
-                .values()
-                .map(|e| (e.spec.id.clone(), key_view(e, &d, counters)))
-                .collect(),
-        };
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out.into_iter().map(|(_, v)| v).collect()
+    pub async fn list(&self, kind: EntityKind, counters: &AnyCounters) -> Vec<Value> {
+        super::views::list(&self.load_full(), kind, counters).await
     }
 
     /// One entity as the API shows it.
-    pub fn get(
+    pub async fn get(
         &self,
         kind: EntityKind,
         id: &str,
-        counters: &Counters,
+        counters: &AnyCounters,
     ) -> Result<Value, GovernanceError> {
-        let d = self.load();
-        match kind {
-            EntityKind::Customer => d.customers.get(id).map(|e| customer_view(e, counters)),
-            EntityKind::Team => d.teams.get(id).map(|e| team_view(e, counters)),
-            EntityKind::Key => d.keys.get(id).map(|e| key_view(e, &d, counters)),
-        }
-        .ok_or_else(|| not_found(kind, id))
+        super::views::one(&self.load_full(), kind, id, counters)
+            .await
+            .ok_or_else(|| not_found(kind, id))
     }
 }
 
@@ -718,6 +768,40 @@ fn put(
     };
     let name = format!("{}/{id}", kind.word());
     Ok((id, (name, Some(stored))))
+}
+
+/// The stored entities and the version they are at.
+async fn load(persist: &Persist) -> Result<(Records, i64), GovernanceError> {
+    match persist {
+        Persist::Sled(None) => Ok((Vec::new(), 0)),
+        Persist::Sled(Some(s)) => {
+            let records = s
+                .list::<Stored>(trees::GOV_ENTITIES)
+                .map_err(|e| GovernanceError::Store(e.to_string()))?
+                .into_iter()
+                .map(|(k, v)| (k, v.map_err(|e| e.to_string())))
+                .collect();
+            Ok((records, 0))
+        }
+        Persist::Redis(conn) => {
+            let mut c = conn.clone();
+            let (all, version): (Vec<(String, String)>, Option<i64>) = redis::pipe()
+                .atomic()
+                .hgetall(super::redis::ENTITIES)
+                .get(super::redis::VERSION)
+                .query_async(&mut c)
+                .await
+                .map_err(store_err)?;
+            let records = all
+                .into_iter()
+                .map(|(k, v)| {
+                    let r = serde_json::from_str::<Stored>(&v).map_err(|e| e.to_string());
+                    (k, r)
+                })
+                .collect();
+            Ok((records, version.unwrap_or(0)))
+        }
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, GovernanceError> {
@@ -779,126 +863,3 @@ fn not_found(kind: EntityKind, id: &str) -> GovernanceError {
     GovernanceError::NotFound(format!("no {} `{id}`", kind.word()))
 }
 
-fn time(ms: Option<i64>) -> Value {
-    ms.and_then(DateTime::<Utc>::from_timestamp_millis)
-        .map_or(Value::Null, |t| {
-            json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        })
-}
-
-/// Budgets with spend, reservations, what is left and the next reset; limits with their window.
-fn usage(level: &Level, specs: &[BudgetSpec], counters: &Counters) -> (Value, Value) {
-    let now = Utc::now();
-    let mut charges = Vec::new();
-    level.charges(0.0, 0.0, &mut charges);
-    let budgets: Vec<Value> = specs
-        .iter()
-        .zip(&level.budgets)
-        .enumerate()
-        .map(|(i, (spec, (window, max)))| {
-            let s = counters.snapshot(&format!("{}budget{i}", level.prefix), *window, now);
-            json!({
-                "max_usd": max, "period": spec.period, "calendar_aligned": spec.calendar_aligned,
-                "spent_usd": s.used, "reserved_usd": s.reserved,
-                "remaining_usd": (max - s.used - s.reserved).max(0.0),
-                "resets_at": time(s.resets_at_ms),
-            })
-        })
-        .collect();
-    let mut limits = serde_json::to_value(&level.limits).unwrap_or(Value::Null);
-    let mut current = serde_json::Map::new();
-    for c in charges.iter().filter(|c| c.kind != Kind::Budget) {
-        let s = counters.snapshot(&c.bucket, c.window, now);
-        let name = match c.kind {
-            Kind::Requests => "requests",
-            Kind::Tokens => "tokens",
-            Kind::Concurrent => "concurrent",
-            _ => "tool_calls",
-        };
-        current.insert(
-            name.into(),
-            json!({
-                "limit": c.limit, "used": s.used, "reserved": s.reserved,
-                "resets_at": time(s.resets_at_ms),
-            }),
-        );
-    }
-    if let Value::Object(m) = &mut limits {
-        m.insert("current".into(), Value::Object(current));
-    }
-    (Value::Array(budgets), limits)
-}
-
-fn with_state(
-    mut v: Value,
-    level: &Level,
-    specs: &[BudgetSpec],
-    from_config: bool,
-    created_ms: i64,
-    counters: &Counters,
-) -> Value {
-    let (budgets, limits) = usage(level, specs, counters);
-    if let Value::Object(m) = &mut v {
-        m.insert("budgets".into(), budgets);
-        m.insert("rate_limits".into(), limits);
-        m.insert(
-            "source".into(),
-            json!(if from_config { "config" } else { "api" }),
-        );
-        m.insert("created_at".into(), time(Some(created_ms)));
-    }
-    v
-}
-
-fn customer_view(e: &CustomerEntry, counters: &Counters) -> Value {
-    let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    with_state(
-        v,
-        &e.level,
-        &e.spec.budgets,
-        e.from_config,
-        e.created_ms,
-        counters,
-    )
-}
-
-fn team_view(e: &TeamEntry, counters: &Counters) -> Value {
-    let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    with_state(
-        v,
-        &e.level,
-        &e.spec.budgets,
-        e.from_config,
-        e.created_ms,
-        counters,
-    )
-}
-
-fn key_view(e: &KeyEntry, d: &Directory, counters: &Counters) -> Value {
-    let mut v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    if let Value::Object(m) = &mut v {
-        m.remove("value");
-        let newest = e.secrets.iter().rev().find(|s| s.valid_until_ms.is_none());
-        m.insert(
-            "prefix".into(),
-            json!(newest.or(e.secrets.last()).map(|s| s.prefix.clone())),
-        );
-        m.insert("customer".into(), json!(d.customer_of(e)));
-        let now = Utc::now().timestamp_millis();
-        let grace: Vec<Value> = e
-            .secrets
-            .iter()
-            .filter(|s| s.valid_until_ms.is_some_and(|t| t > now))
-            .map(|s| json!({"prefix": s.prefix, "valid_until": time(s.valid_until_ms)}))
-            .collect();
-        m.insert("rotated_secrets".into(), Value::Array(grace));
-    }
-    with_state(
-        v,
-        &e.level,
-        &e.spec.budgets,
-        e.from_config,
-        e.created_ms,
-        counters,
-    )
-}

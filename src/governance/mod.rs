@@ -10,6 +10,8 @@ pub mod counters;
 pub mod directory;
 pub mod glob;
 pub mod period;
+pub mod redis;
+pub mod views;
 
 use std::sync::Arc;
 
@@ -19,7 +21,7 @@ use sha2::Digest;
 use crate::config::governance::{CacheScope, GovernanceConfig};
 use crate::store::Store;
 use crate::telemetry::prices::Prices;
-use counters::{Charge, Counters, Kind, Refusal, Snapshot};
+use counters::{AnyCounters, Charge, Counters, Kind, Refusal, Snapshot};
 pub use directory::{Directory, EntityKind};
 
 /// The prefix of generated virtual keys.
@@ -71,6 +73,9 @@ pub enum GovernanceError {
     /// The store failed (500).
     #[error("the governance store failed: {0}")]
     Store(String),
+    /// Redis cannot be reached and `fail_closed` is set (503 `governance_store_unavailable`).
+    #[error("{0}")]
+    StoreUnavailable(String),
 }
 
 /// The `x-ratelimit-*` values of a key (its tightest level).
@@ -121,7 +126,7 @@ pub struct Ask<'a> {
 
 /// An admitted request's reservations; settle it with what the answer cost.
 pub struct Permit {
-    counters: Arc<Counters>,
+    counters: AnyCounters,
     charges: Vec<Charge>,
     settled: bool,
     /// Who it is.
@@ -142,22 +147,23 @@ impl Permit {
     /// Replaces the reservations with the actual cost and tokens.
     pub fn settle(mut self, usd: f64, tokens: u64) {
         self.settled = true;
-        self.counters
-            .settle(&self.charges, usd, tokens as f64, Utc::now());
+        let charges = std::mem::take(&mut self.charges);
+        self.counters.settle(charges, usd, tokens as f64);
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.settled {
-            self.counters.settle(&self.charges, 0.0, 0.0, Utc::now());
+            let charges = std::mem::take(&mut self.charges);
+            self.counters.settle(charges, 0.0, 0.0);
         }
     }
 }
 
 /// A governed caller's MCP tools: its globs, and its `tool_calls_per_minute`.
 pub struct ToolPermit {
-    counters: Arc<Counters>,
+    counters: AnyCounters,
     key: String,
     globs: Option<Vec<String>>,
     limit: Option<Charge>,
@@ -176,35 +182,45 @@ impl crate::request::ToolGate for ToolPermit {
         self.globs.as_deref().is_some_and(|g| glob::any(g, tool))
     }
 
-    fn check(&self, tool: &str) -> Result<(), String> {
-        if !self.allows(tool) {
-            return Err(format!(
-                "the virtual key `{}` may not run the MCP tool `{tool}` (tool_not_allowed)",
-                self.key
-            ));
-        }
-        let Some(c) = &self.limit else { return Ok(()) };
-        self.counters
-            .reserve(std::slice::from_ref(c), Utc::now())
-            .map(|_| ())
-            .map_err(|r| {
-                let wait = r
-                    .resets_at_ms
-                    .map_or(1, |e| (e - Utc::now().timestamp_millis()).max(0) / 1000 + 1);
-                format!(
-                    "the virtual key `{}` reached its limit of {} tool calls per minute; retry after {wait}s (rate_limit_exceeded)",
-                    self.key, c.limit
-                )
-            })
+    fn check<'a>(
+        &'a self,
+        tool: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(async move {
+            if !self.allows(tool) {
+                return Err(format!(
+                    "the virtual key `{}` may not run the MCP tool `{tool}` (tool_not_allowed)",
+                    self.key
+                ));
+            }
+            let Some(c) = &self.limit else { return Ok(()) };
+            match self.counters.reserve(std::slice::from_ref(c)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(r)) => {
+                    let wait = r
+                        .resets_at_ms
+                        .map_or(1, |e| (e - Utc::now().timestamp_millis()).max(0) / 1000 + 1);
+                    Err(format!(
+                        "the virtual key `{}` reached its limit of {} tool calls per minute; retry after {wait}s (rate_limit_exceeded)",
+                        self.key, c.limit
+                    ))
+                }
+                Err(e) => Err(format!(
+                    "the governance store cannot be reached, so the tool call is not run: {e}"
+                )),
+            }
+        })
     }
 }
 
 /// Governance state: the directory of keys and their owners, and the counters.
 pub struct Governance {
     config: GovernanceConfig,
-    dir: directory::Handle,
-    counters: Arc<Counters>,
+    dir: Arc<directory::Handle>,
+    counters: AnyCounters,
     prices: Arc<Prices>,
+    /// Redis was unreachable and `fail_closed` is off: admissions let through unchecked.
+    pub fail_open_admits: std::sync::atomic::AtomicU64,
 }
 
 /// SHA-256 of a secret, hex: what the store keeps.
@@ -214,18 +230,47 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 impl Governance {
-    /// Loads the config's entities and the store's, and the counters.
-    pub fn new(
+    /// Loads the config's entities and the store's, and the counters; with Redis, connects and
+    /// starts the background work (embedded: the counter flush; Redis: the entity version poll).
+    pub async fn start(
         config: GovernanceConfig,
         store: Option<Store>,
         prices: Arc<Prices>,
+        tasks: &tokio_util::task::TaskTracker,
+        shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Self>, GovernanceError> {
-        let dir = directory::Handle::open(&config, store.clone())?;
+        let (counters, persist) = match (&config.store, &config.redis_url) {
+            (crate::config::governance::GovStore::Redis, Some(url)) => {
+                let (r, conn) = redis::RedisCounters::connect(url, tasks.clone())
+                    .await
+                    .map_err(|e| {
+                        GovernanceError::StoreUnavailable(format!(
+                            "cannot reach the governance store at {}: {}",
+                            redis::safe_url(url),
+                            crate::providers::redact::scrub(&e.to_string())
+                        ))
+                    })?;
+                (
+                    AnyCounters::Redis(Arc::new(r)),
+                    directory::Persist::Redis(conn),
+                )
+            }
+            _ => {
+                let c = Counters::open(store.clone());
+                tasks.spawn(c.clone().flush_loop(shutdown.clone()));
+                (AnyCounters::Embedded(c), directory::Persist::Sled(store))
+            }
+        };
+        let dir = Arc::new(directory::Handle::open(&config, persist).await?);
+        if dir.shared() {
+            tasks.spawn(dir.clone().poll(shutdown.clone()));
+        }
         Ok(Arc::new(Self {
             config,
             dir,
-            counters: Counters::open(store),
+            counters,
             prices,
+            fail_open_admits: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -234,8 +279,8 @@ impl Governance {
         &self.config
     }
 
-    /// The counters (flushed by a background task).
-    pub fn counters(&self) -> &Arc<Counters> {
+    /// The counters.
+    pub fn counters(&self) -> &AnyCounters {
         &self.counters
     }
 
@@ -293,7 +338,7 @@ impl Governance {
 
     /// Checks the credential and reserves the request's worst case. `Ok(None)`: ungoverned (no
     /// key and none required).
-    pub fn admit(
+    pub async fn admit(
         &self,
         credential: Option<&str>,
         ask: &Ask<'_>,
@@ -302,7 +347,7 @@ impl Governance {
         let Some(key) = self.identify(credential, now)? else {
             return Ok(None);
         };
-        let dir = self.dir.load();
+        let dir = self.dir.load_full();
         let Some(k) = dir.keys.get(&key) else {
             return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
         };
@@ -330,9 +375,24 @@ impl Governance {
         for e in &chain {
             e.charges(worst_usd, tokens, &mut charges);
         }
-        let snaps = match self.counters.reserve(&charges, now) {
-            Ok(s) => s,
-            Err(r) => return Err(refusal(&charges, &r, &chain, worst_usd, ask, now)),
+        let snaps = match self.counters.reserve(&charges).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(r)) => return Err(refusal(&charges, &r, &chain, worst_usd, ask, now)),
+            Err(e) if self.config.fail_closed => {
+                return Err(GovernanceError::StoreUnavailable(format!(
+                    "the governance store cannot be reached, so budgets and limits cannot be checked ({e}); retry shortly"
+                )));
+            }
+            Err(e) => {
+                let n = self
+                    .fail_open_admits
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 1000 == 0 {
+                    tracing::warn!(error = %e, "governance store unreachable: admitting without budget and limit checks ([governance] fail_closed = false)");
+                }
+                charges.clear();
+                Vec::new()
+            }
         };
         let headers = rate_headers(&charges, &snaps, now);
         let principal = Principal {

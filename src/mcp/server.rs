@@ -88,7 +88,7 @@ impl ServerHandler for Aggregator {
     ) -> Result<CallToolResponse, ErrorData> {
         // A governed caller runs only its key's tools, counted toward its tool calls per minute.
         if let Some(g) = self.gate(&context)?
-            && let Err(why) = g.check(&request.name)
+            && let Err(why) = g.check(&request.name).await
         {
             return Err(ErrorData::invalid_params(why, None));
         }

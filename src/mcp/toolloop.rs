@@ -459,7 +459,11 @@ async fn run_calls(
             error.type = tracing::field::Empty,
         );
         // Checked again at execution (and counted toward the key's tool calls per minute).
-        if let Some(Err(why)) = ctx.tool_gate.as_ref().map(|g| g.check(&c.function.name)) {
+        let verdict = match &ctx.tool_gate {
+            Some(g) => g.check(&c.function.name).await,
+            None => Ok(()),
+        };
+        if let Err(why) = verdict {
             span.record("error.type", "tool_not_allowed");
             return Message {
                 role: Role::Tool,
