@@ -145,6 +145,13 @@ impl AppState {
     /// Updates gauges that are computed, not counted (breaker states, budgets).
     pub async fn refresh_gauges(&self) {
         let g = &self.governance;
+        let unchecked = g
+            .fail_open_admits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let counted = self.metrics.gov_unchecked.get();
+        if unchecked > counted {
+            self.metrics.gov_unchecked.inc_by(unchecked - counted);
+        }
         for (level, id, period, spent, remaining) in g
             .directory()
             .budget_states(g.counters(), g.config().metrics_per_key)

@@ -39,8 +39,10 @@ pub trait ToolGate: Send + Sync + std::fmt::Debug {
     /// Whether the caller may see (and so be offered) `tool` (`server__tool`).
     fn allows(&self, tool: &str) -> bool;
     /// Checks and counts one call of `tool` about to run; the error says why it may not.
-    fn check<'a>(&'a self, tool: &'a str)
-    -> futures_util::future::BoxFuture<'a, Result<(), String>>;
+    fn check<'a>(
+        &'a self,
+        tool: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
 }
 
 /// Time a request spent outside the gateway, and the tools it ran; shared by the stages.

@@ -45,7 +45,8 @@ fn gov(e: GovernanceError) -> Response {
 
 async fn list(State(state): State<AppState>, kind: EntityKind) -> Response {
     let g = &state.governance;
-    Json(json!({"object": "list", "data": g.directory().list(kind, g.counters()).await})).into_response()
+    Json(json!({"object": "list", "data": g.directory().list(kind, g.counters()).await}))
+        .into_response()
 }
 
 async fn one(State(state): State<AppState>, kind: EntityKind, Path(id): Path<String>) -> Response {

@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::counters::{AnyCounters, Charge, Kind};
-pub use super::views::BudgetState;
 use super::period::{Period, Unit, Window};
+pub use super::views::BudgetState;
 use super::{GovernanceError, KEY_PREFIX, hash_secret};
 use crate::config::Issue;
 use crate::config::governance::{
@@ -422,7 +422,10 @@ impl Handle {
                 () = stop.cancelled() => return,
             }
             let mut c = conn.clone();
-            let v: Result<Option<i64>, _> = redis::cmd("GET").arg(super::redis::VERSION).query_async(&mut c).await;
+            let v: Result<Option<i64>, _> = redis::cmd("GET")
+                .arg(super::redis::VERSION)
+                .query_async(&mut c)
+                .await;
             let seen = self.version.load(std::sync::atomic::Ordering::Acquire);
             match v {
                 Ok(v) if v.unwrap_or(0) == seen => failing = false,
@@ -431,7 +434,8 @@ impl Handle {
                     match load(&self.persist).await {
                         Ok((records, version)) => {
                             self.current.store(Arc::new(build(&self.config, records)));
-                            self.version.store(version, std::sync::atomic::Ordering::Release);
+                            self.version
+                                .store(version, std::sync::atomic::Ordering::Release);
                             failing = false;
                         }
                         Err(e) if !failing => {
@@ -862,4 +866,3 @@ fn read_only(from_config: bool, kind: EntityKind, id: &str) -> Result<(), Govern
 fn not_found(kind: EntityKind, id: &str) -> GovernanceError {
     GovernanceError::NotFound(format!("no {} `{id}`", kind.word()))
 }
-

@@ -387,7 +387,7 @@ impl Governance {
                 let n = self
                     .fail_open_admits
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if n % 1000 == 0 {
+                if n.is_multiple_of(1000) {
                     tracing::warn!(error = %e, "governance store unreachable: admitting without budget and limit checks ([governance] fail_closed = false)");
                 }
                 charges.clear();

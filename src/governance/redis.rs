@@ -134,7 +134,11 @@ fn window_args(w: Window, now: DateTime<Utc>) -> (&'static str, i64, i64) {
 pub fn safe_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
-            format!("{}://***@{}", url.get(..s).unwrap_or_default(), url.get(at + 1..).unwrap_or_default())
+            format!(
+                "{}://***@{}",
+                url.get(..s).unwrap_or_default(),
+                url.get(at + 1..).unwrap_or_default()
+            )
         }
         _ => url.to_owned(),
     }

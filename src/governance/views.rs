@@ -80,12 +80,28 @@ async fn view(
 
 async fn customer(e: &CustomerEntry, counters: &AnyCounters) -> Value {
     let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    view(v, &e.level, &e.spec.budgets, e.from_config, e.created_ms, counters).await
+    view(
+        v,
+        &e.level,
+        &e.spec.budgets,
+        e.from_config,
+        e.created_ms,
+        counters,
+    )
+    .await
 }
 
 async fn team(e: &TeamEntry, counters: &AnyCounters) -> Value {
     let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    view(v, &e.level, &e.spec.budgets, e.from_config, e.created_ms, counters).await
+    view(
+        v,
+        &e.level,
+        &e.spec.budgets,
+        e.from_config,
+        e.created_ms,
+        counters,
+    )
+    .await
 }
 
 async fn key(e: &KeyEntry, d: &Directory, counters: &AnyCounters) -> Value {
@@ -105,11 +121,24 @@ async fn key(e: &KeyEntry, d: &Directory, counters: &AnyCounters) -> Value {
             .collect();
         m.insert("rotated_secrets".into(), Value::Array(grace));
     }
-    view(v, &e.level, &e.spec.budgets, e.from_config, e.created_ms, counters).await
+    view(
+        v,
+        &e.level,
+        &e.spec.budgets,
+        e.from_config,
+        e.created_ms,
+        counters,
+    )
+    .await
 }
 
 /// One entity, if it exists.
-pub async fn one(d: &Directory, kind: EntityKind, id: &str, counters: &AnyCounters) -> Option<Value> {
+pub async fn one(
+    d: &Directory,
+    kind: EntityKind,
+    id: &str,
+    counters: &AnyCounters,
+) -> Option<Value> {
     Some(match kind {
         EntityKind::Customer => customer(d.customers.get(id)?, counters).await,
         EntityKind::Team => team(d.teams.get(id)?, counters).await,
@@ -135,7 +164,11 @@ pub async fn list(d: &Directory, kind: EntityKind, counters: &AnyCounters) -> Ve
 }
 
 /// Every budget of customers and teams (and keys when `per_key`).
-pub async fn budget_states(d: &Directory, counters: &AnyCounters, per_key: bool) -> Vec<BudgetState> {
+pub async fn budget_states(
+    d: &Directory,
+    counters: &AnyCounters,
+    per_key: bool,
+) -> Vec<BudgetState> {
     let mut levels: Vec<(EntityKind, &str, &Level, &[BudgetSpec])> = Vec::new();
     for c in d.customers.values() {
         levels.push((EntityKind::Customer, &c.spec.id, &c.level, &c.spec.budgets));
@@ -155,7 +188,13 @@ pub async fn budget_states(d: &Directory, counters: &AnyCounters, per_key: bool)
                 .snapshot(&format!("{}budget{i}", level.prefix), *window)
                 .await;
             let period = spec.period.clone().unwrap_or_else(|| "none".into());
-            out.push((kind.word(), id.to_owned(), period, s.used, (max - s.used - s.reserved).max(0.0)));
+            out.push((
+                kind.word(),
+                id.to_owned(),
+                period,
+                s.used,
+                (max - s.used - s.reserved).max(0.0),
+            ));
         }
     }
     out

@@ -176,6 +176,9 @@ pub struct Metrics {
     pub budget_spent: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
     /// `switchyard_budget_remaining_usd`: what is left (reservations in flight subtracted).
     pub budget_remaining: Family<BudgetLabels, Gauge<f64, AtomicU64>>,
+    /// `switchyard_governance_unchecked_total`: requests admitted without checks because the
+    /// store was unreachable (`fail_closed = false`).
+    pub gov_unchecked: Counter,
 }
 
 fn overhead_histogram() -> Histogram {
@@ -353,8 +356,15 @@ impl Metrics {
             "What is left of each budget, reservations in flight subtracted",
             budget_remaining.clone(),
         );
+        let gov_unchecked = Counter::default();
+        registry.register(
+            "governance_unchecked",
+            "Requests admitted without budget and limit checks: the governance store was unreachable and fail_closed is off",
+            gov_unchecked.clone(),
+        );
         Self {
             registry,
+            gov_unchecked,
             gov_rejections,
             budget_spent,
             budget_remaining,

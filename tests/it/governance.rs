@@ -9,6 +9,61 @@ use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, client, header};
 use crate::mock::{Mock, Reply};
+use crate::redis_server::RedisServer;
+
+/// The store under test: every test below runs against both (`embedded::*`, `redis::*`).
+pub enum Backend {
+    /// The sled store.
+    Embedded,
+    /// A real redis-server.
+    Redis(RedisServer),
+}
+
+impl Backend {
+    /// `[governance]` with this store.
+    pub fn gov(&self) -> String {
+        match self {
+            Self::Embedded => "[governance]\n".into(),
+            Self::Redis(r) => format!(
+                "[governance]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+                r.url
+            ),
+        }
+    }
+
+    /// The config with this store in its `[governance]` table.
+    pub fn apply(&self, cfg: &str) -> String {
+        cfg.replacen("[governance]\n", &self.gov(), 1)
+    }
+}
+
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(&super::Backend::Embedded).await;
+            })*
+        }
+        mod redis {
+            $(#[tokio::test]
+            async fn $name() {
+                let Some(r) = crate::redis_server::RedisServer::start() else { return };
+                super::$name(&super::Backend::Redis(r)).await;
+            })*
+        }
+    };
+}
+
+both_stores!(
+    keys_from_the_config_gate_every_ingress,
+    api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes,
+    a_budget_holds_under_64_concurrent_requests,
+    budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens,
+    rate_limits_answer_429_with_openai_headers,
+    streams_and_cache_hits_are_accounted,
+    keys_see_and_run_only_their_mcp_tools,
+);
 
 /// A config-declared key's secret (from the environment, as the config says `env.NAME`).
 const PROD: &str = "prod-key-0123456789abcdef";
@@ -76,8 +131,7 @@ async fn admin(
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn keys_from_the_config_gate_every_ingress() {
+async fn keys_from_the_config_gate_every_ingress(b: &Backend) {
     let mock = Mock::start().await;
     let cfg = format!(
         "{}[governance]\nrequire_virtual_key = true\n\n\
@@ -86,6 +140,7 @@ async fn keys_from_the_config_gate_every_ingress() {
          [[governance.keys]]\nid = \"old\"\nvalue = \"env.OLD_KEY\"\nexpires_at = \"2020-01-01T00:00:00Z\"\n",
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     let body = chat_body(json!({}));
     // Missing, unknown, disabled, expired.
@@ -175,8 +230,7 @@ async fn keys_from_the_config_gate_every_ingress() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes() {
+async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes(b: &Backend) {
     let mock = Mock::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
@@ -184,6 +238,7 @@ async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes() {
         dir.path(),
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start(&cfg).await;
     let post = reqwest::Method::POST;
     let (s, c) = admin(&gw, post.clone(), "/api/customers", Some(json!({"id": "acme", "budgets": [{"max_usd": 5.0, "period": "1M", "calendar_aligned": true}]}))).await;
@@ -339,6 +394,21 @@ async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes() {
             );
         }
     }
+    if let Backend::Redis(r) = b {
+        let mut c = r.conn().await;
+        let all: Vec<(String, String)> = ::redis::cmd("HGETALL")
+            .arg("sy:gov:entities")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(all.iter().any(|(k, _)| k == "key/k1"), "{all:?}");
+        for (_, v) in &all {
+            assert!(
+                !v.contains(&secret) && !v.contains(&new),
+                "redis holds a secret: {v}"
+            );
+        }
+    }
     let gw = Gateway::start(&cfg).await;
     assert_eq!(
         chat_as(&gw, Some(&new), &chat_body(json!({})))
@@ -366,8 +436,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 /// tokens) is just over $0.06; the budget covers 10 of them.
 const WORST_OUTPUT: u64 = 100_000;
 
-#[tokio::test]
-async fn a_budget_holds_under_64_concurrent_requests() {
+async fn a_budget_holds_under_64_concurrent_requests(b: &Backend) {
     let mock = Mock::start().await;
     mock.always(Reply::Slow(Duration::from_millis(600)));
     let dir = tempfile::tempdir().unwrap();
@@ -377,6 +446,7 @@ async fn a_budget_holds_under_64_concurrent_requests() {
         dir.path(),
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     let body = chat_body(json!({"max_tokens": WORST_OUTPUT}));
     let tasks: Vec<_> = (0..64)
@@ -438,8 +508,7 @@ async fn a_budget_holds_under_64_concurrent_requests() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens() {
+async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens(b: &Backend) {
     let mock = Mock::start().await;
     let cfg = format!(
         "{}[governance]\n\n[[governance.customers]]\nid = \"acme\"\n\n\
@@ -447,6 +516,7 @@ async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens() {
          [[governance.keys]]\nid = \"prod\"\nteam = \"search\"\nvalue = \"env.PROD_KEY\"\n",
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     // Keyless requests pass ungoverned (require_virtual_key = false).
     assert_eq!(
@@ -494,13 +564,13 @@ async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn rate_limits_answer_429_with_openai_headers() {
+async fn rate_limits_answer_429_with_openai_headers(b: &Backend) {
     let mock = Mock::start().await;
     let cfg = format!(
         "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nrate_limits = {{ requests_per_minute = 3, tokens_per_minute = 1000000 }}\n",
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     let body = chat_body(json!({"max_tokens": 50}));
     for left in ["2", "1", "0"] {
@@ -524,8 +594,7 @@ async fn rate_limits_answer_429_with_openai_headers() {
     gw.shutdown().await;
 }
 
-#[tokio::test]
-async fn streams_and_cache_hits_are_accounted() {
+async fn streams_and_cache_hits_are_accounted(b: &Backend) {
     let mock = Mock::start().await;
     let cfg = format!(
         "{}[cache]\nmode = \"exact\"\n\n[governance]\ncache_scope = \"key\"\n\n\
@@ -533,6 +602,7 @@ async fn streams_and_cache_hits_are_accounted() {
          [[governance.keys]]\nid = \"other\"\nvalue = \"env.OFF_KEY\"\n",
         provider(&mock)
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     gw.wait_ready().await;
     let one = (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
@@ -650,8 +720,7 @@ async fn mcp_post(
     (status, json, sid)
 }
 
-#[tokio::test]
-async fn keys_see_and_run_only_their_mcp_tools() {
+async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
     use crate::model::{Conv, Model, Turn};
     let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
     let seen = offered.clone();
@@ -675,6 +744,7 @@ async fn keys_see_and_run_only_their_mcp_tools() {
         crate::mcp::server_bin("mcp-calculator").display(),
         crate::mcp::server_bin("mcp-slow").display(),
     );
+    let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     crate::mcp::ready_servers(&gw, 2).await;
     let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "add 2 and 3"}]});

@@ -1,0 +1,188 @@
+//! Governance across instances: two real gateway processes sharing one real redis-server hold one
+//! budget under 64 concurrent requests split between them, see each other's key changes within a
+//! second; and an unreachable Redis answers 503 (`fail_closed`) or lets requests through.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::gateway::{Binary, Gateway, client};
+use crate::mock::{Mock, Reply};
+use crate::redis_server::RedisServer;
+
+fn config(mock: &Mock, redis: &RedisServer, extra: &str) -> String {
+    format!(
+        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}/v1\"\nkeys = [\"upstream-key\"]\n\n\
+         [governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n{extra}",
+        mock.url(),
+        redis.url
+    )
+}
+
+async fn admin(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut rb = client().request(method, format!("{base}{path}"));
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let r = rb.send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn chat(base: &str, key: &str, max_tokens: u64) -> (u16, Value) {
+    let r = client()
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "mock/gpt-4o-mini", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn two_instances_share_keys_and_hold_one_budget() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = Mock::start().await;
+    mock.always(Reply::Slow(Duration::from_millis(800)));
+    let cfg = config(&mock, &redis, "");
+    let a = Binary::start(&cfg).await;
+    let b = Binary::start(&cfg).await;
+    // A key made on one instance works on the other within a second.
+    let (s, k) = admin(
+        &a.url,
+        reqwest::Method::POST,
+        "/api/keys",
+        Some(json!({"id": "shared", "budgets": [{"max_usd": 0.63, "period": "1d"}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let secret = k["secret"].as_str().unwrap().to_owned();
+    let started = Instant::now();
+    loop {
+        let (s, _) = admin(&b.url, reqwest::Method::GET, "/api/keys/shared", None).await;
+        if s == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "instance B never saw the key"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // 64 concurrent requests, half on each instance; the budget covers the worst case of 10.
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let base = if i % 2 == 0 {
+                a.url.clone()
+            } else {
+                b.url.clone()
+            };
+            let key = secret.clone();
+            tokio::spawn(async move { chat(&base, &key, 100_000).await })
+        })
+        .collect();
+    let (mut ok, mut refused) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (200, _) => ok += 1,
+            (402, v) => {
+                assert_eq!(v["error"]["code"], "budget_exceeded");
+                refused += 1;
+            }
+            (s, v) => panic!("unexpected {s}: {v}"),
+        }
+    }
+    assert_eq!((ok, refused), (10, 54), "one budget across both instances");
+    assert_eq!(mock.calls(), 10);
+    // Settled on both instances (background writes): the actual cost, nothing reserved.
+    let expected = 10.0 * (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, k) = admin(&b.url, reqwest::Method::GET, "/api/keys/shared", None).await;
+        let bud = &k["budgets"][0];
+        let (spent, reserved) = (
+            bud["spent_usd"].as_f64().unwrap(),
+            bud["reserved_usd"].as_f64().unwrap(),
+        );
+        if reserved == 0.0 && (spent - expected).abs() < 1e-9 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not settled: spent {spent}, reserved {reserved}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Disabled on B: refused on A within a second.
+    let (s, _) = admin(
+        &b.url,
+        reqwest::Method::PATCH,
+        "/api/keys/shared",
+        Some(json!({"active": false})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    mock.always(Reply::Ok);
+    let started = Instant::now();
+    loop {
+        let (s, _) = chat(&a.url, &secret, 10).await;
+        if s == 403 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(1500),
+            "instance A still serves a disabled key"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
+    for (fail_closed, expect) in [(true, 503), (false, 200)] {
+        let Some(mut redis) = RedisServer::start() else {
+            return;
+        };
+        let mock = Mock::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "[server]\ndata_dir = {:?}\n\n{}fail_closed = {fail_closed}\n",
+            dir.path(),
+            config(&mock, &redis, "")
+        );
+        let gw = Gateway::start(&cfg).await;
+        let (s, k) = admin(
+            &gw.url(""),
+            reqwest::Method::POST,
+            "/api/keys",
+            Some(json!({"id": "k", "budgets": [{"max_usd": 1.0}]})),
+        )
+        .await;
+        assert_eq!(s, 201, "{k}");
+        let secret = k["secret"].as_str().unwrap().to_owned();
+        assert_eq!(chat(&gw.url(""), &secret, 10).await.0, 200);
+        redis.stop();
+        let started = Instant::now();
+        let (s, v) = chat(&gw.url(""), &secret, 10).await;
+        assert_eq!(s, expect, "fail_closed = {fail_closed}: {v}");
+        if fail_closed {
+            assert_eq!(v["error"]["code"], "governance_store_unavailable");
+        } else {
+            let m = gw.get("/metrics", None).await.text().await.unwrap();
+            assert!(m.contains("switchyard_governance_unchecked_total 1"), "{m}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        gw.shutdown().await;
+    }
+}
