@@ -9,7 +9,9 @@
 # the gateway gets one core and the load generator the other (UPSTREAM_CPU=0 puts nginx beside
 # the gateway instead, so direct and proxied requests cross between CPUs equally often).
 # The semantic cache is off (CACHE=true turns it on: the repeated body then hits it); the
-# request log is on (LOGS=false turns it off). Data goes to a temporary directory.
+# request log is on (LOGS=false turns it off). GOV=embedded or GOV=redis turns governance on: one
+# virtual key (a budget and rate limits that never bind) that every request carries; with redis, a
+# redis-server on a unix socket (CPU 1) holds the counters. Data goes to a temporary directory.
 # Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +36,7 @@ work=$(mktemp -d)
 cleanup() {
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -62,6 +65,32 @@ http {
 CONF
 taskset -c "${UPSTREAM_CPU:-1}" nginx -c "$work/nginx.conf" -p "$work"
 
+GOV="${GOV:-none}"
+BENCH_KEY="sk-sy-bench-0123456789abcdef"
+gov_conf=""
+if [ "$GOV" != none ]; then
+  store=""
+  if [ "$GOV" = redis ]; then
+    need redis-server || { apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; }
+    taskset -c 1 redis-server --port 0 --unixsocket "$work/redis.sock" --save "" --appendonly no \
+      --daemonize yes --pidfile "$work/redis.pid" --dir "$work" >/dev/null
+    for _ in $(seq 50); do [ -S "$work/redis.sock" ] && break; sleep 0.1; done
+    store=$'store = "redis"\nredis_url = "unix://'"$work"$'/redis.sock"'
+  fi
+  gov_conf=$(cat <<GOVCONF
+[governance]
+require_virtual_key = true
+$store
+
+[[governance.keys]]
+id = "bench"
+value = "$BENCH_KEY"
+budgets = [ { max_usd = 1000000.0, period = "1d" } ]
+rate_limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000000 }
+GOVCONF
+)
+fi
+
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$GW_PORT"
@@ -78,6 +107,8 @@ name = "bench"
 kind = "openai"
 base_url = "http://127.0.0.1:$UP_PORT/v1"
 keys = ["sk-bench"]
+
+$gov_conf
 CONF
 SWITCHYARD_LOG=warn taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
@@ -88,6 +119,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}'
 LUA
+if [ "$GOV" != none ]; then
+  echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/post.lua"
+fi
 
 run() { # name url
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$work/post.lua" "$2" >/dev/null # warm-up
@@ -120,7 +154,8 @@ def parse(name):
     sock = re.search(r"Socket errors: (.*)", t)
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
 d, g = parse("direct"), parse("gateway")
-print(f"\nworkload: non-streaming chat, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0")
+import os
+print(f"\nworkload: non-streaming chat, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
 for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
     print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")

@@ -39,6 +39,9 @@ pub struct RequestGuard {
     span: Span,
     /// Governed requests: settled with the cost when the request ends.
     permit: Option<Permit>,
+    /// Characters of text and tool arguments streamed to the client (to estimate the output of a
+    /// stream cut before its usage chunk).
+    streamed_chars: usize,
 }
 
 impl RequestGuard {
@@ -69,6 +72,7 @@ impl RequestGuard {
             collector: None,
             span,
             permit: None,
+            streamed_chars: 0,
         }
     }
 
@@ -150,6 +154,16 @@ impl RequestGuard {
         if let Some(u) = &chunk.usage {
             self.usage(u);
         }
+        if self.permit.is_some() {
+            for c in &chunk.choices {
+                self.streamed_chars += c.delta.content.as_ref().map_or(0, String::len);
+                for t in c.delta.tool_calls.iter().flatten() {
+                    let f = t.function.as_ref();
+                    self.streamed_chars +=
+                        f.and_then(|f| f.arguments.as_ref()).map_or(0, String::len);
+                }
+            }
+        }
         if self.log_bodies() {
             self.collector
                 .get_or_insert_with(StreamCollector::default)
@@ -215,6 +229,13 @@ impl Drop for RequestGuard {
             // cut short included (the usage seen before the cut).
             let (cost, tokens) = if hit {
                 (0.0, 0)
+            } else if rec.input_tokens + rec.output_tokens == 0 && self.streamed_chars > 0 {
+                // A stream cut before its usage chunk: charge an estimate of what was used (the
+                // prompt as estimated at admission, a token per 3 bytes streamed).
+                let out = (self.streamed_chars as u64).div_ceil(3);
+                let est = prices.estimate(&rec.served_model, p.prompt_tokens, out);
+                rec.cost_usd = est;
+                (est, p.prompt_tokens + out)
             } else {
                 (usd, rec.input_tokens + rec.output_tokens)
             };

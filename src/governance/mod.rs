@@ -133,6 +133,8 @@ pub struct Permit {
     pub principal: Principal,
     /// The key's rate-limit headers after this request.
     pub headers: RateHeaders,
+    /// The prompt tokens estimated at admission (charged for a stream cut before its usage).
+    pub prompt_tokens: u64,
 }
 
 impl std::fmt::Debug for Permit {
@@ -408,6 +410,7 @@ impl Governance {
             settled: false,
             principal,
             headers,
+            prompt_tokens: ask.prompt_tokens,
         }))
     }
 

@@ -63,6 +63,7 @@ both_stores!(
     rate_limits_answer_429_with_openai_headers,
     streams_and_cache_hits_are_accounted,
     keys_see_and_run_only_their_mcp_tools,
+    a_cut_stream_is_charged_what_was_used,
 );
 
 /// A config-declared key's secret (from the environment, as the config says `env.NAME`).
@@ -821,5 +822,47 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
             .contains("tool calls per minute"),
         "{v}"
     );
+    gw.shutdown().await;
+}
+
+async fn a_cut_stream_is_charged_what_was_used(b: &Backend) {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nbudgets = [{{ max_usd = 1.0 }}]\n",
+        provider(&mock)
+    );
+    let cfg = b.apply(&cfg);
+    let gw = Gateway::start_env(&cfg, &env).await;
+    // The upstream breaks after a few chunks, before its usage chunk.
+    mock.script([Reply::Cut(4)]);
+    let r = chat_as(
+        &gw,
+        Some(PROD),
+        &chat_body(json!({"stream": true, "max_tokens": 1000})),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("\"error\""), "{text}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
+        let bud = &k["budgets"][0];
+        let (spent, reserved) = (
+            bud["spent_usd"].as_f64().unwrap(),
+            bud["reserved_usd"].as_f64().unwrap(),
+        );
+        // Charged an estimate of what was used: more than nothing, far less than the worst case.
+        let worst = 1000.0 * 0.60 / 1e6;
+        if reserved == 0.0 && spent > 0.0 {
+            assert!(spent < worst / 2.0, "{spent}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "spent {spent}, reserved {reserved}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     gw.shutdown().await;
 }
