@@ -29,30 +29,33 @@ pub use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Ser
 use crate::telemetry::metrics::Metrics;
 
 /// Stage 1: the virtual key, its model access, budgets and rate limits. `None`: ungoverned.
+/// `tokens` gives (prompt tokens, most output tokens), estimated only for a governed request.
 pub async fn admit(
     state: &AppState,
     ctx: &RequestContext,
     model: &str,
-    prompt_tokens: u64,
-    max_output_tokens: u64,
+    tokens: impl FnOnce() -> (u64, u64),
 ) -> Result<Option<Permit>, GatewayError> {
     if ctx.credential.is_none() && !state.governance.config().require_virtual_key {
         return Ok(None);
     }
-    let candidates = state
-        .router
-        .table()
-        .plan(model)
-        .map(|plan| plan.iter().map(|t| t.model.to_string()).collect())
-        .unwrap_or_default();
-    let ask = Ask {
-        model,
-        candidates,
-        prompt_tokens,
-        max_output_tokens,
+    let ask = || {
+        let candidates = state
+            .router
+            .table()
+            .plan(model)
+            .map(|plan| plan.iter().map(|t| t.model.to_string()).collect())
+            .unwrap_or_default();
+        let (prompt_tokens, max_output_tokens) = tokens();
+        Ask {
+            model,
+            candidates,
+            prompt_tokens,
+            max_output_tokens,
+        }
     };
     let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
-    state.governance.admit(credential, &ask).await.map_err(|e| {
+    state.governance.admit(credential, ask).await.map_err(|e| {
         if let Some(w) = state.governance.who(credential) {
             ctx.spent.who(w);
         }
@@ -99,13 +102,9 @@ pub async fn chat(
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
     let mut mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
-    let permit = admit(
-        state,
-        ctx,
-        &req.model,
-        estimate_prompt_tokens(&req),
-        max_output_tokens(&req),
-    )
+    let permit = admit(state, ctx, &req.model, || {
+        (estimate_prompt_tokens(&req), max_output_tokens(&req))
+    })
     .await?;
     // A governed request is offered, and may run, only its key's MCP tools.
     let governed_ctx;

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -128,9 +128,14 @@ async fn connection(
         .keep_alive(true)
         .serve_connection(io, service);
     tokio::pin!(conn);
+    // The watchdog is lazy: requests never wake it (they only touch atomics); it wakes at the
+    // deadline it last computed, at most `check` apart, and looks again. A timeout so fires between
+    // its time and one `check` later.
+    let check = limits.header_read_timeout.min(limits.idle_timeout);
+    let timer = tokio::time::sleep(limits.header_read_timeout);
+    tokio::pin!(timer);
     let mut closing = false;
     loop {
-        let deadline = watch.deadline(&limits);
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
@@ -138,25 +143,22 @@ async fn connection(
                 }
                 break;
             }
-            () = sleep_until(deadline) => {
-                if watch.deadline(&limits).is_some_and(|d| d <= Instant::now()) {
-                    tracing::debug!(%peer, "closing a connection that timed out waiting for a request");
-                    break;
+            () = &mut timer => {
+                let now = Instant::now();
+                match watch.deadline(&limits) {
+                    Some(d) if d <= now => {
+                        tracing::debug!(%peer, "closing a connection that timed out waiting for a request");
+                        break;
+                    }
+                    Some(d) => timer.as_mut().reset(d.min(now + check)),
+                    None => timer.as_mut().reset(now + check),
                 }
             }
-            () = watch.changed.notified() => {}
             () = shutdown.cancelled(), if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
     }
 }
 
@@ -176,7 +178,6 @@ struct Watch {
     first_byte: AtomicU64,
     /// Whether the connection has answered a request (a new one gets the header timeout).
     answered: AtomicBool,
-    changed: Notify,
 }
 
 impl Watch {
@@ -187,7 +188,6 @@ impl Watch {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NONE),
             answered: AtomicBool::new(false),
-            changed: Notify::new(),
         }
     }
 
@@ -208,7 +208,6 @@ impl Watch {
             && self.first_byte.load(Ordering::Acquire) == NONE
         {
             self.first_byte.store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -237,9 +236,7 @@ impl Drop for InFlight {
         let w = &self.0;
         w.idle_since.store(w.now_ms(), Ordering::Release);
         w.answered.store(true, Ordering::Release);
-        if w.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            w.changed.notify_one();
-        }
+        w.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

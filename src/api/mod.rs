@@ -111,7 +111,7 @@ async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Nex
         Dialect::OpenAi
     };
     let method = req.method().clone();
-    let path = path.chars().take(200).collect::<String>();
+    let uri = req.uri().clone();
     let resp = next.run(req).await;
     let status = resp.status();
     if status.as_u16() < 400
@@ -130,6 +130,7 @@ async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Nex
         .unwrap_or_default();
     let message = if status == StatusCode::METHOD_NOT_ALLOWED {
         // axum adds `Allow` outside this layer; the response still carries it.
+        let path: String = uri.path().chars().take(200).collect();
         format!("method {method} is not allowed on {path} (see the Allow header)")
     } else if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()
@@ -253,7 +254,19 @@ pub async fn read_json<T: DeserializeOwned>(
     body: Body,
 ) -> Result<T, GatewayError> {
     let limit = state.config.server.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+    // A body trickled in slowly holds a connection: it must arrive within the request timeout.
+    let wait = state.config.server.request_timeout;
+    let read = tokio::time::timeout(wait, axum::body::to_bytes(body, limit))
+        .await
+        .map_err(|_| GatewayError::Http {
+            status: StatusCode::REQUEST_TIMEOUT,
+            code: "request_timeout",
+            message: format!(
+                "the request body did not arrive within {} ms",
+                wait.as_millis()
+            ),
+        })?;
+    let bytes = read.map_err(|e| {
         let too_large = std::error::Error::source(&e)
             .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
             || e.to_string().contains("length limit");

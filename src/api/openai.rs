@@ -173,8 +173,11 @@ async fn embed(
         .and_then(Value::as_str)
         .unwrap_or_default();
     guard.request(model, || Some(body.clone()));
-    let input = body.get("input").map_or(0, |i| i.to_string().len() as u64);
-    let permit = match pipeline::admit(&state, &ctx, model, input.div_ceil(3) + 8, 0).await {
+    let tokens = || {
+        let input = body.get("input").map_or(0, |i| i.to_string().len() as u64);
+        (input.div_ceil(3) + 8, 0)
+    };
+    let permit = match pipeline::admit(&state, &ctx, model, tokens).await {
         Ok(p) => p,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };

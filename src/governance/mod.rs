@@ -227,8 +227,14 @@ pub struct Governance {
 
 /// SHA-256 of a secret, hex: what the store keeps.
 pub fn hash_secret(secret: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let d = sha2::Sha256::digest(secret.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
+    let mut out = String::with_capacity(64);
+    for b in d.iter() {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    out
 }
 
 impl Governance {
@@ -340,15 +346,17 @@ impl Governance {
 
     /// Checks the credential and reserves the request's worst case. `Ok(None)`: ungoverned (no
     /// key and none required).
-    pub async fn admit(
+    /// `ask` is called only for a governed request (the estimates cost a little).
+    pub async fn admit<'a>(
         &self,
         credential: Option<&str>,
-        ask: &Ask<'_>,
+        ask: impl FnOnce() -> Ask<'a>,
     ) -> Result<Option<Permit>, GovernanceError> {
         let now = Utc::now();
         let Some(key) = self.identify(credential, now)? else {
             return Ok(None);
         };
+        let ask = &ask();
         let dir = self.dir.load_full();
         let Some(k) = dir.keys.get(&key) else {
             return Err(GovernanceError::InvalidKey("unknown virtual key".into()));

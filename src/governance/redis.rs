@@ -311,21 +311,32 @@ impl RedisCounters {
         })
     }
 
-    /// Forgets a deleted entity's buckets.
+    /// Forgets a deleted entity's buckets (SCAN, so a large Redis is not blocked).
     pub async fn forget(&self, prefix: &str) -> Result<(), Unreachable> {
         let mut conn = self.conn.clone();
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg(format!("{}*", key(prefix)))
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| Unreachable(e.to_string()))?;
-        if keys.is_empty() {
-            return Ok(());
+        let pattern = format!("{}*", key(prefix));
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| Unreachable(e.to_string()))?;
+            if !keys.is_empty() {
+                redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(|e| Unreachable(e.to_string()))?;
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
         }
-        redis::cmd("DEL")
-            .arg(keys)
-            .query_async::<()>(&mut conn)
-            .await
-            .map_err(|e| Unreachable(e.to_string()))
     }
 }

@@ -417,6 +417,19 @@ async fn api_keys_are_shown_once_rotate_with_grace_and_keep_only_hashes(b: &Back
             .status(),
         200
     );
+    // Deleted: gone, its secret refused, its owners free to go.
+    let (s, _) = admin(&gw, reqwest::Method::DELETE, "/api/keys/k1", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        chat_as(&gw, Some(&new), &chat_body(json!({})))
+            .await
+            .status(),
+        401
+    );
+    let (s, _) = admin(&gw, reqwest::Method::GET, "/api/keys/k1", None).await;
+    assert_eq!(s, 404);
+    let (s, v) = admin(&gw, reqwest::Method::DELETE, "/api/teams/search", None).await;
+    assert_eq!(s, 200, "{v}");
     gw.shutdown().await;
 }
 
