@@ -19,22 +19,32 @@ pub const ENTITIES: &str = "sy:gov:entities";
 /// Bumped on every entity change.
 pub const VERSION: &str = "sy:gov:version";
 
-const RESERVE: &str = r#"
+/// What both scripts start with: the server's clock, number formatting, and reading a bucket
+/// moved to its current window (`wmode` `c`: calendar window starting at `warg`; `r`: `warg` ms
+/// from first use; `n`: never resets).
+const PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local function fmt(x) return string.format('%.17g', x) end
-local st = {}
-for i = 1, #KEYS do
-  local b = (i - 1) * 6
-  local kind, limit, wmode = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
-  local warg, amount = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
-  local h = redis.call('HMGET', KEYS[i], 's', 'u', 'r')
+local function bucket(key, wmode, warg)
+  local h = redis.call('HMGET', key, 's', 'u', 'r')
   local s, u, r = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
   if wmode == 'c' then
     if s ~= warg then s = warg; u = 0 end
   elseif wmode == 'r' then
     if s == 0 or now >= s + warg then s = now; u = 0 end
   end
+  return s, u, r
+end
+"#;
+
+const RESERVE: &str = r#"
+local st = {}
+for i = 1, #KEYS do
+  local b = (i - 1) * 6
+  local kind, limit, wmode = ARGV[b + 1], tonumber(ARGV[b + 2]), ARGV[b + 3]
+  local warg, amount = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5])
+  local s, u, r = bucket(KEYS[i], wmode, warg)
   local eps = 1e-9
   local fits
   if kind == 'b' or kind == 't' then
@@ -65,20 +75,11 @@ return out
 "#;
 
 const SETTLE: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local function fmt(x) return string.format('%.17g', x) end
 for i = 1, #KEYS do
   local b = (i - 1) * 6
   local kind, wmode, warg = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local reserved, actual, ttl = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-  local h = redis.call('HMGET', KEYS[i], 's', 'u', 'r')
-  local s, u, r = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
-  if wmode == 'c' then
-    if s ~= warg then s = warg; u = 0 end
-  elseif wmode == 'r' then
-    if s == 0 or now >= s + warg then s = now; u = 0 end
-  end
+  local s, u, r = bucket(KEYS[i], wmode, warg)
   if kind ~= 'q' then
     r = r - reserved
     if r < 1e-9 then r = 0 end
@@ -178,8 +179,8 @@ impl RedisCounters {
         Ok((
             Self {
                 conn: conn.clone(),
-                reserve: redis::Script::new(RESERVE),
-                settle: redis::Script::new(SETTLE),
+                reserve: redis::Script::new(&format!("{PRELUDE}{RESERVE}")),
+                settle: redis::Script::new(&format!("{PRELUDE}{SETTLE}")),
                 tasks,
             },
             conn,

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::counters::{AnyCounters, Kind};
-use super::directory::{CustomerEntry, Directory, EntityKind, KeyEntry, Level, TeamEntry};
+use super::directory::{Directory, EntityKind, KeyEntry, Level};
 use crate::config::governance::BudgetSpec;
 
 /// (level, id, period, spent, remaining) of one budget.
@@ -78,30 +78,17 @@ async fn view(
     v
 }
 
-async fn customer(e: &CustomerEntry, counters: &AnyCounters) -> Value {
-    let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    view(
-        v,
-        &e.level,
-        &e.spec.budgets,
-        e.from_config,
-        e.created_ms,
-        counters,
-    )
-    .await
-}
-
-async fn team(e: &TeamEntry, counters: &AnyCounters) -> Value {
-    let v = serde_json::to_value(&e.spec).unwrap_or(Value::Null);
-    view(
-        v,
-        &e.level,
-        &e.spec.budgets,
-        e.from_config,
-        e.created_ms,
-        counters,
-    )
-    .await
+/// A customer or a team: its spec and its state.
+async fn owner<S: serde::Serialize>(
+    spec: &S,
+    level: &Level,
+    budgets: &[BudgetSpec],
+    from_config: bool,
+    created_ms: i64,
+    counters: &AnyCounters,
+) -> Value {
+    let v = serde_json::to_value(spec).unwrap_or(Value::Null);
+    view(v, level, budgets, from_config, created_ms, counters).await
 }
 
 async fn key(e: &KeyEntry, d: &Directory, counters: &AnyCounters) -> Value {
@@ -140,8 +127,30 @@ pub async fn one(
     counters: &AnyCounters,
 ) -> Option<Value> {
     Some(match kind {
-        EntityKind::Customer => customer(d.customers.get(id)?, counters).await,
-        EntityKind::Team => team(d.teams.get(id)?, counters).await,
+        EntityKind::Customer => {
+            let e = d.customers.get(id)?;
+            owner(
+                &e.spec,
+                &e.level,
+                &e.spec.budgets,
+                e.from_config,
+                e.created_ms,
+                counters,
+            )
+            .await
+        }
+        EntityKind::Team => {
+            let e = d.teams.get(id)?;
+            owner(
+                &e.spec,
+                &e.level,
+                &e.spec.budgets,
+                e.from_config,
+                e.created_ms,
+                counters,
+            )
+            .await
+        }
         EntityKind::Key => key(d.keys.get(id)?, d, counters).await,
     })
 }
