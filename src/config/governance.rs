@@ -39,6 +39,22 @@ pub struct LimitsSpec {
     /// MCP tool calls per minute (keys only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool_calls_per_minute: Option<u64>,
+    /// Limits per model or route (keys only): glob -> limits, e.g.
+    /// `models = { "openai/gpt-4o*" = { requests_per_minute = 10 } }`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelLimits>,
+}
+
+/// A key's limits for the models one glob matches.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelLimits {
+    /// Requests per minute to those models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_per_minute: Option<u64>,
+    /// Tokens per minute to those models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_per_minute: Option<u64>,
 }
 
 impl LimitsSpec {
@@ -418,6 +434,29 @@ fn check_limits(l: &LimitsSpec, path: &str, key: bool, issues: &mut Vec<Issue>) 
             format!("{path}.rate_limits.tool_calls_per_minute"),
             "is a per-key limit",
         ));
+    }
+    if !key && !l.models.is_empty() {
+        issues.push(Issue::new(
+            format!("{path}.rate_limits.models"),
+            "per-model limits are per key",
+        ));
+    }
+    for (glob, m) in &l.models {
+        let p = format!("{path}.rate_limits.models.\"{glob}\"");
+        if let Err(e) = crate::governance::glob::check(glob) {
+            issues.push(Issue::new(p.clone(), e));
+        }
+        for (name, v) in [
+            ("requests_per_minute", m.requests_per_minute),
+            ("tokens_per_minute", m.tokens_per_minute),
+        ] {
+            if v == Some(0) {
+                issues.push(Issue::new(
+                    format!("{p}.{name}"),
+                    "must be at least 1 (leave it out for no limit)",
+                ));
+            }
+        }
     }
 }
 

@@ -78,6 +78,29 @@ impl Level {
         }
     }
 
+    /// The per-model limits (keys) whose glob matches `model`.
+    pub fn model_charges(&self, model: &str, tokens: f64, out: &mut Vec<Charge>) {
+        for (glob, m) in &self.limits.models {
+            if !super::glob::matches(glob, model) {
+                continue;
+            }
+            for (kind, limit, name, amount) in [
+                (Kind::Requests, m.requests_per_minute, "rpm", 1.0),
+                (Kind::Tokens, m.tokens_per_minute, "tpm", tokens),
+            ] {
+                if let Some(limit) = limit {
+                    out.push(Charge {
+                        bucket: format!("{}model:{glob}:{name}", self.prefix),
+                        kind,
+                        limit: limit as f64,
+                        window: MINUTE,
+                        amount,
+                    });
+                }
+            }
+        }
+    }
+
     /// The charges of one request at this level.
     pub fn charges(&self, usd: f64, tokens: f64, out: &mut Vec<Charge>) {
         for (i, (window, max)) in self.budgets.iter().enumerate() {

@@ -385,6 +385,7 @@ impl Governance {
         for e in &chain {
             e.charges(worst_usd, tokens, &mut charges);
         }
+        k.level.model_charges(ask.model, tokens, &mut charges);
         let snaps = match self.counters.reserve(&charges).await {
             Ok(Ok(s)) => s,
             Ok(Err(r)) => return Err(refusal(&charges, &r, &chain, worst_usd, ask, now)),
@@ -596,9 +597,15 @@ fn refusal(
             } else {
                 (wait_ms as u64).div_ceil(1000).max(1)
             };
+            let scope = c
+                .bucket
+                .split_once(":model:")
+                .and_then(|(_, rest)| rest.rsplit_once(':'))
+                .map(|(glob, _)| format!(" for models `{glob}`"))
+                .unwrap_or_default();
             GovernanceError::RateLimited {
                 message: format!(
-                    "the {level} limit of {limit} {what} is reached; retry after {retry_after}s"
+                    "the {level} limit of {limit} {what}{scope} is reached; retry after {retry_after}s"
                 ),
                 retry_after,
                 headers,

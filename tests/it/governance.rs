@@ -64,6 +64,7 @@ both_stores!(
     streams_and_cache_hits_are_accounted,
     keys_see_and_run_only_their_mcp_tools,
     a_cut_stream_is_charged_what_was_used,
+    per_model_limits_apply_to_their_models_only,
 );
 
 /// A config-declared key's secret (from the environment, as the config says `env.NAME`).
@@ -877,5 +878,33 @@ async fn a_cut_stream_is_charged_what_was_used(b: &Backend) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gw.shutdown().await;
+}
+
+async fn per_model_limits_apply_to_their_models_only(b: &Backend) {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\n\
+         rate_limits = {{ requests_per_minute = 100, models = {{ \"mock/gpt-4o*\" = {{ requests_per_minute = 2 }} }} }}\n",
+        provider(&mock)
+    );
+    let cfg = b.apply(&cfg);
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let limited = chat_body(json!({"max_tokens": 10}));
+    for left in ["1", "0"] {
+        let r = chat_as(&gw, Some(PROD), &limited).await;
+        assert_eq!(r.status(), 200);
+        // The tightest of the key's limits is the one reported.
+        assert_eq!(header(r.headers(), "x-ratelimit-limit-requests"), "2");
+        assert_eq!(header(r.headers(), "x-ratelimit-remaining-requests"), left);
+    }
+    let (s, code, msg) = err_code(chat_as(&gw, Some(PROD), &limited).await).await;
+    assert_eq!((s, code.as_str()), (429, "rate_limit_exceeded"));
+    assert!(msg.contains("mock/gpt-4o*"), "{msg}");
+    // Another model is not limited by it.
+    let other = chat_body(json!({"model": "mock/other-model", "max_tokens": 10}));
+    let r = chat_as(&gw, Some(PROD), &other).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(r.headers(), "x-ratelimit-limit-requests"), "100");
     gw.shutdown().await;
 }
