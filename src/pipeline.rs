@@ -109,7 +109,7 @@ pub async fn chat(
     // A governed request is offered, and may run, only its key's MCP tools.
     let governed_ctx;
     let ctx = match &permit {
-        Some(p) => {
+        Some(p) if state.mcp.has_servers() => {
             let gate = state.governance.tool_permit(&p.principal.key);
             if let Some(g) = &gate {
                 let allowed: Vec<String> = state
@@ -128,7 +128,7 @@ pub async fn chat(
             };
             &governed_ctx
         }
-        None => ctx,
+        _ => ctx,
     };
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);

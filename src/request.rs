@@ -321,6 +321,15 @@ impl Default for McpOptions {
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive, RFC 7235).
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 fn list(h: &HeaderMap, name: &str) -> Result<Option<Vec<String>>, String> {
     let Some(v) = h.get(name) else {
         return Ok(None);

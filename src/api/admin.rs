@@ -53,18 +53,9 @@ pub fn token_ok(state: &AppState, headers: &axum::http::HeaderMap) -> bool {
     let given = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
+        .and_then(crate::request::bearer)
         .unwrap_or_default();
     constant_time_eq(given.as_bytes(), token.expose().as_bytes())
-}
-
-/// The token of an `Authorization: Bearer <token>` value (the scheme is case-insensitive, RFC 7235).
-pub fn bearer(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

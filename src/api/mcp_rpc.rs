@@ -157,10 +157,7 @@ fn is_json_response(resp: &Response) -> bool {
 /// rmcp's plain-text error answers, as JSON-RPC errors.
 async fn to_rpc_error(resp: Response, id: Option<Value>) -> Response {
     let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 8 * 1024)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
+    let text = super::plain_text(body).await;
     let mut status = parts.status;
     let message = if text.is_empty() {
         status.canonical_reason().unwrap_or("error").to_owned()

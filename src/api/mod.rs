@@ -124,10 +124,7 @@ async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Nex
         return resp;
     }
     let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 8 * 1024)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
+    let text = plain_text(body).await;
     let message = if status == StatusCode::METHOD_NOT_ALLOWED {
         // axum adds `Allow` outside this layer; the response still carries it.
         let path: String = uri.path().chars().take(200).collect();
@@ -149,6 +146,14 @@ async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Nex
         }
     }
     out
+}
+
+/// The text of a plain-text error answer (axum's and rmcp's are short), trimmed.
+pub(crate) async fn plain_text(body: Body) -> String {
+    axum::body::to_bytes(body, 8 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default()
 }
 
 /// `error.code` for an HTTP status answered by axum itself.

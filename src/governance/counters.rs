@@ -36,7 +36,7 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Charge {
     /// Bucket id, e.g. `team:search:budget0`.
-    pub bucket: String,
+    pub bucket: Arc<str>,
     /// What it counts.
     pub kind: Kind,
     /// Its limit.
@@ -130,8 +130,8 @@ pub struct Counters {
 
 #[derive(Default)]
 struct Inner {
-    states: HashMap<String, State>,
-    dirty: HashSet<String>,
+    states: HashMap<Arc<str>, State>,
+    dirty: HashSet<Arc<str>>,
 }
 
 impl Counters {
@@ -148,7 +148,7 @@ impl Counters {
                 ) else {
                     continue;
                 };
-                inner.states.insert(k, st);
+                inner.states.insert(Arc::from(k), st);
             }
         }
         Arc::new(Self {
@@ -223,16 +223,6 @@ impl Counters {
         }
     }
 
-    /// Adds to a counter without a limit check (spend the gateway learns of after the fact).
-    pub fn add(&self, bucket: &str, window: Window, amount: f64, now: DateTime<Utc>) {
-        let mut inner = self.lock();
-        let Inner { states, dirty } = &mut *inner;
-        let st = states.entry(bucket.to_owned()).or_default();
-        st.roll(window, now);
-        st.used += amount;
-        dirty.insert(bucket.to_owned());
-    }
-
     /// A bucket's state now.
     pub fn snapshot(&self, bucket: &str, window: Window, now: DateTime<Utc>) -> Snapshot {
         let inner = self.lock();
@@ -248,7 +238,7 @@ impl Counters {
     /// Forgets a deleted entity's buckets (`prefix` such as `key:abc:`).
     pub fn forget(&self, prefix: &str) {
         let mut inner = self.lock();
-        let gone: Vec<String> = inner
+        let gone: Vec<Arc<str>> = inner
             .states
             .keys()
             .filter(|k| k.starts_with(prefix))
@@ -263,7 +253,7 @@ impl Counters {
     /// Writes changed counters to the store.
     pub fn flush(&self) {
         let Some(store) = &self.store else { return };
-        let batch: Vec<(String, Option<State>)> = {
+        let batch: Vec<(Arc<str>, Option<State>)> = {
             let mut inner = self.lock();
             let dirty = std::mem::take(&mut inner.dirty);
             dirty

@@ -54,6 +54,10 @@ pub struct Level {
     pub budgets: Vec<(Window, f64)>,
     /// Its rate limits.
     pub limits: LimitsSpec,
+    /// Its buckets for one request (amounts filled in per request).
+    template: Vec<Charge>,
+    /// Per-model buckets (keys): glob -> buckets.
+    per_model: Vec<(String, Vec<Charge>)>,
 }
 
 /// Fixed one-minute windows for rate limits.
@@ -64,74 +68,98 @@ const MINUTE: Window = Window::Calendar(Period {
 
 impl Level {
     fn new(kind: EntityKind, id: &str, budgets: &[BudgetSpec], limits: &LimitsSpec) -> Self {
-        Self {
-            prefix: format!("{}:{id}:", kind.word()),
-            name: format!("{} `{id}`", kind.word()),
-            budgets: budgets
-                .iter()
-                .map(|b| {
-                    let p = b.period.as_deref().and_then(|s| Period::parse(s).ok());
-                    (Window::new(p, b.calendar_aligned), b.max_usd)
-                })
-                .collect(),
-            limits: limits.clone(),
+        let prefix = format!("{}:{id}:", kind.word());
+        let charge = |name: &str, kind, limit: u64, window| Charge {
+            bucket: Arc::from(format!("{prefix}{name}")),
+            kind,
+            limit: limit as f64,
+            window,
+            amount: 0.0,
+        };
+        let budgets: Vec<(Window, f64)> = budgets
+            .iter()
+            .map(|b| {
+                let p = b.period.as_deref().and_then(|s| Period::parse(s).ok());
+                (Window::new(p, b.calendar_aligned), b.max_usd)
+            })
+            .collect();
+        let mut template: Vec<Charge> = budgets
+            .iter()
+            .enumerate()
+            .map(|(i, (window, max))| Charge {
+                bucket: Arc::from(format!("{prefix}budget{i}")),
+                kind: Kind::Budget,
+                limit: *max,
+                window: *window,
+                amount: 0.0,
+            })
+            .collect();
+        let l = limits;
+        for (k, limit, name, window) in [
+            (Kind::Requests, l.requests_per_minute, "rpm", MINUTE),
+            (Kind::Tokens, l.tokens_per_minute, "tpm", MINUTE),
+            (Kind::Concurrent, l.concurrent, "concurrent", Window::Never),
+        ] {
+            if let Some(limit) = limit {
+                template.push(charge(name, k, limit, window));
+            }
         }
+        let per_model = l
+            .models
+            .iter()
+            .map(|(glob, m)| {
+                let mut charges = Vec::new();
+                for (k, limit, name) in [
+                    (Kind::Requests, m.requests_per_minute, "rpm"),
+                    (Kind::Tokens, m.tokens_per_minute, "tpm"),
+                ] {
+                    if let Some(limit) = limit {
+                        charges.push(charge(&format!("model:{glob}:{name}"), k, limit, MINUTE));
+                    }
+                }
+                (glob.clone(), charges)
+            })
+            .collect();
+        Self {
+            name: format!("{} `{id}`", kind.word()),
+            prefix,
+            budgets,
+            limits: limits.clone(),
+            template,
+            per_model,
+        }
+    }
+
+    /// A request's charges from templates: worst-case USD for budgets, tokens for token limits,
+    /// one for the rest.
+    fn fill(template: &[Charge], usd: f64, tokens: f64, out: &mut Vec<Charge>) {
+        out.extend(template.iter().map(|t| Charge {
+            amount: match t.kind {
+                Kind::Budget => usd,
+                Kind::Tokens => tokens,
+                _ => 1.0,
+            },
+            ..t.clone()
+        }));
     }
 
     /// The per-model limits (keys) whose glob matches `model`.
     pub fn model_charges(&self, model: &str, tokens: f64, out: &mut Vec<Charge>) {
-        for (glob, m) in &self.limits.models {
-            if !super::glob::matches(glob, model) {
-                continue;
-            }
-            for (kind, limit, name, amount) in [
-                (Kind::Requests, m.requests_per_minute, "rpm", 1.0),
-                (Kind::Tokens, m.tokens_per_minute, "tpm", tokens),
-            ] {
-                if let Some(limit) = limit {
-                    out.push(Charge {
-                        bucket: format!("{}model:{glob}:{name}", self.prefix),
-                        kind,
-                        limit: limit as f64,
-                        window: MINUTE,
-                        amount,
-                    });
-                }
+        for (glob, template) in &self.per_model {
+            if super::glob::matches(glob, model) {
+                Self::fill(template, 0.0, tokens, out);
             }
         }
     }
 
-    /// The charges of one request at this level.
+    /// This level's buckets (amounts zero): what the API and the metrics show.
+    pub fn buckets(&self) -> &[Charge] {
+        &self.template
+    }
+
+    /// The charges of one request at this level (bucket names are built once per entity).
     pub fn charges(&self, usd: f64, tokens: f64, out: &mut Vec<Charge>) {
-        for (i, (window, max)) in self.budgets.iter().enumerate() {
-            out.push(Charge {
-                bucket: format!("{}budget{i}", self.prefix),
-                kind: Kind::Budget,
-                limit: *max,
-                window: *window,
-                amount: usd,
-            });
-        }
-        let l = &self.limits;
-        for (kind, limit, name, amount) in [
-            (Kind::Requests, l.requests_per_minute, "rpm", 1.0),
-            (Kind::Tokens, l.tokens_per_minute, "tpm", tokens),
-            (Kind::Concurrent, l.concurrent, "concurrent", 1.0),
-        ] {
-            if let Some(limit) = limit {
-                out.push(Charge {
-                    bucket: format!("{}{name}", self.prefix),
-                    kind,
-                    limit: limit as f64,
-                    window: if kind == Kind::Concurrent {
-                        Window::Never
-                    } else {
-                        MINUTE
-                    },
-                    amount,
-                });
-            }
-        }
+        Self::fill(&self.template, usd, tokens, out);
     }
 }
 

@@ -302,7 +302,7 @@ impl Governance {
         let dir = self.dir.load();
         let k = dir.keys.get(key)?;
         let limit = k.spec.rate_limits.tool_calls_per_minute.map(|n| Charge {
-            bucket: format!("{}tool_calls", k.level.prefix),
+            bucket: format!("{}tool_calls", k.level.prefix).into(),
             kind: Kind::ToolCalls,
             limit: n as f64,
             window: period::Window::Calendar(period::Period {
@@ -547,7 +547,7 @@ fn refusal(
     let level = chain
         .iter()
         .find(|l| c.bucket.starts_with(&l.prefix))
-        .map_or_else(|| c.bucket.clone(), |l| l.name.clone());
+        .map_or_else(|| c.bucket.to_string(), |l| l.name.clone());
     let resets = match r.resets_at_ms {
         Some(ms) => DateTime::<Utc>::from_timestamp_millis(ms).map_or_else(String::new, |t| {
             format!(
@@ -633,10 +633,7 @@ pub fn credential(headers: &axum::http::HeaderMap) -> Option<String> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
+        .and_then(crate::request::bearer);
     bearer
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))

@@ -20,23 +20,21 @@ fn time(ms: Option<i64>) -> Value {
 
 /// Budgets with spend, reservations, what is left and the next reset; limits with their window.
 async fn usage(level: &Level, specs: &[BudgetSpec], counters: &AnyCounters) -> (Value, Value) {
-    let mut charges = Vec::new();
-    level.charges(0.0, 0.0, &mut charges);
+    let buckets = level.buckets();
     let mut budgets = Vec::new();
-    for (i, (spec, (window, max))) in specs.iter().zip(&level.budgets).enumerate() {
-        let s = counters
-            .snapshot(&format!("{}budget{i}", level.prefix), *window)
-            .await;
+    let budget_buckets = buckets.iter().filter(|c| c.kind == Kind::Budget);
+    for (spec, c) in specs.iter().zip(budget_buckets) {
+        let s = counters.snapshot(&c.bucket, c.window).await;
         budgets.push(json!({
-            "max_usd": max, "period": spec.period, "calendar_aligned": spec.calendar_aligned,
+            "max_usd": c.limit, "period": spec.period, "calendar_aligned": spec.calendar_aligned,
             "spent_usd": s.used, "reserved_usd": s.reserved,
-            "remaining_usd": (max - s.used - s.reserved).max(0.0),
+            "remaining_usd": (c.limit - s.used - s.reserved).max(0.0),
             "resets_at": time(s.resets_at_ms),
         }));
     }
     let mut limits = serde_json::to_value(&level.limits).unwrap_or(Value::Null);
     let mut current = serde_json::Map::new();
-    for c in charges.iter().filter(|c| c.kind != Kind::Budget) {
+    for c in buckets.iter().filter(|c| c.kind != Kind::Budget) {
         let s = counters.snapshot(&c.bucket, c.window).await;
         let name = match c.kind {
             Kind::Requests => "requests",
@@ -83,8 +81,7 @@ async fn owner<S: serde::Serialize>(
     spec: &S,
     level: &Level,
     budgets: &[BudgetSpec],
-    from_config: bool,
-    created_ms: i64,
+    (from_config, created_ms): (bool, i64),
     counters: &AnyCounters,
 ) -> Value {
     let v = serde_json::to_value(spec).unwrap_or(Value::Null);
@@ -129,27 +126,13 @@ pub async fn one(
     Some(match kind {
         EntityKind::Customer => {
             let e = d.customers.get(id)?;
-            owner(
-                &e.spec,
-                &e.level,
-                &e.spec.budgets,
-                e.from_config,
-                e.created_ms,
-                counters,
-            )
-            .await
+            let meta = (e.from_config, e.created_ms);
+            owner(&e.spec, &e.level, &e.spec.budgets, meta, counters).await
         }
         EntityKind::Team => {
             let e = d.teams.get(id)?;
-            owner(
-                &e.spec,
-                &e.level,
-                &e.spec.budgets,
-                e.from_config,
-                e.created_ms,
-                counters,
-            )
-            .await
+            let meta = (e.from_config, e.created_ms);
+            owner(&e.spec, &e.level, &e.spec.budgets, meta, counters).await
         }
         EntityKind::Key => key(d.keys.get(id)?, d, counters).await,
     })
@@ -192,18 +175,12 @@ pub async fn budget_states(
     }
     let mut out = Vec::new();
     for (kind, id, level, specs) in levels {
-        for (i, ((window, max), spec)) in level.budgets.iter().zip(specs).enumerate() {
-            let s = counters
-                .snapshot(&format!("{}budget{i}", level.prefix), *window)
-                .await;
+        let budget_buckets = level.buckets().iter().filter(|c| c.kind == Kind::Budget);
+        for (c, spec) in budget_buckets.zip(specs) {
+            let s = counters.snapshot(&c.bucket, c.window).await;
             let period = spec.period.clone().unwrap_or_else(|| "none".into());
-            out.push((
-                kind.word(),
-                id.to_owned(),
-                period,
-                s.used,
-                (max - s.used - s.reserved).max(0.0),
-            ));
+            let left = (c.limit - s.used - s.reserved).max(0.0);
+            out.push((kind.word(), id.to_owned(), period, s.used, left));
         }
     }
     out
