@@ -55,7 +55,11 @@ pub async fn admit(
         }
     };
     let credential = ctx.credential.as_ref().map(crate::config::Secret::expose);
-    state.governance.admit(credential, ask).await.map_err(|e| {
+    let admitted = state.governance.admit(credential, ask).await;
+    if let Ok(Some(p)) = &admitted {
+        ctx.spent.rate_limits(&p.headers);
+    }
+    admitted.map_err(|e| {
         if let Some(w) = state.governance.who(credential) {
             ctx.spent.who(w);
         }

@@ -42,7 +42,37 @@ pub trait ToolGate: Send + Sync + std::fmt::Debug {
     fn check<'a>(
         &'a self,
         tool: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>>;
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ToolRefusal>>;
+}
+
+/// Why a governed caller may not run a tool now.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ToolRefusal {
+    /// Outside the key's `mcp_tools` (`tool_not_allowed`).
+    #[error("{0} (tool_not_allowed)")]
+    NotAllowed(String),
+    /// The key's `tool_calls_per_minute` is reached (`rate_limit_exceeded`).
+    #[error("{message} (rate_limit_exceeded)")]
+    RateLimited {
+        /// What was reached.
+        message: String,
+        /// Seconds until the window resets.
+        retry_after: u64,
+    },
+    /// The counter store cannot be reached (`governance_store_unavailable`).
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl ToolRefusal {
+    /// The error code, as in the HTTP errors.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotAllowed(_) => "tool_not_allowed",
+            Self::RateLimited { .. } => "rate_limit_exceeded",
+            Self::Unavailable(_) => "governance_store_unavailable",
+        }
+    }
 }
 
 /// Time a request spent outside the gateway, and the tools it ran; shared by the stages.
@@ -52,6 +82,23 @@ pub struct Spent {
     tools_us: AtomicU64,
     tools: Mutex<Vec<String>>,
     who: Mutex<Option<Who>>,
+    rate: Mutex<Option<RateHeaders>>,
+}
+
+/// The `x-ratelimit-*` values of a governed key (its tightest level).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RateHeaders {
+    /// (limit, remaining, reset in ms) for requests.
+    pub requests: Option<(u64, u64, u64)>,
+    /// (limit, remaining, reset in ms) for tokens.
+    pub tokens: Option<(u64, u64, u64)>,
+}
+
+impl RateHeaders {
+    /// Whether the key has a request or token limit to report.
+    pub fn is_empty(&self) -> bool {
+        self.requests.is_none() && self.tokens.is_none()
+    }
 }
 
 /// The virtual key of a governed request, with its team and customer (for the log).
@@ -71,6 +118,21 @@ impl Spent {
         if let Ok(mut slot) = self.who.lock() {
             *slot = Some(w);
         }
+    }
+
+    /// Notes the key's rate-limit state at admission (for the headers of every answer, errors
+    /// included).
+    pub fn rate_limits(&self, h: &RateHeaders) {
+        if !h.is_empty()
+            && let Ok(mut slot) = self.rate.lock()
+        {
+            *slot = Some(h.clone());
+        }
+    }
+
+    /// The rate-limit state noted at admission.
+    pub fn rate(&self) -> Option<RateHeaders> {
+        self.rate.lock().ok().and_then(|r| r.clone())
     }
 
     /// Whose request this is, when known.

@@ -1,10 +1,12 @@
 //! MCP administration under `/api/mcp` (behind the admin token): register, list, remove servers;
 //! list tools; try one (`POST /api/mcp/tools/{name}/call`, body: the arguments object). Header
-//! and environment values are never shown.
+//! and environment values are never shown. A request that carries a virtual key (`x-api-key` or
+//! `api-key` next to the admin token) sees and runs only that key's tools, and each call counts
+//! toward its `tool_calls_per_minute`.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -69,12 +71,31 @@ async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Resp
     }
 }
 
-async fn tools(State(state): State<AppState>) -> Response {
-    Json(json!({"object": "list", "data": state.mcp.tools()})).into_response()
+async fn tools(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let gate = match super::caller_tool_gate(&state, &headers) {
+        Ok(g) => g,
+        Err(e) => return fail(e.into()),
+    };
+    let tools: Vec<_> = state
+        .mcp
+        .tools()
+        .into_iter()
+        .filter(|t| gate.as_ref().is_none_or(|g| g.allows(&t.name)))
+        .collect();
+    Json(json!({"object": "list", "data": tools})).into_response()
 }
 
 /// Runs one tool with the JSON body as its arguments, as the tool loop would (same timeout).
-async fn call(State(state): State<AppState>, Path(name): Path<String>, body: Body) -> Response {
+async fn call(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let gate = match super::caller_tool_gate(&state, &headers) {
+        Ok(g) => g,
+        Err(e) => return fail(e.into()),
+    };
     let args: serde_json::Value = match super::read_json(&state, body).await {
         Ok(v) => v,
         Err(e) => return fail(e),
@@ -89,6 +110,12 @@ async fn call(State(state): State<AppState>, Path(name): Path<String>, body: Bod
             "no MCP tool named `{name}` (see GET /api/mcp/tools)"
         )));
     }
+    // Checked (and counted) only once the call is known to be well formed.
+    if let Some(g) = &gate
+        && let Err(why) = g.check(&name).await
+    {
+        return fail(tool_refusal(why));
+    }
     let started = std::time::Instant::now();
     let r = state
         .mcp
@@ -101,4 +128,22 @@ async fn call(State(state): State<AppState>, Path(name): Path<String>, body: Bod
         "ms": started.elapsed().as_secs_f64() * 1000.0,
     }))
     .into_response()
+}
+
+/// The HTTP error for a refused tool call.
+fn tool_refusal(why: crate::request::ToolRefusal) -> GatewayError {
+    use crate::governance::GovernanceError as G;
+    use crate::request::ToolRefusal as R;
+    GatewayError::Governance(match why {
+        R::NotAllowed(m) => G::ToolNotAllowed(m),
+        R::RateLimited {
+            message,
+            retry_after,
+        } => G::RateLimited {
+            message,
+            retry_after,
+            headers: crate::request::RateHeaders::default(),
+        },
+        R::Unavailable(m) => G::StoreUnavailable(m),
+    })
 }

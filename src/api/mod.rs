@@ -84,17 +84,36 @@ pub fn routes(state: AppState) -> Router {
 
 /// `/mcp` callers with a virtual key see and run only that key's tools.
 fn mcp_gatekeeper(state: &AppState) -> crate::mcp::server::Gatekeeper {
-    let gov = state.governance.clone();
+    let state = state.clone();
     std::sync::Arc::new(move |headers: &HeaderMap| {
-        let cred = crate::governance::credential(headers);
-        match gov.identify_caller(cred.as_deref()) {
-            Ok(Some(key)) => Ok(gov
-                .tool_permit(&key)
-                .map(|g| g as std::sync::Arc<dyn crate::request::ToolGate>)),
-            Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
+        caller_tool_gate(&state, headers).map_err(|e| e.to_string())
     })
+}
+
+/// The MCP tools a caller may see and run: `Ok(None)` for an ungoverned caller or the admin
+/// (admin token) without a virtual key. The admin token travels in `Authorization`, so an admin
+/// acting as a key sends the key in `x-api-key` (or `api-key`).
+pub(crate) fn caller_tool_gate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<std::sync::Arc<dyn crate::request::ToolGate>>, crate::governance::GovernanceError>
+{
+    let admin = state.config.server.admin_token.is_some() && admin::token_ok(state, headers);
+    let cred = if admin {
+        let mut others = headers.clone();
+        others.remove(axum::http::header::AUTHORIZATION);
+        crate::governance::credential(&others)
+    } else {
+        crate::governance::credential(headers)
+    };
+    // No key: the caller is the admin, or ungoverned (`/mcp` refuses keyless callers in front
+    // of this when keys are required).
+    let Some(cred) = cred else { return Ok(None) };
+    let gov = &state.governance;
+    Ok(gov
+        .identify_caller(Some(&cred))?
+        .and_then(|key| gov.tool_permit(&key))
+        .map(|g| g as std::sync::Arc<dyn crate::request::ToolGate>))
 }
 
 /// Every error answer is JSON in its ingress's shape: axum's own rejections (wrong method, a
@@ -406,12 +425,15 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
     }) = err
     {
         set_rate_headers(resp.headers_mut(), Some(headers));
+    } else {
+        // Admitted, then failed (upstream error, bad tool call, ...): the key's limits still show.
+        set_rate_headers(resp.headers_mut(), ctx.spent.rate().as_ref());
     }
     resp
 }
 
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for a key with limits.
-pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::governance::RateHeaders>) {
+pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHeaders>) {
     let Some(r) = rate else { return };
     for (what, v) in [("requests", r.requests), ("tokens", r.tokens)] {
         let Some((limit, remaining, reset_ms)) = v else {

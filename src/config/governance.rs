@@ -188,6 +188,9 @@ pub struct GovernanceConfig {
     pub metrics_per_key: bool,
     /// Admit models without a price under a USD budget (as costing nothing).
     pub allow_unpriced: bool,
+    /// Redis store: how long a reservation is held for an instance that never settles it (killed
+    /// mid-request) before any instance gives it back.
+    pub reservation_ttl: std::time::Duration,
     /// Customers from the file (read-only through the API).
     pub customers: Vec<CustomerSpec>,
     /// Teams from the file.
@@ -206,12 +209,16 @@ impl Default for GovernanceConfig {
             cache_scope: CacheScope::Team,
             metrics_per_key: false,
             allow_unpriced: false,
+            reservation_ttl: std::time::Duration::from_secs(DEFAULT_RESERVATION_TTL_SECONDS),
             customers: Vec::new(),
             teams: Vec::new(),
             keys: Vec::new(),
         }
     }
 }
+
+/// Default of `reservation_ttl_seconds`: an hour, longer than any request or stream should run.
+pub const DEFAULT_RESERVATION_TTL_SECONDS: u64 = 3600;
 
 /// `[governance]` as written.
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +231,7 @@ pub struct RawGovernance {
     cache_scope: Option<String>,
     metrics_per_key: Option<bool>,
     unpriced_models: Option<String>,
+    reservation_ttl_seconds: Option<u64>,
     customers: Vec<CustomerSpec>,
     teams: Vec<TeamSpec>,
     keys: Vec<KeySpec>,
@@ -270,6 +278,14 @@ pub fn validate(raw: RawGovernance, issues: &mut Vec<Issue>) -> GovernanceConfig
             }
             Some(_) => {}
         }
+    }
+    match raw.reservation_ttl_seconds {
+        None => {}
+        Some(s @ 1..=604_800) => g.reservation_ttl = std::time::Duration::from_secs(s),
+        Some(s) => issues.push(Issue::new(
+            "governance.reservation_ttl_seconds",
+            format!("must be between 1 and 604800 (a week), got {s}"),
+        )),
     }
     g.cache_scope = match raw.cache_scope.as_deref() {
         None | Some("team") => CacheScope::Team,

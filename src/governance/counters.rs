@@ -306,22 +306,33 @@ pub enum AnyCounters {
 }
 
 impl AnyCounters {
-    /// Reserves every charge or none; `Err` when the store cannot be reached.
+    /// Reserves every charge or none; `Err` when the store cannot be reached. `lease` names the
+    /// reservation in a shared store (empty: nothing to settle later).
     pub async fn reserve(
         &self,
         charges: &[Charge],
+        lease: &str,
     ) -> Result<Result<Vec<Snapshot>, Refusal>, super::redis::Unreachable> {
         match self {
             Self::Embedded(c) => Ok(c.reserve(charges, Utc::now())),
-            Self::Redis(r) => r.reserve(charges).await,
+            Self::Redis(r) => r.reserve(charges, lease).await,
+        }
+    }
+
+    /// A name for a reservation that is to be settled: unique in a shared store (a process-local
+    /// store needs none).
+    pub fn new_lease(&self) -> Arc<str> {
+        match self {
+            Self::Embedded(_) => Arc::from(""),
+            Self::Redis(_) => Arc::from(uuid::Uuid::new_v4().simple().to_string()),
         }
     }
 
     /// Replaces reservations with what was used (Redis: in a tracked background task).
-    pub fn settle(&self, charges: Vec<Charge>, usd: f64, tokens: f64) {
+    pub fn settle(&self, charges: Vec<Charge>, lease: &str, usd: f64, tokens: f64) {
         match self {
             Self::Embedded(c) => c.settle(&charges, usd, tokens, Utc::now()),
-            Self::Redis(r) => r.settle(charges, usd, tokens),
+            Self::Redis(r) => r.settle(charges, lease, usd, tokens),
         }
     }
 
@@ -343,5 +354,111 @@ impl AnyCounters {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::period::Period;
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn budget(window: Window) -> [Charge; 1] {
+        [Charge {
+            bucket: Arc::from("key:k:budget0"),
+            kind: Kind::Budget,
+            limit: 1.0,
+            window,
+            amount: 0.6,
+        }]
+    }
+
+    /// Spends 0.6 of 1.0 at `spend`, is refused a second 0.6 at `refused` (resetting at
+    /// `resets`), and admitted again at `fresh`.
+    fn resets(c: &Counters, w: Window, spend: &str, refused: &str, resets: &str, fresh: &str) {
+        let ch = budget(w);
+        c.reserve(&ch, at(spend)).unwrap();
+        c.settle(&ch, 0.6, 0.0, at(spend));
+        let r = c.reserve(&ch, at(refused)).unwrap_err();
+        assert_eq!(r.used, 0.6);
+        assert_eq!(r.resets_at_ms, Some(at(resets).timestamp_millis()));
+        let snaps = c.reserve(&ch, at(fresh)).unwrap();
+        assert_eq!(snaps[0].used, 0.0, "a new window starts empty");
+        c.settle(&ch, 0.0, 0.0, at(fresh));
+    }
+
+    #[test]
+    fn calendar_aligned_budgets_reset_on_utc_boundaries() {
+        let cal = |p: &str| Window::Calendar(Period::parse(p).unwrap());
+        let c = Counters::open(None);
+        resets(
+            &c,
+            cal("1d"),
+            "2026-03-31T23:59:58Z",
+            "2026-03-31T23:59:59.999Z",
+            "2026-04-01T00:00:00Z",
+            "2026-04-01T00:00:00.001Z",
+        );
+        let c = Counters::open(None);
+        resets(
+            &c,
+            cal("1M"),
+            "2026-01-31T12:00:00Z",
+            "2026-01-31T23:59:59Z",
+            "2026-02-01T00:00:00Z",
+            "2026-02-01T00:00:01Z",
+        );
+        // Weeks start on Monday (2026-03-02 is one).
+        let c = Counters::open(None);
+        resets(
+            &c,
+            cal("1w"),
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T23:00:00Z",
+            "2026-03-02T00:00:00Z",
+            "2026-03-02T00:00:00Z",
+        );
+        let c = Counters::open(None);
+        resets(
+            &c,
+            cal("1y"),
+            "2026-12-31T23:00:00Z",
+            "2026-12-31T23:59:59Z",
+            "2027-01-01T00:00:00Z",
+            "2027-01-01T00:00:00Z",
+        );
+    }
+
+    #[test]
+    fn rolling_budgets_reset_a_period_after_first_use() {
+        let c = Counters::open(None);
+        resets(
+            &c,
+            Window::Rolling(Period::parse("1d").unwrap()),
+            "2026-03-31T10:00:00Z",
+            "2026-04-01T09:59:59Z",
+            "2026-04-01T10:00:00Z",
+            "2026-04-01T10:00:00Z",
+        );
+    }
+
+    #[test]
+    fn spend_and_windows_survive_a_restart_and_reset_after_it() {
+        let store = Store::temporary().unwrap();
+        let w = Window::Calendar(Period::parse("1d").unwrap());
+        let ch = budget(w);
+        let c = Counters::open(Some(store.clone()));
+        c.reserve(&ch, at("2026-05-05T20:00:00Z")).unwrap();
+        c.settle(&ch, 0.6, 0.0, at("2026-05-05T20:00:01Z"));
+        c.flush();
+        drop(c);
+        let c = Counters::open(Some(store));
+        let r = c.reserve(&ch, at("2026-05-05T23:00:00Z")).unwrap_err();
+        assert_eq!(r.used, 0.6, "spend kept across the restart");
+        assert_eq!(r.reserved, 0.0, "reservations are not persisted");
+        c.reserve(&ch, at("2026-05-06T00:00:00Z")).unwrap();
     }
 }

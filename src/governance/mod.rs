@@ -78,14 +78,7 @@ pub enum GovernanceError {
     StoreUnavailable(String),
 }
 
-/// The `x-ratelimit-*` values of a key (its tightest level).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RateHeaders {
-    /// (limit, remaining, reset in ms) for requests.
-    pub requests: Option<(u64, u64, u64)>,
-    /// (limit, remaining, reset in ms) for tokens.
-    pub tokens: Option<(u64, u64, u64)>,
-}
+pub use crate::request::{RateHeaders, ToolRefusal};
 
 /// Who a governed request is.
 #[derive(Debug, Clone)]
@@ -128,6 +121,7 @@ pub struct Ask<'a> {
 pub struct Permit {
     counters: AnyCounters,
     charges: Vec<Charge>,
+    lease: Arc<str>,
     settled: bool,
     /// Who it is.
     pub principal: Principal,
@@ -150,7 +144,8 @@ impl Permit {
     pub fn settle(mut self, usd: f64, tokens: u64) {
         self.settled = true;
         let charges = std::mem::take(&mut self.charges);
-        self.counters.settle(charges, usd, tokens as f64);
+        self.counters
+            .settle(charges, &self.lease, usd, tokens as f64);
     }
 }
 
@@ -158,7 +153,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         if !self.settled {
             let charges = std::mem::take(&mut self.charges);
-            self.counters.settle(charges, 0.0, 0.0);
+            self.counters.settle(charges, &self.lease, 0.0, 0.0);
         }
     }
 }
@@ -187,29 +182,32 @@ impl crate::request::ToolGate for ToolPermit {
     fn check<'a>(
         &'a self,
         tool: &'a str,
-    ) -> futures_util::future::BoxFuture<'a, Result<(), String>> {
+    ) -> futures_util::future::BoxFuture<'a, Result<(), ToolRefusal>> {
         Box::pin(async move {
             if !self.allows(tool) {
-                return Err(format!(
-                    "the virtual key `{}` may not run the MCP tool `{tool}` (tool_not_allowed)",
+                return Err(ToolRefusal::NotAllowed(format!(
+                    "the virtual key `{}` may not run the MCP tool `{tool}`",
                     self.key
-                ));
+                )));
             }
             let Some(c) = &self.limit else { return Ok(()) };
-            match self.counters.reserve(std::slice::from_ref(c)).await {
+            match self.counters.reserve(std::slice::from_ref(c), "").await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(r)) => {
                     let wait = r
                         .resets_at_ms
                         .map_or(1, |e| (e - Utc::now().timestamp_millis()).max(0) / 1000 + 1);
-                    Err(format!(
-                        "the virtual key `{}` reached its limit of {} tool calls per minute; retry after {wait}s (rate_limit_exceeded)",
-                        self.key, c.limit
-                    ))
+                    Err(ToolRefusal::RateLimited {
+                        message: format!(
+                            "the virtual key `{}` reached its limit of {} tool calls per minute; retry after {wait}s",
+                            self.key, c.limit
+                        ),
+                        retry_after: u64::try_from(wait).unwrap_or(1),
+                    })
                 }
-                Err(e) => Err(format!(
+                Err(e) => Err(ToolRefusal::Unavailable(format!(
                     "the governance store cannot be reached, so the tool call is not run: {e}"
-                )),
+                ))),
             }
         })
     }
@@ -249,15 +247,16 @@ impl Governance {
     ) -> Result<Arc<Self>, GovernanceError> {
         let (counters, persist) = match (&config.store, &config.redis_url) {
             (crate::config::governance::GovStore::Redis, Some(url)) => {
-                let (r, conn) = redis::RedisCounters::connect(url, tasks.clone())
-                    .await
-                    .map_err(|e| {
-                        GovernanceError::StoreUnavailable(format!(
-                            "cannot reach the governance store at {}: {}",
-                            redis::safe_url(url),
-                            crate::providers::redact::scrub(&e.to_string())
-                        ))
-                    })?;
+                let (r, conn) =
+                    redis::RedisCounters::connect(url, config.reservation_ttl, tasks.clone())
+                        .await
+                        .map_err(|e| {
+                            GovernanceError::StoreUnavailable(format!(
+                                "cannot reach the governance store at {}: {}",
+                                redis::safe_url(url),
+                                crate::providers::redact::scrub(&e.to_string())
+                            ))
+                        })?;
                 (
                     AnyCounters::Redis(Arc::new(r)),
                     directory::Persist::Redis(conn),
@@ -386,7 +385,8 @@ impl Governance {
             e.charges(worst_usd, tokens, &mut charges);
         }
         k.level.model_charges(ask.model, tokens, &mut charges);
-        let snaps = match self.counters.reserve(&charges).await {
+        let lease = self.counters.new_lease();
+        let snaps = match self.counters.reserve(&charges, &lease).await {
             Ok(Ok(s)) => s,
             Ok(Err(r)) => return Err(refusal(&charges, &r, &chain, worst_usd, ask, now)),
             Err(e) if self.config.fail_closed => {
@@ -416,6 +416,7 @@ impl Governance {
         Ok(Some(Permit {
             counters: self.counters.clone(),
             charges,
+            lease,
             settled: false,
             principal,
             headers,

@@ -5,6 +5,12 @@
 //! (all-or-nothing, atomic in Redis), with the server's clock for windows that start at first use.
 //! Entities made through the admin API live in the hash `sy:gov:entities`; every change bumps
 //! `sy:gov:version`, which each instance polls twice a second to reload.
+//!
+//! A reservation is a lease: its amounts are kept in `sy:gov:lease:<id>` and its expiry in the
+//! sorted set `sy:gov:leases`. Settling removes the lease; a lease never settled (its instance was
+//! killed mid-request) is given back by the next reservation of any instance once it expires
+//! (`[governance] reservation_ttl_seconds`), so a crash cannot hold a budget forever. A settlement
+//! that finds its lease already given back charges what was used without releasing twice.
 
 use std::time::Duration;
 
@@ -39,6 +45,22 @@ end
 "#;
 
 const RESERVE: &str = r#"
+local n = #KEYS
+local lease, lease_ttl = ARGV[n * 6 + 1], tonumber(ARGV[n * 6 + 2])
+-- Give back the reservations of leases that expired unsettled (a few per call).
+local dead = redis.call('ZRANGEBYSCORE', 'sy:gov:leases', '-inf', now, 'LIMIT', 0, 32)
+for _, id in ipairs(dead) do
+  local held = redis.call('HGETALL', 'sy:gov:lease:' .. id)
+  for j = 1, #held, 2 do
+    if redis.call('EXISTS', held[j]) == 1 then
+      local r = (tonumber(redis.call('HGET', held[j], 'r')) or 0) - tonumber(held[j + 1])
+      if r < 1e-9 then r = 0 end
+      redis.call('HSET', held[j], 'r', fmt(r))
+    end
+  end
+  redis.call('DEL', 'sy:gov:lease:' .. id)
+  redis.call('ZREM', 'sy:gov:leases', id)
+end
 local st = {}
 for i = 1, #KEYS do
   local b = (i - 1) * 6
@@ -64,23 +86,39 @@ for i = 1, #KEYS do
   local b = (i - 1) * 6
   local kind, amount, ttl = ARGV[b + 1], tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local s, u, r = st[i][1], st[i][2], st[i][3]
-  if kind == 'q' then u = u + amount else r = r + amount end
+  if kind == 'q' then
+    u = u + amount
+  else
+    r = r + amount
+    if lease ~= '' then redis.call('HINCRBYFLOAT', 'sy:gov:lease:' .. lease, KEYS[i], amount) end
+  end
   redis.call('HSET', KEYS[i], 's', fmt(s), 'u', fmt(u), 'r', fmt(r))
   if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
   table.insert(out, fmt(u))
   table.insert(out, fmt(r))
   table.insert(out, fmt(s))
 end
+if lease ~= '' and redis.call('EXISTS', 'sy:gov:lease:' .. lease) == 1 then
+  redis.call('ZADD', 'sy:gov:leases', now + lease_ttl, lease)
+  redis.call('PEXPIRE', 'sy:gov:lease:' .. lease, lease_ttl + 86400000)
+end
 return out
 "#;
 
 const SETTLE: &str = r#"
+local lease = ARGV[#KEYS * 6 + 1]
+-- Released only while the lease is held: an expired lease was given back already.
+local held = true
+if lease ~= '' then
+  held = redis.call('ZREM', 'sy:gov:leases', lease) == 1
+  redis.call('DEL', 'sy:gov:lease:' .. lease)
+end
 for i = 1, #KEYS do
   local b = (i - 1) * 6
   local kind, wmode, warg = ARGV[b + 1], ARGV[b + 2], tonumber(ARGV[b + 3])
   local reserved, actual, ttl = tonumber(ARGV[b + 4]), tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
   local s, u, r = bucket(KEYS[i], wmode, warg)
-  if kind ~= 'q' then
+  if kind ~= 'q' and held then
     r = r - reserved
     if r < 1e-9 then r = 0 end
   end
@@ -94,6 +132,8 @@ return 'ok'
 /// Counters in Redis.
 pub struct RedisCounters {
     conn: ConnectionManager,
+    /// How long an unsettled reservation is held.
+    lease_ttl: Duration,
     reserve: redis::Script,
     settle: redis::Script,
     tasks: tokio_util::task::TaskTracker,
@@ -166,6 +206,7 @@ impl RedisCounters {
     /// Connects (a multiplexed connection that reconnects by itself; calls time out after 2 s).
     pub async fn connect(
         url: &str,
+        lease_ttl: Duration,
         tasks: tokio_util::task::TaskTracker,
     ) -> Result<(Self, ConnectionManager), Unreachable> {
         let client = redis::Client::open(url).map_err(|e| Unreachable(e.to_string()))?;
@@ -179,6 +220,7 @@ impl RedisCounters {
         Ok((
             Self {
                 conn: conn.clone(),
+                lease_ttl,
                 reserve: redis::Script::new(&format!("{PRELUDE}{RESERVE}")),
                 settle: redis::Script::new(&format!("{PRELUDE}{SETTLE}")),
                 tasks,
@@ -187,10 +229,12 @@ impl RedisCounters {
         ))
     }
 
-    /// Reserves every charge or none (one script).
+    /// Reserves every charge or none (one script), held under `lease` (empty: nothing to give
+    /// back, request and tool-call counts only).
     pub async fn reserve(
         &self,
         charges: &[Charge],
+        lease: &str,
     ) -> Result<Result<Vec<Snapshot>, Refusal>, Unreachable> {
         if charges.is_empty() {
             return Ok(Ok(Vec::new()));
@@ -207,6 +251,7 @@ impl RedisCounters {
                 .arg(c.amount)
                 .arg(ttl);
         }
+        inv.arg(lease).arg(self.lease_ttl.as_millis() as u64);
         let mut conn = self.conn.clone();
         let out: Vec<String> = inv
             .invoke_async(&mut conn)
@@ -243,7 +288,7 @@ impl RedisCounters {
     }
 
     /// Settles in the background (a tracked task: shutdown waits for it).
-    pub fn settle(&self, charges: Vec<Charge>, usd: f64, tokens: f64) {
+    pub fn settle(&self, charges: Vec<Charge>, lease: &str, usd: f64, tokens: f64) {
         if charges.is_empty() {
             return;
         }
@@ -252,7 +297,7 @@ impl RedisCounters {
         // The arguments are built now; the call is made in a tracked task.
         let script = self.settle.clone();
         let keys: Vec<String> = charges.iter().map(|c| key(&c.bucket)).collect();
-        let args: Vec<String> = charges
+        let mut args: Vec<String> = charges
             .iter()
             .flat_map(|c| {
                 let (mode, arg, ttl) = window_args(c.window, now);
@@ -271,6 +316,7 @@ impl RedisCounters {
                 ]
             })
             .collect();
+        args.push(lease.to_owned());
         self.tasks.spawn(async move {
             let mut inv = script.prepare_invoke();
             for k in &keys {

@@ -90,7 +90,7 @@ impl ServerHandler for Aggregator {
         if let Some(g) = self.gate(&context)?
             && let Err(why) = g.check(&request.name).await
         {
-            return Err(ErrorData::invalid_params(why, None));
+            return Err(ErrorData::invalid_params(why.to_string(), None));
         }
         let args = request
             .arguments

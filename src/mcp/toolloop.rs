@@ -464,7 +464,7 @@ async fn run_calls(
             None => Ok(()),
         };
         if let Err(why) = verdict {
-            span.record("error.type", "tool_not_allowed");
+            span.record("error.type", why.code());
             return Message {
                 role: Role::Tool,
                 content: Some(crate::chat::Content::Text(format!("Error: {why}"))),

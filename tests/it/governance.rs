@@ -503,14 +503,25 @@ async fn a_budget_holds_under_64_concurrent_requests(b: &Backend) {
         10,
         "every admitted request was answered, no other"
     );
-    // Settled: the actual cost (19 prompt + 10 completion tokens each), nothing reserved.
-    let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
-    let b = &k["budgets"][0];
-    let spent = b["spent_usd"].as_f64().unwrap();
+    // Settled (Redis: by a background write just after each answer): the actual cost (19 prompt
+    // + 10 completion tokens each), nothing reserved.
     let expected = 10.0 * (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
-    assert!((spent - expected).abs() < 1e-9, "{spent} vs {expected}");
-    assert_eq!(b["reserved_usd"].as_f64().unwrap(), 0.0);
-    assert!(b["resets_at"].is_string());
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, k) = admin(&gw, reqwest::Method::GET, "/api/keys/prod", None).await;
+        let b = &k["budgets"][0];
+        let spent = b["spent_usd"].as_f64().unwrap();
+        let reserved = b["reserved_usd"].as_f64().unwrap();
+        assert!(b["resets_at"].is_string());
+        if (spent - expected).abs() < 1e-9 && reserved == 0.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{spent} vs {expected}, {reserved} reserved"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // With the reservations released, the budget admits again.
     mock.always(Reply::Ok);
     assert_eq!(chat_as(&gw, Some(PROD), &body).await.status(), 200);
@@ -579,20 +590,40 @@ async fn budgets_name_the_level_and_a_worst_case_too_big_names_max_tokens(b: &Ba
     gw.shutdown().await;
 }
 
+/// Waits until at least 12 s remain in the current UTC minute, so that a test counting calls per
+/// minute never sees its window reset halfway.
+pub async fn clear_of_minute_boundary() {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 60_000;
+    if ms > 48_000 {
+        tokio::time::sleep(Duration::from_millis(60_000 - ms as u64 + 50)).await;
+    }
+}
+
 async fn rate_limits_answer_429_with_openai_headers(b: &Backend) {
     let mock = Mock::start().await;
     let cfg = format!(
-        "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nrate_limits = {{ requests_per_minute = 3, tokens_per_minute = 1000000 }}\n",
+        "{}[governance]\n\n[[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nrate_limits = {{ requests_per_minute = 4, tokens_per_minute = 1000000 }}\n",
         provider(&mock)
     );
     let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
+    clear_of_minute_boundary().await;
     let body = chat_body(json!({"max_tokens": 50}));
+    // An upstream error after admission still carries the key's limits (every answer does).
+    mock.script([Reply::Status(400, None)]);
+    let r = chat_as(&gw, Some(PROD), &body).await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(header(r.headers(), "x-ratelimit-limit-requests"), "4");
+    assert_eq!(header(r.headers(), "x-ratelimit-remaining-requests"), "3");
     for left in ["2", "1", "0"] {
         let r = chat_as(&gw, Some(PROD), &body).await;
         assert_eq!(r.status(), 200);
         let h = r.headers();
-        assert_eq!(header(h, "x-ratelimit-limit-requests"), "3");
+        assert_eq!(header(h, "x-ratelimit-limit-requests"), "4");
         assert_eq!(header(h, "x-ratelimit-remaining-requests"), left);
         let reset = header(h, "x-ratelimit-reset-requests");
         assert!(reset.ends_with('s'), "{reset}");
@@ -605,7 +636,7 @@ async fn rate_limits_answer_429_with_openai_headers(b: &Backend) {
     assert_eq!(header(r.headers(), "x-ratelimit-remaining-requests"), "0");
     let (_, code, _) = err_code(r).await;
     assert_eq!(code, "rate_limit_exceeded");
-    assert_eq!(mock.calls(), 3);
+    assert_eq!(mock.calls(), 4);
     gw.shutdown().await;
 }
 
@@ -762,6 +793,7 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
     let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
     crate::mcp::ready_servers(&gw, 2).await;
+    clear_of_minute_boundary().await;
     let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "add 2 and 3"}]});
     // Offered and run: only the key's tools.
     let r = chat_as(&gw, Some(PROD), &body).await;
@@ -836,6 +868,118 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
             .contains("tool calls per minute"),
         "{v}"
     );
+    // The admin API's tool list and try-a-tool call, with the key: the same rules.
+    let as_key = |rb: reqwest::RequestBuilder| rb.header("x-api-key", PROD);
+    let v: Value = as_key(client().get(gw.url("/api/mcp/tools")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        !listed.is_empty() && listed.iter().all(|n| n.starts_with("calc__")),
+        "{listed:?}"
+    );
+    let all: Value = gw.get("/api/mcp/tools", None).await.json().await.unwrap();
+    assert!(
+        all["data"].as_array().unwrap().len() > listed.len(),
+        "{all}"
+    );
+    let try_tool = |name: &str| {
+        as_key(client().post(gw.url(&format!("/api/mcp/tools/{name}/call"))))
+            .json(&json!({"a": 1, "b": 2}))
+    };
+    let (s, code, _) = err_code(try_tool("slow__echo").send().await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (403, "tool_not_allowed"));
+    let (s, code, _) = err_code(try_tool("calc__add").send().await.unwrap()).await;
+    assert_eq!((s, code.as_str()), (429, "rate_limit_exceeded"));
+    // Without a key the admin runs any tool.
+    let r = client()
+        .post(gw.url("/api/mcp/tools/calc__add/call"))
+        .json(&json!({"a": 1, "b": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    gw.shutdown().await;
+}
+
+/// With an admin token and required keys, the admin on `/mcp` sees every tool (the token is not
+/// mistaken for a bad virtual key), and acting as a key (`x-api-key`) sees only the key's.
+#[tokio::test]
+async fn the_admin_token_on_mcp_is_not_a_virtual_key() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let cfg = format!(
+        "[server]\nadmin_token = \"{ADMIN}\"\n\n\
+         [[mcp.servers]]\nname = \"calc\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\n\
+         [governance]\nrequire_virtual_key = true\n\n\
+         [[governance.keys]]\nid = \"prod\"\nvalue = \"env.PROD_KEY\"\nmcp_tools = [\"calc__add\"]\n",
+        crate::mcp::server_bin("mcp-calculator").display(),
+    );
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let v: Value = gw
+            .get("/api/mcp/tools", Some(ADMIN))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let n = v["data"].as_array().map_or(0, Vec::len);
+        if n > 1 {
+            break n;
+        }
+        assert!(std::time::Instant::now() < deadline, "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    let (s, v, sid) = mcp_post(&gw, Some(ADMIN), None, init).await;
+    assert_eq!(s, 200, "{v}");
+    let sid = sid.unwrap();
+    mcp_post(
+        &gw,
+        Some(ADMIN),
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
+    let (_, v, _) = mcp_post(
+        &gw,
+        Some(ADMIN),
+        Some(&sid),
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+    )
+    .await;
+    assert_eq!(
+        v["result"]["tools"].as_array().map(Vec::len),
+        Some(all),
+        "{v}"
+    );
+    let v: Value = client()
+        .get(gw.url("/api/mcp/tools"))
+        .bearer_auth(ADMIN)
+        .header("x-api-key", PROD)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["calc__add"]);
     gw.shutdown().await;
 }
 
@@ -890,6 +1034,7 @@ async fn per_model_limits_apply_to_their_models_only(b: &Backend) {
     );
     let cfg = b.apply(&cfg);
     let gw = Gateway::start_env(&cfg, &env).await;
+    clear_of_minute_boundary().await;
     let limited = chat_body(json!({"max_tokens": 10}));
     for left in ["1", "0"] {
         let r = chat_as(&gw, Some(PROD), &limited).await;

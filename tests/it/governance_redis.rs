@@ -186,3 +186,137 @@ async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
         gw.shutdown().await;
     }
 }
+
+/// A key's first budget: (spent, reserved), as instance `base` reports it.
+async fn budget(base: &str, id: &str) -> (f64, f64) {
+    let (_, k) = admin(base, reqwest::Method::GET, &format!("/api/keys/{id}"), None).await;
+    let b = &k["budgets"][0];
+    (
+        b["spent_usd"].as_f64().unwrap_or(-1.0),
+        b["reserved_usd"].as_f64().unwrap_or(-1.0),
+    )
+}
+
+/// Whether a (spent, reserved) pair is `want` up to float dust.
+fn near(got: (f64, f64), want: (f64, f64)) -> bool {
+    (got.0 - want.0).abs() < 1e-9 && (got.1 - want.1).abs() < 1e-9
+}
+
+/// The mock's answer costs this at gpt-4o-mini's prices (19 prompt + 10 completion tokens).
+const ONE_ANSWER_USD: f64 = (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
+
+#[tokio::test]
+async fn a_redis_restart_keeps_keys_spend_and_windows() {
+    let Some(mut redis) = RedisServer::start_persistent() else {
+        return;
+    };
+    let mock = Mock::start().await;
+    let gw = Binary::start(&config(&mock, &redis, "")).await;
+    let (s, k) = admin(
+        &gw.url,
+        reqwest::Method::POST,
+        "/api/keys",
+        Some(json!({"id": "k", "budgets": [{"max_usd": 1.0}], "rate_limits": {"requests_per_minute": 2}})),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let secret = k["secret"].as_str().unwrap().to_owned();
+    crate::governance::clear_of_minute_boundary().await;
+    assert_eq!(chat(&gw.url, &secret, 10).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !near(budget(&gw.url, "k").await, (ONE_ANSWER_USD, 0.0)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            budget(&gw.url, "k").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.restart();
+    // The gateway reconnects by itself; until it has, requests fail closed (503, not counted).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (s, v) = loop {
+        let (s, v) = chat(&gw.url, &secret, 10).await;
+        if s != 503 || Instant::now() > deadline {
+            break (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        s, 200,
+        "the key made through the API survived the restart: {v}"
+    );
+    // The minute's window survived too: a third request in it is refused.
+    let (s, v) = chat(&gw.url, &secret, 10).await;
+    assert_eq!(s, 429, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !near(budget(&gw.url, "k").await, (2.0 * ONE_ANSWER_USD, 0.0)) {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            budget(&gw.url, "k").await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_instance_gives_its_reservation_back_after_the_ttl() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mock = Mock::start().await;
+    mock.always(Reply::Slow(Duration::from_secs(30)));
+    let cfg = config(&mock, &redis, "reservation_ttl_seconds = 2\n");
+    let a = Binary::start(&cfg).await;
+    let b = Binary::start(&cfg).await;
+    // The budget covers one worst case of 100,000 output tokens, not two.
+    let (s, k) = admin(
+        &a.url,
+        reqwest::Method::POST,
+        "/api/keys",
+        Some(json!({"id": "k", "budgets": [{"max_usd": 0.1}]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let secret = k["secret"].as_str().unwrap().to_owned();
+    let in_flight = {
+        let (url, key) = (a.url.clone(), secret.clone());
+        tokio::spawn(async move { chat(&url, &key, 100_000).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while budget(&b.url, "k").await.1 <= 0.0 {
+        assert!(Instant::now() < deadline, "B never saw A's reservation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reserved_at = Instant::now();
+    let (s, v) = chat(&b.url, &secret, 100_000).await;
+    assert_eq!(s, 402, "A's request holds the budget: {v}");
+    // A dies mid-request: it never settles.
+    drop(a);
+    in_flight.abort();
+    mock.always(Reply::Ok);
+    let served_at = loop {
+        let (s, v) = chat(&b.url, &secret, 100_000).await;
+        if s == 200 {
+            break Instant::now();
+        }
+        assert_eq!(s, 402, "{v}");
+        assert!(
+            reserved_at.elapsed() < Duration::from_secs(8),
+            "the dead instance's reservation was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        served_at - reserved_at >= Duration::from_millis(1500),
+        "given back before its lease ran out ({:?})",
+        served_at - reserved_at
+    );
+    // What is left: B's request settled, the dead one's reservation gone, nothing charged for it.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !near(budget(&b.url, "k").await, (ONE_ANSWER_USD, 0.0)) {
+        assert!(Instant::now() < deadline, "{:?}", budget(&b.url, "k").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -76,3 +76,15 @@ async fn cache_hits_replay_like_live_streams_to_both_sdks() {
 async fn governance_errors_as_both_sdks_see_them() {
     run_script_with("governance_sdk.py", "", 2).await;
 }
+
+#[tokio::test]
+async fn governance_errors_as_both_sdks_see_them_on_redis() {
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let gov = format!(
+        "[governance]\nstore = \"redis\"\nredis_url = \"{}\"\n",
+        redis.url
+    );
+    run_script_with("governance_sdk.py", &gov, 2).await;
+}
