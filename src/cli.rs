@@ -42,6 +42,10 @@ pub enum Command {
         /// JSONL file of {"a", "b", "hit", "kind"} pairs.
         #[arg(long, default_value = "tests/fixtures/cache/pairs.jsonl")]
         pairs: PathBuf,
+        /// Also the wrong hits a team reported, as exported by
+        /// `GET /api/cache/feedback?format=jsonl` (must-not-hit pairs, kind `reported`).
+        #[arg(long)]
+        feedback: Option<PathBuf>,
         /// Directory with model.onnx and the tokenizer files.
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         model: PathBuf,
@@ -65,17 +69,27 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Serve { config, listen } => serve(config, listen),
         Command::CacheEval {
             pairs,
+            feedback,
             model,
             runtime,
             threshold,
-        } => cache_eval(&pairs, &model, &runtime, threshold),
+        } => cache_eval(&pairs, feedback.as_deref(), &model, &runtime, threshold),
     }
 }
 
-fn cache_eval(pairs: &Path, model: &Path, runtime: &Path, threshold: f32) -> ExitCode {
+fn cache_eval(
+    pairs: &Path,
+    feedback: Option<&Path>,
+    model: &Path,
+    runtime: &Path,
+    threshold: f32,
+) -> ExitCode {
     use crate::cache::{embedder::Model, eval};
     let run = || -> Result<String, eval::EvalError> {
-        let pairs = eval::read_pairs(pairs)?;
+        let mut pairs = eval::read_pairs(pairs)?;
+        if let Some(f) = feedback {
+            pairs.extend(eval::read_pairs(f)?);
+        }
         let mut model = Model::load(model, runtime)?;
         let scored = eval::score(&mut model, pairs)?;
         Ok(eval::report(&scored, threshold))

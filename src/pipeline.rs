@@ -154,6 +154,18 @@ pub async fn chat(
         switchyard.cache.outcome = tracing::field::Empty,
         switchyard.cache.similarity = tracing::field::Empty,
     );
+    // A cached answer reported wrong goes before this request is looked up.
+    if let Some(wrong) = &opts.wrong {
+        let hit_id = wrong.as_deref().unwrap_or(&ctx.request_id);
+        match state.cache.report_wrong(None, Some(hit_id), "header").await {
+            Ok(r) => {
+                tracing::info!(request_id = %ctx.request_id, hit = %hit_id, entry = %r.entry_id, "cached answer reported wrong and removed");
+            }
+            Err(e) => {
+                tracing::info!(request_id = %ctx.request_id, hit = %hit_id, error = %e, "cache feedback not applied");
+            }
+        }
+    }
     let lookup = state
         .cache
         .lookup(&req, &opts)
@@ -161,7 +173,10 @@ pub async fn chat(
         .await;
     record_lookup(&span, &lookup);
     let (status, mut pending) = match lookup {
-        Lookup::Hit(hit) => return Ok((state.cache.hit_outcome(*hit, req.is_stream()), permit)),
+        Lookup::Hit(hit) => {
+            state.cache.remember_hit(&ctx.request_id, &req.model, &hit);
+            return Ok((state.cache.hit_outcome(*hit, req.is_stream()), permit));
+        }
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
     };

@@ -237,6 +237,9 @@ pub struct CacheOptions {
     pub ttl: Option<Duration>,
     /// Set by the pipeline: requests that differ in it never share entries (the MCP mode).
     pub partition: String,
+    /// `x-switchyard-cache-feedback: wrong[; request-id=ID]`: a cached answer to report (the hit's
+    /// request id; `None`: this request's own `x-request-id`).
+    pub wrong: Option<Option<String>>,
 }
 
 impl Default for CacheOptions {
@@ -247,8 +250,40 @@ impl Default for CacheOptions {
             threshold: None,
             ttl: None,
             partition: String::new(),
+            wrong: None,
         }
     }
+}
+
+/// Parses `x-switchyard-cache-feedback`: `wrong`, or `wrong; request-id=<id>`.
+fn parse_feedback(v: &str) -> Result<Option<String>, String> {
+    let bad = || {
+        format!(
+            "x-switchyard-cache-feedback must be `wrong` or `wrong; request-id=<the hit's x-request-id>`, got `{}`",
+            v.chars().take(60).collect::<String>()
+        )
+    };
+    let mut parts = v.split(';').map(str::trim);
+    if !parts
+        .next()
+        .is_some_and(|p| p.eq_ignore_ascii_case("wrong"))
+    {
+        return Err(bad());
+    }
+    let mut id = None;
+    for p in parts.filter(|p| !p.is_empty()) {
+        let (k, val) = p.split_once('=').ok_or_else(bad)?;
+        let val = val.trim().trim_matches('"');
+        if !k.trim().eq_ignore_ascii_case("request-id")
+            || val.is_empty()
+            || val.len() > 200
+            || !val.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(bad());
+        }
+        id = Some(val.to_owned());
+    }
+    Ok(id)
 }
 
 impl CacheOptions {
@@ -279,6 +314,9 @@ impl CacheOptions {
                 }
             }
         }
+        if let Some(v) = h.get("x-switchyard-cache-feedback") {
+            o.wrong = Some(parse_feedback(v.to_str().unwrap_or_default().trim())?);
+        }
         if let Some(v) = h.get("x-switchyard-cache-ttl") {
             let s = v.to_str().unwrap_or_default().trim();
             match s.parse::<u64>() {
@@ -304,6 +342,17 @@ pub struct CacheStatus {
     pub similarity: Option<f32>,
     /// Similarity of the best semantic candidate that was not served (misses; for the log).
     pub best_candidate: Option<f32>,
+    /// Shadow mode: what would have been served (`x-switchyard-cache-shadow`).
+    pub shadow: Option<ShadowStatus>,
+}
+
+/// What a lookup in shadow mode would have done.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ShadowStatus {
+    /// `hit-exact`, `hit-semantic` or `miss`.
+    pub outcome: Outcome,
+    /// Similarity of a semantic hit.
+    pub similarity: Option<f32>,
 }
 
 /// What a lookup came to.

@@ -1,8 +1,10 @@
-//! Cache administration under `/api/cache` (behind the admin token): stats, entries, deletes.
+//! Cache administration under `/api/cache` (behind the admin token): stats, entries, deletes,
+//! the threshold what-if (with shadow mode's would-be hits), and feedback on wrong answers.
 
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,6 +21,99 @@ pub fn routes() -> Router<AppState> {
         .route("/whatif", get(what_if))
         .route("/entries", get(entries).delete(purge))
         .route("/entries/{id}", delete(delete_one).get(get_one))
+        .route("/entries/{id}/feedback", post(feedback))
+        .route("/feedback", get(reported))
+}
+
+/// `POST /api/cache/entries/{id}/feedback` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    verdict: String,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+/// Reports a served entry as wrong: removed, counted, its pair of questions kept.
+async fn feedback(State(state): State<AppState>, Path(id): Path<String>, body: Body) -> Response {
+    let result = async {
+        let id = parse_id(&id)?;
+        let b: FeedbackBody = super::read_json(&state, body).await?;
+        if b.verdict != "wrong" {
+            return Err(GatewayError::BadRequest(format!(
+                "`verdict` must be `wrong` (a right answer needs no report), got `{}`",
+                b.verdict.chars().take(40).collect::<String>()
+            )));
+        }
+        index(&state)?;
+        state
+            .cache
+            .report_wrong(Some(id), b.request_id.as_deref(), "api")
+            .await
+            .map_err(|e| match e {
+                crate::cache::feedback::FeedbackError::NotFound(m) => GatewayError::NotFound(m),
+                crate::cache::feedback::FeedbackError::Mismatch(m) => GatewayError::BadRequest(m),
+                crate::cache::feedback::FeedbackError::Unavailable(m) => {
+                    GatewayError::Unavailable(m)
+                }
+            })
+    }
+    .await;
+    match result {
+        Ok(r) => Json(json!({"removed": true, "reported": r})).into_response(),
+        Err(e) => fail(e),
+    }
+}
+
+/// `GET /api/cache/feedback[?format=jsonl]`.
+#[derive(Debug, Deserialize)]
+struct ReportedQuery {
+    format: Option<String>,
+}
+
+/// `GET /api/cache/feedback`: the reported pairs, newest first; `?format=jsonl`: as labelled
+/// must-not-hit pairs for `switchyard cache-eval --feedback FILE` (those whose asked question is
+/// known).
+async fn reported(
+    State(state): State<AppState>,
+    q: Result<Query<ReportedQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let jsonl = match super::query(q).map(|q| q.format) {
+        Ok(None) => false,
+        Ok(Some(f)) if f == "json" => false,
+        Ok(Some(f)) if f == "jsonl" => true,
+        Ok(Some(f)) => {
+            return fail(GatewayError::BadRequest(format!(
+                "`format` must be `json` or `jsonl`, got `{}`",
+                f.chars().take(20).collect::<String>()
+            )));
+        }
+        Err(e) => return fail(e),
+    };
+    match state.cache.reported() {
+        Ok(all) if jsonl => {
+            let mut out = String::new();
+            for r in &all {
+                let Some(asked) = &r.prompt else { continue };
+                let line =
+                    json!({"a": r.cached_prompt, "b": asked, "hit": false, "kind": "reported"});
+                out.push_str(&line.to_string());
+                out.push('\n');
+            }
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+                out,
+            )
+                .into_response()
+        }
+        Ok(mut all) => {
+            all.reverse();
+            Json(json!({"object": "list", "data": all})).into_response()
+        }
+        Err(e) => fail(GatewayError::Unavailable(format!(
+            "reported cache answers could not be read: {e}"
+        ))),
+    }
 }
 
 fn index(state: &AppState) -> Result<std::sync::Arc<AnyIndex>, GatewayError> {

@@ -334,6 +334,21 @@ pub fn set_cache_headers(headers: &mut HeaderMap, status: Option<&crate::cache::
     {
         headers.insert(CACHE_SIMILARITY, v);
     }
+    // Shadow mode: what would have been served (the answer itself is live).
+    if let Some(sh) = &s.shadow {
+        headers.insert(
+            HeaderName::from_static("x-switchyard-cache-shadow"),
+            HeaderValue::from_static(sh.outcome.label()),
+        );
+        if let Some(sim) = sh.similarity
+            && let Ok(v) = HeaderValue::from_str(&format!("{sim:.4}"))
+        {
+            headers.insert(
+                HeaderName::from_static("x-switchyard-cache-shadow-similarity"),
+                v,
+            );
+        }
+    }
 }
 
 /// Sets `x-switchyard-mcp-tool-calls`, `x-switchyard-mcp-iterations` and, when the loop hit its

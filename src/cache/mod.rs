@@ -10,6 +10,7 @@
 
 pub mod embedder;
 pub mod eval;
+pub mod feedback;
 pub mod guard;
 pub mod index;
 pub mod key;
@@ -33,7 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::chat::{ChatResponse, ChatStream, unix_now};
 use crate::config::{CacheConfig, CacheMode, CacheStore};
-pub use crate::request::{CacheOptions, CacheStatus, Outcome};
+pub use crate::request::{CacheOptions, CacheStatus, Outcome, ShadowStatus};
 use crate::request::{ChatBody, ChatOutcome, Served};
 use crate::store::Store;
 use crate::telemetry::metrics::{DirectionLabels, Metrics, OutcomeLabels, SimilarityLabels};
@@ -56,6 +57,10 @@ pub struct Pending {
     vector: Option<Vec<f32>>,
     ttl: Duration,
     skip: Option<SkipIf>,
+    /// The route's mode compares meanings: the entry is stored with its vector.
+    semantic: bool,
+    /// Shadow mode: what would have been served, recorded with the live answer's first words.
+    shadow: Option<whatif::Candidate>,
 }
 
 /// Decides, once the answer is complete, that it must not be stored.
@@ -84,6 +89,12 @@ pub struct Hit {
     pub served: Served,
     /// For the headers.
     pub status: CacheStatus,
+    /// The entry that answered.
+    pub entry_id: uuid::Uuid,
+    /// The question asked (the trailing user turn(s)).
+    pub asked: String,
+    /// The cached question.
+    pub cached_prompt: String,
 }
 
 /// Result of a lookup.
@@ -140,6 +151,7 @@ pub struct Cache {
     entries: AtomicU64,
     prices: Arc<Prices>,
     candidates: whatif::Candidates,
+    feedback: feedback::Feedback,
 }
 
 impl Cache {
@@ -154,7 +166,7 @@ impl Cache {
         prices: Arc<Prices>,
     ) -> Arc<Self> {
         let enabled = config.enabled;
-        let semantic = enabled && config.mode == CacheMode::Semantic;
+        let semantic = enabled && config.needs_embedder();
         let cache = Arc::new(Self {
             index: ArcSwapOption::empty(),
             embedder: ArcSwapOption::empty(),
@@ -169,7 +181,8 @@ impl Cache {
                 Component::Off
             }),
             stats: stats::Stats::load(store.clone()),
-            candidates: whatif::Candidates::open(store),
+            candidates: whatif::Candidates::open(store.clone()),
+            feedback: feedback::Feedback::open(store),
             metrics,
             tasks: tasks.clone(),
             writes: AtomicU64::new(0),
@@ -383,11 +396,19 @@ impl Cache {
             .observe(f64::from(sim));
     }
 
-    /// Looks a request up.
+    /// Looks a request up, under the policy of its route (`[[routes]] cache`, else `[cache]`).
     pub async fn lookup(&self, req: &crate::chat::ChatRequest, opts: &CacheOptions) -> Lookup {
         if !self.config.enabled {
             return Lookup::Off;
         }
+        let policy = self.config.policy(&req.model);
+        if policy.mode == CacheMode::Off {
+            return Lookup::Off;
+        }
+        let shadow = (policy.mode == CacheMode::Shadow).then_some(ShadowStatus {
+            outcome: Outcome::Miss,
+            similarity: None,
+        });
         let started = Instant::now();
         let route = req.model.as_str();
         let bypass = |me: &Self| {
@@ -397,6 +418,7 @@ impl Cache {
                     outcome: Outcome::Bypass,
                     similarity: None,
                     best_candidate: None,
+                    shadow: None,
                 },
                 pending: None,
             }
@@ -413,8 +435,10 @@ impl Cache {
         let mut pending = Pending {
             fp,
             vector: None,
-            ttl: opts.ttl.unwrap_or(self.config.ttl),
+            ttl: opts.ttl.unwrap_or(policy.ttl),
             skip: None,
+            semantic: policy.mode.semantic(),
+            shadow: None,
         };
         let miss_near = |me: &Self, pending: Pending, best: Option<f32>| {
             me.count_lookup(route, Outcome::Miss, started);
@@ -423,6 +447,7 @@ impl Cache {
                     outcome: Outcome::Miss,
                     similarity: None,
                     best_candidate: best,
+                    shadow,
                 },
                 pending: Some(Box::new(pending)),
             }
@@ -431,16 +456,34 @@ impl Cache {
         if !opts.lookup {
             return miss(self, pending);
         }
+        let threshold = opts.threshold.unwrap_or(policy.threshold);
         let now = unix_now();
         match idx.get(key::point_id(&pending.fp.exact)).await {
             Ok(Some(e)) if e.exact == pending.fp.exact && e.expires > now => {
-                if let Some(hit) = self.serve(&idx, e, Outcome::HitExact, None) {
+                if shadow.is_some() {
+                    let shadow = self.shadow_hit(route, &mut pending, e, None, threshold);
+                    self.count_lookup(route, Outcome::Miss, started);
+                    return Lookup::Miss {
+                        status: CacheStatus {
+                            outcome: Outcome::Miss,
+                            similarity: None,
+                            best_candidate: None,
+                            shadow: Some(shadow),
+                        },
+                        pending: Some(Box::new(pending)),
+                    };
+                }
+                let asked = e.prompt.clone();
+                if let Some(hit) = self.serve(&idx, e, Outcome::HitExact, None, asked) {
                     self.count_lookup(route, Outcome::HitExact, started);
                     return Lookup::Hit(Box::new(hit));
                 }
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cache lookup failed; treating as a miss"),
+        }
+        if !pending.semantic {
+            return miss(self, pending);
         }
         let Some(text) = pending.fp.text.clone() else {
             return miss(self, pending);
@@ -455,7 +498,6 @@ impl Cache {
                 return miss(self, pending);
             }
         };
-        let threshold = opts.threshold.unwrap_or(self.config.threshold);
         let floor = (threshold - NEAR_MISS_MARGIN).max(0.0);
         let candidates = idx
             .search(
@@ -492,8 +534,28 @@ impl Cache {
                 continue;
             }
             let score = c.score;
+            if shadow.is_some() {
+                self.similarity("shadow", score);
+                let shadow = self.shadow_hit(route, &mut pending, c.entry, Some(score), threshold);
+                self.count_lookup(route, Outcome::Miss, started);
+                return Lookup::Miss {
+                    status: CacheStatus {
+                        outcome: Outcome::Miss,
+                        similarity: None,
+                        best_candidate: Some(score),
+                        shadow: Some(shadow),
+                    },
+                    pending: Some(Box::new(pending)),
+                };
+            }
             let cached_prompt = c.entry.prompt.clone();
-            if let Some(hit) = self.serve(&idx, c.entry, Outcome::HitSemantic, Some(score)) {
+            if let Some(hit) = self.serve(
+                &idx,
+                c.entry,
+                Outcome::HitSemantic,
+                Some(score),
+                text.clone(),
+            ) {
                 self.candidate(route, &text, cached_prompt, score, threshold, "hit");
                 self.similarity("hit", score);
                 self.stats.hit_similarity(score);
@@ -529,6 +591,49 @@ impl Cache {
         miss_near(self, pending, best)
     }
 
+    /// Shadow mode found `e` (semantic: at `similarity`): counted, and kept in `pending` to be
+    /// recorded beside the live answer once it is complete. Nothing is served.
+    fn shadow_hit(
+        &self,
+        route: &str,
+        pending: &mut Pending,
+        e: Entry,
+        similarity: Option<f32>,
+        threshold: f32,
+    ) -> ShadowStatus {
+        let outcome = if similarity.is_some() {
+            Outcome::HitSemantic
+        } else {
+            Outcome::HitExact
+        };
+        self.stats.shadow(route, outcome);
+        self.metrics
+            .cache_shadow_hits
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.label().into(),
+            })
+            .inc();
+        pending.shadow = Some(whatif::Candidate {
+            at_ms: crate::chat::unix_now_ms(),
+            route: route.to_owned(),
+            prompt: pending.fp.text.clone().unwrap_or_default(),
+            cached_prompt: e.prompt,
+            similarity: similarity.unwrap_or(1.0),
+            threshold,
+            result: whatif::SHADOW.to_owned(),
+            shadow: Some(whatif::ShadowDetail {
+                tier: outcome.label().to_owned(),
+                entry_id: e.id.to_string(),
+                cached_answer: whatif::first_words_of_json(&e.response),
+                live_answer: None,
+            }),
+        });
+        ShadowStatus {
+            outcome,
+            similarity,
+        }
+    }
+
     /// Keeps a semantic candidate for the threshold what-if.
     fn candidate(
         &self,
@@ -547,6 +652,7 @@ impl Cache {
             similarity,
             threshold,
             result: result.to_owned(),
+            shadow: None,
         };
         if let Err(e) = self.candidates.record(&c) {
             tracing::debug!(error = %e, "cache candidate not kept");
@@ -570,6 +676,7 @@ impl Cache {
         e: Entry,
         outcome: Outcome,
         similarity: Option<f32>,
+        asked: String,
     ) -> Option<Hit> {
         let response: ChatResponse = match serde_json::from_str(&e.response) {
             Ok(r) => r,
@@ -623,8 +730,95 @@ impl Cache {
                 outcome,
                 similarity,
                 best_candidate: None,
+                shadow: None,
             },
+            entry_id: e.id,
+            asked,
+            cached_prompt: e.prompt,
         })
+    }
+
+    /// Remembers a hit served under `request_id`, so that a report can name it.
+    pub fn remember_hit(&self, request_id: &str, route: &str, hit: &Hit) {
+        self.feedback.remember(feedback::HitRecord {
+            request_id: request_id.to_owned(),
+            entry_id: hit.entry_id,
+            route: route.to_owned(),
+            prompt: hit.asked.clone(),
+            cached_prompt: hit.cached_prompt.clone(),
+            similarity: hit.status.similarity,
+        });
+    }
+
+    /// A served answer reported wrong, by entry id and/or the hit's request id: the entry is
+    /// removed, the report counted, and the pair of questions kept.
+    pub async fn report_wrong(
+        &self,
+        entry: Option<uuid::Uuid>,
+        request_id: Option<&str>,
+        source: &str,
+    ) -> Result<feedback::Reported, feedback::FeedbackError> {
+        use feedback::FeedbackError as E;
+        let rec = self.feedback.find(request_id, entry)?;
+        let entry_id = match (entry, &rec) {
+            (Some(e), _) => e,
+            (None, Some(h)) => h.entry_id,
+            (None, None) => {
+                return Err(E::NotFound(format!(
+                    "no recent cache hit has the request id `{}`",
+                    request_id.unwrap_or_default()
+                )));
+            }
+        };
+        let idx = self
+            .index
+            .load_full()
+            .ok_or_else(|| E::Unavailable("the cache store is not open (see /ready)".into()))?;
+        let stored = idx
+            .get(entry_id)
+            .await
+            .map_err(|e| E::Unavailable(e.to_string()))?;
+        if stored.is_none() && rec.is_none() {
+            return Err(E::NotFound(format!("no cache entry {entry_id}")));
+        }
+        if stored.is_some() {
+            idx.delete(entry_id)
+                .await
+                .map_err(|e| E::Unavailable(e.to_string()))?;
+        }
+        self.feedback.forget_entry(entry_id);
+        let (route, cached_prompt) = match (&rec, &stored) {
+            (Some(h), _) => (h.route.clone(), h.cached_prompt.clone()),
+            (None, Some(e)) => (e.model.clone(), e.prompt.clone()),
+            (None, None) => (String::new(), String::new()),
+        };
+        let r = feedback::Reported {
+            at_ms: crate::chat::unix_now_ms(),
+            entry_id: entry_id.to_string(),
+            request_id: rec.as_ref().map(|h| h.request_id.clone()),
+            route,
+            prompt: rec.as_ref().map(|h| h.prompt.clone()),
+            cached_prompt,
+            similarity: rec.as_ref().and_then(|h| h.similarity),
+            source: source.to_owned(),
+        };
+        if let Err(e) = self.feedback.keep(&r) {
+            tracing::warn!(error = %e, "a reported cache pair could not be kept");
+        }
+        self.stats.reported_wrong(&r.route);
+        self.metrics
+            .cache_feedback
+            .get_or_create(&OutcomeLabels {
+                outcome: "wrong".into(),
+            })
+            .inc();
+        self.recount().await;
+        Ok(r)
+    }
+
+    /// The kept reports, oldest first.
+    pub fn reported(&self) -> Result<Vec<feedback::Reported>, crate::store::StoreError> {
+        self.feedback.all()
     }
 
     /// Serves a hit as the client asked: JSON, or a replayed stream.
@@ -688,7 +882,15 @@ impl Cache {
     }
 
     /// Stores an answer in the background, if it is one worth keeping.
-    pub fn store_later(&self, pending: Pending, resp: ChatResponse, served: Served) {
+    pub fn store_later(&self, mut pending: Pending, resp: ChatResponse, served: Served) {
+        if let Some(mut c) = pending.shadow.take() {
+            if let Some(d) = c.shadow.as_mut() {
+                d.live_answer = Some(whatif::first_words(&resp));
+            }
+            if let Err(e) = self.candidates.record(&c) {
+                tracing::debug!(error = %e, "shadow hit not kept");
+            }
+        }
         let Some(idx) = self.index.load_full() else {
             return;
         };
@@ -704,8 +906,8 @@ impl Cache {
             self.count_write("skipped");
             return;
         }
-        let embedder = match (&pending.vector, &pending.fp.text, self.config.mode) {
-            (None, Some(_), CacheMode::Semantic) => self.embedder.load_full(),
+        let embedder = match (&pending.vector, &pending.fp.text, pending.semantic) {
+            (None, Some(_), true) => self.embedder.load_full(),
             _ => None,
         };
         let metrics = self.metrics.clone();

@@ -36,6 +36,15 @@ pub struct Counts {
     pub saved_completion_tokens: u64,
     /// Estimated USD saved (telemetry/prices.rs).
     pub saved_cost_usd: f64,
+    /// Shadow mode: exact hits that would have been served.
+    #[serde(default)]
+    pub shadow_hit_exact: u64,
+    /// Shadow mode: semantic hits that would have been served.
+    #[serde(default)]
+    pub shadow_hit_semantic: u64,
+    /// Cached answers reported wrong (and removed).
+    #[serde(default)]
+    pub reported_wrong: u64,
 }
 
 impl Counts {
@@ -179,6 +188,29 @@ impl Stats {
         });
     }
 
+    /// Counts a shadow-mode hit (the lookup itself counts as a miss).
+    pub fn shadow(&self, route: &str, outcome: Outcome) {
+        let add = |c: &mut Counts| match outcome {
+            Outcome::HitExact => c.shadow_hit_exact += 1,
+            _ => c.shadow_hit_semantic += 1,
+        };
+        self.with(|s| {
+            add(&mut s.total);
+            add(s.by_route.entry(route.to_owned()).or_default());
+        });
+    }
+
+    /// Counts a cached answer reported wrong.
+    pub fn reported_wrong(&self, route: &str) {
+        self.with(|s| {
+            s.total.reported_wrong += 1;
+            s.by_route
+                .entry(route.to_owned())
+                .or_default()
+                .reported_wrong += 1;
+        });
+    }
+
     /// Counts what a hit saved.
     pub fn saved(&self, route: &str, model: &str, prompt: u64, completion: u64, cost: f64) {
         self.with(|s| {
@@ -271,7 +303,7 @@ pub fn report(
     ready: bool,
     components: serde_json::Value,
 ) -> serde_json::Value {
-    use crate::config::{CacheMode, CacheStore};
+    use crate::config::CacheStore;
     let store = match &config.store {
         CacheStore::Embedded => "embedded",
         CacheStore::Qdrant { .. } => "qdrant",
@@ -285,7 +317,7 @@ pub fn report(
         "enabled": config.enabled,
         "ready": ready,
         "components": components,
-        "mode": match config.mode { CacheMode::Semantic => "semantic", CacheMode::Exact => "exact" },
+        "mode": config.mode.as_str(),
         "store": store,
         "threshold": config.threshold,
         "ttl_seconds": config.ttl.as_secs(),
@@ -318,6 +350,9 @@ fn counts_json(c: &Counts) -> serde_json::Value {
         "hit-semantic": c.hit_semantic,
         "miss": c.miss,
         "bypass": c.bypass,
+        "shadow-hit-exact": c.shadow_hit_exact,
+        "shadow-hit-semantic": c.shadow_hit_semantic,
+        "reported-wrong": c.reported_wrong,
     })
 }
 

@@ -4,6 +4,9 @@
 //! would have done: how many more (or fewer) requests it would have served, and which ones, each
 //! side by side with the cached question it would have been answered from. Candidates the guard
 //! rejected stay rejected at any threshold.
+//!
+//! Shadow mode (`mode = "shadow"`) keeps its would-be hits here too (`result = "shadow"`), each
+//! with the first words of the cached answer and of the live answer that was sent instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +18,10 @@ use crate::store::{Store, StoreError, trees};
 pub const KEPT: u64 = 5_000;
 /// Examples listed per side.
 const EXAMPLES: usize = 50;
+/// The `result` of a shadow-mode hit.
+pub const SHADOW: &str = "shadow";
+/// Words of an answer kept beside a shadow hit.
+const PREVIEW_WORDS: usize = 30;
 
 /// One semantic candidate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -31,8 +38,51 @@ pub struct Candidate {
     pub similarity: f32,
     /// The threshold in force for that request.
     pub threshold: f32,
-    /// `hit`, `below_threshold`, or the guard's reason for rejecting it.
+    /// `hit`, `below_threshold`, `shadow`, or the guard's reason for rejecting it.
     pub result: String,
+    /// Shadow hits: the two answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowDetail>,
+}
+
+/// What shadow mode would have served, beside what was served.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ShadowDetail {
+    /// `hit-exact` or `hit-semantic`.
+    pub tier: String,
+    /// The entry that would have answered.
+    pub entry_id: String,
+    /// Its answer's first words.
+    pub cached_answer: String,
+    /// The live answer's first words.
+    pub live_answer: Option<String>,
+}
+
+/// The first words of an answer's first choice (its text, or the tools it called).
+pub fn first_words(resp: &crate::chat::ChatResponse) -> String {
+    let Some(c) = resp.choices.first() else {
+        return String::new();
+    };
+    let text = c.message.text_content();
+    if text.trim().is_empty()
+        && let Some(calls) = &c.message.tool_calls
+    {
+        let names: Vec<&str> = calls.iter().map(|t| t.function.name.as_str()).collect();
+        return format!("[tool calls: {}]", names.join(", "));
+    }
+    let words: Vec<&str> = text.split_whitespace().take(PREVIEW_WORDS + 1).collect();
+    if words.len() > PREVIEW_WORDS {
+        format!("{} …", words[..PREVIEW_WORDS].join(" "))
+    } else {
+        words.join(" ")
+    }
+}
+
+/// [`first_words`] of a stored answer (empty when it does not decode).
+pub fn first_words_of_json(json: &str) -> String {
+    serde_json::from_str(json)
+        .map(|r| first_words(&r))
+        .unwrap_or_default()
 }
 
 /// The kept candidates.
@@ -120,12 +170,16 @@ pub struct WhatIf {
     pub curve: Vec<(f32, usize)>,
     /// The lowest similarity a miss was recorded at: below it the report knows nothing.
     pub floor: Option<f32>,
+    /// Shadow mode's would-be hits (newest first, at most 50), each beside the live answer.
+    pub shadow: Vec<Candidate>,
+    /// How many shadow hits in all.
+    pub shadow_total: usize,
 }
 
 /// Whether a candidate would be served at `t`.
 fn served_at(c: &Candidate, t: f32) -> bool {
     match c.result.as_str() {
-        "hit" | "below_threshold" => c.similarity >= t,
+        "hit" | "below_threshold" | SHADOW => c.similarity >= t,
         _ => false,
     }
 }
@@ -148,6 +202,12 @@ pub fn report(all: &[Candidate], t: f32, current: f32, route: Option<&str>) -> W
         .filter(|c| c.result == "hit" && c.similarity < t)
         .copied()
         .collect();
+    let shadow: Vec<&Candidate> = cands
+        .iter()
+        .rev()
+        .filter(|c| c.result == SHADOW)
+        .copied()
+        .collect();
     let curve = (60..=100)
         .map(|i| {
             let th = i as f32 / 100.0;
@@ -166,14 +226,16 @@ pub fn report(all: &[Candidate], t: f32, current: f32, route: Option<&str>) -> W
         lost: lost.into_iter().take(EXAMPLES).cloned().collect(),
         guard_rejected: cands
             .iter()
-            .filter(|c| c.result != "hit" && c.result != "below_threshold")
+            .filter(|c| !matches!(c.result.as_str(), "hit" | "below_threshold" | SHADOW))
             .count(),
         curve,
         floor: cands
             .iter()
-            .filter(|c| c.result != "hit")
+            .filter(|c| c.result != "hit" && c.result != SHADOW)
             .map(|c| c.similarity)
             .reduce(f32::min),
+        shadow_total: shadow.len(),
+        shadow: shadow.into_iter().take(EXAMPLES).cloned().collect(),
     }
 }
 
@@ -190,6 +252,7 @@ mod tests {
             similarity: sim,
             threshold: 0.82,
             result: result.into(),
+            shadow: None,
         }
     }
 

@@ -1,9 +1,10 @@
 //! `[cache]`: the semantic cache's settings, validated.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::RawCache;
+use super::raw::{RawCache, RawRoute};
 use super::{Issue, Secret};
 
 /// Default cosine-similarity threshold for a semantic hit. Chosen from the labelled pairs in
@@ -15,8 +16,71 @@ pub const DEFAULT_THRESHOLD: f32 = 0.82;
 pub enum CacheMode {
     /// Exact tier, then nearest neighbour on the last user turn(s).
     Semantic,
-    /// Exact tier only; no embedding model is loaded.
+    /// Exact tier only; no embedding model is loaded (unless a route needs one).
     Exact,
+    /// Both tiers are looked up and what would have been served is recorded, never served;
+    /// answers are stored. For measuring the cache on real traffic before turning it on.
+    Shadow,
+    /// Neither looked up nor stored.
+    Off,
+}
+
+impl CacheMode {
+    /// As written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Semantic => "semantic",
+            Self::Exact => "exact",
+            Self::Shadow => "shadow",
+            Self::Off => "off",
+        }
+    }
+
+    /// Whether this mode compares meanings (needs the embedding model).
+    pub fn semantic(self) -> bool {
+        matches!(self, Self::Semantic | Self::Shadow)
+    }
+
+    fn parse(s: &str, path: &str, issues: &mut Vec<Issue>) -> Option<Self> {
+        match s {
+            "semantic" => Some(Self::Semantic),
+            "exact" => Some(Self::Exact),
+            "shadow" => Some(Self::Shadow),
+            "off" => Some(Self::Off),
+            other => {
+                issues.push(Issue::new(
+                    path,
+                    format!(
+                        "`{other}` is not a cache mode; use `semantic`, `exact`, `shadow` or `off`"
+                    ),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// A route's own cache policy (`[[routes]] cache = { ... }`); what it leaves unset follows
+/// `[cache]`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RoutePolicy {
+    /// Mode for this route.
+    pub mode: Option<CacheMode>,
+    /// Threshold for this route.
+    pub threshold: Option<f32>,
+    /// Entry lifetime for this route.
+    pub ttl: Option<Duration>,
+}
+
+/// The cache policy in force for one requested model or route.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Mode.
+    pub mode: CacheMode,
+    /// Semantic threshold.
+    pub threshold: f32,
+    /// Entry lifetime.
+    pub ttl: Duration,
 }
 
 /// Where entries live.
@@ -63,6 +127,77 @@ pub struct CacheConfig {
     pub replay_delay: Duration,
     /// Cache answers produced after the gateway ran MCP tools (off: tool results go stale).
     pub cache_tool_answers: bool,
+    /// Per-route policies, by route name.
+    pub routes: HashMap<String, RoutePolicy>,
+}
+
+impl CacheConfig {
+    /// The policy for a request to `model` (a route's own, else `[cache]`'s).
+    pub fn policy(&self, model: &str) -> Policy {
+        let own = self.routes.get(model);
+        Policy {
+            mode: own.and_then(|r| r.mode).unwrap_or(self.mode),
+            threshold: own.and_then(|r| r.threshold).unwrap_or(self.threshold),
+            ttl: own.and_then(|r| r.ttl).unwrap_or(self.ttl),
+        }
+    }
+
+    /// Whether any request may need the embedding model.
+    pub fn needs_embedder(&self) -> bool {
+        self.enabled
+            && (self.mode.semantic()
+                || self
+                    .routes
+                    .values()
+                    .any(|r| r.mode.is_some_and(CacheMode::semantic)))
+    }
+}
+
+/// Each route's `cache` table, validated with its path (`routes[2].cache.threshold`).
+pub fn route_policies(
+    routes: &[Option<RawRoute>],
+    issues: &mut Vec<Issue>,
+) -> HashMap<String, RoutePolicy> {
+    let mut out = HashMap::new();
+    for (i, r) in routes.iter().enumerate() {
+        let Some((r, c)) = r.as_ref().and_then(|r| Some((r, r.cache.as_ref()?))) else {
+            continue;
+        };
+        let at = format!("routes[{i}].cache");
+        let mode = c
+            .mode
+            .as_deref()
+            .and_then(|m| CacheMode::parse(m, &format!("{at}.mode"), issues));
+        let threshold = c.threshold.filter(|t| {
+            let ok = *t > 0.0 && *t <= 1.0;
+            if !ok {
+                issues.push(Issue::new(
+                    format!("{at}.threshold"),
+                    format!("must be a cosine similarity in (0, 1], got {t}"),
+                ));
+            }
+            ok
+        });
+        let ttl = c.ttl_seconds.filter(|t| {
+            let ok = (1..=MAX_TTL_SECONDS).contains(t);
+            if !ok {
+                issues.push(Issue::new(
+                    format!("{at}.ttl_seconds"),
+                    format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
+                ));
+            }
+            ok
+        });
+        out.insert(
+            r.model.clone(),
+            RoutePolicy {
+                mode,
+                threshold: threshold.map(|t| t as f32),
+                ttl: ttl.map(Duration::from_secs),
+            },
+        );
+    }
+    out
 }
 
 impl Default for CacheConfig {
@@ -73,17 +208,12 @@ impl Default for CacheConfig {
 
 /// Validates `[cache]`, recording problems with their field paths.
 pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
-    let mode = match c.mode.as_deref().unwrap_or("semantic") {
-        "semantic" => CacheMode::Semantic,
-        "exact" => CacheMode::Exact,
-        other => {
-            issues.push(Issue::new(
-                "cache.mode",
-                format!("`{other}` is not a cache mode; use `semantic` or `exact`"),
-            ));
-            CacheMode::Semantic
-        }
-    };
+    let mode = CacheMode::parse(
+        c.mode.as_deref().unwrap_or("semantic"),
+        "cache.mode",
+        issues,
+    )
+    .unwrap_or(CacheMode::Semantic);
     let threshold = c.threshold.unwrap_or(f64::from(DEFAULT_THRESHOLD));
     if !(threshold > 0.0 && threshold <= 1.0) {
         issues.push(Issue::new(
@@ -129,7 +259,7 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
         }
     };
     CacheConfig {
-        enabled: c.enabled.unwrap_or(true),
+        enabled: c.enabled.unwrap_or(true) && mode != CacheMode::Off,
         mode,
         threshold: threshold as f32,
         ttl: Duration::from_secs(ttl),
@@ -146,5 +276,6 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
         guard: c.guard.unwrap_or(true),
         replay_delay: Duration::from_millis(c.replay_delay_ms.unwrap_or(0)),
         cache_tool_answers: c.cache_tool_answers.unwrap_or(false),
+        routes: HashMap::new(),
     }
 }

@@ -406,7 +406,8 @@ impl Config {
 
         let server = validate_server(server, &mut issues);
         let router = validate_router(router, &mut issues);
-        let cache = cache::validate(cache, &mut issues);
+        let mut cache = cache::validate(cache, &mut issues);
+        cache.routes = cache::route_policies(&routes_raw, &mut issues);
         let mcp = mcp::validate(mcp_raw, &mcp_specs, &mut issues);
         let logs = observe::validate_logs(logs, &mut issues);
         let telemetry = observe::validate_telemetry(telemetry, &mut issues);

@@ -66,6 +66,18 @@ pub struct RawRoute {
     pub targets: Vec<RawTarget>,
     #[serde(default)]
     pub fallbacks: Vec<String>,
+    /// The route's cache policy; unset fields follow `[cache]`.
+    #[serde(default)]
+    pub cache: Option<RawRouteCache>,
+}
+
+/// `[[routes]] cache = { mode, threshold, ttl_seconds }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub mode: Option<String>,
+    pub threshold: Option<f64>,
+    pub ttl_seconds: Option<u64>,
 }
 
 /// A weighted route target.

@@ -245,3 +245,65 @@ fn cache_section_is_validated() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn route_cache_policies_are_validated_and_applied() {
+    let text = r#"
+        [[providers]]
+        name = "p"
+        kind = "openai"
+        keys = ["k"]
+
+        [[routes]]
+        model = "a"
+        targets = [{ model = "p/m" }]
+        cache = { mode = "fuzzy", threshold = 1.5, ttl_seconds = 0 }
+
+        [[routes]]
+        model = "b"
+        targets = [{ model = "p/m" }]
+        cache = { colour = "blue" }
+    "#;
+    let issues = Config::parse(text, &env).unwrap_err();
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    for p in [
+        "routes[0].cache.mode",
+        "routes[0].cache.threshold",
+        "routes[0].cache.ttl_seconds",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    assert!(
+        issues.iter().any(|i| i.path.starts_with("routes[1]")),
+        "an unknown field in a route's cache table is reported: {issues:?}"
+    );
+
+    let cfg = Config::parse(
+        r#"
+        [cache]
+        mode = "exact"
+        threshold = 0.9
+
+        [[providers]]
+        name = "p"
+        kind = "openai"
+        keys = ["k"]
+
+        [[routes]]
+        model = "sem"
+        targets = [{ model = "p/m" }]
+        cache = { mode = "shadow", ttl_seconds = 60 }
+        "#,
+        &env,
+    )
+    .unwrap();
+    use crate::config::CacheMode;
+    let sem = cfg.cache.policy("sem");
+    assert_eq!(sem.mode, CacheMode::Shadow);
+    assert_eq!(sem.threshold, 0.9, "unset fields follow [cache]");
+    assert_eq!(sem.ttl.as_secs(), 60);
+    assert_eq!(cfg.cache.policy("p/m").mode, CacheMode::Exact);
+    assert!(cfg.cache.needs_embedder(), "a shadow route needs the model");
+    let off = Config::parse("[cache]\nmode = \"off\"\n", &env).unwrap();
+    assert!(!off.cache.enabled);
+}

@@ -23,6 +23,8 @@ pub mod trees {
     pub const REQUEST_LOG: &str = "request_log";
     /// Semantic candidates (hits and near misses) for the threshold what-if (cache/whatif.rs).
     pub const CACHE_CANDIDATES: &str = "cache_candidates";
+    /// Cached answers reported wrong: the pairs of questions (cache/feedback.rs).
+    pub const CACHE_FEEDBACK: &str = "cache_feedback";
     /// Governance counters: spend and windows of budgets and rate limits (governance/counters.rs).
     pub const GOV_COUNTERS: &str = "gov_counters";
     /// Customers, teams and keys created through the admin API (only secret hashes).

@@ -150,6 +150,11 @@ pub struct Metrics {
     pub cache_saved_tokens: Family<DirectionLabels, Counter>,
     /// `switchyard_cache_writes_total` by outcome.
     pub cache_writes: Family<OutcomeLabels, Counter>,
+    /// `switchyard_cache_shadow_hits_total` by outcome (`hit-exact`, `hit-semantic`): what shadow
+    /// mode would have served.
+    pub cache_shadow_hits: Family<OutcomeLabels, Counter>,
+    /// `switchyard_cache_feedback_total` by outcome (`wrong`): entries reported and removed.
+    pub cache_feedback: Family<OutcomeLabels, Counter>,
     /// `switchyard_cache_entries`.
     pub cache_entries: Gauge,
     /// `switchyard_mcp_tool_calls_total` by server, tool and outcome.
@@ -276,6 +281,18 @@ impl Metrics {
             "Cache writes by outcome (stored, skipped, failed)",
             cache_writes.clone(),
         );
+        let cache_shadow_hits = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_shadow_hits",
+            "Lookups in shadow mode that would have been served, by tier (not served)",
+            cache_shadow_hits.clone(),
+        );
+        let cache_feedback = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "cache_feedback",
+            "Cached answers reported by users, by verdict (wrong: the entry was removed)",
+            cache_feedback.clone(),
+        );
         let cache_entries = Gauge::default();
         registry.register(
             "cache_entries",
@@ -382,6 +399,8 @@ impl Metrics {
             cache_similarity,
             cache_saved_tokens,
             cache_writes,
+            cache_shadow_hits,
+            cache_feedback,
             cache_entries,
             requests,
             request_duration,
@@ -533,6 +552,8 @@ mod tests {
             outcome: "miss".into(),
         };
         m.cache_lookups.get_or_create(&o).inc();
+        m.cache_shadow_hits.get_or_create(&o).inc();
+        m.cache_feedback.get_or_create(&o).inc();
         m.cache_lookup_duration.get_or_create(&o).observe(0.001);
         m.cache_similarity
             .get_or_create(&SimilarityLabels {

@@ -525,3 +525,251 @@ async fn entries_beyond_max_entries_are_evicted_least_recently_used_first() {
         ["How do I boil an egg?", "What is the capital of France?"]
     );
 }
+
+const Q: &str = "How do I reset my password?";
+const PARAPHRASE: &str = "What are the steps to reset my password?";
+
+#[tokio::test]
+async fn routes_have_their_own_mode_threshold_and_ttl() {
+    let route = |name: &str, cache: &str| {
+        format!(
+            "\n[[routes]]\nmodel = \"{name}\"\ntargets = [{{ model = \"p/m\" }}]\ncache = {{ {cache} }}\n"
+        )
+    };
+    let cache = format!(
+        "mode = \"exact\"\n{}{}{}{}",
+        route("sem", "mode = \"semantic\""),
+        route("strict", "mode = \"semantic\", threshold = 0.995"),
+        route("none", "mode = \"off\""),
+        route("short", "ttl_seconds = 1"),
+    );
+    let (mock, gw, _dir) = cached(&cache).await;
+    let (mut calls, mut entries) = (0, 0);
+    let mut expect = |model: &str, user: &str, want: &str, gw: &Gateway| {
+        let q = ask(model, "You are terse.", user);
+        let want = want.to_owned();
+        let gw_url = gw.url("/v1/chat/completions");
+        let http = gw.http.clone();
+        async move {
+            let r = http.post(gw_url).json(&q).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            (header(r.headers(), "x-switchyard-cache"), want, q)
+        }
+    };
+    // The global mode (exact) for a model without a route of its own: a paraphrase misses.
+    for (model, user, want, upstream) in [
+        ("p/m", Q, "miss", true),
+        ("p/m", PARAPHRASE, "miss", true),
+        ("p/m", Q, "hit-exact", false),
+        // A semantic route serves the paraphrase; a strict one does not.
+        ("sem", Q, "miss", true),
+        ("sem", PARAPHRASE, "hit-semantic", false),
+        ("strict", Q, "miss", true),
+        ("strict", PARAPHRASE, "miss", true),
+        // Off: neither looked up nor stored, no header.
+        ("none", Q, "", true),
+        ("none", Q, "", true),
+    ] {
+        let (got, want, q) = expect(model, user, want, &gw).await;
+        if upstream {
+            calls += 1;
+        }
+        assert_eq!(got, want, "{q}");
+        assert_eq!(mock.calls(), calls, "{q}");
+        if want == "miss" {
+            // Each miss stores an entry of its own: let the write land before the next lookup.
+            entries += 1;
+            wait_entries(&gw, entries).await;
+        }
+    }
+    // A route's TTL: its entry is gone a second later.
+    let short = ask("short", "You are terse.", Q);
+    assert_eq!(outcome(&gw, &short, &[]).await.1, "miss");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(outcome(&gw, &short, &[]).await.1, "hit-exact");
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(outcome(&gw, &short, &[]).await.1, "miss");
+}
+
+#[tokio::test]
+async fn shadow_mode_records_what_it_would_serve_and_serves_live() {
+    let (mock, gw, _dir) = cached("mode = \"shadow\"").await;
+    let q = ask("p/m", "You are terse.", Q);
+    let r = send(&gw, &q, &[]).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    assert_eq!(header(r.headers(), "x-switchyard-cache-shadow"), "miss");
+    wait_entries(&gw, 1).await;
+    // The same request: shadow found it, the answer is still live.
+    let r = send(&gw, &q, &[]).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    assert_eq!(
+        header(r.headers(), "x-switchyard-cache-shadow"),
+        "hit-exact"
+    );
+    assert_eq!(mock.calls(), 2);
+    // A paraphrase: a semantic shadow hit, with its similarity.
+    let r = send(&gw, &ask("p/m", "You are terse.", PARAPHRASE), &[]).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    assert_eq!(
+        header(r.headers(), "x-switchyard-cache-shadow"),
+        "hit-semantic"
+    );
+    let sim: f32 = header(r.headers(), "x-switchyard-cache-shadow-similarity")
+        .parse()
+        .unwrap();
+    assert!((0.82..1.0).contains(&sim), "{sim}");
+    assert_eq!(header(r.headers(), "x-switchyard-cache-similarity"), "");
+    assert_eq!(mock.calls(), 3);
+    // The what-if shows both, each beside the live answer's first words.
+    let mut report = Value::Null;
+    for _ in 0..200 {
+        report = gw
+            .get("/api/cache/whatif", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if report["shadow_total"] == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(report["shadow_total"], 2, "{report}");
+    let newest = &report["shadow"][0];
+    assert_eq!(newest["prompt"], PARAPHRASE);
+    assert_eq!(newest["cached_prompt"], Q);
+    assert_eq!(newest["shadow"]["tier"], "hit-semantic");
+    assert_eq!(newest["shadow"]["cached_answer"], TEXT);
+    assert_eq!(newest["shadow"]["live_answer"], TEXT);
+    assert_eq!(report["shadow"][1]["shadow"]["tier"], "hit-exact");
+    let st = stats(&gw).await;
+    assert_eq!(st["lookups"]["shadow-hit-exact"], 1);
+    assert_eq!(st["lookups"]["shadow-hit-semantic"], 1);
+    assert_eq!(st["lookups"]["miss"], 3);
+    assert_eq!(st["mode"], "shadow");
+    let metrics = gw.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("switchyard_cache_shadow_hits_total{outcome=\"hit-semantic\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// The id of the only cache entry.
+async fn only_entry(gw: &Gateway) -> String {
+    let v: Value = gw
+        .get("/api/cache/entries", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["entries"].as_array().unwrap().len(), 1, "{v}");
+    v["entries"][0]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn wrong_answers_reported_are_removed_counted_and_kept() {
+    let (mock, gw, _dir) = cached("").await;
+    let q = ask("p/m", "You are terse.", Q);
+    let para = ask("p/m", "You are terse.", PARAPHRASE);
+    assert_eq!(outcome(&gw, &q, &[]).await.1, "miss");
+    wait_entries(&gw, 1).await;
+    let (_, c, _, _) = outcome(&gw, &para, &[("x-request-id", "hit-1")]).await;
+    assert_eq!(c, "hit-semantic");
+    let id = only_entry(&gw).await;
+    let feedback = |id: &str, body: Value| {
+        gw.http
+            .post(gw.url(&format!("/api/cache/entries/{id}/feedback")))
+            .json(&body)
+            .send()
+    };
+    // Bad input: a clear 400 or 404, nothing removed.
+    let r = feedback(&id, json!({"verdict": "right"})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = feedback(
+        &uuid::Uuid::new_v4().to_string(),
+        json!({"verdict": "wrong"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = feedback("not-an-id", json!({"verdict": "wrong"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    wait_entries(&gw, 1).await;
+    // Reported through the API: removed, counted, the pair kept with the question asked.
+    let r = feedback(&id, json!({"verdict": "wrong"})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["reported"]["prompt"], PARAPHRASE);
+    assert_eq!(v["reported"]["cached_prompt"], Q);
+    assert_eq!(v["reported"]["request_id"], "hit-1");
+    wait_entries(&gw, 0).await;
+    let r = feedback(&id, json!({"verdict": "wrong"})).await.unwrap();
+    assert_eq!(r.status(), 404, "reported twice");
+    assert_eq!(outcome(&gw, &para, &[]).await.1, "miss", "not served again");
+    let calls = mock.calls();
+
+    // Reported by a follow-up request's header: removed before the follow-up is looked up.
+    wait_entries(&gw, 1).await;
+    // (The paraphrase's entry answers the original question now.)
+    let (_, c, _, _) = outcome(&gw, &q, &[("x-request-id", "hit-2")]).await;
+    assert_eq!(c, "hit-semantic");
+    let (s, c, _, _) = outcome(
+        &gw,
+        &q,
+        &[("x-switchyard-cache-feedback", "wrong; request-id=hit-2")],
+    )
+    .await;
+    assert_eq!((s, c.as_str()), (200, "miss"));
+    assert_eq!(mock.calls(), calls + 1);
+    // A malformed header is a 400 naming it; an unknown hit is ignored.
+    let r = send(&gw, &q, &[("x-switchyard-cache-feedback", "nope")]).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-switchyard-cache-feedback"),
+        "{v}"
+    );
+    let r = send(
+        &gw,
+        &q,
+        &[("x-switchyard-cache-feedback", "wrong; request-id=unknown")],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+
+    let st = stats(&gw).await;
+    assert_eq!(st["lookups"]["reported-wrong"], 2);
+    let list: Value = gw
+        .get("/api/cache/feedback", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let data = list["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["source"], "header");
+    assert_eq!(data[0]["prompt"], Q);
+    assert_eq!(data[0]["cached_prompt"], PARAPHRASE);
+    assert_eq!(data[1]["source"], "api");
+    let jsonl = gw
+        .get("/api/cache/feedback?format=jsonl", None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let first: Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(
+        first,
+        json!({"a": Q, "b": PARAPHRASE, "hit": false, "kind": "reported"})
+    );
+    let metrics = gw.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics.contains("switchyard_cache_feedback_total{outcome=\"wrong\"} 2"),
+        "{metrics}"
+    );
+}

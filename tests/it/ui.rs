@@ -31,7 +31,7 @@ async fn the_web_ui_works_in_headless_chromium() {
     let mock = Mock::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "[server]\ndata_dir = {:?}\nadmin_token = \"ui-admin-token\"\n\n[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"sk-ui-secret-0001\"]\n\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\n\n{FAST_ROUTER}\n[cache]\n",
+        "[server]\ndata_dir = {:?}\nadmin_token = \"ui-admin-token\"\n\n[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"sk-ui-secret-0001\"]\n\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\n\n[[routes]]\nmodel = \"shadowed\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\ncache = {{ mode = \"shadow\" }}\n\n{FAST_ROUTER}\n[cache]\n",
         dir.path(),
         mock.url()
     );
@@ -42,6 +42,13 @@ async fn the_web_ui_works_in_headless_chromium() {
         let mut body = hello("smart");
         body["messages"][1]["content"] = json!(q);
         assert_eq!(gw.chat(&body).await.0, 200);
+    }
+    // A route in shadow mode: the second request is a shadow hit, answered live.
+    for _ in 0..2 {
+        let mut body = hello("shadowed");
+        body["messages"][1]["content"] = json!("Tell me a joke");
+        assert_eq!(gw.chat(&body).await.0, 200);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     mock.script([Reply::Status(400, None)]);
     let mut body = hello("mock/gpt-4o-mini");
@@ -94,7 +101,18 @@ async fn the_web_ui_works_in_headless_chromium() {
     assert_eq!(key["team"], "ui-team", "{key}");
     assert_eq!(key["active"], false, "{key}");
     assert_eq!(key["mcp_tools"][0], "calc__*", "{key}");
-    for page in ["keys", "teams", "customers"] {
+    // The answer reported wrong in the browser is gone, its pair kept.
+    let reported: serde_json::Value = gw
+        .get("/api/cache/feedback", Some("ui-admin-token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        reported["data"][0]["cached_prompt"], "What is the capital of France?",
+        "{reported}"
+    );
+    for page in ["keys", "teams", "customers", "cache-feedback"] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "no screenshot of {page}"

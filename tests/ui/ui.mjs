@@ -168,6 +168,15 @@ await step("threshold what-if", async () => {
   await expectText("p.notice", "at 0.50");
 });
 
+await step("shadow hits and a wrong answer reported", async () => {
+  await page.goto(`${url}/#/cache`);
+  await expectText("#shadow td", "Tell me a joke");
+  await expectText("#shadow td", "hit-exact");
+  await page.locator("tr", { hasText: "capital of France" }).locator("button", { hasText: "Wrong" }).click();
+  await expectText("#reported td", "capital of France");
+  await page.screenshot({ path: `${shots}/cache-feedback.png`, fullPage: true });
+});
+
 await browser.close();
 if (problems.length) {
   console.error("UI problems:\n" + problems.join("\n"));

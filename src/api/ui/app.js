@@ -205,10 +205,11 @@ pages.mcp = async () => {
 
 pages.cache = async (params) => {
   const offset = Number(params.get("offset") || 0), limit = 20;
-  const [s, w, e] = await Promise.all([
+  const [s, w, e, fb] = await Promise.all([
     api("/api/cache/stats"),
     api("/api/cache/whatif" + (params.get("threshold") ? `?threshold=${encodeURIComponent(params.get("threshold"))}` : "")),
     api(`/api/cache/entries?offset=${offset}&limit=${limit}`).catch((err) => ({ error: err })),
+    api("/api/cache/feedback").catch(() => ({ data: [] })),
   ]);
   const th = h("input", { type: "number", name: "threshold", min: 0, max: 1, step: 0.01, value: w.threshold.toFixed(2) });
   const pairCols = [
@@ -216,6 +217,16 @@ pages.cache = async (params) => {
     { label: "Cached question", get: (x) => x.cached_prompt }, { label: "Similarity", num: true, get: (x) => x.similarity.toFixed(4) },
   ];
   const del = async (id) => { await api(`/api/cache/entries/${id}`, { method: "DELETE" }); await render(); };
+  const wrong = async (id) => {
+    await api(`/api/cache/entries/${id}/feedback`, { method: "POST", json: { verdict: "wrong" } });
+    await render();
+  };
+  const shadowCols = [
+    { label: "When", get: (x) => fmtTime(x.at_ms) }, { label: "Question", get: (x) => x.prompt },
+    { label: "Cached question", get: (x) => x.cached_prompt }, { label: "Tier", get: (x) => x.shadow.tier },
+    { label: "Similarity", num: true, get: (x) => x.similarity.toFixed(4) },
+    { label: "Would have answered", get: (x) => x.shadow.cached_answer }, { label: "Live answer", get: (x) => x.shadow.live_answer || "" },
+  ];
   const purge = async () => { if (confirm("Delete every cache entry?")) { await api("/api/cache/entries", { method: "DELETE" }); await render(); } };
   const go = (o) => { location.hash = `#/cache?offset=${Math.max(0, o)}`; };
   return [
@@ -224,7 +235,9 @@ pages.cache = async (params) => {
       card("Status", s.enabled ? (s.ready ? "ready" : "loading") : "off"), card("Mode", `${s.mode} / ${s.store}`),
       card("Entries", fmtInt(s.entries)), card("Hit rate", fmtPct(s.hit_rate)),
       card("Exact hits", fmtInt(s.lookups["hit-exact"])), card("Semantic hits", fmtInt(s.lookups["hit-semantic"])),
-      card("Misses", fmtInt(s.lookups.miss)), card("Saved", fmtUsd(s.saved.cost_usd))),
+      card("Misses", fmtInt(s.lookups.miss)), card("Saved", fmtUsd(s.saved.cost_usd)),
+      card("Shadow hits", fmtInt(s.lookups["shadow-hit-exact"] + s.lookups["shadow-hit-semantic"])),
+      card("Reported wrong", fmtInt(s.lookups["reported-wrong"]))),
     h("h2", {}, "Most served entries"),
     h("div", { id: "top" }, table([
       { label: "Prompt", get: (x) => x.prompt }, { label: "Requested", get: (x) => x.route },
@@ -243,13 +256,22 @@ pages.cache = async (params) => {
     h("div", { class: "cols" },
       h("div", {}, h("h2", {}, `Would also be served (${fmtInt(w.gained_total)})`), table(pairCols, w.gained)),
       h("div", {}, h("h2", {}, `Would no longer be served (${fmtInt(w.lost_total)})`), table(pairCols, w.lost))),
+    h("h2", {}, `Shadow mode: would have been served (${fmtInt(w.shadow_total)})`),
+    h("div", { id: "shadow" }, w.shadow_total ? table(shadowCols, w.shadow)
+      : h("p", { class: "notice" }, "No shadow hits. With mode = \"shadow\" (in [cache] or a route's cache table) the cache is looked up and what it would have served is shown here beside the live answer, without serving it.")),
+    h("h2", {}, `Reported wrong (${fmtInt(fb.data.length)})`),
+    h("div", { id: "reported" }, table([
+      { label: "When", get: (x) => fmtTime(x.at_ms) }, { label: "Question", get: (x) => x.prompt || "(not known)" },
+      { label: "Cached question", get: (x) => x.cached_prompt }, { label: "Route", get: (x) => x.route }, { label: "Via", get: (x) => x.source },
+    ], fb.data)),
     h("h2", {}, "Entries"),
     e.error ? errorBox(e.error) : [
       table([
         { label: "Created", get: (x) => fmtTime(x.created * 1000) }, { label: "Model", get: (x) => x.model },
         { label: "Prompt", get: (x) => x.prompt }, { label: "Answer", get: (x) => (x.answer || "").slice(0, 160) },
         { label: "Hits", num: true, get: (x) => fmtInt(x.hits) }, { label: "Expires", get: (x) => fmtTime(x.expires * 1000) },
-        { label: "", get: (x) => h("button", { class: "danger", onclick: () => del(x.id) }, "Delete") },
+        { label: "", get: (x) => [h("button", { class: "secondary", title: "Report this answer as wrong: it is removed and the pair kept for cache-eval", onclick: () => wrong(x.id) }, "Wrong"), " ",
+          h("button", { class: "danger", onclick: () => del(x.id) }, "Delete")] },
       ], e.entries),
       h("div", { class: "pager" },
         h("button", { class: "secondary", disabled: offset === 0, onclick: () => go(offset - limit) }, "Previous"),
