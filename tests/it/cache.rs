@@ -545,7 +545,7 @@ async fn routes_have_their_own_mode_threshold_and_ttl() {
     );
     let (mock, gw, _dir) = cached(&cache).await;
     let (mut calls, mut entries) = (0, 0);
-    let mut expect = |model: &str, user: &str, want: &str, gw: &Gateway| {
+    let expect = |model: &str, user: &str, want: &str, gw: &Gateway| {
         let q = ask(model, "You are terse.", user);
         let want = want.to_owned();
         let gw_url = gw.url("/v1/chat/completions");
