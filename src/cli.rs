@@ -46,6 +46,9 @@ pub enum Command {
         /// `GET /api/cache/feedback?format=jsonl` (must-not-hit pairs, kind `reported`).
         #[arg(long)]
         feedback: Option<PathBuf>,
+        /// Only the pairs of this split (`tune`, `validate`, `test`; default all).
+        #[arg(long)]
+        split: Option<String>,
         /// Directory with model.onnx and the tokenizer files.
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         model: PathBuf,
@@ -70,16 +73,25 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::CacheEval {
             pairs,
             feedback,
+            split,
             model,
             runtime,
             threshold,
-        } => cache_eval(&pairs, feedback.as_deref(), &model, &runtime, threshold),
+        } => cache_eval(
+            &pairs,
+            feedback.as_deref(),
+            split.as_deref(),
+            &model,
+            &runtime,
+            threshold,
+        ),
     }
 }
 
 fn cache_eval(
     pairs: &Path,
     feedback: Option<&Path>,
+    split: Option<&str>,
     model: &Path,
     runtime: &Path,
     threshold: f32,
@@ -89,6 +101,13 @@ fn cache_eval(
         let mut pairs = eval::read_pairs(pairs)?;
         if let Some(f) = feedback {
             pairs.extend(eval::read_pairs(f)?);
+        }
+        let pairs = eval::only_split(pairs, split);
+        if pairs.is_empty() {
+            return Err(eval::EvalError::Pairs(format!(
+                "no pairs{}",
+                split.map(|s| format!(" in the split `{s}`")).unwrap_or_default()
+            )));
         }
         let mut model = Model::load(model, runtime)?;
         let scored = eval::score(&mut model, pairs)?;

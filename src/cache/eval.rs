@@ -20,6 +20,15 @@ pub struct Pair {
     pub hit: bool,
     /// Category (paraphrase, negation, number, entity, date, scope, opposite, domain, ...).
     pub kind: String,
+    /// `near` or `reworded` (paraphrases), `minimal` or `reworded` (traps), when labelled.
+    #[serde(default)]
+    pub style: Option<String>,
+    /// Subject area, when labelled.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// `tune`, `validate` or `test`, when the set is split.
+    #[serde(default)]
+    pub split: Option<String>,
 }
 
 /// A pair with its similarity and guard verdict.
@@ -120,6 +129,42 @@ pub fn row(scored: &[Scored], threshold: f32) -> Row {
     }
 }
 
+/// Share served per kind, per style and per kind and style, at `threshold` (with the guard):
+/// (label, pairs, share served). For traps the share is the wrong-hit rate.
+pub fn breakdown(scored: &[Scored], threshold: f32) -> Vec<(String, usize, f64)> {
+    use std::collections::BTreeMap;
+    let mut groups: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for s in scored {
+        let served = s.similarity >= threshold && s.rejected.is_none();
+        let style = s.pair.style.as_deref().unwrap_or("-");
+        let what = if s.pair.hit { "served" } else { "wrong" };
+        for key in [
+            format!("{what} {}", s.pair.kind),
+            format!("{what} style={style}"),
+            format!("{what} {}/{style}", s.pair.kind),
+        ] {
+            let g = groups.entry(key).or_default();
+            g.0 += 1;
+            g.1 += usize::from(served);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(k, (n, served))| (k, n, served as f64 / n as f64))
+        .collect()
+}
+
+/// Keeps the pairs of one split (`None`: all).
+pub fn only_split(pairs: Vec<Pair>, split: Option<&str>) -> Vec<Pair> {
+    match split {
+        None | Some("all") => pairs,
+        Some(s) => pairs
+            .into_iter()
+            .filter(|p| p.split.as_deref() == Some(s))
+            .collect(),
+    }
+}
+
 /// The report printed by `switchyard cache-eval`.
 pub fn report(scored: &[Scored], default: f32) -> String {
     use std::fmt::Write;
@@ -159,6 +204,13 @@ pub fn report(scored: &[Scored], default: f32) -> String {
         r.served * 100.0,
         r.wrong * 100.0
     );
+    let _ = writeln!(
+        out,
+        "\nby kind and style at {default:.2} (served: should-hit pairs; wrong: traps):"
+    );
+    for (label, n, share) in breakdown(scored, default) {
+        let _ = writeln!(out, "  {label:<28} {n:>5} pairs  {:>5.1}%", share * 100.0);
+    }
     let _ = writeln!(out, "\nwrong hits at the default threshold:");
     for s in scored
         .iter()

@@ -47,16 +47,78 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
             b: "Don't cancel my subscription".into(),
             hit: false,
             kind: "negation".into(),
+            style: None,
+            domain: None,
+            split: None,
         },
         eval::Pair {
             a: "Track order 48213".into(),
             b: "Track order 48231".into(),
             hit: false,
             kind: "number".into(),
+            style: None,
+            domain: None,
+            split: None,
         },
     ];
     for s in eval::score(&mut model, pairs).unwrap() {
         assert!(s.similarity > 0.95, "{s:?}");
         assert!(s.rejected.is_some(), "{s:?}");
+    }
+}
+
+/// The labelled question set (docs/cache.md): built from `questions/*.txt` by the script (checked
+/// up to date), at least 1,500 pairs over at least 10 domains, reworded paraphrases and every kind
+/// of trap, split by hash into tune, validate and test.
+#[test]
+fn the_question_set_is_built_labelled_and_split() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let check = std::process::Command::new("python3")
+        .arg(format!("{dir}/tests/fixtures/cache/build_questions.py"))
+        .arg("--check")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let pairs =
+        eval::read_pairs(format!("{dir}/tests/fixtures/cache/questions.jsonl").as_ref()).unwrap();
+    assert!(pairs.len() >= 1500, "{}", pairs.len());
+    let set = |f: &dyn Fn(&eval::Pair) -> Option<String>| {
+        pairs
+            .iter()
+            .filter_map(f)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    assert!(set(&|p| p.domain.clone()).len() >= 10);
+    let kinds = set(&|p| (!p.hit).then(|| p.kind.clone()));
+    for k in [
+        "neg",
+        "entity",
+        "number",
+        "date",
+        "unit",
+        "scope",
+        "comparison",
+        "timeframe",
+        "role",
+        "opposite",
+        "topic",
+    ] {
+        assert!(kinds.contains(k), "no {k} traps: {kinds:?}");
+    }
+    let reworded = pairs
+        .iter()
+        .filter(|p| p.hit && p.style.as_deref() == Some("reworded"))
+        .count();
+    assert!(reworded >= 250, "{reworded} reworded paraphrases");
+    for split in ["tune", "validate", "test"] {
+        let n = pairs
+            .iter()
+            .filter(|p| p.split.as_deref() == Some(split))
+            .count();
+        assert!(n >= 250, "{split}: {n}");
     }
 }
