@@ -106,7 +106,9 @@ fn cache_eval(
         if pairs.is_empty() {
             return Err(eval::EvalError::Pairs(format!(
                 "no pairs{}",
-                split.map(|s| format!(" in the split `{s}`")).unwrap_or_default()
+                split
+                    .map(|s| format!(" in the split `{s}`"))
+                    .unwrap_or_default()
             )));
         }
         let mut model = Model::load(model, runtime)?;
