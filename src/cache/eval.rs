@@ -29,6 +29,61 @@ pub struct Pair {
     /// `tune`, `validate` or `test`, when the set is split.
     #[serde(default)]
     pub split: Option<String>,
+    /// Conversations: the earlier turns differ, so the cache (which keeps every earlier turn in
+    /// its exact partition) never compares the two.
+    #[serde(skip)]
+    pub partition_differs: bool,
+}
+
+/// One turn of a labelled conversation.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+struct Turn {
+    role: String,
+    content: String,
+}
+
+/// A line of a conversation set: `a` and `b` are turns, the last one the user's.
+#[derive(Debug, Clone, Deserialize)]
+struct ConversationLine {
+    a: Vec<Turn>,
+    b: Vec<Turn>,
+    hit: bool,
+    kind: String,
+    #[serde(default)]
+    style: Option<String>,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    split: Option<String>,
+}
+
+impl ConversationLine {
+    /// The pair the cache compares: the last user turns, in partitions made of the earlier ones.
+    fn into_pair(self) -> Result<Pair, String> {
+        let last = |c: &[Turn]| match c.split_last() {
+            Some((t, rest)) if t.role == "user" => {
+                Ok((t.content.trim().to_owned(), rest.to_vec()))
+            }
+            _ => Err("a conversation must end with a user turn".to_owned()),
+        };
+        let (a, ctx_a) = last(&self.a)?;
+        let (b, ctx_b) = last(&self.b)?;
+        let same = ctx_a.len() == ctx_b.len()
+            && ctx_a
+                .iter()
+                .zip(&ctx_b)
+                .all(|(x, y)| x.role == y.role && x.content.trim() == y.content.trim());
+        Ok(Pair {
+            a,
+            b,
+            hit: self.hit,
+            kind: self.kind,
+            style: self.style,
+            domain: self.domain,
+            split: self.split,
+            partition_differs: !same,
+        })
+    }
 }
 
 /// A pair with its similarity and guard verdict.
@@ -77,8 +132,15 @@ pub fn read_pairs(path: &Path) -> Result<Vec<Pair>, EvalError> {
         if line.trim().is_empty() || line.trim_start().starts_with("//") {
             continue;
         }
-        let p: Pair = serde_json::from_str(line)
-            .map_err(|e| EvalError::Pairs(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let at = |e: String| EvalError::Pairs(format!("{}:{}: {e}", path.display(), i + 1));
+        let p = match serde_json::from_str::<Pair>(line) {
+            Ok(p) => p,
+            // A conversation (turns instead of strings).
+            Err(e) => match serde_json::from_str::<ConversationLine>(line) {
+                Ok(c) => c.into_pair().map_err(at)?,
+                Err(_) => return Err(at(e.to_string())),
+            },
+        };
         out.push(p);
     }
     Ok(out)
@@ -98,7 +160,12 @@ pub fn score(model: &mut Model, pairs: Vec<Pair>) -> Result<Vec<Scored>, EvalErr
                 continue;
             };
             out.push(Scored {
-                similarity: cosine(va, vb),
+                // Another partition: the cache never sees the pair as candidates.
+                similarity: if p.partition_differs {
+                    0.0
+                } else {
+                    cosine(va, vb)
+                },
                 rejected: guard::check(&guard::features(&p.b), &guard::features(&p.a)).err(),
                 pair: p.clone(),
             });

@@ -50,6 +50,7 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
             style: None,
             domain: None,
             split: None,
+            partition_differs: false,
         },
         eval::Pair {
             a: "Track order 48213".into(),
@@ -59,6 +60,7 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
             style: None,
             domain: None,
             split: None,
+            partition_differs: false,
         },
     ];
     for s in eval::score(&mut model, pairs).unwrap() {
@@ -121,4 +123,27 @@ fn the_question_set_is_built_labelled_and_split() {
             .count();
         assert!(n >= 250, "{split}: {n}");
     }
+    // And 300 conversation pairs, read as the cache compares them (last user turns, earlier
+    // turns as the partition).
+    let convs =
+        eval::read_pairs(format!("{dir}/tests/fixtures/cache/conversations.jsonl").as_ref())
+            .unwrap();
+    assert!(convs.len() >= 300, "{}", convs.len());
+    let styles = convs
+        .iter()
+        .filter_map(|p| p.style.clone())
+        .collect::<std::collections::BTreeSet<_>>();
+    for s in ["context-reworded", "chatter", "same-context"] {
+        assert!(styles.contains(s), "{styles:?}");
+    }
+    let reworded_context = convs
+        .iter()
+        .find(|p| p.style.as_deref() == Some("context-reworded"))
+        .unwrap();
+    assert!(reworded_context.partition_differs);
+    let same = convs
+        .iter()
+        .find(|p| p.style.as_deref() == Some("same-context"))
+        .unwrap();
+    assert!(!same.partition_differs);
 }
