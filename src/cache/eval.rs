@@ -61,9 +61,7 @@ impl ConversationLine {
     /// The pair the cache compares: the last user turns, in partitions made of the earlier ones.
     fn into_pair(self) -> Result<Pair, String> {
         let last = |c: &[Turn]| match c.split_last() {
-            Some((t, rest)) if t.role == "user" => {
-                Ok((t.content.trim().to_owned(), rest.to_vec()))
-            }
+            Some((t, rest)) if t.role == "user" => Ok((t.content.trim().to_owned(), rest.to_vec())),
             _ => Err("a conversation must end with a user turn".to_owned()),
         };
         let (a, ctx_a) = last(&self.a)?;

@@ -11,12 +11,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{Store, StoreError, trees};
+use crate::store::{BoundedLog, Store, StoreError, trees};
 
 /// Hits remembered for pairing reports.
 pub const RECENT: usize = 10_000;
@@ -78,23 +77,15 @@ pub struct Reported {
 /// Recent hits and the kept reports.
 pub struct Feedback {
     recent: Mutex<VecDeque<HitRecord>>,
-    store: Option<Store>,
-    seq: AtomicU64,
-    count: AtomicU64,
+    kept: BoundedLog,
 }
 
 impl Feedback {
     /// Opens the `cache_feedback` tree (no store: reports still remove entries, nothing is kept).
     pub fn open(store: Option<Store>) -> Self {
-        let count = store
-            .as_ref()
-            .and_then(|s| s.tree(trees::CACHE_FEEDBACK).ok())
-            .map_or(0, |t| t.len() as u64);
         Self {
             recent: Mutex::new(VecDeque::new()),
-            store,
-            seq: AtomicU64::new(0),
-            count: AtomicU64::new(count),
+            kept: BoundedLog::open(store, trees::CACHE_FEEDBACK, KEPT),
         }
     }
 
@@ -140,44 +131,13 @@ impl Feedback {
 
     /// Keeps a report, dropping the oldest beyond `KEPT`.
     pub fn keep(&self, r: &Reported) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let tree = store.tree(trees::CACHE_FEEDBACK)?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u32;
-        let mut key = [0u8; 12];
-        key[..8].copy_from_slice(&r.at_ms.to_be_bytes());
-        key[8..].copy_from_slice(&seq.to_be_bytes());
-        let bytes = serde_json::to_vec(r).map_err(|e| StoreError::Record {
-            key: trees::CACHE_FEEDBACK.into(),
-            message: e.to_string(),
-        })?;
-        tree.insert(key, bytes)?;
-        if self.count.fetch_add(1, Ordering::Relaxed) + 1 > KEPT && tree.pop_min()?.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(())
+        self.kept.push(r.at_ms, r)
     }
 
     /// Every kept report, oldest first.
     pub fn all(&self) -> Result<Vec<Reported>, StoreError> {
-        all_in(self.store.as_ref())
+        self.kept.all()
     }
-}
-
-/// The reports kept in `store` (for `cache-eval --feedback`, which opens the store itself).
-pub fn all_in(store: Option<&Store>) -> Result<Vec<Reported>, StoreError> {
-    let Some(store) = store else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for item in store.tree(trees::CACHE_FEEDBACK)?.iter() {
-        let (_, v) = item?;
-        if let Ok(r) = serde_json::from_slice(&v) {
-            out.push(r);
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

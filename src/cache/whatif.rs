@@ -8,11 +8,9 @@
 //! Shadow mode (`mode = "shadow"`) keeps its would-be hits here too (`result = "shadow"`), each
 //! with the first words of the cached answer and of the live answer that was sent instead.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError, trees};
+use crate::store::{BoundedLog, Store, StoreError, trees};
 
 /// Candidates kept (the oldest go first).
 pub const KEPT: u64 = 5_000;
@@ -86,60 +84,22 @@ pub fn first_words_of_json(json: &str) -> String {
 }
 
 /// The kept candidates.
-pub struct Candidates {
-    store: Option<Store>,
-    seq: AtomicU64,
-    count: AtomicU64,
-}
+pub struct Candidates(BoundedLog);
 
 impl Candidates {
     /// Opens the tree (no store: nothing is kept and the report is empty).
     pub fn open(store: Option<Store>) -> Self {
-        let count = store
-            .as_ref()
-            .and_then(|s| s.tree(trees::CACHE_CANDIDATES).ok())
-            .map_or(0, |t| t.len() as u64);
-        Self {
-            store,
-            seq: AtomicU64::new(0),
-            count: AtomicU64::new(count),
-        }
+        Self(BoundedLog::open(store, trees::CACHE_CANDIDATES, KEPT))
     }
 
     /// Keeps one candidate, dropping the oldest beyond `KEPT`.
     pub fn record(&self, c: &Candidate) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
-        let tree = store.tree(trees::CACHE_CANDIDATES)?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u32;
-        let mut key = [0u8; 12];
-        key[..8].copy_from_slice(&c.at_ms.to_be_bytes());
-        key[8..].copy_from_slice(&seq.to_be_bytes());
-        let bytes = serde_json::to_vec(c).map_err(|e| StoreError::Record {
-            key: trees::CACHE_CANDIDATES.into(),
-            message: e.to_string(),
-        })?;
-        tree.insert(key, bytes)?;
-        if self.count.fetch_add(1, Ordering::Relaxed) + 1 > KEPT && tree.pop_min()?.is_some() {
-            self.count.fetch_sub(1, Ordering::Relaxed);
-        }
-        Ok(())
+        self.0.push(c.at_ms, c)
     }
 
     /// Every kept candidate, oldest first (those that do not decode are skipped).
     pub fn all(&self) -> Result<Vec<Candidate>, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for item in store.tree(trees::CACHE_CANDIDATES)?.iter() {
-            let (_, v) = item?;
-            if let Ok(c) = serde_json::from_slice(&v) {
-                out.push(c);
-            }
-        }
-        Ok(out)
+        self.0.all()
     }
 }
 

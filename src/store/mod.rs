@@ -167,3 +167,67 @@ impl Store {
         Ok(())
     }
 }
+
+/// A time-ordered log in one tree, bounded to its newest `kept` records (the oldest go first).
+/// Without a store nothing is kept and reads are empty.
+pub struct BoundedLog {
+    store: Option<Store>,
+    tree: &'static str,
+    kept: u64,
+    seq: std::sync::atomic::AtomicU64,
+    count: std::sync::atomic::AtomicU64,
+}
+
+impl BoundedLog {
+    /// Opens `tree` in `store`.
+    pub fn open(store: Option<Store>, tree: &'static str, kept: u64) -> Self {
+        let count = store
+            .as_ref()
+            .and_then(|s| s.tree(tree).ok())
+            .map_or(0, |t| t.len() as u64);
+        Self {
+            store,
+            tree,
+            kept,
+            seq: std::sync::atomic::AtomicU64::new(0),
+            count: std::sync::atomic::AtomicU64::new(count),
+        }
+    }
+
+    /// Appends a record made at `at_ms`, dropping the oldest beyond the bound.
+    pub fn push<T: Serialize>(&self, at_ms: u64, record: &T) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let tree = store.tree(self.tree)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u32;
+        let mut key = [0u8; 12];
+        key[..8].copy_from_slice(&at_ms.to_be_bytes());
+        key[8..].copy_from_slice(&seq.to_be_bytes());
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Record {
+            key: self.tree.into(),
+            message: e.to_string(),
+        })?;
+        tree.insert(key, bytes)?;
+        if self.count.fetch_add(1, Ordering::Relaxed) + 1 > self.kept && tree.pop_min()?.is_some() {
+            self.count.fetch_sub(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Every record, oldest first (those that do not decode are skipped).
+    pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for item in store.tree(self.tree)?.iter() {
+            let (_, v) = item?;
+            if let Ok(r) = serde_json::from_slice(&v) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}

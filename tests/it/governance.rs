@@ -766,6 +766,23 @@ async fn mcp_post(
     (status, json, sid)
 }
 
+/// The `name` of every tool in a JSON list at `ptr` (`/data`, `/result/tools`).
+fn tool_names<'a>(v: &'a Value, ptr: &str) -> Vec<&'a str> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|t| t["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+/// `GET /api/mcp/tools` with these request headers.
+async fn admin_tools(gw: &Gateway, headers: &[(&str, &str)]) -> Value {
+    let mut rb = client().get(gw.url("/api/mcp/tools"));
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    rb.send().await.unwrap().json().await.unwrap()
+}
+
 async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
     use crate::model::{Conv, Model, Turn};
     let offered = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Vec<String>>::new()));
@@ -836,12 +853,7 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
         json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
     )
     .await;
-    let names: Vec<&str> = v["result"]["tools"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let names = tool_names(&v, "/result/tools");
     assert!(
         !names.is_empty() && names.iter().all(|n| n.starts_with("calc__")),
         "{names:?}"
@@ -870,19 +882,8 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
     );
     // The admin API's tool list and try-a-tool call, with the key: the same rules.
     let as_key = |rb: reqwest::RequestBuilder| rb.header("x-api-key", PROD);
-    let v: Value = as_key(client().get(gw.url("/api/mcp/tools")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listed: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let v = admin_tools(&gw, &[("x-api-key", PROD)]).await;
+    let listed = tool_names(&v, "/data");
     assert!(
         !listed.is_empty() && listed.iter().all(|n| n.starts_with("calc__")),
         "{listed:?}"
@@ -963,23 +964,9 @@ async fn the_admin_token_on_mcp_is_not_a_virtual_key() {
         Some(all),
         "{v}"
     );
-    let v: Value = client()
-        .get(gw.url("/api/mcp/tools"))
-        .bearer_auth(ADMIN)
-        .header("x-api-key", PROD)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let names: Vec<&str> = v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, ["calc__add"]);
+    let bearer = format!("Bearer {ADMIN}");
+    let v = admin_tools(&gw, &[("authorization", &bearer), ("x-api-key", PROD)]).await;
+    assert_eq!(tool_names(&v, "/data"), ["calc__add"]);
     gw.shutdown().await;
 }
 

@@ -44,6 +44,13 @@ async fn chat(base: &str, key: &str, max_tokens: u64) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Creates a key through `base`'s API; its secret.
+async fn new_key(base: &str, body: Value) -> String {
+    let (s, k) = admin(base, reqwest::Method::POST, "/api/keys", Some(body)).await;
+    assert_eq!(s, 201, "{k}");
+    k["secret"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn two_instances_share_keys_and_hold_one_budget() {
     let Some(redis) = RedisServer::start() else {
@@ -55,15 +62,11 @@ async fn two_instances_share_keys_and_hold_one_budget() {
     let a = Binary::start(&cfg).await;
     let b = Binary::start(&cfg).await;
     // A key made on one instance works on the other within a second.
-    let (s, k) = admin(
+    let secret = new_key(
         &a.url,
-        reqwest::Method::POST,
-        "/api/keys",
-        Some(json!({"id": "shared", "budgets": [{"max_usd": 0.63, "period": "1d"}]})),
+        json!({"id": "shared", "budgets": [{"max_usd": 0.63, "period": "1d"}]}),
     )
     .await;
-    assert_eq!(s, 201, "{k}");
-    let secret = k["secret"].as_str().unwrap().to_owned();
     let started = Instant::now();
     loop {
         let (s, _) = admin(&b.url, reqwest::Method::GET, "/api/keys/shared", None).await;
@@ -158,15 +161,11 @@ async fn an_unreachable_redis_fails_closed_or_open_as_configured() {
             config(&mock, &redis, "")
         );
         let gw = Gateway::start(&cfg).await;
-        let (s, k) = admin(
+        let secret = new_key(
             &gw.url(""),
-            reqwest::Method::POST,
-            "/api/keys",
-            Some(json!({"id": "k", "budgets": [{"max_usd": 1.0}]})),
+            json!({"id": "k", "budgets": [{"max_usd": 1.0}]}),
         )
         .await;
-        assert_eq!(s, 201, "{k}");
-        let secret = k["secret"].as_str().unwrap().to_owned();
         assert_eq!(chat(&gw.url(""), &secret, 10).await.0, 200);
         redis.stop();
         let started = Instant::now();
@@ -202,6 +201,15 @@ fn near(got: (f64, f64), want: (f64, f64)) -> bool {
     (got.0 - want.0).abs() < 1e-9 && (got.1 - want.1).abs() < 1e-9
 }
 
+/// Waits (3 s at most) until instance `base` reports the budget of key `k` as `want`.
+async fn wait_budget(base: &str, want: (f64, f64)) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !near(budget(base, "k").await, want) {
+        assert!(Instant::now() < deadline, "{:?}", budget(base, "k").await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The mock's answer costs this at gpt-4o-mini's prices (19 prompt + 10 completion tokens).
 const ONE_ANSWER_USD: f64 = (19.0 * 0.15 + 10.0 * 0.60) / 1e6;
 
@@ -212,26 +220,10 @@ async fn a_redis_restart_keeps_keys_spend_and_windows() {
     };
     let mock = Mock::start().await;
     let gw = Binary::start(&config(&mock, &redis, "")).await;
-    let (s, k) = admin(
-        &gw.url,
-        reqwest::Method::POST,
-        "/api/keys",
-        Some(json!({"id": "k", "budgets": [{"max_usd": 1.0}], "rate_limits": {"requests_per_minute": 2}})),
-    )
-    .await;
-    assert_eq!(s, 201, "{k}");
-    let secret = k["secret"].as_str().unwrap().to_owned();
+    let secret = new_key(&gw.url, json!({"id": "k", "budgets": [{"max_usd": 1.0}], "rate_limits": {"requests_per_minute": 2}})).await;
     crate::governance::clear_of_minute_boundary().await;
     assert_eq!(chat(&gw.url, &secret, 10).await.0, 200);
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !near(budget(&gw.url, "k").await, (ONE_ANSWER_USD, 0.0)) {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            budget(&gw.url, "k").await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_budget(&gw.url, (ONE_ANSWER_USD, 0.0)).await;
     redis.restart();
     // The gateway reconnects by itself; until it has, requests fail closed (503, not counted).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -249,15 +241,7 @@ async fn a_redis_restart_keeps_keys_spend_and_windows() {
     // The minute's window survived too: a third request in it is refused.
     let (s, v) = chat(&gw.url, &secret, 10).await;
     assert_eq!(s, 429, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !near(budget(&gw.url, "k").await, (2.0 * ONE_ANSWER_USD, 0.0)) {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            budget(&gw.url, "k").await
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_budget(&gw.url, (2.0 * ONE_ANSWER_USD, 0.0)).await;
 }
 
 #[tokio::test]
@@ -271,15 +255,7 @@ async fn a_killed_instance_gives_its_reservation_back_after_the_ttl() {
     let a = Binary::start(&cfg).await;
     let b = Binary::start(&cfg).await;
     // The budget covers one worst case of 100,000 output tokens, not two.
-    let (s, k) = admin(
-        &a.url,
-        reqwest::Method::POST,
-        "/api/keys",
-        Some(json!({"id": "k", "budgets": [{"max_usd": 0.1}]})),
-    )
-    .await;
-    assert_eq!(s, 201, "{k}");
-    let secret = k["secret"].as_str().unwrap().to_owned();
+    let secret = new_key(&a.url, json!({"id": "k", "budgets": [{"max_usd": 0.1}]})).await;
     let in_flight = {
         let (url, key) = (a.url.clone(), secret.clone());
         tokio::spawn(async move { chat(&url, &key, 100_000).await })
@@ -314,9 +290,5 @@ async fn a_killed_instance_gives_its_reservation_back_after_the_ttl() {
         served_at - reserved_at
     );
     // What is left: B's request settled, the dead one's reservation gone, nothing charged for it.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while !near(budget(&b.url, "k").await, (ONE_ANSWER_USD, 0.0)) {
-        assert!(Instant::now() < deadline, "{:?}", budget(&b.url, "k").await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_budget(&b.url, (ONE_ANSWER_USD, 0.0)).await;
 }
