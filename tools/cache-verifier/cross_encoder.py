@@ -189,7 +189,11 @@ def main():
     p = train(weights, split["tune"], arg("--epochs", 2), arg("--lr", 2e-5))
     scores = {s: predict(weights, p, split[s]) for s in split}
     ys = {s: np.array([r["hit"] for r in split[s]], int) for s in split}
-    report(scores, ys, split)
+    t = report(scores, ys, split)
+    if "--save" in sys.argv:
+        out = sys.argv[sys.argv.index("--save") + 1]
+        np.savez(out, threshold=np.float32(t), **{k: np.asarray(v) for k, v in p.items()})
+        print(f"saved {out}")
 
 
 if __name__ == "__main__":
