@@ -49,6 +49,10 @@ pub enum Command {
         /// Only the pairs of this split (`tune`, `validate`, `test`; default all).
         #[arg(long)]
         split: Option<String>,
+        /// Judge candidates with the learned verifier in this directory (as
+        /// `[cache] verifier = "model"` does) instead of the guard.
+        #[arg(long)]
+        verifier: Option<PathBuf>,
         /// Directory with model.onnx and the tokenizer files.
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         model: PathBuf,
@@ -74,32 +78,40 @@ pub fn run(cli: Cli) -> ExitCode {
             pairs,
             feedback,
             split,
+            verifier,
             model,
             runtime,
             threshold,
         } => cache_eval(
-            &pairs,
-            feedback.as_deref(),
-            split.as_deref(),
-            &model,
+            &EvalArgs {
+                pairs,
+                feedback,
+                split,
+                verifier,
+                model,
+            },
             &runtime,
             threshold,
         ),
     }
 }
 
-fn cache_eval(
-    pairs: &Path,
-    feedback: Option<&Path>,
-    split: Option<&str>,
-    model: &Path,
-    runtime: &Path,
-    threshold: f32,
-) -> ExitCode {
-    use crate::cache::{embedder::Model, eval};
+/// What `cache-eval` reads.
+struct EvalArgs {
+    pairs: PathBuf,
+    feedback: Option<PathBuf>,
+    split: Option<String>,
+    verifier: Option<PathBuf>,
+    model: PathBuf,
+}
+
+fn cache_eval(args: &EvalArgs, runtime: &Path, threshold: f32) -> ExitCode {
+    use crate::cache::{embedder::Model, eval, verifier::Verifier};
+    let split = args.split.as_deref();
+    let model = args.model.as_path();
     let run = || -> Result<String, eval::EvalError> {
-        let mut pairs = eval::read_pairs(pairs)?;
-        if let Some(f) = feedback {
+        let mut pairs = eval::read_pairs(&args.pairs)?;
+        if let Some(f) = &args.feedback {
             pairs.extend(eval::read_pairs(f)?);
         }
         let pairs = eval::only_split(pairs, split);
@@ -111,9 +123,15 @@ fn cache_eval(
                     .unwrap_or_default()
             )));
         }
-        let mut model = Model::load(model, runtime)?;
-        let scored = eval::score(&mut model, pairs)?;
-        Ok(eval::report(&scored, threshold))
+        let mut embedder = Model::load(model, runtime)?;
+        let mut scored = eval::score(&mut embedder, pairs)?;
+        let Some(dir) = &args.verifier else {
+            return Ok(eval::report(&scored, threshold));
+        };
+        let floor = crate::config::cache::VERIFIER_FLOOR;
+        let v = Verifier::load(dir, model, None)?;
+        eval::verify(&mut scored, &v, floor)?;
+        Ok(eval::report(&scored, floor))
     };
     match run() {
         Ok(report) => {

@@ -92,7 +92,7 @@ pub struct Scored {
     /// Cosine similarity.
     pub similarity: f32,
     /// Guard rejection, if any.
-    pub rejected: Option<guard::Rejection>,
+    pub rejected: Option<&'static str>,
 }
 
 /// Figures at one threshold.
@@ -164,12 +164,28 @@ pub fn score(model: &mut Model, pairs: Vec<Pair>) -> Result<Vec<Scored>, EvalErr
                 } else {
                     cosine(va, vb)
                 },
-                rejected: guard::check(&guard::features(&p.b), &guard::features(&p.a)).err(),
+                rejected: guard::check(&guard::features(&p.b), &guard::features(&p.a))
+                    .err()
+                    .map(|r| r.label()),
                 pair: p.clone(),
             });
         }
     }
     Ok(out)
+}
+
+/// Judges every pair at or above `floor` with the learned verifier instead of the guard (the
+/// cache's `verifier = "model"`): served when the verifier's score reaches its threshold.
+pub fn verify(
+    scored: &mut [Scored],
+    v: &super::verifier::Verifier,
+    floor: f32,
+) -> Result<(), EvalError> {
+    for s in scored.iter_mut().filter(|s| s.similarity >= floor) {
+        let score = v.score(&s.pair.a, &s.pair.b)?;
+        s.rejected = (score < v.threshold).then_some("verifier");
+    }
+    Ok(())
 }
 
 /// Served and wrong-hit rates at `threshold`.
@@ -287,7 +303,10 @@ pub fn report(scored: &[Scored], default: f32) -> String {
             s.similarity, s.pair.kind, s.pair.a, s.pair.b
         );
     }
-    let _ = writeln!(out, "\nshould-hit pairs rejected by the guard:");
+    let _ = writeln!(
+        out,
+        "\nshould-hit pairs rejected by the guard (or the verifier):"
+    );
     for s in scored
         .iter()
         .filter(|s| s.pair.hit && s.similarity >= default && s.rejected.is_some())
@@ -296,7 +315,7 @@ pub fn report(scored: &[Scored], default: f32) -> String {
             out,
             "  {:.3} [{}] {:?} / {:?}",
             s.similarity,
-            s.rejected.map(|r| r.label()).unwrap_or_default(),
+            s.rejected.unwrap_or_default(),
             s.pair.a,
             s.pair.b
         );

@@ -16,6 +16,7 @@ pub mod index;
 pub mod key;
 pub mod replay;
 pub mod stats;
+pub mod verifier;
 pub mod whatif;
 #[rustfmt::skip]
 mod words;
@@ -33,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::{ChatResponse, ChatStream, unix_now};
+use crate::config::cache::{VERIFIER_FLOOR, Verifier};
 use crate::config::{CacheConfig, CacheMode, CacheStore};
 pub use crate::request::{CacheOptions, CacheStatus, Outcome, ShadowStatus};
 use crate::request::{ChatBody, ChatOutcome, Served};
@@ -47,6 +49,8 @@ use key::Fingerprint;
 const CANDIDATES: usize = 5;
 /// Near misses are recorded down to this far below the threshold.
 const NEAR_MISS_MARGIN: f32 = 0.15;
+/// Semantic candidates the model verifier judges per lookup (the best ones; about 3 ms each).
+const VERIFIER_CANDIDATES: usize = 2;
 /// Housekeeping period: expiry sweep, eviction, index optimisation, analytics persistence.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 
@@ -142,8 +146,10 @@ pub struct Cache {
     config: CacheConfig,
     index: ArcSwapOption<AnyIndex>,
     embedder: ArcSwapOption<OnnxEmbedder>,
+    verifier: ArcSwapOption<verifier::Verifier>,
     index_state: Mutex<Component>,
     embedder_state: Mutex<Component>,
+    verifier_state: Mutex<Component>,
     stats: stats::Stats,
     metrics: Arc<Metrics>,
     tasks: TaskTracker,
@@ -170,6 +176,12 @@ impl Cache {
         let cache = Arc::new(Self {
             index: ArcSwapOption::empty(),
             embedder: ArcSwapOption::empty(),
+            verifier: ArcSwapOption::empty(),
+            verifier_state: Mutex::new(if semantic && config.verifier == Verifier::Model {
+                Component::Loading
+            } else {
+                Component::Off
+            }),
             index_state: Mutex::new(if enabled {
                 Component::Loading
             } else {
@@ -301,6 +313,39 @@ impl Cache {
                 self.set(&self.embedder_state, Component::Failed(e.to_string()));
             }
         }
+        if self.config.verifier == Verifier::Model {
+            self.load_verifier().await;
+        }
+    }
+
+    /// Loads the learned verifier (after the embedder: ONNX Runtime is loaded by then).
+    async fn load_verifier(&self) {
+        let dir = self.config.verifier_model.clone();
+        let tokenizer = self.config.embedding_model.clone();
+        let threshold = self.config.verifier_threshold;
+        let loaded = tokio::task::spawn_blocking(move || {
+            verifier::Verifier::load(&dir, &tokenizer, threshold)
+        })
+        .await;
+        match loaded {
+            Ok(Ok(v)) => {
+                tracing::info!(
+                    threshold = v.threshold,
+                    model = %self.config.verifier_model.display(),
+                    "cache verifier loaded"
+                );
+                self.verifier.store(Some(Arc::new(v)));
+                self.set(&self.verifier_state, Component::Ready);
+            }
+            Ok(Err(e)) => {
+                tracing::error!("semantic cache verifier: {e}; using the guard instead");
+                self.set(&self.verifier_state, Component::Failed(e.to_string()));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "semantic cache: the verifier crashed while loading; using the guard instead");
+                self.set(&self.verifier_state, Component::Failed(e.to_string()));
+            }
+        }
     }
 
     fn set(&self, slot: &Mutex<Component>, v: Component) {
@@ -317,11 +362,15 @@ impl Cache {
     pub fn readiness(&self) -> (bool, serde_json::Value) {
         let index = Self::get(&self.index_state);
         let embedder = Self::get(&self.embedder_state);
-        let ready = index != Component::Loading && embedder != Component::Loading;
-        (
-            ready,
-            serde_json::json!({"store": index.label(), "embedder": embedder.label()}),
-        )
+        let verifier = Self::get(&self.verifier_state);
+        let ready = index != Component::Loading
+            && embedder != Component::Loading
+            && verifier != Component::Loading;
+        let mut parts = serde_json::json!({"store": index.label(), "embedder": embedder.label()});
+        if verifier != Component::Off {
+            parts["verifier"] = verifier.label().into();
+        }
+        (ready, parts)
     }
 
     async fn maintenance(self: Arc<Self>, shutdown: CancellationToken) {
@@ -456,7 +505,17 @@ impl Cache {
         if !opts.lookup {
             return miss(self, pending);
         }
-        let threshold = opts.threshold.unwrap_or(policy.threshold);
+        // The learned verifier, when configured and loaded, judges candidates from a lower
+        // similarity floor; otherwise the guard does, from the threshold.
+        let model = match self.config.verifier {
+            Verifier::Model => self.verifier.load_full(),
+            Verifier::Guard => None,
+        };
+        let threshold = opts.threshold.unwrap_or(if model.is_some() {
+            VERIFIER_FLOOR
+        } else {
+            policy.threshold
+        });
         let now = unix_now();
         match idx.get(key::point_id(&pending.fp.exact)).await {
             Ok(Some(e)) if e.exact == pending.fp.exact && e.expires > now => {
@@ -518,6 +577,7 @@ impl Cache {
         };
         let query = guard::features(&text);
         let mut best_rejected = None;
+        let mut verified = 0;
         for c in candidates {
             if c.score < threshold {
                 if best_rejected.is_none() {
@@ -525,11 +585,21 @@ impl Cache {
                 }
                 break;
             }
-            if self.config.guard
-                && let Err(r) = guard::check(&query, &guard::features(&c.entry.prompt))
-            {
+            let verdict = match &model {
+                Some(_) if verified >= VERIFIER_CANDIDATES => break,
+                Some(v) => {
+                    verified += 1;
+                    verify(v, &c.entry.prompt, &text).await
+                }
+                None if self.config.guard => {
+                    guard::check(&query, &guard::features(&c.entry.prompt))
+                        .map_err(|r| r.label().to_owned())
+                }
+                None => Ok(()),
+            };
+            if let Err(reason) = verdict {
                 if best_rejected.is_none() {
-                    best_rejected = Some((c, r.label().to_owned()));
+                    best_rejected = Some((c, reason));
                 }
                 continue;
             }
@@ -633,7 +703,26 @@ impl Cache {
             similarity,
         }
     }
+}
 
+/// Asks the verifier whether the answer to `cached` serves `asked` (off the async runtime).
+async fn verify(v: &Arc<verifier::Verifier>, cached: &str, asked: &str) -> Result<(), String> {
+    let (model, cached, asked) = (v.clone(), cached.to_owned(), asked.to_owned());
+    match tokio::task::spawn_blocking(move || model.score(&cached, &asked)).await {
+        Ok(Ok(score)) if score >= v.threshold => Ok(()),
+        Ok(Ok(_)) => Err("verifier".to_owned()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
+            Err("verifier_failed".to_owned())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cache verifier task failed; treating the candidate as a miss");
+            Err("verifier_failed".to_owned())
+        }
+    }
+}
+
+impl Cache {
     /// Keeps a semantic candidate for the threshold what-if.
     fn candidate(
         &self,

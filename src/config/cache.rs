@@ -60,6 +60,19 @@ impl CacheMode {
     }
 }
 
+/// What judges a semantic candidate above the similarity threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verifier {
+    /// The word-list guard (numbers, negation, names, opposites, scope).
+    Guard,
+    /// The learned cross-encoder in `verifier_model` (experimental).
+    Model,
+}
+
+/// Candidates the model verifier sees: cosine at or above this (reworded paraphrases score
+/// around 0.6 with MiniLM), unless a request sets `x-switchyard-cache-threshold`.
+pub const VERIFIER_FLOOR: f32 = 0.5;
+
 /// A route's own cache policy (`[[routes]] cache = { ... }`); what it leaves unset follows
 /// `[cache]`.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -129,6 +142,12 @@ pub struct CacheConfig {
     pub cache_tool_answers: bool,
     /// Per-route policies, by route name.
     pub routes: HashMap<String, RoutePolicy>,
+    /// The guard, or the learned verifier.
+    pub verifier: Verifier,
+    /// Directory with the verifier's model.onnx and verifier.json.
+    pub verifier_model: PathBuf,
+    /// The verifier's decision threshold (logit); `None`: the one in verifier.json.
+    pub verifier_threshold: Option<f32>,
 }
 
 impl CacheConfig {
@@ -228,6 +247,23 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
             format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
         ));
     }
+    let verifier = match c.verifier.as_deref().unwrap_or("guard") {
+        "guard" => Verifier::Guard,
+        "model" => Verifier::Model,
+        other => {
+            issues.push(Issue::new(
+                "cache.verifier",
+                format!("`{other}` is not a verifier; use `guard` or `model`"),
+            ));
+            Verifier::Guard
+        }
+    };
+    if c.verifier_threshold.is_some_and(|t| !t.is_finite()) {
+        issues.push(Issue::new(
+            "cache.verifier_threshold",
+            "must be a finite number",
+        ));
+    }
     let max_entries = c.max_entries.unwrap_or(100_000);
     if max_entries == 0 {
         issues.push(Issue::new("cache.max_entries", "must be at least 1"));
@@ -277,5 +313,11 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
         replay_delay: Duration::from_millis(c.replay_delay_ms.unwrap_or(0)),
         cache_tool_answers: c.cache_tool_answers.unwrap_or(false),
         routes: HashMap::new(),
+        verifier,
+        verifier_model: PathBuf::from(
+            c.verifier_model
+                .unwrap_or_else(|| "models/cache-verifier".into()),
+        ),
+        verifier_threshold: c.verifier_threshold.map(|t| t as f32),
     }
 }

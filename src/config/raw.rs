@@ -117,6 +117,9 @@ pub struct RawCache {
     pub guard: Option<bool>,
     pub replay_delay_ms: Option<u64>,
     pub cache_tool_answers: Option<bool>,
+    pub verifier: Option<String>,
+    pub verifier_model: Option<String>,
+    pub verifier_threshold: Option<f64>,
 }
 
 /// `[mcp]` as CONTRACT.md defines it.

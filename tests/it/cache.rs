@@ -773,3 +773,37 @@ async fn wrong_answers_reported_are_removed_counted_and_kept() {
         "{metrics}"
     );
 }
+
+/// `verifier = "model"`: the learned cross-encoder (models/cache-verifier) serves a rewording
+/// that cosine and the guard miss, and refuses a swapped comparison that they serve. Both pairs
+/// are from the test split of the labelled set, which the model was not trained on.
+#[tokio::test]
+async fn the_learned_verifier_serves_rewordings_and_refuses_swapped_comparisons() {
+    let cached_q = "How often should I clean a fish tank?";
+    let reworded = "What's a sensible schedule for changing the water in an aquarium?";
+    let compared = "Is a passkey safer than a password?";
+    let swapped = "Is a password safer than a passkey?";
+    for (config, reworded_outcome, swapped_outcome) in [
+        ("verifier = \"model\"", "hit-semantic", "miss"),
+        ("", "miss", "hit-semantic"),
+    ] {
+        let (mock, gw, _dir) = cached(config).await;
+        if !config.is_empty() {
+            let ready: Value = gw.get("/ready", None).await.json().await.unwrap();
+            assert_eq!(ready["cache"]["verifier"], "ready", "{ready}");
+        }
+        for (first, second, want) in [
+            (cached_q, reworded, reworded_outcome),
+            (compared, swapped, swapped_outcome),
+        ] {
+            let before = stats(&gw).await["entries"].as_u64().unwrap();
+            assert_eq!(outcome(&gw, &ask("p/m", "", first), &[]).await.1, "miss");
+            wait_entries(&gw, before + 1).await;
+            let calls = mock.calls();
+            let (_, got, _, _) = outcome(&gw, &ask("p/m", "", second), &[]).await;
+            assert_eq!(got, want, "[{config}] {first} / {second}");
+            let upstream = if want == "miss" { 1 } else { 0 };
+            assert_eq!(mock.calls(), calls + upstream);
+        }
+    }
+}

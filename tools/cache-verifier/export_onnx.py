@@ -3,7 +3,10 @@ that ONNX Runtime runs: inputs input_ids, attention_mask, token_type_ids (int64,
 output logits ([batch, 1]): the BERT encoder of all-MiniLM-L6-v2, mean pooling over the mask, one
 linear layer. Standard opset-17 operators only. Checks the graph against the JAX model's scores.
 
-    python3 tools/cache-verifier/export_onnx.py MODEL.npz OUT.onnx WEIGHTS_DIR
+    python3 tools/cache-verifier/export_onnx.py MODEL.npz OUT.onnx WEIGHTS_DIR [--int8 INT8.onnx]
+
+With --int8, also writes the dynamically quantised graph (onnxruntime.quantization, int8 weights)
+that the gateway ships in models/cache-verifier/.
 """
 import sys
 
@@ -132,6 +135,11 @@ def main():
                               np.ones(ids.shape, np.float32))[0])
         print(f"{got:+.4f} onnx  {want:+.4f} jax  {a!r} / {b!r}")
         assert abs(got - want) < 1e-3, (got, want)
+    if "--int8" in sys.argv:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        target = sys.argv[sys.argv.index("--int8") + 1]
+        quantize_dynamic(out, target, weight_type=QuantType.QInt8)
+        print(f"wrote {target}")
 
 
 if __name__ == "__main__":

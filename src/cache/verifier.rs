@@ -1,0 +1,80 @@
+//! The learned verifier (`[cache] verifier = "model"`): a cross-encoder that reads the cached
+//! question and the new one together and scores whether one answer serves both (see
+//! models/cache-verifier/README.md and docs/cache.md). It replaces the word-list guard for the
+//! best semantic candidates; it runs on ONNX Runtime through fastembed's reranker, off the async
+//! runtime (the caller uses `spawn_blocking`).
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use fastembed::{
+    RerankInitOptionsUserDefined, TextRerank, TokenizerFiles, UserDefinedRerankingModel,
+};
+
+use super::embedder::EmbedError;
+
+/// Longest pair in tokens (questions are short; longer pairs are truncated).
+const MAX_TOKENS: usize = 256;
+
+/// The loaded verifier.
+pub struct Verifier {
+    inner: Mutex<TextRerank>,
+    /// Scores at or above it are served.
+    pub threshold: f32,
+}
+
+#[derive(serde::Deserialize)]
+struct Meta {
+    threshold: f32,
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
+    let path = dir.join(name);
+    if !path.is_file() {
+        return Err(EmbedError::Missing(path));
+    }
+    std::fs::read(&path).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))
+}
+
+impl Verifier {
+    /// Loads `model.onnx` and `verifier.json` from `dir` and the tokenizer files from
+    /// `tokenizer_dir` (the embedding model's: the same vocabulary). ONNX Runtime must be loaded.
+    pub fn load(
+        dir: &Path,
+        tokenizer_dir: &Path,
+        threshold: Option<f32>,
+    ) -> Result<Self, EmbedError> {
+        let meta: Meta = serde_json::from_slice(&read(dir, "verifier.json")?)
+            .map_err(|e| EmbedError::Load(format!("verifier.json: {e}")))?;
+        let files = TokenizerFiles {
+            tokenizer_file: read(tokenizer_dir, "tokenizer.json")?,
+            config_file: read(tokenizer_dir, "config.json")?,
+            special_tokens_map_file: read(tokenizer_dir, "special_tokens_map.json")?,
+            tokenizer_config_file: read(tokenizer_dir, "tokenizer_config.json")?,
+        };
+        let model = UserDefinedRerankingModel::new(read(dir, "model.onnx")?, files);
+        let inner = TextRerank::try_new_from_user_defined(
+            model,
+            RerankInitOptionsUserDefined::default().with_max_length(MAX_TOKENS),
+        )
+        .map_err(|e| EmbedError::Load(e.to_string()))?;
+        Ok(Self {
+            inner: Mutex::new(inner),
+            threshold: threshold.unwrap_or(meta.threshold),
+        })
+    }
+
+    /// The score of serving the answer to `cached` for `asked` (blocking: a few ms).
+    pub fn score(&self, cached: &str, asked: &str) -> Result<f32, EmbedError> {
+        let mut model = self
+            .inner
+            .lock()
+            .map_err(|_| EmbedError::Run("verifier lock poisoned".into()))?;
+        let out = model
+            .rerank(cached, vec![asked], false, None)
+            .map_err(|e| EmbedError::Run(e.to_string()))?;
+        out.first()
+            .map(|r| r.score)
+            .ok_or_else(|| EmbedError::Run("the verifier returned no score".into()))
+    }
+}
