@@ -71,7 +71,18 @@ fn load_runtime(path: &Path) -> Result<(), EmbedError> {
     Ok(())
 }
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
+/// The four tokenizer files fastembed wants, from a model directory.
+pub(super) fn tokenizer_files(dir: &Path) -> Result<TokenizerFiles, EmbedError> {
+    Ok(TokenizerFiles {
+        tokenizer_file: read(dir, "tokenizer.json")?,
+        config_file: read(dir, "config.json")?,
+        special_tokens_map_file: read(dir, "special_tokens_map.json")?,
+        tokenizer_config_file: read(dir, "tokenizer_config.json")?,
+    })
+}
+
+/// Reads a model file, naming it when it is missing.
+pub(super) fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
     let path = dir.join(name);
     if !path.is_file() {
         return Err(EmbedError::Missing(path));
@@ -83,12 +94,7 @@ impl Model {
     /// Loads `model.onnx` and the tokenizer files from `dir`, with ONNX Runtime from `runtime`.
     pub fn load(dir: &Path, runtime: &Path) -> Result<Self, EmbedError> {
         let onnx = read(dir, "model.onnx")?;
-        let files = TokenizerFiles {
-            tokenizer_file: read(dir, "tokenizer.json")?,
-            config_file: read(dir, "config.json")?,
-            special_tokens_map_file: read(dir, "special_tokens_map.json")?,
-            tokenizer_config_file: read(dir, "tokenizer_config.json")?,
-        };
+        let files = tokenizer_files(dir)?;
         load_runtime(runtime)?;
         let model = UserDefinedEmbeddingModel::new(onnx, files)
             .with_pooling(Pooling::Mean)

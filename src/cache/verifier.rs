@@ -7,11 +7,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use fastembed::{
-    RerankInitOptionsUserDefined, TextRerank, TokenizerFiles, UserDefinedRerankingModel,
-};
+use fastembed::{RerankInitOptionsUserDefined, TextRerank, UserDefinedRerankingModel};
 
-use super::embedder::EmbedError;
+use super::embedder::{EmbedError, read, tokenizer_files};
 
 /// Longest pair in tokens (questions are short; longer pairs are truncated).
 const MAX_TOKENS: usize = 256;
@@ -28,14 +26,6 @@ struct Meta {
     threshold: f32,
 }
 
-fn read(dir: &Path, name: &str) -> Result<Vec<u8>, EmbedError> {
-    let path = dir.join(name);
-    if !path.is_file() {
-        return Err(EmbedError::Missing(path));
-    }
-    std::fs::read(&path).map_err(|e| EmbedError::Load(format!("{}: {e}", path.display())))
-}
-
 impl Verifier {
     /// Loads `model.onnx` and `verifier.json` from `dir` and the tokenizer files from
     /// `tokenizer_dir` (the embedding model's: the same vocabulary). ONNX Runtime must be loaded.
@@ -46,12 +36,7 @@ impl Verifier {
     ) -> Result<Self, EmbedError> {
         let meta: Meta = serde_json::from_slice(&read(dir, "verifier.json")?)
             .map_err(|e| EmbedError::Load(format!("verifier.json: {e}")))?;
-        let files = TokenizerFiles {
-            tokenizer_file: read(tokenizer_dir, "tokenizer.json")?,
-            config_file: read(tokenizer_dir, "config.json")?,
-            special_tokens_map_file: read(tokenizer_dir, "special_tokens_map.json")?,
-            tokenizer_config_file: read(tokenizer_dir, "tokenizer_config.json")?,
-        };
+        let files = tokenizer_files(tokenizer_dir)?;
         let model = UserDefinedRerankingModel::new(read(dir, "model.onnx")?, files);
         let inner = TextRerank::try_new_from_user_defined(
             model,
