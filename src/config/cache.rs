@@ -70,8 +70,8 @@ pub enum Verifier {
 }
 
 /// Candidates the model verifier sees: cosine at or above this (reworded paraphrases score
-/// around 0.6 with MiniLM), unless a request sets `x-switchyard-cache-threshold`.
-pub const VERIFIER_FLOOR: f32 = 0.5;
+/// around 0.6 with MiniLM, some below 0.5), unless a request sets `x-switchyard-cache-threshold`.
+pub const VERIFIER_FLOOR: f32 = 0.35;
 
 /// A route's own cache policy (`[[routes]] cache = { ... }`); what it leaves unset follows
 /// `[cache]`.
