@@ -520,17 +520,7 @@ impl Cache {
         match idx.get(key::point_id(&pending.fp.exact)).await {
             Ok(Some(e)) if e.exact == pending.fp.exact && e.expires > now => {
                 if shadow.is_some() {
-                    let shadow = self.shadow_hit(route, &mut pending, e, None, threshold);
-                    self.count_lookup(route, Outcome::Miss, started);
-                    return Lookup::Miss {
-                        status: CacheStatus {
-                            outcome: Outcome::Miss,
-                            similarity: None,
-                            best_candidate: None,
-                            shadow: Some(shadow),
-                        },
-                        pending: Some(Box::new(pending)),
-                    };
+                    return self.shadow_hit(route, pending, e, None, threshold, started);
                 }
                 let asked = e.prompt.clone();
                 if let Some(hit) = self.serve(&idx, e, Outcome::HitExact, None, asked) {
@@ -575,7 +565,8 @@ impl Cache {
                 return miss(self, pending);
             }
         };
-        let query = guard::features(&text);
+        // The guard's view of the question, only when the guard judges.
+        let query = (model.is_none() && self.config.guard).then(|| guard::features(&text));
         let mut best_rejected = None;
         let mut verified = 0;
         for c in candidates {
@@ -589,13 +580,13 @@ impl Cache {
                 Some(_) if verified >= VERIFIER_CANDIDATES => break,
                 Some(v) => {
                     verified += 1;
-                    verify(v, &c.entry.prompt, &text).await
+                    v.accepts(&c.entry.prompt, &text).await
                 }
-                None if self.config.guard => {
-                    guard::check(&query, &guard::features(&c.entry.prompt))
-                        .map_err(|r| r.label().to_owned())
-                }
-                None => Ok(()),
+                None => match &query {
+                    Some(q) => guard::check(q, &guard::features(&c.entry.prompt))
+                        .map_err(|r| r.label().to_owned()),
+                    None => Ok(()),
+                },
             };
             if let Err(reason) = verdict {
                 if best_rejected.is_none() {
@@ -606,17 +597,7 @@ impl Cache {
             let score = c.score;
             if shadow.is_some() {
                 self.similarity("shadow", score);
-                let shadow = self.shadow_hit(route, &mut pending, c.entry, Some(score), threshold);
-                self.count_lookup(route, Outcome::Miss, started);
-                return Lookup::Miss {
-                    status: CacheStatus {
-                        outcome: Outcome::Miss,
-                        similarity: None,
-                        best_candidate: Some(score),
-                        shadow: Some(shadow),
-                    },
-                    pending: Some(Box::new(pending)),
-                };
+                return self.shadow_hit(route, pending, c.entry, Some(score), threshold, started);
             }
             let cached_prompt = c.entry.prompt.clone();
             if let Some(hit) = self.serve(
@@ -662,15 +643,17 @@ impl Cache {
     }
 
     /// Shadow mode found `e` (semantic: at `similarity`): counted, and kept in `pending` to be
-    /// recorded beside the live answer once it is complete. Nothing is served.
+    /// recorded beside the live answer once it is complete. Nothing is served: the lookup is a
+    /// miss that says what would have been.
     fn shadow_hit(
         &self,
         route: &str,
-        pending: &mut Pending,
+        mut pending: Pending,
         e: Entry,
         similarity: Option<f32>,
         threshold: f32,
-    ) -> ShadowStatus {
+        started: Instant,
+    ) -> Lookup {
         let outcome = if similarity.is_some() {
             Outcome::HitSemantic
         } else {
@@ -698,31 +681,21 @@ impl Cache {
                 live_answer: None,
             }),
         });
-        ShadowStatus {
-            outcome,
-            similarity,
+        self.count_lookup(route, Outcome::Miss, started);
+        Lookup::Miss {
+            status: CacheStatus {
+                outcome: Outcome::Miss,
+                similarity: None,
+                best_candidate: similarity,
+                shadow: Some(ShadowStatus {
+                    outcome,
+                    similarity,
+                }),
+            },
+            pending: Some(Box::new(pending)),
         }
     }
-}
 
-/// Asks the verifier whether the answer to `cached` serves `asked` (off the async runtime).
-async fn verify(v: &Arc<verifier::Verifier>, cached: &str, asked: &str) -> Result<(), String> {
-    let (model, cached, asked) = (v.clone(), cached.to_owned(), asked.to_owned());
-    match tokio::task::spawn_blocking(move || model.score(&cached, &asked)).await {
-        Ok(Ok(score)) if score >= v.threshold => Ok(()),
-        Ok(Ok(_)) => Err("verifier".to_owned()),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
-            Err("verifier_failed".to_owned())
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cache verifier task failed; treating the candidate as a miss");
-            Err("verifier_failed".to_owned())
-        }
-    }
-}
-
-impl Cache {
     /// Keeps a semantic candidate for the threshold what-if.
     fn candidate(
         &self,

@@ -5,7 +5,7 @@
 //! runtime (the caller uses `spawn_blocking`).
 
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use fastembed::{RerankInitOptionsUserDefined, TextRerank, UserDefinedRerankingModel};
 
@@ -61,5 +61,23 @@ impl Verifier {
         out.first()
             .map(|r| r.score)
             .ok_or_else(|| EmbedError::Run("the verifier returned no score".into()))
+    }
+
+    /// Whether the answer to `cached` may serve `asked`, scored on a blocking thread; the error
+    /// is the reason for the what-if (`verifier`, or `verifier_failed` when the model failed).
+    pub async fn accepts(self: &Arc<Self>, cached: &str, asked: &str) -> Result<(), String> {
+        let (me, cached, asked) = (self.clone(), cached.to_owned(), asked.to_owned());
+        match tokio::task::spawn_blocking(move || me.score(&cached, &asked)).await {
+            Ok(Ok(score)) if score >= self.threshold => Ok(()),
+            Ok(Ok(_)) => Err("verifier".to_owned()),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
+                Err("verifier_failed".to_owned())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cache verifier task failed; treating the candidate as a miss");
+                Err("verifier_failed".to_owned())
+            }
+        }
     }
 }

@@ -172,6 +172,30 @@ impl CacheConfig {
     }
 }
 
+/// Whether `t` is a usable similarity threshold; records the problem at `path` when not.
+fn threshold_ok(t: f64, path: &str, issues: &mut Vec<Issue>) -> bool {
+    let ok = t > 0.0 && t <= 1.0;
+    if !ok {
+        issues.push(Issue::new(
+            path,
+            format!("must be a cosine similarity in (0, 1], got {t}"),
+        ));
+    }
+    ok
+}
+
+/// Whether `s` seconds is a usable entry lifetime; records the problem at `path` when not.
+fn ttl_ok(s: u64, path: &str, issues: &mut Vec<Issue>) -> bool {
+    let ok = (1..=MAX_TTL_SECONDS).contains(&s);
+    if !ok {
+        issues.push(Issue::new(
+            path,
+            format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
+        ));
+    }
+    ok
+}
+
 /// Each route's `cache` table, validated with its path (`routes[2].cache.threshold`).
 pub fn route_policies(
     routes: &[Option<RawRoute>],
@@ -187,26 +211,12 @@ pub fn route_policies(
             .mode
             .as_deref()
             .and_then(|m| CacheMode::parse(m, &format!("{at}.mode"), issues));
-        let threshold = c.threshold.filter(|t| {
-            let ok = *t > 0.0 && *t <= 1.0;
-            if !ok {
-                issues.push(Issue::new(
-                    format!("{at}.threshold"),
-                    format!("must be a cosine similarity in (0, 1], got {t}"),
-                ));
-            }
-            ok
-        });
-        let ttl = c.ttl_seconds.filter(|t| {
-            let ok = (1..=MAX_TTL_SECONDS).contains(t);
-            if !ok {
-                issues.push(Issue::new(
-                    format!("{at}.ttl_seconds"),
-                    format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
-                ));
-            }
-            ok
-        });
+        let threshold = c
+            .threshold
+            .filter(|t| threshold_ok(*t, &format!("{at}.threshold"), issues));
+        let ttl = c
+            .ttl_seconds
+            .filter(|t| ttl_ok(*t, &format!("{at}.ttl_seconds"), issues));
         out.insert(
             r.model.clone(),
             RoutePolicy {
@@ -234,19 +244,9 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
     )
     .unwrap_or(CacheMode::Semantic);
     let threshold = c.threshold.unwrap_or(f64::from(DEFAULT_THRESHOLD));
-    if !(threshold > 0.0 && threshold <= 1.0) {
-        issues.push(Issue::new(
-            "cache.threshold",
-            format!("must be a cosine similarity in (0, 1], got {threshold}"),
-        ));
-    }
+    threshold_ok(threshold, "cache.threshold", issues);
     let ttl = c.ttl_seconds.unwrap_or(3600);
-    if ttl == 0 || ttl > MAX_TTL_SECONDS {
-        issues.push(Issue::new(
-            "cache.ttl_seconds",
-            format!("must be from 1 to {MAX_TTL_SECONDS} (10 years)"),
-        ));
-    }
+    ttl_ok(ttl, "cache.ttl_seconds", issues);
     let verifier = match c.verifier.as_deref().unwrap_or("guard") {
         "guard" => Verifier::Guard,
         "model" => Verifier::Model,
