@@ -48,6 +48,8 @@ pub struct AppState {
     pub hosts: Arc<HostPolicy>,
     /// Virtual keys, budgets, rate limits.
     pub governance: Arc<Governance>,
+    /// Responses API answers kept for `GET` and `previous_response_id`.
+    pub responses: Arc<crate::store::responses::ResponseStore>,
 }
 
 /// Why the server could not run.
@@ -126,8 +128,14 @@ impl AppState {
             shutdown.clone(),
             client.clone(),
         );
+        let responses = Arc::new(crate::store::responses::ResponseStore::open(
+            store.clone(),
+            config.responses.ttl,
+            config.responses.max_stored,
+        ));
         Ok(Self {
             mcp,
+            responses,
             hosts: Arc::new(HostPolicy::new(&config)),
             governance,
             config: Arc::new(config),

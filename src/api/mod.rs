@@ -12,6 +12,7 @@ pub mod mcp;
 pub mod mcp_rpc;
 pub mod openai;
 pub mod origin;
+pub mod responses;
 mod sse;
 pub mod ui;
 
@@ -46,6 +47,11 @@ pub fn routes(state: AppState) -> Router {
     let openai = Router::new()
         .route("/chat/completions", post(openai::chat_completions))
         .route("/embeddings", post(openai::embeddings))
+        .route("/responses", post(responses::create))
+        .route(
+            "/responses/{id}",
+            get(responses::get).delete(responses::delete),
+        )
         .route("/models", get(openai::models))
         .route("/models/{*id}", get(openai::model));
     Router::new()

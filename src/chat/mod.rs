@@ -419,5 +419,17 @@ pub fn unix_now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// A new id with this prefix: the creation time (hex milliseconds, so stored responses sort by
+/// age) and 128 random bits.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{:012x}{:032x}", unix_now_ms(), fastrand::u128(..))
+}
+
+/// The creation time (unix ms) of an id made by `new_id`.
+pub fn id_time_ms(id: &str) -> Option<u64> {
+    let hex = id.split_once('_')?.1.get(..12)?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
 #[cfg(test)]
 mod tests;

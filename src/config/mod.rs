@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use cache::{CacheConfig, CacheMode, CacheStore};
 pub use mcp::{McpConfig, McpServerConfig, McpServerSpec, McpTransport};
-pub use observe::{LogsConfig, Price, TelemetryConfig};
+pub use observe::{LogsConfig, Price, ResponsesConfig, TelemetryConfig};
 use raw::{RawCache, RawKey, RawMcp, RawProvider, RawRoute, RawRouter, RawServer};
 
 /// One problem found in a config, with the field path it concerns.
@@ -312,6 +312,8 @@ pub struct Config {
     pub mcp: McpConfig,
     /// `[logs]`: the request log.
     pub logs: LogsConfig,
+    /// `[responses]`: stored Responses API answers.
+    pub responses: ResponsesConfig,
     /// `[governance]`: virtual keys, budgets, rate limits.
     pub governance: governance::GovernanceConfig,
     /// `[telemetry]`: OpenTelemetry traces.
@@ -391,6 +393,9 @@ impl Config {
         let logs: observe::RawLogs = take("logs")
             .and_then(|v| raw::section(v, "logs", &mut issues))
             .unwrap_or_default();
+        let responses: observe::RawResponses = take("responses")
+            .and_then(|v| raw::section(v, "responses", &mut issues))
+            .unwrap_or_default();
         let telemetry: observe::RawTelemetry = take("telemetry")
             .and_then(|v| raw::section(v, "telemetry", &mut issues))
             .unwrap_or_default();
@@ -410,6 +415,7 @@ impl Config {
         cache.routes = cache::route_policies(&routes_raw, &mut issues);
         let mcp = mcp::validate(mcp_raw, &mcp_specs, &mut issues);
         let logs = observe::validate_logs(logs, &mut issues);
+        let responses = observe::validate_responses(responses, &mut issues);
         let telemetry = observe::validate_telemetry(telemetry, &mut issues);
         let prices = observe::validate_prices(prices, &mut issues);
         let governance = governance::validate(governance, &mut issues);
@@ -426,6 +432,7 @@ impl Config {
             cache,
             mcp,
             logs,
+            responses,
             telemetry,
             prices,
             governance,
@@ -491,6 +498,7 @@ impl Config {
             cache: CacheConfig::default(),
             mcp: McpConfig::default(),
             logs: LogsConfig::default(),
+            responses: ResponsesConfig::default(),
             governance: governance::GovernanceConfig::default(),
             telemetry: TelemetryConfig::default(),
             prices: BTreeMap::new(),

@@ -158,3 +158,48 @@ pub fn validate_prices(
     }
     out
 }
+
+/// `[responses]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RawResponses {
+    pub ttl_seconds: Option<u64>,
+    pub max_stored: Option<u64>,
+}
+
+/// `[responses]`, validated: how long Responses API answers stored with `store: true` are kept.
+#[derive(Debug, Clone)]
+pub struct ResponsesConfig {
+    /// A stored response (and `previous_response_id` to it) lasts this long (default 30 days).
+    pub ttl: Duration,
+    /// At most this many stored responses; the oldest go first.
+    pub max_stored: u64,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        validate_responses(RawResponses::default(), &mut Vec::new())
+    }
+}
+
+/// Validates `[responses]`.
+pub fn validate_responses(r: RawResponses, issues: &mut Vec<Issue>) -> ResponsesConfig {
+    let ttl = r.ttl_seconds.unwrap_or(30 * 86_400);
+    if !(1..=365 * 86_400).contains(&ttl) {
+        issues.push(Issue::new(
+            "responses.ttl_seconds",
+            format!("must be between 1 and 31536000 (a year), got {ttl}"),
+        ));
+    }
+    let max_stored = r.max_stored.unwrap_or(100_000);
+    if max_stored == 0 {
+        issues.push(Issue::new(
+            "responses.max_stored",
+            "must be at least 1 (send `store: false` to keep nothing)",
+        ));
+    }
+    ResponsesConfig {
+        ttl: Duration::from_secs(ttl),
+        max_stored,
+    }
+}

@@ -143,6 +143,7 @@ pub const SECTIONS: &[&str] = &[
     "cache",
     "mcp",
     "logs",
+    "responses",
     "telemetry",
     "prices",
     "governance",

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod responses;
+
 /// Version of the records written here.
 pub const SCHEMA: u32 = 1;
 

@@ -88,3 +88,8 @@ async fn governance_errors_as_both_sdks_see_them_on_redis() {
     );
     run_script_with("governance_sdk.py", &gov, 2).await;
 }
+
+#[tokio::test]
+async fn openai_python_sdk_responses_api() {
+    run_script_with("responses_sdk.py", "", 20).await;
+}

@@ -28,6 +28,7 @@ mod observe;
 mod otel;
 mod qdrant_fake;
 mod redis_server;
+mod responses;
 mod router;
 mod security;
 mod ui;

@@ -378,6 +378,35 @@ async fn loop_through_the_anthropic_ingress() {
 }
 
 #[tokio::test]
+async fn loop_through_the_responses_api() {
+    let model = Model::start(adder).await;
+    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
+    let body = json!({"model": "mock/m", "input": "What is 2 + 3?"});
+    let resp = gw.post("/v1/responses", &body).await;
+    assert_eq!(header(resp.headers(), "x-switchyard-mcp-tool-calls"), "1");
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["status"], "completed");
+    // The gateway's own tool round is not shown: one message with the final answer.
+    assert_eq!(v["output"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["output"][0]["content"][0]["text"], "The sum is 5.");
+
+    let mut body = body;
+    body["stream"] = json!(true);
+    let events = sse(gw.post("/v1/responses", &body).await).await;
+    let mut text = String::new();
+    for e in &events {
+        let v: Value = serde_json::from_str(&e.data).unwrap();
+        assert_ne!(v["item"]["type"], "function_call", "gateway tool leaked: {v}");
+        if v["type"] == "response.output_text.delta" {
+            text.push_str(v["delta"].as_str().unwrap());
+        }
+    }
+    assert_eq!(text, "The sum is 5.");
+    let last: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    assert_eq!(last["type"], "response.completed");
+}
+
+#[tokio::test]
 async fn a_timeout_becomes_a_tool_result_and_the_loop_goes_on() {
     let model = Model::start(calls_then_results(&[
         ("slow__hang", json!({})),

@@ -19,6 +19,8 @@ use serde_json::{Value, json};
 
 /// The text every fixture answers with.
 pub const TEXT: &str = "Hello! How can I help you today?";
+/// The answer to a request with a `json_schema` response format (OpenAI-format mock).
+pub const STRUCTURED: &str = r#"{"city":"Paris","temperature_c":18}"#;
 
 /// Serves `app` on 127.0.0.1 (a free port) in the background.
 pub async fn serve(app: Router) -> SocketAddr {
@@ -184,7 +186,16 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let tools = body
         .get("tools")
         .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
+    // Structured output: the recorded answer, with a JSON object that fits `STRUCTURED`'s schema.
+    let structured = !anthropic
+        && !stream
+        && body.pointer("/response_format/type") == Some(&json!("json_schema"));
     match reply {
+        Reply::Ok if structured => {
+            let mut v: Value = serde_json::from_str(&fixture("openai/chat.json")).unwrap();
+            v["choices"][0]["message"]["content"] = json!(STRUCTURED);
+            axum::Json(v).into_response()
+        }
         Reply::Ok => recorded(&path, anthropic, stream, tools),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;

@@ -1,5 +1,8 @@
 //! The OpenAI wire format, and every vendor that speaks it (as presets of one adapter).
 
+pub mod responses;
+pub mod responses_stream;
+
 use std::collections::BTreeMap;
 
 use futures_util::StreamExt;

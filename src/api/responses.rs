@@ -1,0 +1,251 @@
+//! OpenAI Responses API ingress: `POST /v1/responses` (stream or not, any provider behind it),
+//! `GET` and `DELETE /v1/responses/{id}`. Requests become canonical chat requests, so routing,
+//! fallbacks, the cache, the MCP tool loop and governance work as for chat completions; answers
+//! are kept (`store`, default true) per tenant for `previous_response_id`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::{
+    Dialect, RequestGuard, context, error_response, json_error, mcp_trailer, read_json,
+    set_cache_headers, set_headers, set_mcp_headers, sse,
+};
+use crate::app::AppState;
+use crate::chat::{ChatStream, Message};
+use crate::error::GatewayError;
+use crate::pipeline::{self, ChatBody, RequestContext};
+use crate::providers::openai::responses::{self, Echo, ResponsesRequest};
+use crate::providers::openai::responses_stream::{Event, StreamEncoder};
+use crate::store::responses::{ResponseStore, ResponsesError, StoredResponse};
+use crate::telemetry::otel;
+
+/// `POST /v1/responses`.
+pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    let ctx = context(&state, &headers);
+    let guard = RequestGuard::new(&state, "responses", &ctx, &headers);
+    let span = guard.span();
+    create_inner(state, ctx, guard, headers, body)
+        .instrument(span)
+        .await
+}
+
+/// Who may read a stored response: the caller's virtual key id, or `""` when ungoverned.
+fn tenant(state: &AppState, headers: &HeaderMap) -> Result<String, GatewayError> {
+    let cred = crate::governance::credential(headers);
+    Ok(state
+        .governance
+        .identify_caller(cred.as_deref())?
+        .unwrap_or_default())
+}
+
+/// What is kept once the answer is complete.
+struct Keep {
+    store: Arc<ResponseStore>,
+    tenant: String,
+    previous: Option<String>,
+    input: Vec<Message>,
+}
+
+impl Keep {
+    fn save(self, id: &str, output: Option<Message>, response: Value) {
+        let rec = StoredResponse {
+            tenant: self.tenant,
+            expires_at_ms: self.store.expiry(crate::chat::unix_now_ms()),
+            previous: self.previous,
+            input: self.input,
+            output,
+            response,
+        };
+        if let Err(e) = self.store.put(id, &rec) {
+            tracing::warn!(error = %e, response_id = id, "cannot store the response; previous_response_id to it will not be found");
+        }
+    }
+}
+
+async fn create_inner(
+    state: AppState,
+    ctx: RequestContext,
+    mut guard: RequestGuard,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let fail = |guard: &mut RequestGuard, e: GatewayError| {
+        guard.error(e.parts().0, e.to_string(), e.served());
+        error_response(&e, &ctx, Dialect::OpenAi)
+    };
+    let wire: ResponsesRequest = match read_json(&state, body).await {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, e),
+    };
+    guard.request(&wire.model, || serde_json::to_value(&wire).ok());
+    let tenant = match tenant(&state, &headers) {
+        Ok(t) => t,
+        Err(e) => return fail(&mut guard, e),
+    };
+    let history = match &wire.previous_response_id {
+        None => Vec::new(),
+        Some(id) => match state.responses.conversation(id, &tenant) {
+            Ok(h) => h,
+            Err(e) => return fail(&mut guard, previous_error(e)),
+        },
+    };
+    let (req, input) = match responses::to_chat(&wire, history) {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, GatewayError::BadRequest(e.0)),
+    };
+    let echo = Echo::new(&wire);
+    let keep = (wire.wants_store() && state.responses.available()).then(|| Keep {
+        store: state.responses.clone(),
+        tenant,
+        previous: wire.previous_response_id.clone(),
+        input,
+    });
+    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
+        Ok(o) => o,
+        Err(e) => return fail(&mut guard, e),
+    };
+    guard.outcome(&outcome.served, outcome.cache.as_ref());
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
+    let mut resp = match outcome.body {
+        ChatBody::Complete(r) => {
+            guard.finish(StatusCode::OK, false);
+            guard.response(&r);
+            let body = echo.response(&r.model, &responses::outcome(&r));
+            if let Some(k) = keep {
+                k.save(echo.id(), responses::assistant_turn(&r), body.clone());
+            }
+            let mut resp = Json(body).into_response();
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
+        }
+        ChatBody::Stream(stream) => {
+            guard.finish(StatusCode::OK, true);
+            let enc = StreamEncoder::new(echo.clone());
+            let events = encode_stream(stream, enc, guard, outcome.mcp.clone(), keep, echo);
+            sse::response(events, state.config.server.sse_keep_alive)
+        }
+    };
+    set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
+    super::set_rate_headers(resp.headers_mut(), rate.as_ref());
+    resp
+}
+
+/// An unknown, expired or foreign `previous_response_id`: 400 as OpenAI answers it.
+fn previous_error(e: ResponsesError) -> GatewayError {
+    match e {
+        ResponsesError::NotFound(_) => GatewayError::Http {
+            status: StatusCode::BAD_REQUEST,
+            code: "previous_response_not_found",
+            message: e.to_string(),
+        },
+        ResponsesError::Store(s) => {
+            GatewayError::Unavailable(format!("the stored conversation cannot be read: {s}"))
+        }
+    }
+}
+
+fn frame((kind, body): &Event) -> Bytes {
+    sse::frame(Some(kind), &body.to_string())
+}
+
+/// Canonical chunks -> Responses events; `response.failed` if the upstream dies mid-stream. The
+/// complete response is stored at the end (a failed one is not).
+fn encode_stream(
+    stream: ChatStream,
+    mut enc: StreamEncoder,
+    guard: RequestGuard,
+    mcp: Option<Arc<crate::mcp::McpReport>>,
+    keep: Option<Keep>,
+    echo: Echo,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    let mut stream = otel::in_span(stream, guard.span());
+    async_stream::stream! {
+        let mut guard = guard;
+        let mut model = String::new();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    guard.chunk(&chunk);
+                    if model.is_empty() {
+                        model = chunk.model.clone();
+                    }
+                    for ev in enc.push(chunk) {
+                        yield frame(&ev);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    guard.stream_failed(&e.message);
+                    for ev in enc.fail(&model, &e.message) {
+                        yield frame(&ev);
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &mcp {
+            yield mcp_trailer(r);
+        }
+        let (events, response) = enc.finish(&model);
+        if let Some(k) = keep {
+            k.save(echo.id(), Some(enc.assistant_turn()), response);
+        }
+        for ev in &events {
+            yield frame(ev);
+        }
+    }
+}
+
+/// `GET /v1/responses/{id}`: a stored response of the caller's.
+pub async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let found = tenant(&state, &headers).and_then(|t| {
+        state
+            .responses
+            .get(&id, &t)
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    });
+    match found {
+        Ok(Some(rec)) => Json(rec.response).into_response(),
+        Ok(None) => json_error(not_found(&id)),
+        Err(e) => json_error(e),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`.
+pub async fn delete(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let removed = tenant(&state, &headers).and_then(|t| {
+        state
+            .responses
+            .delete(&id, &t)
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    });
+    match removed {
+        Ok(true) => Json(json!({"id": id, "object": "response", "deleted": true})).into_response(),
+        Ok(false) => json_error(not_found(&id)),
+        Err(e) => json_error(e),
+    }
+}
+
+fn not_found(id: &str) -> GatewayError {
+    let id: String = id.chars().take(200).collect();
+    GatewayError::NotFound(format!("Response with id '{id}' not found."))
+}
