@@ -307,3 +307,25 @@ fn route_cache_policies_are_validated_and_applied() {
     let off = Config::parse("[cache]\nmode = \"off\"\n", &env).unwrap();
     assert!(!off.cache.enabled);
 }
+
+#[test]
+fn responses_limits_are_validated_with_their_paths() {
+    let ok = Config::parse("[responses]\nttl_seconds = 60\nmax_stored = 5\n", &env).unwrap();
+    assert_eq!(ok.responses.ttl, std::time::Duration::from_secs(60));
+    assert_eq!(ok.responses.max_stored, 5);
+    let dflt = Config::parse("", &env).unwrap();
+    assert_eq!(dflt.responses.ttl, std::time::Duration::from_secs(30 * 86_400));
+    let issues = Config::parse(
+        "[responses]\nttl_seconds = 0\nmax_stored = 0\nkeep = true\n",
+        &env,
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();
+    for p in [
+        "responses.ttl_seconds",
+        "responses.max_stored",
+        "responses.keep",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+}

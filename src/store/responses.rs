@@ -178,3 +178,73 @@ impl ResponseStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::{Role, new_id};
+
+    fn turn(store: &ResponseStore, previous: Option<&str>, said: &str) -> String {
+        let id = new_id("resp");
+        let rec = StoredResponse {
+            tenant: "k".into(),
+            expires_at_ms: store.expiry(crate::chat::unix_now_ms()),
+            previous: previous.map(str::to_owned),
+            input: vec![Message::text(Role::User, said)],
+            output: Some(Message::text(Role::Assistant, format!("re: {said}"))),
+            response: Value::Null,
+        };
+        store.put(&id, &rec).unwrap();
+        id
+    }
+
+    #[test]
+    fn a_chain_of_turns_is_one_conversation_for_its_tenant_only() {
+        let s = ResponseStore::open(
+            Some(Store::temporary().unwrap()),
+            std::time::Duration::from_secs(60),
+            100,
+        );
+        let a = turn(&s, None, "one");
+        let b = turn(&s, Some(&a), "two");
+        let texts: Vec<String> = s
+            .conversation(&b, "k")
+            .unwrap()
+            .iter()
+            .map(Message::text_content)
+            .collect();
+        assert_eq!(texts, ["one", "re: one", "two", "re: two"]);
+        assert!(matches!(
+            s.conversation(&b, "other"),
+            Err(ResponsesError::NotFound(_))
+        ));
+        assert!(!s.delete(&a, "other").unwrap());
+        assert!(s.delete(&a, "k").unwrap());
+        // A chain with a missing turn cannot be continued (the answer would lose context).
+        assert!(matches!(
+            s.conversation(&b, "k"),
+            Err(ResponsesError::NotFound(id)) if id == a
+        ));
+    }
+
+    #[test]
+    fn the_oldest_go_first_beyond_max_stored() {
+        let s = ResponseStore::open(
+            Some(Store::temporary().unwrap()),
+            std::time::Duration::from_secs(60),
+            3,
+        );
+        let ids: Vec<String> = (0..5)
+            .map(|i| {
+                // Ids carry their millisecond: keep them apart so the order is certain.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                turn(&s, None, &i.to_string())
+            })
+            .collect();
+        let kept: Vec<bool> = ids
+            .iter()
+            .map(|id| s.get(id, "k").unwrap().is_some())
+            .collect();
+        assert_eq!(kept, [false, false, true, true, true]);
+    }
+}
