@@ -13,6 +13,9 @@
 # virtual key (a budget and rate limits that never bind) that every request carries; with redis, a
 # redis-server on a unix socket (CPU 1) holds the counters. Data goes to a temporary directory.
 # Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
+# ENDPOINT=responses sends the same conversation to the gateway's /v1/responses instead (the
+# upstream still answers chat completions), to measure what the Responses translation adds;
+# STORE=true also keeps every response (as clients do by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -119,13 +122,25 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}'
 LUA
+GW_PATH=/v1/chat/completions
+cp "$work/post.lua" "$work/gw.lua"
+if [ "${ENDPOINT:-chat}" = responses ]; then
+  GW_PATH=/v1/responses
+  cat > "$work/gw.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bench/gpt-4o-mini","instructions":"You are terse.","input":"Hello! How are you today?","temperature":0.2,"max_output_tokens":64,"store":${STORE:-false}}'
+LUA
+fi
 if [ "$GOV" != none ]; then
   echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/post.lua"
+  echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/gw.lua"
 fi
 
-run() { # name url
-  taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$work/post.lua" "$2" >/dev/null # warm-up
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/post.lua" "$2" > "$work/$1.txt"
+run() { # name url [script]
+  local script="${3:-$work/post.lua}"
+  taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$2" > "$work/$1.txt"
 }
 run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
 if [ "${PROFILE:-0}" = 1 ]; then
@@ -133,7 +148,7 @@ if [ "${PROFILE:-0}" = 1 ]; then
   perf record -e cpu-clock -F 1999 -g -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
-run gateway "http://127.0.0.1:$GW_PORT/v1/chat/completions"
+run gateway "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua"
 if [ -n "${PERF_PID:-}" ]; then
   wait "$PERF_PID" || true
   perf report -i bench/results/perf.data --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
@@ -155,7 +170,7 @@ def parse(name):
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
 d, g = parse("direct"), parse("gateway")
 import os
-print(f"\nworkload: non-streaming chat, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}")
+print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
 for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
     print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")

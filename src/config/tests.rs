@@ -314,7 +314,10 @@ fn responses_limits_are_validated_with_their_paths() {
     assert_eq!(ok.responses.ttl, std::time::Duration::from_secs(60));
     assert_eq!(ok.responses.max_stored, 5);
     let dflt = Config::parse("", &env).unwrap();
-    assert_eq!(dflt.responses.ttl, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(
+        dflt.responses.ttl,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
     let issues = Config::parse(
         "[responses]\nttl_seconds = 0\nmax_stored = 0\nkeep = true\n",
         &env,

@@ -396,7 +396,10 @@ async fn loop_through_the_responses_api() {
     let mut text = String::new();
     for e in &events {
         let v: Value = serde_json::from_str(&e.data).unwrap();
-        assert_ne!(v["item"]["type"], "function_call", "gateway tool leaked: {v}");
+        assert_ne!(
+            v["item"]["type"], "function_call",
+            "gateway tool leaked: {v}"
+        );
         if v["type"] == "response.output_text.delta" {
             text.push_str(v["delta"].as_str().unwrap());
         }
