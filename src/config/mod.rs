@@ -108,7 +108,8 @@ pub enum ProviderKind {
     Xai,
     /// Ollama's OpenAI-compatible endpoint.
     Ollama,
-    /// Gemini through Google's OpenAI-compatible endpoint.
+    /// Gemini's native `generateContent` API (Google's OpenAI-compatible endpoint when the base
+    /// URL ends in `/openai`).
     Gemini,
     /// Cohere through its OpenAI compatibility API.
     Cohere,
@@ -182,7 +183,7 @@ impl ProviderKind {
             Self::DeepSeek => "https://api.deepseek.com/v1",
             Self::Xai => "https://api.x.ai/v1",
             Self::Ollama => "http://127.0.0.1:11434/v1",
-            Self::Gemini => "https://generativelanguage.googleapis.com/v1beta/openai",
+            Self::Gemini => "https://generativelanguage.googleapis.com",
             Self::Cohere => "https://api.cohere.ai/compatibility/v1",
             Self::OpenAiCompatible | Self::Azure => return None,
         })

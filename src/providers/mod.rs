@@ -1,11 +1,12 @@
 //! Upstream providers: one folder per wire format, all speaking canonical types to the core.
 //!
 //! `openai/` serves every OpenAI-compatible vendor as a preset (OpenAI, Azure, Groq, Mistral,
-//! OpenRouter, DeepSeek, xAI, Ollama, Gemini and Cohere compatibility endpoints); `anthropic/`
-//! translates to and from the Messages API. [`AnyProvider`] is the closed set, statically
+//! OpenRouter, DeepSeek, xAI, Ollama and Cohere compatibility endpoints); `anthropic/`
+//! translates to and from the Messages API, `gemini/` to and from `generateContent`. [`AnyProvider`] is the closed set, statically
 //! dispatched.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod redact;
 
@@ -100,6 +101,8 @@ pub enum AnyProvider {
     OpenAi(Box<openai::OpenAiProvider>),
     /// Anthropic Messages wire format.
     Anthropic(anthropic::AnthropicProvider),
+    /// Gemini `generateContent` wire format.
+    Gemini(gemini::GeminiProvider),
 }
 
 macro_rules! delegate {
@@ -107,6 +110,7 @@ macro_rules! delegate {
         match $self {
             AnyProvider::OpenAi($p) => $e,
             AnyProvider::Anthropic($p) => $e,
+            AnyProvider::Gemini($p) => $e,
         }
     };
 }
@@ -117,6 +121,10 @@ impl AnyProvider {
         match cfg.kind {
             ProviderKind::Anthropic => {
                 Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
+            }
+            // A Gemini base URL ending in `/openai` is Google's OpenAI-compatible endpoint.
+            ProviderKind::Gemini if !cfg.base_url.trim_end_matches('/').ends_with("/openai") => {
+                Self::Gemini(gemini::GeminiProvider::new(cfg, client))
             }
             _ => Self::OpenAi(Box::new(openai::OpenAiProvider::new(cfg, client))),
         }
@@ -153,13 +161,14 @@ impl AnyProvider {
 
     /// Whether this provider serves `/v1/embeddings`.
     pub fn supports_embeddings(&self) -> bool {
-        matches!(self, Self::OpenAi(_))
+        matches!(self, Self::OpenAi(_) | Self::Gemini(_))
     }
 
     /// One embeddings attempt (OpenAI wire format only).
     pub async fn embed(&self, body: &Value, call: Call<'_>) -> Result<Value, ProviderError> {
         match self {
             Self::OpenAi(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
+            Self::Gemini(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
             Self::Anthropic(_) => Err(ProviderError::Status {
                 status: 400,
                 message: "this provider does not offer embeddings".into(),

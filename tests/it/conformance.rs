@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use crate::gateway::{Gateway, fold_openai, header, sse};
-use crate::mock::{Mock, Reply, TEXT};
+use crate::mock::{Mock, Reply, TEXT, Wire};
 
 /// How a provider kind is wired to a mock.
 pub struct Kind {
@@ -15,8 +15,8 @@ pub struct Kind {
     pub extra: &'static str,
     /// Path prefix the upstream request must hit.
     pub path: &'static str,
-    /// Whether the upstream speaks Anthropic.
-    pub anthropic: bool,
+    /// The wire format the upstream speaks.
+    pub wire: Wire,
 }
 
 /// A `[[providers]]` block named `name` pointing at `mock`.
@@ -92,7 +92,11 @@ macro_rules! provider_conformance {
                 let seen = mock.last();
                 assert!(seen.path.starts_with(K.path), "{}", seen.path);
                                 assert_eq!(seen.key().as_deref(), Some("sk-test-p"));
-                if K.anthropic {
+                if K.wire == Wire::Gemini {
+                    assert_eq!(seen.body["systemInstruction"], json!({"parts": [{"text": "You are terse."}]}));
+                    assert_eq!(seen.body["contents"], json!([{"role": "user", "parts": [{"text": "Hello"}]}]));
+                    assert!(seen.headers.get("x-goog-api-key").is_some());
+                } else if K.wire == Wire::Anthropic {
                     assert_eq!(seen.body["model"], "test-model");
                     assert_eq!(seen.body["system"], "You are terse.");
                     assert_eq!(seen.body["messages"][0]["role"], "user");
@@ -116,7 +120,10 @@ macro_rules! provider_conformance {
                 assert_eq!(r.status(), 200);
                 assert_eq!(header(r.headers(), "x-switchyard-provider"), "p");
                 let sent = mock.last().body;
-                if K.anthropic || K.kind == "mistral" {
+                if K.wire == Wire::Gemini {
+                    assert!(mock.last().path.ends_with(":streamGenerateContent?alt=sse"), "{}", mock.last().path);
+                    assert!(sent.get("stream_options").is_none(), "{sent}");
+                } else if K.wire == Wire::Anthropic || K.kind == "mistral" {
                     // Anthropic has no stream_options; Mistral reports usage unasked and is not sent them.
                     assert!(sent.get("stream_options").is_none(), "{sent}");
                 } else {
@@ -161,7 +168,12 @@ macro_rules! provider_conformance {
                     })
                     .collect();
                 assert_eq!(calls, expected_calls());
-                if K.anthropic {
+                if K.wire == Wire::Gemini {
+                    let decl = &mock.last().body["tools"][0]["functionDeclarations"][0];
+                    assert_eq!(decl["name"], "get_weather");
+                    assert_eq!(decl["parametersJsonSchema"]["required"][0], "city");
+                }
+                if K.wire == Wire::Anthropic {
                     let tool = &mock.last().body["tools"][0];
                     assert_eq!(tool["name"], "get_weather");
                     assert_eq!(tool["input_schema"]["required"][0], "city");
@@ -178,7 +190,21 @@ macro_rules! provider_conformance {
                 assert_eq!(status, 200);
                 let sent = mock.last().body;
                 let ids: Vec<String> = msg["tool_calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
-                if K.anthropic {
+                if K.wire == Wire::Gemini {
+                    // The model turn goes back with its thought signature, the results as one turn.
+                    let turns = sent["contents"].as_array().unwrap();
+                    assert_eq!(turns.len(), 3, "{sent}");
+                    assert_eq!(turns[1]["role"], "model");
+                    let recorded: Value = serde_json::from_str(&crate::mock::fixture("gemini/generate_tools.json")).unwrap();
+                    assert_eq!(
+                        turns[1]["parts"][0]["thoughtSignature"],
+                        recorded["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+                    );
+                    assert_eq!(turns[1]["parts"][1]["functionCall"], json!({"name": "get_weather", "args": {"city": "London"}}));
+                    assert_eq!(turns[2]["role"], "user");
+                    assert_eq!(turns[2]["parts"][0]["functionResponse"], json!({"name": "get_weather", "response": {"result": "18C, sunny"}}));
+                    assert_eq!(turns[2]["parts"].as_array().unwrap().len(), 2);
+                } else if K.wire == Wire::Anthropic {
                     let turns = sent["messages"].as_array().unwrap();
                     assert_eq!(turns.len(), 3, "{sent}");
                     let uses: Vec<&Value> = turns[1]["content"].as_array().unwrap().iter().filter(|b| b["type"] == "tool_use").collect();
@@ -207,6 +233,38 @@ macro_rules! provider_conformance {
                 let (_, calls, finish, _) = fold_openai(&events);
                 assert_eq!(calls, expected_calls());
                 assert_eq!(finish.as_deref(), Some("tool_calls"));
+            }
+
+            #[tokio::test]
+            async fn usage_and_cost() {
+                let mock = Mock::start().await;
+                let cfg = format!(
+                    "{}{FAST_ROUTER}[prices]\n\"test-model\" = {{ input = 1.0, output = 2.0 }}\n",
+                    provider_block("p", &K, &mock)
+                );
+                let gw = Gateway::start(&cfg).await;
+                let (status, _, _) = gw.chat(&hello("p/test-model")).await;
+                assert_eq!(status, 200);
+                let mut body = hello("p/test-model");
+                body["stream"] = json!(true);
+                let _ = sse(gw.post("/v1/chat/completions", &body).await).await;
+                // Records are written after the answer: wait for both.
+                let mut records = Vec::new();
+                for _ in 0..200 {
+                    let page: Value = gw.get("/api/logs", None).await.json().await.unwrap();
+                    records = page["data"].as_array().unwrap().clone();
+                    if records.len() == 2 {
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+                }
+                assert_eq!(records.len(), 2, "{records:?}");
+                for r in &records {
+                    assert_eq!((r["input_tokens"].as_u64(), r["output_tokens"].as_u64()), (Some(19), Some(10)), "{r}");
+                    // 19 input tokens at $1/M and 10 output tokens at $2/M.
+                    let cost = r["cost_usd"].as_f64().unwrap();
+                    assert!((cost - 39e-6).abs() < 1e-12, "{r}");
+                }
             }
 
             #[tokio::test]
@@ -281,7 +339,7 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
@@ -291,7 +349,7 @@ provider_conformance!(
         base_suffix: "",
         extra: "",
         path: "/v1/messages",
-        anthropic: true
+        wire: Wire::Anthropic
     }
 );
 provider_conformance!(
@@ -301,7 +359,7 @@ provider_conformance!(
         base_suffix: "",
         extra: "api-version = \"2024-10-21\"",
         path: "/openai/deployments/test-model/chat/completions?api-version=2024-10-21",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
@@ -311,7 +369,7 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
@@ -321,7 +379,7 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
@@ -331,7 +389,7 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
@@ -341,16 +399,26 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        anthropic: false
+        wire: Wire::OpenAi
     }
 );
 provider_conformance!(
     gemini,
     Kind {
         kind: "gemini",
-        base_suffix: "/v1",
+        base_suffix: "",
         extra: "",
-        path: "/v1/chat/completions",
-        anthropic: false
+        path: "/v1beta/models/test-model:",
+        wire: Wire::Gemini
+    }
+);
+provider_conformance!(
+    gemini_openai_endpoint,
+    Kind {
+        kind: "gemini",
+        base_suffix: "/v1beta/openai",
+        extra: "",
+        path: "/v1beta/openai/chat/completions",
+        wire: Wire::OpenAi
     }
 );

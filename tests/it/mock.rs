@@ -79,6 +79,7 @@ impl Seen {
             .map(|a| a.trim_start_matches("Bearer ").to_owned())
             .or_else(|| h("x-api-key"))
             .or_else(|| h("api-key"))
+            .or_else(|| h("x-goog-api-key"))
     }
 }
 
@@ -111,6 +112,10 @@ impl Mock {
             .route("/v1/embeddings", post(handle))
             .route("/openai/deployments/{dep}/chat/completions", post(handle))
             .route("/openai/deployments/{dep}/embeddings", post(handle))
+            // Gemini: `/v1beta/models/{model}:{action}` (Vertex AI's longer paths end the same way).
+            .route("/v1beta/models/{*rest}", post(handle))
+            .route("/v1beta/openai/chat/completions", post(handle))
+            .route("/v1/{*rest}", post(handle))
             .with_state(inner.clone());
         let addr = serve(app).await;
         Self { addr, inner }
@@ -171,9 +176,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let key = seen.key();
     inner.seen.lock().unwrap().push(seen);
-    let anthropic = path.starts_with("/v1/messages");
+    let wire = Wire::of(&path);
     if key.is_some_and(|k| inner.bad_keys.lock().unwrap().contains(&k)) {
-        return error(anthropic, 401, None, "Incorrect API key provided");
+        return error(wire, 401, None, "Incorrect API key provided");
     }
     let reply = inner
         .script
@@ -182,12 +187,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .pop_front()
         .or_else(|| inner.default.lock().unwrap().clone())
         .unwrap_or(Reply::Ok);
-    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false)
+        || path.contains(":streamGenerateContent");
     let tools = body
         .get("tools")
         .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
     // Structured output: the recorded answer, with a JSON object that fits `STRUCTURED`'s schema.
-    let structured = !anthropic
+    let structured = wire == Wire::OpenAi
         && !stream
         && body.pointer("/response_format/type") == Some(&json!("json_schema"));
     match reply {
@@ -196,13 +202,13 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             v["choices"][0]["message"]["content"] = json!(STRUCTURED);
             axum::Json(v).into_response()
         }
-        Reply::Ok => recorded(&path, anthropic, stream, tools),
+        Reply::Ok => recorded(&path, wire, stream, tools, &body),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
-            recorded(&path, anthropic, stream, tools)
+            recorded(&path, wire, stream, tools, &body)
         }
         Reply::Status(code, retry_after) => {
-            error(anthropic, code, retry_after, &format!("injected {code}"))
+            error(wire, code, retry_after, &format!("injected {code}"))
         }
         Reply::Reset => {
             let body = futures_util::stream::once(async {
@@ -221,7 +227,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .unwrap()
         }
         Reply::Cut(n) => {
-            let events = recorded_events(anthropic, tools).into_iter().take(n);
+            let events = recorded_events(wire, tools).into_iter().take(n);
             // Let the events reach the wire before the connection breaks, as in a real failure.
             let body = futures_util::stream::iter(events.map(Ok)).chain(
                 futures_util::stream::once(async {
@@ -235,7 +241,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .unwrap()
         }
         Reply::Drip(pause) => {
-            let body = futures_util::stream::iter(recorded_events(anthropic, tools)).then(
+            let body = futures_util::stream::iter(recorded_events(wire, tools)).then(
                 move |e| async move {
                     tokio::time::sleep(pause).await;
                     Ok::<_, std::io::Error>(e)
@@ -249,18 +255,44 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     }
 }
 
-fn fixture_name(anthropic: bool, stream: bool, tools: bool) -> String {
-    let (dir, base) = if anthropic {
-        ("anthropic", "messages")
-    } else {
-        ("openai", "chat")
+/// Which wire format a request path speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI chat completions (and Azure's deployment paths).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
+    /// Gemini `generateContent` (AI Studio and Vertex AI paths).
+    Gemini,
+}
+
+impl Wire {
+    fn of(path: &str) -> Self {
+        if path.starts_with("/v1/messages") {
+            Self::Anthropic
+        } else if path.contains(":generateContent")
+            || path.contains(":streamGenerateContent")
+            || path.contains(":batchEmbedContents")
+        {
+            Self::Gemini
+        } else {
+            Self::OpenAi
+        }
+    }
+}
+
+fn fixture_name(wire: Wire, stream: bool, tools: bool) -> String {
+    let (dir, base) = match wire {
+        Wire::Anthropic => ("anthropic", "messages"),
+        Wire::OpenAi => ("openai", "chat"),
+        Wire::Gemini => ("gemini", "generate"),
     };
     let tools = if tools { "_tools" } else { "" };
     let ext = if stream { "_stream.sse" } else { ".json" };
     format!("{dir}/{base}{tools}{ext}")
 }
 
-fn recorded(path: &str, anthropic: bool, stream: bool, tools: bool) -> Response {
+fn recorded(path: &str, wire: Wire, stream: bool, tools: bool, body: &Value) -> Response {
     if path.contains("/embeddings") {
         return (
             [("content-type", "application/json")],
@@ -268,12 +300,20 @@ fn recorded(path: &str, anthropic: bool, stream: bool, tools: bool) -> Response 
         )
             .into_response();
     }
+    if path.contains(":batchEmbedContents") {
+        // One vector per request, as Gemini answers.
+        let n = body["requests"].as_array().map_or(0, Vec::len);
+        let embeddings: Vec<Value> = (0..n)
+            .map(|i| json!({"values": [0.1, 0.2, i as f64]}))
+            .collect();
+        return axum::Json(json!({"embeddings": embeddings})).into_response();
+    }
     if !stream {
-        let text = fixture(&fixture_name(anthropic, false, tools));
+        let text = fixture(&fixture_name(wire, false, tools));
         return ([("content-type", "application/json")], text).into_response();
     }
     // Send event by event, as a real upstream does.
-    let events = recorded_events(anthropic, tools)
+    let events = recorded_events(wire, tools)
         .into_iter()
         .map(Ok::<_, std::io::Error>);
     Response::builder()
@@ -282,18 +322,33 @@ fn recorded(path: &str, anthropic: bool, stream: bool, tools: bool) -> Response 
         .unwrap()
 }
 
-/// The recorded stream for this request, one SSE event per item.
-fn recorded_events(anthropic: bool, tools: bool) -> Vec<Bytes> {
-    fixture(&fixture_name(anthropic, true, tools))
-        .split("\n\n")
+/// The recorded stream for this request, one SSE event per item (Gemini ends events with CRLF).
+fn recorded_events(wire: Wire, tools: bool) -> Vec<Bytes> {
+    let sep = if wire == Wire::Gemini {
+        "\r\n\r\n"
+    } else {
+        "\n\n"
+    };
+    fixture(&fixture_name(wire, true, tools))
+        .split(sep)
         .filter(|e| !e.trim().is_empty())
-        .map(|e| Bytes::from(format!("{e}\n\n")))
+        .map(|e| Bytes::from(format!("{e}{sep}")))
         .collect()
 }
 
-fn error(anthropic: bool, code: u16, retry_after: Option<u64>, message: &str) -> Response {
+fn error(wire: Wire, code: u16, retry_after: Option<u64>, message: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap();
-    let body = if anthropic {
+    let body = if wire == Wire::Gemini {
+        let status = match code {
+            400 => "INVALID_ARGUMENT",
+            401 => "UNAUTHENTICATED",
+            403 => "PERMISSION_DENIED",
+            429 => "RESOURCE_EXHAUSTED",
+            503 => "UNAVAILABLE",
+            _ => "INTERNAL",
+        };
+        json!({"error": {"code": code, "message": message, "status": status}})
+    } else if wire == Wire::Anthropic {
         let kind = match code {
             429 => "rate_limit_error",
             401 => "authentication_error",
