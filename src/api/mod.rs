@@ -4,6 +4,7 @@ pub mod admin;
 pub mod anthropic;
 mod body;
 pub mod cache;
+pub mod genai;
 pub mod governance;
 mod guard;
 pub mod listener;
@@ -59,6 +60,8 @@ pub fn routes(state: AppState) -> Router {
         .nest("/openai/v1", openai.clone())
         .nest("/openai", openai)
         .route("/anthropic/v1/messages", post(anthropic::messages))
+        .route("/genai/v1beta/models/{*call}", post(genai::generate))
+        .route("/genai/v1/models/{*call}", post(genai::generate))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -130,11 +133,7 @@ async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Nex
     if path == "/mcp" || path.starts_with("/mcp/") {
         return next.run(req).await;
     }
-    let dialect = if path.starts_with("/anthropic/") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    };
+    let dialect = Dialect::of(path);
     let method = req.method().clone();
     let uri = req.uri().clone();
     let resp = next.run(req).await;
@@ -198,7 +197,14 @@ fn http_code(status: StatusCode) -> &'static str {
 
 /// The body (and status) of an error in an ingress's shape, not logged.
 fn dialect_body(err: &GatewayError, dialect: Dialect) -> Response {
-    let (status, _, _) = err.parts();
+    let (status, _, code) = err.parts();
+    if dialect == Dialect::Google {
+        return (
+            status,
+            axum::Json(genai::error_body(status, code, &err.to_string())),
+        )
+            .into_response();
+    }
     let mut body = err.body();
     if dialect == Dialect::Anthropic
         && let Some(obj) = body.as_object_mut()
@@ -240,11 +246,7 @@ async fn metrics(axum::extract::State(state): axum::extract::State<AppState>) ->
 
 async fn not_found(uri: axum::http::Uri) -> Response {
     let path = uri.path();
-    let dialect = if path.starts_with("/anthropic/") {
-        Dialect::Anthropic
-    } else {
-        Dialect::OpenAi
-    };
+    let dialect = Dialect::of(path);
     let message = format!(
         "no route for {}",
         path.chars().take(200).collect::<String>()
@@ -419,6 +421,21 @@ pub enum Dialect {
     OpenAi,
     /// The same, plus `"type": "error"` at the top so Anthropic SDKs parse it too.
     Anthropic,
+    /// Google's `{"error": {code, message, status, details}}` (the `/genai` ingress).
+    Google,
+}
+
+impl Dialect {
+    /// The error shape of the ingress a path belongs to.
+    pub fn of(path: &str) -> Self {
+        if path.starts_with("/anthropic/") {
+            Self::Anthropic
+        } else if path.starts_with("/genai/") {
+            Self::Google
+        } else {
+            Self::OpenAi
+        }
+    }
 }
 
 /// Turns an error into its response, logged once here.

@@ -629,7 +629,8 @@ pub fn openai_duration(ms: u64) -> String {
     }
 }
 
-/// The credential a request carries: `Authorization: Bearer` (any case), `x-api-key`, `api-key`.
+/// The credential a request carries: `Authorization: Bearer` (any case), `x-api-key`, `api-key`,
+/// `x-goog-api-key` (the Google GenAI SDK's).
 pub fn credential(headers: &axum::http::HeaderMap) -> Option<String> {
     let bearer = headers
         .get(axum::http::header::AUTHORIZATION)
@@ -638,6 +639,7 @@ pub fn credential(headers: &axum::http::HeaderMap) -> Option<String> {
     bearer
         .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
         .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("x-goog-api-key").and_then(|v| v.to_str().ok()))
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_owned)

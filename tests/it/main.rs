@@ -17,6 +17,7 @@ mod conformance;
 mod deploy;
 mod edge;
 mod gateway;
+mod genai_ingress;
 mod governance;
 mod governance_redis;
 mod interop;

@@ -1,0 +1,199 @@
+//! Gemini-shaped ingress for the Google GenAI SDK (`base_url` at `http://HOST/genai`):
+//! `POST /genai/v1beta/models/{model}:generateContent` and `:streamGenerateContent` (also under
+//! `/genai/v1/`), any provider behind it. The model may be a route or `provider/model`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use super::{
+    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_cache_headers,
+    set_headers, set_mcp_headers, sse,
+};
+use crate::app::AppState;
+use crate::chat::ChatStream;
+use crate::error::GatewayError;
+use crate::pipeline::{self, ChatBody, RequestContext};
+use crate::providers::gemini::ingress::{self, StreamEncoder};
+use crate::providers::gemini::wire::GenerateRequest;
+use crate::telemetry::otel;
+
+/// Google's status name for an HTTP status.
+fn status_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 | 413 | 422 => "INVALID_ARGUMENT",
+        401 => "UNAUTHENTICATED",
+        403 => "PERMISSION_DENIED",
+        404 => "NOT_FOUND",
+        408 | 504 => "DEADLINE_EXCEEDED",
+        409 => "ABORTED",
+        429 => "RESOURCE_EXHAUSTED",
+        499 => "CANCELLED",
+        501 => "UNIMPLEMENTED",
+        502 | 503 => "UNAVAILABLE",
+        s if s >= 500 => "INTERNAL",
+        _ => "FAILED_PRECONDITION",
+    }
+}
+
+/// An error as Google's APIs answer it; the gateway's own code (`budget_exceeded`, ...) is the
+/// `reason` of an `ErrorInfo` detail.
+pub fn error_body(status: StatusCode, code: &str, message: &str) -> Value {
+    json!({"error": {
+        "code": status.as_u16(),
+        "message": message,
+        "status": status_name(status),
+        "details": [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": code, "domain": "switchyard"}],
+    }})
+}
+
+/// `POST /genai/{v1beta|v1}/models/{model}:{generateContent|streamGenerateContent}`.
+pub async fn generate(
+    State(state): State<AppState>,
+    Path(call): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let ctx = context(&state, &headers);
+    let guard = RequestGuard::new(&state, "genai", &ctx, &headers);
+    let span = guard.span();
+    let sse = query
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    generate_inner(state, ctx, guard, call, sse, body)
+        .instrument(span)
+        .await
+}
+
+async fn generate_inner(
+    state: AppState,
+    ctx: RequestContext,
+    mut guard: RequestGuard,
+    call: String,
+    sse_wanted: bool,
+    body: Body,
+) -> Response {
+    let fail = |guard: &mut RequestGuard, e: GatewayError| {
+        guard.error(e.parts().0, e.to_string(), e.served());
+        error_response(&e, &ctx, Dialect::Google)
+    };
+    let Some((model, action)) = call.rsplit_once(':') else {
+        let e = GatewayError::NotFound(format!(
+            "`models/{call}` names no method: use models/MODEL:generateContent or :streamGenerateContent"
+        ));
+        return fail(&mut guard, e);
+    };
+    let stream = match action {
+        "generateContent" => false,
+        "streamGenerateContent" => true,
+        other => {
+            let e = GatewayError::NotFound(format!(
+                "method `{other}` is not served by this gateway (generateContent, streamGenerateContent)"
+            ));
+            return fail(&mut guard, e);
+        }
+    };
+    let model = model.trim_start_matches("models/").to_owned();
+    let wire: GenerateRequest = match read_json(&state, body).await {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, e),
+    };
+    guard.request(&model, || serde_json::to_value(&wire).ok());
+    let req = match ingress::from_generate_request(wire, &model, stream) {
+        Ok(r) => r,
+        Err(e) => return fail(&mut guard, GatewayError::BadRequest(e.0)),
+    };
+    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
+        Ok(o) => o,
+        Err(e) => return fail(&mut guard, e),
+    };
+    guard.outcome(&outcome.served, outcome.cache.as_ref());
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
+    let mut resp = match outcome.body {
+        ChatBody::Complete(r) => {
+            guard.finish(StatusCode::OK, false);
+            guard.response(&r);
+            let mut resp = Json(ingress::to_generate_response(r)).into_response();
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
+        }
+        ChatBody::Stream(s) if sse_wanted => {
+            guard.finish(StatusCode::OK, true);
+            sse::response(
+                encode_stream(s, guard, outcome.mcp.clone()),
+                state.config.server.sse_keep_alive,
+            )
+        }
+        ChatBody::Stream(s) => {
+            // Without `alt=sse` Gemini streams one JSON array of responses.
+            guard.finish(StatusCode::OK, true);
+            let events = encode_stream(s, guard, None).filter_map(|b| async move {
+                let text = String::from_utf8_lossy(&b);
+                text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
+            });
+            let body = async_stream::stream! {
+                let mut first = true;
+                let mut events = std::pin::pin!(events);
+                yield Ok::<_, std::io::Error>(Bytes::from_static(b"["));
+                while let Some(e) = events.next().await {
+                    let sep = if first { "" } else { ",\r\n" };
+                    first = false;
+                    yield Ok(Bytes::from(format!("{sep}{e}")));
+                }
+                yield Ok(Bytes::from_static(b"]"));
+            };
+            let mut resp = Response::new(Body::from_stream(body));
+            resp.headers_mut().insert(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            );
+            resp
+        }
+    };
+    set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
+    set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
+    super::set_rate_headers(resp.headers_mut(), rate.as_ref());
+    resp
+}
+
+/// Canonical chunks -> Gemini events (`data:` frames); an error object if the upstream dies.
+fn encode_stream(
+    stream: ChatStream,
+    guard: RequestGuard,
+    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
+) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    let mut stream = otel::in_span(stream, guard.span());
+    async_stream::stream! {
+        let mut guard = guard;
+        let mut enc = StreamEncoder::default();
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    guard.chunk(&chunk);
+                    for ev in enc.push(chunk) {
+                        yield sse::frame(None, &serde_json::to_string(&ev).unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    guard.stream_failed(&e.message);
+                    let body = error_body(StatusCode::BAD_GATEWAY, "stream_error", &e.message);
+                    yield sse::frame(None, &body.to_string());
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &mcp {
+            yield mcp_trailer(r);
+        }
+        yield sse::frame(None, &serde_json::to_string(&enc.finish()).unwrap_or_default());
+    }
+}
