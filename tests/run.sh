@@ -11,7 +11,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/switchyard/target}"
 python3 models/fetch.py
 
 # The official OpenAI and Anthropic Python SDKs for tests/it/interop.rs.
-if ! .venv/bin/python -c 'import openai, anthropic, google.genai, mcp, mcp_server_time, yaml, jsonschema' 2>/dev/null; then
+if ! .venv/bin/python -c 'import openai, anthropic, google.genai, botocore, mcp, mcp_server_time, yaml, jsonschema' 2>/dev/null; then
   echo "== setting up .venv with the OpenAI, Anthropic, Google GenAI and MCP SDKs"
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt

@@ -113,10 +113,12 @@ pub enum ProviderKind {
     Gemini,
     /// Cohere through its OpenAI compatibility API.
     Cohere,
+    /// Amazon Bedrock's Converse API, SigV4-signed (or a Bedrock API key).
+    Bedrock,
 }
 
 /// Kinds in CONTRACT.md that need a native adapter that does not exist yet.
-const PLANNED_KINDS: &[&str] = &["vertex", "bedrock"];
+const PLANNED_KINDS: &[&str] = &["vertex"];
 
 impl ProviderKind {
     /// Every accepted `kind` string.
@@ -133,6 +135,7 @@ impl ProviderKind {
         "ollama",
         "gemini",
         "cohere",
+        "bedrock",
     ];
 
     /// Parses a `kind` string.
@@ -150,6 +153,7 @@ impl ProviderKind {
             "ollama" => Self::Ollama,
             "gemini" => Self::Gemini,
             "cohere" => Self::Cohere,
+            "bedrock" => Self::Bedrock,
             _ => return None,
         })
     }
@@ -169,6 +173,7 @@ impl ProviderKind {
             Self::Ollama => "ollama",
             Self::Gemini => "gemini",
             Self::Cohere => "cohere",
+            Self::Bedrock => "bedrock",
         }
     }
 
@@ -185,13 +190,14 @@ impl ProviderKind {
             Self::Ollama => "http://127.0.0.1:11434/v1",
             Self::Gemini => "https://generativelanguage.googleapis.com",
             Self::Cohere => "https://api.cohere.ai/compatibility/v1",
-            Self::OpenAiCompatible | Self::Azure => return None,
+            // Bedrock's depends on the region.
+            Self::OpenAiCompatible | Self::Azure | Self::Bedrock => return None,
         })
     }
 
     /// Whether requests need a key (Ollama and self-hosted servers may not).
     pub fn needs_key(self) -> bool {
-        !matches!(self, Self::Ollama | Self::OpenAiCompatible)
+        !matches!(self, Self::Ollama | Self::OpenAiCompatible | Self::Bedrock)
     }
 }
 
@@ -227,6 +233,19 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     /// Extra headers sent upstream (e.g. OpenRouter's `HTTP-Referer`).
     pub headers: BTreeMap<String, Secret>,
+    /// Bedrock: the region and the credentials requests are signed with.
+    pub aws: Option<AwsConfig>,
+}
+
+/// Bedrock's region and AWS credentials (absent credentials: `keys` hold Bedrock API keys).
+#[derive(Debug, Clone)]
+pub struct AwsConfig {
+    /// `us-east-1`, ...
+    pub region: String,
+    /// Access key id and secret access key, for SigV4.
+    pub credentials: Option<(Secret, Secret)>,
+    /// The STS session token of temporary credentials.
+    pub session_token: Option<Secret>,
 }
 
 /// A route target: `provider/model` split, with a weight.
@@ -482,6 +501,9 @@ impl Config {
                 Some((key, format!("env.{var}"))),
             ));
         }
+        if let Some(p) = zero_config_bedrock(env) {
+            providers.push(p);
+        }
         if let Some(url) = env("OLLAMA_BASE_URL").filter(|u| !u.trim().is_empty()) {
             let url = url.trim_end_matches('/');
             let base = if url.ends_with("/v1") {
@@ -508,6 +530,35 @@ impl Config {
     }
 }
 
+/// Bedrock from the AWS SDKs' variables: `AWS_REGION` (or `AWS_DEFAULT_REGION`) with
+/// `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), or a Bedrock API key in
+/// `AWS_BEARER_TOKEN_BEDROCK`.
+fn zero_config_bedrock(env: &dyn Fn(&str) -> Option<String>) -> Option<ProviderConfig> {
+    let var = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    let region = var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION"))?;
+    let bearer = var("AWS_BEARER_TOKEN_BEDROCK");
+    let credentials = var("AWS_ACCESS_KEY_ID")
+        .zip(var("AWS_SECRET_ACCESS_KEY"))
+        .map(|(i, s)| (Secret::new(i), Secret::new(s)));
+    if bearer.is_none() && credentials.is_none() {
+        return None;
+    }
+    let base = var("BEDROCK_BASE_URL")
+        .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+    let mut p = default_provider(
+        "bedrock",
+        ProviderKind::Bedrock,
+        base,
+        bearer.map(|b| (b, "env.AWS_BEARER_TOKEN_BEDROCK".to_owned())),
+    );
+    p.aws = Some(AwsConfig {
+        region,
+        credentials,
+        session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
+    });
+    Some(p)
+}
+
 fn default_provider(
     name: &str,
     kind: ProviderKind,
@@ -531,6 +582,7 @@ fn default_provider(
         api_version: None,
         models: Vec::new(),
         headers: BTreeMap::new(),
+        aws: None,
     }
 }
 
@@ -702,7 +754,16 @@ fn validate_providers(
             issues.push(Issue::new(format!("{at}.kind"), msg));
             continue;
         };
-        let base_url = match p.base_url.as_deref().or(kind.default_base_url()) {
+        let aws = aws_config(p, kind, &at, issues);
+        let regional = aws
+            .as_ref()
+            .map(|a| format!("https://bedrock-runtime.{}.amazonaws.com", a.region));
+        let base_url = match p
+            .base_url
+            .as_deref()
+            .or(kind.default_base_url())
+            .or(regional.as_deref())
+        {
             Some(u)
                 if (u.starts_with("http://") || u.starts_with("https://"))
                     && reqwest::Url::parse(u).is_ok() =>
@@ -724,6 +785,15 @@ fn validate_providers(
                 String::new()
             }
         };
+        if kind == ProviderKind::Bedrock
+            && p.keys.is_empty()
+            && aws.as_ref().is_some_and(|a| a.credentials.is_none())
+        {
+            issues.push(Issue::new(
+                format!("{at}.aws_access_key_id"),
+                "kind `bedrock` needs aws_access_key_id and aws_secret_access_key (or `keys` holding Bedrock API keys)",
+            ));
+        }
         if p.keys.is_empty() && kind.needs_key() {
             issues.push(Issue::new(
                 format!("{at}.keys"),
@@ -781,9 +851,85 @@ fn validate_providers(
                 .iter()
                 .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
                 .collect(),
+            aws,
         });
     }
     out
+}
+
+/// Bedrock's `region` and AWS credentials, checked; these fields on another kind are reported.
+fn aws_config(
+    p: &RawProvider,
+    kind: ProviderKind,
+    at: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<AwsConfig> {
+    let given = |v: &Option<String>| {
+        v.as_deref()
+            .filter(|s| !s.trim().is_empty())
+            .map(str::to_owned)
+    };
+    let (region, id, secret, token) = (
+        given(&p.region),
+        given(&p.aws_access_key_id),
+        given(&p.aws_secret_access_key),
+        given(&p.aws_session_token),
+    );
+    if kind != ProviderKind::Bedrock {
+        for (field, v) in [
+            ("region", &p.region),
+            ("aws_access_key_id", &p.aws_access_key_id),
+            ("aws_secret_access_key", &p.aws_secret_access_key),
+            ("aws_session_token", &p.aws_session_token),
+        ] {
+            if v.is_some() {
+                issues.push(Issue::new(
+                    format!("{at}.{field}"),
+                    "only used by kind `bedrock`",
+                ));
+            }
+        }
+        return None;
+    }
+    let Some(region) = region else {
+        issues.push(Issue::new(
+            format!("{at}.region"),
+            "kind `bedrock` needs a region (e.g. \"us-east-1\")",
+        ));
+        return None;
+    };
+    if !region
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        issues.push(Issue::new(
+            format!("{at}.region"),
+            format!("`{region}` is not an AWS region name (e.g. \"us-east-1\")"),
+        ));
+    }
+    let credentials = match (id, secret) {
+        (Some(i), Some(s)) => Some((Secret::new(i), Secret::new(s))),
+        (None, None) => None,
+        (Some(_), None) => {
+            issues.push(Issue::new(
+                format!("{at}.aws_secret_access_key"),
+                "required with aws_access_key_id",
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            issues.push(Issue::new(
+                format!("{at}.aws_access_key_id"),
+                "required with aws_secret_access_key",
+            ));
+            None
+        }
+    };
+    Some(AwsConfig {
+        region,
+        credentials,
+        session_token: token.map(Secret::new),
+    })
 }
 
 fn validate_routes(

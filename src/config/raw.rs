@@ -44,7 +44,19 @@ pub struct RawProvider {
     pub models: Vec<String>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Bedrock: AWS region and credentials.
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub aws_access_key_id: Option<String>,
+    #[serde(default)]
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default)]
+    pub aws_session_token: Option<String>,
 }
+
+/// Fields whose `env.NAME` may be unset: the field is then absent (an optional credential).
+pub const OPTIONAL_ENV_FIELDS: &[&str] = &["aws_session_token"];
 
 /// A key: `"env.X"` or `{ value = "env.X", weight = 0.5 }`.
 #[derive(Debug, Deserialize)]
@@ -218,6 +230,12 @@ pub fn resolve_env(
                 Some(v) => {
                     sources.insert(path.to_owned(), s.clone());
                     *s = v;
+                }
+                None if OPTIONAL_ENV_FIELDS
+                    .iter()
+                    .any(|f| path.rsplit('.').next() == Some(*f)) =>
+                {
+                    s.clear();
                 }
                 None => issues.push(Issue::new(
                     path,

@@ -23,7 +23,7 @@ fn every_problem_is_reported_with_its_path() {
 
         [[providers]]
         name = "b"
-        kind = "bedrock"
+        kind = "vertex"
 
         [[providers]]
         name = "c"
@@ -53,7 +53,7 @@ fn every_problem_is_reported_with_its_path() {
         "providers[0].keys[0].value: environment variable `MISSING_KEY` is not set",
         "providers[0].timeout: unknown field",
         "providers[0].keys[0].weight: weight must be a positive number",
-        "providers[1].kind: kind `bedrock` is not supported yet",
+        "providers[1].kind: kind `vertex` is not supported yet",
         "providers[2].kind: unknown kind `telepathy`",
         "providers[3].base_url: required for kind `openai-compatible`",
         "providers[4].max_retries: invalid type",
@@ -190,6 +190,31 @@ fn zero_config_reads_keys_and_ollama() {
     assert_eq!(cfg.providers[0].base_url, "https://api.groq.com/openai/v1");
     assert_eq!(cfg.providers[1].base_url, "http://127.0.0.1:11434/v1");
     assert!(cfg.providers[1].keys.is_empty());
+}
+
+#[test]
+fn zero_config_finds_bedrock_in_the_aws_variables() {
+    let cfg = Config::zero_config(&|k| match k {
+        "AWS_REGION" => Some("eu-west-3".into()),
+        "AWS_ACCESS_KEY_ID" => Some("AKID".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("secret".into()),
+        _ => None,
+    });
+    let p = &cfg.providers[0];
+    assert_eq!(
+        (p.name.as_str(), p.kind),
+        ("bedrock", ProviderKind::Bedrock)
+    );
+    assert_eq!(
+        p.base_url,
+        "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    );
+    assert!(p.aws.as_ref().unwrap().credentials.is_some());
+    // Credentials without a region are not enough to know the endpoint.
+    let none = Config::zero_config(&|k| {
+        (k == "AWS_ACCESS_KEY_ID" || k == "AWS_SECRET_ACCESS_KEY").then(|| "x".into())
+    });
+    assert!(none.providers.is_empty());
 }
 
 #[test]
@@ -330,5 +355,45 @@ fn responses_limits_are_validated_with_their_paths() {
         "responses.keep",
     ] {
         assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+}
+
+#[test]
+fn bedrock_needs_a_region_and_whole_credentials() {
+    let env = |k: &str| match k {
+        "AWS_ACCESS_KEY_ID" => Some("AKIDEXAMPLE".into()),
+        "AWS_SECRET_ACCESS_KEY" => Some("secret".into()),
+        _ => None,
+    };
+    let ok = Config::parse(
+        "[[providers]]\nname = \"b\"\nkind = \"bedrock\"\nregion = \"eu-west-1\"\naws_access_key_id = \"env.AWS_ACCESS_KEY_ID\"\naws_secret_access_key = \"env.AWS_SECRET_ACCESS_KEY\"\naws_session_token = \"env.AWS_SESSION_TOKEN\"\n",
+        &env,
+    )
+    .unwrap();
+    let p = &ok.providers[0];
+    assert_eq!(
+        p.base_url,
+        "https://bedrock-runtime.eu-west-1.amazonaws.com"
+    );
+    let aws = p.aws.as_ref().unwrap();
+    assert!(aws.credentials.is_some());
+    // An unset optional session token is absent, not an error.
+    assert!(aws.session_token.is_none());
+    let issues = Config::parse(
+        "[[providers]]\nname = \"b\"\nkind = \"bedrock\"\naws_access_key_id = \"x\"\n\n[[providers]]\nname = \"c\"\nkind = \"bedrock\"\nregion = \"us-east-1\"\n\n[[providers]]\nname = \"o\"\nkind = \"openai\"\nkeys = [\"k\"]\nregion = \"us-east-1\"\n",
+        &env,
+    )
+    .unwrap_err();
+    let rendered: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    for e in [
+        "providers[0].region: kind `bedrock` needs a region",
+        "providers[1].aws_access_key_id: kind `bedrock` needs aws_access_key_id and aws_secret_access_key",
+        "providers[2].region: only used by kind `bedrock`",
+    ] {
+        assert!(
+            rendered.iter().any(|r| r.starts_with(e)),
+            "missing `{e}` in:\n{}",
+            rendered.join("\n")
+        );
     }
 }

@@ -2,10 +2,11 @@
 //!
 //! `openai/` serves every OpenAI-compatible vendor as a preset (OpenAI, Azure, Groq, Mistral,
 //! OpenRouter, DeepSeek, xAI, Ollama and Cohere compatibility endpoints); `anthropic/`
-//! translates to and from the Messages API, `gemini/` to and from `generateContent`. [`AnyProvider`] is the closed set, statically
+//! translates to and from the Messages API, `gemini/` to and from `generateContent`, `bedrock/` to and from Converse. [`AnyProvider`] is the closed set, statically
 //! dispatched.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod redact;
@@ -103,6 +104,8 @@ pub enum AnyProvider {
     Anthropic(anthropic::AnthropicProvider),
     /// Gemini `generateContent` wire format.
     Gemini(gemini::GeminiProvider),
+    /// Bedrock Converse.
+    Bedrock(bedrock::BedrockProvider),
 }
 
 macro_rules! delegate {
@@ -111,6 +114,7 @@ macro_rules! delegate {
             AnyProvider::OpenAi($p) => $e,
             AnyProvider::Anthropic($p) => $e,
             AnyProvider::Gemini($p) => $e,
+            AnyProvider::Bedrock($p) => $e,
         }
     };
 }
@@ -122,6 +126,7 @@ impl AnyProvider {
             ProviderKind::Anthropic => {
                 Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
             }
+            ProviderKind::Bedrock => Self::Bedrock(bedrock::BedrockProvider::new(cfg, client)),
             // A Gemini base URL ending in `/openai` is Google's OpenAI-compatible endpoint.
             ProviderKind::Gemini if !cfg.base_url.trim_end_matches('/').ends_with("/openai") => {
                 Self::Gemini(gemini::GeminiProvider::new(cfg, client))
@@ -169,7 +174,7 @@ impl AnyProvider {
         match self {
             Self::OpenAi(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
             Self::Gemini(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
-            Self::Anthropic(_) => Err(ProviderError::Status {
+            Self::Anthropic(_) | Self::Bedrock(_) => Err(ProviderError::Status {
                 status: 400,
                 message: "this provider does not offer embeddings".into(),
                 retry_after: None,

@@ -69,6 +69,12 @@ mod tests {
         assert!((p.estimate("openai/gpt-4o-mini-2024-07-18", 1_000_000, 0) - 0.15).abs() < 1e-9);
         assert!((p.estimate("gpt-4o", 0, 1_000_000) - 10.0).abs() < 1e-9);
         assert_eq!(p.estimate("my-local-model", 1000, 1000), 0.0);
+        // Bedrock and Gemini ids find their families.
+        let per_m = |m: &str| p.estimate(m, 1_000_000, 0);
+        assert!((per_m("anthropic.claude-3-haiku-20240307-v1:0") - 0.25).abs() < 1e-9);
+        assert!((per_m("us.amazon.nova-lite-v1:0") - 0.06).abs() < 1e-9);
+        assert!((per_m("gemini-2.5-flash-lite-preview-06-17") - 0.10).abs() < 1e-9);
+        assert!((per_m("gemini-2.5-flash") - 0.30).abs() < 1e-9);
     }
 
     #[test]

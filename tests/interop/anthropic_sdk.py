@@ -5,7 +5,7 @@ from fixtures import ASK, BASE, TEXT, ANTHROPIC_TOOLS as TOOLS
 
 client = anthropic.Anthropic(base_url=BASE + "/anthropic", api_key="sk-client-unused", max_retries=0)
 
-for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"):
+for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/anthropic.claude-3-haiku-20240307-v1:0"):
     raw = client.messages.with_raw_response.create(model=model, max_tokens=100, messages=[{"role": "user", "content": "Hello"}])
     assert raw.headers["x-switchyard-provider"] == model.split("/")[0]
     m = raw.parse()

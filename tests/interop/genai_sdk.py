@@ -42,7 +42,7 @@ def check_model(model: str) -> None:
     assert streamed == [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "London"})], streamed
 
 
-for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "fast"):
+for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/anthropic.claude-3-haiku-20240307-v1:0", "fast"):
     check_model(model)
 
 try:

@@ -54,7 +54,7 @@ def check_model(client: OpenAI, model: str) -> None:
 
 for prefix in ("/v1", "/openai/v1", "/openai"):
     client = OpenAI(base_url=BASE + prefix, api_key="sk-client-unused", max_retries=0)
-    for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash"):
+    for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/anthropic.claude-3-haiku-20240307-v1:0"):
         check_model(client, model)
     try:
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])

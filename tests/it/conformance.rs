@@ -21,8 +21,14 @@ pub struct Kind {
 
 /// A `[[providers]]` block named `name` pointing at `mock`.
 pub fn provider_block(name: &str, k: &Kind, mock: &Mock) -> String {
+    // Bedrock signs with the AWS credentials in `extra` (keys would be Bedrock API keys).
+    let keys = if k.wire == Wire::Bedrock {
+        String::new()
+    } else {
+        format!("keys = [\"sk-test-{name}\"]\n")
+    };
     format!(
-        "[[providers]]\nname = \"{name}\"\nkind = \"{}\"\nbase_url = \"{}{}\"\nkeys = [\"sk-test-{name}\"]\nmax_retries = 2\n{}\n",
+        "[[providers]]\nname = \"{name}\"\nkind = \"{}\"\nbase_url = \"{}{}\"\n{keys}max_retries = 2\n{}\n",
         k.kind,
         mock.url(),
         k.base_suffix,
@@ -91,8 +97,20 @@ macro_rules! provider_conformance {
                 assert!(!header(&h, "x-request-id").is_empty());
                 let seen = mock.last();
                 assert!(seen.path.starts_with(K.path), "{}", seen.path);
-                                assert_eq!(seen.key().as_deref(), Some("sk-test-p"));
-                if K.wire == Wire::Gemini {
+                if K.wire != Wire::Bedrock {
+                    assert_eq!(seen.key().as_deref(), Some("sk-test-p"));
+                }
+                if K.wire == Wire::Bedrock {
+                    assert_eq!(seen.body["system"], json!([{"text": "You are terse."}]));
+                    assert_eq!(seen.body["messages"], json!([{"role": "user", "content": [{"text": "Hello"}]}]));
+                    let auth = seen.headers["authorization"].to_str().unwrap().to_owned();
+                    assert!(
+                        auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/") && auth.contains("/us-east-1/bedrock/aws4_request, SignedHeaders=content-type;host;x-amz-date, Signature="),
+                        "{auth}"
+                    );
+                    assert_eq!(auth.rsplit("Signature=").next().unwrap().len(), 64);
+                    assert!(seen.headers.get("x-amz-date").is_some());
+                } else if K.wire == Wire::Gemini {
                     assert_eq!(seen.body["systemInstruction"], json!({"parts": [{"text": "You are terse."}]}));
                     assert_eq!(seen.body["contents"], json!([{"role": "user", "parts": [{"text": "Hello"}]}]));
                     assert!(seen.headers.get("x-goog-api-key").is_some());
@@ -120,7 +138,10 @@ macro_rules! provider_conformance {
                 assert_eq!(r.status(), 200);
                 assert_eq!(header(r.headers(), "x-switchyard-provider"), "p");
                 let sent = mock.last().body;
-                if K.wire == Wire::Gemini {
+                if K.wire == Wire::Bedrock {
+                    assert!(mock.last().path.ends_with("/converse-stream"), "{}", mock.last().path);
+                    assert!(sent.get("stream_options").is_none(), "{sent}");
+                } else if K.wire == Wire::Gemini {
                     assert!(mock.last().path.ends_with(":streamGenerateContent?alt=sse"), "{}", mock.last().path);
                     assert!(sent.get("stream_options").is_none(), "{sent}");
                 } else if K.wire == Wire::Anthropic || K.kind == "mistral" {
@@ -190,7 +211,15 @@ macro_rules! provider_conformance {
                 assert_eq!(status, 200);
                 let sent = mock.last().body;
                 let ids: Vec<String> = msg["tool_calls"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap().to_owned()).collect();
-                if K.wire == Wire::Gemini {
+                if K.wire == Wire::Bedrock {
+                    let turns = sent["messages"].as_array().unwrap();
+                    assert_eq!(turns.len(), 3, "{sent}");
+                    assert_eq!(turns[1]["content"][0]["toolUse"], json!({"toolUseId": ids[0].as_str(), "name": "get_weather", "input": {"city": "Paris"}}));
+                    let results = turns[2]["content"].as_array().unwrap();
+                    assert_eq!(results[0]["toolResult"], json!({"toolUseId": ids[0].as_str(), "content": [{"text": "18C, sunny"}]}));
+                    assert_eq!(results[1]["toolResult"]["toolUseId"], ids[1].as_str());
+                    assert_eq!(sent["toolConfig"]["tools"][0]["toolSpec"]["name"], "get_weather");
+                } else if K.wire == Wire::Gemini {
                     // The model turn goes back with its thought signature, the results as one turn.
                     let turns = sent["contents"].as_array().unwrap();
                     assert_eq!(turns.len(), 3, "{sent}");
@@ -420,5 +449,15 @@ provider_conformance!(
         extra: "",
         path: "/v1beta/openai/chat/completions",
         wire: Wire::OpenAi
+    }
+);
+provider_conformance!(
+    bedrock,
+    Kind {
+        kind: "bedrock",
+        base_suffix: "",
+        extra: "region = \"us-east-1\"\naws_access_key_id = \"AKIDEXAMPLE\"\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\"",
+        path: "/model/test-model/converse",
+        wire: Wire::Bedrock
     }
 );

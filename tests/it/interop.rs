@@ -35,7 +35,7 @@ async fn run_script_with(script: &str, extra: &str, min_calls: usize) {
     let Some(py) = python() else { return };
     let mock = Mock::start().await;
     let gw = Binary::start(&format!(
-        "{extra}\n[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[providers]]\nname = \"gemini\"\nkind = \"gemini\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-gemini\"]\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
+        "{extra}\n[[providers]]\nname = \"openai\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"sk-upstream-openai\"]\n\n[[providers]]\nname = \"anthropic\"\nkind = \"anthropic\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-anthropic\"]\n\n[[providers]]\nname = \"gemini\"\nkind = \"gemini\"\nbase_url = \"{0}\"\nkeys = [\"sk-upstream-gemini\"]\n\n[[providers]]\nname = \"bedrock\"\nkind = \"bedrock\"\nbase_url = \"{0}\"\nregion = \"us-east-1\"\naws_access_key_id = \"AKIDEXAMPLE\"\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\"\n\n[[routes]]\nmodel = \"fast\"\ntargets = [{{ model = \"openai/gpt-4o-mini\" }}]\n",
         mock.url()
     ))
     .await;
@@ -91,10 +91,10 @@ async fn governance_errors_as_both_sdks_see_them_on_redis() {
 
 #[tokio::test]
 async fn openai_python_sdk_responses_api() {
-    run_script_with("responses_sdk.py", "", 30).await;
+    run_script_with("responses_sdk.py", "", 40).await;
 }
 
 #[tokio::test]
 async fn google_genai_python_sdk() {
-    run_script_with("genai_sdk.py", "", 20).await;
+    run_script_with("genai_sdk.py", "", 25).await;
 }

@@ -9,6 +9,7 @@
 )]
 
 mod anthropic_ingress;
+mod bedrock;
 mod cache;
 mod cache_eval;
 mod cache_qdrant;

@@ -64,6 +64,8 @@ pub struct Seen {
     pub headers: HeaderMap,
     /// JSON body.
     pub body: Value,
+    /// The body's bytes as sent.
+    pub raw: Bytes,
 }
 
 impl Seen {
@@ -115,6 +117,8 @@ impl Mock {
             // Gemini: `/v1beta/models/{model}:{action}` (Vertex AI's longer paths end the same way).
             .route("/v1beta/models/{*rest}", post(handle))
             .route("/v1beta/openai/chat/completions", post(handle))
+            .route("/model/{id}/converse", post(handle))
+            .route("/model/{id}/converse-stream", post(handle))
             .route("/v1/{*rest}", post(handle))
             .with_state(inner.clone());
         let addr = serve(app).await;
@@ -173,6 +177,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         path: path.clone(),
         headers,
         body: body.clone(),
+        raw: bytes.clone(),
     };
     let key = seen.key();
     inner.seen.lock().unwrap().push(seen);
@@ -188,9 +193,11 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .or_else(|| inner.default.lock().unwrap().clone())
         .unwrap_or(Reply::Ok);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false)
-        || path.contains(":streamGenerateContent");
+        || path.contains(":streamGenerateContent")
+        || path.ends_with("/converse-stream");
     let tools = body
         .get("tools")
+        .or_else(|| body.pointer("/toolConfig/tools"))
         .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
     // Structured output: the recorded answer, with a JSON object that fits `STRUCTURED`'s schema.
     let structured = wire == Wire::OpenAi
@@ -218,7 +225,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .header(
                     "content-type",
                     if stream {
-                        "text/event-stream"
+                        content_type(wire)
                     } else {
                         "application/json"
                     },
@@ -236,7 +243,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 }),
             );
             Response::builder()
-                .header("content-type", "text/event-stream")
+                .header("content-type", content_type(wire))
                 .body(Body::from_stream(body))
                 .unwrap()
         }
@@ -248,7 +255,7 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 },
             );
             Response::builder()
-                .header("content-type", "text/event-stream")
+                .header("content-type", content_type(wire))
                 .body(Body::from_stream(body))
                 .unwrap()
         }
@@ -264,12 +271,16 @@ pub enum Wire {
     Anthropic,
     /// Gemini `generateContent` (AI Studio and Vertex AI paths).
     Gemini,
+    /// Bedrock Converse (JSON) and ConverseStream (AWS event-stream frames).
+    Bedrock,
 }
 
 impl Wire {
     fn of(path: &str) -> Self {
         if path.starts_with("/v1/messages") {
             Self::Anthropic
+        } else if path.starts_with("/model/") {
+            Self::Bedrock
         } else if path.contains(":generateContent")
             || path.contains(":streamGenerateContent")
             || path.contains(":batchEmbedContents")
@@ -286,9 +297,14 @@ fn fixture_name(wire: Wire, stream: bool, tools: bool) -> String {
         Wire::Anthropic => ("anthropic", "messages"),
         Wire::OpenAi => ("openai", "chat"),
         Wire::Gemini => ("gemini", "generate"),
+        Wire::Bedrock => ("bedrock", "converse"),
     };
     let tools = if tools { "_tools" } else { "" };
-    let ext = if stream { "_stream.sse" } else { ".json" };
+    let ext = match (stream, wire) {
+        (false, _) => ".json",
+        (true, Wire::Bedrock) => "_stream.jsonl",
+        (true, _) => "_stream.sse",
+    };
     format!("{dir}/{base}{tools}{ext}")
 }
 
@@ -317,13 +333,54 @@ fn recorded(path: &str, wire: Wire, stream: bool, tools: bool, body: &Value) -> 
         .into_iter()
         .map(Ok::<_, std::io::Error>);
     Response::builder()
-        .header("content-type", "text/event-stream")
+        .header("content-type", content_type(wire))
         .body(Body::from_stream(futures_util::stream::iter(events)))
         .unwrap()
 }
 
-/// The recorded stream for this request, one SSE event per item (Gemini ends events with CRLF).
+/// The content type of a stream in this wire format.
+fn content_type(wire: Wire) -> &'static str {
+    if wire == Wire::Bedrock {
+        "application/vnd.amazon.eventstream"
+    } else {
+        "text/event-stream"
+    }
+}
+
+/// One AWS event-stream frame (prelude, headers, payload, CRCs) carrying a Bedrock event.
+pub fn bedrock_frame(event: &str, payload: &Value) -> Bytes {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    let msg = Message::new(serde_json::to_vec(payload).unwrap())
+        .add_header(Header::new(
+            ":event-type",
+            HeaderValue::String(event.to_owned().into()),
+        ))
+        .add_header(Header::new(
+            ":content-type",
+            HeaderValue::String("application/json".into()),
+        ))
+        .add_header(Header::new(
+            ":message-type",
+            HeaderValue::String("event".into()),
+        ));
+    let mut out = Vec::new();
+    aws_smithy_eventstream::frame::write_message_to(&msg, &mut out).unwrap();
+    Bytes::from(out)
+}
+
+/// The recorded stream for this request, one SSE event (or event-stream frame) per item
+/// (Gemini ends events with CRLF).
 fn recorded_events(wire: Wire, tools: bool) -> Vec<Bytes> {
+    if wire == Wire::Bedrock {
+        return fixture(&fixture_name(wire, true, tools))
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                bedrock_frame(v["event"].as_str().unwrap(), &v["payload"])
+            })
+            .collect();
+    }
     let sep = if wire == Wire::Gemini {
         "\r\n\r\n"
     } else {
@@ -338,6 +395,27 @@ fn recorded_events(wire: Wire, tools: bool) -> Vec<Bytes> {
 
 fn error(wire: Wire, code: u16, retry_after: Option<u64>, message: &str) -> Response {
     let status = StatusCode::from_u16(code).unwrap();
+    if wire == Wire::Bedrock {
+        let kind = match code {
+            400 => "ValidationException",
+            403 => "AccessDeniedException",
+            408 => "ModelTimeoutException",
+            429 => "ThrottlingException",
+            503 => "ServiceUnavailableException",
+            _ => "InternalServerException",
+        };
+        let mut resp = (status, axum::Json(json!({"message": message}))).into_response();
+        resp.headers_mut().insert(
+            "x-amzn-errortype",
+            format!("{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/")
+                .parse()
+                .unwrap(),
+        );
+        if let Some(s) = retry_after {
+            resp.headers_mut().insert("retry-after", s.into());
+        }
+        return resp;
+    }
     let body = if wire == Wire::Gemini {
         let status = match code {
             400 => "INVALID_ARGUMENT",
