@@ -115,10 +115,13 @@ pub enum ProviderKind {
     Cohere,
     /// Amazon Bedrock's Converse API, SigV4-signed (or a Bedrock API key).
     Bedrock,
+    /// Google Vertex AI: Gemini's `generateContent` and Anthropic's Messages (`rawPredict`),
+    /// with a service-account key.
+    Vertex,
 }
 
 /// Kinds in CONTRACT.md that need a native adapter that does not exist yet.
-const PLANNED_KINDS: &[&str] = &["vertex"];
+const PLANNED_KINDS: &[&str] = &[];
 
 impl ProviderKind {
     /// Every accepted `kind` string.
@@ -136,6 +139,7 @@ impl ProviderKind {
         "gemini",
         "cohere",
         "bedrock",
+        "vertex",
     ];
 
     /// Parses a `kind` string.
@@ -154,6 +158,7 @@ impl ProviderKind {
             "gemini" => Self::Gemini,
             "cohere" => Self::Cohere,
             "bedrock" => Self::Bedrock,
+            "vertex" => Self::Vertex,
             _ => return None,
         })
     }
@@ -174,6 +179,7 @@ impl ProviderKind {
             Self::Gemini => "gemini",
             Self::Cohere => "cohere",
             Self::Bedrock => "bedrock",
+            Self::Vertex => "vertex",
         }
     }
 
@@ -190,14 +196,17 @@ impl ProviderKind {
             Self::Ollama => "http://127.0.0.1:11434/v1",
             Self::Gemini => "https://generativelanguage.googleapis.com",
             Self::Cohere => "https://api.cohere.ai/compatibility/v1",
-            // Bedrock's depends on the region.
-            Self::OpenAiCompatible | Self::Azure | Self::Bedrock => return None,
+            // Bedrock's and Vertex AI's depend on the region.
+            Self::OpenAiCompatible | Self::Azure | Self::Bedrock | Self::Vertex => return None,
         })
     }
 
     /// Whether requests need a key (Ollama and self-hosted servers may not).
     pub fn needs_key(self) -> bool {
-        !matches!(self, Self::Ollama | Self::OpenAiCompatible | Self::Bedrock)
+        !matches!(
+            self,
+            Self::Ollama | Self::OpenAiCompatible | Self::Bedrock | Self::Vertex
+        )
     }
 }
 
@@ -235,6 +244,19 @@ pub struct ProviderConfig {
     pub headers: BTreeMap<String, Secret>,
     /// Bedrock: the region and the credentials requests are signed with.
     pub aws: Option<AwsConfig>,
+    /// Vertex AI: project, location and service account.
+    pub vertex: Option<VertexConfig>,
+}
+
+/// Vertex AI's project, location and service-account key.
+#[derive(Debug, Clone)]
+pub struct VertexConfig {
+    /// The Google Cloud project.
+    pub project: String,
+    /// `us-central1`, `europe-west4`, `global`, ...
+    pub location: String,
+    /// The service-account key's JSON.
+    pub credentials: Secret,
 }
 
 /// Bedrock's region and AWS credentials (absent credentials: `keys` hold Bedrock API keys).
@@ -583,6 +605,7 @@ fn default_provider(
         models: Vec::new(),
         headers: BTreeMap::new(),
         aws: None,
+        vertex: None,
     }
 }
 
@@ -755,9 +778,20 @@ fn validate_providers(
             continue;
         };
         let aws = aws_config(p, kind, &at, issues);
+        let vertex = vertex_config(p, kind, &at, issues);
         let regional = aws
             .as_ref()
-            .map(|a| format!("https://bedrock-runtime.{}.amazonaws.com", a.region));
+            .map(|a| format!("https://bedrock-runtime.{}.amazonaws.com", a.region))
+            .or_else(|| {
+                (kind == ProviderKind::Vertex).then(|| {
+                    vertex_host(
+                        p.location
+                            .as_deref()
+                            .filter(|l| !l.is_empty())
+                            .unwrap_or("us-central1"),
+                    )
+                })
+            });
         let base_url = match p
             .base_url
             .as_deref()
@@ -852,9 +886,138 @@ fn validate_providers(
                 .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
                 .collect(),
             aws,
+            vertex,
         });
     }
     out
+}
+
+/// Vertex AI's host for a location (`global` has no regional prefix).
+pub fn vertex_host(location: &str) -> String {
+    if location == "global" {
+        "https://aiplatform.googleapis.com".into()
+    } else {
+        format!("https://{location}-aiplatform.googleapis.com")
+    }
+}
+
+/// Vertex AI's `project`, `location` and `credentials` (a key file's path, or its JSON), checked:
+/// the key must be a service-account key with an email and a PKCS#8 private key.
+fn vertex_config(
+    p: &RawProvider,
+    kind: ProviderKind,
+    at: &str,
+    issues: &mut Vec<Issue>,
+) -> Option<VertexConfig> {
+    if kind != ProviderKind::Vertex {
+        for (field, v) in [
+            ("project", &p.project),
+            ("location", &p.location),
+            ("credentials", &p.credentials),
+        ] {
+            if v.is_some() {
+                issues.push(Issue::new(
+                    format!("{at}.{field}"),
+                    "only used by kind `vertex`",
+                ));
+            }
+        }
+        return None;
+    }
+    let Some(cred) = p
+        .credentials
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+    else {
+        issues.push(Issue::new(
+            format!("{at}.credentials"),
+            "kind `vertex` needs a service-account key: its path or its JSON (e.g. \"env.GOOGLE_APPLICATION_CREDENTIALS\")",
+        ));
+        return None;
+    };
+    let json = if cred.starts_with('{') {
+        cred.to_owned()
+    } else {
+        match std::fs::read_to_string(cred) {
+            Ok(t) => t,
+            Err(e) => {
+                issues.push(Issue::new(
+                    format!("{at}.credentials"),
+                    format!("cannot read the key file: {e}"),
+                ));
+                return None;
+            }
+        }
+    };
+    let key: serde_json::Value = match serde_json::from_str(&json) {
+        Ok(v) => v,
+        Err(e) => {
+            issues.push(Issue::new(
+                format!("{at}.credentials"),
+                format!("the key is not JSON: {e}"),
+            ));
+            return None;
+        }
+    };
+    let field = |k: &str| {
+        key.get(k)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
+    if field("type") != Some("service_account") || field("client_email").is_none() {
+        issues.push(Issue::new(
+            format!("{at}.credentials"),
+            "not a service-account key (`type` must be `service_account`, with a `client_email`)",
+        ));
+        return None;
+    }
+    use rustls_pki_types::pem::PemObject;
+    let pem_ok = field("private_key").is_some_and(|k| {
+        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(k.as_bytes()).is_ok_and(|der| {
+            ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).is_ok()
+        })
+    });
+    if !pem_ok {
+        issues.push(Issue::new(
+            format!("{at}.credentials"),
+            "the key's `private_key` is not a PEM PKCS#8 RSA private key",
+        ));
+        return None;
+    }
+    let project = p
+        .project
+        .clone()
+        .filter(|s| !s.is_empty())
+        .or_else(|| field("project_id").map(str::to_owned));
+    let Some(project) = project else {
+        issues.push(Issue::new(
+            format!("{at}.project"),
+            "kind `vertex` needs a project (or a key with `project_id`)",
+        ));
+        return None;
+    };
+    let location = p
+        .location
+        .clone()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "us-central1".into());
+    if !location
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        issues.push(Issue::new(
+            format!("{at}.location"),
+            format!(
+                "`{location}` is not a Google Cloud location (e.g. \"us-central1\", \"global\")"
+            ),
+        ));
+    }
+    Some(VertexConfig {
+        project,
+        location,
+        credentials: Secret::new(json),
+    })
 }
 
 /// Bedrock's `region` and AWS credentials, checked; these fields on another kind are reported.

@@ -53,6 +53,13 @@ pub struct RawProvider {
     pub aws_secret_access_key: Option<String>,
     #[serde(default)]
     pub aws_session_token: Option<String>,
+    /// Vertex AI: project, location and the service-account key (a path or the JSON itself).
+    #[serde(default)]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+    #[serde(default)]
+    pub credentials: Option<String>,
 }
 
 /// Fields whose `env.NAME` may be unset: the field is then absent (an optional credential).

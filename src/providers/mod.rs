@@ -2,7 +2,8 @@
 //!
 //! `openai/` serves every OpenAI-compatible vendor as a preset (OpenAI, Azure, Groq, Mistral,
 //! OpenRouter, DeepSeek, xAI, Ollama and Cohere compatibility endpoints); `anthropic/`
-//! translates to and from the Messages API, `gemini/` to and from `generateContent`, `bedrock/` to and from Converse. [`AnyProvider`] is the closed set, statically
+//! translates to and from the Messages API, `gemini/` to and from `generateContent`, `bedrock/` to and from Converse; `vertex/` reuses the Gemini and Anthropic
+//! wire code behind Google service-account authentication. [`AnyProvider`] is the closed set, statically
 //! dispatched.
 
 pub mod anthropic;
@@ -10,6 +11,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod redact;
+pub mod vertex;
 
 use std::time::Duration;
 
@@ -106,6 +108,8 @@ pub enum AnyProvider {
     Gemini(gemini::GeminiProvider),
     /// Bedrock Converse.
     Bedrock(bedrock::BedrockProvider),
+    /// Vertex AI (Gemini and Claude).
+    Vertex(Box<vertex::VertexProvider>),
 }
 
 macro_rules! delegate {
@@ -115,6 +119,7 @@ macro_rules! delegate {
             AnyProvider::Anthropic($p) => $e,
             AnyProvider::Gemini($p) => $e,
             AnyProvider::Bedrock($p) => $e,
+            AnyProvider::Vertex($p) => $e,
         }
     };
 }
@@ -127,6 +132,9 @@ impl AnyProvider {
                 Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
             }
             ProviderKind::Bedrock => Self::Bedrock(bedrock::BedrockProvider::new(cfg, client)),
+            ProviderKind::Vertex => {
+                Self::Vertex(Box::new(vertex::VertexProvider::new(cfg, client)))
+            }
             // A Gemini base URL ending in `/openai` is Google's OpenAI-compatible endpoint.
             ProviderKind::Gemini if !cfg.base_url.trim_end_matches('/').ends_with("/openai") => {
                 Self::Gemini(gemini::GeminiProvider::new(cfg, client))
@@ -174,7 +182,7 @@ impl AnyProvider {
         match self {
             Self::OpenAi(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
             Self::Gemini(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
-            Self::Anthropic(_) | Self::Bedrock(_) => Err(ProviderError::Status {
+            Self::Anthropic(_) | Self::Bedrock(_) | Self::Vertex(_) => Err(ProviderError::Status {
                 status: 400,
                 message: "this provider does not offer embeddings".into(),
                 retry_after: None,

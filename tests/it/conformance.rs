@@ -17,13 +17,18 @@ pub struct Kind {
     pub path: &'static str,
     /// The wire format the upstream speaks.
     pub wire: Wire,
+    /// The upstream model asked for (`p/<model>`).
+    pub model: &'static str,
 }
 
 /// A `[[providers]]` block named `name` pointing at `mock`.
 pub fn provider_block(name: &str, k: &Kind, mock: &Mock) -> String {
-    // Bedrock signs with the AWS credentials in `extra` (keys would be Bedrock API keys).
+    // Bedrock signs with the AWS credentials in `extra` (keys would be Bedrock API keys);
+    // Vertex AI uses a service account whose token endpoint is the mock's.
     let keys = if k.wire == Wire::Bedrock {
         String::new()
+    } else if k.kind == "vertex" {
+        format!("credentials = {:?}\n", crate::vertex::key_file(mock))
     } else {
         format!("keys = [\"sk-test-{name}\"]\n")
     };
@@ -85,20 +90,22 @@ macro_rules! provider_conformance {
             #[tokio::test]
             async fn plain() {
                 let (mock, gw) = setup(&K).await;
-                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                let (status, h, body) = gw.chat(&hello(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 200, "{body}");
                 assert_eq!(body["choices"][0]["message"]["content"], TEXT);
                 assert_eq!(body["choices"][0]["finish_reason"], "stop");
                 assert_eq!(body["usage"]["prompt_tokens"], 19);
                 assert_eq!(body["usage"]["completion_tokens"], 10);
                 assert_eq!(header(&h, "x-switchyard-provider"), "p");
-                assert_eq!(header(&h, "x-switchyard-model"), "test-model");
+                assert_eq!(header(&h, "x-switchyard-model"), K.model);
                 assert_eq!(header(&h, "x-switchyard-attempts"), "1");
                 assert!(!header(&h, "x-request-id").is_empty());
                 let seen = mock.last();
                 assert!(seen.path.starts_with(K.path), "{}", seen.path);
-                if K.wire != Wire::Bedrock {
-                    assert_eq!(seen.key().as_deref(), Some("sk-test-p"));
+                match K.kind {
+                    "bedrock" => {}
+                    "vertex" => assert!(seen.key().unwrap().starts_with("ya29.mock-token-"), "{:?}", seen.key()),
+                    _ => assert_eq!(seen.key().as_deref(), Some("sk-test-p")),
                 }
                 if K.wire == Wire::Bedrock {
                     assert_eq!(seen.body["system"], json!([{"text": "You are terse."}]));
@@ -113,17 +120,25 @@ macro_rules! provider_conformance {
                 } else if K.wire == Wire::Gemini {
                     assert_eq!(seen.body["systemInstruction"], json!({"parts": [{"text": "You are terse."}]}));
                     assert_eq!(seen.body["contents"], json!([{"role": "user", "parts": [{"text": "Hello"}]}]));
-                    assert!(seen.headers.get("x-goog-api-key").is_some());
+                    if K.kind == "gemini" {
+                        assert!(seen.headers.get("x-goog-api-key").is_some());
+                    }
                 } else if K.wire == Wire::Anthropic {
-                    assert_eq!(seen.body["model"], "test-model");
+                    if K.kind == "vertex" {
+                        // Claude on Vertex AI: the model is in the URL, the version in the body.
+                        assert!(seen.body.get("model").is_none(), "{}", seen.body);
+                        assert_eq!(seen.body["anthropic_version"], "vertex-2023-10-16");
+                    } else {
+                        assert_eq!(seen.body["model"], K.model);
+                        assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
+                    }
                     assert_eq!(seen.body["system"], "You are terse.");
                     assert_eq!(seen.body["messages"][0]["role"], "user");
                     assert!(seen.body["max_tokens"].as_u64().unwrap() > 0);
-                    assert_eq!(seen.headers["anthropic-version"], "2023-06-01");
                 } else {
                     assert_eq!(seen.body["messages"][0]["role"], "system");
                     if K.kind != "azure" {
-                        assert_eq!(seen.body["model"], "test-model");
+                        assert_eq!(seen.body["model"], K.model);
                     }
                 }
             }
@@ -131,7 +146,7 @@ macro_rules! provider_conformance {
             #[tokio::test]
                         async fn stream() {
                 let (mock, gw) = setup(&K).await;
-                let mut body = hello("p/test-model");
+                let mut body = hello(&format!("p/{}", K.model));
                 body["stream"] = json!(true);
                 body["stream_options"] = json!({"include_usage": true});
                                 let r = gw.post("/v1/chat/completions", &body).await;
@@ -173,7 +188,7 @@ macro_rules! provider_conformance {
             #[tokio::test]
             async fn tools() {
                 let (mock, gw) = setup(&K).await;
-                let (status, _, body) = gw.chat(&weather("p/test-model")).await;
+                let (status, _, body) = gw.chat(&weather(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 200, "{body}");
                 let msg = &body["choices"][0]["message"];
                 assert_eq!(body["choices"][0]["finish_reason"], "tool_calls");
@@ -201,7 +216,7 @@ macro_rules! provider_conformance {
                 }
 
                 // Continue the conversation with the tool results.
-                let mut next = weather("p/test-model");
+                let mut next = weather(&format!("p/{}", K.model));
                 let history = next["messages"].as_array_mut().unwrap();
                 history.push(msg.clone());
                 for c in msg["tool_calls"].as_array().unwrap() {
@@ -256,7 +271,7 @@ macro_rules! provider_conformance {
             #[tokio::test]
             async fn tools_stream() {
                 let (_mock, gw) = setup(&K).await;
-                let mut body = weather("p/test-model");
+                let mut body = weather(&format!("p/{}", K.model));
                 body["stream"] = json!(true);
                 let events = sse(gw.post("/v1/chat/completions", &body).await).await;
                 let (_, calls, finish, _) = fold_openai(&events);
@@ -268,13 +283,14 @@ macro_rules! provider_conformance {
             async fn usage_and_cost() {
                 let mock = Mock::start().await;
                 let cfg = format!(
-                    "{}{FAST_ROUTER}[prices]\n\"test-model\" = {{ input = 1.0, output = 2.0 }}\n",
-                    provider_block("p", &K, &mock)
+                    "{}{FAST_ROUTER}[prices]\n\"{}\" = {{ input = 1.0, output = 2.0 }}\n",
+                    provider_block("p", &K, &mock),
+                    K.model
                 );
                 let gw = Gateway::start(&cfg).await;
-                let (status, _, _) = gw.chat(&hello("p/test-model")).await;
+                let (status, _, _) = gw.chat(&hello(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 200);
-                let mut body = hello("p/test-model");
+                let mut body = hello(&format!("p/{}", K.model));
                 body["stream"] = json!(true);
                 let _ = sse(gw.post("/v1/chat/completions", &body).await).await;
                 // Records are written after the answer: wait for both.
@@ -300,7 +316,7 @@ macro_rules! provider_conformance {
             async fn upstream_client_error_is_not_retried() {
                 let (mock, gw) = setup(&K).await;
                 mock.always(Reply::Status(400, None));
-                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                let (status, h, body) = gw.chat(&hello(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 400, "{body}");
                 assert!(body["error"]["message"].as_str().unwrap().contains("injected 400"), "{body}");
                 assert_eq!(mock.calls(), 1);
@@ -311,7 +327,7 @@ macro_rules! provider_conformance {
             async fn retry_then_success() {
                 let (mock, gw) = setup(&K).await;
                 mock.script([Reply::Status(503, None), Reply::Status(500, None)]);
-                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                let (status, h, body) = gw.chat(&hello(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 200, "{body}");
                 assert_eq!(header(&h, "x-switchyard-attempts"), "3");
                 assert_eq!(mock.calls(), 3);
@@ -321,7 +337,7 @@ macro_rules! provider_conformance {
             async fn retries_exhausted_is_502() {
                 let (mock, gw) = setup(&K).await;
                 mock.always(Reply::Status(500, None));
-                let (status, h, body) = gw.chat(&hello("p/test-model")).await;
+                let (status, h, body) = gw.chat(&hello(&format!("p/{}", K.model))).await;
                 assert_eq!(status, 502, "{body}");
                 assert_eq!(body["error"]["type"], "upstream_error");
                 assert!(body["error"]["message"].as_str().unwrap().contains("injected 500"));
@@ -368,7 +384,8 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -378,7 +395,8 @@ provider_conformance!(
         base_suffix: "",
         extra: "",
         path: "/v1/messages",
-        wire: Wire::Anthropic
+        wire: Wire::Anthropic,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -388,7 +406,8 @@ provider_conformance!(
         base_suffix: "",
         extra: "api-version = \"2024-10-21\"",
         path: "/openai/deployments/test-model/chat/completions?api-version=2024-10-21",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -398,7 +417,8 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -408,7 +428,8 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -418,7 +439,8 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -428,7 +450,8 @@ provider_conformance!(
         base_suffix: "/v1",
         extra: "",
         path: "/v1/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -438,7 +461,8 @@ provider_conformance!(
         base_suffix: "",
         extra: "",
         path: "/v1beta/models/test-model:",
-        wire: Wire::Gemini
+        wire: Wire::Gemini,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -448,7 +472,8 @@ provider_conformance!(
         base_suffix: "/v1beta/openai",
         extra: "",
         path: "/v1beta/openai/chat/completions",
-        wire: Wire::OpenAi
+        wire: Wire::OpenAi,
+        model: "test-model"
     }
 );
 provider_conformance!(
@@ -458,6 +483,29 @@ provider_conformance!(
         base_suffix: "",
         extra: "region = \"us-east-1\"\naws_access_key_id = \"AKIDEXAMPLE\"\naws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY\"",
         path: "/model/test-model/converse",
-        wire: Wire::Bedrock
+        wire: Wire::Bedrock,
+        model: "test-model"
+    }
+);
+provider_conformance!(
+    vertex,
+    Kind {
+        kind: "vertex",
+        base_suffix: "",
+        extra: "project = \"p1\"\nlocation = \"us-central1\"",
+        path: "/v1/projects/p1/locations/us-central1/publishers/google/models/test-model:",
+        wire: Wire::Gemini,
+        model: "test-model"
+    }
+);
+provider_conformance!(
+    vertex_claude,
+    Kind {
+        kind: "vertex",
+        base_suffix: "",
+        extra: "project = \"p1\"\nlocation = \"us-central1\"",
+        path: "/v1/projects/p1/locations/us-central1/publishers/anthropic/models/claude-test:",
+        wire: Wire::Anthropic,
+        model: "claude-test"
     }
 );

@@ -34,3 +34,4 @@ mod responses;
 mod router;
 mod security;
 mod ui;
+mod vertex;

@@ -1,7 +1,7 @@
 //! Mock providers: small axum servers on 127.0.0.1:0 that replay recorded OpenAI and Anthropic
 //! wire shapes from tests/fixtures, count calls, record requests and inject failures on demand.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -94,6 +94,9 @@ struct Inner {
     bad_keys: Mutex<HashSet<String>>,
     calls: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
+    /// Google OAuth token exchanges answered (`/token`), and the lifetime given to tokens.
+    token_calls: AtomicUsize,
+    token_lifetime: std::sync::atomic::AtomicU64,
 }
 
 /// A running mock provider.
@@ -117,6 +120,7 @@ impl Mock {
             // Gemini: `/v1beta/models/{model}:{action}` (Vertex AI's longer paths end the same way).
             .route("/v1beta/models/{*rest}", post(handle))
             .route("/v1beta/openai/chat/completions", post(handle))
+            .route("/token", post(token))
             .route("/model/{id}/converse", post(handle))
             .route("/model/{id}/converse-stream", post(handle))
             .route("/v1/{*rest}", post(handle))
@@ -148,6 +152,16 @@ impl Mock {
     /// Requests received so far.
     pub fn calls(&self) -> usize {
         self.inner.calls.load(Ordering::SeqCst)
+    }
+
+    /// Token exchanges answered so far.
+    pub fn token_calls(&self) -> usize {
+        self.inner.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// The `expires_in` given to the next tokens (default 3600 s).
+    pub fn token_lifetime(&self, secs: u64) {
+        self.inner.token_lifetime.store(secs, Ordering::SeqCst);
     }
 
     /// Every request received.
@@ -194,7 +208,8 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .unwrap_or(Reply::Ok);
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false)
         || path.contains(":streamGenerateContent")
-        || path.ends_with("/converse-stream");
+        || path.ends_with("/converse-stream")
+        || path.contains(":streamRawPredict");
     let tools = body
         .get("tools")
         .or_else(|| body.pointer("/toolConfig/tools"))
@@ -281,6 +296,9 @@ impl Wire {
             Self::Anthropic
         } else if path.starts_with("/model/") {
             Self::Bedrock
+        } else if path.contains(":rawPredict") || path.contains(":streamRawPredict") {
+            // Claude on Vertex AI: the Messages format at Google's URL.
+            Self::Anthropic
         } else if path.contains(":generateContent")
             || path.contains(":streamGenerateContent")
             || path.contains(":batchEmbedContents")
@@ -443,4 +461,79 @@ fn error(wire: Wire, code: u16, retry_after: Option<u64>, message: &str) -> Resp
         resp.headers_mut().insert("retry-after", s.into());
     }
     resp
+}
+
+/// The public half of `tests/fixtures/vertex/service-account.json` (PKCS#1 DER, base64).
+fn service_account_public_key() -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(fixture("vertex/service-account.pub.der.b64").trim())
+        .unwrap()
+}
+
+/// Google's OAuth token endpoint for the JWT bearer grant: checks the assertion's RS256
+/// signature against the test service account's public key and its claims, then issues a token.
+async fn token(State(inner): State<Arc<Inner>>, body: String) -> Response {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let form: HashMap<String, String> = body
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.replace("%3A", ":")))
+        .collect();
+    let refuse = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": why})),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return refuse("unsupported grant_type");
+    }
+    let Some(jwt) = form.get("assertion") else {
+        return refuse("no assertion");
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return refuse("malformed JWT");
+    }
+    let key = ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        service_account_public_key(),
+    );
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let Ok(sig) = b64.decode(parts[2]) else {
+        return refuse("bad signature encoding");
+    };
+    if key.verify(signed.as_bytes(), &sig).is_err() {
+        return refuse("Invalid JWT Signature.");
+    }
+    let header: Value =
+        serde_json::from_slice(&b64.decode(parts[0]).unwrap_or_default()).unwrap_or(Value::Null);
+    let claims: Value =
+        serde_json::from_slice(&b64.decode(parts[1]).unwrap_or_default()).unwrap_or(Value::Null);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let ok = header["alg"] == "RS256"
+        && claims["iss"] == "gateway@switchyard-test.iam.gserviceaccount.com"
+        && claims["scope"] == "https://www.googleapis.com/auth/cloud-platform"
+        && claims["aud"]
+            .as_str()
+            .is_some_and(|a| a.ends_with("/token"))
+        && claims["iat"].as_u64().is_some_and(|t| t.abs_diff(now) < 60)
+        && claims["exp"].as_u64().is_some_and(|t| t > now);
+    if !ok {
+        return refuse("bad claims");
+    }
+    let n = inner.token_calls.fetch_add(1, Ordering::SeqCst) + 1;
+    let lifetime = match inner.token_lifetime.load(Ordering::SeqCst) {
+        0 => 3600,
+        s => s,
+    };
+    axum::Json(json!({"access_token": format!("ya29.mock-token-{n}"), "expires_in": lifetime, "token_type": "Bearer"})).into_response()
 }

@@ -50,7 +50,10 @@ impl AnthropicProvider {
         rb
     }
 
-    fn build(req: &ChatRequest, model: &str) -> Result<wire::MessagesRequest, ProviderError> {
+    pub(crate) fn build(
+        req: &ChatRequest,
+        model: &str,
+    ) -> Result<wire::MessagesRequest, ProviderError> {
         translate::to_messages_request(req, model).map_err(|e| ProviderError::Status {
             status: 400,
             message: e.0,
@@ -65,9 +68,7 @@ impl AnthropicProvider {
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
         let body = Self::build(req, call.model)?;
-        let resp = send(self.post(call.key).json(&body), &self.redact).await?;
-        let r: wire::MessagesResponse = read_json(resp, &self.redact).await?;
-        Ok(translate::from_messages_response(r))
+        messages(self.post(call.key).json(&body), &self.redact).await
     }
 
     /// Streaming chat: Anthropic events decoded into canonical chunks.
@@ -78,21 +79,40 @@ impl AnthropicProvider {
     ) -> Result<ChatStream, ProviderError> {
         let mut body = Self::build(req, call.model)?;
         body.stream = Some(true);
-        let resp = send(self.post(call.key).json(&body), &self.redact).await?;
-        let mut decoder = translate::StreamDecoder::default();
-        let chunks = super::sse_events(resp, &self.redact).flat_map(move |ev| {
-            let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
-                Ok(None) => Vec::new(),
-                Ok(Some(ev)) => match decoder.push(ev) {
-                    Ok(chunks) => chunks.into_iter().map(Ok).collect(),
-                    Err(msg) => vec![Err(StreamError::new(msg))],
-                },
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(out)
-        });
-        Ok(Box::pin(chunks))
+        messages_stream(self.post(call.key).json(&body), &self.redact).await
     }
+}
+
+/// Sends a Messages request (`rb` carries the body and authentication: the Anthropic API, or
+/// Vertex AI's `rawPredict`) and reads the answer.
+pub(crate) async fn messages(
+    rb: reqwest::RequestBuilder,
+    redact: &Redactor,
+) -> Result<ChatResponse, ProviderError> {
+    let resp = send(rb, redact).await?;
+    let r: wire::MessagesResponse = read_json(resp, redact).await?;
+    Ok(translate::from_messages_response(r))
+}
+
+/// Sends a streaming Messages request and decodes its events into canonical chunks.
+pub(crate) async fn messages_stream(
+    rb: reqwest::RequestBuilder,
+    redact: &Redactor,
+) -> Result<ChatStream, ProviderError> {
+    let resp = send(rb, redact).await?;
+    let mut decoder = translate::StreamDecoder::default();
+    let chunks = super::sse_events(resp, redact).flat_map(move |ev| {
+        let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
+            Ok(None) => Vec::new(),
+            Ok(Some(ev)) => match decoder.push(ev) {
+                Ok(chunks) => chunks.into_iter().map(Ok).collect(),
+                Err(msg) => vec![Err(StreamError::new(msg))],
+            },
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(out)
+    });
+    Ok(Box::pin(chunks))
 }
 
 fn parse_event(sse: sse_stream::Sse) -> Result<Option<wire::StreamEvent>, StreamError> {

@@ -66,27 +66,14 @@ impl GeminiProvider {
         rb
     }
 
-    fn build(req: &ChatRequest) -> Result<wire::GenerateRequest, ProviderError> {
-        translate::to_generate_request(req).map_err(|e| ProviderError::Status {
-            status: 400,
-            message: e.0,
-            retry_after: None,
-        })
-    }
-
     /// Non-streaming chat.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
-        let body = Self::build(req)?;
-        let rb = self
-            .post(call.model, "generateContent", call.key)
-            .json(&body);
-        let resp = send(rb, &self.redact).await?;
-        let r: wire::GenerateResponse = read_json(resp, &self.redact).await?;
-        Ok(translate::from_generate_response(r, call.model))
+        let rb = self.post(call.model, "generateContent", call.key);
+        generate(rb, req, call.model, &self.redact).await
     }
 
     /// Streaming chat: each SSE event is a partial `GenerateContentResponse`.
@@ -95,21 +82,8 @@ impl GeminiProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatStream, ProviderError> {
-        let body = Self::build(req)?;
-        let rb = self
-            .post(call.model, "streamGenerateContent?alt=sse", call.key)
-            .json(&body);
-        let resp = send(rb, &self.redact).await?;
-        let mut decoder = translate::StreamDecoder::new(call.model);
-        let chunks = super::sse_events(resp, &self.redact).flat_map(move |ev| {
-            let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
-                Ok(None) => Vec::new(),
-                Ok(Some(r)) => decoder.push(r).into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(e)],
-            };
-            futures_util::stream::iter(out)
-        });
-        Ok(Box::pin(chunks))
+        let rb = self.post(call.model, "streamGenerateContent?alt=sse", call.key);
+        generate_stream(rb, req, call.model, &self.redact).await
     }
 
     /// OpenAI-shaped embeddings through `batchEmbedContents` (one request per input string).
@@ -166,6 +140,49 @@ impl GeminiProvider {
             "usage": {"prompt_tokens": 0, "total_tokens": 0},
         }))
     }
+}
+
+fn build(req: &ChatRequest) -> Result<wire::GenerateRequest, ProviderError> {
+    translate::to_generate_request(req).map_err(|e| ProviderError::Status {
+        status: 400,
+        message: e.0,
+        retry_after: None,
+    })
+}
+
+/// `generateContent` of `req` through `rb` (a POST to the method's URL, authenticated): Google AI
+/// Studio and Vertex AI alike.
+pub(crate) async fn generate(
+    rb: reqwest::RequestBuilder,
+    req: &ChatRequest,
+    model: &str,
+    redact: &Redactor,
+) -> Result<ChatResponse, ProviderError> {
+    let body = build(req)?;
+    let resp = send(rb.json(&body), redact).await?;
+    let r: wire::GenerateResponse = read_json(resp, redact).await?;
+    Ok(translate::from_generate_response(r, model))
+}
+
+/// `streamGenerateContent?alt=sse` of `req` through `rb`, decoded into canonical chunks.
+pub(crate) async fn generate_stream(
+    rb: reqwest::RequestBuilder,
+    req: &ChatRequest,
+    model: &str,
+    redact: &Redactor,
+) -> Result<ChatStream, ProviderError> {
+    let body = build(req)?;
+    let resp = send(rb.json(&body), redact).await?;
+    let mut decoder = translate::StreamDecoder::new(model);
+    let chunks = super::sse_events(resp, redact).flat_map(move |ev| {
+        let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
+            Ok(None) => Vec::new(),
+            Ok(Some(r)) => decoder.push(r).into_iter().map(Ok).collect(),
+            Err(e) => vec![Err(e)],
+        };
+        futures_util::stream::iter(out)
+    });
+    Ok(Box::pin(chunks))
 }
 
 fn parse_event(sse: sse_stream::Sse) -> Result<Option<wire::GenerateResponse>, StreamError> {
