@@ -174,7 +174,7 @@ impl AnyProvider {
 
     /// Whether this provider serves `/v1/embeddings`.
     pub fn supports_embeddings(&self) -> bool {
-        matches!(self, Self::OpenAi(_) | Self::Gemini(_))
+        matches!(self, Self::OpenAi(_) | Self::Gemini(_) | Self::Bedrock(_))
     }
 
     /// One embeddings attempt (OpenAI wire format only).
@@ -182,7 +182,8 @@ impl AnyProvider {
         match self {
             Self::OpenAi(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
             Self::Gemini(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
-            Self::Anthropic(_) | Self::Bedrock(_) | Self::Vertex(_) => Err(ProviderError::Status {
+            Self::Bedrock(p) => p.embed(body, call).await.map_err(|e| p.redact.error(e)),
+            Self::Anthropic(_) | Self::Vertex(_) => Err(ProviderError::Status {
                 status: 400,
                 message: "this provider does not offer embeddings".into(),
                 retry_after: None,

@@ -176,3 +176,42 @@ async fn cache_points_reach_bedrock() {
         json!({"cachePoint": {"type": "default"}})
     );
 }
+
+#[tokio::test]
+async fn embeddings_go_through_invoke_model_for_titan_and_cohere() {
+    let mock = Mock::start().await;
+    let gw = gateway(&mock, &signed_auth()).await;
+    let r = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "b/amazon.titan-embed-text-v2:0", "input": ["one two", "three"], "dimensions": 256}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    assert_eq!(v["data"][1]["index"], 1);
+    assert_eq!(v["data"][0]["embedding"], json!([0.25, 0.5, 0.75]));
+    assert_eq!(v["usage"]["prompt_tokens"], 3);
+    let seen = mock.last();
+    assert_eq!(seen.path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(seen.body, json!({"inputText": "three", "dimensions": 256}));
+    assert!(
+        seen.headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("AWS4-HMAC-SHA256")
+    );
+
+    let v: Value = gw
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "b/cohere.embed-english-v3", "input": ["a", "b"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"][1]["embedding"], json!([0.5, 1.0]));
+    assert_eq!(mock.last().body["input_type"], "search_document");
+}

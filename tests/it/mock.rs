@@ -123,6 +123,7 @@ impl Mock {
             .route("/token", post(token))
             .route("/model/{id}/converse", post(handle))
             .route("/model/{id}/converse-stream", post(handle))
+            .route("/model/{id}/invoke", post(handle))
             .route("/v1/{*rest}", post(handle))
             .with_state(inner.clone());
         let addr = serve(app).await;
@@ -332,6 +333,18 @@ fn recorded(path: &str, wire: Wire, stream: bool, tools: bool, body: &Value) -> 
             [("content-type", "application/json")],
             fixture("openai/embeddings.json"),
         )
+            .into_response();
+    }
+    if path.ends_with("/invoke") {
+        // Bedrock InvokeModel: Cohere embeds a list of texts, Titan one text.
+        if let Some(texts) = body["texts"].as_array() {
+            let embeddings: Vec<Value> = (0..texts.len()).map(|i| json!([0.5, i as f64])).collect();
+            return axum::Json(json!({"embeddings": embeddings, "id": "e1", "response_type": "embeddings_floats", "texts": texts})).into_response();
+        }
+        let n = body["inputText"]
+            .as_str()
+            .map_or(0, |t| t.split_whitespace().count());
+        return axum::Json(json!({"embedding": [0.25, 0.5, 0.75], "inputTextTokenCount": n}))
             .into_response();
     }
     if path.contains(":batchEmbedContents") {

@@ -202,6 +202,86 @@ impl BedrockProvider {
     }
 }
 
+/// The input strings of an OpenAI embeddings body.
+fn embedding_inputs(body: &Value) -> Result<Vec<String>, ProviderError> {
+    let bad = || ProviderError::Status {
+        status: 400,
+        message: "`input` must be a string or a list of strings for Bedrock embeddings".into(),
+        retry_after: None,
+    };
+    match body.get("input") {
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(bad))
+            .collect(),
+        _ => Err(bad()),
+    }
+}
+
+impl BedrockProvider {
+    /// One `InvokeModel` call with a JSON payload.
+    async fn invoke(
+        &self,
+        url: &str,
+        payload: Value,
+        key: Option<&Secret>,
+    ) -> Result<Value, ProviderError> {
+        let bytes =
+            serde_json::to_vec(&payload).map_err(|e| ProviderError::Decode(e.to_string()))?;
+        let resp = send(self.post(url, bytes, key)?, &self.redact).await?;
+        read_json(resp, &self.redact).await
+    }
+
+    /// OpenAI-shaped embeddings through `InvokeModel`: Cohere models (`cohere.embed-*`) take the
+    /// inputs in one call, Titan and other models one call per input.
+    pub async fn embed(&self, body: &Value, call: Call<'_>) -> Result<Value, ProviderError> {
+        let inputs = embedding_inputs(body)?;
+        let url = self.url(call.model, "invoke");
+        let dims = body.get("dimensions").and_then(Value::as_u64);
+        let mut vectors: Vec<Value> = Vec::with_capacity(inputs.len());
+        let mut tokens = 0u64;
+        let invoke = |payload: Value| self.invoke(&url, payload, call.key);
+        if call.model.contains("cohere.embed") {
+            let v = invoke(serde_json::json!({"texts": inputs, "input_type": "search_document"}))
+                .await?;
+            let Some(list) = v.get("embeddings").and_then(Value::as_array) else {
+                return Err(ProviderError::Decode(
+                    "no `embeddings` in the answer".into(),
+                ));
+            };
+            vectors.extend(list.iter().cloned());
+        } else {
+            for text in &inputs {
+                let mut payload = serde_json::json!({"inputText": text});
+                if let Some(d) = dims {
+                    payload["dimensions"] = d.into();
+                }
+                let v = invoke(payload).await?;
+                let Some(e) = v.get("embedding") else {
+                    return Err(ProviderError::Decode("no `embedding` in the answer".into()));
+                };
+                tokens += v
+                    .get("inputTextTokenCount")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                vectors.push(e.clone());
+            }
+        }
+        let data: Vec<Value> = vectors
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| serde_json::json!({"object": "embedding", "index": i, "embedding": e}))
+            .collect();
+        Ok(serde_json::json!({
+            "object": "list",
+            "data": data,
+            "model": call.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }))
+    }
+}
+
 /// A frame's `:event-type` and JSON payload; an `exception` frame (throttling, validation, a
 /// model error mid-stream) is an error with its message.
 fn event_of(
