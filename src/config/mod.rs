@@ -120,9 +120,6 @@ pub enum ProviderKind {
     Vertex,
 }
 
-/// Kinds in CONTRACT.md that need a native adapter that does not exist yet.
-const PLANNED_KINDS: &[&str] = &[];
-
 impl ProviderKind {
     /// Every accepted `kind` string.
     pub const NAMES: &[&str] = &[
@@ -762,18 +759,11 @@ fn validate_providers(
             ));
         }
         let Some(kind) = ProviderKind::parse(&p.kind) else {
-            let msg = if PLANNED_KINDS.contains(&p.kind.as_str()) {
-                format!(
-                    "kind `{}` is not supported yet (its native adapter is planned)",
-                    p.kind
-                )
-            } else {
-                format!(
-                    "unknown kind `{}`; expected one of: {}",
-                    p.kind,
-                    ProviderKind::NAMES.join(", ")
-                )
-            };
+            let msg = format!(
+                "unknown kind `{}`; expected one of: {}",
+                p.kind,
+                ProviderKind::NAMES.join(", ")
+            );
             issues.push(Issue::new(format!("{at}.kind"), msg));
             continue;
         };

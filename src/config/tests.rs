@@ -53,7 +53,7 @@ fn every_problem_is_reported_with_its_path() {
         "providers[0].keys[0].value: environment variable `MISSING_KEY` is not set",
         "providers[0].timeout: unknown field",
         "providers[0].keys[0].weight: weight must be a positive number",
-        "providers[1].kind: kind `vertex` is not supported yet",
+        "providers[1].credentials: kind `vertex` needs a service-account key",
         "providers[2].kind: unknown kind `telepathy`",
         "providers[3].base_url: required for kind `openai-compatible`",
         "providers[4].max_retries: invalid type",
