@@ -1,9 +1,10 @@
-//! Switchyard: an OpenAI- and Anthropic-compatible LLM gateway.
+//! Switchyard: an OpenAI-, Anthropic- and Gemini-compatible LLM gateway.
 //!
 //! # Layout (one module per stage of the request path)
 //! - `cli`: command line (`serve`, `check`).
 //! - `app`: shared state, router assembly, graceful shutdown.
-//! - `api`: HTTP edge: OpenAI and Anthropic ingress, admin API, web UI, SSE encoding.
+//! - `api`: HTTP edge: OpenAI (chat, Responses), Anthropic and Gemini ingress, admin API, web UI,
+//!   SSE encoding.
 //! - `pipeline`: the ordered request path in one function.
 //! - `request`: what every stage shares about one request (context, options, outcome, `ChatBackend`).
 //! - `governance`: virtual keys, budgets and rate limits: `admit` -> `Permit`, `settle`.
@@ -13,9 +14,11 @@
 //! - `chat`: canonical OpenAI-shaped request/response/chunk types.
 //! - `config`: raw TOML -> validated config; `env.NAME`; zero-config.
 //! - `router`: route table, weighted picks, the one retry policy, circuit breakers.
-//! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic).
+//! - `providers`: upstream adapters (OpenAI wire format and presets; Anthropic; Gemini; Bedrock;
+//!   Vertex AI).
 //! - `telemetry`: logging, Prometheus metrics, price estimates, the request log.
-//! - `store`: the sled store (cache analytics, MCP registrations, the request log; keys later).
+//! - `store`: the sled store (cache analytics, MCP registrations, the request log, governance,
+//!   stored Responses API turns).
 
 pub mod api;
 pub mod app;
