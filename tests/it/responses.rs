@@ -553,3 +553,27 @@ async fn cache_hits_replay_as_responses() {
     assert_eq!(output_text(&values.last().unwrap()["response"]), TEXT);
     assert_eq!(mock.calls(), calls, "hits do not reach the upstream");
 }
+
+#[tokio::test]
+async fn a_stream_cut_after_the_first_byte_ends_in_response_failed() {
+    let (mock, gw) = setup().await;
+    mock.script([Reply::Cut(3)]);
+    let r = gw
+        .post("/v1/responses", &json!({"model": "openai/gpt-4o-mini", "input": "Hello", "stream": true}))
+        .await;
+    assert_eq!(r.status(), 200);
+    let events: Vec<Value> = sse(r)
+        .await
+        .iter()
+        .map(|e| serde_json::from_str(&e.data).unwrap())
+        .collect();
+    assert_eq!(events[0]["type"], "response.created");
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.failed", "{last}");
+    assert_eq!(last["response"]["status"], "failed");
+    assert_eq!(last["response"]["id"], events[0]["response"]["id"]);
+    assert!(!last["response"]["error"]["message"].as_str().unwrap().is_empty());
+    // A failed response is not stored.
+    let id = last["response"]["id"].as_str().unwrap();
+    assert_eq!(gw.get(&format!("/v1/responses/{id}"), None).await.status(), 404);
+}
