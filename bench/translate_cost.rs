@@ -104,10 +104,13 @@ fn main() {
         let g: wire::GenerateRequest = serde_json::from_slice(genai_req).unwrap();
         std::hint::black_box(genai::from_generate_request(g, "m", false).unwrap());
     });
-    time("answer: canonical -> generateContent answer, encoded", || {
-        let out = genai::to_generate_response(chat_resp.clone());
-        std::hint::black_box(serde_json::to_vec(&out).unwrap());
-    });
+    time(
+        "answer: canonical -> generateContent answer, encoded",
+        || {
+            let out = genai::to_generate_response(chat_resp.clone());
+            std::hint::black_box(serde_json::to_vec(&out).unwrap());
+        },
+    );
     let mut genc = genai::StreamEncoder::default();
     time("per text chunk: event built and encoded", || {
         for ev in genc.push(c.clone()) {
@@ -128,8 +131,11 @@ fn main() {
     });
     let delta = r#"{"contentBlockIndex":0,"delta":{"text":"Hello there, "},"p":"abcdefgh"}"#;
     let mut bdec = bedrock::StreamDecoder::new("m");
-    time("per stream event: payload decode + to canonical chunk", || {
-        let v: Value = serde_json::from_str(delta).unwrap();
-        std::hint::black_box(bdec.push("contentBlockDelta", &v));
-    });
+    time(
+        "per stream event: payload decode + to canonical chunk",
+        || {
+            let v: Value = serde_json::from_str(delta).unwrap();
+            std::hint::black_box(bdec.push("contentBlockDelta", &v));
+        },
+    );
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub governance: Arc<Governance>,
     /// Responses API answers kept for `GET` and `previous_response_id`.
     pub responses: Arc<crate::store::responses::ResponseStore>,
+    /// The `[[plugins]]`, loaded.
+    pub plugins: Arc<crate::plugins::PluginHost>,
 }
 
 /// Why the server could not run.
@@ -66,6 +68,9 @@ pub enum AppError {
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    /// A plugin could not be loaded.
+    #[error("cannot load the plugins: {0}")]
+    Plugins(String),
     /// Governance could not start (its store).
     #[error("governance: {0}")]
     Governance(String),
@@ -133,9 +138,14 @@ impl AppState {
             config.responses.ttl,
             config.responses.max_stored,
         ));
+        let plugins = Arc::new(
+            crate::plugins::PluginHost::new(&config.plugins, client.clone(), metrics.clone())
+                .map_err(AppError::Plugins)?,
+        );
         Ok(Self {
             mcp,
             responses,
+            plugins,
             hosts: Arc::new(HostPolicy::new(&config)),
             governance,
             config: Arc::new(config),

@@ -58,6 +58,9 @@ pub enum GatewayError {
     /// Governance refused the request or an admin change.
     #[error(transparent)]
     Governance(#[from] GovernanceError),
+    /// A plugin refused the request, or a `fail_closed` plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugins::PluginStop),
 }
 
 impl GatewayError {
@@ -102,6 +105,20 @@ impl GatewayError {
             ),
             Self::Router(e) => router_parts(e),
             Self::Governance(e) => governance_parts(e),
+            Self::Plugin(crate::plugins::PluginStop::Rejected { status, .. }) => (
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
+                if *status >= 500 {
+                    "server_error"
+                } else {
+                    "invalid_request_error"
+                },
+                "plugin_rejected",
+            ),
+            Self::Plugin(crate::plugins::PluginStop::Failed { .. }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "plugin_failed",
+            ),
             Self::Mcp(e) => match e {
                 McpError::Invalid(_) | McpError::Connect { .. } => (
                     StatusCode::BAD_REQUEST,

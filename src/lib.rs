@@ -8,6 +8,7 @@
 //! - `pipeline`: the ordered request path in one function.
 //! - `request`: what every stage shares about one request (context, options, outcome, `ChatBackend`).
 //! - `governance`: virtual keys, budgets and rate limits: `admit` -> `Permit`, `settle`.
+//! - `plugins`: the plugin host: `[[plugins]]` hooks in order (compiled-in, webhook).
 //! - `cache`: the semantic cache (exact + semantic tiers, local embeddings, Qdrant Edge / server).
 //! - `mcp`: MCP servers (rmcp), tool injection, the tool loop, the gateway's own `/mcp`.
 //! - `error`: every module error -> status + OpenAI JSON body.
@@ -30,6 +31,7 @@ pub mod error;
 pub mod governance;
 pub mod mcp;
 pub mod pipeline;
+pub mod plugins;
 pub mod providers;
 pub mod request;
 pub mod router;

@@ -110,6 +110,18 @@ pub async fn chat(
         (estimate_prompt_tokens(&req), max_output_tokens(&req))
     })
     .await?;
+    // Stage 2: plugins may change, refuse or answer the request.
+    let mut plugins = state.plugins.begin(switchyard_plugin::RequestInfo {
+        request_id: ctx.request_id.clone(),
+        model: req.model.clone(),
+        key: permit.as_ref().map(|p| p.principal.key.clone()),
+    });
+    if let Some(run) = plugins.as_mut()
+        && let crate::plugins::Next::Respond(resp) = run.on_request(&mut req).await?
+    {
+        let outcome = plugin_answer(*resp, req.is_stream());
+        return Ok((finish(plugins, outcome).await?, permit));
+    }
     // A governed request is offered, and may run, only its key's MCP tools.
     let governed_ctx;
     let ctx = match &permit {
@@ -175,7 +187,8 @@ pub async fn chat(
     let (status, mut pending) = match lookup {
         Lookup::Hit(hit) => {
             state.cache.remember_hit(&ctx.request_id, &req.model, &hit);
-            return Ok((state.cache.hit_outcome(*hit, req.is_stream()), permit));
+            let outcome = state.cache.hit_outcome(*hit, req.is_stream());
+            return Ok((finish(plugins, outcome).await?, permit));
         }
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
@@ -205,7 +218,41 @@ pub async fn chat(
     }
     outcome.cache = status;
     outcome.mcp = report;
-    Ok((outcome, permit))
+    Ok((finish(plugins, outcome).await?, permit))
+}
+
+/// Stage 6: the answer goes back through the plugins that saw the request.
+async fn finish(
+    plugins: Option<crate::plugins::Run>,
+    outcome: ChatOutcome,
+) -> Result<ChatOutcome, GatewayError> {
+    match plugins {
+        Some(run) => Ok(run.wrap(outcome).await?),
+        None => Ok(outcome),
+    }
+}
+
+/// A plugin's direct answer, as JSON or as a stream that looks live.
+fn plugin_answer(resp: crate::chat::ChatResponse, stream: bool) -> ChatOutcome {
+    let served = Served {
+        provider: Arc::from("plugin"),
+        model: Arc::from(resp.model.as_str()),
+        attempts: 0,
+    };
+    let body = if stream {
+        ChatBody::Stream(crate::cache::replay::stream(
+            crate::cache::replay::chunks(&resp, true),
+            std::time::Duration::ZERO,
+        ))
+    } else {
+        ChatBody::Complete(resp)
+    };
+    ChatOutcome {
+        served,
+        body,
+        cache: None,
+        mcp: None,
+    }
 }
 
 /// Puts the cache's outcome on its trace span.

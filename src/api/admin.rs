@@ -14,6 +14,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let api = Router::new()
         .route("/providers", get(providers))
         .route("/routes", get(routes_list))
+        .route("/plugins", get(plugins))
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
         .merge(super::logs::routes())
@@ -27,6 +28,12 @@ pub fn routes(state: AppState) -> Router<AppState> {
     } else {
         api.layer(cors(&state))
     }
+}
+
+/// `GET /api/plugins`: the loaded plugins in order, their hooks, scope, `on_error`, and per hook
+/// the calls, errors, blocks and recent p50/p99 time.
+async fn plugins(State(state): State<AppState>) -> Json<Value> {
+    Json(json!({"data": state.plugins.views()}))
 }
 
 /// CORS for the origins in `[server] cors_origins` (none: no CORS headers, browsers refuse

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod governance;
 pub mod mcp;
 pub mod observe;
+pub mod plugins;
 mod raw;
 
 use std::collections::{BTreeMap, HashSet};
@@ -353,6 +354,8 @@ pub struct Config {
     pub logs: LogsConfig,
     /// `[responses]`: stored Responses API answers.
     pub responses: ResponsesConfig,
+    /// `[[plugins]]`, in order.
+    pub plugins: Vec<plugins::PluginConfig>,
     /// `[governance]`: virtual keys, budgets, rate limits.
     pub governance: governance::GovernanceConfig,
     /// `[telemetry]`: OpenTelemetry traces.
@@ -447,6 +450,8 @@ impl Config {
         let providers_raw: Vec<Option<RawProvider>> =
             array(take("providers"), "providers", &mut issues);
         let routes_raw: Vec<Option<RawRoute>> = array(take("routes"), "routes", &mut issues);
+        let plugins_raw: Vec<Option<plugins::RawPlugin>> =
+            array(take("plugins"), "plugins", &mut issues);
 
         let server = validate_server(server, &mut issues);
         let router = validate_router(router, &mut issues);
@@ -455,6 +460,7 @@ impl Config {
         let mcp = mcp::validate(mcp_raw, &mcp_specs, &mut issues);
         let logs = observe::validate_logs(logs, &mut issues);
         let responses = observe::validate_responses(responses, &mut issues);
+        let plugins = plugins::validate(&plugins_raw, &mut issues);
         let telemetry = observe::validate_telemetry(telemetry, &mut issues);
         let prices = observe::validate_prices(prices, &mut issues);
         let governance = governance::validate(governance, &mut issues);
@@ -472,6 +478,7 @@ impl Config {
             mcp,
             logs,
             responses,
+            plugins,
             telemetry,
             prices,
             governance,
@@ -541,6 +548,7 @@ impl Config {
             mcp: McpConfig::default(),
             logs: LogsConfig::default(),
             responses: ResponsesConfig::default(),
+            plugins: Vec::new(),
             governance: governance::GovernanceConfig::default(),
             telemetry: TelemetryConfig::default(),
             prices: BTreeMap::new(),

@@ -166,6 +166,7 @@ pub const SECTIONS: &[&str] = &[
     "telemetry",
     "prices",
     "governance",
+    "plugins",
 ];
 
 /// Deserializes `value` as `T`, recording unknown fields and type errors under `path`.

@@ -113,6 +113,26 @@ pub struct ToolOutcomeLabels {
     pub outcome: String,
 }
 
+/// Labels of a plugin hook's duration.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginHookLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// `request`, `response` or `stream_chunk`.
+    pub hook: String,
+}
+
+/// Labels of plugin hook calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginCallLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// `request`, `response` or `stream_chunk`.
+    pub hook: String,
+    /// `ok`, `blocked`, `answered`, `dropped` or `error`.
+    pub outcome: String,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -184,6 +204,10 @@ pub struct Metrics {
     /// `switchyard_governance_unchecked_total`: requests admitted without checks because the
     /// store was unreachable (`fail_closed = false`).
     pub gov_unchecked: Counter,
+    /// `switchyard_plugin_calls_total` by plugin, hook and outcome.
+    pub plugin_calls: Family<PluginCallLabels, Counter>,
+    /// `switchyard_plugin_hook_duration_seconds` by plugin and hook.
+    pub plugin_duration: HistogramFamily<PluginHookLabels>,
 }
 
 fn overhead_histogram() -> Histogram {
@@ -379,8 +403,25 @@ impl Metrics {
             "Requests admitted without budget and limit checks: the governance store was unreachable and fail_closed is off",
             gov_unchecked.clone(),
         );
+        let plugin_calls = Family::<PluginCallLabels, Counter>::default();
+        registry.register(
+            "plugin_calls",
+            "Plugin hook calls by plugin, hook and outcome (ok, blocked, answered, dropped, error)",
+            plugin_calls.clone(),
+        );
+        let plugin_duration: HistogramFamily<PluginHookLabels> =
+            Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_001, 2.0, 22))
+            });
+        registry.register(
+            "plugin_hook_duration_seconds",
+            "Time in plugin hooks (webhook round trips included) by plugin and hook",
+            plugin_duration.clone(),
+        );
         Self {
             registry,
+            plugin_calls,
+            plugin_duration,
             gov_unchecked,
             gov_rejections,
             budget_spent,
@@ -518,6 +559,25 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+impl Metrics {
+    /// Counts and times one plugin hook call.
+    pub fn plugin_call(&self, plugin: &str, hook: &str, outcome: &str, secs: f64) {
+        self.plugin_calls
+            .get_or_create(&PluginCallLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.plugin_duration
+            .get_or_create(&PluginHookLabels {
+                plugin: plugin.to_owned(),
+                hook: hook.to_owned(),
+            })
+            .observe(secs);
     }
 }
 

@@ -559,7 +559,10 @@ async fn a_stream_cut_after_the_first_byte_ends_in_response_failed() {
     let (mock, gw) = setup().await;
     mock.script([Reply::Cut(3)]);
     let r = gw
-        .post("/v1/responses", &json!({"model": "openai/gpt-4o-mini", "input": "Hello", "stream": true}))
+        .post(
+            "/v1/responses",
+            &json!({"model": "openai/gpt-4o-mini", "input": "Hello", "stream": true}),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let events: Vec<Value> = sse(r)
@@ -572,8 +575,16 @@ async fn a_stream_cut_after_the_first_byte_ends_in_response_failed() {
     assert_eq!(last["type"], "response.failed", "{last}");
     assert_eq!(last["response"]["status"], "failed");
     assert_eq!(last["response"]["id"], events[0]["response"]["id"]);
-    assert!(!last["response"]["error"]["message"].as_str().unwrap().is_empty());
+    assert!(
+        !last["response"]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     // A failed response is not stored.
     let id = last["response"]["id"].as_str().unwrap();
-    assert_eq!(gw.get(&format!("/v1/responses/{id}"), None).await.status(), 404);
+    assert_eq!(
+        gw.get(&format!("/v1/responses/{id}"), None).await.status(),
+        404
+    );
 }

@@ -1,0 +1,402 @@
+//! The canonical chat types: OpenAI's chat completions shape, the one request/response shape the
+//! gateway's core speaks and every plugin hook sees.
+//!
+//! Every struct keeps the fields it does not model in `extra`, so an OpenAI-compatible upstream
+//! receives exactly what the client sent (new OpenAI parameters pass through untouched).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Fields of a JSON object this gateway does not model, kept verbatim.
+pub type Extra = Map<String, Value>;
+
+/// `POST /v1/chat/completions` request body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChatRequest {
+    /// Model or route name as the client asked for it (`provider/model` or a route).
+    pub model: String,
+    /// The conversation so far.
+    pub messages: Vec<Message>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// `{"include_usage": true}` asks for a final usage chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_options: Option<StreamOptions>,
+    /// Functions the model may call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<Tool>>,
+    /// `"auto" | "none" | "required" | {"type":"function","function":{"name":..}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Legacy output bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    /// Output bound (newer name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    /// Nucleus sampling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    /// A string or a list of strings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Value>,
+    /// Number of choices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// Everything else (response_format, seed, user, metadata, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl ChatRequest {
+    /// Whether the client asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// Whether the client asked for a final usage chunk in a stream.
+    pub fn wants_stream_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// The output bound, whichever name the client used.
+    pub fn output_limit(&self) -> Option<u32> {
+        self.max_completion_tokens.or(self.max_tokens)
+    }
+}
+
+/// `stream_options` of a chat request.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct StreamOptions {
+    /// Send a final chunk with `usage` and empty `choices`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_usage: Option<bool>,
+    /// Unmodelled options, passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Who speaks in a message.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Instructions (also `developer`, treated the same).
+    #[serde(alias = "developer")]
+    System,
+    /// The human.
+    User,
+    /// The model.
+    Assistant,
+    /// A tool result answering `tool_call_id`.
+    Tool,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Message {
+    /// Speaker.
+    pub role: Role,
+    /// Text or content parts; absent on an assistant message that only calls tools.
+    #[serde(default)]
+    pub content: Option<Content>,
+    /// Optional participant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Tool calls made by the assistant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCall>>,
+    /// For `role: tool`: which call this answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Unmodelled fields (refusal, audio, ...), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Message {
+    /// A plain text message.
+    pub fn text(role: Role, text: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: Some(Content::Text(text.into())),
+            name: None,
+            tool_calls: None,
+            tool_call_id: None,
+            extra: Extra::new(),
+        }
+    }
+
+    /// The message's text: the string, or its text parts joined.
+    pub fn text_content(&self) -> String {
+        match &self.content {
+            None => String::new(),
+            Some(c) => c.as_text(),
+        }
+    }
+}
+
+/// Message content: a string, or a list of typed parts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Content {
+    /// Plain text.
+    Text(String),
+    /// Typed parts (`text`, `image_url`, ...).
+    Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// The text of this content; parts that are not text are skipped.
+    pub fn as_text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join(""),
+        }
+    }
+}
+
+/// One typed content part.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ContentPart {
+    /// `text`, `image_url`, `input_audio`, `file`, ...
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The text of a `text` part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// `{"url": ..., "detail": ...}` of an `image_url` part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<Value>,
+    /// Unmodelled fields, passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A function the model may call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Tool {
+    /// Always `function` today.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The function's declaration.
+    pub function: FunctionDef,
+}
+
+/// Declaration of a callable function.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionDef {
+    /// Name the model calls it by.
+    pub name: String,
+    /// What it does, for the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// JSON Schema of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Value>,
+    /// Unmodelled fields (`strict`), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A call the assistant made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ToolCall {
+    /// Call id, echoed by the tool result.
+    pub id: String,
+    /// Always `function` today.
+    #[serde(rename = "type", default = "function_kind")]
+    pub kind: String,
+    /// Name and JSON-encoded arguments.
+    pub function: FunctionCall,
+}
+
+fn function_kind() -> String {
+    "function".to_owned()
+}
+
+/// Function name and arguments of a call.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCall {
+    /// Function name.
+    pub name: String,
+    /// Arguments as a JSON-encoded string, as OpenAI sends them.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+/// Token counts of one answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Usage {
+    /// Input tokens.
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    /// Output tokens.
+    #[serde(default)]
+    pub completion_tokens: u64,
+    /// Sum of both.
+    #[serde(default)]
+    pub total_tokens: u64,
+    /// Details (cached tokens, reasoning tokens), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl Usage {
+    /// Usage from input and output counts.
+    pub fn new(prompt: u64, completion: u64) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            extra: Extra::new(),
+        }
+    }
+}
+
+/// `chat.completion` response body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatResponse {
+    /// Completion id.
+    #[serde(default)]
+    pub id: String,
+    /// `chat.completion`.
+    #[serde(default = "completion_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// Model that answered.
+    #[serde(default)]
+    pub model: String,
+    /// The answers.
+    pub choices: Vec<Choice>,
+    /// Token counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Unmodelled fields (system_fingerprint, service_tier), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn completion_object() -> String {
+    "chat.completion".to_owned()
+}
+
+/// One answer of a response.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Choice {
+    /// Position among `n` choices.
+    #[serde(default)]
+    pub index: u32,
+    /// The assistant's message.
+    pub message: Message,
+    /// `stop`, `length`, `tool_calls`, `content_filter`.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Unmodelled fields (logprobs), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// `chat.completion.chunk`: one event of a stream.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ChatChunk {
+    /// Completion id, the same on every chunk.
+    #[serde(default)]
+    pub id: String,
+    /// `chat.completion.chunk`.
+    #[serde(default = "chunk_object")]
+    pub object: String,
+    /// Unix seconds.
+    #[serde(default)]
+    pub created: u64,
+    /// Model that answered.
+    #[serde(default)]
+    pub model: String,
+    /// Deltas; empty on the final usage chunk.
+    #[serde(default)]
+    pub choices: Vec<ChunkChoice>,
+    /// Present on the final usage chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+    /// Unmodelled fields, passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+fn chunk_object() -> String {
+    "chat.completion.chunk".to_owned()
+}
+
+/// One choice's delta in a chunk.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChunkChoice {
+    /// Which choice this delta extends.
+    #[serde(default)]
+    pub index: u32,
+    /// What is new.
+    #[serde(default)]
+    pub delta: Delta,
+    /// Set on the last delta of the choice.
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+    /// Unmodelled fields (logprobs), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// New content of a streamed choice.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Delta {
+    /// `assistant`, on the first delta.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A piece of text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Pieces of tool calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Vec<ToolCallDelta>>,
+    /// Unmodelled fields (refusal, reasoning_content), passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// A piece of a streamed tool call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ToolCallDelta {
+    /// Which call of the message this extends.
+    #[serde(default)]
+    pub index: u32,
+    /// Call id, on the first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, on the first piece.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Name (first piece) and a fragment of the arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<FunctionCallDelta>,
+}
+
+/// Name and argument fragment of a streamed tool call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct FunctionCallDelta {
+    /// Function name, on the first piece.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A fragment of the JSON-encoded arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}

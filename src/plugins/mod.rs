@@ -1,0 +1,423 @@
+//! The plugin host: runs the `[[plugins]]` hooks in order (answers in reverse order), times them,
+//! applies `on_error`, and is the only place that knows the kinds (compiled-in, webhook). The
+//! pipeline calls it at stage 2 (`on_request`) and wraps the answer with it (stage 6); with no
+//! plugin in scope a request costs one empty check.
+
+mod stats;
+mod webhook;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::StreamExt;
+use switchyard_plugin::{ChunkVerdict, Hooks, Plugin, PluginError, RequestInfo, State, Verdict};
+
+use crate::chat::{ChatRequest, ChatResponse};
+use crate::config::plugins::{OnError, PluginConfig, PluginKind};
+use crate::request::{ChatBody, ChatOutcome};
+use crate::telemetry::metrics::Metrics;
+
+pub use stats::{HookStats, PluginView};
+
+/// Why the plugins stopped a request.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PluginStop {
+    /// A plugin refused it: the status (400..599) and message the client gets.
+    #[error("{message} (blocked by plugin `{plugin}`)")]
+    Rejected {
+        /// Which plugin.
+        plugin: String,
+        /// HTTP status.
+        status: u16,
+        /// What the client reads.
+        message: String,
+    },
+    /// A `fail_closed` plugin failed.
+    #[error("plugin `{plugin}` failed: {message}")]
+    Failed {
+        /// Which plugin.
+        plugin: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// How one plugin runs.
+enum Runner {
+    Native(Box<dyn Plugin>),
+    Webhook(webhook::Webhook),
+}
+
+/// A loaded plugin.
+struct Loaded {
+    name: String,
+    kind: &'static str,
+    runner: Runner,
+    hooks: Hooks,
+    scope: Vec<String>,
+    on_error: OnError,
+    stats: stats::Stats,
+}
+
+/// The loaded plugins, in order.
+pub struct PluginHost {
+    plugins: Vec<Loaded>,
+    metrics: Arc<Metrics>,
+}
+
+impl PluginHost {
+    /// Loads the configured plugins (their configs were validated with the config).
+    pub fn new(
+        config: &[PluginConfig],
+        client: reqwest::Client,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        let mut plugins = Vec::with_capacity(config.len());
+        for p in config {
+            let (kind, runner, hooks) = match &p.kind {
+                PluginKind::Builtin(factory) => {
+                    let plugin = factory(&p.config).map_err(|errors| {
+                        let list: Vec<String> = errors
+                            .iter()
+                            .map(|e| format!("{}: {}", e.path, e.message))
+                            .collect();
+                        format!("plugin `{}`: {}", p.name, list.join("; "))
+                    })?;
+                    let hooks = plugin.hooks();
+                    ("builtin", Runner::Native(plugin), hooks)
+                }
+                PluginKind::Webhook {
+                    url,
+                    headers,
+                    timeout,
+                    request,
+                    response,
+                } => (
+                    "webhook",
+                    Runner::Webhook(webhook::Webhook::new(
+                        url.clone(),
+                        headers.clone(),
+                        *timeout,
+                        client.clone(),
+                    )),
+                    Hooks {
+                        request: *request,
+                        response: *response,
+                        stream: false,
+                    },
+                ),
+            };
+            plugins.push(Loaded {
+                name: p.name.clone(),
+                kind,
+                runner,
+                hooks,
+                scope: p.scope.clone(),
+                on_error: p.on_error,
+                stats: stats::Stats::default(),
+            });
+        }
+        Ok(Self { plugins, metrics })
+    }
+
+    /// Whether any plugin is configured.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+
+    /// Starts a request's run over the plugins whose scope covers `info.model`; `None` when none.
+    pub fn begin(self: &Arc<Self>, info: RequestInfo) -> Option<Run> {
+        if self.plugins.is_empty() {
+            return None;
+        }
+        let active: Vec<(usize, State)> = self
+            .plugins
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.scope.is_empty() || crate::governance::glob::any(&p.scope, &info.model)
+            })
+            .map(|(i, _)| (i, None))
+            .collect();
+        (!active.is_empty()).then(|| Run {
+            host: self.clone(),
+            info,
+            active,
+            ran: 0,
+        })
+    }
+
+    /// Every plugin with its hooks and counts, for `GET /api/plugins`.
+    pub fn views(&self) -> Vec<PluginView> {
+        self.plugins
+            .iter()
+            .enumerate()
+            .map(|(i, p)| PluginView {
+                order: i,
+                name: p.name.clone(),
+                kind: p.kind,
+                hooks: p.hooks,
+                scope: p.scope.clone(),
+                on_error: match p.on_error {
+                    OnError::FailClosed => "fail_closed",
+                    OnError::FailOpen => "fail_open",
+                },
+                stats: p.stats.views(),
+            })
+            .collect()
+    }
+
+    /// Records one hook call.
+    fn count(&self, p: &Loaded, hook: &'static str, outcome: &'static str, started: Instant) {
+        let secs = started.elapsed().as_secs_f64();
+        p.stats.record(hook, outcome, secs);
+        self.metrics.plugin_call(&p.name, hook, outcome, secs);
+    }
+}
+
+/// Runs a native hook, turning a panic into the plugin's error.
+fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
+    std::panic::catch_unwind(AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err(PluginError("the plugin panicked".into())))
+}
+
+/// One request's pass through the plugins in scope.
+pub struct Run {
+    host: Arc<PluginHost>,
+    info: RequestInfo,
+    /// (plugin index, its state for this request).
+    active: Vec<(usize, State)>,
+    /// How many of `active` ran `on_request` (the answer goes back through those only).
+    ran: usize,
+}
+
+/// What `on_request` left to do.
+pub enum Next {
+    /// Go on to the cache and the providers.
+    Continue,
+    /// A plugin answered: no cache, no provider.
+    Respond(Box<ChatResponse>),
+}
+
+impl Run {
+    fn plugin(&self, i: usize) -> Option<&Loaded> {
+        self.host.plugins.get(i)
+    }
+
+    /// Handles a hook failure by the plugin's `on_error`.
+    fn failure(&self, p: &Loaded, e: PluginError) -> Result<(), PluginStop> {
+        tracing::warn!(plugin = %p.name, error = %e, request_id = %self.info.request_id, "plugin hook failed");
+        match p.on_error {
+            OnError::FailOpen => Ok(()),
+            OnError::FailClosed => Err(PluginStop::Failed {
+                plugin: p.name.clone(),
+                message: e.0,
+            }),
+        }
+    }
+
+    /// Runs `on_request` in order. A rejection or direct answer stops the walk; the answer then
+    /// goes back through the plugins that already ran.
+    pub async fn on_request(&mut self, req: &mut ChatRequest) -> Result<Next, PluginStop> {
+        let host = self.host.clone();
+        for k in 0..self.active.len() {
+            self.ran = k + 1;
+            let Some((i, state)) = self.active.get_mut(k) else {
+                continue;
+            };
+            let Some(p) = host.plugins.get(*i) else {
+                continue;
+            };
+            if !p.hooks.request {
+                continue;
+            }
+            let started = Instant::now();
+            let verdict = match &p.runner {
+                Runner::Native(plugin) => guarded(|| plugin.on_request(&self.info, req, state)),
+                Runner::Webhook(w) => w.on_request(&self.info, req).await,
+            };
+            match verdict {
+                Ok(Verdict::Continue) => host.count(p, "request", "ok", started),
+                Ok(Verdict::Reject { status, message }) => {
+                    host.count(p, "request", "blocked", started);
+                    return Err(PluginStop::Rejected {
+                        plugin: p.name.clone(),
+                        status: status.clamp(400, 599),
+                        message,
+                    });
+                }
+                Ok(Verdict::Respond(resp)) => {
+                    host.count(p, "request", "answered", started);
+                    // The answering plugin's own `on_response` does not see its answer.
+                    self.ran = k;
+                    return Ok(Next::Respond(resp));
+                }
+                Err(e) => {
+                    host.count(p, "request", "error", started);
+                    self.failure(p, e)?;
+                }
+            }
+        }
+        Ok(Next::Continue)
+    }
+
+    /// Runs `on_response` over a complete answer, in reverse order.
+    pub async fn on_response(&mut self, resp: &mut ChatResponse) -> Result<(), PluginStop> {
+        let host = self.host.clone();
+        for k in (0..self.ran).rev() {
+            let Some((i, state)) = self.active.get_mut(k) else {
+                continue;
+            };
+            let Some(p) = host.plugins.get(*i) else {
+                continue;
+            };
+            if !p.hooks.response {
+                continue;
+            }
+            let started = Instant::now();
+            let result = match &p.runner {
+                Runner::Native(plugin) => guarded(|| plugin.on_response(&self.info, resp, state)),
+                Runner::Webhook(w) => w.on_response(&self.info, resp).await,
+            };
+            match result {
+                Ok(()) => host.count(p, "response", "ok", started),
+                Err(e) => {
+                    host.count(p, "response", "error", started);
+                    self.failure(p, e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the answer through the plugins: `on_response` now for a complete answer, each chunk
+    /// through `on_stream_chunk` (reverse order) as it passes for a stream.
+    pub async fn wrap(mut self, outcome: ChatOutcome) -> Result<ChatOutcome, PluginStop> {
+        let body = match outcome.body {
+            ChatBody::Complete(mut resp) => {
+                self.on_response(&mut resp).await?;
+                ChatBody::Complete(resp)
+            }
+            ChatBody::Stream(stream) => {
+                let streaming = self.active[..self.ran]
+                    .iter()
+                    .any(|(i, _)| self.plugin(*i).is_some_and(|p| p.hooks.stream));
+                if !streaming {
+                    ChatBody::Stream(stream)
+                } else {
+                    ChatBody::Stream(Box::pin(self.stream(stream)))
+                }
+            }
+        };
+        Ok(ChatOutcome { body, ..outcome })
+    }
+
+    /// One chunk through the stream hooks, last plugin first; `None` when a plugin dropped it.
+    fn chunk(
+        &mut self,
+        mut chunk: crate::chat::ChatChunk,
+    ) -> Result<Option<crate::chat::ChatChunk>, PluginStop> {
+        let host = self.host.clone();
+        for k in (0..self.ran).rev() {
+            let Some((i, state)) = self.active.get_mut(k) else {
+                continue;
+            };
+            let Some(p) = host.plugins.get(*i) else {
+                continue;
+            };
+            let Runner::Native(plugin) = &p.runner else {
+                continue;
+            };
+            if !p.hooks.stream {
+                continue;
+            }
+            let started = Instant::now();
+            match guarded(|| plugin.on_stream_chunk(&self.info, &mut chunk, state)) {
+                Ok(ChunkVerdict::Keep) => host.count(p, "stream_chunk", "ok", started),
+                Ok(ChunkVerdict::Drop) => {
+                    host.count(p, "stream_chunk", "dropped", started);
+                    return Ok(None);
+                }
+                Err(e) => {
+                    host.count(p, "stream_chunk", "error", started);
+                    self.failure(p, e)?;
+                }
+            }
+        }
+        Ok(Some(chunk))
+    }
+
+    /// What the stream plugins held back, flushed at the end (last plugin first).
+    fn end(&mut self) -> Result<Vec<crate::chat::ChatChunk>, PluginStop> {
+        let host = self.host.clone();
+        let mut out = Vec::new();
+        for k in (0..self.ran).rev() {
+            let Some((i, state)) = self.active.get_mut(k) else {
+                continue;
+            };
+            let Some(p) = host.plugins.get(*i) else {
+                continue;
+            };
+            let Runner::Native(plugin) = &p.runner else {
+                continue;
+            };
+            if !p.hooks.stream {
+                continue;
+            }
+            match guarded(|| plugin.on_stream_end(&self.info, state)) {
+                Ok(chunks) => out.extend(chunks),
+                Err(e) => self.failure(p, e)?,
+            }
+        }
+        Ok(out)
+    }
+
+    fn stream(
+        mut self,
+        mut stream: crate::chat::ChatStream,
+    ) -> impl futures_util::Stream<Item = Result<crate::chat::ChatChunk, crate::chat::StreamError>>
+    + Send
+    + 'static {
+        async_stream::stream! {
+            let mut template: Option<crate::chat::ChatChunk> = None;
+            while let Some(item) = stream.next().await {
+                let chunk = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
+                if template.is_none() {
+                    template = Some(chunk.clone());
+                }
+                match self.chunk(chunk) {
+                    Ok(Some(c)) => yield Ok(c),
+                    Ok(None) => {}
+                    Err(stop) => {
+                        yield Err(crate::chat::StreamError::new(stop.to_string()));
+                        return;
+                    }
+                }
+            }
+            match self.end() {
+                Ok(chunks) => {
+                    for mut c in chunks {
+                        // Held text goes out under the stream's own id and model.
+                        if let Some(t) = &template {
+                            c.id.clone_from(&t.id);
+                            c.model.clone_from(&t.model);
+                            c.created = t.created;
+                        }
+                        yield Ok(c);
+                    }
+                }
+                Err(stop) => yield Err(crate::chat::StreamError::new(stop.to_string())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
