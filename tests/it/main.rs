@@ -28,6 +28,7 @@ mod mock;
 mod model;
 mod observe;
 mod otel;
+mod plugins;
 mod qdrant_fake;
 mod redis_server;
 mod responses;

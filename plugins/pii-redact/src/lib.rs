@@ -261,32 +261,34 @@ pub fn create(config: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>> {
 /// What one request's redaction replaced, and the streamed text held back.
 #[derive(Debug, Default)]
 struct Redactions {
-    /// (placeholder, original), in order of first sight.
-    map: Vec<(String, String)>,
+    /// (placeholder, original, restorable), in order of first sight. Values from the request are
+    /// restorable (the user's own data); values the model wrote itself are not.
+    map: Vec<(String, String, bool)>,
     /// Streamed text not yet sent.
     held: String,
 }
 
 impl Redactions {
-    fn placeholder(&mut self, label: &str, original: &str) -> String {
-        if let Some((p, _)) = self.map.iter().find(|(_, o)| o == original) {
+    fn placeholder(&mut self, label: &str, original: &str, restorable: bool) -> String {
+        if let Some((p, _, _)) = self.map.iter().find(|(_, o, _)| o == original) {
             return p.clone();
         }
+        let prefix = format!("[{label}_");
         let n = self
             .map
             .iter()
-            .filter(|(p, _)| p.starts_with(&format!("[{label}_")))
+            .filter(|(p, _, _)| p.starts_with(&prefix))
             .count()
             + 1;
         let p = format!("[{label}_{n}]");
-        self.map.push((p.clone(), original.to_owned()));
+        self.map.push((p.clone(), original.to_owned(), restorable));
         p
     }
 
     fn restore(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for (p, o) in &self.map {
-            if out.contains(p.as_str()) {
+        for (p, o, restorable) in &self.map {
+            if *restorable && out.contains(p.as_str()) {
                 out = out.replace(p.as_str(), o);
             }
         }
@@ -295,8 +297,9 @@ impl Redactions {
 }
 
 impl PiiRedact {
-    /// `text` with every detected value replaced by its placeholder.
-    fn redact(&self, text: &str, r: &mut Redactions) -> String {
+    /// `text` with every detected value replaced by its placeholder (`restorable` for the request's
+    /// own values).
+    fn redact(&self, text: &str, r: &mut Redactions, restorable: bool) -> String {
         let mut out = text.to_owned();
         for d in &self.detectors {
             if !d.find.is_match(&out) {
@@ -309,7 +312,7 @@ impl PiiRedact {
                     continue;
                 }
                 next.push_str(&out[last..m.start()]);
-                next.push_str(&r.placeholder(&d.label, m.as_str()));
+                next.push_str(&r.placeholder(&d.label, m.as_str(), restorable));
                 last = m.end();
             }
             next.push_str(&out[last..]);
@@ -350,7 +353,7 @@ impl PiiRedact {
     /// An answer's text as the user sees it.
     fn answer(&self, text: &str, r: &mut Redactions) -> String {
         let text = if self.redact_answers {
-            self.redact(text, r)
+            self.redact(text, r, false)
         } else {
             text.to_owned()
         };
@@ -371,18 +374,18 @@ fn redactions(state: &mut State) -> Result<&mut Redactions, PluginError> {
 
 fn redact_message(p: &PiiRedact, m: &mut Message, r: &mut Redactions) {
     match &mut m.content {
-        Some(Content::Text(t)) => *t = p.redact(t, r),
+        Some(Content::Text(t)) => *t = p.redact(t, r, true),
         Some(Content::Parts(parts)) => {
             for part in parts {
                 if let Some(t) = &mut part.text {
-                    *t = p.redact(t, r);
+                    *t = p.redact(t, r, true);
                 }
             }
         }
         None => {}
     }
     for c in m.tool_calls.iter_mut().flatten() {
-        c.function.arguments = p.redact(&c.function.arguments, r);
+        c.function.arguments = p.redact(&c.function.arguments, r, true);
     }
 }
 
