@@ -15,7 +15,8 @@
 # Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
 # ENDPOINT=responses sends the same conversation to the gateway's /v1/responses instead (the
 # upstream still answers chat completions), to measure what the Responses translation adds;
-# STORE=true also keeps every response (as clients do by default).
+# STORE=true also keeps every response (as clients do by default). PLUGINS=pii-redact (or
+# prompt-guard) runs that compiled-in plugin on every request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -113,6 +114,12 @@ keys = ["sk-bench"]
 
 $gov_conf
 CONF
+if [ -n "${PLUGINS:-}" ]; then
+  printf '\n[[plugins]]\nname = "%s"\nkind = "builtin"\n' "$PLUGINS" >> "$work/switchyard.toml"
+  if [ "$PLUGINS" = prompt-guard ]; then
+    printf 'config = { rules = [{ name = "keys", pattern = "(?i)private key" }] }\n' >> "$work/switchyard.toml"
+  fi
+fi
 SWITCHYARD_LOG=warn taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -170,7 +177,7 @@ def parse(name):
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
 d, g = parse("direct"), parse("gateway")
 import os
-print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}")
+print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}, plugins: {os.environ.get('PLUGINS') or 'none'}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
 for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
     print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")
