@@ -98,3 +98,9 @@ async fn openai_python_sdk_responses_api() {
 async fn google_genai_python_sdk() {
     run_script_with("genai_sdk.py", "", 25).await;
 }
+
+#[tokio::test]
+async fn plugins_as_the_sdks_see_them() {
+    let plugins = "[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = { rules = [{ name = \"no-keys\", pattern = \"(?i)private key\" }] }\n\n[[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\n";
+    run_script_with("plugins_sdk.py", plugins, 2).await;
+}
