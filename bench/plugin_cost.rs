@@ -60,9 +60,14 @@ fn main() {
     ]}))
     .unwrap();
     println!("request text: {} bytes", text.len());
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let cases = [
-        ("host + a plugin that does nothing", host("nothing", nothing, Value::Null)),
+        (
+            "host + a plugin that does nothing",
+            host("nothing", nothing, Value::Null),
+        ),
         (
             "prompt-guard (3 rules, size limit)",
             host(
@@ -101,6 +106,9 @@ fn main() {
             std::hint::black_box(req.clone());
         }
         let clone = t.elapsed().as_secs_f64() * 1e6 / f64::from(n);
-        println!("{label:<40} {:>7.2} us per request (the request's clone, {clone:.2} us, subtracted)", per - clone);
+        println!(
+            "{label:<40} {:>7.2} us per request (the request's clone, {clone:.2} us, subtracted)",
+            per - clone
+        );
     }
 }
