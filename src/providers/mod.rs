@@ -11,6 +11,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod redact;
+pub mod structured;
 pub mod vertex;
 
 use std::time::Duration;
@@ -143,12 +144,29 @@ impl AnyProvider {
         }
     }
 
+    /// Whether this provider (for this model) has no JSON mode of its own, so structured output
+    /// goes through a forced tool (`structured.rs`).
+    fn json_by_tool(&self, model: &str) -> bool {
+        match self {
+            Self::Anthropic(_) | Self::Bedrock(_) => true,
+            Self::Vertex(_) => model.starts_with("claude"),
+            Self::OpenAi(_) | Self::Gemini(_) => false,
+        }
+    }
+
     /// One non-streaming chat attempt.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
+        if self.json_by_tool(call.model)
+            && let Some(forced) = structured::force(req)
+        {
+            return delegate!(self, p => p.chat(&forced, call).await)
+                .map(structured::unwrap_response)
+                .map_err(|e| self.redactor().error(e));
+        }
         delegate!(self, p => p.chat(req, call).await).map_err(|e| self.redactor().error(e))
     }
 
@@ -165,6 +183,16 @@ impl AnyProvider {
     ) -> Result<ChatStream, ProviderError> {
         use futures_util::StreamExt;
         let redact = self.redactor().clone();
+        if self.json_by_tool(call.model)
+            && let Some(forced) = structured::force(req)
+        {
+            let stream = delegate!(self, p => p.chat_stream(&forced, call).await)
+                .map_err(|e| redact.error(e))?;
+            let stream = structured::unwrap_stream(stream);
+            return Ok(Box::pin(
+                stream.map(move |r| r.map_err(|e| redact.stream_error(e))),
+            ));
+        }
         let stream =
             delegate!(self, p => p.chat_stream(req, call).await).map_err(|e| redact.error(e))?;
         Ok(Box::pin(

@@ -90,9 +90,11 @@ for prefix in ("/v1", "/openai/v1"):
     for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/anthropic.claude-3-haiku-20240307-v1:0"):
         check_model(client, model)
 
-    # Structured output parsed into a model by the SDK.
-    parsed = client.responses.parse(model="openai/gpt-4o-mini", input="Weather in Paris as JSON", text_format=Weather)
-    assert parsed.output_parsed == Weather(city="Paris", temperature_c=18), parsed.output_parsed
+    # Structured output parsed into a model by the SDK, whatever provider answers (Anthropic and
+    # Bedrock through the gateway's forced JSON tool, Gemini through its JSON mode).
+    for model in ("openai/gpt-4o-mini", "anthropic/claude-sonnet-4-5", "gemini/gemini-2.5-flash", "bedrock/anthropic.claude-3-haiku-20240307-v1:0"):
+        parsed = client.responses.parse(model=model, input="Weather in Paris as JSON", text_format=Weather)
+        assert parsed.output_parsed == Weather(city="Paris", temperature_c=18), (model, parsed.output_parsed)
 
     try:
         client.responses.create(model="openai/gpt-4o-mini", input="x", tools=[{"type": "web_search"}])

@@ -216,15 +216,9 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         .or_else(|| body.pointer("/toolConfig/tools"))
         .is_some_and(|t| t.as_array().is_some_and(|a| !a.is_empty()));
     // Structured output: the recorded answer, with a JSON object that fits `STRUCTURED`'s schema.
-    let structured = wire == Wire::OpenAi
-        && !stream
-        && body.pointer("/response_format/type") == Some(&json!("json_schema"));
+    let structured = !stream && structured_request(wire, &body);
     match reply {
-        Reply::Ok if structured => {
-            let mut v: Value = serde_json::from_str(&fixture("openai/chat.json")).unwrap();
-            v["choices"][0]["message"]["content"] = json!(STRUCTURED);
-            axum::Json(v).into_response()
-        }
+        Reply::Ok if structured => structured_answer(wire),
         Reply::Ok => recorded(&path, wire, stream, tools, &body),
         Reply::Slow(d) => {
             tokio::time::sleep(d).await;
@@ -276,6 +270,54 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                 .unwrap()
         }
     }
+}
+
+/// Whether a request asks for `STRUCTURED`'s JSON in its wire format's way: `response_format`
+/// (OpenAI), `responseMimeType` (Gemini), or the gateway's forced `json_response` tool (Anthropic
+/// and Bedrock have no JSON mode).
+fn structured_request(wire: Wire, body: &Value) -> bool {
+    match wire {
+        Wire::OpenAi => body.pointer("/response_format/type") == Some(&json!("json_schema")),
+        Wire::Gemini => {
+            body.pointer("/generationConfig/responseMimeType") == Some(&json!("application/json"))
+        }
+        Wire::Anthropic => body.pointer("/tools/0/name") == Some(&json!("json_response")),
+        Wire::Bedrock => {
+            body.pointer("/toolConfig/tools/0/toolSpec/name") == Some(&json!("json_response"))
+        }
+    }
+}
+
+/// The recorded answer of each wire format, carrying `STRUCTURED` as that format answers JSON.
+fn structured_answer(wire: Wire) -> Response {
+    let object: Value = serde_json::from_str(STRUCTURED).unwrap();
+    let v = match wire {
+        Wire::OpenAi => {
+            let mut v: Value = serde_json::from_str(&fixture("openai/chat.json")).unwrap();
+            v["choices"][0]["message"]["content"] = json!(STRUCTURED);
+            v
+        }
+        Wire::Gemini => {
+            let mut v: Value = serde_json::from_str(&fixture("gemini/generate.json")).unwrap();
+            v["candidates"][0]["content"]["parts"] = json!([{"text": STRUCTURED}]);
+            v
+        }
+        Wire::Anthropic => {
+            let mut v: Value =
+                serde_json::from_str(&fixture("anthropic/messages_tools.json")).unwrap();
+            v["content"] = json!([{"type": "tool_use", "id": "toolu_01JsonResponse", "name": "json_response", "input": object}]);
+            v["stop_reason"] = json!("tool_use");
+            v
+        }
+        Wire::Bedrock => {
+            let mut v: Value =
+                serde_json::from_str(&fixture("bedrock/converse_tools.json")).unwrap();
+            v["output"]["message"]["content"] = json!([{"toolUse": {"toolUseId": "tooluse_json", "name": "json_response", "input": object}}]);
+            v["stopReason"] = json!("tool_use");
+            v
+        }
+    };
+    axum::Json(v).into_response()
 }
 
 /// Which wire format a request path speaks.
