@@ -10,8 +10,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use super::{
-    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_cache_headers,
-    set_headers, set_mcp_headers, sse,
+    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_mcp_headers, sse,
 };
 use crate::app::AppState;
 use crate::chat::{ChatStream, StreamOptions};
@@ -68,9 +67,7 @@ async fn messages_inner(
         Ok(o) => o,
         Err(e) => return fail(&mut guard, e),
     };
-    guard.outcome(&outcome.served, outcome.cache.as_ref());
-    let rate = permit.as_ref().map(|p| p.headers.clone());
-    guard.permit(permit);
+    let rate = super::admitted(&mut guard, &outcome, permit);
     let mut resp = match outcome.body {
         ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
@@ -87,9 +84,13 @@ async fn messages_inner(
             )
         }
     };
-    set_headers(resp.headers_mut(), &ctx, Some(&outcome.served));
-    set_cache_headers(resp.headers_mut(), outcome.cache.as_ref());
-    super::set_rate_headers(resp.headers_mut(), rate.as_ref());
+    super::answer_headers(
+        resp.headers_mut(),
+        &ctx,
+        &outcome.served,
+        outcome.cache.as_ref(),
+        rate.as_ref(),
+    );
     resp
 }
 

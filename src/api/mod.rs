@@ -333,6 +333,33 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     })
 }
 
+/// Records on the guard who served an answered chat request and its permit; returns the
+/// rate-limit headers the answer carries.
+pub(crate) fn admitted(
+    guard: &mut RequestGuard,
+    outcome: &crate::request::ChatOutcome,
+    permit: Option<crate::governance::Permit>,
+) -> Option<crate::request::RateHeaders> {
+    guard.outcome(&outcome.served, outcome.cache.as_ref());
+    let rate = permit.as_ref().map(|p| p.headers.clone());
+    guard.permit(permit);
+    rate
+}
+
+/// The headers every chat answer carries: request id, who served it, the cache's outcome, the
+/// key's rate limits.
+pub(crate) fn answer_headers(
+    headers: &mut HeaderMap,
+    ctx: &RequestContext,
+    served: &Served,
+    cache: Option<&crate::cache::CacheStatus>,
+    rate: Option<&crate::request::RateHeaders>,
+) {
+    set_headers(headers, ctx, Some(served));
+    set_cache_headers(headers, cache);
+    set_rate_headers(headers, rate);
+}
+
 /// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.
 pub fn set_cache_headers(headers: &mut HeaderMap, status: Option<&crate::cache::CacheStatus>) {
     let Some(s) = status else { return };

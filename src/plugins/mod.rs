@@ -182,6 +182,18 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginErr
         .unwrap_or_else(|_| Err(PluginError("the plugin panicked".into())))
 }
 
+/// Handles a hook failure by the plugin's `on_error`.
+fn failure(info: &RequestInfo, p: &Loaded, e: PluginError) -> Result<(), PluginStop> {
+    tracing::warn!(plugin = %p.name, error = %e, request_id = %info.request_id, "plugin hook failed");
+    match p.on_error {
+        OnError::FailOpen => Ok(()),
+        OnError::FailClosed => Err(PluginStop::Failed {
+            plugin: p.name.clone(),
+            message: e.0,
+        }),
+    }
+}
+
 /// One request's pass through the plugins in scope.
 pub struct Run {
     host: Arc<PluginHost>,
@@ -203,18 +215,6 @@ pub enum Next {
 impl Run {
     fn plugin(&self, i: usize) -> Option<&Loaded> {
         self.host.plugins.get(i)
-    }
-
-    /// Handles a hook failure by the plugin's `on_error`.
-    fn failure(&self, p: &Loaded, e: PluginError) -> Result<(), PluginStop> {
-        tracing::warn!(plugin = %p.name, error = %e, request_id = %self.info.request_id, "plugin hook failed");
-        match p.on_error {
-            OnError::FailOpen => Ok(()),
-            OnError::FailClosed => Err(PluginStop::Failed {
-                plugin: p.name.clone(),
-                message: e.0,
-            }),
-        }
     }
 
     /// Runs `on_request` in order. A rejection or direct answer stops the walk; the answer then
@@ -255,7 +255,7 @@ impl Run {
                 }
                 Err(e) => {
                     host.count(p, "request", "error", started);
-                    self.failure(p, e)?;
+                    failure(&self.info, p, e)?;
                 }
             }
         }
@@ -284,7 +284,7 @@ impl Run {
                 Ok(()) => host.count(p, "response", "ok", started),
                 Err(e) => {
                     host.count(p, "response", "error", started);
-                    self.failure(p, e)?;
+                    failure(&self.info, p, e)?;
                 }
             }
         }
@@ -313,63 +313,64 @@ impl Run {
         Ok(ChatOutcome { body, ..outcome })
     }
 
+    /// Calls `f` for each plugin with stream hooks that saw the request, last first, until it
+    /// says stop (`Ok(false)`); a hook error goes through the plugin's `on_error`.
+    fn each_stream_plugin(
+        &mut self,
+        mut f: impl FnMut(&Loaded, &dyn Plugin, &RequestInfo, &mut State) -> Result<bool, PluginError>,
+    ) -> Result<(), PluginStop> {
+        let host = self.host.clone();
+        for k in (0..self.ran).rev() {
+            let Some((i, state)) = self.active.get_mut(k) else {
+                continue;
+            };
+            let Some(p) = host.plugins.get(*i) else {
+                continue;
+            };
+            let Runner::Native(plugin) = &p.runner else {
+                continue;
+            };
+            if !p.hooks.stream {
+                continue;
+            }
+            match guarded(|| f(p, plugin.as_ref(), &self.info, state)) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => failure(&self.info, p, e)?,
+            }
+        }
+        Ok(())
+    }
+
     /// One chunk through the stream hooks, last plugin first; `None` when a plugin dropped it.
     fn chunk(
         &mut self,
         mut chunk: crate::chat::ChatChunk,
     ) -> Result<Option<crate::chat::ChatChunk>, PluginStop> {
         let host = self.host.clone();
-        for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get_mut(k) else {
-                continue;
-            };
-            let Some(p) = host.plugins.get(*i) else {
-                continue;
-            };
-            let Runner::Native(plugin) = &p.runner else {
-                continue;
-            };
-            if !p.hooks.stream {
-                continue;
-            }
+        let mut dropped = false;
+        self.each_stream_plugin(|p, plugin, info, state| {
             let started = Instant::now();
-            match guarded(|| plugin.on_stream_chunk(&self.info, &mut chunk, state)) {
-                Ok(ChunkVerdict::Keep) => host.count(p, "stream_chunk", "ok", started),
-                Ok(ChunkVerdict::Drop) => {
-                    host.count(p, "stream_chunk", "dropped", started);
-                    return Ok(None);
-                }
-                Err(e) => {
-                    host.count(p, "stream_chunk", "error", started);
-                    self.failure(p, e)?;
-                }
-            }
-        }
-        Ok(Some(chunk))
+            let verdict = plugin.on_stream_chunk(info, &mut chunk, state);
+            let outcome = match &verdict {
+                Ok(ChunkVerdict::Keep) => "ok",
+                Ok(ChunkVerdict::Drop) => "dropped",
+                Err(_) => "error",
+            };
+            host.count(p, "stream_chunk", outcome, started);
+            dropped = verdict? == ChunkVerdict::Drop;
+            Ok(!dropped)
+        })?;
+        Ok((!dropped).then_some(chunk))
     }
 
     /// What the stream plugins held back, flushed at the end (last plugin first).
     fn end(&mut self) -> Result<Vec<crate::chat::ChatChunk>, PluginStop> {
-        let host = self.host.clone();
         let mut out = Vec::new();
-        for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get_mut(k) else {
-                continue;
-            };
-            let Some(p) = host.plugins.get(*i) else {
-                continue;
-            };
-            let Runner::Native(plugin) = &p.runner else {
-                continue;
-            };
-            if !p.hooks.stream {
-                continue;
-            }
-            match guarded(|| plugin.on_stream_end(&self.info, state)) {
-                Ok(chunks) => out.extend(chunks),
-                Err(e) => self.failure(p, e)?,
-            }
-        }
+        self.each_stream_plugin(|_, plugin, info, state| {
+            out.extend(plugin.on_stream_end(info, state)?);
+            Ok(true)
+        })?;
         Ok(out)
     }
 

@@ -335,6 +335,26 @@ pub struct ChatChunk {
     pub extra: Extra,
 }
 
+impl ChatChunk {
+    /// A chunk of choice 0 carrying `delta` (and, on the last one, the finish reason).
+    pub fn of(id: &str, created: u64, model: &str, delta: Delta, finish: Option<String>) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: chunk_object(),
+            created,
+            model: model.to_owned(),
+            choices: vec![ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason: finish,
+                extra: Extra::new(),
+            }],
+            usage: None,
+            extra: Extra::new(),
+        }
+    }
+}
+
 fn chunk_object() -> String {
     "chat.completion.chunk".to_owned()
 }

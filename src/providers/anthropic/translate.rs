@@ -7,9 +7,8 @@ use serde_json::{Value, json};
 
 use super::wire::{self, Block, BlockDelta, MessagesRequest, MessagesResponse, StreamEvent};
 use crate::chat::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, ContentPart, Delta, Extra,
-    FunctionCall, FunctionCallDelta, FunctionDef, Message, Role, Tool, ToolCall, ToolCallDelta,
-    Usage, unix_now,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Extra, FunctionCall,
+    FunctionCallDelta, FunctionDef, Message, Role, Tool, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
 /// A request that cannot be expressed in the other format.
@@ -278,20 +277,7 @@ pub struct StreamDecoder {
 
 impl StreamDecoder {
     fn chunk(&self, delta: Delta, finish: Option<String>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish,
-                extra: Extra::new(),
-            }],
-            usage: None,
-            extra: Extra::new(),
-        }
+        ChatChunk::of(&self.id, self.created, &self.model, delta, finish)
     }
 
     fn tool_ordinal(&self, index: u32) -> Option<u32> {

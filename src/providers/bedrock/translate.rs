@@ -9,7 +9,7 @@
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, Content, Delta, Extra, FunctionCall,
+    ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Extra, FunctionCall,
     FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
@@ -437,20 +437,7 @@ impl StreamDecoder {
     }
 
     fn chunk(&self, delta: Delta, finish: Option<String>) -> ChatChunk {
-        ChatChunk {
-            id: self.id.clone(),
-            object: "chat.completion.chunk".into(),
-            created: self.created,
-            model: self.model.clone(),
-            choices: vec![ChunkChoice {
-                index: 0,
-                delta,
-                finish_reason: finish,
-                extra: Extra::new(),
-            }],
-            usage: None,
-            extra: Extra::new(),
-        }
+        ChatChunk::of(&self.id, self.created, &self.model, delta, finish)
     }
 
     fn tool_delta(ordinal: u32, id: Option<String>, name: Option<String>, args: String) -> Delta {
