@@ -3,19 +3,16 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{
-    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_mcp_headers, sse,
-};
+use super::{Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, sse};
 use crate::app::AppState;
 use crate::chat::{ChatStream, StreamOptions};
 use crate::error::GatewayError;
-use crate::pipeline::{self, ChatBody};
 use crate::providers::anthropic::translate::{self, StreamEncoder};
 use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
 use crate::telemetry::otel;
@@ -63,35 +60,17 @@ async fn messages_inner(
             ..StreamOptions::default()
         });
     }
-    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
-        Ok(o) => o,
-        Err(e) => return fail(&mut guard, e),
-    };
-    let rate = super::admitted(&mut guard, &outcome, permit);
-    let mut resp = match outcome.body {
-        ChatBody::Complete(r) => {
-            guard.finish(StatusCode::OK, false);
-            guard.response(&r);
-            let mut resp = Json(translate::to_messages_response(r)).into_response();
-            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
-            resp
-        }
-        ChatBody::Stream(stream) => {
-            guard.finish(StatusCode::OK, true);
-            sse::response(
-                encode_stream(stream, guard, outcome.mcp.clone()),
-                state.config.server.sse_keep_alive,
-            )
-        }
-    };
-    super::answer_headers(
-        resp.headers_mut(),
+    let keep_alive = state.config.server.sse_keep_alive;
+    super::answer_chat(
+        &state,
         &ctx,
-        &outcome.served,
-        outcome.cache.as_ref(),
-        rate.as_ref(),
-    );
-    resp
+        guard,
+        req,
+        Dialect::Anthropic,
+        |r| Json(translate::to_messages_response(r)).into_response(),
+        |s, guard, mcp| sse::response(encode_stream(s, guard, mcp), keep_alive),
+    )
+    .await
 }
 
 fn frame(ev: &StreamEvent) -> Bytes {

@@ -12,13 +12,11 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::{
-    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_mcp_headers, sse,
-};
+use super::{Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, sse};
 use crate::app::AppState;
 use crate::chat::ChatStream;
 use crate::error::GatewayError;
-use crate::pipeline::{self, ChatBody, RequestContext};
+use crate::pipeline::RequestContext;
 use crate::providers::gemini::ingress::{self, StreamEncoder};
 use crate::providers::gemini::wire::GenerateRequest;
 use crate::telemetry::otel;
@@ -109,58 +107,47 @@ async fn generate_inner(
         Ok(r) => r,
         Err(e) => return fail(&mut guard, GatewayError::BadRequest(e.0)),
     };
-    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
-        Ok(o) => o,
-        Err(e) => return fail(&mut guard, e),
-    };
-    let rate = super::admitted(&mut guard, &outcome, permit);
-    let mut resp = match outcome.body {
-        ChatBody::Complete(r) => {
-            guard.finish(StatusCode::OK, false);
-            guard.response(&r);
-            let mut resp = Json(ingress::to_generate_response(r)).into_response();
-            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
-            resp
-        }
-        ChatBody::Stream(s) if sse_wanted => {
-            guard.finish(StatusCode::OK, true);
-            sse::response(
-                encode_stream(s, guard, outcome.mcp.clone()),
-                state.config.server.sse_keep_alive,
-            )
-        }
-        ChatBody::Stream(s) => {
-            // Without `alt=sse` Gemini streams one JSON array of responses.
-            guard.finish(StatusCode::OK, true);
-            let events = encode_stream(s, guard, None).filter_map(|b| async move {
-                let text = String::from_utf8_lossy(&b);
-                text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
-            });
-            let body = async_stream::stream! {
-                let mut first = true;
-                let mut events = std::pin::pin!(events);
-                yield Ok::<_, std::io::Error>(Bytes::from_static(b"["));
-                while let Some(e) = events.next().await {
-                    let sep = if first { "" } else { ",\r\n" };
-                    first = false;
-                    yield Ok(Bytes::from(format!("{sep}{e}")));
-                }
-                yield Ok(Bytes::from_static(b"]"));
-            };
-            let mut resp = Response::new(Body::from_stream(body));
-            resp.headers_mut().insert(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            );
-            resp
+    let keep_alive = state.config.server.sse_keep_alive;
+    let stream = move |s, guard, mcp| {
+        if sse_wanted {
+            sse::response(encode_stream(s, guard, mcp), keep_alive)
+        } else {
+            json_array(s, guard)
         }
     };
-    super::answer_headers(
-        resp.headers_mut(),
+    super::answer_chat(
+        &state,
         &ctx,
-        &outcome.served,
-        outcome.cache.as_ref(),
-        rate.as_ref(),
+        guard,
+        req,
+        Dialect::Google,
+        |r| Json(ingress::to_generate_response(r)).into_response(),
+        stream,
+    )
+    .await
+}
+
+/// Without `alt=sse` Gemini streams one JSON array of responses.
+fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
+    let events = encode_stream(s, guard, None).filter_map(|b| async move {
+        let text = String::from_utf8_lossy(&b);
+        text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
+    });
+    let body = async_stream::stream! {
+        let mut first = true;
+        let mut events = std::pin::pin!(events);
+        yield Ok::<_, std::io::Error>(Bytes::from_static(b"["));
+        while let Some(e) = events.next().await {
+            let sep = if first { "" } else { ",\r\n" };
+            first = false;
+            yield Ok(Bytes::from(format!("{sep}{e}")));
+        }
+        yield Ok(Bytes::from_static(b"]"));
+    };
+    let mut resp = Response::new(Body::from_stream(body));
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
     );
     resp
 }

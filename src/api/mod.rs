@@ -333,31 +333,55 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     })
 }
 
-/// Records on the guard who served an answered chat request and its permit; returns the
-/// rate-limit headers the answer carries.
-pub(crate) fn admitted(
-    guard: &mut RequestGuard,
-    outcome: &crate::request::ChatOutcome,
-    permit: Option<crate::governance::Permit>,
-) -> Option<crate::request::RateHeaders> {
+/// Runs a canonical chat request through the pipeline and answers it in an ingress's shape:
+/// `complete` encodes a whole answer, `stream` a chunk stream (it gets the guard and the MCP
+/// report, which the body carries to its last byte). Errors come back in `dialect`'s shape; every
+/// answer carries the request id, who served it, the cache's outcome and the key's rate limits.
+pub(crate) async fn answer_chat<C, S>(
+    state: &AppState,
+    ctx: &RequestContext,
+    mut guard: RequestGuard,
+    req: crate::chat::ChatRequest,
+    dialect: Dialect,
+    complete: C,
+    stream: S,
+) -> Response
+where
+    C: FnOnce(crate::chat::ChatResponse) -> Response,
+    S: FnOnce(
+        crate::chat::ChatStream,
+        RequestGuard,
+        Option<std::sync::Arc<crate::mcp::McpReport>>,
+    ) -> Response,
+{
+    let (outcome, permit) = match crate::pipeline::chat(state, req, ctx).await {
+        Ok(o) => o,
+        Err(e) => {
+            guard.error(e.parts().0, e.to_string(), e.served());
+            return error_response(&e, ctx, dialect);
+        }
+    };
     guard.outcome(&outcome.served, outcome.cache.as_ref());
     let rate = permit.as_ref().map(|p| p.headers.clone());
     guard.permit(permit);
-    rate
-}
-
-/// The headers every chat answer carries: request id, who served it, the cache's outcome, the
-/// key's rate limits.
-pub(crate) fn answer_headers(
-    headers: &mut HeaderMap,
-    ctx: &RequestContext,
-    served: &Served,
-    cache: Option<&crate::cache::CacheStatus>,
-    rate: Option<&crate::request::RateHeaders>,
-) {
-    set_headers(headers, ctx, Some(served));
-    set_cache_headers(headers, cache);
-    set_rate_headers(headers, rate);
+    let mut resp = match outcome.body {
+        crate::pipeline::ChatBody::Complete(r) => {
+            guard.finish(StatusCode::OK, false);
+            guard.response(&r);
+            let mut resp = complete(r);
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
+        }
+        crate::pipeline::ChatBody::Stream(s) => {
+            guard.finish(StatusCode::OK, true);
+            stream(s, guard, outcome.mcp.clone())
+        }
+    };
+    let headers = resp.headers_mut();
+    set_headers(headers, ctx, Some(&outcome.served));
+    set_cache_headers(headers, outcome.cache.as_ref());
+    set_rate_headers(headers, rate.as_ref());
+    resp
 }
 
 /// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.

@@ -10,13 +10,12 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 
 use super::{
-    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_headers,
-    set_mcp_headers, sse,
+    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_headers, sse,
 };
 use crate::app::AppState;
 use crate::chat::{ChatRequest, ChatStream};
 use crate::error::GatewayError;
-use crate::pipeline::{self, ChatBody};
+use crate::pipeline::{self};
 use crate::telemetry::otel;
 use tracing::Instrument;
 
@@ -44,35 +43,17 @@ async fn chat(
     };
     guard.request(&req.model, || serde_json::to_value(&req).ok());
     let wants_usage = req.wants_stream_usage();
-    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
-        Ok(o) => o,
-        Err(e) => return fail(&mut guard, &e, &ctx),
-    };
-    let rate = super::admitted(&mut guard, &outcome, permit);
-    let mut resp = match outcome.body {
-        ChatBody::Complete(r) => {
-            guard.finish(StatusCode::OK, false);
-            guard.response(&r);
-            let mut resp = Json(r).into_response();
-            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
-            resp
-        }
-        ChatBody::Stream(stream) => {
-            guard.finish(StatusCode::OK, true);
-            sse::response(
-                encode_stream(stream, wants_usage, guard, outcome.mcp.clone()),
-                state.config.server.sse_keep_alive,
-            )
-        }
-    };
-    super::answer_headers(
-        resp.headers_mut(),
+    let keep_alive = state.config.server.sse_keep_alive;
+    super::answer_chat(
+        &state,
         &ctx,
-        &outcome.served,
-        outcome.cache.as_ref(),
-        rate.as_ref(),
-    );
-    resp
+        guard,
+        req,
+        Dialect::OpenAi,
+        |r| Json(r).into_response(),
+        |s, guard, mcp| sse::response(encode_stream(s, wants_usage, guard, mcp), keep_alive),
+    )
+    .await
 }
 
 fn fail(

@@ -16,13 +16,12 @@ use serde_json::{Value, json};
 use tracing::Instrument;
 
 use super::{
-    Dialect, RequestGuard, context, error_response, json_error, mcp_trailer, read_json,
-    set_mcp_headers, sse,
+    Dialect, RequestGuard, context, error_response, json_error, mcp_trailer, read_json, sse,
 };
 use crate::app::AppState;
 use crate::chat::{ChatStream, Message};
 use crate::error::GatewayError;
-use crate::pipeline::{self, ChatBody, RequestContext};
+use crate::pipeline::RequestContext;
 use crate::providers::openai::responses::{self, Echo, ResponsesRequest};
 use crate::providers::openai::responses_stream::{Event, StreamEncoder};
 use crate::store::responses::{ResponseStore, ResponsesError, StoredResponse};
@@ -109,38 +108,25 @@ async fn create_inner(
         previous: wire.previous_response_id.clone(),
         input,
     });
-    let (outcome, permit) = match pipeline::chat(&state, req, &ctx).await {
-        Ok(o) => o,
-        Err(e) => return fail(&mut guard, e),
-    };
-    let rate = super::admitted(&mut guard, &outcome, permit);
-    let mut resp = match outcome.body {
-        ChatBody::Complete(r) => {
-            guard.finish(StatusCode::OK, false);
-            guard.response(&r);
-            let body = echo.response(&r.model, &responses::outcome(&r));
-            if let Some(k) = keep {
-                k.save(echo.id(), responses::assistant_turn(&r), body.clone());
-            }
-            let mut resp = Json(body).into_response();
-            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
-            resp
+    let keep_alive = state.config.server.sse_keep_alive;
+    // Only one of the two encoders runs; each takes what is to be kept.
+    let keep = std::sync::Mutex::new(keep);
+    let take = || keep.lock().ok().and_then(|mut k| k.take());
+    let complete = |r: crate::chat::ChatResponse| {
+        let body = echo.response(&r.model, &responses::outcome(&r));
+        if let Some(k) = take() {
+            k.save(echo.id(), responses::assistant_turn(&r), body.clone());
         }
-        ChatBody::Stream(stream) => {
-            guard.finish(StatusCode::OK, true);
-            let enc = StreamEncoder::new(echo.clone());
-            let events = encode_stream(stream, enc, guard, outcome.mcp.clone(), keep, echo);
-            sse::response(events, state.config.server.sse_keep_alive)
-        }
+        Json(body).into_response()
     };
-    super::answer_headers(
-        resp.headers_mut(),
-        &ctx,
-        &outcome.served,
-        outcome.cache.as_ref(),
-        rate.as_ref(),
-    );
-    resp
+    let stream = |s, guard, mcp| {
+        let enc = StreamEncoder::new(echo.clone());
+        sse::response(
+            encode_stream(s, enc, guard, mcp, take(), echo.clone()),
+            keep_alive,
+        )
+    };
+    super::answer_chat(&state, &ctx, guard, req, Dialect::OpenAi, complete, stream).await
 }
 
 /// An unknown, expired or foreign `previous_response_id`: 400 as OpenAI answers it.
