@@ -22,6 +22,16 @@ use crate::chat::{ChatRequest, ChatResponse, ChatStream};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 pub use redact::Redactor;
 
+/// A request that cannot be expressed in another wire format; the message names the field.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct TranslateError(pub String);
+
+/// A [`TranslateError`] with this message.
+pub(crate) fn untranslatable(msg: impl Into<String>) -> TranslateError {
+    TranslateError(msg.into())
+}
+
 /// What one upstream attempt failed with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {

@@ -11,10 +11,7 @@ use crate::chat::{
     FunctionCallDelta, FunctionDef, Message, Role, Tool, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
-/// A request that cannot be expressed in the other format.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
+pub use crate::providers::TranslateError;
 
 /// Output bound used when an OpenAI-shaped request gives none (Anthropic requires one).
 pub const DEFAULT_MAX_TOKENS: u32 = 4096;

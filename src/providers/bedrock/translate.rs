@@ -13,14 +13,9 @@ use crate::chat::{
     FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
-/// A request that cannot be expressed for Bedrock; the message names the field.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
+pub use crate::providers::TranslateError;
 
-fn bad(msg: impl Into<String>) -> TranslateError {
-    TranslateError(msg.into())
-}
+use crate::providers::untranslatable as bad;
 
 fn cache_point() -> Value {
     json!({"cachePoint": {"type": "default"}})

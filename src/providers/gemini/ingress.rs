@@ -12,9 +12,7 @@ use crate::chat::{
     Message, Role, StreamOptions, Tool, ToolCall, Usage,
 };
 
-fn bad(msg: impl Into<String>) -> TranslateError {
-    TranslateError(msg.into())
-}
+use crate::providers::untranslatable as bad;
 
 /// Gemini's OpenAPI-subset schema as JSON Schema: its upper-case type names in lower case.
 pub fn json_schema(schema: &Value) -> Value {

@@ -17,14 +17,9 @@ use crate::chat::{
     FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
-/// A request that cannot be expressed for Gemini; the message names the field.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
+pub use crate::providers::TranslateError;
 
-fn bad(msg: impl Into<String>) -> TranslateError {
-    TranslateError(msg.into())
-}
+use crate::providers::untranslatable as bad;
 
 /// Marks where a thought signature starts inside a call id.
 const SIG: &str = "__sig__";

@@ -12,14 +12,9 @@ use crate::chat::{
     Role, StreamOptions, Tool, ToolCall, Usage, new_id,
 };
 
-/// A request that cannot be expressed in the canonical types; the message names the field.
-#[derive(Debug, Clone, thiserror::Error, PartialEq)]
-#[error("{0}")]
-pub struct TranslateError(pub String);
+pub use crate::providers::TranslateError;
 
-fn bad(msg: impl Into<String>) -> TranslateError {
-    TranslateError(msg.into())
-}
+use crate::providers::untranslatable as bad;
 
 /// `POST /v1/responses` request body.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
