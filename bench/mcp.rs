@@ -224,6 +224,7 @@ async fn main() {
         spent: Default::default(),
         credential: None,
         tool_gate: None,
+        tool_hooks: None,
     };
     let mut p50 = Vec::new();
     for rounds in [0usize, 1, 4] {

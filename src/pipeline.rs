@@ -146,6 +146,18 @@ pub async fn chat(
         }
         _ => ctx,
     };
+    // Plugins with tool hooks see the MCP tools the loop runs.
+    let hooked_ctx;
+    let ctx = match plugins.as_ref().and_then(crate::plugins::Run::tool_hooks) {
+        Some(hooks) => {
+            hooked_ctx = RequestContext {
+                tool_hooks: Some(hooks),
+                ..ctx.clone()
+            };
+            &hooked_ctx
+        }
+        None => ctx,
+    };
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
     let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;

@@ -31,6 +31,17 @@ pub struct RequestContext {
     pub credential: Option<Secret>,
     /// Governed requests: which MCP tools the key may run (set by admission).
     pub tool_gate: Option<Arc<dyn ToolGate>>,
+    /// Plugins that see the MCP tools the gateway runs (set by the plugin stage).
+    pub tool_hooks: Option<Arc<dyn ToolHooks>>,
+}
+
+/// What sees the MCP tools the gateway runs for a request: the plugins' tool hooks.
+pub trait ToolHooks: Send + Sync + std::fmt::Debug {
+    /// Before a call: may change its JSON-encoded arguments, or refuse it (`Err`: the message the
+    /// model gets as the tool's result).
+    fn before(&self, tool: &str, arguments: &mut String) -> Result<(), String>;
+    /// After: may change the result text.
+    fn after(&self, tool: &str, result: &mut String);
 }
 
 /// Which MCP tools a governed caller may see and run; each run is counted against its

@@ -269,6 +269,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         spent: Default::default(),
         credential: crate::governance::credential(headers).map(crate::config::Secret::new),
         tool_gate: None,
+        tool_hooks: None,
     }
 }
 

@@ -474,18 +474,36 @@ async fn run_calls(
                 extra: Extra::new(),
             };
         }
+        // Plugins may change the arguments or refuse the call, and see the result first.
+        let mut arguments = c.function.arguments.clone();
+        if let Some(h) = &ctx.tool_hooks
+            && let Err(why) = h.before(&c.function.name, &mut arguments)
+        {
+            span.record("error.type", "plugin_blocked");
+            return Message {
+                role: Role::Tool,
+                content: Some(crate::chat::Content::Text(format!("Error: {why}"))),
+                name: None,
+                tool_calls: None,
+                tool_call_id: Some(c.id.clone()),
+                extra: Extra::new(),
+            };
+        }
         let r = hub
-            .call(&c.function.name, &c.function.arguments, timeout)
+            .call(&c.function.name, &arguments, timeout)
             .instrument(span.clone())
             .await;
         if r.outcome != CallOutcome::Ok {
             span.record("error.type", r.outcome.label());
             span.record("otel.status_code", "ERROR");
         }
-        let text = match r.outcome {
+        let mut text = match r.outcome {
             CallOutcome::Ok => r.text,
             _ => format!("Error: {}", r.text),
         };
+        if let Some(h) = &ctx.tool_hooks {
+            h.after(&c.function.name, &mut text);
+        }
         Message {
             role: Role::Tool,
             content: Some(crate::chat::Content::Text(text)),

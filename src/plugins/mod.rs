@@ -104,7 +104,7 @@ impl PluginHost {
                     Hooks {
                         request: *request,
                         response: *response,
-                        stream: false,
+                        ..Hooks::default()
                     },
                 ),
             };
@@ -131,14 +131,14 @@ impl PluginHost {
         if self.plugins.is_empty() {
             return None;
         }
-        let active: Vec<(usize, State)> = self
+        let active: Vec<(usize, Shared)> = self
             .plugins
             .iter()
             .enumerate()
             .filter(|(_, p)| {
                 p.scope.is_empty() || crate::governance::glob::any(&p.scope, &info.model)
             })
-            .map(|(i, _)| (i, None))
+            .map(|(i, _)| (i, Shared::default()))
             .collect();
         (!active.is_empty()).then(|| Run {
             host: self.clone(),
@@ -176,6 +176,19 @@ impl PluginHost {
     }
 }
 
+/// A plugin's state for one request, shared by its hooks (locked only inside a hook).
+type Shared = Arc<std::sync::Mutex<State>>;
+
+/// Runs `f` on a locked state; a poisoned lock (a hook panicked holding it) starts afresh.
+fn with_state<T>(state: &Shared, f: impl FnOnce(&mut State) -> T) -> T {
+    let mut guard = state.lock().unwrap_or_else(|poisoned| {
+        let mut g = poisoned.into_inner();
+        *g = None;
+        g
+    });
+    f(&mut guard)
+}
+
 /// Runs a native hook, turning a panic into the plugin's error.
 fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     std::panic::catch_unwind(AssertUnwindSafe(f))
@@ -198,8 +211,8 @@ fn failure(info: &RequestInfo, p: &Loaded, e: PluginError) -> Result<(), PluginS
 pub struct Run {
     host: Arc<PluginHost>,
     info: RequestInfo,
-    /// (plugin index, its state for this request).
-    active: Vec<(usize, State)>,
+    /// (plugin index, its state for this request; shared with the tool hooks of the MCP loop).
+    active: Vec<(usize, Shared)>,
     /// How many of `active` ran `on_request` (the answer goes back through those only).
     ran: usize,
 }
@@ -223,7 +236,7 @@ impl Run {
         let host = self.host.clone();
         for k in 0..self.active.len() {
             self.ran = k + 1;
-            let Some((i, state)) = self.active.get_mut(k) else {
+            let Some((i, state)) = self.active.get(k) else {
                 continue;
             };
             let Some(p) = host.plugins.get(*i) else {
@@ -234,7 +247,9 @@ impl Run {
             }
             let started = Instant::now();
             let verdict = match &p.runner {
-                Runner::Native(plugin) => guarded(|| plugin.on_request(&self.info, req, state)),
+                Runner::Native(plugin) => with_state(state, |st| {
+                    guarded(|| plugin.on_request(&self.info, req, st))
+                }),
                 Runner::Webhook(w) => w.on_request(&self.info, req).await,
             };
             match verdict {
@@ -266,7 +281,7 @@ impl Run {
     pub async fn on_response(&mut self, resp: &mut ChatResponse) -> Result<(), PluginStop> {
         let host = self.host.clone();
         for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get_mut(k) else {
+            let Some((i, state)) = self.active.get(k) else {
                 continue;
             };
             let Some(p) = host.plugins.get(*i) else {
@@ -277,7 +292,9 @@ impl Run {
             }
             let started = Instant::now();
             let result = match &p.runner {
-                Runner::Native(plugin) => guarded(|| plugin.on_response(&self.info, resp, state)),
+                Runner::Native(plugin) => with_state(state, |st| {
+                    guarded(|| plugin.on_response(&self.info, resp, st))
+                }),
                 Runner::Webhook(w) => w.on_response(&self.info, resp).await,
             };
             match result {
@@ -289,6 +306,28 @@ impl Run {
             }
         }
         Ok(())
+    }
+
+    /// The tool hooks of the plugins that saw the request, for the MCP loop; `None` when none has
+    /// any.
+    pub fn tool_hooks(&self) -> Option<Arc<dyn crate::request::ToolHooks>> {
+        let plugins: Vec<(usize, Shared)> = self.active[..self.ran]
+            .iter()
+            .filter(|(i, _)| {
+                self.plugin(*i).is_some_and(|p| {
+                    matches!(p.runner, Runner::Native(_))
+                        && (p.hooks.tool_call || p.hooks.tool_result)
+                })
+            })
+            .cloned()
+            .collect();
+        (!plugins.is_empty()).then(|| {
+            Arc::new(ToolRun {
+                host: self.host.clone(),
+                info: self.info.clone(),
+                plugins,
+            }) as Arc<dyn crate::request::ToolHooks>
+        })
     }
 
     /// Puts the answer through the plugins: `on_response` now for a complete answer, each chunk
@@ -321,7 +360,7 @@ impl Run {
     ) -> Result<(), PluginStop> {
         let host = self.host.clone();
         for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get_mut(k) else {
+            let Some((i, state)) = self.active.get(k) else {
                 continue;
             };
             let Some(p) = host.plugins.get(*i) else {
@@ -333,7 +372,9 @@ impl Run {
             if !p.hooks.stream {
                 continue;
             }
-            match guarded(|| f(p, plugin.as_ref(), &self.info, state)) {
+            match with_state(state, |st| {
+                guarded(|| f(p, plugin.as_ref(), &self.info, st))
+            }) {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => failure(&self.info, p, e)?,
@@ -415,6 +456,84 @@ impl Run {
                     }
                 }
                 Err(stop) => yield Err(crate::chat::StreamError::new(stop.to_string())),
+            }
+        }
+    }
+}
+
+/// The tool hooks of one request's plugins: calls in order, results in reverse order.
+struct ToolRun {
+    host: Arc<PluginHost>,
+    info: RequestInfo,
+    plugins: Vec<(usize, Shared)>,
+}
+
+impl std::fmt::Debug for ToolRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ToolRun")
+            .field("plugins", &self.plugins.len())
+            .finish()
+    }
+}
+
+impl crate::request::ToolHooks for ToolRun {
+    fn before(&self, tool: &str, arguments: &mut String) -> Result<(), String> {
+        for (i, state) in &self.plugins {
+            let Some(p) = self.host.plugins.get(*i) else {
+                continue;
+            };
+            let Runner::Native(plugin) = &p.runner else {
+                continue;
+            };
+            if !p.hooks.tool_call {
+                continue;
+            }
+            let started = Instant::now();
+            let verdict = with_state(state, |st| {
+                guarded(|| plugin.on_tool_call(&self.info, tool, arguments, st))
+            });
+            match verdict {
+                Ok(switchyard_plugin::ToolVerdict::Continue) => {
+                    self.host.count(p, "tool_call", "ok", started);
+                }
+                Ok(switchyard_plugin::ToolVerdict::Block(why)) => {
+                    self.host.count(p, "tool_call", "blocked", started);
+                    return Err(format!("{why} (blocked by plugin `{}`)", p.name));
+                }
+                Err(e) => {
+                    self.host.count(p, "tool_call", "error", started);
+                    failure(&self.info, p, e).map_err(|stop| stop.to_string())?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn after(&self, tool: &str, result: &mut String) {
+        for (i, state) in self.plugins.iter().rev() {
+            let Some(p) = self.host.plugins.get(*i) else {
+                continue;
+            };
+            let Runner::Native(plugin) = &p.runner else {
+                continue;
+            };
+            if !p.hooks.tool_result {
+                continue;
+            }
+            let started = Instant::now();
+            let r = with_state(state, |st| {
+                guarded(|| plugin.on_tool_result(&self.info, tool, result, st))
+            });
+            let outcome = if r.is_ok() { "ok" } else { "error" };
+            self.host.count(p, "tool_result", outcome, started);
+            if let Err(e) = r
+                && failure(&self.info, p, e).is_err()
+            {
+                // A result a fail_closed plugin could not check is not shown to the model.
+                *result = format!(
+                    "Error: plugin `{}` could not check this tool's result",
+                    p.name
+                );
             }
         }
     }

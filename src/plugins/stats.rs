@@ -70,6 +70,12 @@ fn hook_names<S: serde::Serializer>(h: &Hooks, s: S) -> Result<S::Ok, S::Error> 
     if h.stream {
         names.push("stream_chunk");
     }
+    if h.tool_call {
+        names.push("tool_call");
+    }
+    if h.tool_result {
+        names.push("tool_result");
+    }
     names.serialize(s)
 }
 

@@ -20,6 +20,7 @@ impl Plugin for Tagger {
             request: true,
             response: true,
             stream: true,
+            ..Hooks::default()
         }
     }
     fn on_request(

@@ -1219,3 +1219,58 @@ async fn answers_built_on_tool_results_are_not_cached_and_modes_do_not_share_ent
     // off: no tools in the request, its own entry.
     assert_eq!(send(plain, "off").await.0, "miss");
 }
+
+#[tokio::test]
+async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the_model() {
+    let token = "kv-secret-token";
+    let mut child = tokio::process::Command::new(server_bin("mcp-kv"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MCP_KV_TOKEN", token)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    let url = loop {
+        let line = lines.next_line().await.unwrap().expect("mcp-kv exited");
+        if let Some(u) = line.strip_prefix("mcp-kv listening on ") {
+            break u.trim().to_owned();
+        }
+    };
+    // The model stores what the user gave (it only ever sees a placeholder), reads it back, and
+    // says what it read.
+    let model = Model::start(|c: &Conv| match c.results.len() {
+        0 => {
+            let value = c.user.split_whitespace().last().unwrap_or_default().to_owned();
+            Turn::call(&[("kv__set", json!({"key": "mail", "value": value}))])
+        }
+        1 => Turn::call(&[("kv__get", json!({"key": "mail"}))]),
+        _ => Turn::say(format!("I read back {}", c.results[1])),
+    })
+    .await;
+    let extra = format!(
+        "[[mcp.servers]]\nname = \"kv\"\ntransport = \"http\"\nurl = \"{url}\"\nheaders = {{ Authorization = \"env.KV_AUTH\" }}\n\n[[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\n"
+    );
+    let env = move |k: &str| (k == "KV_AUTH").then(|| format!("Bearer {token}"));
+    let gw = Gateway::start_env(&config(&model, "openai-compatible", &extra), &env).await;
+    ready_servers(&gw, 1).await;
+    let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "Remember my address ada@example.com"}]});
+    let (status, _, body) = gw.chat(&body).await;
+    assert_eq!(status, 200, "{body}");
+    // The user sees their own value; the model never saw it, not even in the tool's result.
+    assert_eq!(body["choices"][0]["message"]["content"], "I read back ada@example.com");
+    let seen = serde_json::to_string(&model.seen()).unwrap();
+    assert!(!seen.contains("ada@example.com"), "{seen}");
+    assert!(seen.contains("[EMAIL_1]"), "{seen}");
+    // The tool got the real value.
+    let r = gw
+        .post("/api/mcp/tools/kv__get/call", &json!({"key": "mail"}))
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["text"], "ada@example.com", "{v}");
+    let plugins: Value = gw.get("/api/plugins", None).await.json().await.unwrap();
+    let stats = &plugins["data"][0]["stats"];
+    assert_eq!(stats["tool_call"]["calls"], 2, "{plugins}");
+    assert_eq!(stats["tool_result"]["calls"], 2, "{plugins}");
+}

@@ -12,6 +12,8 @@
 //! - [`Plugin::on_response`]: may change the complete answer.
 //! - [`Plugin::on_stream_chunk`]: may change or drop a chunk; [`Plugin::on_stream_end`] flushes
 //!   what a plugin held back (text it needed to see across chunk boundaries).
+//! - [`Plugin::on_tool_call`] and [`Plugin::on_tool_result`]: the MCP tools the gateway runs in
+//!   its loop (may block a call, change its arguments, or change its result).
 //!
 //! Per-request state (say, the placeholders a redaction must restore) lives in [`State`], handed to
 //! each hook of the same request.
@@ -32,6 +34,10 @@ pub struct Hooks {
     pub response: bool,
     /// [`Plugin::on_stream_chunk`] and [`Plugin::on_stream_end`].
     pub stream: bool,
+    /// [`Plugin::on_tool_call`]: before the gateway runs an MCP tool in its loop.
+    pub tool_call: bool,
+    /// [`Plugin::on_tool_result`]: a gateway tool's result, before the model sees it.
+    pub tool_result: bool,
 }
 
 /// What a request is about, read-only. Credentials are never included.
@@ -68,6 +74,15 @@ pub enum ChunkVerdict {
     Keep,
     /// Do not send it.
     Drop,
+}
+
+/// What `on_tool_call` decides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ToolVerdict {
+    /// Run the tool (with the arguments as the hook left them).
+    Continue,
+    /// Do not run it: the model gets this message as the tool's result.
+    Block(String),
 }
 
 /// A plugin's per-request scratch space, kept between its hooks of one request.
@@ -151,5 +166,28 @@ pub trait Plugin: Send + Sync + 'static {
         _state: &mut State,
     ) -> Result<Vec<ChatChunk>, PluginError> {
         Ok(Vec::new())
+    }
+
+    /// Before the gateway runs MCP tool `tool` (`server__tool`) in its loop: may change the
+    /// JSON-encoded arguments or block the call.
+    fn on_tool_call(
+        &self,
+        _info: &RequestInfo,
+        _tool: &str,
+        _arguments: &mut String,
+        _state: &mut State,
+    ) -> Result<ToolVerdict, PluginError> {
+        Ok(ToolVerdict::Continue)
+    }
+
+    /// A gateway tool's result text, before the model sees it: may change it.
+    fn on_tool_result(
+        &self,
+        _info: &RequestInfo,
+        _tool: &str,
+        _result: &mut String,
+        _state: &mut State,
+    ) -> Result<(), PluginError> {
+        Ok(())
     }
 }

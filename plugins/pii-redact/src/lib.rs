@@ -6,7 +6,8 @@
 //! `restore` (default on) the placeholders in the answer are put back, so the user sees their own
 //! data; with `redact_answers` the personal data the model writes itself is replaced too. Streams
 //! stay streams: the plugin holds back at most `window` characters (default 64) so a value or a
-//! placeholder split across two chunks is still found.
+//! placeholder split across two chunks is still found. MCP tools the gateway runs in its loop get
+//! the real values in their arguments, and their results are redacted before the model sees them.
 //!
 //! ```toml
 //! [[plugins]]
@@ -21,7 +22,7 @@ use serde_json::Value;
 use switchyard_plugin::chat::{Content, Message};
 use switchyard_plugin::{
     ChatChunk, ChatRequest, ChatResponse, ChunkVerdict, ConfigError, Hooks, Plugin, PluginError,
-    RequestInfo, State, Verdict,
+    RequestInfo, State, ToolVerdict, Verdict,
 };
 
 /// One kind of personal data: its placeholder label, where it may be, and a final check.
@@ -395,6 +396,8 @@ impl Plugin for PiiRedact {
             request: true,
             response: self.restore || self.redact_answers,
             stream: self.restore || self.redact_answers,
+            tool_call: self.restore,
+            tool_result: true,
         }
     }
 
@@ -469,6 +472,32 @@ impl Plugin for PiiRedact {
             }
         }
         Ok(ChunkVerdict::Keep)
+    }
+
+    /// A tool the gateway runs gets the user's real values (the model only knows placeholders).
+    fn on_tool_call(
+        &self,
+        _info: &RequestInfo,
+        _tool: &str,
+        arguments: &mut String,
+        state: &mut State,
+    ) -> Result<ToolVerdict, PluginError> {
+        let r = redactions(state)?;
+        *arguments = r.restore(arguments);
+        Ok(ToolVerdict::Continue)
+    }
+
+    /// A tool's result is redacted before the model sees it (and restored in the answer).
+    fn on_tool_result(
+        &self,
+        _info: &RequestInfo,
+        _tool: &str,
+        result: &mut String,
+        state: &mut State,
+    ) -> Result<(), PluginError> {
+        let r = redactions(state)?;
+        *result = self.redact(result, r, true);
+        Ok(())
     }
 
     fn on_stream_end(
