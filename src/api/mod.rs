@@ -53,6 +53,7 @@ pub fn routes(state: AppState) -> Router {
             "/responses/{id}",
             get(responses::get).delete(responses::delete),
         )
+        .route("/responses/{id}/input_items", get(responses::input_items))
         .route("/models", get(openai::models))
         .route("/models/{*id}", get(openai::model));
     Router::new()

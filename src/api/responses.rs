@@ -214,6 +214,63 @@ pub async fn get(
     }
 }
 
+/// `?order=&limit=` of `GET /v1/responses/{id}/input_items`.
+#[derive(Debug, serde::Deserialize)]
+pub struct ItemsQuery {
+    order: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/responses/{id}/input_items`: the items the response was given (this turn's input),
+/// newest first unless `order=asc`; `limit` 1..100 (default 20).
+pub async fn input_items(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    q: Result<axum::extract::Query<ItemsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let q = match super::query(q) {
+        Ok(q) => q,
+        Err(e) => return json_error(e),
+    };
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return json_error(GatewayError::BadRequest(
+            "`limit` must be from 1 to 100".into(),
+        ));
+    }
+    let desc = match q.order.as_deref() {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(_) => {
+            return json_error(GatewayError::BadRequest(
+                "`order` must be asc or desc".into(),
+            ));
+        }
+    };
+    let found = tenant(&state, &headers).and_then(|t| {
+        state
+            .responses
+            .get(&id, &t)
+            .map_err(|e| GatewayError::Unavailable(e.to_string()))
+    });
+    let rec = match found {
+        Ok(Some(rec)) => rec,
+        Ok(None) => return json_error(not_found(&id)),
+        Err(e) => return json_error(e),
+    };
+    let mut items = responses::input_items(&id, &rec.input);
+    if desc {
+        items.reverse();
+    }
+    let has_more = items.len() > limit;
+    items.truncate(limit);
+    let first = items.first().and_then(|i| i.get("id")).cloned();
+    let last = items.last().and_then(|i| i.get("id")).cloned();
+    Json(json!({"object": "list", "data": items, "first_id": first, "last_id": last, "has_more": has_more}))
+        .into_response()
+}
+
 /// `DELETE /v1/responses/{id}`.
 pub async fn delete(
     State(state): State<AppState>,

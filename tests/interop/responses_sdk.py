@@ -62,6 +62,12 @@ def check_model(client: OpenAI, model: str) -> None:
     )
     assert second.previous_response_id == first.id
     assert second.status == "completed"
+    # The second turn's input items, as the SDK lists them (newest first by default).
+    items = list(client.responses.input_items.list(second.id, order="asc"))
+    assert [i.type for i in items] == ["function_call_output", "function_call_output"], items
+    assert [i.call_id for i in items] == [c.call_id for c in calls], items
+    first_items = list(client.responses.input_items.list(first.id))
+    assert first_items[0].type == "message" and first_items[0].content[0].text == ASK, first_items
 
     # Streamed tool calls, accumulated by the SDK.
     with client.responses.stream(model=model, input=ASK, tools=TOOLS) as stream:

@@ -1242,7 +1242,12 @@ async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the
     // says what it read.
     let model = Model::start(|c: &Conv| match c.results.len() {
         0 => {
-            let value = c.user.split_whitespace().last().unwrap_or_default().to_owned();
+            let value = c
+                .user
+                .split_whitespace()
+                .last()
+                .unwrap_or_default()
+                .to_owned();
             Turn::call(&[("kv__set", json!({"key": "mail", "value": value}))])
         }
         1 => Turn::call(&[("kv__get", json!({"key": "mail"}))]),
@@ -1259,7 +1264,10 @@ async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the
     let (status, _, body) = gw.chat(&body).await;
     assert_eq!(status, 200, "{body}");
     // The user sees their own value; the model never saw it, not even in the tool's result.
-    assert_eq!(body["choices"][0]["message"]["content"], "I read back ada@example.com");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "I read back ada@example.com"
+    );
     let seen = serde_json::to_string(&model.seen()).unwrap();
     assert!(!seen.contains("ada@example.com"), "{seen}");
     assert!(seen.contains("[EMAIL_1]"), "{seen}");

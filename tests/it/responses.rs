@@ -285,6 +285,23 @@ async fn stored_responses_are_read_deleted_and_expire_from_view() {
         .await;
     assert_eq!(r.status(), 200);
 
+    let items: Value = gw
+        .get(&format!("/v1/responses/{id}/input_items"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(items["object"], "list");
+    assert_eq!(items["data"][0]["type"], "message");
+    assert_eq!(
+        items["data"][0]["content"][0],
+        json!({"type": "input_text", "text": "Hello"})
+    );
+    assert_eq!(items["has_more"], false);
+    let r = gw
+        .get(&format!("/v1/responses/{id}/input_items?limit=0"), None)
+        .await;
+    assert_eq!(r.status(), 400);
     let d: Value = gw
         .delete(&format!("/v1/responses/{id}"))
         .await

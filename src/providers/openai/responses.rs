@@ -718,6 +718,62 @@ pub fn assistant_turn(resp: &ChatResponse) -> Option<Message> {
     })
 }
 
+/// A stored turn's input as Responses input items (ids derived from the response's id, stable).
+pub fn input_items(response_id: &str, input: &[Message]) -> Vec<Value> {
+    let tail = response_id.split_once('_').map_or(response_id, |(_, t)| t);
+    let mut out = Vec::new();
+    for (i, m) in input.iter().enumerate() {
+        let id = |kind: &str, j: usize| format!("{kind}_{tail}_{i}_{j}");
+        match m.role {
+            Role::Tool => out.push(json!({
+                "type": "function_call_output",
+                "id": id("fco", 0),
+                "call_id": m.tool_call_id,
+                "output": m.text_content(),
+                "status": "completed",
+            })),
+            role => {
+                let text = m.text_content();
+                let (name, part) = match role {
+                    Role::Assistant => ("assistant", "output_text"),
+                    Role::System => ("system", "input_text"),
+                    _ => ("user", "input_text"),
+                };
+                let mut content: Vec<Value> = Vec::new();
+                if let Some(Content::Parts(parts)) = &m.content {
+                    for p in parts {
+                        match (p.kind.as_str(), &p.text, &p.image_url) {
+                            ("text", Some(t), _) => content.push(json!({"type": part, "text": t})),
+                            ("image_url", _, Some(img)) => content.push(json!({
+                                "type": "input_image",
+                                "image_url": img.get("url").cloned().unwrap_or(Value::Null),
+                                "detail": img.get("detail").cloned().unwrap_or_else(|| json!("auto")),
+                            })),
+                            _ => {}
+                        }
+                    }
+                } else if !text.is_empty() {
+                    content.push(json!({"type": part, "text": text}));
+                }
+                if !content.is_empty() {
+                    out.push(json!({"type": "message", "id": id("msg", 0), "role": name, "content": content, "status": "completed"}));
+                }
+                for (j, c) in m.tool_calls.iter().flatten().enumerate() {
+                    out.push(json!({
+                        "type": "function_call",
+                        "id": id("fc", j),
+                        "call_id": c.id,
+                        "name": c.function.name,
+                        "arguments": c.function.arguments,
+                        "status": "completed",
+                    }));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Responses `usage` from chat usage (cached and reasoning tokens from the details).
 pub fn usage(u: &Usage) -> Value {
     let detail = |outer: &str, inner: &str| {
