@@ -258,6 +258,13 @@ impl Drop for RequestGuard {
             "request finished"
         );
         self.record_span(&rec);
+        if self.state.plugins.wants_complete()
+            && let Ok(v) = serde_json::to_value(&*rec)
+        {
+            self.state
+                .plugins
+                .complete(&self.state.tasks, &rec.model, v);
+        }
         self.state.log.record(*rec);
     }
 }

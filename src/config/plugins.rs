@@ -62,10 +62,12 @@ pub enum PluginKind {
         headers: BTreeMap<String, Secret>,
         /// Per call.
         timeout: Duration,
-        /// `request` and/or `response`.
+        /// Whether requests are sent (`hooks` has `request`).
         request: bool,
-        /// Whether complete answers are sent too.
+        /// Whether complete answers are sent (`response`).
         response: bool,
+        /// Whether each request's record is sent after the answer (`complete`).
+        complete: bool,
     },
 }
 
@@ -230,18 +232,19 @@ fn webhook(p: &RawPlugin, at: &str, issues: &mut Vec<Issue>) -> Option<PluginKin
         ));
     }
     let hooks = p.hooks.clone().unwrap_or_else(|| vec!["request".into()]);
-    let (mut request, mut response) = (false, false);
+    let (mut request, mut response, mut complete) = (false, false, false);
     for (j, h) in hooks.iter().enumerate() {
         match h.as_str() {
             "request" => request = true,
             "response" => response = true,
+            "complete" => complete = true,
             other => issues.push(Issue::new(
                 format!("{at}.hooks[{j}]"),
-                format!("`{other}` is not a webhook hook (request, response)"),
+                format!("`{other}` is not a webhook hook (request, response, complete)"),
             )),
         }
     }
-    if !request && !response {
+    if !request && !response && !complete {
         issues.push(Issue::new(format!("{at}.hooks"), "name at least one hook"));
     }
     Some(PluginKind::Webhook {
@@ -254,5 +257,6 @@ fn webhook(p: &RawPlugin, at: &str, issues: &mut Vec<Issue>) -> Option<PluginKin
         timeout: Duration::from_millis(timeout),
         request,
         response,
+        complete,
     })
 }

@@ -93,6 +93,7 @@ impl PluginHost {
                     timeout,
                     request,
                     response,
+                    complete,
                 } => (
                     "webhook",
                     Runner::Webhook(webhook::Webhook::new(
@@ -104,6 +105,7 @@ impl PluginHost {
                     Hooks {
                         request: *request,
                         response: *response,
+                        complete: *complete,
                         ..Hooks::default()
                     },
                 ),
@@ -124,6 +126,70 @@ impl PluginHost {
     /// Whether any plugin is configured.
     pub fn is_empty(&self) -> bool {
         self.plugins.is_empty()
+    }
+
+    /// Whether any plugin wants the records of finished requests.
+    pub fn wants_complete(&self) -> bool {
+        self.plugins.iter().any(|p| p.hooks.complete)
+    }
+
+    /// Hands a finished request's record to the `on_complete` hooks in scope, in a tracked
+    /// background task (compiled-in hooks on a blocking thread): the client never waits for them.
+    pub fn complete(
+        self: &Arc<Self>,
+        tasks: &tokio_util::task::TaskTracker,
+        model: &str,
+        record: serde_json::Value,
+    ) {
+        let wanted: Vec<usize> = self
+            .plugins
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                p.hooks.complete
+                    && (p.scope.is_empty() || crate::governance::glob::any(&p.scope, model))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        let host = self.clone();
+        tasks.spawn(async move {
+            let record = Arc::new(record);
+            for i in wanted {
+                let Some(p) = host.plugins.get(i) else {
+                    continue;
+                };
+                let started = Instant::now();
+                let result = match &p.runner {
+                    Runner::Native(_) => {
+                        let (host2, rec) = (host.clone(), record.clone());
+                        tokio::task::spawn_blocking(move || {
+                            let Some(Loaded {
+                                runner: Runner::Native(plugin),
+                                ..
+                            }) = host2.plugins.get(i)
+                            else {
+                                return Ok(());
+                            };
+                            guarded(|| {
+                                plugin.on_complete(&rec);
+                                Ok(())
+                            })
+                        })
+                        .await
+                        .unwrap_or_else(|_| Err(PluginError("the hook's thread failed".into())))
+                    }
+                    Runner::Webhook(w) => w.on_complete(&record).await,
+                };
+                let outcome = if result.is_ok() { "ok" } else { "error" };
+                host.count(p, "complete", outcome, started);
+                if let Err(e) = result {
+                    tracing::warn!(plugin = %p.name, error = %e, "plugin on_complete failed");
+                }
+            }
+        });
     }
 
     /// Starts a request's run over the plugins whose scope covers `info.model`; `None` when none.

@@ -76,6 +76,9 @@ fn hook_names<S: serde::Serializer>(h: &Hooks, s: S) -> Result<S::Ok, S::Error> 
     if h.tool_result {
         names.push("tool_result");
     }
+    if h.complete {
+        names.push("complete");
+    }
     names.serialize(s)
 }
 

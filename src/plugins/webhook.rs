@@ -6,6 +6,7 @@
 //! Response hook: the same with `"hook": "response"` and `"response"`, answered by `allow`,
 //! `deny` or `modify` with a `response`. Anything else (a timeout, a non-2xx status, a body that
 //! is not such a verdict) is the plugin's error, and its `on_error` decides. No retries.
+//! Complete hook: `{"hook": "complete", "record": {...}}` after the answer; only the status is read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -158,6 +159,34 @@ impl Webhook {
             _ => Err(err(
                 "the webhook's verdict needs an `action`: allow, deny or modify",
             )),
+        }
+    }
+}
+
+impl Webhook {
+    /// Sends a request's record after the answer; the webhook's answer is not read beyond its
+    /// status.
+    pub(super) async fn on_complete(&self, record: &Value) -> Result<(), PluginError> {
+        let mut rb = self
+            .client
+            .post(&self.url)
+            .json(&json!({"hook": "complete", "record": record}));
+        for (k, v) in &self.headers {
+            rb = rb.header(k.as_str(), v.expose());
+        }
+        let resp = tokio::time::timeout(self.timeout, rb.send())
+            .await
+            .map_err(|_| {
+                err(format!(
+                    "the webhook did not answer within {} ms",
+                    self.timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| err(format!("cannot reach the webhook: {e}")))?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(err(format!("the webhook answered {}", resp.status())))
         }
     }
 }

@@ -267,3 +267,44 @@ async fn check_reports_plugin_mistakes_with_paths() {
         );
     }
 }
+
+#[tokio::test]
+async fn complete_hooks_get_the_record_after_the_answer() {
+    let model = echo().await;
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let sink = got.clone();
+    let app = Router::new().route(
+        "/",
+        post(move |axum::Json(v): axum::Json<Value>| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let url = format!("http://{}/", crate::mock::serve(app).await);
+    let gw = Gateway::start(&format!(
+        "{}[[plugins]]\nname = \"export\"\nkind = \"webhook\"\nurl = \"{url}\"\nhooks = [\"complete\"]\n",
+        provider(&model)
+    ))
+    .await;
+    let (status, h, _) = gw.chat(&ask("hello", false)).await;
+    assert_eq!(status, 200);
+    let id = header(&h, "x-request-id");
+    let mut record = None;
+    for _ in 0..100 {
+        if let Some(v) = got.lock().unwrap().first() {
+            record = Some(v.clone());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let v = record.expect("the complete hook got the record");
+    assert_eq!(v["hook"], "complete");
+    assert_eq!(v["record"]["request_id"], id);
+    assert_eq!(v["record"]["model"], "mock/m");
+    assert_eq!(v["record"]["status"], 200);
+    let p: Value = gw.get("/api/plugins", None).await.json().await.unwrap();
+    assert_eq!(p["data"][0]["hooks"], json!(["complete"]), "{p}");
+}

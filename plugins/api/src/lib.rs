@@ -14,6 +14,7 @@
 //!   what a plugin held back (text it needed to see across chunk boundaries).
 //! - [`Plugin::on_tool_call`] and [`Plugin::on_tool_result`]: the MCP tools the gateway runs in
 //!   its loop (may block a call, change its arguments, or change its result).
+//! - [`Plugin::on_complete`]: the request's record, after the answer, off the request's path.
 //!
 //! Per-request state (say, the placeholders a redaction must restore) lives in [`State`], handed to
 //! each hook of the same request.
@@ -38,6 +39,8 @@ pub struct Hooks {
     pub tool_call: bool,
     /// [`Plugin::on_tool_result`]: a gateway tool's result, before the model sees it.
     pub tool_result: bool,
+    /// [`Plugin::on_complete`]: the request's record, after the answer.
+    pub complete: bool,
 }
 
 /// What a request is about, read-only. Credentials are never included.
@@ -179,6 +182,11 @@ pub trait Plugin: Send + Sync + 'static {
     ) -> Result<ToolVerdict, PluginError> {
         Ok(ToolVerdict::Continue)
     }
+
+    /// After the answer (its last byte, or the client leaving): the request's record as the
+    /// request log keeps it (bodies only with `[logs] log_bodies`), for analytics and export. It
+    /// runs on a background thread and never delays the client.
+    fn on_complete(&self, _record: &Value) {}
 
     /// A gateway tool's result text, before the model sees it: may change it.
     fn on_tool_result(

@@ -398,6 +398,7 @@ impl Plugin for PiiRedact {
             stream: self.restore || self.redact_answers,
             tool_call: self.restore,
             tool_result: true,
+            complete: false,
         }
     }
 
