@@ -31,7 +31,7 @@ async fn the_web_ui_works_in_headless_chromium() {
     let mock = Mock::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "[server]\ndata_dir = {:?}\nadmin_token = \"ui-admin-token\"\n\n[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"sk-ui-secret-0001\"]\n\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\n\n[[routes]]\nmodel = \"shadowed\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\ncache = {{ mode = \"shadow\" }}\n\n{FAST_ROUTER}\n[cache]\n",
+        "[server]\ndata_dir = {:?}\nadmin_token = \"ui-admin-token\"\n\n[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"sk-ui-secret-0001\"]\n\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\n\n[[routes]]\nmodel = \"shadowed\"\ntargets = [{{ model = \"mock/gpt-4o-mini\" }}]\ncache = {{ mode = \"shadow\" }}\n\n[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = {{ rules = [{{ name = \"no-keys\", pattern = \"(?i)private key\" }}] }}\n\n{FAST_ROUTER}\n[cache]\n",
         dir.path(),
         mock.url()
     );
@@ -70,7 +70,7 @@ async fn the_web_ui_works_in_headless_chromium() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "UI test failed:\n{stdout}\n{stderr}");
-    for page in ["dashboard", "providers", "mcp", "cache", "logs"] {
+    for page in ["dashboard", "providers", "mcp", "cache", "logs", "plugins"] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "no screenshot of {page}"

@@ -58,6 +58,10 @@ for (const [hash, title, check] of [
   ["mcp", "MCP servers", async () => { await page.locator("form#register").waitFor(); }],
   ["cache", "Cache", async () => { await expectText("h2", "Threshold what-if"); await expectText("button", "Purge all"); await expectText("td", "capital of France"); await expectText("#top td", "Hello"); }],
   ["logs", "Request log", async () => { await page.locator("tr.click").first().waitFor(); }],
+  ["plugins", "Plugins", async () => {
+    await expectText("td", "prompt-guard"); await expectText("td", "fail_closed");
+    if ((await page.locator("main").innerText()).includes("null")) throw new Error("a null on the Plugins page");
+  }],
   ["customers", "Customers", async () => { await expectText("h2", "New customer"); }],
 ]) {
   await step(`page ${hash}`, async () => {

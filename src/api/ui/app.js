@@ -137,6 +137,31 @@ pages.providers = async () => {
   ];
 };
 
+pages.plugins = async () => {
+  const p = await api("/api/plugins");
+  const rows = [];
+  for (const x of p.data) {
+    const hooks = Object.entries(x.stats);
+    if (!hooks.length) rows.push({ x, hook: "", s: null });
+    for (const [hook, s] of hooks) rows.push({ x, hook, s });
+  }
+  return [
+    h("h1", {}, "Plugins"),
+    ...(p.data.length ? [] : [h("p", { class: "notice" }, "No plugins are configured. Add [[plugins]] entries to the config file (see docs/plugins.md).")]),
+    table([
+      { label: "Order", num: true, get: (r) => r.x.order + 1 }, { label: "Name", get: (r) => r.x.name },
+      { label: "Kind", get: (r) => r.x.kind }, { label: "Hooks", get: (r) => r.x.hooks.join(", ") },
+      { label: "Scope", get: (r) => r.x.scope.join(", ") || "all" }, { label: "On error", get: (r) => r.x.on_error },
+      { label: "Hook", get: (r) => r.hook }, { label: "Calls", num: true, get: (r) => (r.s ? fmtInt(r.s.calls) : "") },
+      { label: "Errors", num: true, get: (r) => (r.s ? fmtInt(r.s.errors) : "") },
+      { label: "Blocks", num: true, get: (r) => (r.s ? fmtInt(r.s.blocks) : "") },
+      { label: "p50", num: true, get: (r) => (r.s ? `${fmtInt(r.s.p50_us)} µs` : "") },
+      { label: "p99", num: true, get: (r) => (r.s ? `${fmtInt(r.s.p99_us)} µs` : "") },
+    ], rows),
+    h("p", { class: "notice" }, "Requests go through the plugins in order, answers in reverse order. Times are of the recent calls (Prometheus has the full histograms)."),
+  ];
+};
+
 pages.mcp = async () => {
   const [s, t] = await Promise.all([api("/api/mcp/servers"), api("/api/mcp/tools")]);
   const msg = h("div");
