@@ -35,6 +35,8 @@ fn host(name: &str, factory: switchyard_plugin::Factory, config: Value) -> Arc<P
         config,
         scope: Vec::new(),
         on_error: OnError::FailClosed,
+        mandatory: true,
+        default_on: true,
     };
     Arc::new(
         PluginHost::new(
@@ -91,11 +93,14 @@ fn main() {
         for _ in 0..n {
             let mut r = req.clone();
             let mut run = h
-                .begin(RequestInfo {
-                    request_id: "r".into(),
-                    model: "m".into(),
-                    key: None,
-                })
+                .begin(
+                    RequestInfo {
+                        request_id: "r".into(),
+                        model: "m".into(),
+                        key: None,
+                    },
+                    None,
+                )
                 .unwrap();
             let _ = rt.block_on(run.on_request(&mut r));
             std::hint::black_box(r);

@@ -35,6 +35,16 @@ pub struct RequestContext {
     pub tool_hooks: Option<Arc<dyn ToolHooks>>,
 }
 
+/// A virtual key's own plugin choices: opt-in plugins it adds, and plugins it turns off (a
+/// mandatory plugin stays on).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyPlugins {
+    /// Names of `[[plugins]]` to run although they are not on by default.
+    pub add: Vec<String>,
+    /// Names of `[[plugins]]` not to run (ignored for mandatory ones).
+    pub remove: Vec<String>,
+}
+
 /// What sees the MCP tools the gateway runs for a request: the plugins' tool hooks.
 pub trait ToolHooks: Send + Sync + std::fmt::Debug {
     /// Before a call: may change its JSON-encoded arguments, or refuse it (`Err`: the message the

@@ -57,11 +57,46 @@ async fn one(State(state): State<AppState>, kind: EntityKind, Path(id): Path<Str
     }
 }
 
+/// A key's `plugins` and `disable_plugins` must name `[[plugins]]` entries, and may not turn off a
+/// mandatory one.
+fn check_key_plugins(state: &AppState, kind: EntityKind, body: &Value) -> Result<(), GatewayError> {
+    if kind != EntityKind::Key {
+        return Ok(());
+    }
+    let mut spec = crate::config::governance::KeySpec::default();
+    for (field, slot) in [
+        ("plugins", &mut spec.plugins),
+        ("disable_plugins", &mut spec.disable_plugins),
+    ] {
+        match body.get(field) {
+            None | Some(Value::Null) => {}
+            Some(v) => {
+                *slot = serde_json::from_value(v.clone()).map_err(|_| {
+                    GatewayError::BadRequest(format!("`{field}` must be a list of plugin names"))
+                })?;
+            }
+        }
+    }
+    let mut issues = Vec::new();
+    crate::config::plugins::check_key_plugins(&state.config.plugins, &spec, "", &mut issues);
+    match issues.first() {
+        None => Ok(()),
+        Some(i) => Err(GatewayError::BadRequest(format!(
+            "{}: {}",
+            i.path.trim_start_matches('.'),
+            i.message
+        ))),
+    }
+}
+
 async fn create(State(state): State<AppState>, kind: EntityKind, body: Body) -> Response {
     let body: Value = match super::read_json(&state, body).await {
         Ok(v) => v,
         Err(e) => return fail(e),
     };
+    if let Err(e) = check_key_plugins(&state, kind, &body) {
+        return fail(e);
+    }
     let g = &state.governance;
     let (id, secret) = match g.directory().create(kind, body).await {
         Ok(x) => x,
@@ -88,6 +123,9 @@ async fn patch(
         Ok(v) => v,
         Err(e) => return fail(e),
     };
+    if let Err(e) = check_key_plugins(&state, kind, &body) {
+        return fail(e);
+    }
     let g = &state.governance;
     if let Err(e) = g.directory().patch(kind, &id, body).await {
         return gov(e);

@@ -128,6 +128,12 @@ pub struct KeySpec {
     /// Allowed MCP tools (globs on `server__tool`); absent: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mcp_tools: Option<Vec<String>>,
+    /// `[[plugins]]` (by name) this key adds: opt-in plugins (`default_on = false`) run for it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<String>,
+    /// `[[plugins]]` this key turns off; never a mandatory one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disable_plugins: Vec<String>,
     /// Budgets.
     #[serde(default)]
     pub budgets: Vec<BudgetSpec>,

@@ -464,6 +464,9 @@ impl Config {
         let telemetry = observe::validate_telemetry(telemetry, &mut issues);
         let prices = observe::validate_prices(prices, &mut issues);
         let governance = governance::validate(governance, &mut issues);
+        for (i, k) in governance.keys.iter().enumerate() {
+            plugins::check_key_plugins(&plugins, k, &format!("governance.keys[{i}]"), &mut issues);
+        }
         let providers = validate_providers(&providers_raw, &sources, &mut issues);
         let routes = validate_routes(&routes_raw, &providers_raw, &mut issues);
         if !issues.is_empty() {

@@ -29,6 +29,10 @@ pub struct RawPlugin {
     pub models: Vec<String>,
     #[serde(default)]
     pub on_error: Option<String>,
+    #[serde(default)]
+    pub mandatory: Option<bool>,
+    #[serde(default)]
+    pub default_on: Option<bool>,
     /// Webhooks.
     #[serde(default)]
     pub url: Option<String>,
@@ -84,6 +88,10 @@ pub struct PluginConfig {
     pub scope: Vec<String>,
     /// What a failure does.
     pub on_error: OnError,
+    /// A virtual key may not turn it off.
+    pub mandatory: bool,
+    /// It runs unless a key turns it off; `false`: only for keys that add it.
+    pub default_on: bool,
 }
 
 /// Validates `[[plugins]]`; a builtin's own `config` is checked by the plugin.
@@ -190,12 +198,22 @@ pub fn validate(raw: &[Option<RawPlugin>], issues: &mut Vec<Issue>) -> Vec<Plugi
                 continue;
             }
         };
+        let default_on = p.default_on.unwrap_or(true);
+        let mandatory = p.mandatory.unwrap_or(default_on);
+        if mandatory && !default_on {
+            issues.push(Issue::new(
+                format!("{at}.mandatory"),
+                "a mandatory plugin runs for every key: it cannot have default_on = false",
+            ));
+        }
         out.push(PluginConfig {
             name: p.name.clone(),
             kind,
             config,
             scope,
             on_error,
+            mandatory,
+            default_on,
         });
     }
     out
@@ -259,4 +277,32 @@ fn webhook(p: &RawPlugin, at: &str, issues: &mut Vec<Issue>) -> Option<PluginKin
         response,
         complete,
     })
+}
+
+/// Checks the virtual keys' plugin lists against `[[plugins]]`: names must exist, and a key may
+/// not turn off a mandatory plugin.
+pub fn check_key_plugins(
+    plugins: &[PluginConfig],
+    key: &super::governance::KeySpec,
+    path: &str,
+    issues: &mut Vec<Issue>,
+) {
+    for (field, names) in [
+        ("plugins", &key.plugins),
+        ("disable_plugins", &key.disable_plugins),
+    ] {
+        for (j, n) in names.iter().enumerate() {
+            match plugins.iter().find(|p| p.name == *n) {
+                None => issues.push(Issue::new(
+                    format!("{path}.{field}[{j}]"),
+                    format!("no [[plugins]] entry named `{n}`"),
+                )),
+                Some(p) if field == "disable_plugins" && p.mandatory => issues.push(Issue::new(
+                    format!("{path}.{field}[{j}]"),
+                    format!("`{n}` is mandatory: a key cannot turn it off"),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
 }

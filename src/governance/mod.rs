@@ -93,6 +93,8 @@ pub struct Principal {
     pub mcp_tools: Option<Vec<String>>,
     /// The cache partition its answers share (`cache_scope`).
     pub cache_partition: String,
+    /// Plugins the key adds, and those it turns off (mandatory ones stay on).
+    pub plugins: crate::request::KeyPlugins,
 }
 
 impl Principal {
@@ -412,6 +414,10 @@ impl Governance {
             customer: dir.customer_of(k),
             mcp_tools: k.spec.mcp_tools.clone(),
             cache_partition: self.partition(&dir, k),
+            plugins: crate::request::KeyPlugins {
+                add: k.spec.plugins.clone(),
+                remove: k.spec.disable_plugins.clone(),
+            },
         };
         Ok(Some(Permit {
             counters: self.counters.clone(),

@@ -57,6 +57,8 @@ struct Loaded {
     hooks: Hooks,
     scope: Vec<String>,
     on_error: OnError,
+    mandatory: bool,
+    default_on: bool,
     stats: stats::Stats,
 }
 
@@ -117,6 +119,8 @@ impl PluginHost {
                 hooks,
                 scope: p.scope.clone(),
                 on_error: p.on_error,
+                mandatory: p.mandatory,
+                default_on: p.default_on,
                 stats: stats::Stats::default(),
             });
         }
@@ -192,17 +196,30 @@ impl PluginHost {
         });
     }
 
-    /// Starts a request's run over the plugins whose scope covers `info.model`; `None` when none.
-    pub fn begin(self: &Arc<Self>, info: RequestInfo) -> Option<Run> {
+    /// Starts a request's run over the plugins whose scope covers `info.model` and that the key's
+    /// choices leave on (a mandatory plugin always runs; an opt-in one only for keys that add
+    /// it); `None` when none.
+    pub fn begin(
+        self: &Arc<Self>,
+        info: RequestInfo,
+        key: Option<&crate::request::KeyPlugins>,
+    ) -> Option<Run> {
         if self.plugins.is_empty() {
             return None;
         }
+        let listed =
+            |names: Option<&Vec<String>>, p: &Loaded| names.is_some_and(|n| n.contains(&p.name));
         let active: Vec<(usize, Shared)> = self
             .plugins
             .iter()
             .enumerate()
             .filter(|(_, p)| {
                 p.scope.is_empty() || crate::governance::glob::any(&p.scope, &info.model)
+            })
+            .filter(|(_, p)| {
+                p.mandatory
+                    || (p.default_on && !listed(key.map(|k| &k.remove), p))
+                    || listed(key.map(|k| &k.add), p)
             })
             .map(|(i, _)| (i, Shared::default()))
             .collect();
@@ -229,6 +246,8 @@ impl PluginHost {
                     OnError::FailClosed => "fail_closed",
                     OnError::FailOpen => "fail_open",
                 },
+                mandatory: p.mandatory,
+                default_on: p.default_on,
                 stats: p.stats.views(),
             })
             .collect()

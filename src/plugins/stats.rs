@@ -55,6 +55,10 @@ pub struct PluginView {
     pub scope: Vec<String>,
     /// `fail_closed` or `fail_open`.
     pub on_error: &'static str,
+    /// Whether a virtual key may turn it off (`false`: it may).
+    pub mandatory: bool,
+    /// Whether it runs unless a key turns it off (`false`: only for keys that add it).
+    pub default_on: bool,
     /// Per hook.
     pub stats: BTreeMap<&'static str, HookStats>,
 }

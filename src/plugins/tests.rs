@@ -98,6 +98,8 @@ fn host(on_error: OnError, scope_b: Vec<String>) -> Arc<PluginHost> {
         config: Value::Null,
         scope,
         on_error,
+        mandatory: false,
+        default_on: true,
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
     let configs = [cfg("a", a, Vec::new()), cfg("b", b, scope_b)];
@@ -151,7 +153,7 @@ fn text(o: &ChatOutcome) -> String {
 #[tokio::test]
 async fn requests_go_in_order_and_answers_come_back_in_reverse() {
     let h = host(OnError::FailClosed, Vec::new());
-    let Some(mut run) = h.begin(info("m")) else {
+    let Some(mut run) = h.begin(info("m"), None) else {
         unreachable!()
     };
     let mut req = ask("hi");
@@ -170,7 +172,7 @@ async fn requests_go_in_order_and_answers_come_back_in_reverse() {
 #[tokio::test]
 async fn a_rejection_stops_the_walk_and_a_direct_answer_goes_back_through_earlier_plugins() {
     let h = host(OnError::FailClosed, Vec::new());
-    let Some(mut run) = h.begin(info("m")) else {
+    let Some(mut run) = h.begin(info("m"), None) else {
         unreachable!()
     };
     let r = run.on_request(&mut ask("block B")).await;
@@ -179,7 +181,7 @@ async fn a_rejection_stops_the_walk_and_a_direct_answer_goes_back_through_earlie
     );
     assert_eq!(h.views()[1].stats["request"].blocks, 1);
 
-    let Some(mut run) = h.begin(info("m")) else {
+    let Some(mut run) = h.begin(info("m"), None) else {
         unreachable!()
     };
     let Ok(Next::Respond(resp)) = run.on_request(&mut ask("answer B")).await else {
@@ -196,7 +198,7 @@ async fn a_rejection_stops_the_walk_and_a_direct_answer_goes_back_through_earlie
 async fn failures_and_panics_follow_on_error() {
     let closed = host(OnError::FailClosed, Vec::new());
     for ask_text in ["fail A", "panic A"] {
-        let Some(mut run) = closed.begin(info("m")) else {
+        let Some(mut run) = closed.begin(info("m"), None) else {
             unreachable!()
         };
         let r = run.on_request(&mut ask(ask_text)).await;
@@ -206,7 +208,7 @@ async fn failures_and_panics_follow_on_error() {
         );
     }
     let open = host(OnError::FailOpen, Vec::new());
-    let Some(mut run) = open.begin(info("m")) else {
+    let Some(mut run) = open.begin(info("m"), None) else {
         unreachable!()
     };
     let mut req = ask("panic A");
@@ -222,13 +224,13 @@ async fn failures_and_panics_follow_on_error() {
 #[tokio::test]
 async fn scope_limits_a_plugin_to_its_models() {
     let h = host(OnError::FailClosed, vec!["openai/*".into()]);
-    let Some(mut run) = h.begin(info("anthropic/claude")) else {
+    let Some(mut run) = h.begin(info("anthropic/claude"), None) else {
         unreachable!()
     };
     let mut req = ask("hi");
     let _ = run.on_request(&mut req).await;
     assert_eq!(req.messages[0].text_content(), "hi A");
-    let Some(mut run) = h.begin(info("openai/gpt")) else {
+    let Some(mut run) = h.begin(info("openai/gpt"), None) else {
         unreachable!()
     };
     let mut req = ask("hi");
@@ -240,7 +242,7 @@ async fn scope_limits_a_plugin_to_its_models() {
 async fn stream_chunks_pass_through_in_reverse_and_can_be_dropped() {
     use futures_util::StreamExt;
     let h = host(OnError::FailClosed, Vec::new());
-    let Some(mut run) = h.begin(info("m")) else {
+    let Some(mut run) = h.begin(info("m"), None) else {
         unreachable!()
     };
     let _ = run.on_request(&mut ask("hi")).await;

@@ -308,3 +308,81 @@ async fn complete_hooks_get_the_record_after_the_answer() {
     let p: Value = gw.get("/api/plugins", None).await.json().await.unwrap();
     assert_eq!(p["data"][0]["hooks"], json!(["complete"]), "{p}");
 }
+
+const KEY_ADDS: &str = "sk-sy-plugins-adds-0123456789";
+const KEY_PLAIN: &str = "sk-sy-plugins-plain-0123456789";
+
+#[tokio::test]
+async fn keys_add_opt_in_plugins_and_cannot_remove_mandatory_ones() {
+    let model = echo().await;
+    let cfg = format!(
+        "{}[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = {{ rules = [{{ name = \"no-keys\", pattern = \"(?i)private key\" }}] }}\n\n\
+         [[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\ndefault_on = false\n\n\
+         [governance]\nrequire_virtual_key = true\n\n\
+         [[governance.keys]]\nid = \"adds\"\nvalue = \"env.KEY_ADDS\"\nplugins = [\"pii-redact\"]\n\n\
+         [[governance.keys]]\nid = \"plain\"\nvalue = \"env.KEY_PLAIN\"\n",
+        provider(&model)
+    );
+    let env = |k: &str| match k {
+        "KEY_ADDS" => Some(KEY_ADDS.to_owned()),
+        "KEY_PLAIN" => Some(KEY_PLAIN.to_owned()),
+        _ => None,
+    };
+    let gw = Gateway::start_env(&cfg, &env).await;
+    let send = |key: &'static str, text: &'static str| {
+        let rb = gw
+            .http
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&ask(text, false));
+        async move { rb.send().await.unwrap() }
+    };
+    // The key that adds pii-redact: the model sees a placeholder.
+    assert_eq!(send(KEY_ADDS, "mail ada@example.com").await.status(), 200);
+    let seen = model.seen().last().cloned().unwrap_or_default().to_string();
+    assert!(seen.contains("[EMAIL_1]"), "{seen}");
+    // The other key: the opt-in plugin does not run for it.
+    assert_eq!(send(KEY_PLAIN, "mail ada@example.com").await.status(), 200);
+    let seen = model.seen().last().cloned().unwrap_or_default().to_string();
+    assert!(seen.contains("ada@example.com"), "{seen}");
+    // The mandatory guard runs for both.
+    assert_eq!(send(KEY_ADDS, "my private key").await.status(), 400);
+    assert_eq!(send(KEY_PLAIN, "my private key").await.status(), 400);
+    // Through the API: a key may not turn off a mandatory plugin, nor name an unknown one.
+    for (body, needle) in [
+        (
+            json!({"id": "k1", "disable_plugins": ["prompt-guard"]}),
+            "mandatory",
+        ),
+        (
+            json!({"id": "k2", "plugins": ["nope"]}),
+            "no [[plugins]] entry named `nope`",
+        ),
+    ] {
+        let r = gw.post("/api/keys", &body).await;
+        assert_eq!(r.status(), 400, "{body}");
+        let e: Value = r.json().await.unwrap();
+        assert!(
+            e["error"]["message"].as_str().unwrap().contains(needle),
+            "{e}"
+        );
+    }
+    let r = gw
+        .post(
+            "/api/keys",
+            &json!({"id": "k3", "disable_plugins": ["pii-redact"]}),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    // And check says the same of the config file.
+    let bad = format!(
+        "{cfg}\n[[governance.keys]]\nid = \"x\"\nvalue = \"env.KEY_PLAIN\"\ndisable_plugins = [\"prompt-guard\"]\n"
+    );
+    let issues = switchyard::config::Config::parse(&bad, &env).unwrap_err();
+    assert!(
+        issues.iter().any(|i| i
+            .to_string()
+            .starts_with("governance.keys[2].disable_plugins[0]: `prompt-guard` is mandatory")),
+        "{issues:?}"
+    );
+}
