@@ -1019,21 +1019,7 @@ async fn a_client_that_disconnects_cancels_the_loop() {
 async fn streamable_http_server_with_a_header_from_the_environment() {
     // mcp-kv over streamable HTTP, behind a bearer token read from the environment.
     let token = "kv-secret-token";
-    let mut child = tokio::process::Command::new(server_bin("mcp-kv"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("MCP_KV_TOKEN", token)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let url = loop {
-        let line = lines.next_line().await.unwrap().expect("mcp-kv exited");
-        if let Some(u) = line.strip_prefix("mcp-kv listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let (mut child, url) = start_kv(token).await;
     let model = Model::start(|c: &Conv| match c.results.len() {
         0 => Turn::call(&[("kv__set", json!({"key": "colour", "value": "teal"}))]),
         1 => Turn::call(&[("kv__get", json!({"key": "colour"}))]),
@@ -1223,21 +1209,7 @@ async fn answers_built_on_tool_results_are_not_cached_and_modes_do_not_share_ent
 #[tokio::test]
 async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the_model() {
     let token = "kv-secret-token";
-    let mut child = tokio::process::Command::new(server_bin("mcp-kv"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("MCP_KV_TOKEN", token)
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
-    let url = loop {
-        let line = lines.next_line().await.unwrap().expect("mcp-kv exited");
-        if let Some(u) = line.strip_prefix("mcp-kv listening on ") {
-            break u.trim().to_owned();
-        }
-    };
+    let (_child, url) = start_kv(token).await;
     // The model stores what the user gave (it only ever sees a placeholder), reads it back, and
     // says what it read.
     let model = Model::start(|c: &Conv| match c.results.len() {
@@ -1281,4 +1253,23 @@ async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the
     let stats = &plugins["data"][0]["stats"];
     assert_eq!(stats["tool_call"]["calls"], 2, "{plugins}");
     assert_eq!(stats["tool_result"]["calls"], 2, "{plugins}");
+}
+
+/// Starts mcp-kv over streamable HTTP behind `token`; returns the process and its URL.
+async fn start_kv(token: &str) -> (tokio::process::Child, String) {
+    let mut child = tokio::process::Command::new(server_bin("mcp-kv"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("MCP_KV_TOKEN", token)
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
+    loop {
+        let line = lines.next_line().await.unwrap().expect("mcp-kv exited");
+        if let Some(u) = line.strip_prefix("mcp-kv listening on ") {
+            return (child, u.trim().to_owned());
+        }
+    }
 }
