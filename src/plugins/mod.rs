@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use futures_util::StreamExt;
 use switchyard_plugin::{ChunkVerdict, Hooks, Plugin, PluginError, RequestInfo, State, Verdict};
+use tracing::Instrument;
 
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::config::plugins::{OnError, PluginConfig, PluginKind};
@@ -274,6 +275,18 @@ fn with_state<T>(state: &Shared, f: impl FnOnce(&mut State) -> T) -> T {
     f(&mut guard)
 }
 
+/// The trace span of one hook call (a child of the request's span).
+fn hook_span(p: &Loaded, hook: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "plugin",
+        otel.name = format!("plugin {} {hook}", p.name),
+        otel.kind = "internal",
+        switchyard.plugin = p.name.as_str(),
+        switchyard.plugin.kind = p.kind,
+        switchyard.plugin.hook = hook,
+    )
+}
+
 /// Runs a native hook, turning a panic into the plugin's error.
 fn guarded<T>(f: impl FnOnce() -> Result<T, PluginError>) -> Result<T, PluginError> {
     std::panic::catch_unwind(AssertUnwindSafe(f))
@@ -331,11 +344,14 @@ impl Run {
                 continue;
             }
             let started = Instant::now();
+            let span = hook_span(p, "request");
             let verdict = match &p.runner {
-                Runner::Native(plugin) => with_state(state, |st| {
-                    guarded(|| plugin.on_request(&self.info, req, st))
+                Runner::Native(plugin) => span.in_scope(|| {
+                    with_state(state, |st| {
+                        guarded(|| plugin.on_request(&self.info, req, st))
+                    })
                 }),
-                Runner::Webhook(w) => w.on_request(&self.info, req).await,
+                Runner::Webhook(w) => w.on_request(&self.info, req).instrument(span).await,
             };
             match verdict {
                 Ok(Verdict::Continue) => host.count(p, "request", "ok", started),
@@ -376,11 +392,14 @@ impl Run {
                 continue;
             }
             let started = Instant::now();
+            let span = hook_span(p, "response");
             let result = match &p.runner {
-                Runner::Native(plugin) => with_state(state, |st| {
-                    guarded(|| plugin.on_response(&self.info, resp, st))
+                Runner::Native(plugin) => span.in_scope(|| {
+                    with_state(state, |st| {
+                        guarded(|| plugin.on_response(&self.info, resp, st))
+                    })
                 }),
-                Runner::Webhook(w) => w.on_response(&self.info, resp).await,
+                Runner::Webhook(w) => w.on_response(&self.info, resp).instrument(span).await,
             };
             match result {
                 Ok(()) => host.count(p, "response", "ok", started),
@@ -574,8 +593,10 @@ impl crate::request::ToolHooks for ToolRun {
                 continue;
             }
             let started = Instant::now();
-            let verdict = with_state(state, |st| {
-                guarded(|| plugin.on_tool_call(&self.info, tool, arguments, st))
+            let verdict = hook_span(p, "tool_call").in_scope(|| {
+                with_state(state, |st| {
+                    guarded(|| plugin.on_tool_call(&self.info, tool, arguments, st))
+                })
             });
             match verdict {
                 Ok(switchyard_plugin::ToolVerdict::Continue) => {
@@ -606,8 +627,10 @@ impl crate::request::ToolHooks for ToolRun {
                 continue;
             }
             let started = Instant::now();
-            let r = with_state(state, |st| {
-                guarded(|| plugin.on_tool_result(&self.info, tool, result, st))
+            let r = hook_span(p, "tool_result").in_scope(|| {
+                with_state(state, |st| {
+                    guarded(|| plugin.on_tool_result(&self.info, tool, result, st))
+                })
             });
             let outcome = if r.is_ok() { "ok" } else { "error" };
             self.host.count(p, "tool_result", outcome, started);

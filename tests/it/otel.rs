@@ -106,7 +106,7 @@ async fn a_request_is_one_trace_continuing_the_callers_with_cache_upstream_and_t
     let (col, addr) = collector().await;
     let model = Model::start(adder).await;
     let mut gw = Binary::start(&format!(
-        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nkeys = [\"sk-test\"]\n\n[[mcp.servers]]\nname = \"calc\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\n[telemetry]\notlp_endpoint = \"http://{addr}\"\nservice_name = \"switchyard-test\"\n\n[cache]\n",
+        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\nkeys = [\"sk-test\"]\n\n[[mcp.servers]]\nname = \"calc\"\ntransport = \"stdio\"\ncommand = \"{}\"\n\n[telemetry]\notlp_endpoint = \"http://{addr}\"\nservice_name = \"switchyard-test\"\n\n[cache]\n\n[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = {{ rules = [{{ name = \"x\", pattern = \"forbidden\" }}] }}\n",
         model.openai_url(),
         server_bin("mcp-calculator").display()
     ))
@@ -213,6 +213,14 @@ async fn a_request_is_one_trace_continuing_the_callers_with_cache_upstream_and_t
             m.entry(s.name.as_str()).or_default().push(s);
             m
         });
+    // Each plugin hook call is a span of the request.
+    let hook = children
+        .get("plugin prompt-guard request")
+        .unwrap_or_else(|| panic!("no plugin span in {names:?}"));
+    assert_eq!(
+        attr(hook[0], "switchyard.plugin.hook").as_deref(),
+        Some("request")
+    );
     let lookup = children
         .get("cache.lookup")
         .unwrap_or_else(|| panic!("{names:?}"));
