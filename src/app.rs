@@ -52,6 +52,78 @@ pub struct AppState {
     pub responses: Arc<crate::store::responses::ResponseStore>,
     /// The `[[plugins]]`, loaded.
     pub plugins: Arc<crate::plugins::PluginHost>,
+    /// The upstream HTTP client (a reload builds its providers on it).
+    pub client: reqwest::Client,
+}
+
+/// What a reload of the config file did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reloaded {
+    /// The file read.
+    pub path: String,
+    /// Providers and routes now in use.
+    pub providers: usize,
+    /// Routes now in use.
+    pub routes: usize,
+    /// Sections that changed in the file but apply only at the next start.
+    pub restart_needed: Vec<&'static str>,
+}
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The gateway was not started from a file.
+    #[error(
+        "the gateway was started without a config file (zero-config): there is nothing to reload"
+    )]
+    NoFile,
+    /// The file could not be read, or is not valid: every problem, and nothing changed.
+    #[error("{0}")]
+    Invalid(crate::config::ConfigError),
+}
+
+impl AppState {
+    /// Reads the config file again, validates it whole, and applies its providers and routes
+    /// atomically; an invalid file changes nothing. Sections that apply only at start are named.
+    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let Some(path) = self.config.source.clone() else {
+            return Err(ReloadError::NoFile);
+        };
+        let new = Config::load(&path).map_err(ReloadError::Invalid)?;
+        let old = &self.config;
+        let differs =
+            |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+        let mut restart_needed = Vec::new();
+        let mut server = new.server.clone();
+        // The bound address was resolved at start; only a change of what the file says counts.
+        server.listen = old.server.listen;
+        for (name, changed) in [
+            ("server", differs(&old.server, &server)),
+            ("router", differs(&old.router, &new.router)),
+            ("cache", differs(&old.cache, &new.cache)),
+            ("mcp", differs(&old.mcp, &new.mcp)),
+            ("logs", differs(&old.logs, &new.logs)),
+            ("responses", differs(&old.responses, &new.responses)),
+            ("plugins", differs(&old.plugins, &new.plugins)),
+            ("governance", differs(&old.governance, &new.governance)),
+            ("telemetry", differs(&old.telemetry, &new.telemetry)),
+            ("prices", differs(&old.prices, &new.prices)),
+        ] {
+            if changed {
+                restart_needed.push(name);
+            }
+        }
+        let table = RouteTable::build(&new, &self.client);
+        let (providers, routes) = (table.providers.len(), table.routes.len());
+        self.router.replace(table);
+        tracing::info!(path = %path.display(), providers, routes, restart_needed = ?restart_needed, "config reloaded: providers and routes applied");
+        Ok(Reloaded {
+            path: path.display().to_string(),
+            providers,
+            routes,
+            restart_needed,
+        })
+    }
 }
 
 /// Why the server could not run.
@@ -143,6 +215,7 @@ impl AppState {
                 .map_err(AppError::Plugins)?,
         );
         Ok(Self {
+            client: client.clone(),
             mcp,
             responses,
             plugins,
@@ -236,6 +309,7 @@ impl Server {
         };
         let state = AppState::new(config).await?;
         log_startup(&state, addr);
+        reload_on_sighup(&state);
         tracing::debug!(
             ?fd_limit,
             max_connections = limits.max_connections,
@@ -332,6 +406,35 @@ fn open_store(config: &Config) -> Option<Store> {
             tracing::error!(error = %e, "the store could not be opened; analytics are kept in memory only");
             None
         }
+    }
+}
+
+/// `SIGHUP` reloads the config file (as `POST /api/config/reload` does); the outcome is logged.
+fn reload_on_sighup(state: &AppState) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP: reload with POST /api/config/reload");
+            return;
+        };
+        let state = state.clone();
+        let stop = state.shutdown.clone();
+        state.tasks.clone().spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    got = hup.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        if let Err(e) = state.reload() {
+                            tracing::error!(error = %e, "SIGHUP: the config was not reloaded; nothing changed");
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -15,6 +15,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         .route("/providers", get(providers))
         .route("/routes", get(routes_list))
         .route("/plugins", get(plugins))
+        .route("/config/reload", axum::routing::post(reload))
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
         .merge(super::logs::routes())
@@ -34,6 +35,60 @@ pub fn routes(state: AppState) -> Router<AppState> {
 /// the calls, errors, blocks and recent p50/p99 time.
 async fn plugins(State(state): State<AppState>) -> Json<Value> {
     Json(json!({"data": state.plugins.views()}))
+}
+
+/// `POST /api/config/reload`: re-reads the config file; applies its providers and routes
+/// atomically, or changes nothing and lists every problem (400 `invalid_config`).
+async fn reload(State(state): State<AppState>) -> axum::response::Response {
+    use crate::app::ReloadError;
+    use crate::config::ConfigError;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let problem = |status: StatusCode, code: &str, message: String, problems: Value| {
+        let kind = if status.is_server_error() {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}, "problems": problems});
+        (status, Json(body)).into_response()
+    };
+    match state.reload() {
+        Ok(r) => Json(json!({"reloaded": r})).into_response(),
+        Err(e @ ReloadError::NoFile) => problem(
+            StatusCode::CONFLICT,
+            "no_config_file",
+            e.to_string(),
+            json!([]),
+        ),
+        Err(ReloadError::Invalid(ConfigError::Invalid(issues))) => {
+            let list: Vec<Value> = issues
+                .iter()
+                .map(|i| json!({"path": i.path, "message": i.message}))
+                .collect();
+            let message = format!(
+                "the config file has {} problem(s); nothing was changed: {}",
+                issues.len(),
+                issues
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                message,
+                Value::Array(list),
+            )
+        }
+        Err(ReloadError::Invalid(e)) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "config_unreadable",
+            format!("{e}; nothing was changed"),
+            json!([]),
+        ),
+    }
 }
 
 /// CORS for the origins in `[server] cors_origins` (none: no CORS headers, browsers refuse

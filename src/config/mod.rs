@@ -364,6 +364,8 @@ pub struct Config {
     pub prices: BTreeMap<String, Price>,
     /// True when providers were detected from the environment (no config file).
     pub zero_config: bool,
+    /// The file it was read from (what a reload reads again).
+    pub source: Option<std::path::PathBuf>,
 }
 
 /// Environment variables zero-config reads, in detection order: (variable, provider name, kind).
@@ -393,7 +395,10 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text, &|k| std::env::var(k).ok()).map_err(ConfigError::Invalid)
+        let mut cfg =
+            Self::parse(&text, &|k| std::env::var(k).ok()).map_err(ConfigError::Invalid)?;
+        cfg.source = Some(path.to_owned());
+        Ok(cfg)
     }
 
     /// Parses and validates config text, resolving `env.NAME` through `env`.
@@ -486,6 +491,7 @@ impl Config {
             prices,
             governance,
             zero_config: false,
+            source: None,
         })
     }
 
@@ -556,6 +562,7 @@ impl Config {
             telemetry: TelemetryConfig::default(),
             prices: BTreeMap::new(),
             zero_config: true,
+            source: None,
         }
     }
 }

@@ -293,6 +293,12 @@ impl Router {
         self.table.load_full()
     }
 
+    /// Puts a new table in place, atomically: requests in flight finish on the one they started
+    /// with, new ones use this.
+    pub fn replace(&self, table: RouteTable) {
+        self.table.store(Arc::new(table));
+    }
+
     /// Breaker states, for metrics and the admin API.
     pub fn breakers(&self) -> Vec<(BreakerKey, breaker::State)> {
         self.breakers.snapshot()

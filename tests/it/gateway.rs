@@ -292,6 +292,23 @@ impl Binary {
         );
     }
 
+    /// Sends a signal (`HUP`, `TERM`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill")
+                .args([format!("-{name}"), pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The config file it was started from.
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self._dir.path().join("switchyard.toml")
+    }
+
     /// Waits for the process to exit.
     pub async fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().await.unwrap()

@@ -31,6 +31,7 @@ mod otel;
 mod plugins;
 mod qdrant_fake;
 mod redis_server;
+mod reload;
 mod responses;
 mod router;
 mod security;
