@@ -111,14 +111,19 @@ pub async fn chat(
     })
     .await?;
     // Stage 2: plugins may change, refuse or answer the request.
-    let mut plugins = state.plugins.begin(
-        switchyard_plugin::RequestInfo {
-            request_id: ctx.request_id.clone(),
-            model: req.model.clone(),
-            key: permit.as_ref().map(|p| p.principal.key.clone()),
-        },
-        permit.as_ref().map(|p| &p.principal.plugins),
-    );
+    // With no plugin configured nothing is built for them.
+    let mut plugins = if state.plugins.is_empty() {
+        None
+    } else {
+        state.plugins.begin(
+            switchyard_plugin::RequestInfo {
+                request_id: ctx.request_id.clone(),
+                model: req.model.clone(),
+                key: permit.as_ref().map(|p| p.principal.key.clone()),
+            },
+            permit.as_ref().map(|p| &p.principal.plugins),
+        )
+    };
     if let Some(run) = plugins.as_mut()
         && let crate::plugins::Next::Respond(resp) = run.on_request(&mut req).await?
     {

@@ -195,18 +195,26 @@ fn encode_stream(
     }
 }
 
+/// The stored response `id` if the caller may read it.
+fn stored(
+    state: &AppState,
+    headers: &HeaderMap,
+    id: &str,
+) -> Result<Option<StoredResponse>, GatewayError> {
+    let t = tenant(state, headers)?;
+    state
+        .responses
+        .get(id, &t)
+        .map_err(|e| GatewayError::Unavailable(e.to_string()))
+}
+
 /// `GET /v1/responses/{id}`: a stored response of the caller's.
 pub async fn get(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let found = tenant(&state, &headers).and_then(|t| {
-        state
-            .responses
-            .get(&id, &t)
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
-    });
+    let found = stored(&state, &headers, &id);
     match found {
         Ok(Some(rec)) => Json(rec.response).into_response(),
         Ok(None) => json_error(not_found(&id)),
@@ -248,12 +256,7 @@ pub async fn input_items(
             ));
         }
     };
-    let found = tenant(&state, &headers).and_then(|t| {
-        state
-            .responses
-            .get(&id, &t)
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
-    });
+    let found = stored(&state, &headers, &id);
     let rec = match found {
         Ok(Some(rec)) => rec,
         Ok(None) => return json_error(not_found(&id)),

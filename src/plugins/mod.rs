@@ -67,6 +67,8 @@ struct Loaded {
 pub struct PluginHost {
     plugins: Vec<Loaded>,
     metrics: Arc<Metrics>,
+    /// Whether any plugin has `on_complete` (asked once per request).
+    complete: bool,
 }
 
 impl PluginHost {
@@ -125,7 +127,12 @@ impl PluginHost {
                 stats: stats::Stats::default(),
             });
         }
-        Ok(Self { plugins, metrics })
+        let complete = plugins.iter().any(|p| p.hooks.complete);
+        Ok(Self {
+            plugins,
+            metrics,
+            complete,
+        })
     }
 
     /// Whether any plugin is configured.
@@ -135,7 +142,7 @@ impl PluginHost {
 
     /// Whether any plugin wants the records of finished requests.
     pub fn wants_complete(&self) -> bool {
-        self.plugins.iter().any(|p| p.hooks.complete)
+        self.complete
     }
 
     /// Hands a finished request's record to the `on_complete` hooks in scope, in a tracked
@@ -254,6 +261,19 @@ impl PluginHost {
             .collect()
     }
 
+    /// The plugin in slot `k` of a request's list with its state, when it has the hook `has` asks
+    /// for.
+    fn hooked<'a>(
+        &'a self,
+        slots: &'a [(usize, Shared)],
+        k: usize,
+        has: impl Fn(&Hooks) -> bool,
+    ) -> Option<(&'a Loaded, &'a Shared)> {
+        let (i, state) = slots.get(k)?;
+        let p = self.plugins.get(*i)?;
+        has(&p.hooks).then_some((p, state))
+    }
+
     /// Records one hook call.
     fn count(&self, p: &Loaded, hook: &'static str, outcome: &'static str, started: Instant) {
         let secs = started.elapsed().as_secs_f64();
@@ -334,15 +354,9 @@ impl Run {
         let host = self.host.clone();
         for k in 0..self.active.len() {
             self.ran = k + 1;
-            let Some((i, state)) = self.active.get(k) else {
+            let Some((p, state)) = host.hooked(&self.active, k, |h| h.request) else {
                 continue;
             };
-            let Some(p) = host.plugins.get(*i) else {
-                continue;
-            };
-            if !p.hooks.request {
-                continue;
-            }
             let started = Instant::now();
             let span = hook_span(p, "request");
             let verdict = match &p.runner {
@@ -382,15 +396,9 @@ impl Run {
     pub async fn on_response(&mut self, resp: &mut ChatResponse) -> Result<(), PluginStop> {
         let host = self.host.clone();
         for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get(k) else {
+            let Some((p, state)) = host.hooked(&self.active, k, |h| h.response) else {
                 continue;
             };
-            let Some(p) = host.plugins.get(*i) else {
-                continue;
-            };
-            if !p.hooks.response {
-                continue;
-            }
             let started = Instant::now();
             let span = hook_span(p, "response");
             let result = match &p.runner {
@@ -464,18 +472,12 @@ impl Run {
     ) -> Result<(), PluginStop> {
         let host = self.host.clone();
         for k in (0..self.ran).rev() {
-            let Some((i, state)) = self.active.get(k) else {
-                continue;
-            };
-            let Some(p) = host.plugins.get(*i) else {
+            let Some((p, state)) = host.hooked(&self.active, k, |h| h.stream) else {
                 continue;
             };
             let Runner::Native(plugin) = &p.runner else {
                 continue;
             };
-            if !p.hooks.stream {
-                continue;
-            }
             match with_state(state, |st| {
                 guarded(|| f(p, plugin.as_ref(), &self.info, st))
             }) {
@@ -582,16 +584,13 @@ impl std::fmt::Debug for ToolRun {
 
 impl crate::request::ToolHooks for ToolRun {
     fn before(&self, tool: &str, arguments: &mut String) -> Result<(), String> {
-        for (i, state) in &self.plugins {
-            let Some(p) = self.host.plugins.get(*i) else {
+        for k in 0..self.plugins.len() {
+            let Some((p, state)) = self.host.hooked(&self.plugins, k, |h| h.tool_call) else {
                 continue;
             };
             let Runner::Native(plugin) = &p.runner else {
                 continue;
             };
-            if !p.hooks.tool_call {
-                continue;
-            }
             let started = Instant::now();
             let verdict = hook_span(p, "tool_call").in_scope(|| {
                 with_state(state, |st| {
@@ -616,16 +615,13 @@ impl crate::request::ToolHooks for ToolRun {
     }
 
     fn after(&self, tool: &str, result: &mut String) {
-        for (i, state) in self.plugins.iter().rev() {
-            let Some(p) = self.host.plugins.get(*i) else {
+        for k in (0..self.plugins.len()).rev() {
+            let Some((p, state)) = self.host.hooked(&self.plugins, k, |h| h.tool_result) else {
                 continue;
             };
             let Runner::Native(plugin) = &p.runner else {
                 continue;
             };
-            if !p.hooks.tool_result {
-                continue;
-            }
             let started = Instant::now();
             let r = hook_span(p, "tool_result").in_scope(|| {
                 with_state(state, |st| {

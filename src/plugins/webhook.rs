@@ -46,8 +46,12 @@ impl Webhook {
         }
     }
 
-    async fn call(&self, payload: Value) -> Result<Value, PluginError> {
-        let mut rb = self.client.post(&self.url).json(&payload);
+    /// POSTs `payload` within the timeout; the answer's status and body.
+    async fn send(
+        &self,
+        payload: &Value,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), PluginError> {
+        let mut rb = self.client.post(&self.url).json(payload);
         for (k, v) in &self.headers {
             rb = rb.header(k.as_str(), v.expose());
         }
@@ -61,14 +65,7 @@ impl Webhook {
                 .bytes()
                 .await
                 .map_err(|e| err(format!("the webhook's answer broke: {e}")))?;
-            if !status.is_success() {
-                return Err(err(format!("the webhook answered {status}")));
-            }
-            if bytes.len() > MAX_VERDICT {
-                return Err(err("the webhook's verdict is too large"));
-            }
-            serde_json::from_slice::<Value>(&bytes)
-                .map_err(|e| err(format!("the webhook's verdict is not JSON: {e}")))
+            Ok((status, bytes))
         };
         tokio::time::timeout(self.timeout, call)
             .await
@@ -78,6 +75,19 @@ impl Webhook {
                     self.timeout.as_millis()
                 ))
             })?
+    }
+
+    /// POSTs `payload` and reads the verdict.
+    async fn call(&self, payload: Value) -> Result<Value, PluginError> {
+        let (status, bytes) = self.send(&payload).await?;
+        if !status.is_success() {
+            return Err(err(format!("the webhook answered {status}")));
+        }
+        if bytes.len() > MAX_VERDICT {
+            return Err(err("the webhook's verdict is too large"));
+        }
+        serde_json::from_slice::<Value>(&bytes)
+            .map_err(|e| err(format!("the webhook's verdict is not JSON: {e}")))
     }
 
     fn payload(hook: &str, info: &RequestInfo) -> Value {
@@ -167,26 +177,13 @@ impl Webhook {
     /// Sends a request's record after the answer; the webhook's answer is not read beyond its
     /// status.
     pub(super) async fn on_complete(&self, record: &Value) -> Result<(), PluginError> {
-        let mut rb = self
-            .client
-            .post(&self.url)
-            .json(&json!({"hook": "complete", "record": record}));
-        for (k, v) in &self.headers {
-            rb = rb.header(k.as_str(), v.expose());
-        }
-        let resp = tokio::time::timeout(self.timeout, rb.send())
-            .await
-            .map_err(|_| {
-                err(format!(
-                    "the webhook did not answer within {} ms",
-                    self.timeout.as_millis()
-                ))
-            })?
-            .map_err(|e| err(format!("cannot reach the webhook: {e}")))?;
-        if resp.status().is_success() {
+        let (status, _) = self
+            .send(&json!({"hook": "complete", "record": record}))
+            .await?;
+        if status.is_success() {
             Ok(())
         } else {
-            Err(err(format!("the webhook answered {}", resp.status())))
+            Err(err(format!("the webhook answered {status}")))
         }
     }
 }

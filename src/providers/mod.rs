@@ -32,6 +32,18 @@ pub(crate) fn untranslatable(msg: impl Into<String>) -> TranslateError {
     TranslateError(msg.into())
 }
 
+/// Tool-call arguments (a JSON string) as the object a wire format wants; empty means `{}`.
+pub(crate) fn arguments_object(s: &str) -> Result<Value, String> {
+    if s.trim().is_empty() {
+        return Ok(serde_json::json!({}));
+    }
+    match serde_json::from_str::<Value>(s) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        Ok(_) => Err("must encode a JSON object".into()),
+        Err(e) => Err(format!("not valid JSON: {e}")),
+    }
+}
+
 /// What one upstream attempt failed with.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {

@@ -110,9 +110,13 @@ impl ResponseStore {
         let Some(store) = &self.store else {
             return Ok(None);
         };
-        let Ok(Some(rec)) = store.get::<StoredResponse>(TREE, id) else {
-            // A record that does not decode is as good as absent (and is not shown).
-            return Ok(None);
+        let rec = match store.get::<StoredResponse>(TREE, id) {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return Ok(None),
+            // A record that does not decode is as good as absent (and is not shown); a store
+            // that fails is reported.
+            Err(StoreError::Record { .. }) => return Ok(None),
+            Err(e) => return Err(e),
         };
         if rec.tenant != tenant || rec.expires_at_ms <= crate::chat::unix_now_ms() {
             return Ok(None);

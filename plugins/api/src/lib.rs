@@ -124,6 +124,39 @@ impl ConfigError {
     }
 }
 
+/// A plugin's `config` table, or a table nested in it at `path`, as a map: absent (`null`) is
+/// empty; a value that is not a table is an error at `path` (`None`), and so is every field not
+/// in `known`.
+pub fn config_table(
+    value: &Value,
+    path: &str,
+    known: &[&str],
+    errors: &mut Vec<ConfigError>,
+) -> Option<serde_json::Map<String, Value>> {
+    let map = match value {
+        Value::Null => serde_json::Map::new(),
+        Value::Object(o) => o.clone(),
+        _ => {
+            errors.push(ConfigError::new(path, "must be a table"));
+            return None;
+        }
+    };
+    for k in map.keys() {
+        if !known.contains(&k.as_str()) {
+            let at = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            errors.push(ConfigError::new(
+                at,
+                format!("unknown field (expected {})", known.join(", ")),
+            ));
+        }
+    }
+    Some(map)
+}
+
 /// Builds a plugin from its `config` table (JSON), or says everything wrong with it.
 pub type Factory = fn(config: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>>;
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use switchyard_plugin::chat::{Content, Message};
 use switchyard_plugin::{
     ChatChunk, ChatRequest, ChatResponse, ChunkVerdict, ConfigError, Hooks, Plugin, PluginError,
-    RequestInfo, State, ToolVerdict, Verdict,
+    RequestInfo, State, ToolVerdict, Verdict, config_table,
 };
 
 /// One kind of personal data: its placeholder label, where it may be, and a final check.
@@ -132,23 +132,10 @@ const MAX_PLACEHOLDER: usize = 48;
 /// Builds the plugin from its `config` table.
 pub fn create(config: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let empty = serde_json::Map::new();
-    let obj = match config {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => return Err(vec![ConfigError::new("", "must be a table")]),
+    let known = ["detect", "patterns", "restore", "redact_answers", "window"];
+    let Some(obj) = config_table(config, "", &known, &mut errors) else {
+        return Err(errors);
     };
-    for k in obj.keys() {
-        if !matches!(
-            k.as_str(),
-            "detect" | "patterns" | "restore" | "redact_answers" | "window"
-        ) {
-            errors.push(ConfigError::new(
-                k.clone(),
-                "unknown field (expected detect, patterns, restore, redact_answers, window)",
-            ));
-        }
-    }
     let bool_field = |k: &str, default: bool, errors: &mut Vec<ConfigError>| match obj.get(k) {
         None => default,
         Some(Value::Bool(b)) => *b,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use regex::Regex;
 use serde_json::Value;
 use switchyard_plugin::{
-    ChatRequest, ConfigError, Hooks, Plugin, PluginError, RequestInfo, State, Verdict,
+    ChatRequest, ConfigError, Hooks, Plugin, PluginError, RequestInfo, State, Verdict, config_table,
 };
 
 /// One rule.
@@ -43,20 +43,9 @@ pub struct PromptGuard {
 /// Builds the plugin from its `config` table.
 pub fn create(config: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let empty = serde_json::Map::new();
-    let obj = match config {
-        Value::Null => &empty,
-        Value::Object(o) => o,
-        _ => return Err(vec![ConfigError::new("", "must be a table")]),
+    let Some(obj) = config_table(config, "", &["rules", "max_prompt_chars"], &mut errors) else {
+        return Err(errors);
     };
-    for k in obj.keys() {
-        if !matches!(k.as_str(), "rules" | "max_prompt_chars") {
-            errors.push(ConfigError::new(
-                k.clone(),
-                "unknown field (expected rules, max_prompt_chars)",
-            ));
-        }
-    }
     let max_prompt_chars = match obj.get("max_prompt_chars") {
         None => None,
         Some(v) => match v.as_u64().filter(|n| *n > 0) {
@@ -104,17 +93,14 @@ pub fn create(config: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>> {
 
 fn rule(r: &Value, at: &str) -> Result<Rule, Vec<ConfigError>> {
     let mut errors = Vec::new();
-    let Some(o) = r.as_object() else {
-        return Err(vec![ConfigError::new(at, "must be a table")]);
+    let Some(o) = config_table(
+        r,
+        at,
+        &["name", "pattern", "topics", "message"],
+        &mut errors,
+    ) else {
+        return Err(errors);
     };
-    for k in o.keys() {
-        if !matches!(k.as_str(), "name" | "pattern" | "topics" | "message") {
-            errors.push(ConfigError::new(
-                format!("{at}.{k}"),
-                "unknown field (expected name, pattern, topics, message)",
-            ));
-        }
-    }
     let name = o
         .get("name")
         .and_then(Value::as_str)

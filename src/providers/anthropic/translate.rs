@@ -201,7 +201,7 @@ fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Block>, TranslateError>
         blocks.push(text_block(text));
     }
     for (j, c) in m.tool_calls.iter().flatten().enumerate() {
-        let input = parse_arguments(&c.function.arguments).map_err(|e| {
+        let input = crate::providers::arguments_object(&c.function.arguments).map_err(|e| {
             TranslateError(format!(
                 "messages[{i}].tool_calls[{j}].function.arguments: {e}"
             ))
@@ -213,18 +213,6 @@ fn assistant_blocks(m: &Message, i: usize) -> Result<Vec<Block>, TranslateError>
         });
     }
     Ok(blocks)
-}
-
-/// Tool-call arguments (a JSON string) as an object; empty means `{}`.
-fn parse_arguments(s: &str) -> Result<Value, String> {
-    if s.trim().is_empty() {
-        return Ok(json!({}));
-    }
-    match serde_json::from_str::<Value>(s) {
-        Ok(v @ Value::Object(_)) => Ok(v),
-        Ok(_) => Err("must encode a JSON object".into()),
-        Err(e) => Err(format!("not valid JSON: {e}")),
-    }
 }
 
 /// Maps an Anthropic stop reason to OpenAI's finish reason.
@@ -635,7 +623,8 @@ pub fn to_messages_response(r: ChatResponse) -> MessagesResponse {
             content.push(Block::ToolUse {
                 id: call.id,
                 name: call.function.name,
-                input: parse_arguments(&call.function.arguments).unwrap_or_else(|_| json!({})),
+                input: crate::providers::arguments_object(&call.function.arguments)
+                    .unwrap_or_else(|_| json!({})),
             });
         }
     }

@@ -234,18 +234,11 @@ fn assistant_blocks(
 ) -> Result<Vec<Value>, TranslateError> {
     let mut out = text_blocks(m);
     for (j, c) in m.tool_calls.iter().flatten().enumerate() {
-        let input = if c.function.arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(&c.function.arguments) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(bad(format!(
-                        "messages[{i}].tool_calls[{j}].function.arguments: must encode a JSON object"
-                    )));
-                }
-            }
-        };
+        let input = crate::providers::arguments_object(&c.function.arguments).map_err(|e| {
+            bad(format!(
+                "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+            ))
+        })?;
         if !used.contains(&c.function.name) {
             used.push(c.function.name.clone());
         }

@@ -287,18 +287,11 @@ fn model_parts(
         parts.push(text_part(text));
     }
     for (j, c) in m.tool_calls.iter().flatten().enumerate() {
-        let args = if c.function.arguments.trim().is_empty() {
-            json!({})
-        } else {
-            match serde_json::from_str::<Value>(&c.function.arguments) {
-                Ok(v @ Value::Object(_)) => v,
-                _ => {
-                    return Err(bad(format!(
-                        "messages[{i}].tool_calls[{j}].function.arguments: must encode a JSON object"
-                    )));
-                }
-            }
-        };
+        let args = crate::providers::arguments_object(&c.function.arguments).map_err(|e| {
+            bad(format!(
+                "messages[{i}].tool_calls[{j}].function.arguments: {e}"
+            ))
+        })?;
         names.push((c.id.clone(), c.function.name.clone()));
         parts.push(Part {
             function_call: Some(wire::FunctionCall {
