@@ -6,16 +6,14 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::json;
 
-use super::{Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, sse};
+use super::{Dialect, RequestGuard, context, error_response, read_json, sse};
 use crate::app::AppState;
-use crate::chat::{ChatStream, StreamOptions};
+use crate::chat::StreamOptions;
 use crate::error::GatewayError;
 use crate::providers::anthropic::translate::{self, StreamEncoder};
 use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
-use crate::telemetry::otel;
 use tracing::Instrument;
 
 /// `POST /anthropic/v1/messages`.
@@ -68,7 +66,12 @@ async fn messages_inner(
         req,
         Dialect::Anthropic,
         |r| Json(translate::to_messages_response(r)).into_response(),
-        |s, guard, mcp| sse::response(encode_stream(s, guard, mcp), keep_alive),
+        |s, guard, mcp| {
+            sse::response(
+                super::frames(s, guard, mcp, AnthropicFrames::default()),
+                keep_alive,
+            )
+        },
     )
     .await
 }
@@ -84,42 +87,32 @@ fn frame(ev: &StreamEvent) -> Bytes {
 }
 
 /// Canonical chunks -> Anthropic events; an `error` event if the upstream dies mid-stream.
-fn encode_stream(
-    stream: ChatStream,
-    guard: RequestGuard,
-    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
-) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
-    let mut stream = otel::in_span(stream, guard.span());
-    async_stream::stream! {
-        let mut guard = guard;
-        let mut enc = StreamEncoder::default();
-        let (mut id, mut model) = (String::new(), String::new());
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    guard.chunk(&chunk);
-                    if id.is_empty() {
-                        id = chunk.id.clone();
-                        model = chunk.model.clone();
-                    }
-                    for ev in enc.push(chunk) {
-                        yield frame(&ev);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
-                    guard.stream_failed(&e.message);
-                    let body = json!({"type": "error", "error": {"type": "api_error", "message": e.message}});
-                    yield sse::frame(Some("error"), &body.to_string());
-                    return;
-                }
-            }
+#[derive(Default)]
+struct AnthropicFrames {
+    enc: StreamEncoder,
+    id: String,
+    model: String,
+}
+
+impl super::Frames for AnthropicFrames {
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+        if self.id.is_empty() {
+            self.id = chunk.id.clone();
+            self.model = chunk.model.clone();
         }
-        if let Some(r) = &mcp {
-            yield mcp_trailer(r);
-        }
-        for ev in enc.finish(&id, &model) {
-            yield frame(&ev);
-        }
+        self.enc.push(chunk).iter().map(frame).collect()
+    }
+
+    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+        let body = json!({"type": "error", "error": {"type": "api_error", "message": message}});
+        vec![sse::frame(Some("error"), &body.to_string())]
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        self.enc
+            .finish(&self.id, &self.model)
+            .iter()
+            .map(frame)
+            .collect()
     }
 }

@@ -12,14 +12,13 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::{Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, sse};
+use super::{Dialect, RequestGuard, context, error_response, read_json, sse};
 use crate::app::AppState;
 use crate::chat::ChatStream;
 use crate::error::GatewayError;
 use crate::pipeline::RequestContext;
 use crate::providers::gemini::ingress::{self, StreamEncoder};
 use crate::providers::gemini::wire::GenerateRequest;
-use crate::telemetry::otel;
 
 /// Google's status name for an HTTP status.
 fn status_name(status: StatusCode) -> &'static str {
@@ -110,7 +109,10 @@ async fn generate_inner(
     let keep_alive = state.config.server.sse_keep_alive;
     let stream = move |s, guard, mcp| {
         if sse_wanted {
-            sse::response(encode_stream(s, guard, mcp), keep_alive)
+            sse::response(
+                super::frames(s, guard, mcp, GeminiFrames::default()),
+                keep_alive,
+            )
         } else {
             json_array(s, guard)
         }
@@ -129,10 +131,11 @@ async fn generate_inner(
 
 /// Without `alt=sse` Gemini streams one JSON array of responses.
 fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
-    let events = encode_stream(s, guard, None).filter_map(|b| async move {
-        let text = String::from_utf8_lossy(&b);
-        text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
-    });
+    let events =
+        super::frames(s, guard, None, GeminiFrames::default()).filter_map(|b| async move {
+            let text = String::from_utf8_lossy(&b);
+            text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
+        });
     let body = async_stream::stream! {
         let mut first = true;
         let mut events = std::pin::pin!(events);
@@ -153,35 +156,24 @@ fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
 }
 
 /// Canonical chunks -> Gemini events (`data:` frames); an error object if the upstream dies.
-fn encode_stream(
-    stream: ChatStream,
-    guard: RequestGuard,
-    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
-) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
-    let mut stream = otel::in_span(stream, guard.span());
-    async_stream::stream! {
-        let mut guard = guard;
-        let mut enc = StreamEncoder::default();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    guard.chunk(&chunk);
-                    for ev in enc.push(chunk) {
-                        yield sse::frame(None, &serde_json::to_string(&ev).unwrap_or_default());
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
-                    guard.stream_failed(&e.message);
-                    let body = error_body(StatusCode::BAD_GATEWAY, "stream_error", &e.message);
-                    yield sse::frame(None, &body.to_string());
-                    return;
-                }
-            }
-        }
-        if let Some(r) = &mcp {
-            yield mcp_trailer(r);
-        }
-        yield sse::frame(None, &serde_json::to_string(&enc.finish()).unwrap_or_default());
+#[derive(Default)]
+struct GeminiFrames(StreamEncoder);
+
+fn data(ev: &crate::providers::gemini::wire::GenerateResponse) -> Bytes {
+    sse::frame(None, &serde_json::to_string(ev).unwrap_or_default())
+}
+
+impl super::Frames for GeminiFrames {
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+        self.0.push(chunk).iter().map(data).collect()
+    }
+
+    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+        let body = error_body(StatusCode::BAD_GATEWAY, "stream_error", message);
+        vec![sse::frame(None, &body.to_string())]
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        vec![data(&self.0.finish())]
     }
 }

@@ -335,6 +335,55 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     })
 }
 
+/// How an ingress frames a canonical chunk stream.
+pub(crate) trait Frames: Send + 'static {
+    /// The frames for one chunk.
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<bytes::Bytes>;
+    /// The frames that end a stream the upstream broke after its first byte.
+    fn failed(&mut self, message: &str) -> Vec<bytes::Bytes>;
+    /// The frames that end a complete stream (after the MCP trailer).
+    fn end(&mut self) -> Vec<bytes::Bytes>;
+}
+
+/// A chunk stream as an ingress's frames, followed by the request guard to its last byte: each
+/// chunk counted, a mid-stream failure logged and recorded, the MCP trailer before the end.
+pub(crate) fn frames<F: Frames>(
+    stream: crate::chat::ChatStream,
+    guard: RequestGuard,
+    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
+    mut enc: F,
+) -> impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static {
+    use futures_util::StreamExt;
+    let mut stream = crate::telemetry::otel::in_span(stream, guard.span());
+    async_stream::stream! {
+        let mut guard = guard;
+        while let Some(item) = stream.next().await {
+            match item {
+                Ok(chunk) => {
+                    guard.chunk(&chunk);
+                    for f in enc.chunk(chunk) {
+                        yield f;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
+                    guard.stream_failed(&e.message);
+                    for f in enc.failed(&e.message) {
+                        yield f;
+                    }
+                    return;
+                }
+            }
+        }
+        if let Some(r) = &mcp {
+            yield mcp_trailer(r);
+        }
+        for f in enc.end() {
+            yield f;
+        }
+    }
+}
+
 /// Runs a canonical chat request through the pipeline and answers it in an ingress's shape:
 /// `complete` encodes a whole answer, `stream` a chunk stream (it gets the guard and the MCP
 /// report, which the body carries to its last byte). Errors come back in `dialect`'s shape; every

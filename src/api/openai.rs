@@ -6,17 +6,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::{
-    Dialect, RequestGuard, context, error_response, mcp_trailer, read_json, set_headers, sse,
-};
+use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
 use crate::app::AppState;
-use crate::chat::{ChatRequest, ChatStream};
+use crate::chat::ChatRequest;
 use crate::error::GatewayError;
 use crate::pipeline::{self};
-use crate::telemetry::otel;
 use tracing::Instrument;
 
 /// `POST /v1/chat/completions`.
@@ -51,7 +47,12 @@ async fn chat(
         req,
         Dialect::OpenAi,
         |r| Json(r).into_response(),
-        |s, guard, mcp| sse::response(encode_stream(s, wants_usage, guard, mcp), keep_alive),
+        |s, guard, mcp| {
+            sse::response(
+                super::frames(s, guard, mcp, OpenAiFrames { wants_usage }),
+                keep_alive,
+            )
+        },
     )
     .await
 }
@@ -78,46 +79,30 @@ fn validate(req: ChatRequest) -> Result<ChatRequest, GatewayError> {
     Ok(req)
 }
 
-/// Canonical chunks -> `data:` frames, `[DONE]` at the end, an error event if the upstream dies.
-fn encode_stream(
-    stream: ChatStream,
+/// Canonical chunks -> `data:` frames (the usage chunk only when asked for), `[DONE]` at the end,
+/// an error event if the upstream dies.
+struct OpenAiFrames {
     wants_usage: bool,
-    guard: RequestGuard,
-    mcp: Option<std::sync::Arc<crate::mcp::McpReport>>,
-) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
-    let mut stream = otel::in_span(stream, guard.span());
-    async_stream::stream! {
-        let mut guard = guard;
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(mut chunk) => {
-                    guard.chunk(&chunk);
-                    if !wants_usage {
-                        if chunk.choices.is_empty() {
-                            continue;
-                        }
-                        chunk.usage = None;
-                    }
-                    match serde_json::to_string(&chunk) {
-                        Ok(s) => yield sse::frame(None, &s),
-                        Err(e) => {
-                            yield sse::frame(None, &stream_error(&e.to_string()));
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
-                    guard.stream_failed(&e.message);
-                    yield sse::frame(None, &stream_error(&e.message));
-                    return;
-                }
+}
+
+impl super::Frames for OpenAiFrames {
+    fn chunk(&mut self, mut chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+        if !self.wants_usage {
+            if chunk.choices.is_empty() {
+                return Vec::new();
             }
+            chunk.usage = None;
         }
-        if let Some(r) = &mcp {
-            yield mcp_trailer(r);
-        }
-        yield sse::frame(None, "[DONE]");
+        let data = serde_json::to_string(&chunk).unwrap_or_else(|e| stream_error(&e.to_string()));
+        vec![sse::frame(None, &data)]
+    }
+
+    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+        vec![sse::frame(None, &stream_error(message))]
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        vec![sse::frame(None, "[DONE]")]
     }
 }
 

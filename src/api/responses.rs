@@ -11,21 +11,17 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use super::{
-    Dialect, RequestGuard, context, error_response, json_error, mcp_trailer, read_json, sse,
-};
+use super::{Dialect, RequestGuard, context, error_response, json_error, read_json, sse};
 use crate::app::AppState;
-use crate::chat::{ChatStream, Message};
+use crate::chat::Message;
 use crate::error::GatewayError;
 use crate::pipeline::RequestContext;
 use crate::providers::openai::responses::{self, Echo, ResponsesRequest};
 use crate::providers::openai::responses_stream::{Event, StreamEncoder};
 use crate::store::responses::{ResponseStore, ResponsesError, StoredResponse};
-use crate::telemetry::otel;
 
 /// `POST /v1/responses`.
 pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -120,11 +116,13 @@ async fn create_inner(
         Json(body).into_response()
     };
     let stream = |s, guard, mcp| {
-        let enc = StreamEncoder::new(echo.clone());
-        sse::response(
-            encode_stream(s, enc, guard, mcp, take(), echo.clone()),
-            keep_alive,
-        )
+        let frames = ResponsesFrames {
+            enc: StreamEncoder::new(echo.clone()),
+            model: String::new(),
+            keep: take(),
+            echo: echo.clone(),
+        };
+        sse::response(super::frames(s, guard, mcp, frames), keep_alive)
     };
     super::answer_chat(&state, &ctx, guard, req, Dialect::OpenAi, complete, stream).await
 }
@@ -149,49 +147,35 @@ fn frame((kind, body): &Event) -> Bytes {
 
 /// Canonical chunks -> Responses events; `response.failed` if the upstream dies mid-stream. The
 /// complete response is stored at the end (a failed one is not).
-fn encode_stream(
-    stream: ChatStream,
-    mut enc: StreamEncoder,
-    guard: RequestGuard,
-    mcp: Option<Arc<crate::mcp::McpReport>>,
+struct ResponsesFrames {
+    enc: StreamEncoder,
+    model: String,
     keep: Option<Keep>,
     echo: Echo,
-) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
-    let mut stream = otel::in_span(stream, guard.span());
-    async_stream::stream! {
-        let mut guard = guard;
-        let mut model = String::new();
-        while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    guard.chunk(&chunk);
-                    if model.is_empty() {
-                        model = chunk.model.clone();
-                    }
-                    for ev in enc.push(chunk) {
-                        yield frame(&ev);
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "upstream stream failed after the first byte");
-                    guard.stream_failed(&e.message);
-                    for ev in enc.fail(&model, &e.message) {
-                        yield frame(&ev);
-                    }
-                    return;
-                }
-            }
+}
+
+impl super::Frames for ResponsesFrames {
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+        if self.model.is_empty() {
+            self.model = chunk.model.clone();
         }
-        if let Some(r) = &mcp {
-            yield mcp_trailer(r);
+        self.enc.push(chunk).iter().map(frame).collect()
+    }
+
+    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+        self.enc
+            .fail(&self.model, message)
+            .iter()
+            .map(frame)
+            .collect()
+    }
+
+    fn end(&mut self) -> Vec<Bytes> {
+        let (events, response) = self.enc.finish(&self.model);
+        if let Some(k) = self.keep.take() {
+            k.save(self.echo.id(), Some(self.enc.assistant_turn()), response);
         }
-        let (events, response) = enc.finish(&model);
-        if let Some(k) = keep {
-            k.save(echo.id(), Some(enc.assistant_turn()), response);
-        }
-        for ev in &events {
-            yield frame(ev);
-        }
+        events.iter().map(frame).collect()
     }
 }
 
