@@ -433,6 +433,13 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
     }
 }
 
+/// The tool message answering call `id`.
+fn tool_message(id: &str, text: String) -> Message {
+    let mut m = Message::text(Role::Tool, text);
+    m.tool_call_id = Some(id.to_owned());
+    m
+}
+
 /// Runs the calls in parallel, each within `timeout` (and the request's deadline); one tool
 /// message per call, in call order.
 async fn run_calls(
@@ -465,14 +472,7 @@ async fn run_calls(
         };
         if let Err(why) = verdict {
             span.record("error.type", why.code());
-            return Message {
-                role: Role::Tool,
-                content: Some(crate::chat::Content::Text(format!("Error: {why}"))),
-                name: None,
-                tool_calls: None,
-                tool_call_id: Some(c.id.clone()),
-                extra: Extra::new(),
-            };
+            return tool_message(&c.id, format!("Error: {why}"));
         }
         // Plugins may change the arguments or refuse the call, and see the result first.
         let mut arguments = c.function.arguments.clone();
@@ -480,14 +480,7 @@ async fn run_calls(
             && let Err(why) = h.before(&c.function.name, &mut arguments)
         {
             span.record("error.type", "plugin_blocked");
-            return Message {
-                role: Role::Tool,
-                content: Some(crate::chat::Content::Text(format!("Error: {why}"))),
-                name: None,
-                tool_calls: None,
-                tool_call_id: Some(c.id.clone()),
-                extra: Extra::new(),
-            };
+            return tool_message(&c.id, format!("Error: {why}"));
         }
         let r = hub
             .call(&c.function.name, &arguments, timeout)
@@ -504,14 +497,7 @@ async fn run_calls(
         if let Some(h) = &ctx.tool_hooks {
             h.after(&c.function.name, &mut text);
         }
-        Message {
-            role: Role::Tool,
-            content: Some(crate::chat::Content::Text(text)),
-            name: None,
-            tool_calls: None,
-            tool_call_id: Some(c.id.clone()),
-            extra: Extra::new(),
-        }
+        tool_message(&c.id, text)
     });
     let results = futures_util::future::join_all(runs).await;
     ctx.spent.tool_round(started.elapsed());
