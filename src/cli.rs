@@ -147,15 +147,20 @@ fn cache_eval(args: &EvalArgs, runtime: &Path, threshold: f32) -> ExitCode {
 
 fn check(path: &Path) -> ExitCode {
     match Config::load(path) {
-        Ok(cfg) if !cfg.exposure_issues(cfg.server.listen).is_empty() => {
-            let issues = cfg.exposure_issues(cfg.server.listen);
-            eprintln!("{}: {} problem(s)", path.display(), issues.len());
-            for i in issues {
-                eprintln!("  {i}");
-            }
-            ExitCode::from(1)
-        }
         Ok(cfg) => {
+            let mut issues: Vec<String> = cfg
+                .exposure_issues(cfg.server.listen)
+                .into_iter()
+                .map(|i| i.to_string())
+                .collect();
+            issues.extend(crate::plugins::check(&cfg.plugins));
+            if !issues.is_empty() {
+                eprintln!("{}: {} problem(s)", path.display(), issues.len());
+                for i in issues {
+                    eprintln!("  {i}");
+                }
+                return ExitCode::from(1);
+            }
             eprintln!(
                 "{}: ok ({} provider(s), {} route(s))",
                 path.display(),

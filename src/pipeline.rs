@@ -124,11 +124,21 @@ pub async fn chat(
             permit.as_ref().map(|p| &p.principal.plugins),
         )
     };
-    if let Some(run) = plugins.as_mut()
-        && let crate::plugins::Next::Respond(resp) = run.on_request(&mut req).await?
-    {
-        let outcome = plugin_answer(*resp, req.is_stream());
-        return Ok((finish(plugins, outcome).await?, permit));
+    if let Some(run) = plugins.as_mut() {
+        let asked = req.model.clone();
+        if let crate::plugins::Next::Respond(resp) = run.on_request(&mut req).await? {
+            let outcome = plugin_answer(*resp, req.is_stream());
+            return Ok((finish(plugins, outcome).await?, permit));
+        }
+        // A plugin may route the request elsewhere, but only to a model the key may use.
+        if req.model != asked
+            && let Some(p) = &permit
+        {
+            state
+                .governance
+                .check_model(&p.principal.key, &req.model)
+                .map_err(GatewayError::from)?;
+        }
     }
     // A governed request is offered, and may run, only its key's MCP tools.
     let governed_ctx;

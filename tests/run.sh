@@ -24,6 +24,15 @@ if [ ! -d tests/ui/node_modules/playwright-core ]; then
   (cd tests/ui && npm ci --no-audit --no-fund --silent)
 fi
 
+# The WebAssembly sample plugin, built from its AssemblyScript source (compiler pinned in
+# plugins/tag-and-route/package-lock.json); tests/it/plugins_wasm.rs loads the result.
+if [ ! -d plugins/tag-and-route/node_modules/assemblyscript ]; then
+  echo "== npm ci in plugins/tag-and-route"
+  (cd plugins/tag-and-route && npm ci --no-audit --no-fund --silent)
+fi
+echo "== building plugins/tag-and-route (AssemblyScript -> WebAssembly)"
+(cd plugins/tag-and-route && npm run --silent build)
+
 echo "== cargo fmt --check"
 cargo fmt --all --check
 echo "== cargo clippy"

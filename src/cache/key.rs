@@ -89,12 +89,12 @@ pub fn fingerprint(req: &ChatRequest, tenant: &str) -> Result<Fingerprint, NotCa
         "history": history.iter().map(message_value).collect::<Vec<_>>(),
         "last_non_text": non_text,
     });
-    let partition = hex(&sha256(canonical(&partition_doc).as_bytes())[..16]);
+    let partition = hex::encode(&sha256(canonical(&partition_doc).as_bytes())[..16]);
     let exact_doc = serde_json::json!({
         "partition": partition,
         "last": last.iter().map(message_value).collect::<Vec<_>>(),
     });
-    let exact = hex(&sha256(canonical(&exact_doc).as_bytes()));
+    let exact = hex::encode(sha256(canonical(&exact_doc).as_bytes()));
     Ok(Fingerprint {
         exact,
         partition,
@@ -200,15 +200,6 @@ fn write_canonical(v: &Value, out: &mut String) {
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// The point id of an exact key: a UUID made of its first 16 bytes, so both stores address an

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::Digest;
 use switchyard_plugin::Factory;
 
 use super::{Issue, Secret};
@@ -33,6 +34,13 @@ pub struct RawPlugin {
     pub mandatory: Option<bool>,
     #[serde(default)]
     pub default_on: Option<bool>,
+    /// WebAssembly.
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub memory_mb: Option<u64>,
     /// Webhooks.
     #[serde(default)]
     pub url: Option<String>,
@@ -58,6 +66,8 @@ pub enum OnError {
 pub enum PluginKind {
     /// Compiled in: the factory registered under the plugin's name.
     Builtin(Factory),
+    /// A WebAssembly module run in the gateway (see `docs/plugins.md` for its ABI).
+    Wasm(WasmSource),
     /// An HTTP service that answers each hook with a verdict.
     Webhook {
         /// Where to POST.
@@ -73,6 +83,32 @@ pub enum PluginKind {
         /// Whether each request's record is sent after the answer (`complete`).
         complete: bool,
     },
+}
+
+/// A WebAssembly plugin's module, read and checked against its pinned hash.
+#[derive(Clone)]
+pub struct WasmSource {
+    /// Where it was read from.
+    pub path: std::path::PathBuf,
+    /// Its sha256 (lowercase hex), as pinned.
+    pub sha256: String,
+    /// The module's bytes.
+    pub bytes: std::sync::Arc<[u8]>,
+    /// The most linear memory it may have, in bytes.
+    pub memory: usize,
+    /// The longest one hook call may run.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for WasmSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmSource")
+            .field("path", &self.path)
+            .field("sha256", &self.sha256)
+            .field("memory", &self.memory)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A validated `[[plugins]]` entry.
@@ -138,22 +174,28 @@ pub fn validate(raw: &[Option<RawPlugin>], issues: &mut Vec<Issue>) -> Vec<Plugi
                 OnError::FailClosed
             }
         };
-        let webhook_only = [
-            ("url", p.url.is_some()),
-            ("headers", !p.headers.is_empty()),
-            ("timeout_ms", p.timeout_ms.is_some()),
-            ("hooks", p.hooks.is_some()),
+        // Fields that belong to one kind (timeout_ms to two).
+        let owned = [
+            ("url", p.url.is_some(), &["webhook"][..]),
+            ("headers", !p.headers.is_empty(), &["webhook"]),
+            ("hooks", p.hooks.is_some(), &["webhook"]),
+            ("timeout_ms", p.timeout_ms.is_some(), &["webhook", "wasm"]),
+            ("path", p.path.is_some(), &["wasm"]),
+            ("sha256", p.sha256.is_some(), &["wasm"]),
+            ("memory_mb", p.memory_mb.is_some(), &["wasm"]),
         ];
+        if ["builtin", "webhook", "wasm"].contains(&p.kind.as_str()) {
+            for (field, given, kinds) in owned {
+                if given && !kinds.contains(&p.kind.as_str()) {
+                    issues.push(Issue::new(
+                        format!("{at}.{field}"),
+                        format!("only used by kind `{}`", kinds.join("` and `")),
+                    ));
+                }
+            }
+        }
         let kind = match p.kind.as_str() {
             "builtin" => {
-                for (field, given) in webhook_only {
-                    if given {
-                        issues.push(Issue::new(
-                            format!("{at}.{field}"),
-                            "only used by kind `webhook`",
-                        ));
-                    }
-                }
                 let Some((_, factory)) = BUILTIN.iter().find(|(n, _)| *n == p.name) else {
                     let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
                     issues.push(Issue::new(
@@ -183,17 +225,14 @@ pub fn validate(raw: &[Option<RawPlugin>], issues: &mut Vec<Issue>) -> Vec<Plugi
                 Some(k) => k,
                 None => continue,
             },
-            "wasm" => {
-                issues.push(Issue::new(
-                    format!("{at}.kind"),
-                    "WebAssembly plugins are not built yet in this version (use `builtin` or `webhook`)",
-                ));
-                continue;
-            }
+            "wasm" => match wasm(p, &at, issues) {
+                Some(source) => PluginKind::Wasm(source),
+                None => continue,
+            },
             other => {
                 issues.push(Issue::new(
                     format!("{at}.kind"),
-                    format!("unknown kind `{other}` (builtin, webhook)"),
+                    format!("unknown kind `{other}` (builtin, wasm, webhook)"),
                 ));
                 continue;
             }
@@ -217,6 +256,78 @@ pub fn validate(raw: &[Option<RawPlugin>], issues: &mut Vec<Issue>) -> Vec<Plugi
         });
     }
     out
+}
+
+/// Reads a WebAssembly plugin's module and checks it against its pinned sha256. Whether it
+/// compiles, has the exports the ABI needs and accepts its `config` is checked when the plugin
+/// host loads it (which `switchyard check` does too).
+fn wasm(p: &RawPlugin, at: &str, issues: &mut Vec<Issue>) -> Option<WasmSource> {
+    let timeout = p.timeout_ms.unwrap_or(100);
+    if !(1..=10_000).contains(&timeout) {
+        issues.push(Issue::new(
+            format!("{at}.timeout_ms"),
+            "must be from 1 to 10000",
+        ));
+    }
+    let memory_mb = p.memory_mb.unwrap_or(64);
+    if !(1..=4096).contains(&memory_mb) {
+        issues.push(Issue::new(
+            format!("{at}.memory_mb"),
+            "must be from 1 to 4096",
+        ));
+    }
+    let pinned = match p.sha256.as_deref() {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Some(h.to_ascii_lowercase())
+        }
+        Some(_) => {
+            issues.push(Issue::new(
+                format!("{at}.sha256"),
+                "must be 64 hex digits (the module's sha256)",
+            ));
+            None
+        }
+        None => {
+            issues.push(Issue::new(
+                format!("{at}.sha256"),
+                "kind `wasm` needs the module's sha256 pinned (`sha256sum` prints it)",
+            ));
+            None
+        }
+    };
+    let Some(path) = p.path.as_deref().filter(|s| !s.is_empty()) else {
+        issues.push(Issue::new(
+            format!("{at}.path"),
+            "kind `wasm` needs the path of the .wasm module",
+        ));
+        return None;
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            issues.push(Issue::new(
+                format!("{at}.path"),
+                format!("cannot read `{path}`: {e}"),
+            ));
+            return None;
+        }
+    };
+    let actual = hex::encode(sha2::Sha256::digest(&bytes));
+    let pinned = pinned?;
+    if actual != pinned {
+        issues.push(Issue::new(
+            format!("{at}.sha256"),
+            format!("`{path}` has sha256 {actual}, not the pinned {pinned}: refusing to load it"),
+        ));
+        return None;
+    }
+    Some(WasmSource {
+        path: path.into(),
+        sha256: actual,
+        bytes: bytes.into(),
+        memory: usize::try_from(memory_mb.clamp(1, 4096) << 20).unwrap_or(usize::MAX),
+        timeout: Duration::from_millis(timeout.clamp(1, 10_000)),
+    })
 }
 
 fn webhook(p: &RawPlugin, at: &str, issues: &mut Vec<Issue>) -> Option<PluginKind> {

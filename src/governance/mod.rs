@@ -298,6 +298,18 @@ impl Governance {
         &self.dir
     }
 
+    /// Checks that key `key` may use `model` (a model a plugin rewrote the request to after
+    /// admission); an unknown key may use nothing.
+    pub fn check_model(&self, key: &str, model: &str) -> Result<(), GovernanceError> {
+        let dir = self.dir.load();
+        match dir.keys.get(key) {
+            Some(k) if model_allowed(&k.spec, model) => Ok(()),
+            _ => Err(GovernanceError::ModelNotAllowed(format!(
+                "the virtual key `{key}` may not use the model `{model}` (a plugin rewrote the request to it)"
+            ))),
+        }
+    }
+
     /// The MCP tool gate of a key (by id), for the tool loop and `/mcp`.
     pub fn tool_permit(&self, key: &str) -> Option<Arc<ToolPermit>> {
         let dir = self.dir.load();

@@ -4,6 +4,7 @@
 //! plugin in scope a request costs one empty check.
 
 mod stats;
+mod wasm;
 mod webhook;
 
 use std::panic::AssertUnwindSafe;
@@ -20,6 +21,24 @@ use crate::request::{ChatBody, ChatOutcome};
 use crate::telemetry::metrics::Metrics;
 
 pub use stats::{HookStats, PluginView};
+
+/// Loads the WebAssembly plugins to check them as the gateway would at start (the module
+/// compiles, imports only what the gateway provides, has the ABI's exports, and its `init` accepts
+/// the plugin's `config`): every problem, with its entry's path. `switchyard check` runs this.
+pub fn check(config: &[PluginConfig]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (i, p) in config.iter().enumerate() {
+        if let PluginKind::Wasm(source) = &p.kind
+            && let Err(list) = wasm::Wasm::load(&p.name, source, &p.config)
+        {
+            problems.extend(
+                list.into_iter()
+                    .map(|m| format!("plugins[{i}] `{}`: {m}", p.name)),
+            );
+        }
+    }
+    problems
+}
 
 /// Why the plugins stopped a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -91,6 +110,14 @@ impl PluginHost {
                     })?;
                     let hooks = plugin.hooks();
                     ("builtin", Runner::Native(plugin), hooks)
+                }
+                PluginKind::Wasm(source) => {
+                    let plugin =
+                        wasm::Wasm::load(&p.name, source, &p.config).map_err(|problems| {
+                            format!("plugin `{}`: {}", p.name, problems.join("; "))
+                        })?;
+                    let hooks = plugin.hooks();
+                    ("wasm", Runner::Native(Box::new(plugin)), hooks)
                 }
                 PluginKind::Webhook {
                     url,
@@ -185,10 +212,7 @@ impl PluginHost {
                             else {
                                 return Ok(());
                             };
-                            guarded(|| {
-                                plugin.on_complete(&rec);
-                                Ok(())
-                            })
+                            guarded(|| plugin.on_complete(&rec))
                         })
                         .await
                         .unwrap_or_else(|_| Err(PluginError("the hook's thread failed".into())))

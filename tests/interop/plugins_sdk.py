@@ -1,5 +1,6 @@
 """Plugins as the official SDKs see them: a prompt-guard block is a readable 400 in the OpenAI,
-Anthropic and Google GenAI SDKs alike, on every ingress, streamed or not; allowed requests pass.
+Anthropic and Google GenAI SDKs alike, on every ingress, streamed or not; allowed requests pass;
+the WebAssembly sample (tag-and-route) routes by its rule and tags the answer.
 """
 import anthropic
 import openai
@@ -47,4 +48,13 @@ assert r.choices[0].message.content == TEXT, r
 text = "".join(c.choices[0].delta.content or "" for c in oai.chat.completions.create(
     model="anthropic/claude-sonnet-4-5", messages=[{"role": "user", "content": "Hello"}], stream=True) if c.choices)
 assert text == TEXT, text
+# The WebAssembly plugin sends "route me" requests to Claude and says so in the answer.
+r = oai.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "please route me"}])
+assert r.choices[0].message.content == TEXT, r
+route = (r.model_extra or {}).get("switchyard_route")
+assert route == {"requested_model": "openai/gpt-4o-mini", "routed_to": "anthropic/claude-sonnet-4-5", "rule": 0}, r
+r = oai.chat.completions.create(model="openai/gpt-4o-mini", messages=[{"role": "user", "content": "stay"}])
+assert "switchyard_route" not in (r.model_extra or {}), r
+m = claude.messages.create(model="openai/gpt-4o-mini", max_tokens=50, messages=[{"role": "user", "content": "route me too"}])
+assert m.content[0].text == TEXT, m
 print("plugins sdk interop: ok")

@@ -101,6 +101,13 @@ async fn google_genai_python_sdk() {
 
 #[tokio::test]
 async fn plugins_as_the_sdks_see_them() {
-    let plugins = "[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = { rules = [{ name = \"no-keys\", pattern = \"(?i)private key\" }] }\n\n[[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\n";
-    run_script_with("plugins_sdk.py", plugins, 2).await;
+    let plugins = format!(
+        "[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = {{ rules = [{{ name = \"no-keys\", pattern = \"(?i)private key\" }}] }}\n\n[[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\n\n{}",
+        crate::plugins_wasm::entry(
+            "tag-and-route",
+            &crate::plugins_wasm::sample(),
+            "config = { rules = [{ model = \"openai/*\", contains = \"route me\", to = \"anthropic/claude-sonnet-4-5\" }] }"
+        )
+    );
+    run_script_with("plugins_sdk.py", &plugins, 3).await;
 }

@@ -29,6 +29,7 @@ mod model;
 mod observe;
 mod otel;
 mod plugins;
+mod plugins_wasm;
 mod qdrant_fake;
 mod redis_server;
 mod reload;

@@ -259,7 +259,8 @@ async fn check_reports_plugin_mistakes_with_paths() {
         "plugins[0].config.rules[0].pattern: not a valid regex",
         "plugins[1].name: no compiled-in plugin `nope`",
         "plugins[2].url: kind `webhook` needs a url",
-        "plugins[3].kind: WebAssembly plugins are not built yet",
+        "plugins[3].sha256: kind `wasm` needs the module's sha256 pinned",
+        "plugins[3].path: kind `wasm` needs the path",
     ] {
         assert!(
             text.iter().any(|t| t.starts_with(needle)),

@@ -219,7 +219,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// After the answer (its last byte, or the client leaving): the request's record as the
     /// request log keeps it (bodies only with `[logs] log_bodies`), for analytics and export. It
     /// runs on a background thread and never delays the client.
-    fn on_complete(&self, _record: &Value) {}
+    fn on_complete(&self, _record: &Value) -> Result<(), PluginError> {
+        Ok(())
+    }
 
     /// A gateway tool's result text, before the model sees it: may change it.
     fn on_tool_result(
