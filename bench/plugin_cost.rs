@@ -1,6 +1,8 @@
 //! Cost of plugin hooks on a 2 KB request: the host's own overhead (a plugin that does nothing),
-//! `prompt-guard` (three regex rules and a size limit) and `pii-redact` (all detectors), each
-//! through the host as the pipeline calls it. `cargo run --release --example plugin_cost`
+//! `prompt-guard` (three regex rules and a size limit), `pii-redact` (all detectors) and the
+//! WebAssembly sample `tag-and-route` (AssemblyScript; a rule that matches and rewrites the
+//! request, and one that does not), each through the host as the pipeline calls it.
+//! `(cd plugins/tag-and-route && npm ci && npm run build); cargo run --release --example plugin_cost`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::sync::Arc;
@@ -28,10 +30,29 @@ fn nothing(_: &Value) -> Result<Box<dyn Plugin>, Vec<ConfigError>> {
 }
 
 fn host(name: &str, factory: switchyard_plugin::Factory, config: Value) -> Arc<PluginHost> {
+    host_of(name, PluginKind::Builtin(factory), config)
+}
+
+/// The AssemblyScript sample, as `npm run build` leaves it.
+fn wasm(config: Value) -> Arc<PluginHost> {
+    use sha2::Digest;
+    let path = std::path::PathBuf::from("plugins/tag-and-route/build/tag-and-route.wasm");
+    let bytes = std::fs::read(&path).unwrap();
+    let source = switchyard::config::plugins::WasmSource {
+        sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+        path,
+        bytes: bytes.into(),
+        memory: 64 << 20,
+        timeout: std::time::Duration::from_millis(100),
+    };
+    host_of("tag-and-route", PluginKind::Wasm(source), config)
+}
+
+fn host_of(name: &str, kind: PluginKind, config: Value) -> Arc<PluginHost> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cfg = PluginConfig {
         name: name.into(),
-        kind: PluginKind::Builtin(factory),
+        kind,
         config,
         scope: Vec::new(),
         on_error: OnError::FailClosed,
@@ -85,6 +106,14 @@ fn main() {
         (
             "pii-redact (all detectors)",
             host("pii-redact", switchyard_pii_redact::create, Value::Null),
+        ),
+        (
+            "wasm tag-and-route, rule matches",
+            wasm(json!({"rules": [{"model": "m", "contains": "refund", "to": "small"}]})),
+        ),
+        (
+            "wasm tag-and-route, no rule matches",
+            wasm(json!({"rules": [{"model": "other", "to": "small"}]})),
         ),
     ];
     let n = 20_000u32;

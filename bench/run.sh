@@ -16,7 +16,9 @@
 # ENDPOINT=responses sends the same conversation to the gateway's /v1/responses instead (the
 # upstream still answers chat completions), to measure what the Responses translation adds;
 # STORE=true also keeps every response (as clients do by default). PLUGINS=pii-redact (or
-# prompt-guard) runs that compiled-in plugin on every request.
+# prompt-guard) runs that compiled-in plugin on every request; PLUGINS=tag-and-route runs the
+# WebAssembly sample (build it first: cd plugins/tag-and-route && npm ci && npm run build) with a
+# rule that rewrites every request, so both of its hooks do their full JSON round trip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -114,7 +116,12 @@ keys = ["sk-bench"]
 
 $gov_conf
 CONF
-if [ -n "${PLUGINS:-}" ]; then
+if [ "${PLUGINS:-}" = tag-and-route ]; then
+  wasm="$PWD/plugins/tag-and-route/build/tag-and-route.wasm"
+  printf '\n[[plugins]]\nname = "tag-and-route"\nkind = "wasm"\npath = "%s"\nsha256 = "%s"\n' \
+    "$wasm" "$(sha256sum "$wasm" | cut -d' ' -f1)" >> "$work/switchyard.toml"
+  printf 'config = { rules = [{ model = "bench/*", to = "bench/gpt-4o-mini" }] }\n' >> "$work/switchyard.toml"
+elif [ -n "${PLUGINS:-}" ]; then
   printf '\n[[plugins]]\nname = "%s"\nkind = "builtin"\n' "$PLUGINS" >> "$work/switchyard.toml"
   if [ "$PLUGINS" = prompt-guard ]; then
     printf 'config = { rules = [{ name = "keys", pattern = "(?i)private key" }] }\n' >> "$work/switchyard.toml"

@@ -1,7 +1,7 @@
 //! The plugin host: runs the `[[plugins]]` hooks in order (answers in reverse order), times them,
-//! applies `on_error`, and is the only place that knows the kinds (compiled-in, webhook). The
-//! pipeline calls it at stage 2 (`on_request`) and wraps the answer with it (stage 6); with no
-//! plugin in scope a request costs one empty check.
+//! applies `on_error`, and is the only place that knows the kinds (compiled-in, WebAssembly,
+//! webhook). The pipeline calls it at stage 2 (`on_request`) and wraps the answer with it (stage
+//! 6); with no plugin in scope a request costs one empty check.
 
 mod stats;
 mod wasm;

@@ -644,13 +644,13 @@ impl Plugin for Wasm {
         };
         keep_state(state, &mut answer);
         match answer.action.as_deref() {
-            None | Some("continue") => {
+            None | Some("allow" | "modify") => {
                 if let Some(r) = answer.request {
                     *req = r;
                 }
                 Ok(Verdict::Continue)
             }
-            Some("reject") => Ok(Verdict::Reject {
+            Some("deny") => Ok(Verdict::Reject {
                 status: answer.status.unwrap_or(400),
                 message: answer
                     .message
@@ -663,7 +663,7 @@ impl Plugin for Wasm {
                 )),
             },
             Some(other) => Err(PluginError(format!(
-                "on_request answered action `{other}` (continue, reject, respond)"
+                "on_request answered action `{other}` (allow, modify, deny, respond)"
             ))),
         }
     }
@@ -761,19 +761,19 @@ impl Plugin for Wasm {
         };
         keep_state(state, &mut answer);
         match answer.action.as_deref() {
-            None | Some("continue") => {
+            None | Some("allow" | "modify") => {
                 if let Some(a) = answer.arguments {
                     *arguments = a;
                 }
                 Ok(ToolVerdict::Continue)
             }
-            Some("block") => {
+            Some("deny") => {
                 Ok(ToolVerdict::Block(answer.message.unwrap_or_else(|| {
                     format!("blocked by plugin `{}`", self.name)
                 })))
             }
             Some(other) => Err(PluginError(format!(
-                "on_tool_call answered action `{other}` (continue, block)"
+                "on_tool_call answered action `{other}` (allow, modify, deny)"
             ))),
         }
     }

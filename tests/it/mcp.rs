@@ -1255,6 +1255,50 @@ async fn pii_redact_gives_tools_the_real_values_and_hides_their_results_from_the
     assert_eq!(stats["tool_result"]["calls"], 2, "{plugins}");
 }
 
+#[tokio::test]
+async fn a_wasm_plugin_can_deny_a_tool_call_in_the_loop() {
+    let (_child, url) = start_kv("t").await;
+    let model = Model::start(|c: &Conv| match c.results.len() {
+        0 => Turn::call(&[("kv__set", json!({"key": "k", "value": "v"}))]),
+        _ => Turn::say(format!("The tool said: {}", c.results[0])),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = crate::plugins_wasm::module(
+        dir.path(),
+        "no-writes",
+        &crate::plugins_wasm::answering_on(
+            "on_tool_call",
+            r#"{"action":"deny","message":"writes are off today"}"#,
+        ),
+    );
+    let extra = format!(
+        "[[mcp.servers]]\nname = \"kv\"\ntransport = \"http\"\nurl = \"{url}\"\nheaders = {{ Authorization = \"Bearer t\" }}\n\n{}",
+        crate::plugins_wasm::entry("no-writes", &path, "")
+    );
+    let gw = Gateway::start(&config(&model, "openai-compatible", &extra)).await;
+    ready_servers(&gw, 1).await;
+    let body = json!({"model": "mock/m", "messages": [{"role": "user", "content": "store it"}]});
+    let (status, _, body) = gw.chat(&body).await;
+    assert_eq!(status, 200, "{body}");
+    let said = body["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        said.contains("writes are off today") && said.contains("no-writes"),
+        "{said}"
+    );
+    // The tool never ran: the key is not there.
+    let r = gw
+        .post("/api/mcp/tools/kv__get/call", &json!({"key": "k"}))
+        .await;
+    let v: Value = r.json().await.unwrap();
+    assert_ne!(v["text"], "v", "{v}");
+    let plugins: Value = gw.get("/api/plugins", None).await.json().await.unwrap();
+    assert_eq!(
+        plugins["data"][0]["stats"]["tool_call"]["blocks"], 1,
+        "{plugins}"
+    );
+}
+
 /// Starts mcp-kv over streamable HTTP behind `token`; returns the process and its URL.
 async fn start_kv(token: &str) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(server_bin("mcp-kv"))

@@ -37,7 +37,7 @@ pub fn entry(name: &str, path: &Path, extra: &str) -> String {
 }
 
 /// Writes the module in `wat` text to a file in `dir`.
-fn module(dir: &Path, name: &str, wat: &str) -> PathBuf {
+pub fn module(dir: &Path, name: &str, wat: &str) -> PathBuf {
     let path = dir.join(format!("{name}.wasm"));
     std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
     path
@@ -53,15 +53,20 @@ fn with_on_request(body: &str) -> String {
     )
 }
 
-/// A module whose `on_request` answers `json` (kept at offset 16).
+/// A module whose `on_request` answers `json`.
 fn answering(json: &str) -> String {
+    answering_on("on_request", json)
+}
+
+/// A module whose `hook` answers `json` (kept at offset 16).
+pub fn answering_on(hook: &str, json: &str) -> String {
     let packed = (16_i64 << 32) | json.len() as i64;
     format!(
         r#"(module
   (memory (export "memory") 1)
   (data (i32.const 16) "{}")
   (func (export "alloc") (param i32) (result i32) (i32.const 1024))
-  (func (export "on_request") (param i32 i32) (result i64) (i64.const {packed})))"#,
+  (func (export "{hook}") (param i32 i32) (result i64) (i64.const {packed})))"#,
         json.replace('"', "\\\"")
     )
 }
@@ -174,7 +179,7 @@ async fn a_wasm_plugin_can_refuse_a_request() {
     let path = module(
         dir.path(),
         "refuse",
-        &answering(r#"{"action":"reject","status":403,"message":"not on Sundays"}"#),
+        &answering(r#"{"action":"deny","status":403,"message":"not on Sundays"}"#),
     );
     let gw = Gateway::start(&format!(
         "{}{}",
