@@ -54,6 +54,8 @@ pub struct AppState {
     pub plugins: Arc<crate::plugins::PluginHost>,
     /// The upstream HTTP client (a reload builds its providers on it).
     pub client: reqwest::Client,
+    /// Providers and routes added through the admin API, and their versions.
+    pub runtime: Arc<crate::runtime::RuntimeConfig>,
 }
 
 /// What a reload of the config file did.
@@ -113,9 +115,12 @@ impl AppState {
                 restart_needed.push(name);
             }
         }
-        let table = RouteTable::build(&new, &self.client);
-        let (providers, routes) = (table.providers.len(), table.routes.len());
-        self.router.replace(table);
+        let merged = self
+            .runtime
+            .merge_file(&new)
+            .map_err(|issues| ReloadError::Invalid(crate::config::ConfigError::Invalid(issues)))?;
+        let (providers, routes) = self.apply(&merged);
+        self.runtime.reloaded(&new);
         tracing::info!(path = %path.display(), providers, routes, restart_needed = ?restart_needed, "config reloaded: providers and routes applied");
         Ok(Reloaded {
             path: path.display().to_string(),
@@ -143,6 +148,10 @@ pub enum AppError {
     /// A plugin could not be loaded.
     #[error("cannot load the plugins: {0}")]
     Plugins(String),
+    /// The runtime configuration (providers and routes added through the admin API) could not
+    /// be loaded, or no longer fits the file.
+    #[error("runtime configuration: {0}")]
+    Runtime(String),
     /// Governance could not start (its store).
     #[error("governance: {0}")]
     Governance(String),
@@ -166,11 +175,16 @@ impl AppState {
             .build()
             .map_err(|e| AppError::Client(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
-        let table = RouteTable::build(&config, &client);
+        let store = open_store(&config);
+        let (runtime, merged) = crate::runtime::RuntimeConfig::open(&config, store.as_ref())
+            .map_err(AppError::Runtime)?;
+        let table = match &merged {
+            Some(m) => RouteTable::build(&with_table_of(&config, m), &client),
+            None => RouteTable::build(&config, &client),
+        };
         let router = Arc::new(Router::new(table, config.router.clone(), metrics.clone()));
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
-        let store = open_store(&config);
         let prices = Arc::new(Prices::new(&config.prices));
         let governance = Governance::start(
             config.governance.clone(),
@@ -216,6 +230,7 @@ impl AppState {
         );
         Ok(Self {
             client: client.clone(),
+            runtime: Arc::new(runtime),
             mcp,
             responses,
             plugins,
@@ -231,6 +246,15 @@ impl AppState {
             log,
             prices,
         })
+    }
+
+    /// Puts `merged`'s providers and routes in service atomically (requests in flight finish on
+    /// the old table): how many of each are now in use.
+    pub fn apply(&self, merged: &Config) -> (usize, usize) {
+        let table = RouteTable::build(&with_table_of(&self.config, merged), &self.client);
+        let counts = (table.providers.len(), table.routes.len());
+        self.router.replace(table);
+        counts
     }
 
     /// Updates gauges that are computed, not counted (breaker states, budgets).
@@ -389,6 +413,14 @@ fn log_startup(state: &AppState, addr: SocketAddr) {
             tracing::warn!(%addr, "no [server] admin_token: the admin API (/api/*) can be read by anyone who can reach this address and changed only from this machine; set admin_token");
         }
     }
+}
+
+/// `config` with the providers and routes of `merged` (the file with the runtime layer).
+fn with_table_of(config: &Config, merged: &Config) -> Config {
+    let mut out = config.clone();
+    out.providers.clone_from(&merged.providers);
+    out.routes.clone_from(&merged.routes);
+    out
 }
 
 /// Opens the sled store under `data_dir/store`; without it the gateway still serves (analytics

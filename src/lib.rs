@@ -35,5 +35,6 @@ pub mod plugins;
 pub mod providers;
 pub mod request;
 pub mod router;
+pub mod runtime;
 pub mod store;
 pub mod telemetry;

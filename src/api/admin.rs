@@ -12,8 +12,15 @@ use crate::app::AppState;
 /// `/api/*` routes behind the token check.
 pub fn routes(state: AppState) -> Router<AppState> {
     let api = Router::new()
-        .route("/providers", get(providers))
-        .route("/routes", get(routes_list))
+        .route(
+            "/providers",
+            get(providers).post(super::config::create_provider),
+        )
+        .route(
+            "/routes",
+            get(routes_list).post(super::config::create_route),
+        )
+        .merge(super::config::routes())
         .route("/plugins", get(plugins))
         .route("/config/reload", axum::routing::post(reload))
         .nest("/cache", super::cache::routes())
@@ -40,19 +47,11 @@ async fn plugins(State(state): State<AppState>) -> Json<Value> {
 /// `POST /api/config/reload`: re-reads the config file; applies its providers and routes
 /// atomically, or changes nothing and lists every problem (400 `invalid_config`).
 async fn reload(State(state): State<AppState>) -> axum::response::Response {
+    use super::config::problem;
     use crate::app::ReloadError;
     use crate::config::ConfigError;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    let problem = |status: StatusCode, code: &str, message: String, problems: Value| {
-        let kind = if status.is_server_error() {
-            "server_error"
-        } else {
-            "invalid_request_error"
-        };
-        let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}, "problems": problems});
-        (status, Json(body)).into_response()
-    };
     match state.reload() {
         Ok(r) => Json(json!({"reloaded": r})).into_response(),
         Err(e @ ReloadError::NoFile) => problem(
@@ -104,7 +103,11 @@ fn cors(state: &AppState) -> tower_http::cors::CorsLayer {
     tower_http::cors::CorsLayer::new()
         .allow_origin(origins)
         .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-switchyard-client"),
+        ])
 }
 
 /// Whether `headers` carry the admin token (always true when none is set).
@@ -143,6 +146,7 @@ async fn providers(State(state): State<AppState>) -> Json<Value> {
                 .collect();
             json!({
                 "name": &*p.name,
+                "source": state.runtime.source(crate::config::layer::Kind::Provider, &p.name),
                 "kind": p.kind.as_str(),
                 "base_url": p.base_url,
                 "keys": keys,
@@ -176,7 +180,8 @@ async fn routes_list(State(state): State<AppState>) -> Json<Value> {
                 .collect();
             let fallbacks: Vec<String> =
                 r.fallbacks.iter().map(|t| format!("{}/{}", name(t.provider), t.model)).collect();
-            json!({"model": r.name, "targets": targets, "fallbacks": fallbacks})
+            let source = state.runtime.source(crate::config::layer::Kind::Route, &r.name);
+            json!({"model": r.name, "source": source, "targets": targets, "fallbacks": fallbacks})
         })
         .collect();
     Json(json!({"object": "list", "data": list}))

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod anthropic;
 mod body;
 pub mod cache;
+pub mod config;
 pub mod genai;
 pub mod governance;
 mod guard;

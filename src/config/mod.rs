@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod governance;
+pub mod layer;
 pub mod mcp;
 pub mod observe;
 pub mod plugins;
@@ -31,7 +32,8 @@ pub struct Issue {
 }
 
 impl Issue {
-    fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+    /// A problem at `path`.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             path: path.into(),
             message: message.into(),
@@ -366,6 +368,9 @@ pub struct Config {
     pub zero_config: bool,
     /// The file it was read from (what a reload reads again).
     pub source: Option<std::path::PathBuf>,
+    /// The document as written (`env.NAME` references unresolved): the base the runtime layer
+    /// (providers and routes added through the API) is merged onto. `None` for zero-config.
+    pub raw: Option<std::sync::Arc<toml::Table>>,
 }
 
 /// Environment variables zero-config reads, in detection order: (variable, provider name, kind).
@@ -408,6 +413,7 @@ impl Config {
             Ok(t) => t,
             Err(e) => return Err(vec![Issue::new("", format!("not valid TOML: {e}"))]),
         };
+        let raw = std::sync::Arc::new(doc.clone());
         for key in doc.keys() {
             if !raw::SECTIONS.contains(&key.as_str()) {
                 issues.push(Issue::new(key.clone(), "unknown field"));
@@ -492,6 +498,7 @@ impl Config {
             governance,
             zero_config: false,
             source: None,
+            raw: Some(raw),
         })
     }
 
@@ -563,6 +570,7 @@ impl Config {
             prices: BTreeMap::new(),
             zero_config: true,
             source: None,
+            raw: None,
         }
     }
 }

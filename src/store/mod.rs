@@ -11,6 +11,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub mod responses;
+pub mod secrets;
+pub mod versions;
 
 /// Version of the records written here.
 pub const SCHEMA: u32 = 1;
@@ -31,6 +33,9 @@ pub mod trees {
     pub const GOV_COUNTERS: &str = "gov_counters";
     /// Customers, teams and keys created through the admin API (only secret hashes).
     pub const GOV_ENTITIES: &str = "gov_entities";
+    /// Versions of the runtime configuration (providers and routes added through the admin
+    /// API), by number (store/versions.rs).
+    pub const CONFIG_VERSIONS: &str = "config_versions";
 }
 
 /// Why the store failed.

@@ -309,6 +309,29 @@ impl Binary {
         self._dir.path().join("switchyard.toml")
     }
 
+    /// Stops the process (SIGTERM) and starts it again from the same config file and data
+    /// directory, on the same port.
+    pub async fn restart(mut self) -> Self {
+        self.terminate();
+        self.wait().await;
+        let port = self.url.rsplit(':').next().unwrap().to_owned();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["serve", "--config"])
+            .arg(self.config_path())
+            .env("SWITCHYARD_LOG", "warn")
+            .kill_on_drop(true);
+        self.child = cmd.spawn().unwrap();
+        let http = client();
+        for _ in 0..400 {
+            let ready = http.get(format!("{}/ready", self.url)).send().await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return self;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the gateway binary did not start again on port {port}");
+    }
+
     /// Waits for the process to exit.
     pub async fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().await.unwrap()

@@ -35,6 +35,7 @@ mod redis_server;
 mod reload;
 mod responses;
 mod router;
+mod runtime_config;
 mod security;
 mod ui;
 mod vertex;

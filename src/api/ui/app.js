@@ -40,6 +40,7 @@ async function api(path, opts = {}) {
   const headers = Object.assign({}, opts.headers || {});
   const token = sessionStorage.getItem(TOKEN);
   if (token) headers.Authorization = "Bearer " + token;
+  headers["X-Switchyard-Client"] = "ui";
   if (opts.json !== undefined) { headers["Content-Type"] = "application/json"; opts.body = JSON.stringify(opts.json); }
   const r = await fetch(path, { method: opts.method || "GET", headers, body: opts.body });
   if (r.status === 401) throw new AuthError("The admin token is missing or wrong.");

@@ -1,0 +1,330 @@
+//! Runtime configuration over the admin API: providers and routes created, changed and removed
+//! without a restart (`POST /api/providers`, `PATCH`/`DELETE /api/providers/{name}`, the same
+//! under `/api/routes`), their versions (`GET /api/config/versions`, `GET
+//! /api/config/versions/{n}` as TOML, `POST /api/config/rollback/{n}`). Every change is validated
+//! with the config file as `check` would, applied atomically, and recorded.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+
+use crate::app::AppState;
+use crate::config::layer::{Entry, Kind};
+use crate::runtime::{ChangeError, Op};
+
+/// The routes (behind the admin token); `POST /api/providers` and `POST /api/routes` are
+/// mounted beside their `GET` in admin.rs.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/providers/{name}",
+            get(get_provider)
+                .patch(update_provider)
+                .delete(delete_provider),
+        )
+        .route(
+            "/routes/{model}",
+            get(get_route).patch(update_route).delete(delete_route),
+        )
+        .route("/providers/{name}/test", post(test_provider))
+        .route("/config/versions", get(versions))
+        .route("/config/versions/{n}", get(version))
+        .route("/config/rollback/{n}", post(rollback))
+}
+
+/// An OpenAI-shaped error with the list of problems (empty when there is only one).
+pub fn problem(status: StatusCode, code: &str, message: String, problems: Value) -> Response {
+    let kind = if status.is_server_error() {
+        "server_error"
+    } else {
+        "invalid_request_error"
+    };
+    let body = json!({"error": {"message": message, "type": kind, "code": code, "param": null}, "problems": problems});
+    (status, Json(body)).into_response()
+}
+
+/// Who made a change: the web UI says so; anything else holds the admin token.
+fn actor(headers: &HeaderMap) -> &'static str {
+    match headers
+        .get("x-switchyard-client")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some("ui") => "ui",
+        _ => "api",
+    }
+}
+
+fn error(e: ChangeError) -> Response {
+    let message = e.to_string();
+    match e {
+        ChangeError::Unavailable => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+            json!([]),
+        ),
+        ChangeError::FileManaged { .. } => {
+            problem(StatusCode::CONFLICT, "file_managed", message, json!([]))
+        }
+        ChangeError::Exists { .. } => problem(StatusCode::CONFLICT, "exists", message, json!([])),
+        ChangeError::Conflict(_) => problem(StatusCode::CONFLICT, "conflict", message, json!([])),
+        ChangeError::NotFound { .. } => {
+            problem(StatusCode::NOT_FOUND, "not_found", message, json!([]))
+        }
+        ChangeError::BadRequest(_) => problem(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            message,
+            json!([]),
+        ),
+        ChangeError::Invalid(issues) => {
+            let list: Vec<Value> = issues
+                .iter()
+                .map(|i| json!({"path": i.path, "message": i.message}))
+                .collect();
+            let text: Vec<String> = issues.iter().map(ToString::to_string).collect();
+            problem(
+                StatusCode::BAD_REQUEST,
+                "invalid_config",
+                format!(
+                    "the change would leave {} problem(s); nothing was changed: {}",
+                    issues.len(),
+                    text.join("; ")
+                ),
+                Value::Array(list),
+            )
+        }
+        ChangeError::Store(_) | ChangeError::Secret(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store_error",
+            message,
+            json!([]),
+        ),
+    }
+}
+
+/// The body as an entry (a JSON object).
+fn entry(
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Result<Entry, ChangeError> {
+    match body {
+        Ok(Json(Value::Object(o))) => Ok(o),
+        Ok(_) => Err(ChangeError::BadRequest(
+            "the body must be a JSON object: the entry's fields as in the config file".into(),
+        )),
+        Err(e) => Err(ChangeError::BadRequest(format!(
+            "the body is not JSON: {}",
+            e.body_text()
+        ))),
+    }
+}
+
+/// Makes a change and applies its result; answers with the entity as now shown and the version.
+fn change(state: &AppState, headers: &HeaderMap, kind: Kind, op: Op, created: bool) -> Response {
+    let id = match &op {
+        Op::Create(e) => crate::config::layer::entry_id(kind, e).map(str::to_owned),
+        Op::Update(id, _) | Op::Delete(id) => Some(id.clone()),
+        Op::Rollback(_) => None,
+    };
+    let deleting = matches!(op, Op::Delete(_));
+    match state.runtime.change(actor(headers), kind, op) {
+        Ok((version, merged)) => {
+            state.apply(&merged);
+            tracing::info!(version = version.n, actor = %version.actor, action = %version.action, "runtime configuration changed");
+            if deleting {
+                return StatusCode::NO_CONTENT.into_response();
+            }
+            let shown = id.and_then(|id| find(state, kind, &id));
+            let status = if created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(json!({"data": shown, "version": version.n, "action": version.action})),
+            )
+                .into_response()
+        }
+        Err(e) => error(e),
+    }
+}
+
+/// The entity as written, secrets masked, with its source.
+fn find(state: &AppState, kind: Kind, id: &str) -> Option<Value> {
+    state
+        .runtime
+        .list(kind)
+        .into_iter()
+        .find(|e| e.get(kind.id_field()).and_then(Value::as_str) == Some(id))
+}
+
+fn get_one(state: &AppState, kind: Kind, id: &str) -> Response {
+    match find(state, kind, id) {
+        Some(v) => Json(v).into_response(),
+        None => error(ChangeError::NotFound {
+            noun: kind.noun(),
+            id: id.to_owned(),
+        }),
+    }
+}
+
+pub(super) async fn create_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match entry(body) {
+        Ok(e) => change(&state, &headers, Kind::Provider, Op::Create(e), true),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_provider(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    get_one(&state, Kind::Provider, &name)
+}
+
+async fn update_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match entry(body) {
+        Ok(e) => change(&state, &headers, Kind::Provider, Op::Update(name, e), false),
+        Err(e) => error(e),
+    }
+}
+
+async fn delete_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Response {
+    change(&state, &headers, Kind::Provider, Op::Delete(name), false)
+}
+
+pub(super) async fn create_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match entry(body) {
+        Ok(e) => change(&state, &headers, Kind::Route, Op::Create(e), true),
+        Err(e) => error(e),
+    }
+}
+
+async fn get_route(State(state): State<AppState>, Path(model): Path<String>) -> Response {
+    get_one(&state, Kind::Route, &model)
+}
+
+async fn update_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    match entry(body) {
+        Ok(e) => change(&state, &headers, Kind::Route, Op::Update(model, e), false),
+        Err(e) => error(e),
+    }
+}
+
+async fn delete_route(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(model): Path<String>,
+) -> Response {
+    change(&state, &headers, Kind::Route, Op::Delete(model), false)
+}
+
+async fn versions(State(state): State<AppState>) -> Response {
+    match state.runtime.versions() {
+        Ok(list) => {
+            Json(json!({"object": "list", "data": list, "current": state.runtime.version()}))
+                .into_response()
+        }
+        Err(e) => error(e),
+    }
+}
+
+async fn version(State(state): State<AppState>, Path(n): Path<u64>) -> Response {
+    match state.runtime.version_toml(n) {
+        Ok(text) => ([("content-type", "application/toml; charset=utf-8")], text).into_response(),
+        Err(e) => error(e),
+    }
+}
+
+async fn rollback(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(n): Path<u64>,
+) -> Response {
+    // The kind only names entities in messages; a rollback restores both.
+    change(&state, &headers, Kind::Provider, Op::Rollback(n), false)
+}
+
+/// `POST /api/providers/{name}/test` (`{"model": "..."}`, default the provider's first listed
+/// model): one small real call through the provider (no cache, plugins or tools), and its
+/// latency or the provider's error.
+async fn test_provider(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    use crate::request::ChatBackend;
+    let table = state.router.table();
+    let Some(provider) = table.providers.iter().find(|p| *p.name == *name) else {
+        return error(ChangeError::NotFound {
+            noun: "provider",
+            id: name,
+        });
+    };
+    let asked = body
+        .as_ref()
+        .and_then(|Json(b)| b.get("model"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let Some(model) = asked.or_else(|| provider.models.first().cloned()) else {
+        return error(ChangeError::BadRequest(format!(
+            "name a model to test `{name}` with: {{\"model\": \"...\"}} (it lists none in `models`)"
+        )));
+    };
+    let req: crate::chat::ChatRequest = match serde_json::from_value(json!({
+        "model": format!("{name}/{model}"),
+        "messages": [{"role": "user", "content": "Reply with the word OK."}],
+        "max_tokens": 8,
+    })) {
+        Ok(r) => r,
+        Err(e) => return error(ChangeError::BadRequest(e.to_string())),
+    };
+    let ctx = super::context(&state, &headers);
+    let started = std::time::Instant::now();
+    let result = state.router.chat(&req, &ctx).await;
+    let ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(outcome) => {
+            let reply = match outcome.body {
+                crate::request::ChatBody::Complete(r) => r
+                    .choices
+                    .first()
+                    .and_then(|c| c.message.content.as_ref())
+                    .map(|c| c.as_text())
+                    .unwrap_or_default(),
+                crate::request::ChatBody::Stream(_) => String::new(),
+            };
+            Json(json!({"ok": true, "provider": name, "model": model, "latency_ms": ms, "reply": reply}))
+                .into_response()
+        }
+        Err(e) => {
+            let e = crate::error::GatewayError::from(e);
+            Json(json!({"ok": false, "provider": name, "model": model, "latency_ms": ms, "error": e.to_string()}))
+                .into_response()
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! Runtime configuration: providers and routes added, changed and removed through the admin API
+//! without a restart. Each change is validated with the config file exactly as `check` validates
+//! a file (the layer is merged onto the file's document), recorded as a numbered version (time,
+//! actor, masked diff, the whole layer with its secrets sealed), and handed back as the merged
+//! config for the caller to apply atomically. Entities from the file (or, in zero-config, from
+//! the environment) are not the API's to change.
+
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::config::layer::{self, Entry, Kind, Layer};
+use crate::config::{Config, Issue};
+use crate::store::secrets::{SecretBox, SecretError};
+use crate::store::versions::{Change, Version, VersionStore};
+use crate::store::{Store, StoreError};
+
+/// Why a change was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// No store to keep changes in (503).
+    #[error("runtime configuration needs the store, which could not be opened at start")]
+    Unavailable,
+    /// The entity comes from the config file (409).
+    #[error(
+        "{noun} `{id}` is managed by the config file: edit the file and reload it (POST /api/config/reload or SIGHUP)"
+    )]
+    FileManaged {
+        /// provider or route.
+        noun: &'static str,
+        /// Its name.
+        id: String,
+    },
+    /// A create with a name that exists (409).
+    #[error("{noun} `{id}` exists")]
+    Exists {
+        /// provider or route.
+        noun: &'static str,
+        /// Its name.
+        id: String,
+    },
+    /// No such entity (404).
+    #[error("no {noun} `{id}`")]
+    NotFound {
+        /// provider or route.
+        noun: &'static str,
+        /// Its name.
+        id: String,
+    },
+    /// The body is not an entry (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// The result does not validate (400 with every problem).
+    #[error("the configuration would not be valid")]
+    Invalid(Vec<Issue>),
+    /// The store failed (500).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Secrets could not be sealed or opened (500).
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// Another writer changed the configuration at the same moment (409; retry).
+    #[error("the configuration changed meanwhile (version {0} was taken); try again")]
+    Conflict(u64),
+}
+
+/// What a change does to the layer.
+pub enum Op {
+    /// Add an entry.
+    Create(Entry),
+    /// Merge fields into an entry (`null` removes a field).
+    Update(String, Entry),
+    /// Remove an entry.
+    Delete(String),
+    /// Restore version `n`'s layer.
+    Rollback(u64),
+}
+
+struct Inner {
+    /// The file's document (or the zero-config providers as entries).
+    base: toml::Table,
+    /// The layer, secrets sealed.
+    layer: Layer,
+    /// The newest version's number (0: none yet).
+    version: u64,
+}
+
+/// The runtime layer, its versions, and the key that seals its secrets.
+pub struct RuntimeConfig {
+    versions: Option<Box<dyn VersionStore>>,
+    secrets: Option<SecretBox>,
+    /// The base holds the providers found in the environment, not a file.
+    zero_config: bool,
+    inner: Mutex<Inner>,
+}
+
+fn env(k: &str) -> Option<String> {
+    std::env::var(k).ok()
+}
+
+impl RuntimeConfig {
+    /// Loads the newest version's layer and merges it onto `config`'s document: the manager and
+    /// the config to serve (the file's own when there is no layer). A layer that no longer fits
+    /// the file is an error listing every problem.
+    pub fn open(config: &Config, store: Option<&Store>) -> Result<(Self, Option<Config>), String> {
+        let versions: Option<Box<dyn VersionStore>> = match store {
+            Some(s) => Some(Box::new(
+                crate::store::versions::SledVersions::open(s).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
+        let secrets = match store {
+            Some(_) => Some(
+                SecretBox::open(&config.server.data_dir, env(crate::store::secrets::KEY_VAR))
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        let latest = match &versions {
+            Some(v) => v.latest().map_err(|e| e.to_string())?,
+            None => None,
+        };
+        let base = layer::base(config);
+        let (layer, version) = latest.map(|v| (v.layer, v.n)).unwrap_or_default();
+        let manager = Self {
+            versions,
+            secrets,
+            zero_config: config.zero_config,
+            inner: Mutex::new(Inner {
+                base,
+                layer,
+                version,
+            }),
+        };
+        let merged = {
+            let inner = manager.lock();
+            if inner.layer == Layer::default() {
+                None
+            } else {
+                let opened = manager.opened(&inner.layer).map_err(|e| e.to_string())?;
+                Some(layer::merge(&inner.base, &opened, &env).map_err(|issues| {
+                    let list: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                    format!(
+                        "the providers and routes added through the admin API (version {version}) no longer fit the config file: {}; remove the clashing entries from the file, or roll back",
+                        list.join("; ")
+                    )
+                })?)
+            }
+        };
+        Ok((manager, merged))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The layer with its secrets open.
+    fn opened(&self, sealed: &Layer) -> Result<Layer, ChangeError> {
+        let mut out = sealed.clone();
+        if let Some(b) = &self.secrets {
+            out.secrets_mut(|s| {
+                if SecretBox::is_sealed(s) {
+                    *s = b.open_value(s)?;
+                }
+                Ok::<(), SecretError>(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// Every entity of `kind`: from the file (`"source": "file"`), the environment (`"env"`) or
+    /// the API (`"api"`), secrets masked.
+    pub fn list(&self, kind: Kind) -> Vec<Value> {
+        let inner = self.lock();
+        let source = if self.zero_config { "env" } else { "file" };
+        let mut out = Vec::new();
+        if let Some(items) = inner.base.get(kind.array()).and_then(|v| v.as_array()) {
+            for item in items {
+                let Ok(Value::Object(mut e)) = serde_json::to_value(item) else {
+                    continue;
+                };
+                if kind == Kind::Provider {
+                    let _ = layer::provider_secrets_mut(&mut e, &mut |s: &mut String| {
+                        *s = layer::mask(s);
+                        Ok::<(), ()>(())
+                    });
+                }
+                e.insert("source".into(), source.into());
+                out.push(Value::Object(e));
+            }
+        }
+        // Masked from the open secrets, so a key shows its last characters.
+        let shown = self
+            .opened(&inner.layer)
+            .unwrap_or_else(|_| inner.layer.clone())
+            .masked();
+        for e in shown.entries(kind) {
+            let mut e = e.clone();
+            e.insert("source".into(), "api".into());
+            out.push(Value::Object(e));
+        }
+        out
+    }
+
+    /// Makes `op` by `actor`: validates the merged result, records a version, and returns it
+    /// with the merged config to apply.
+    pub fn change(
+        &self,
+        actor: &str,
+        kind: Kind,
+        op: Op,
+    ) -> Result<(Version, Config), ChangeError> {
+        let Some(versions) = &self.versions else {
+            return Err(ChangeError::Unavailable);
+        };
+        let Some(secrets) = &self.secrets else {
+            return Err(ChangeError::Unavailable);
+        };
+        let mut inner = self.lock();
+        let file_ids = layer::base_ids(&inner.base, kind);
+        let noun = kind.noun();
+        let mut next = self.opened(&inner.layer)?;
+        let action = match op {
+            Op::Create(entry) => {
+                let id = entry_name(kind, &entry)?;
+                check_entry(kind, &entry)?;
+                if file_ids.contains(&id) || next.find(kind, &id).is_some() {
+                    return Err(ChangeError::Exists { noun, id });
+                }
+                next.entries_mut(kind).push(entry);
+                format!("create {noun} {id}")
+            }
+            Op::Update(id, patch) => {
+                if file_ids.contains(&id) {
+                    return Err(ChangeError::FileManaged { noun, id });
+                }
+                if let Some(new_id) = patch.get(kind.id_field())
+                    && new_id.as_str() != Some(id.as_str())
+                {
+                    return Err(ChangeError::BadRequest(format!(
+                        "`{}` cannot be changed (delete the {noun} and create it under the new name)",
+                        kind.id_field()
+                    )));
+                }
+                check_entry(kind, &patch)?;
+                let Some(entry) = next
+                    .entries_mut(kind)
+                    .iter_mut()
+                    .find(|e| layer::entry_id(kind, e) == Some(id.as_str()))
+                else {
+                    return Err(ChangeError::NotFound { noun, id });
+                };
+                for (k, v) in patch {
+                    if v.is_null() {
+                        entry.remove(&k);
+                    } else {
+                        entry.insert(k, v);
+                    }
+                }
+                format!("update {noun} {id}")
+            }
+            Op::Delete(id) => {
+                if file_ids.contains(&id) {
+                    return Err(ChangeError::FileManaged { noun, id });
+                }
+                let list = next.entries_mut(kind);
+                let before = list.len();
+                list.retain(|e| layer::entry_id(kind, e) != Some(id.as_str()));
+                if list.len() == before {
+                    return Err(ChangeError::NotFound { noun, id });
+                }
+                format!("delete {noun} {id}")
+            }
+            Op::Rollback(n) => {
+                let Some(v) = versions.get(n)? else {
+                    return Err(ChangeError::NotFound {
+                        noun: "version",
+                        id: n.to_string(),
+                    });
+                };
+                next = self.opened(&v.layer)?;
+                format!("rollback to {n}")
+            }
+        };
+        let merged = layer::merge(&inner.base, &next, &env)
+            .map_err(|issues| ChangeError::Invalid(named(&inner.base, &next, issues)))?;
+        let opened_next = next.clone();
+        let mut sealed = next;
+        sealed.secrets_mut(|s| {
+            if layer::is_literal(s) && !SecretBox::is_sealed(s) {
+                *s = secrets.seal(s)?;
+            }
+            Ok::<(), SecretError>(())
+        })?;
+        let version = Version {
+            n: inner.version + 1,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor: actor.to_owned(),
+            action,
+            changes: changes(&self.opened(&inner.layer)?, &opened_next),
+            layer: sealed,
+        };
+        if !versions.append(&version)? {
+            return Err(ChangeError::Conflict(version.n));
+        }
+        inner.layer = version.layer.clone();
+        inner.version = version.n;
+        Ok((version, merged))
+    }
+
+    /// A reload read `config` from the file: merges the layer onto its document (every problem,
+    /// or the config to apply). The base is replaced only when the caller applies it
+    /// ([`RuntimeConfig::reloaded`]).
+    pub fn merge_file(&self, config: &Config) -> Result<Config, Vec<Issue>> {
+        let inner = self.lock();
+        let base = layer::base(config);
+        if inner.layer == Layer::default() {
+            return Ok(config.clone());
+        }
+        let opened = self
+            .opened(&inner.layer)
+            .map_err(|e| vec![Issue::new("", e.to_string())])?;
+        let mut merged = layer::merge(&base, &opened, &env)?;
+        merged.source.clone_from(&config.source);
+        Ok(merged)
+    }
+
+    /// The file was reloaded: later changes are judged against its new document.
+    pub fn reloaded(&self, config: &Config) {
+        self.lock().base = layer::base(config);
+    }
+
+    /// Every version, newest first (secrets in the layers masked).
+    pub fn versions(&self) -> Result<Vec<Value>, ChangeError> {
+        let Some(v) = &self.versions else {
+            return Err(ChangeError::Unavailable);
+        };
+        Ok(v.list()?
+            .into_iter()
+            .map(|v| {
+                json!({"version": v.n, "at": v.at, "actor": v.actor, "action": v.action, "changes": v.changes})
+            })
+            .collect())
+    }
+
+    /// Version `n`: the runtime layer it holds, as TOML (secrets masked).
+    pub fn version_toml(&self, n: u64) -> Result<String, ChangeError> {
+        let Some(v) = &self.versions else {
+            return Err(ChangeError::Unavailable);
+        };
+        let Some(v) = v.get(n)? else {
+            return Err(ChangeError::NotFound {
+                noun: "version",
+                id: n.to_string(),
+            });
+        };
+        let header = format!(
+            "# Switchyard runtime configuration, version {} ({}, by {}: {})\n# Providers and routes added through the admin API; literal secrets are masked.\n\n",
+            v.n, v.at, v.actor, v.action
+        );
+        toml::to_string(&v.layer.masked())
+            .map(|body| header + &body)
+            .map_err(|e| ChangeError::BadRequest(e.to_string()))
+    }
+
+    /// Where the entity of `kind` named `id` comes from: `file`, `env` (zero-config) or `api`.
+    pub fn source(&self, kind: Kind, id: &str) -> &'static str {
+        let inner = self.lock();
+        if inner.layer.find(kind, id).is_some() {
+            "api"
+        } else if self.zero_config {
+            "env"
+        } else {
+            "file"
+        }
+    }
+
+    /// The newest version's number (0: none).
+    pub fn version(&self) -> u64 {
+        self.lock().version
+    }
+}
+
+/// Problems with the paths of layer entries written by name (`providers.eu.kind`, not
+/// `providers[3].kind`): the index means nothing to an API user.
+fn named(base: &toml::Table, layer: &Layer, issues: Vec<Issue>) -> Vec<Issue> {
+    issues
+        .into_iter()
+        .map(|mut issue| {
+            for kind in [Kind::Provider, Kind::Route] {
+                let skip = layer::base_len(base, kind);
+                for (i, e) in layer.entries(kind).iter().enumerate() {
+                    let prefix = format!("{}[{}]", kind.array(), skip + i);
+                    if let Some(rest) = issue.path.strip_prefix(&prefix)
+                        && (rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+                    {
+                        let id = layer::entry_id(kind, e).unwrap_or_default();
+                        issue.path = format!("{}.{id}{rest}", kind.array());
+                    }
+                }
+            }
+            issue
+        })
+        .collect()
+}
+
+/// The masked changes from `before` to `after` (both with their secrets open).
+fn changes(before: &Layer, after: &Layer) -> Vec<Change> {
+    layer::diff(&before.masked(), &after.masked())
+        .into_iter()
+        .map(|(path, before, after)| Change {
+            path,
+            before,
+            after,
+        })
+        .collect()
+}
+
+/// The entry's name, which must be a non-empty string.
+fn entry_name(kind: Kind, entry: &Entry) -> Result<String, ChangeError> {
+    match layer::entry_id(kind, entry) {
+        Some(id) if !id.trim().is_empty() => Ok(id.to_owned()),
+        _ => Err(ChangeError::BadRequest(format!(
+            "`{}` is required: the {}'s name",
+            kind.id_field(),
+            kind.noun()
+        ))),
+    }
+}
+
+/// What the API does not take: masked secrets sent back, and route cache policies (which apply
+/// at start only).
+fn check_entry(kind: Kind, entry: &Entry) -> Result<(), ChangeError> {
+    if kind == Kind::Route && entry.contains_key("cache") {
+        return Err(ChangeError::BadRequest(
+            "a route's `cache` policy is set in the config file (it applies at start)".into(),
+        ));
+    }
+    if kind == Kind::Provider {
+        let mut masked = false;
+        let mut e = entry.clone();
+        let _ = layer::provider_secrets_mut(&mut e, &mut |s: &mut String| {
+            masked |= s.starts_with("****");
+            Ok::<(), ()>(())
+        });
+        if masked {
+            return Err(ChangeError::BadRequest(
+                "a secret reads `****...`, as the API shows it: send the secret itself, or leave the field out to keep it".into(),
+            ));
+        }
+    }
+    Ok(())
+}
