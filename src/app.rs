@@ -392,15 +392,17 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response:
 
 fn log_startup(state: &AppState, addr: SocketAddr) {
     let cfg = &state.config;
-    let names: Vec<String> = cfg
+    // What is in service: the file's providers and routes with those added through the API.
+    let table = state.router.table();
+    let names: Vec<String> = table
         .providers
         .iter()
         .map(|p| format!("{} ({})", p.name, p.kind.as_str()))
         .collect();
-    tracing::info!(%addr, providers = %names.join(", "), routes = cfg.routes.len(), "switchyard listening");
-    if cfg.providers.is_empty() {
+    tracing::info!(%addr, providers = %names.join(", "), routes = table.routes.len(), "switchyard listening");
+    if table.providers.is_empty() {
         tracing::warn!(
-            "no provider configured: set one of {} or pass --config; chat requests will fail until then",
+            "no provider configured: set one of {} or pass --config, or add one in the web UI (http://{addr}/#/providers) or with POST /api/providers; chat requests fail until then",
             env_hint()
         );
     }

@@ -601,7 +601,7 @@ async fn wrong_methods_bad_paths_and_bad_queries_answer_json() {
         ("POST", "/ready"),
         ("POST", "/metrics"),
         ("PUT", "/api/mcp/servers"),
-        ("POST", "/api/providers"),
+        ("PUT", "/api/providers"),
         ("POST", "/api/logs"),
         ("PATCH", "/api/cache/stats"),
         ("GET", "/api/mcp/tools/x/call"),

@@ -64,13 +64,22 @@ async fn the_web_ui_works_in_headless_chromium() {
         .arg(server_bin("mcp-calculator"))
         .arg(&shots)
         .env("CHROMIUM", &chromium)
+        .env("MOCK_URL", mock.url())
         .output()
         .await
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "UI test failed:\n{stdout}\n{stderr}");
-    for page in ["dashboard", "providers", "mcp", "cache", "logs", "plugins"] {
+    for page in [
+        "dashboard",
+        "providers",
+        "providers-added",
+        "mcp",
+        "cache",
+        "logs",
+        "plugins",
+    ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "no screenshot of {page}"
@@ -90,6 +99,24 @@ async fn the_web_ui_works_in_headless_chromium() {
             .iter()
             .any(|s| s["name"] == "calc" && s["status"] == "connected"),
         "{servers}"
+    );
+    // The provider and route added in the browser are real, served, and recorded as the UI's.
+    let versions: serde_json::Value = gw
+        .get("/api/config/versions", Some("ui-admin-token"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions["data"][0]["action"], "create route ui-route",
+        "{versions}"
+    );
+    assert_eq!(versions["data"][0]["actor"], "ui", "{versions}");
+    let (status, h, _) = gw.chat(&hello("ui-route")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        crate::gateway::header(&h, "x-switchyard-provider"),
+        "ui-added"
     );
     // The key made in the browser is real, disabled there, and kept by hash only.
     let key: serde_json::Value = gw

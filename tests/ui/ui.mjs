@@ -81,6 +81,29 @@ await step("no secret on any page", async () => {
   }
 });
 
+await step("add a provider and a route through the UI, test it, see the versions", async () => {
+  await page.goto(`${url}/#/providers`);
+  await page.fill("form#add-provider input[name=name]", "ui-added");
+  await page.selectOption("form#add-provider select[name=kind]", "openai");
+  await page.fill("form#add-provider input[name=base_url]", `${process.env.MOCK_URL}/v1`);
+  await page.fill("form#add-provider input[name=key]", "sk-ui-added-secret-0123456789");
+  await page.fill("form#add-provider input[name=models]", "gpt-4o-mini");
+  await page.click("form#add-provider button[type=submit]");
+  await expectText("[role=status]", "Added provider ui-added");
+  await expectText("td", "ui-added");
+  if ((await page.content()).includes("sk-ui-added-secret")) throw new Error("the new key is shown");
+  const row = page.locator("tr", { hasText: "ui-added" }).first();
+  await row.locator("button", { hasText: "Test" }).click();
+  await expectText("[role=status]", "ui-added answered gpt-4o-mini");
+  await page.fill("form#add-route input[name=model]", "ui-route");
+  await page.fill("form#add-route input[name=targets]", "ui-added/gpt-4o-mini=1");
+  await page.click("form#add-route button[type=submit]");
+  await expectText("[role=status]", "Added route ui-route");
+  await expectText("td", "create route ui-route");
+  if ((await page.locator("main").innerText()).includes("null")) throw new Error("a null on the Providers page");
+  await page.screenshot({ path: `${shots}/providers-added.png`, fullPage: true });
+});
+
 await step("register an MCP server through the UI", async () => {
   await page.goto(`${url}/#/mcp`);
   await page.fill("form#register input[name=name]", "calc");

@@ -94,7 +94,7 @@ function barChart(points, valueOf, lineOf, labelOf = (p) => fmtTime(p[0])) {
 const pages = {};
 
 pages.dashboard = async () => {
-  const [u, c] = await Promise.all([api("/api/usage"), api("/api/cache/stats")]);
+  const [u, c, p] = await Promise.all([api("/api/usage"), api("/api/cache/stats"), api("/api/providers")]);
   const t = u.total;
   const byModel = Object.entries(u.by_model).map(([k, v]) => ({ k, ...v }));
   const byProvider = Object.entries(u.by_provider).map(([k, v]) => ({ k, ...v }));
@@ -105,7 +105,9 @@ pages.dashboard = async () => {
     { label: "Cost", num: true, get: (r) => fmtUsd(r.cost_usd) }, { label: "Cache hits", num: true, get: (r) => fmtInt(r.cache_hits) },
   ];
   return [
-    h("h1", {}, "Dashboard"), h("p", { class: "notice" }, `Last 24 hours (${fmtTime(u.from)} to ${fmtTime(u.to)}).`),
+    h("h1", {}, "Dashboard"),
+    p.data.length ? [] : h("div", { class: "notice ok", role: "status", id: "welcome" }, "Welcome. No provider is set up yet: ", h("a", { href: "#/providers" }, "add a provider"), " to send your first request."),
+    h("p", { class: "notice" }, `Last 24 hours (${fmtTime(u.from)} to ${fmtTime(u.to)}).`),
     h("div", { class: "cards" },
       card("Requests", fmtInt(t.requests)), card("Errors", fmtInt(t.errors)),
       card("Mean latency", fmtMs(t.mean_latency_ms)), card("Cost (est.)", fmtUsd(t.cost_usd)),
@@ -118,23 +120,112 @@ pages.dashboard = async () => {
   ];
 };
 
+const KINDS = ["openai", "anthropic", "gemini", "azure", "openai-compatible", "groq", "mistral", "openrouter", "deepseek", "xai", "cohere", "ollama", "bedrock", "vertex"];
 pages.providers = async () => {
-  const [p, r] = await Promise.all([api("/api/providers"), api("/api/routes")]);
+  const [p, r, v] = await Promise.all([api("/api/providers"), api("/api/routes"), api("/api/config/versions").catch(() => ({ data: [] }))]);
+  const msg = h("div");
+  const done = async (notice) => { await render(); if (notice) main.prepend(notice); };
+  const ok = (text) => h("div", { class: "notice ok", role: "status" }, text);
+  const fail = (e) => { if (e instanceof AuthError) throw e; msg.replaceChildren(errorBox(e)); };
+  const list = (text) => text.split(",").map((x) => x.trim()).filter(Boolean);
+  const test = async (x) => {
+    const model = x.models?.[0] || prompt(`Test ${x.name} with which model?`, "");
+    if (!model) return;
+    try {
+      const t = await api(`/api/providers/${encodeURIComponent(x.name)}/test`, { method: "POST", json: { model } });
+      msg.replaceChildren(t.ok ? ok(`${x.name} answered ${t.model} in ${fmtMs(t.latency_ms)}.`) : errorBox({ message: `${x.name} failed after ${fmtMs(t.latency_ms)}: ${t.error}` }));
+    } catch (e) { fail(e); }
+  };
+  const editor = h("form", { class: "inline", id: "edit", hidden: true });
+  const edit = (kind, id, path) => async () => {
+    let current;
+    try { current = await api(path); } catch (e) { fail(e); return; }
+    delete current.source;
+    const box = h("textarea", { name: "fields", class: "grow", rows: 8 }, JSON.stringify(current, null, 2));
+    editor.replaceChildren(h("label", { class: "grow" }, `Edit ${kind} ${id} (JSON; the fields given are changed, null removes one; keys show masked: leave them out to keep them)`, box), h("button", { type: "submit" }, "Save"));
+    editor.onsubmit = async (ev) => {
+      ev.preventDefault();
+      let body;
+      try { body = JSON.parse(box.value); } catch (e) { msg.replaceChildren(errorBox({ message: "Not valid JSON: " + e.message })); return; }
+      try { const c = await api(path, { method: "PATCH", json: body }); await done(ok(`Saved ${kind} ${id} (version ${c.version}).`)); } catch (e) { fail(e); }
+    };
+    editor.hidden = false;
+    box.focus();
+  };
+  const remove = (kind, id, path) => async () => {
+    if (!confirm(`Remove ${kind} ${id}?`)) return;
+    try { await api(path, { method: "DELETE" }); await done(ok(`Removed ${kind} ${id}.`)); } catch (e) { fail(e); }
+  };
+  const provPath = (x) => `/api/providers/${encodeURIComponent(x.name)}`;
+  const routePath = (x) => `/api/routes/${encodeURIComponent(x.model)}`;
+  const provActions = (x) => h("span", { class: "actions" },
+    h("button", { class: "secondary", onclick: () => test(x) }, "Test"),
+    x.source === "api" ? h("button", { class: "secondary", onclick: edit("provider", x.name, provPath(x)) }, "Edit") : null,
+    x.source === "api" ? h("button", { class: "danger", onclick: remove("provider", x.name, provPath(x)) }, "Remove") : null);
+  const routeActions = (x) => x.source !== "api" ? "from config" : h("span", { class: "actions" },
+    h("button", { class: "secondary", onclick: edit("route", x.model, routePath(x)) }, "Edit"),
+    h("button", { class: "danger", onclick: remove("route", x.model, routePath(x)) }, "Remove"));
+  // New provider.
+  const name = h("input", { name: "name", required: true, pattern: "[A-Za-z0-9._\\-]+", placeholder: "openai-eu" });
+  const kind = h("select", { name: "kind" }, KINDS.map((k) => h("option", { value: k }, k)));
+  const base = h("input", { name: "base_url", placeholder: "default for the kind", size: 28 });
+  const key = h("input", { name: "key", type: "password", autocomplete: "off", placeholder: "sk-... or env.OPENAI_API_KEY", size: 24 });
+  const models = h("input", { name: "models", placeholder: "gpt-4o-mini, gpt-4o", size: 20 });
+  const addProvider = async (ev) => {
+    ev.preventDefault();
+    const body = { name: name.value.trim(), kind: kind.value };
+    if (base.value.trim()) body.base_url = base.value.trim();
+    if (key.value.trim()) body.keys = [key.value.trim()];
+    if (models.value.trim()) body.models = list(models.value);
+    try { const c = await api("/api/providers", { method: "POST", json: body }); await done(ok(`Added provider ${body.name} (version ${c.version}).`)); } catch (e) { fail(e); }
+  };
+  // New route.
+  const rname = h("input", { name: "model", required: true, placeholder: "smart" });
+  const targets = h("input", { name: "targets", required: true, placeholder: "openai/gpt-4o-mini=0.7, anthropic/claude-haiku-4-5=0.3", size: 40 });
+  const fallbacks = h("input", { name: "fallbacks", placeholder: "groq/llama-3.3-70b", size: 20 });
+  const addRoute = async (ev) => {
+    ev.preventDefault();
+    const body = { model: rname.value.trim(), targets: list(targets.value).map((t) => { const [m, w] = t.split("="); return w ? { model: m.trim(), weight: Number(w) } : { model: m.trim() }; }) };
+    if (fallbacks.value.trim()) body.fallbacks = list(fallbacks.value);
+    try { const c = await api("/api/routes", { method: "POST", json: body }); await done(ok(`Added route ${body.model} (version ${c.version}).`)); } catch (e) { fail(e); }
+  };
+  const rollback = async (n) => {
+    if (!confirm(`Roll the providers and routes added here back to version ${n}?`)) return;
+    try { const c = await api(`/api/config/rollback/${n}`, { method: "POST", json: {} }); await done(ok(`Rolled back to version ${n} (now version ${c.version}).`)); } catch (e) { fail(e); }
+  };
   return [
-    h("h1", {}, "Providers"),
+    h("h1", {}, "Providers"), msg,
+    p.data.length ? [] : h("div", { class: "notice ok", role: "status", id: "welcome" }, "No provider yet: add a provider below (or start the gateway with OPENAI_API_KEY, ANTHROPIC_API_KEY, ... set) to send your first request."),
     table([
-      { label: "Name", get: (x) => x.name }, { label: "Kind", get: (x) => x.kind }, { label: "Base URL", get: (x) => x.base_url },
+      { label: "Name", get: (x) => x.name }, { label: "Source", get: (x) => x.source }, { label: "Kind", get: (x) => x.kind }, { label: "Base URL", get: (x) => x.base_url },
       { label: "Keys", get: (x) => x.keys.map((k) => `${k.source} (weight ${k.weight})`).join(", ") || "none" },
       { label: "Timeout", num: true, get: (x) => fmtMs(x.timeout_ms) }, { label: "Retries", num: true, get: (x) => x.max_retries },
       { label: "Open breakers", num: true, get: (x) => x.breakers.filter((b) => b.state !== "closed").length },
+      { label: "", get: provActions },
     ], p.data),
-    h("p", { class: "notice" }, "Keys are shown by source (an environment variable or inline), never by value. Providers and routes come from the config file."),
+    editor,
+    h("h2", {}, "Add a provider"),
+    h("form", { class: "inline", id: "add-provider", onsubmit: addProvider },
+      h("label", {}, "Name", name), h("label", {}, "Kind", kind), h("label", {}, "Base URL", base), h("label", {}, "Key", key), h("label", {}, "Models", models),
+      h("button", { type: "submit" }, "Add provider")),
+    h("p", { class: "notice" }, "Keys are shown by source (an environment variable or inline), never by value. A key typed here is stored encrypted and not shown again; env.NAME reads the gateway's environment. Providers and routes from the config file are changed in the file."),
     h("h2", {}, "Routes"),
     table([
-      { label: "Model", get: (x) => x.model },
+      { label: "Model", get: (x) => x.model }, { label: "Source", get: (x) => x.source },
       { label: "Targets", get: (x) => x.targets.map((t) => `${t.model} (${t.weight})`).join(", ") },
       { label: "Fallbacks", get: (x) => x.fallbacks.join(" → ") },
+      { label: "", get: routeActions },
     ], r.data),
+    h("h2", {}, "Add a route"),
+    h("form", { class: "inline", id: "add-route", onsubmit: addRoute },
+      h("label", {}, "Model", rname), h("label", {}, "Targets (provider/model=weight)", targets), h("label", {}, "Fallbacks", fallbacks),
+      h("button", { type: "submit" }, "Add route")),
+    h("h2", {}, "Versions"),
+    table([
+      { label: "#", num: true, get: (x) => x.version }, { label: "When", get: (x) => new Date(x.at).toLocaleString() }, { label: "By", get: (x) => x.actor },
+      { label: "What", get: (x) => x.action }, { label: "Changes", get: (x) => x.changes.map((c) => c.path).join(", ") },
+      { label: "", get: (x) => x.version === v.current ? "current" : h("button", { class: "secondary", onclick: () => rollback(x.version) }, "Roll back to this") },
+    ], (v.data || []).slice(0, 20)),
   ];
 };
 
