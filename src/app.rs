@@ -175,16 +175,31 @@ impl AppState {
             .build()
             .map_err(|e| AppError::Client(e.to_string()))?;
         let metrics = Arc::new(Metrics::new());
+        let tasks = TaskTracker::new();
+        let shutdown = CancellationToken::new();
         let store = open_store(&config);
-        let (runtime, merged) = crate::runtime::RuntimeConfig::open(&config, store.as_ref())
-            .map_err(AppError::Runtime)?;
+        let pg = match &config.server.state {
+            crate::config::StateConfig::Embedded => None,
+            crate::config::StateConfig::Postgres(url) => Some(Arc::new(
+                crate::store::postgres::Postgres::connect(url.expose(), &tasks)
+                    .await
+                    .map_err(|e| {
+                        AppError::Runtime(format!("cannot use the Postgres state ({e})"))
+                    })?,
+            )),
+        };
+        let shared = pg
+            .clone()
+            .map(|p| p as Arc<dyn crate::store::versions::VersionStore>);
+        let (runtime, merged) =
+            crate::runtime::RuntimeConfig::open(&config, store.as_ref(), shared)
+                .await
+                .map_err(AppError::Runtime)?;
         let table = match &merged {
             Some(m) => RouteTable::build(&with_table_of(&config, m), &client),
             None => RouteTable::build(&config, &client),
         };
         let router = Arc::new(Router::new(table, config.router.clone(), metrics.clone()));
-        let tasks = TaskTracker::new();
-        let shutdown = CancellationToken::new();
         let prices = Arc::new(Prices::new(&config.prices));
         let governance = Governance::start(
             config.governance.clone(),
@@ -228,7 +243,7 @@ impl AppState {
             crate::plugins::PluginHost::new(&config.plugins, client.clone(), metrics.clone())
                 .map_err(AppError::Plugins)?,
         );
-        Ok(Self {
+        let state = Self {
             client: client.clone(),
             runtime: Arc::new(runtime),
             mcp,
@@ -245,7 +260,44 @@ impl AppState {
             store,
             log,
             prices,
-        })
+        };
+        if let Some(pg) = pg {
+            state.watch_shared_config(pg);
+        }
+        Ok(state)
+    }
+
+    /// Follows the runtime configuration other instances change: a `NOTIFY` from Postgres
+    /// applies a new version at once, and the newest version number is polled every 500 ms as
+    /// well (a notification is lost while the listening connection is down).
+    fn watch_shared_config(&self, pg: Arc<crate::store::postgres::Postgres>) {
+        let state = self.clone();
+        self.tasks.spawn(async move {
+            let mut listening: Option<(tokio_postgres::Client, tokio::sync::mpsc::Receiver<String>)> =
+                None;
+            loop {
+                if listening.is_none() {
+                    match pg.listen().await {
+                        Ok(l) => listening = Some(l),
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for configuration changes (polling instead)"),
+                    }
+                }
+                let notified = async {
+                    match listening.as_mut() {
+                        Some((_, rx)) => rx.recv().await.is_some(),
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = state.shutdown.cancelled() => break,
+                    alive = notified => if !alive { listening = None; },
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+                if let Some(merged) = state.runtime.refresh().await {
+                    state.apply(&merged);
+                }
+            }
+        });
     }
 
     /// Puts `merged`'s providers and routes in service atomically (requests in flight finish on

@@ -87,10 +87,15 @@ struct Inner {
 
 /// The runtime layer, its versions, and the key that seals its secrets.
 pub struct RuntimeConfig {
-    versions: Option<Box<dyn VersionStore>>,
+    versions: Option<std::sync::Arc<dyn VersionStore>>,
     secrets: Option<SecretBox>,
     /// The base holds the providers found in the environment, not a file.
     zero_config: bool,
+    /// The versions are shared with other instances (Postgres): [`RuntimeConfig::refresh`]
+    /// picks up their changes.
+    shared: bool,
+    /// One change at a time in this instance.
+    writer: tokio::sync::Mutex<()>,
     inner: Mutex<Inner>,
 }
 
@@ -101,23 +106,36 @@ fn env(k: &str) -> Option<String> {
 impl RuntimeConfig {
     /// Loads the newest version's layer and merges it onto `config`'s document: the manager and
     /// the config to serve (the file's own when there is no layer). A layer that no longer fits
-    /// the file is an error listing every problem.
-    pub fn open(config: &Config, store: Option<&Store>) -> Result<(Self, Option<Config>), String> {
-        let versions: Option<Box<dyn VersionStore>> = match store {
-            Some(s) => Some(Box::new(
+    /// the file is an error listing every problem. With `shared` (Postgres) the versions are the
+    /// fleet's, and the sealing key must be the same on every instance (`SWITCHYARD_SECRET_KEY`).
+    pub async fn open(
+        config: &Config,
+        store: Option<&Store>,
+        shared: Option<std::sync::Arc<dyn VersionStore>>,
+    ) -> Result<(Self, Option<Config>), String> {
+        let key = env(crate::store::secrets::KEY_VAR).filter(|k| !k.trim().is_empty());
+        let is_shared = shared.is_some();
+        if is_shared && key.is_none() {
+            return Err(format!(
+                "with [server] state = \"postgres\", set {} to the same key on every instance (32 bytes as 64 hex digits, e.g. `openssl rand -hex 32`): it seals the provider keys they share",
+                crate::store::secrets::KEY_VAR
+            ));
+        }
+        let versions: Option<std::sync::Arc<dyn VersionStore>> = match (shared, store) {
+            (Some(v), _) => Some(v),
+            (None, Some(s)) => Some(std::sync::Arc::new(
                 crate::store::versions::SledVersions::open(s).map_err(|e| e.to_string())?,
             )),
-            None => None,
+            (None, None) => None,
         };
-        let secrets = match store {
-            Some(_) => Some(
-                SecretBox::open(&config.server.data_dir, env(crate::store::secrets::KEY_VAR))
-                    .map_err(|e| e.to_string())?,
-            ),
+        let secrets = match &versions {
+            Some(_) => {
+                Some(SecretBox::open(&config.server.data_dir, key).map_err(|e| e.to_string())?)
+            }
             None => None,
         };
         let latest = match &versions {
-            Some(v) => v.latest().map_err(|e| e.to_string())?,
+            Some(v) => v.latest().await.map_err(|e| e.to_string())?,
             None => None,
         };
         let base = layer::base(config);
@@ -126,6 +144,8 @@ impl RuntimeConfig {
             versions,
             secrets,
             zero_config: config.zero_config,
+            shared: is_shared,
+            writer: tokio::sync::Mutex::new(()),
             inner: Mutex::new(Inner {
                 base,
                 layer,
@@ -148,6 +168,64 @@ impl RuntimeConfig {
             }
         };
         Ok((manager, merged))
+    }
+
+    /// Whether other instances share the versions (and [`RuntimeConfig::refresh`] is worth
+    /// calling).
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Picks up a newer version written by another instance: the merged config to apply, or
+    /// `None` when there is nothing new (or it does not fit this instance's file: logged).
+    pub async fn refresh(&self) -> Option<Config> {
+        let versions = self.versions.as_ref()?;
+        let _w = self.writer.lock().await;
+        let n = match versions.latest_number().await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the runtime configuration's version");
+                return None;
+            }
+        };
+        if n <= self.lock().version {
+            return None;
+        }
+        let latest = match versions.latest().await {
+            Ok(Some(v)) => v,
+            Ok(None) => return None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the runtime configuration");
+                return None;
+            }
+        };
+        let mut inner = self.lock();
+        let merged = self
+            .opened(&latest.layer)
+            .map_err(|e| e.to_string())
+            .and_then(|opened| {
+                layer::merge(&inner.base, &opened, &env).map_err(|issues| {
+                    issues
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            });
+        match merged {
+            Ok(m) => {
+                tracing::info!(version = latest.n, actor = %latest.actor, action = %latest.action, "runtime configuration changed by another instance: applied");
+                inner.layer = latest.layer;
+                inner.version = latest.n;
+                Some(m)
+            }
+            Err(e) => {
+                tracing::error!(version = latest.n, problems = %e, "runtime configuration from another instance does not fit this instance's config file: not applied");
+                // Not retried until a newer version comes.
+                inner.version = latest.n;
+                None
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -204,7 +282,7 @@ impl RuntimeConfig {
 
     /// Makes `op` by `actor`: validates the merged result, records a version, and returns it
     /// with the merged config to apply.
-    pub fn change(
+    pub async fn change(
         &self,
         actor: &str,
         kind: Kind,
@@ -213,10 +291,46 @@ impl RuntimeConfig {
         let Some(versions) = &self.versions else {
             return Err(ChangeError::Unavailable);
         };
+        let _w = self.writer.lock().await;
+        // Start from the newest version (another instance may have written one).
+        let newest = if self.shared {
+            versions.latest().await?
+        } else {
+            None
+        };
+        let rollback_to = match &op {
+            Op::Rollback(n) => Some(versions.get(*n).await?),
+            _ => None,
+        };
+        let (version, merged) = self.prepare(actor, kind, op, newest, rollback_to)?;
+        if !versions.append(&version).await? {
+            return Err(ChangeError::Conflict(version.n));
+        }
+        let mut inner = self.lock();
+        inner.layer = version.layer.clone();
+        inner.version = version.n;
+        Ok((version, merged))
+    }
+
+    /// The version `op` makes, validated, with the merged config (nothing stored yet).
+    fn prepare(
+        &self,
+        actor: &str,
+        kind: Kind,
+        op: Op,
+        newest: Option<Version>,
+        rollback_to: Option<Option<Version>>,
+    ) -> Result<(Version, Config), ChangeError> {
         let Some(secrets) = &self.secrets else {
             return Err(ChangeError::Unavailable);
         };
         let mut inner = self.lock();
+        if let Some(v) = newest
+            && v.n > inner.version
+        {
+            inner.layer = v.layer;
+            inner.version = v.n;
+        }
         let file_ids = layer::base_ids(&inner.base, kind);
         let noun = kind.noun();
         let mut next = self.opened(&inner.layer)?;
@@ -272,7 +386,7 @@ impl RuntimeConfig {
                 format!("delete {noun} {id}")
             }
             Op::Rollback(n) => {
-                let Some(v) = versions.get(n)? else {
+                let Some(v) = rollback_to.flatten() else {
                     return Err(ChangeError::NotFound {
                         noun: "version",
                         id: n.to_string(),
@@ -300,11 +414,6 @@ impl RuntimeConfig {
             changes: changes(&self.opened(&inner.layer)?, &opened_next),
             layer: sealed,
         };
-        if !versions.append(&version)? {
-            return Err(ChangeError::Conflict(version.n));
-        }
-        inner.layer = version.layer.clone();
-        inner.version = version.n;
         Ok((version, merged))
     }
 
@@ -331,11 +440,12 @@ impl RuntimeConfig {
     }
 
     /// Every version, newest first (secrets in the layers masked).
-    pub fn versions(&self) -> Result<Vec<Value>, ChangeError> {
+    pub async fn versions(&self) -> Result<Vec<Value>, ChangeError> {
         let Some(v) = &self.versions else {
             return Err(ChangeError::Unavailable);
         };
-        Ok(v.list()?
+        Ok(v.list()
+            .await?
             .into_iter()
             .map(|v| {
                 json!({"version": v.n, "at": v.at, "actor": v.actor, "action": v.action, "changes": v.changes})
@@ -344,11 +454,11 @@ impl RuntimeConfig {
     }
 
     /// Version `n`: the runtime layer it holds, as TOML (secrets masked).
-    pub fn version_toml(&self, n: u64) -> Result<String, ChangeError> {
+    pub async fn version_toml(&self, n: u64) -> Result<String, ChangeError> {
         let Some(v) = &self.versions else {
             return Err(ChangeError::Unavailable);
         };
-        let Some(v) = v.get(n)? else {
+        let Some(v) = v.get(n).await? else {
             return Err(ChangeError::NotFound {
                 noun: "version",
                 id: n.to_string(),

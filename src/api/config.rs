@@ -123,14 +123,20 @@ fn entry(
 }
 
 /// Makes a change and applies its result; answers with the entity as now shown and the version.
-fn change(state: &AppState, headers: &HeaderMap, kind: Kind, op: Op, created: bool) -> Response {
+async fn change(
+    state: &AppState,
+    headers: &HeaderMap,
+    kind: Kind,
+    op: Op,
+    created: bool,
+) -> Response {
     let id = match &op {
         Op::Create(e) => crate::config::layer::entry_id(kind, e).map(str::to_owned),
         Op::Update(id, _) | Op::Delete(id) => Some(id.clone()),
         Op::Rollback(_) => None,
     };
     let deleting = matches!(op, Op::Delete(_));
-    match state.runtime.change(actor(headers), kind, op) {
+    match state.runtime.change(actor(headers), kind, op).await {
         Ok((version, merged)) => {
             state.apply(&merged);
             tracing::info!(version = version.n, actor = %version.actor, action = %version.action, "runtime configuration changed");
@@ -178,7 +184,7 @@ pub(super) async fn create_provider(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Provider, Op::Create(e), true),
+        Ok(e) => change(&state, &headers, Kind::Provider, Op::Create(e), true).await,
         Err(e) => error(e),
     }
 }
@@ -194,7 +200,7 @@ async fn update_provider(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Provider, Op::Update(name, e), false),
+        Ok(e) => change(&state, &headers, Kind::Provider, Op::Update(name, e), false).await,
         Err(e) => error(e),
     }
 }
@@ -204,7 +210,7 @@ async fn delete_provider(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    change(&state, &headers, Kind::Provider, Op::Delete(name), false)
+    change(&state, &headers, Kind::Provider, Op::Delete(name), false).await
 }
 
 pub(super) async fn create_route(
@@ -213,7 +219,7 @@ pub(super) async fn create_route(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Route, Op::Create(e), true),
+        Ok(e) => change(&state, &headers, Kind::Route, Op::Create(e), true).await,
         Err(e) => error(e),
     }
 }
@@ -229,7 +235,7 @@ async fn update_route(
     body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Route, Op::Update(model, e), false),
+        Ok(e) => change(&state, &headers, Kind::Route, Op::Update(model, e), false).await,
         Err(e) => error(e),
     }
 }
@@ -239,11 +245,11 @@ async fn delete_route(
     headers: HeaderMap,
     Path(model): Path<String>,
 ) -> Response {
-    change(&state, &headers, Kind::Route, Op::Delete(model), false)
+    change(&state, &headers, Kind::Route, Op::Delete(model), false).await
 }
 
 async fn versions(State(state): State<AppState>) -> Response {
-    match state.runtime.versions() {
+    match state.runtime.versions().await {
         Ok(list) => {
             Json(json!({"object": "list", "data": list, "current": state.runtime.version()}))
                 .into_response()
@@ -253,7 +259,7 @@ async fn versions(State(state): State<AppState>) -> Response {
 }
 
 async fn version(State(state): State<AppState>, Path(n): Path<u64>) -> Response {
-    match state.runtime.version_toml(n) {
+    match state.runtime.version_toml(n).await {
         Ok(text) => ([("content-type", "application/toml; charset=utf-8")], text).into_response(),
         Err(e) => error(e),
     }
@@ -265,7 +271,7 @@ async fn rollback(
     Path(n): Path<u64>,
 ) -> Response {
     // The kind only names entities in messages; a rollback restores both.
-    change(&state, &headers, Kind::Provider, Op::Rollback(n), false)
+    change(&state, &headers, Kind::Provider, Op::Rollback(n), false).await
 }
 
 /// `POST /api/providers/{name}/test` (`{"model": "..."}`, default the provider's first listed

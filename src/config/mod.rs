@@ -320,6 +320,17 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Listen beyond loopback without requiring virtual keys (an explicit opt-out).
     pub allow_unauthenticated: bool,
+    /// Where durable shared state lives (today: the runtime configuration and its versions).
+    pub state: StateConfig,
+}
+
+/// `[server] state`: the embedded store, or Postgres shared by a fleet of instances.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateConfig {
+    /// `data_dir/store` (sled): one instance.
+    Embedded,
+    /// A Postgres database (`postgres_url`): every instance sees every change.
+    Postgres(Secret),
 }
 
 /// `[router]`: the one retry policy and the breaker.
@@ -715,6 +726,42 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
             ));
         }
     }
+    let state = match (s.state.as_deref(), s.postgres_url.filter(|u| !u.is_empty())) {
+        (None | Some("embedded"), None) => StateConfig::Embedded,
+        (None | Some("embedded"), Some(_)) => {
+            issues.push(Issue::new(
+                "server.postgres_url",
+                "only used with state = \"postgres\"",
+            ));
+            StateConfig::Embedded
+        }
+        (Some("postgres"), Some(url)) => {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.contains('='))
+            {
+                issues.push(Issue::new(
+                    "server.postgres_url",
+                    "must be a postgres:// URL or a key=value connection string",
+                ));
+            }
+            StateConfig::Postgres(Secret::new(url))
+        }
+        (Some("postgres"), None) => {
+            issues.push(Issue::new(
+                "server.postgres_url",
+                "state = \"postgres\" needs the database's URL (postgres://user@host/db, or env.NAME)",
+            ));
+            StateConfig::Embedded
+        }
+        (Some(other), _) => {
+            issues.push(Issue::new(
+                "server.state",
+                format!("`{other}` is not embedded or postgres"),
+            ));
+            StateConfig::Embedded
+        }
+    };
     ServerConfig {
         header_read_timeout: Duration::from_millis(header_ms),
         idle_timeout: Duration::from_millis(idle_ms),
@@ -723,6 +770,7 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
             .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         allowed_hosts: s.allowed_hosts,
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
+        state,
         cors_origins: s
             .cors_origins
             .into_iter()

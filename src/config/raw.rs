@@ -23,6 +23,8 @@ pub struct RawServer {
     pub allowed_hosts: Vec<String>,
     pub cors_origins: Vec<String>,
     pub allow_unauthenticated: Option<bool>,
+    pub state: Option<String>,
+    pub postgres_url: Option<String>,
 }
 
 /// One `[[providers]]` entry.

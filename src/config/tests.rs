@@ -397,3 +397,42 @@ fn bedrock_needs_a_region_and_whole_credentials() {
         );
     }
 }
+
+#[test]
+fn the_shared_state_needs_its_url_and_only_with_postgres() {
+    let problems = |text: &str| -> Vec<String> {
+        Config::parse(text, &env)
+            .err()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    let p = problems("[server]\nstate = \"postgres\"\n");
+    assert!(
+        p.iter().any(|i| i.starts_with("server.postgres_url")),
+        "{p:?}"
+    );
+    let p = problems("[server]\npostgres_url = \"postgres://x@h/db\"\n");
+    assert!(
+        p.iter().any(|i| i.contains("only used with state")),
+        "{p:?}"
+    );
+    let p = problems("[server]\nstate = \"mysql\"\n");
+    assert!(p.iter().any(|i| i.starts_with("server.state")), "{p:?}");
+    let p = problems("[server]\nstate = \"postgres\"\npostgres_url = \"mysql://h\"\n");
+    assert!(
+        p.iter().any(|i| i.starts_with("server.postgres_url")),
+        "{p:?}"
+    );
+    let cfg = Config::parse(
+        "[server]\nstate = \"postgres\"\npostgres_url = \"postgres://u@h/db\"\n",
+        &env,
+    )
+    .unwrap();
+    assert!(matches!(cfg.server.state, StateConfig::Postgres(_)));
+    assert!(
+        !format!("{:?}", cfg.server).contains("u@h"),
+        "the URL is a secret"
+    );
+}

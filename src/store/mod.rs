@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+pub mod postgres;
 pub mod responses;
 pub mod secrets;
 pub mod versions;
@@ -52,6 +53,9 @@ pub enum StoreError {
         /// What was wrong.
         message: String,
     },
+    /// Postgres reported an error, or cannot be reached.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// The store directory could not be prepared.
     #[error("store directory {path}: {message}")]
     Dir {

@@ -2,8 +2,8 @@
 //! the file, or a rollback) is one numbered record with its time, actor, what changed (secrets
 //! masked) and the whole runtime layer after it (secrets sealed), so any version can be restored.
 //!
-//! [`VersionStore`] is the seam: the embedded sled store implements it here; a shared store for a
-//! fleet implements the same trait and runs the same tests.
+//! [`VersionStore`] is the seam: the embedded sled store implements it here, Postgres (a fleet's
+//! shared store) in store/postgres.rs; both pass [`suite`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,16 +41,21 @@ pub struct Version {
     pub layer: Layer,
 }
 
+/// A boxed future (the trait is used as `dyn`).
+pub type Fut<'a, T> = futures_util::future::BoxFuture<'a, Result<T, StoreError>>;
+
 /// Where versions are kept.
 pub trait VersionStore: Send + Sync {
     /// The newest version.
-    fn latest(&self) -> Result<Option<Version>, StoreError>;
+    fn latest(&self) -> Fut<'_, Option<Version>>;
+    /// The newest version's number (0: none), cheaply (instances poll it).
+    fn latest_number(&self) -> Fut<'_, u64>;
     /// Appends `v` unless version `v.n` exists (`Ok(false)`: another writer took the number).
-    fn append(&self, v: &Version) -> Result<bool, StoreError>;
+    fn append<'a>(&'a self, v: &'a Version) -> Fut<'a, bool>;
     /// Every version, newest first.
-    fn list(&self) -> Result<Vec<Version>, StoreError>;
+    fn list(&self) -> Fut<'_, Vec<Version>>;
     /// Version `n`.
-    fn get(&self, n: u64) -> Result<Option<Version>, StoreError>;
+    fn get(&self, n: u64) -> Fut<'_, Option<Version>>;
 }
 
 /// Versions in the embedded sled store.
@@ -74,15 +79,15 @@ fn decode(key: &[u8], bytes: &[u8]) -> Result<Version, StoreError> {
     })
 }
 
-impl VersionStore for SledVersions {
-    fn latest(&self) -> Result<Option<Version>, StoreError> {
+impl SledVersions {
+    fn latest_now(&self) -> Result<Option<Version>, StoreError> {
         match self.tree.last()? {
             Some((k, v)) => decode(&k, &v).map(Some),
             None => Ok(None),
         }
     }
 
-    fn append(&self, v: &Version) -> Result<bool, StoreError> {
+    fn append_now(&self, v: &Version) -> Result<bool, StoreError> {
         let bytes = serde_json::to_vec(v).map_err(|e| StoreError::Record {
             key: format!("{}/{}", trees::CONFIG_VERSIONS, v.n),
             message: e.to_string(),
@@ -97,7 +102,7 @@ impl VersionStore for SledVersions {
         Ok(!taken)
     }
 
-    fn list(&self) -> Result<Vec<Version>, StoreError> {
+    fn list_now(&self) -> Result<Vec<Version>, StoreError> {
         self.tree
             .iter()
             .rev()
@@ -108,7 +113,7 @@ impl VersionStore for SledVersions {
             .collect()
     }
 
-    fn get(&self, n: u64) -> Result<Option<Version>, StoreError> {
+    fn get_now(&self, n: u64) -> Result<Option<Version>, StoreError> {
         match self.tree.get(n.to_be_bytes())? {
             Some(v) => decode(&n.to_be_bytes(), &v).map(Some),
             None => Ok(None),
@@ -116,10 +121,38 @@ impl VersionStore for SledVersions {
     }
 }
 
-/// The tests every [`VersionStore`] passes.
-#[cfg(test)]
+impl VersionStore for SledVersions {
+    fn latest(&self) -> Fut<'_, Option<Version>> {
+        Box::pin(async move { self.latest_now() })
+    }
+
+    fn latest_number(&self) -> Fut<'_, u64> {
+        Box::pin(async move {
+            Ok(match self.tree.last()? {
+                Some((k, _)) => <[u8; 8]>::try_from(&k[..]).map_or(0, u64::from_be_bytes),
+                None => 0,
+            })
+        })
+    }
+
+    fn append<'a>(&'a self, v: &'a Version) -> Fut<'a, bool> {
+        Box::pin(async move { self.append_now(v) })
+    }
+
+    fn list(&self) -> Fut<'_, Vec<Version>> {
+        Box::pin(async move { self.list_now() })
+    }
+
+    fn get(&self, n: u64) -> Fut<'_, Option<Version>> {
+        Box::pin(async move { self.get_now(n) })
+    }
+}
+
+/// The tests every [`VersionStore`] passes (run against sled here and against a real Postgres in
+/// tests/it/fleet.rs).
+#[doc(hidden)]
+#[allow(clippy::unwrap_used)]
 pub mod suite {
-    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn version(n: u64) -> Version {
@@ -138,22 +171,25 @@ pub mod suite {
     }
 
     /// Numbers are taken once; the newest is the latest; list is newest first.
-    pub fn numbers_are_taken_once_and_listed_newest_first(store: &dyn VersionStore) {
-        assert!(store.latest().unwrap().is_none());
+    pub async fn numbers_are_taken_once_and_listed_newest_first(store: &dyn VersionStore) {
+        assert!(store.latest().await.unwrap().is_none());
+        assert_eq!(store.latest_number().await.unwrap(), 0);
         for n in 1..=3 {
-            assert!(store.append(&version(n)).unwrap());
+            assert!(store.append(&version(n)).await.unwrap());
         }
-        assert!(!store.append(&version(2)).unwrap(), "2 is taken");
-        assert_eq!(store.latest().unwrap().unwrap().n, 3);
-        let ns: Vec<u64> = store.list().unwrap().iter().map(|v| v.n).collect();
+        assert!(!store.append(&version(2)).await.unwrap(), "2 is taken");
+        assert_eq!(store.latest().await.unwrap().unwrap().n, 3);
+        assert_eq!(store.latest_number().await.unwrap(), 3);
+        let ns: Vec<u64> = store.list().await.unwrap().iter().map(|v| v.n).collect();
         assert_eq!(ns, vec![3, 2, 1]);
-        assert_eq!(store.get(2).unwrap().unwrap().action, "change 2");
-        assert!(store.get(9).unwrap().is_none());
+        assert_eq!(store.get(2).await.unwrap().unwrap().action, "change 2");
+        assert!(store.get(9).await.unwrap().is_none());
     }
 
-    #[test]
-    fn sled() {
+    #[cfg(test)]
+    #[tokio::test]
+    async fn sled() {
         let store = Store::temporary().unwrap();
-        numbers_are_taken_once_and_listed_newest_first(&SledVersions::open(&store).unwrap());
+        numbers_are_taken_once_and_listed_newest_first(&SledVersions::open(&store).unwrap()).await;
     }
 }

@@ -223,6 +223,11 @@ impl Binary {
         Self::launch(config, false).await
     }
 
+    /// The same, with more `[server]` fields and environment variables.
+    pub async fn start_with(config: &str, server: &str, env: &[(&str, &str)]) -> Self {
+        Self::launch_with(config, server, env, false).await
+    }
+
     /// The same, with the process's log (stderr, at warn) kept for [`Binary::logs`].
     pub async fn start_logged(config: &str) -> Self {
         Self::launch(config, true).await
@@ -234,6 +239,10 @@ impl Binary {
     }
 
     async fn launch(config: &str, capture: bool) -> Self {
+        Self::launch_with(config, "", &[], capture).await
+    }
+
+    async fn launch_with(config: &str, server: &str, env: &[(&str, &str)], capture: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -244,7 +253,7 @@ impl Binary {
         std::fs::write(
             &path,
             format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n\n{config}{}",
+                "[server]\nlisten = \"127.0.0.1:{port}\"\ndata_dir = {:?}\n{server}\n\n{config}{}",
                 dir.path().join("data"),
                 if config.contains("[cache]") {
                     ""
@@ -258,6 +267,7 @@ impl Binary {
         cmd.args(["serve", "--config"])
             .arg(&path)
             .env("SWITCHYARD_LOG", "warn")
+            .envs(env.iter().copied())
             .kill_on_drop(true);
         if capture {
             let f = std::fs::File::create(dir.path().join("stderr.log")).unwrap();

@@ -1,0 +1,253 @@
+//! Postgres as a fleet's shared state (`[server] state = "postgres"`): versioned migrations run
+//! at start (under an advisory lock, so instances starting together apply each once), the runtime
+//! configuration's versions, and the change notification: a version is inserted and announced
+//! with `pg_notify` in one statement, so every listening instance hears of it when it commits.
+//!
+//! LISTEN/NOTIFY rather than Redis pub/sub: the notification is part of the transaction that
+//! writes the change (never announced without being written, never written without being
+//! announced to the listeners connected at that moment), and a fleet that shares its state in
+//! Postgres needs no second service for it. Notifications are at most once (a listener that was
+//! disconnected misses them), so instances also poll the newest version number as a safety net.
+
+use std::sync::Arc;
+
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_util::task::TaskTracker;
+
+use super::StoreError;
+use super::versions::{Fut, Version, VersionStore};
+
+/// The channel version numbers are announced on.
+pub const CHANNEL: &str = "switchyard_config";
+
+/// Schema changes, in order; each runs once per database.
+const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    "CREATE TABLE switchyard_config_versions (
+        n BIGINT PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        version JSONB NOT NULL
+    )",
+)];
+
+fn pg(e: tokio_postgres::Error) -> StoreError {
+    // The driver's messages name the server and the failure, not the password.
+    let mut text = e.to_string();
+    if let Some(db) = e.as_db_error() {
+        text = format!("{}: {}", db.code().code(), db.message());
+    }
+    StoreError::Postgres(text)
+}
+
+/// A connection to the shared database, reopened when it drops.
+pub struct Postgres {
+    url: String,
+    client: tokio::sync::Mutex<Option<Arc<Client>>>,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Postgres(***)")
+    }
+}
+
+impl Postgres {
+    /// Connects and brings the schema up to date.
+    pub async fn connect(url: &str, tasks: &TaskTracker) -> Result<Self, StoreError> {
+        let pg = Self {
+            url: url.to_owned(),
+            client: tokio::sync::Mutex::new(None),
+            tasks: tasks.clone(),
+        };
+        pg.migrate().await?;
+        Ok(pg)
+    }
+
+    async fn open(&self) -> Result<(Client, tokio::sync::mpsc::Receiver<String>), StoreError> {
+        let (client, mut connection) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .map_err(pg)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(64);
+        self.tasks.spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(m) = futures_util::StreamExt::next(&mut messages).await {
+                match m {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        let _ = tx.try_send(n.payload().to_owned());
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the connection to Postgres closed");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok((client, rx))
+    }
+
+    /// The shared client, connecting again when the last one closed.
+    async fn client(&self) -> Result<Arc<Client>, StoreError> {
+        let mut guard = self.client.lock().await;
+        if let Some(c) = guard.as_ref()
+            && !c.is_closed()
+        {
+            return Ok(c.clone());
+        }
+        let (client, _) = self.open().await?;
+        let client = Arc::new(client);
+        *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// A connection of its own that listens on [`CHANNEL`]: the announced version numbers (the
+    /// receiver ends when the connection drops; keep the client while listening).
+    pub async fn listen(
+        &self,
+    ) -> Result<(Client, tokio::sync::mpsc::Receiver<String>), StoreError> {
+        let (client, rx) = self.open().await?;
+        client
+            .batch_execute(&format!("LISTEN {CHANNEL}"))
+            .await
+            .map_err(pg)?;
+        Ok((client, rx))
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        // A connection of its own: the transaction must not interleave with other queries.
+        let (mut client, _) = self.open().await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS switchyard_migrations (
+                    id INT PRIMARY KEY,
+                    applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                )",
+            )
+            .await
+            .map_err(pg)?;
+        let tx = client.transaction().await.map_err(pg)?;
+        // One migrator at a time across the fleet.
+        tx.execute("SELECT pg_advisory_xact_lock(7215001)", &[])
+            .await
+            .map_err(pg)?;
+        let applied: Vec<i32> = tx
+            .query("SELECT id FROM switchyard_migrations", &[])
+            .await
+            .map_err(pg)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for (id, sql) in MIGRATIONS {
+            if applied.contains(id) {
+                continue;
+            }
+            tx.batch_execute(sql).await.map_err(pg)?;
+            tx.execute("INSERT INTO switchyard_migrations (id) VALUES ($1)", &[id])
+                .await
+                .map_err(pg)?;
+            tracing::info!(migration = id, "postgres schema migrated");
+        }
+        tx.commit().await.map_err(pg)
+    }
+}
+
+fn decode(v: serde_json::Value) -> Result<Version, StoreError> {
+    serde_json::from_value(v).map_err(|e| StoreError::Record {
+        key: "switchyard_config_versions".into(),
+        message: e.to_string(),
+    })
+}
+
+fn number(n: u64) -> Result<i64, StoreError> {
+    i64::try_from(n).map_err(|_| StoreError::Postgres(format!("version {n} is out of range")))
+}
+
+impl VersionStore for Postgres {
+    fn latest(&self) -> Fut<'_, Option<Version>> {
+        Box::pin(async move {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT version FROM switchyard_config_versions ORDER BY n DESC LIMIT 1",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+
+    fn latest_number(&self) -> Fut<'_, u64> {
+        Box::pin(async move {
+            let row = self
+                .client()
+                .await?
+                .query_one(
+                    "SELECT COALESCE(MAX(n), 0) FROM switchyard_config_versions",
+                    &[],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+
+    fn append<'a>(&'a self, v: &'a Version) -> Fut<'a, bool> {
+        Box::pin(async move {
+            let body = serde_json::to_value(v).map_err(|e| StoreError::Record {
+                key: format!("switchyard_config_versions/{}", v.n),
+                message: e.to_string(),
+            })?;
+            // Inserted and announced in one statement: the notification goes out on commit.
+            let rows = self
+                .client()
+                .await?
+                .query(
+                    "WITH ins AS (
+                        INSERT INTO switchyard_config_versions (n, at, actor, action, version)
+                        VALUES ($1, $2, $3, $4, $5) ON CONFLICT (n) DO NOTHING RETURNING n
+                    )
+                    SELECT pg_notify('switchyard_config', n::text) FROM ins",
+                    &[&number(v.n)?, &v.at, &v.actor, &v.action, &body],
+                )
+                .await
+                .map_err(pg)?;
+            Ok(!rows.is_empty())
+        })
+    }
+
+    fn list(&self) -> Fut<'_, Vec<Version>> {
+        Box::pin(async move {
+            self.client()
+                .await?
+                .query(
+                    "SELECT version FROM switchyard_config_versions ORDER BY n DESC",
+                    &[],
+                )
+                .await
+                .map_err(pg)?
+                .into_iter()
+                .map(|r| decode(r.get(0)))
+                .collect()
+        })
+    }
+
+    fn get(&self, n: u64) -> Fut<'_, Option<Version>> {
+        Box::pin(async move {
+            let row = self
+                .client()
+                .await?
+                .query_opt(
+                    "SELECT version FROM switchyard_config_versions WHERE n = $1",
+                    &[&number(n)?],
+                )
+                .await
+                .map_err(pg)?;
+            row.map(|r| decode(r.get(0))).transpose()
+        })
+    }
+}

@@ -1,0 +1,223 @@
+//! A fleet on one real Postgres (`[server] state = "postgres"`): three gateway processes share the
+//! runtime configuration; a change through any of them reaches the others within a second
+//! (NOTIFY, with polling as the safety net); a rollback reaches all; secrets stay sealed in the
+//! database; a database that cannot be reached stops the start with a clear error.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::gateway::{Binary, client};
+use crate::mock::Mock;
+use crate::postgres_server::PostgresServer;
+
+const KEY: &str = "6b0d3c2e8f1a4b5c6d7e8f90112233445566778899aabbccddeeff0011223344";
+const SECRET: &str = "sk-fleet-shared-secret-0123456789";
+
+async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
+    let r = client()
+        .post(format!("{url}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn served_by(url: &str, model: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let p = r
+        .headers()
+        .get("x-switchyard-provider")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (r.status().as_u16(), p)
+}
+
+/// Waits until `model` on `url` is served as `want` says; how long it took.
+async fn until(url: &str, model: &str, want: impl Fn(&(u16, String)) -> bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = served_by(url, model).await;
+        if want(&got) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{url} {model}: still {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second() {
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let db = pg.database("fleet").await;
+    let mock = Mock::start().await;
+    let file = format!(
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+        mock.url()
+    );
+    let server = format!("state = \"postgres\"\npostgres_url = \"{db}\"");
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let a = Binary::start_with(&file, &server, &env).await;
+    let b = Binary::start_with(&file, &server, &env).await;
+    let c = Binary::start_with(&file, &server, &env).await;
+
+    // A provider added through A answers through B and C.
+    let (status, v) = post(
+        &a.url,
+        "/api/providers",
+        json!({"name": "p2", "kind": "openai", "base_url": format!("{}/v1", mock.url()), "keys": [SECRET]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let mut lags = Vec::new();
+    for x in [&b, &c] {
+        lags.push(until(&x.url, "p2/gpt-4o-mini", |g| g == &(200, "p2".into())).await);
+    }
+    assert_eq!(mock.last().key().as_deref(), Some(SECRET));
+
+    // A route made through B reaches C.
+    let (status, v) = post(
+        &b.url,
+        "/api/routes",
+        json!({"model": "smart", "targets": [{"model": "p2/gpt-4o-mini"}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    lags.push(until(&c.url, "smart", |g| g == &(200, "p2".into())).await);
+    lags.push(until(&a.url, "smart", |g| g == &(200, "p2".into())).await);
+
+    // A rollback through C (to version 1: the provider, no route) reaches all three.
+    let (status, v) = post(&c.url, "/api/config/rollback/1", json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["version"], 3, "{v}");
+    for x in [&a, &b, &c] {
+        lags.push(until(&x.url, "smart", |g| g.1 != "p2").await);
+    }
+    println!("fleet propagation lags: {lags:?}");
+    for lag in &lags {
+        assert!(
+            *lag < Duration::from_secs(1),
+            "a change took {lag:?}: {lags:?}"
+        );
+    }
+
+    // Every instance lists the fleet's versions.
+    let v: Value = client()
+        .get(format!("{}/api/config/versions", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["current"], 3, "{v}");
+    assert_eq!(v["data"][0]["action"], "rollback to 1", "{v}");
+
+    // The database holds the secret sealed only.
+    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let rows = client
+        .query("SELECT version::text FROM switchyard_config_versions", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 3);
+    for r in rows {
+        let text: String = r.get(0);
+        assert!(!text.contains(SECRET), "{text}");
+        assert!(text.contains("sealed:v1:"), "{text}");
+    }
+    drop(client);
+    let _ = driver.await;
+
+    // A new instance starts with the fleet's configuration.
+    let d = Binary::start_with(&file, &server, &env).await;
+    assert_eq!(
+        served_by(&d.url, "p2/gpt-4o-mini").await,
+        (200, "p2".into())
+    );
+}
+
+#[tokio::test]
+async fn the_version_store_suite_passes_on_postgres() {
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let db = pg.database("suite").await;
+    let tasks = tokio_util::task::TaskTracker::new();
+    let store = switchyard::store::postgres::Postgres::connect(&db, &tasks)
+        .await
+        .unwrap();
+    switchyard::store::versions::suite::numbers_are_taken_once_and_listed_newest_first(&store)
+        .await;
+    // Migrations run once: a second instance connecting finds the schema in place.
+    switchyard::store::postgres::Postgres::connect(&db, &tasks)
+        .await
+        .unwrap();
+}
+
+/// Runs `switchyard serve` on a config and returns its exit status and what it printed.
+async fn serve_fails(server: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n{server}\n",
+            dir.path().join("data")
+        ),
+    )
+    .unwrap();
+    let out = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env_remove("SWITCHYARD_SECRET_KEY")
+            .envs(env.iter().copied())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the gateway should exit, not wait")
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_unreachable_database_or_a_missing_shared_key_stops_the_start_clearly() {
+    let (ok, err) = serve_fails(
+        "state = \"postgres\"\npostgres_url = \"postgresql://switchyard@/x?host=/nonexistent-dir\"",
+        &[("SWITCHYARD_SECRET_KEY", KEY)],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("cannot use the Postgres state"), "{err}");
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let db = pg.database("nokey").await;
+    let (ok, err) = serve_fails(
+        &format!("state = \"postgres\"\npostgres_url = \"{db}\""),
+        &[],
+    )
+    .await;
+    assert!(!ok);
+    assert!(err.contains("SWITCHYARD_SECRET_KEY"), "{err}");
+}
