@@ -49,6 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let log = RequestLog::start(
         config,
         Some(store),
+        None,
         Arc::new(Metrics::new()),
         &tasks,
         &shutdown,

@@ -213,6 +213,7 @@ impl AppState {
         let log = RequestLog::start(
             config.logs.clone(),
             store.clone(),
+            pg.clone(),
             metrics.clone(),
             &tasks,
             &shutdown,

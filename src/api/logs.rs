@@ -43,14 +43,14 @@ async fn list(
         Ok(q) => q,
         Err(e) => return fail(e),
     };
-    match state.log.query(&q) {
+    match state.log.page(&q).await {
         Ok(page) => Json(page).into_response(),
         Err(e) => unavailable(e),
     }
 }
 
 async fn one(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    match state.log.get(&id) {
+    match state.log.find(&id).await {
         Ok(Some(r)) => Json(r).into_response(),
         Ok(None) => fail(GatewayError::NotFound(format!(
             "no logged request with id `{id}`"
@@ -85,7 +85,11 @@ async fn usage(
         to: Some(to),
         ..q
     };
-    match state.log.usage(&filters, now, Duration::from_secs(bucket)) {
+    match state
+        .log
+        .usage_of(&filters, now, Duration::from_secs(bucket))
+        .await
+    {
         Ok(u) => Json(u).into_response(),
         Err(e) => unavailable(e),
     }

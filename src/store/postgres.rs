@@ -21,16 +21,32 @@ use super::versions::{Fut, Version, VersionStore};
 pub const CHANNEL: &str = "switchyard_config";
 
 /// Schema changes, in order; each runs once per database.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE switchyard_config_versions (
-        n BIGINT PRIMARY KEY,
-        at TEXT NOT NULL,
-        actor TEXT NOT NULL,
-        action TEXT NOT NULL,
-        version JSONB NOT NULL
-    )",
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE switchyard_config_versions (
+            n BIGINT PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            version JSONB NOT NULL
+        )",
+    ),
+    (
+        2,
+        "CREATE TABLE switchyard_request_log (
+            id BIGSERIAL PRIMARY KEY,
+            at_ms BIGINT NOT NULL,
+            request_id TEXT NOT NULL,
+            record JSONB NOT NULL
+        );
+        CREATE INDEX switchyard_request_log_at ON switchyard_request_log (at_ms, id);
+        CREATE INDEX switchyard_request_log_request_id ON switchyard_request_log (request_id)",
+    ),
+];
+
+/// One request log row: (unix ms, request id, the record as JSON).
+pub type LogRow = (i64, String, serde_json::Value);
 
 fn pg(e: tokio_postgres::Error) -> StoreError {
     // The driver's messages name the server and the failure, not the password.
@@ -151,6 +167,115 @@ impl Postgres {
             tracing::info!(migration = id, "postgres schema migrated");
         }
         tx.commit().await.map_err(pg)
+    }
+}
+
+/// The request log of the whole fleet (every instance writes its records here in batches).
+impl Postgres {
+    /// Appends records in one statement.
+    pub async fn log_append(&self, rows: &[LogRow]) -> Result<(), StoreError> {
+        let at: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+        let recs: Vec<&serde_json::Value> = rows.iter().map(|r| &r.2).collect();
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO switchyard_request_log (at_ms, request_id, record)
+                 SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[])",
+                &[&at, &ids, &recs],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Up to `limit` records in `[from, to)`, newest first, before `(at_ms, id)` when given:
+    /// `(at_ms, id, record)`.
+    pub async fn log_page(
+        &self,
+        from: i64,
+        to: i64,
+        before: Option<(i64, i64)>,
+        limit: i64,
+    ) -> Result<Vec<(i64, i64, serde_json::Value)>, StoreError> {
+        let (bt, bi) = before.unwrap_or((i64::MAX, i64::MAX));
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT at_ms, id, record FROM switchyard_request_log
+                 WHERE at_ms >= $1 AND at_ms < $2 AND (at_ms, id) < ($3, $4)
+                 ORDER BY at_ms DESC, id DESC LIMIT $5",
+                &[&from, &to, &bt, &bi, &limit],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// The newest record with this request id.
+    pub async fn log_by_id(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT record FROM switchyard_request_log WHERE request_id = $1
+                 ORDER BY at_ms DESC, id DESC LIMIT 1",
+                &[&request_id],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0)))
+    }
+
+    /// Every record in `[from, to)`, oldest first, handed to `each` as it streams in.
+    pub async fn log_scan(
+        &self,
+        from: i64,
+        to: i64,
+        mut each: impl FnMut(serde_json::Value),
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query_raw(
+                "SELECT record FROM switchyard_request_log
+                 WHERE at_ms >= $1 AND at_ms < $2 ORDER BY at_ms, id",
+                [&from as &(dyn tokio_postgres::types::ToSql + Sync), &to],
+            )
+            .await
+            .map_err(pg)?;
+        futures_util::pin_mut!(rows);
+        while let Some(row) = futures_util::StreamExt::next(&mut rows).await {
+            each(row.map_err(pg)?.get(0));
+        }
+        Ok(())
+    }
+
+    /// Deletes records older than `cutoff` and beyond the newest `max`: how many.
+    pub async fn log_prune(&self, cutoff: i64, max: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let old = client
+            .execute(
+                "DELETE FROM switchyard_request_log WHERE at_ms < $1",
+                &[&cutoff],
+            )
+            .await
+            .map_err(pg)?;
+        let over = client
+            .execute(
+                "DELETE FROM switchyard_request_log WHERE id <= (
+                    SELECT id FROM switchyard_request_log ORDER BY id DESC OFFSET $1 LIMIT 1
+                 )",
+                &[&max],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(old + over)
     }
 }
 

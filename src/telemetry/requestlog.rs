@@ -187,6 +187,7 @@ impl LogQuery {
         }
         if let Some(c) = &self.cursor
             && decode_cursor(c).is_none()
+            && decode_pg_cursor(c).is_none()
         {
             return Err("`cursor` is not one this API returned".into());
         }
@@ -283,10 +284,19 @@ pub struct Usage {
 pub struct RequestLog {
     config: LogsConfig,
     store: Option<Store>,
+    /// The fleet's shared log (`[server] state = "postgres"`): records go there instead, and
+    /// queries read every instance's records.
+    shared: Option<Shared>,
     tx: mpsc::Sender<Msg>,
     metrics: Arc<Metrics>,
     seq: AtomicU64,
     count: AtomicU64,
+}
+
+/// The Postgres log and the runtime the writer thread reaches it through.
+struct Shared {
+    pg: Arc<crate::store::postgres::Postgres>,
+    runtime: tokio::runtime::Handle,
 }
 
 /// How often retention runs.
@@ -297,6 +307,7 @@ impl RequestLog {
     pub fn start(
         config: LogsConfig,
         store: Option<Store>,
+        shared: Option<Arc<crate::store::postgres::Postgres>>,
         metrics: Arc<Metrics>,
         tasks: &TaskTracker,
         shutdown: &CancellationToken,
@@ -308,15 +319,20 @@ impl RequestLog {
             .map_or(0, |t| {
                 t.iter().keys().flatten().map(|k| key_count(&k)).sum()
             });
+        let shared = shared.map(|pg| Shared {
+            pg,
+            runtime: tokio::runtime::Handle::current(),
+        });
         let log = Arc::new(Self {
             config,
             store,
+            shared,
             tx,
             metrics,
             seq: AtomicU64::new(0),
             count: AtomicU64::new(count),
         });
-        if log.config.enabled && log.store.is_some() {
+        if log.enabled() {
             // Writing is blocking work (sled): its own thread, so a burst of records never holds
             // up a runtime worker. A tracked task tells it to finish at shutdown.
             // It holds the log weakly: once the gateway is gone (shutdown, or a runtime dropped
@@ -340,7 +356,7 @@ impl RequestLog {
 
     /// Whether records are written at all.
     pub fn enabled(&self) -> bool {
-        self.config.enabled && self.store.is_some()
+        self.config.enabled && (self.store.is_some() || self.shared.is_some())
     }
 
     /// Queues a record; never waits. A full queue drops it and counts the drop.
@@ -363,6 +379,21 @@ impl RequestLog {
     /// Writes a chunk: the records the writer drained at once, as one JSON array under one key
     /// (one sled insert per chunk instead of per record).
     fn write_chunk(&self, recs: &[LogRecord]) -> Result<(), StoreError> {
+        if let Some(sh) = &self.shared {
+            let rows: Vec<crate::store::postgres::LogRow> = recs
+                .iter()
+                .map(|r| {
+                    (
+                        i64::try_from(r.at_ms).unwrap_or(i64::MAX),
+                        r.request_id.clone(),
+                        serde_json::to_value(r).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            sh.runtime.block_on(sh.pg.log_append(&rows))?;
+            self.count.fetch_add(recs.len() as u64, Ordering::Relaxed);
+            return Ok(());
+        }
         let (Some(store), Some(min)) = (&self.store, recs.iter().map(|r| r.at_ms).min()) else {
             return Ok(());
         };
@@ -388,6 +419,13 @@ impl RequestLog {
     /// Deletes chunks older than the retention and, beyond `max_records`, the oldest.
     /// Returns how many records were deleted.
     pub fn enforce_retention(&self, now_ms: u64) -> Result<u64, StoreError> {
+        if let Some(sh) = &self.shared {
+            let cutoff = now_ms.saturating_sub(self.config.retention.as_millis() as u64);
+            return sh.runtime.block_on(sh.pg.log_prune(
+                i64::try_from(cutoff).unwrap_or(i64::MAX),
+                i64::try_from(self.config.max_records).unwrap_or(i64::MAX),
+            ));
+        }
         let Some(tree) = self.tree()? else {
             return Ok(0);
         };
@@ -419,6 +457,82 @@ impl RequestLog {
     /// True when no record is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// One page, newest first, from the fleet's log when it is shared, else from this store.
+    pub async fn page(&self, q: &LogQuery) -> Result<LogPage, StoreError> {
+        let Some(sh) = &self.shared else {
+            return self.query(q);
+        };
+        let limit = q.limit.unwrap_or(50).clamp(1, 500);
+        let mut page = LogPage {
+            object: "list",
+            data: Vec::new(),
+            next_cursor: None,
+        };
+        let from = q.from.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        let to =
+            q.to.map_or(i64::MAX, |t| i64::try_from(t).unwrap_or(i64::MAX));
+        let mut before = q.cursor.as_deref().and_then(decode_pg_cursor);
+        loop {
+            let rows = sh.pg.log_page(from, to, before, 500).await?;
+            let n = rows.len();
+            for (at, id, v) in rows {
+                before = Some((at, id));
+                let Ok(rec) = serde_json::from_value::<LogRecord>(v) else {
+                    continue;
+                };
+                if !q.matches(&rec) {
+                    continue;
+                }
+                if page.data.len() == limit {
+                    // This record starts the next page: the cursor points just past it.
+                    page.next_cursor = Some(format!("pg-{at}-{}", id + 1));
+                    return Ok(page);
+                }
+                page.data.push(rec);
+            }
+            if n < 500 {
+                return Ok(page);
+            }
+        }
+    }
+
+    /// The newest record with this request id, from the fleet's log when it is shared.
+    pub async fn find(&self, request_id: &str) -> Result<Option<LogRecord>, StoreError> {
+        match &self.shared {
+            Some(sh) => Ok(sh
+                .pg
+                .log_by_id(request_id)
+                .await?
+                .and_then(|v| serde_json::from_value(v).ok())),
+            None => self.get(request_id),
+        }
+    }
+
+    /// Usage over `q`'s range, from the fleet's log when it is shared.
+    pub async fn usage_of(
+        &self,
+        q: &LogQuery,
+        now_ms: u64,
+        bucket: Duration,
+    ) -> Result<Usage, StoreError> {
+        let Some(sh) = &self.shared else {
+            return self.usage(q, now_ms, bucket);
+        };
+        let mut acc = UsageAcc::new(q, now_ms, bucket);
+        let (from, to) = (
+            i64::try_from(acc.u.from).unwrap_or(i64::MAX),
+            i64::try_from(acc.u.to).unwrap_or(i64::MAX),
+        );
+        sh.pg
+            .log_scan(from, to, |v| {
+                if let Ok(r) = serde_json::from_value::<LogRecord>(v) {
+                    acc.add(&r);
+                }
+            })
+            .await?;
+        Ok(acc.finish())
     }
 
     /// One page, newest first.
@@ -487,66 +601,96 @@ impl RequestLog {
 
     /// Aggregates over `q`'s range and filters, with a series of `bucket` buckets.
     pub fn usage(&self, q: &LogQuery, now_ms: u64, bucket: Duration) -> Result<Usage, StoreError> {
-        let to = q.to.unwrap_or(now_ms + 1);
-        let from = q.from.unwrap_or_else(|| to.saturating_sub(86_400_000));
-        let bucket_ms = (bucket.as_millis() as u64).max(1000);
-        let mut u = Usage {
-            from,
-            to,
-            total: Totals::default(),
-            by_model: BTreeMap::new(),
-            by_provider: BTreeMap::new(),
-            by_key: BTreeMap::new(),
-            bucket_seconds: bucket_ms / 1000,
-            series: Vec::new(),
-        };
+        let mut acc = UsageAcc::new(q, now_ms, bucket);
         let Some(tree) = self.tree()? else {
-            return Ok(u);
+            return Ok(acc.u);
         };
-        let q = LogQuery {
-            from: Some(from),
-            to: Some(to),
-            ..q.clone()
-        };
-        let mut series: BTreeMap<u64, Totals> = BTreeMap::new();
-        let (start, end) = key_range(Some(from), Some(to));
+        let (start, end) = key_range(Some(acc.u.from), Some(acc.u.to));
         for item in tree.range(start..end) {
             let (_, v) = item?;
             for r in decode_chunk(&v) {
-                if !q.matches(&r) {
-                    continue;
-                }
-                u.total.add(&r);
-                u.by_model.entry(r.model.clone()).or_default().add(&r);
-                let provider = if r.provider.is_empty() {
-                    "none"
-                } else {
-                    &r.provider
-                };
-                u.by_provider
-                    .entry(provider.to_owned())
-                    .or_default()
-                    .add(&r);
-                let key = r.key.clone().unwrap_or_else(|| "none".into());
-                u.by_key.entry(key).or_default().add(&r);
-                series
-                    .entry(r.at_ms - r.at_ms % bucket_ms)
-                    .or_default()
-                    .add(&r);
+                acc.add(&r);
             }
         }
+        Ok(acc.finish())
+    }
+}
+
+/// Usage being added up, record by record.
+struct UsageAcc {
+    u: Usage,
+    q: LogQuery,
+    bucket_ms: u64,
+    series: BTreeMap<u64, Totals>,
+}
+
+impl UsageAcc {
+    fn new(q: &LogQuery, now_ms: u64, bucket: Duration) -> Self {
+        let to = q.to.unwrap_or(now_ms + 1);
+        let from = q.from.unwrap_or_else(|| to.saturating_sub(86_400_000));
+        let bucket_ms = (bucket.as_millis() as u64).max(1000);
+        Self {
+            u: Usage {
+                from,
+                to,
+                total: Totals::default(),
+                by_model: BTreeMap::new(),
+                by_provider: BTreeMap::new(),
+                by_key: BTreeMap::new(),
+                bucket_seconds: bucket_ms / 1000,
+                series: Vec::new(),
+            },
+            q: LogQuery {
+                from: Some(from),
+                to: Some(to),
+                ..q.clone()
+            },
+            bucket_ms,
+            series: BTreeMap::new(),
+        }
+    }
+
+    fn add(&mut self, r: &LogRecord) {
+        if !self.q.matches(r) {
+            return;
+        }
+        let u = &mut self.u;
+        u.total.add(r);
+        u.by_model.entry(r.model.clone()).or_default().add(r);
+        let provider = if r.provider.is_empty() {
+            "none"
+        } else {
+            &r.provider
+        };
+        u.by_provider.entry(provider.to_owned()).or_default().add(r);
+        let key = r.key.clone().unwrap_or_else(|| "none".into());
+        u.by_key.entry(key).or_default().add(r);
+        self.series
+            .entry(r.at_ms - r.at_ms % self.bucket_ms)
+            .or_default()
+            .add(r);
+    }
+
+    fn finish(mut self) -> Usage {
+        let (from, to, bucket_ms) = (self.u.from, self.u.to, self.bucket_ms);
         // Empty buckets are shown as zeros (for charts), unless the range holds too many.
         let first = from - from % bucket_ms;
         if (to - first) / bucket_ms <= 2_000 {
             let mut b = first;
             while b < to {
-                series.entry(b).or_default();
+                self.series.entry(b).or_default();
                 b += bucket_ms;
             }
         }
-        u.series = series.into_iter().collect();
-        Ok(u)
+        self.u.series = self.series.into_iter().collect();
+        self.u
     }
+}
+
+fn decode_pg_cursor(s: &str) -> Option<(i64, i64)> {
+    let rest = s.strip_prefix("pg-")?;
+    let (at, id) = rest.split_once('-')?;
+    Some((at.parse().ok()?, id.parse().ok()?))
 }
 
 /// Chunk key: the earliest record's unix ms, a sequence number and the record count, big-endian.
@@ -655,9 +799,20 @@ fn writer(log: &std::sync::Weak<RequestLog>, mut rx: mpsc::Receiver<Msg>) {
             let drained = stop || rx.is_empty();
             if chunk.len() == CHUNK || (drained && !chunk.is_empty()) {
                 let Some(log) = log.upgrade() else { return };
-                if let Err(e) = log.write_chunk(&chunk) {
-                    log.metrics.log_dropped.inc_by(chunk.len() as u64);
-                    tracing::warn!(error = %e, records = chunk.len(), "request log records not written");
+                let mut tries = 0u32;
+                while let Err(e) = log.write_chunk(&chunk) {
+                    tries += 1;
+                    // A shared log that is down: hold the chunk and try again (new records
+                    // wait in the bounded queue; those beyond it are dropped and counted).
+                    if log.shared.is_none() || stop || tries >= 600 {
+                        log.metrics.log_dropped.inc_by(chunk.len() as u64);
+                        tracing::warn!(error = %e, records = chunk.len(), "request log records not written");
+                        break;
+                    }
+                    if tries == 1 {
+                        tracing::warn!(error = %e, "the shared request log is unreachable; holding records and retrying every second");
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
                 }
                 chunk.clear();
             }
@@ -703,6 +858,7 @@ mod tests {
                 ..LogsConfig::default()
             },
             store: Some(Store::temporary().unwrap()),
+            shared: None,
             tx,
             metrics: Arc::new(Metrics::new()),
             seq: AtomicU64::new(0),

@@ -126,11 +126,11 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
     assert_eq!(v["data"][0]["action"], "rollback to 1", "{v}");
 
     // The database holds the secret sealed only.
-    let (client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+    let (db_client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
         .await
         .unwrap();
     let driver = tokio::spawn(conn);
-    let rows = client
+    let rows = db_client
         .query("SELECT version::text FROM switchyard_config_versions", &[])
         .await
         .unwrap();
@@ -140,8 +140,100 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
         assert!(!text.contains(SECRET), "{text}");
         assert!(text.contains("sealed:v1:"), "{text}");
     }
-    drop(client);
+    drop(db_client);
     let _ = driver.await;
+
+    // Every instance's log shows the whole fleet's traffic.
+    let mut ids = Vec::new();
+    for (i, x) in [&a, &b, &c].iter().enumerate() {
+        for j in 0..2 {
+            let id = format!("fleet-req-{i}-{j}");
+            let r = client()
+                .post(format!("{}/v1/chat/completions", x.url))
+                .header("x-request-id", &id)
+                .json(&json!({"model": "p2/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 200);
+            ids.push(id);
+        }
+    }
+    let started = Instant::now();
+    loop {
+        let page: Value = client()
+            .get(format!("{}/api/logs?limit=500", a.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let seen: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["request_id"].as_str())
+            .collect();
+        if ids.iter().all(|id| seen.contains(&id.as_str())) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "A's log: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let one: Value = client()
+        .get(format!("{}/api/logs/fleet-req-2-1", a.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["model"], "p2/gpt-4o-mini", "{one}");
+    let usage: Value = client()
+        .get(format!("{}/api/usage?model=p2/gpt-4o-mini", b.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(usage["total"]["requests"].as_u64().unwrap() >= 6, "{usage}");
+    // Pages follow one another without gaps or repeats.
+    let first: Value = client()
+        .get(format!("{}/api/logs?limit=4", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cursor = first["next_cursor"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cursor: {first}"))
+        .to_owned();
+    let second: Value = client()
+        .get(format!("{}/api/logs?limit=4&cursor={cursor}", c.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page_ids = |p: &Value| -> Vec<String> {
+        p["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["request_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (p1, p2) = (page_ids(&first), page_ids(&second));
+    assert_eq!(p1.len(), 4);
+    assert!(p1.iter().all(|id| !p2.contains(id)), "{p1:?} {p2:?}");
 
     // A new instance starts with the fleet's configuration.
     let d = Binary::start_with(&file, &server, &env).await;
