@@ -2,6 +2,8 @@
 //! thread, sled), timed until all are stored; CPU time of the process over wall time.
 //!
 //!   cargo run --release --example requestlog_bench -- [records=100000]
+//!
+//! With `PG_URL` set, the records go to that Postgres instead (the fleet's shared log).
 
 #![allow(clippy::print_stdout)]
 
@@ -46,10 +48,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         queue: 1 << 20,
         ..LogsConfig::default()
     };
+    let shared = match std::env::var("PG_URL") {
+        Ok(url) => Some(Arc::new(
+            switchyard::store::postgres::Postgres::connect(&url, &tasks).await?,
+        )),
+        Err(_) => None,
+    };
     let log = RequestLog::start(
         config,
         Some(store),
-        None,
+        shared,
         Arc::new(Metrics::new()),
         &tasks,
         &shutdown,

@@ -19,6 +19,8 @@
 # prompt-guard) runs that compiled-in plugin on every request; PLUGINS=tag-and-route runs the
 # WebAssembly sample (build it first: cd plugins/tag-and-route && npm ci && npm run build) with a
 # rule that rewrites every request, so both of its hooks do their full JSON round trip.
+# STATE=postgres keeps the runtime configuration and the request log in a throwaway PostgreSQL
+# cluster (initdb as the `postgres` user, a unix socket, CPU 1) instead of the embedded store.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
@@ -43,6 +45,7 @@ cleanup() {
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
+  [ -d "$work/pg" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,10 +100,24 @@ GOVCONF
 )
 fi
 
+state_conf=""
+if [ "${STATE:-embedded}" = postgres ]; then
+  PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+  mkdir -p "$work/pg" && chown postgres:postgres "$work/pg" && chmod 755 "$work"
+  runuser -u postgres -- "$PG_BIN/initdb" -D "$work/pg/data" -U switchyard --auth=trust --no-sync \
+    --no-instructions -E UTF8 --locale=C.UTF-8 >/dev/null
+  # Durable settings (fsync on, synchronous commits), as a production database runs.
+  runuser -u postgres -- taskset -c 1 "$PG_BIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/pg.log" -w start \
+    -o "-c listen_addresses='' -k $work/pg" >/dev/null
+  state_conf=$'state = "postgres"\npostgres_url = "postgresql://switchyard@/postgres?host='"$work"$'/pg"'
+  export SWITCHYARD_SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+fi
+
 cat > "$work/switchyard.toml" <<CONF
 [server]
 listen = "127.0.0.1:$GW_PORT"
 data_dir = "$work/data"
+$state_conf
 
 [cache]
 enabled = ${CACHE:-false}
@@ -184,7 +201,7 @@ def parse(name):
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
 d, g = parse("direct"), parse("gateway")
 import os
-print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}, plugins: {os.environ.get('PLUGINS') or 'none'}")
+print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}, plugins: {os.environ.get('PLUGINS') or 'none'}, state: {os.environ.get('STATE', 'embedded')}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
 for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
     print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")

@@ -56,6 +56,8 @@ pub struct AppState {
     pub client: reqwest::Client,
     /// Providers and routes added through the admin API, and their versions.
     pub runtime: Arc<crate::runtime::RuntimeConfig>,
+    /// The fleet's shared Postgres, with `[server] state = "postgres"`.
+    pub pg: Option<Arc<crate::store::postgres::Postgres>>,
 }
 
 /// What a reload of the config file did.
@@ -247,6 +249,7 @@ impl AppState {
         let state = Self {
             client: client.clone(),
             runtime: Arc::new(runtime),
+            pg: pg.clone(),
             mcp,
             responses,
             plugins,

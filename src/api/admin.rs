@@ -14,11 +14,11 @@ pub fn routes(state: AppState) -> Router<AppState> {
     let api = Router::new()
         .route(
             "/providers",
-            get(providers).post(super::config::create_provider),
+            get(providers).merge(super::config::create(crate::config::layer::Kind::Provider)),
         )
         .route(
             "/routes",
-            get(routes_list).post(super::config::create_route),
+            get(routes_list).merge(super::config::create(crate::config::layer::Kind::Route)),
         )
         .merge(super::config::routes())
         .route("/plugins", get(plugins))

@@ -7,7 +7,7 @@
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
@@ -16,23 +16,60 @@ use crate::config::layer::{Entry, Kind};
 use crate::runtime::{ChangeError, Op};
 
 /// The routes (behind the admin token); `POST /api/providers` and `POST /api/routes` are
-/// mounted beside their `GET` in admin.rs.
+/// mounted beside their `GET` in admin.rs ([`create`]).
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/providers/{name}",
-            get(get_provider)
-                .patch(update_provider)
-                .delete(delete_provider),
-        )
-        .route(
-            "/routes/{model}",
-            get(get_route).patch(update_route).delete(delete_route),
-        )
+        .route("/providers/{name}", entity(Kind::Provider))
         .route("/providers/{name}/test", post(test_provider))
+        .route("/routes/{model}", entity(Kind::Route))
         .route("/config/versions", get(versions))
         .route("/config/versions/{n}", get(version))
         .route("/config/rollback/{n}", post(rollback))
+}
+
+type Body = Result<Json<Value>, axum::extract::rejection::JsonRejection>;
+
+/// `POST` of a new entity of `kind`.
+pub(super) fn create(kind: Kind) -> MethodRouter<AppState> {
+    post(
+        move |State(state): State<AppState>, headers: HeaderMap, body: Body| async move {
+            match entry(body) {
+                Ok(e) => change(&state, &headers, kind, Op::Create(e), true).await,
+                Err(e) => error(e),
+            }
+        },
+    )
+}
+
+/// `GET`, `PATCH` and `DELETE` of one entity of `kind`.
+fn entity(kind: Kind) -> MethodRouter<AppState> {
+    get(
+        move |State(state): State<AppState>, Path(id): Path<String>| async move {
+            match find(&state, kind, &id) {
+                Some(v) => Json(v).into_response(),
+                None => error(ChangeError::NotFound {
+                    noun: kind.noun(),
+                    id,
+                }),
+            }
+        },
+    )
+    .patch(
+        move |State(state): State<AppState>,
+              headers: HeaderMap,
+              Path(id): Path<String>,
+              body: Body| async move {
+            match entry(body) {
+                Ok(e) => change(&state, &headers, kind, Op::Update(id, e), false).await,
+                Err(e) => error(e),
+            }
+        },
+    )
+    .delete(
+        move |State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>| async move {
+            change(&state, &headers, kind, Op::Delete(id), false).await
+        },
+    )
 }
 
 /// An OpenAI-shaped error with the list of problems (empty when there is only one).
@@ -107,9 +144,7 @@ fn error(e: ChangeError) -> Response {
 }
 
 /// The body as an entry (a JSON object).
-fn entry(
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Result<Entry, ChangeError> {
+fn entry(body: Body) -> Result<Entry, ChangeError> {
     match body {
         Ok(Json(Value::Object(o))) => Ok(o),
         Ok(_) => Err(ChangeError::BadRequest(
@@ -166,86 +201,6 @@ fn find(state: &AppState, kind: Kind, id: &str) -> Option<Value> {
         .list(kind)
         .into_iter()
         .find(|e| e.get(kind.id_field()).and_then(Value::as_str) == Some(id))
-}
-
-fn get_one(state: &AppState, kind: Kind, id: &str) -> Response {
-    match find(state, kind, id) {
-        Some(v) => Json(v).into_response(),
-        None => error(ChangeError::NotFound {
-            noun: kind.noun(),
-            id: id.to_owned(),
-        }),
-    }
-}
-
-pub(super) async fn create_provider(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Provider, Op::Create(e), true).await,
-        Err(e) => error(e),
-    }
-}
-
-async fn get_provider(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    get_one(&state, Kind::Provider, &name)
-}
-
-async fn update_provider(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Provider, Op::Update(name, e), false).await,
-        Err(e) => error(e),
-    }
-}
-
-async fn delete_provider(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    change(&state, &headers, Kind::Provider, Op::Delete(name), false).await
-}
-
-pub(super) async fn create_route(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Route, Op::Create(e), true).await,
-        Err(e) => error(e),
-    }
-}
-
-async fn get_route(State(state): State<AppState>, Path(model): Path<String>) -> Response {
-    get_one(&state, Kind::Route, &model)
-}
-
-async fn update_route(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(model): Path<String>,
-    body: Result<Json<Value>, axum::extract::rejection::JsonRejection>,
-) -> Response {
-    match entry(body) {
-        Ok(e) => change(&state, &headers, Kind::Route, Op::Update(model, e), false).await,
-        Err(e) => error(e),
-    }
-}
-
-async fn delete_route(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(model): Path<String>,
-) -> Response {
-    change(&state, &headers, Kind::Route, Op::Delete(model), false).await
 }
 
 async fn versions(State(state): State<AppState>) -> Response {

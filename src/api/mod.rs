@@ -231,7 +231,19 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = serde_json::json!({"status": status, "providers": providers, "cache": cache});
+    // Backing services: reported, not gating (chat keeps working on the configuration in
+    // service while the shared state is down).
+    let state_up = match &state.pg {
+        Some(pg) => serde_json::json!({"backend": "postgres", "up": pg.ping().await}),
+        None => serde_json::json!({"backend": "embedded", "up": state.store.is_some()}),
+    };
+    let (counters, counters_up) = state.governance.counters().health().await;
+    let body = serde_json::json!({
+        "status": status,
+        "providers": providers,
+        "cache": cache,
+        "backing": {"state": state_up, "counters": {"backend": counters, "up": counters_up}},
+    });
     (code, axum::Json(body)).into_response()
 }
 

@@ -306,6 +306,14 @@ pub enum AnyCounters {
 }
 
 impl AnyCounters {
+    /// Where the counters live (`embedded` or `redis`) and whether it answers now.
+    pub async fn health(&self) -> (&'static str, bool) {
+        match self {
+            Self::Embedded(_) => ("embedded", true),
+            Self::Redis(r) => ("redis", r.ping().await),
+        }
+    }
+
     /// Reserves every charge or none; `Err` when the store cannot be reached. `lease` names the
     /// reservation in a shared store (empty: nothing to settle later).
     pub async fn reserve(

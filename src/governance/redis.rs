@@ -229,6 +229,15 @@ impl RedisCounters {
         ))
     }
 
+    /// Whether Redis answers a `PING` now.
+    pub async fn ping(&self) -> bool {
+        let mut conn = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
+    }
+
     /// Reserves every charge or none (one script), held under `lease` (empty: nothing to give
     /// back, request and tool-call counts only).
     pub async fn reserve(

@@ -119,6 +119,21 @@ impl Postgres {
         Ok(client)
     }
 
+    /// Whether the database answers now (within a second).
+    pub async fn ping(&self) -> bool {
+        let check = async {
+            self.client()
+                .await?
+                .simple_query("SELECT 1")
+                .await
+                .map_err(pg)
+        };
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), check).await,
+            Ok(Ok(_))
+        )
+    }
+
     /// A connection of its own that listens on [`CHANNEL`]: the announced version numbers (the
     /// receiver ends when the connection drops; keep the client while listening).
     pub async fn listen(

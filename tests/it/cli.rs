@@ -7,7 +7,7 @@ fn switchyard() -> Command {
 }
 
 /// Runs `switchyard check` on a temporary file holding `config`.
-fn check(config: &str) -> std::process::Output {
+pub fn check(config: &str) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("switchyard.toml");
     std::fs::write(&path, config).unwrap();

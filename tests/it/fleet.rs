@@ -7,12 +7,41 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Binary, client};
+use crate::gateway::{Binary, client, served_by};
 use crate::mock::Mock;
 use crate::postgres_server::PostgresServer;
 
 const KEY: &str = "6b0d3c2e8f1a4b5c6d7e8f90112233445566778899aabbccddeeff0011223344";
 const SECRET: &str = "sk-fleet-shared-secret-0123456789";
+
+/// A Postgres with a database, a mock provider, and the config every instance starts from.
+struct Fleet {
+    pg: PostgresServer,
+    db: String,
+    mock: Mock,
+}
+
+impl Fleet {
+    async fn start(name: &str) -> Option<Self> {
+        let pg = PostgresServer::start()?;
+        let db = pg.database(name).await;
+        Some(Self {
+            pg,
+            db,
+            mock: Mock::start().await,
+        })
+    }
+
+    /// One more gateway process on the shared state (a config file with provider `a`).
+    async fn instance(&self) -> Binary {
+        let file = format!(
+            "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+            self.mock.url()
+        );
+        let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", self.db);
+        Binary::start_with(&file, &server, &[("SWITCHYARD_SECRET_KEY", KEY)]).await
+    }
+}
 
 async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
     let r = client()
@@ -22,22 +51,6 @@ async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
         .await
         .unwrap();
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn served_by(url: &str, model: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let p = r
-        .headers()
-        .get("x-switchyard-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (r.status().as_u16(), p)
 }
 
 /// Waits until `model` on `url` is served as `want` says; how long it took.
@@ -58,20 +71,13 @@ async fn until(url: &str, model: &str, want: impl Fn(&(u16, String)) -> bool) ->
 
 #[tokio::test]
 async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second() {
-    let Some(pg) = PostgresServer::start() else {
+    let Some(f) = Fleet::start("fleet").await else {
         return;
     };
-    let db = pg.database("fleet").await;
-    let mock = Mock::start().await;
-    let file = format!(
-        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
-        mock.url()
-    );
-    let server = format!("state = \"postgres\"\npostgres_url = \"{db}\"");
-    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
-    let a = Binary::start_with(&file, &server, &env).await;
-    let b = Binary::start_with(&file, &server, &env).await;
-    let c = Binary::start_with(&file, &server, &env).await;
+    let (mock, db) = (&f.mock, &f.db);
+    let a = f.instance().await;
+    let b = f.instance().await;
+    let c = f.instance().await;
 
     // A provider added through A answers through B and C.
     let (status, v) = post(
@@ -126,7 +132,7 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
     assert_eq!(v["data"][0]["action"], "rollback to 1", "{v}");
 
     // The database holds the secret sealed only.
-    let (db_client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+    let (db_client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
         .await
         .unwrap();
     let driver = tokio::spawn(conn);
@@ -236,7 +242,7 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
     assert!(p1.iter().all(|id| !p2.contains(id)), "{p1:?} {p2:?}");
 
     // A new instance starts with the fleet's configuration.
-    let d = Binary::start_with(&file, &server, &env).await;
+    let d = f.instance().await;
     assert_eq!(
         served_by(&d.url, "p2/gpt-4o-mini").await,
         (200, "p2".into())
@@ -312,4 +318,92 @@ async fn an_unreachable_database_or_a_missing_shared_key_stops_the_start_clearly
     .await;
     assert!(!ok);
     assert!(err.contains("SWITCHYARD_SECRET_KEY"), "{err}");
+}
+
+#[tokio::test]
+async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up() {
+    let Some(f) = Fleet::start("down").await else {
+        return;
+    };
+    let (mock, pg) = (&f.mock, &f.pg);
+    let a = f.instance().await;
+    let (status, v) = post(
+        &a.url,
+        "/api/providers",
+        json!({"name": "p2", "kind": "openai", "base_url": format!("{}/v1", mock.url()), "keys": ["kp2"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let ready = |url: String| async move {
+        client()
+            .get(format!("{url}/ready"))
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let r = ready(a.url.clone()).await;
+    assert_eq!(
+        r["backing"]["state"],
+        json!({"backend": "postgres", "up": true}),
+        "{r}"
+    );
+
+    pg.stop();
+    // The configuration in service keeps serving; the log holds its records; changes wait.
+    for i in 0..3 {
+        let r = client()
+            .post(format!("{}/v1/chat/completions", a.url))
+            .header("x-request-id", format!("while-down-{i}"))
+            .json(&json!({"model": "p2/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let r = ready(a.url.clone()).await;
+    assert_eq!(r["status"], "ready", "{r}");
+    assert_eq!(r["backing"]["state"]["up"], false, "{r}");
+    let (status, v) = post(
+        &a.url,
+        "/api/providers",
+        json!({"name": "p3", "kind": "ollama"}),
+    )
+    .await;
+    assert_eq!(status, 500, "{v}");
+    assert_eq!(v["error"]["code"], "store_error", "{v}");
+
+    // Back up: changes work again and the held records arrive.
+    pg.restart();
+    let started = Instant::now();
+    loop {
+        let (status, v) = post(
+            &a.url,
+            "/api/providers",
+            json!({"name": "p3", "kind": "ollama"}),
+        )
+        .await;
+        if status == 201 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{status} {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    loop {
+        let one = client()
+            .get(format!("{}/api/logs/while-down-2", a.url))
+            .send()
+            .await
+            .unwrap();
+        if one.status().as_u16() == 200 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the held records did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

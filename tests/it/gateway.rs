@@ -216,6 +216,19 @@ pub struct Binary {
     _dir: tempfile::TempDir,
 }
 
+/// Sends a one-line chat for `model` to the gateway at `url`: the status and the provider that
+/// answered (`x-switchyard-provider`).
+pub async fn served_by(url: &str, model: &str) -> (u16, String) {
+    let r = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    let p = header(r.headers(), "x-switchyard-provider");
+    (r.status().as_u16(), p)
+}
+
 impl Binary {
     /// Writes `config` (without `[server]`) plus a free loopback port, starts `switchyard serve`
     /// and waits for `/ready`.

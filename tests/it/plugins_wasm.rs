@@ -272,14 +272,7 @@ async fn a_trapping_runaway_or_greedy_module_follows_on_error_and_the_gateway_st
 }
 
 fn check(config: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("switchyard.toml");
-    std::fs::write(&path, config).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = crate::cli::check(config);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -72,9 +72,16 @@ impl PostgresServer {
             "initdb: {}",
             String::from_utf8_lossy(&init.stderr)
         );
-        let start = as_postgres(&bin, "pg_ctl")
+        let server = Self { bin, dir };
+        server.pg_start();
+        Some(server)
+    }
+
+    fn pg_start(&self) {
+        let path = self.dir.path();
+        let start = as_postgres(&self.bin, "pg_ctl")
             .arg("-D")
-            .arg(&data)
+            .arg(path.join("data"))
             .arg("-l")
             .arg(path.join("pg.log"))
             .args(["-w", "start", "-o"])
@@ -89,7 +96,22 @@ impl PostgresServer {
             "pg_ctl start: {}",
             String::from_utf8_lossy(&start.stderr)
         );
-        Some(Self { bin, dir })
+    }
+
+    /// Stops the server (to test an unreachable database; a fast shutdown, which keeps what
+    /// was committed, as the cluster runs without fsync); [`PostgresServer::restart`] brings it
+    /// back with its data.
+    pub fn stop(&self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "fast", "-w", "stop"])
+            .output();
+    }
+
+    /// Starts it again after [`PostgresServer::stop`].
+    pub fn restart(&self) {
+        self.pg_start();
     }
 
     /// A new empty database; its URL.

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Binary, client};
+use crate::gateway::{Binary, client, served_by};
 use crate::mock::Mock;
 
 fn providers(mock: &Mock, route_target: &str) -> String {
@@ -13,23 +13,6 @@ fn providers(mock: &Mock, route_target: &str) -> String {
         "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"ka\"]\n\n[[providers]]\nname = \"b\"\nkind = \"openai\"\nbase_url = \"{0}/v1\"\nkeys = [\"kb\"]\n\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"{route_target}\" }}]\n",
         mock.url()
     )
-}
-
-async fn served_by(url: &str, model: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    let p = r
-        .headers()
-        .get("x-switchyard-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (status, p)
 }
 
 /// Rewrites the providers and routes part of the running binary's config file.

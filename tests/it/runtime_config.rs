@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Binary, client};
+use crate::gateway::{Binary, client, served_by};
 use crate::mock::Mock;
 
 const SECRET: &str = "sk-literal-runtime-secret-0123456789";
@@ -39,23 +39,6 @@ async fn send(url: &str, method: &str, path: &str, body: Option<Value>) -> (u16,
         status,
         serde_json::from_str(&text).unwrap_or(Value::String(text)),
     )
-}
-
-/// Which provider answered a chat for `model` (status, provider).
-async fn served_by(url: &str, model: &str) -> (u16, String) {
-    let r = client()
-        .post(format!("{url}/v1/chat/completions"))
-        .json(&json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
-    let p = r
-        .headers()
-        .get("x-switchyard-provider")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (r.status().as_u16(), p)
 }
 
 #[tokio::test]
