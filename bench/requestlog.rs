@@ -50,7 +50,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let shared = match std::env::var("PG_URL") {
         Ok(url) => Some(Arc::new(
-            switchyard::store::postgres::Postgres::connect(&url, &tasks).await?,
+            switchyard::store::postgres::Postgres::connect(&url).await?,
         )),
         Err(_) => None,
     };

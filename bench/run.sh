@@ -168,10 +168,16 @@ if [ "$GOV" != none ]; then
   echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/gw.lua"
 fi
 
+cpu_ticks() { # utime + stime of a process, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
 run() { # name url [script]
   local script="${3:-$work/post.lua}"
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
+  local before; before=$(cpu_ticks "$GW_PID")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$2" > "$work/$1.txt"
+  # The gateway's own CPU time over the run (its process only: not the upstream, not Postgres).
+  echo "$(( $(cpu_ticks "$GW_PID") - before ))" > "$work/$1.cpu"
 }
 run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
 if [ "${PROFILE:-0}" = 1 ]; then
@@ -207,5 +213,10 @@ for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
     print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")
 print(f"added latency: p50 {g[1]['50'] - d[1]['50']:.0f} us, p99 {g[1]['99'] - d[1]['99']:.0f} us")
 print(f"gateway throughput / direct: {g[0] / d[0]:.2f}")
+ticks = int(open(f"{work}/gateway.cpu").read().strip() or 0)
+hz = os.sysconf("SC_CLK_TCK")
+requests = g[0] * float(duration)
+if requests:
+    print(f"gateway CPU per request: {ticks / hz * 1e6 / requests:.1f} us (its process only)")
 print(f"socket errors: direct {d[3]}, gateway {g[3]}")
 PY

@@ -183,7 +183,7 @@ impl AppState {
         let pg = match &config.server.state {
             crate::config::StateConfig::Embedded => None,
             crate::config::StateConfig::Postgres(url) => Some(Arc::new(
-                crate::store::postgres::Postgres::connect(url.expose(), &tasks)
+                crate::store::postgres::Postgres::connect(url.expose())
                     .await
                     .map_err(|e| {
                         AppError::Runtime(format!("cannot use the Postgres state ({e})"))
@@ -404,6 +404,8 @@ impl Server {
         #[allow(clippy::disallowed_methods)]
         let handle = tokio::spawn(async move {
             let served = listener::serve(listener, app, limits, token).await;
+            // Every request is answered: the log writes the last records and stops.
+            state.log.finish().await;
             state.tasks.close();
             state.tasks.wait().await;
             served.map_err(AppError::Serve)

@@ -333,20 +333,25 @@ impl RequestLog {
             count: AtomicU64::new(count),
         });
         if log.enabled() {
-            // Writing is blocking work (sled): its own thread, so a burst of records never holds
-            // up a runtime worker. A tracked task tells it to finish at shutdown.
-            // It holds the log weakly: once the gateway is gone (shutdown, or a runtime dropped
-            // without one) the queue's sender goes with it and the thread ends.
+            // Writing is blocking work (sled, or Postgres through the runtime's handle): its own
+            // thread, so a burst of records never holds up a runtime worker. The server calls
+            // `finish` once it has drained its connections, so the records of requests answered
+            // during a graceful shutdown are written too. It holds the log weakly: once the
+            // gateway is gone (a runtime dropped without a shutdown) the queue's sender goes
+            // with it and the thread ends.
             let w = Arc::downgrade(&log);
             tasks.spawn_blocking(move || writer(&w, rx));
-            let (tx, token) = (log.tx.clone(), shutdown.clone());
-            tasks.spawn(async move {
-                token.cancelled().await;
-                let _ = tx.send(Msg::Stop).await;
-            });
             tasks.spawn(retention(log.clone(), shutdown.clone()));
         }
         log
+    }
+
+    /// Tells the writer to write what is queued and stop: the last step of a graceful shutdown,
+    /// after the server has answered its last request.
+    pub async fn finish(&self) {
+        if self.enabled() {
+            let _ = self.tx.send(Msg::Stop).await;
+        }
     }
 
     /// Whether bodies are kept.
@@ -386,7 +391,7 @@ impl RequestLog {
                     (
                         i64::try_from(r.at_ms).unwrap_or(i64::MAX),
                         r.request_id.clone(),
-                        serde_json::to_value(r).unwrap_or_default(),
+                        serde_json::to_string(r).unwrap_or_default(),
                     )
                 })
                 .collect();

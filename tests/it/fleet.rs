@@ -255,14 +255,13 @@ async fn the_version_store_suite_passes_on_postgres() {
         return;
     };
     let db = pg.database("suite").await;
-    let tasks = tokio_util::task::TaskTracker::new();
-    let store = switchyard::store::postgres::Postgres::connect(&db, &tasks)
+    let store = switchyard::store::postgres::Postgres::connect(&db)
         .await
         .unwrap();
     switchyard::store::versions::suite::numbers_are_taken_once_and_listed_newest_first(&store)
         .await;
     // Migrations run once: a second instance connecting finds the schema in place.
-    switchyard::store::postgres::Postgres::connect(&db, &tasks)
+    switchyard::store::postgres::Postgres::connect(&db)
         .await
         .unwrap();
 }
@@ -406,4 +405,35 @@ async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // A graceful stop ends promptly and writes the last records first.
+    let r = client()
+        .post(format!("{}/v1/chat/completions", a.url))
+        .header("x-request-id", "the-last-one")
+        .json(&json!({"model": "p2/gpt-4o-mini", "messages": [{"role": "user", "content": "bye"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut a = a;
+    a.terminate();
+    let status = tokio::time::timeout(Duration::from_secs(10), a.wait())
+        .await
+        .expect("a graceful stop with Postgres ends");
+    assert!(status.success(), "{status:?}");
+    let (db_client, conn) = tokio_postgres::connect(&f.db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let n: i64 = db_client
+        .query_one(
+            "SELECT count(*) FROM switchyard_request_log WHERE request_id = 'the-last-one'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "{}", a.logs());
+    drop(db_client);
+    let _ = driver.await;
 }

@@ -238,7 +238,7 @@ impl Binary {
 
     /// The same, with more `[server]` fields and environment variables.
     pub async fn start_with(config: &str, server: &str, env: &[(&str, &str)]) -> Self {
-        Self::launch_with(config, server, env, false).await
+        Self::launch_with(config, server, env, true).await
     }
 
     /// The same, with the process's log (stderr, at warn) kept for [`Binary::logs`].

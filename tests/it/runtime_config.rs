@@ -216,8 +216,18 @@ async fn providers_and_routes_change_live_are_versioned_and_survive_a_restart() 
         );
     }
 
-    // A restart keeps every change.
+    // A restart keeps every change, and a request answered just before the stop is logged.
+    let r = client()
+        .post(format!("{url}/v1/chat/completions"))
+        .header("x-request-id", "just-before-the-stop")
+        .json(&json!({"model": "smart", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     let bin = bin.restart().await;
+    let (status, v) = send(&bin.url, "GET", "/api/logs/just-before-the-stop", None).await;
+    assert_eq!(status, 200, "{v}");
     assert_eq!(served_by(&bin.url, "smart").await, (200, "b".into()));
     assert_eq!(mock.last().key().as_deref(), Some(SECRET));
     let (_, v) = send(&bin.url, "GET", "/api/providers", None).await;
