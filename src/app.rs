@@ -89,7 +89,7 @@ pub enum ReloadError {
 impl AppState {
     /// Reads the config file again, validates it whole, and applies its providers and routes
     /// atomically; an invalid file changes nothing. Sections that apply only at start are named.
-    pub fn reload(&self) -> Result<Reloaded, ReloadError> {
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let Some(path) = self.config.source.clone() else {
             return Err(ReloadError::NoFile);
         };
@@ -122,7 +122,7 @@ impl AppState {
             .merge_file(&new)
             .map_err(|issues| ReloadError::Invalid(crate::config::ConfigError::Invalid(issues)))?;
         let (providers, routes) = self.apply(&merged);
-        self.runtime.reloaded(&new);
+        self.runtime.reloaded(&new).await;
         tracing::info!(path = %path.display(), providers, routes, restart_needed = ?restart_needed, "config reloaded: providers and routes applied");
         Ok(Reloaded {
             path: path.display().to_string(),
@@ -520,7 +520,7 @@ fn reload_on_sighup(state: &AppState) {
                         if got.is_none() {
                             return;
                         }
-                        if let Err(e) = state.reload() {
+                        if let Err(e) = state.reload().await {
                             tracing::error!(error = %e, "SIGHUP: the config was not reloaded; nothing changed");
                         }
                     }

@@ -434,9 +434,55 @@ impl RuntimeConfig {
         Ok(merged)
     }
 
-    /// The file was reloaded: later changes are judged against its new document.
-    pub fn reloaded(&self, config: &Config) {
-        self.lock().base = layer::base(config);
+    /// The file was reloaded: later changes are judged against its new document, and when its
+    /// providers or routes changed, that is recorded as a version (actor `reload`; the runtime
+    /// layer itself is unchanged, so a rollback to it restores only what the API manages).
+    pub async fn reloaded(&self, config: &Config) {
+        let base = layer::base(config);
+        let _w = self.writer.lock().await;
+        let (changes, version) = {
+            let mut inner = self.lock();
+            let changes = layer::diff(&base_layer(&inner.base), &base_layer(&base));
+            inner.base = base;
+            (changes, inner.version)
+        };
+        let (Some(versions), false) = (&self.versions, changes.is_empty()) else {
+            return;
+        };
+        // Behind a newer version another instance of a fleet wrote: not recorded (a version
+        // holds a whole layer, and this instance's is about to be replaced by that one).
+        match versions.latest_number().await {
+            Ok(n) if n > version => return,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "the reload is not recorded as a version");
+                return;
+            }
+        }
+        let (newest, layer) = (version, self.lock().layer.clone());
+        let v = Version {
+            n: newest + 1,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor: "reload".into(),
+            action: "reload the config file".into(),
+            changes: changes
+                .into_iter()
+                .map(|(path, before, after)| Change {
+                    path,
+                    before,
+                    after,
+                })
+                .collect(),
+            layer,
+        };
+        match versions.append(&v).await {
+            Ok(true) => self.lock().version = v.n,
+            Ok(false) => tracing::warn!(
+                version = v.n,
+                "the reload is not recorded: the version number was taken"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the reload is not recorded as a version"),
+        }
     }
 
     /// Every version, newest first (secrets in the layers masked).
@@ -489,6 +535,28 @@ impl RuntimeConfig {
     pub fn version(&self) -> u64 {
         self.lock().version
     }
+}
+
+/// The file's providers and routes as a layer (their literal secrets masked), to diff.
+fn base_layer(base: &toml::Table) -> Layer {
+    let entries = |kind: Kind| -> Vec<Entry> {
+        base.get(kind.array())
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| match serde_json::to_value(e) {
+                        Ok(Value::Object(o)) => Some(o),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Layer {
+        providers: entries(Kind::Provider),
+        routes: entries(Kind::Route),
+    }
+    .masked()
 }
 
 /// Problems with the paths of layer entries written by name (`providers.eu.kind`, not

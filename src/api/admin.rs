@@ -52,7 +52,7 @@ async fn reload(State(state): State<AppState>) -> axum::response::Response {
     use crate::config::ConfigError;
     use axum::http::StatusCode;
     use axum::response::IntoResponse;
-    match state.reload() {
+    match state.reload().await {
         Ok(r) => Json(json!({"reloaded": r})).into_response(),
         Err(e @ ReloadError::NoFile) => problem(
             StatusCode::CONFLICT,

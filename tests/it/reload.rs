@@ -47,6 +47,25 @@ async fn routes_and_providers_reload_atomically_and_a_broken_file_changes_nothin
     assert_eq!(v["reloaded"]["routes"], 1, "{v}");
     assert_eq!(v["reloaded"]["restart_needed"], json!([]), "{v}");
     assert_eq!(served_by(&bin.url, "smart").await, (200, "b".into()));
+    // The reload is a version, with what changed in the file (its keys masked).
+    let versions: Value = http
+        .get(format!("{}/api/config/versions", bin.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(versions["data"][0]["actor"], "reload", "{versions}");
+    assert_eq!(
+        versions["data"][0]["changes"][0]["path"], "routes.smart.targets",
+        "{versions}"
+    );
+    assert_eq!(
+        versions["data"].as_array().map(Vec::len),
+        Some(1),
+        "{versions}"
+    );
 
     // A broken file: 400 with every problem, and the running config is untouched.
     rewrite(
