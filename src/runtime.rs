@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use serde_json::{Value, json};
 
 use crate::config::layer::{self, Entry, Kind, Layer};
+use crate::config::sealed::{SecretBox, SecretError};
 use crate::config::{Config, Issue};
-use crate::store::secrets::{SecretBox, SecretError};
 use crate::store::versions::{Change, Version, VersionStore};
 use crate::store::{Store, StoreError};
 
@@ -113,12 +113,12 @@ impl RuntimeConfig {
         store: Option<&Store>,
         shared: Option<std::sync::Arc<dyn VersionStore>>,
     ) -> Result<(Self, Option<Config>), String> {
-        let key = env(crate::store::secrets::KEY_VAR).filter(|k| !k.trim().is_empty());
+        let key = env(crate::config::sealed::KEY_VAR).filter(|k| !k.trim().is_empty());
         let is_shared = shared.is_some();
         if is_shared && key.is_none() {
             return Err(format!(
                 "with [server] state = \"postgres\", set {} to the same key on every instance (32 bytes as 64 hex digits, e.g. `openssl rand -hex 32`): it seals the provider keys they share",
-                crate::store::secrets::KEY_VAR
+                crate::config::sealed::KEY_VAR
             ));
         }
         let versions: Option<std::sync::Arc<dyn VersionStore>> = match (shared, store) {
@@ -529,6 +529,42 @@ impl RuntimeConfig {
         } else {
             "file"
         }
+    }
+
+    /// The whole effective configuration as TOML: the file's document with the providers and
+    /// routes added at run time, every literal secret sealed with this gateway's key, so that
+    /// `check` accepts it and `serve --config` starts from it wherever that key is.
+    pub fn export(&self) -> Result<String, ChangeError> {
+        let Some(secrets) = &self.secrets else {
+            return Err(ChangeError::Unavailable);
+        };
+        let inner = self.lock();
+        let mut doc = inner.base.clone();
+        for kind in [Kind::Provider, Kind::Route] {
+            let extra = inner.layer.entries(kind);
+            if extra.is_empty() {
+                continue;
+            }
+            let mut items = match doc.remove(kind.array()) {
+                Some(toml::Value::Array(a)) => a,
+                _ => Vec::new(),
+            };
+            for e in extra {
+                items.push(
+                    toml::Value::try_from(e)
+                        .map_err(|err| ChangeError::BadRequest(err.to_string()))?,
+                );
+            }
+            doc.insert(kind.array().into(), items.into());
+        }
+        secrets.seal_doc(&mut doc)?;
+        let body = toml::to_string(&doc).map_err(|e| ChangeError::BadRequest(e.to_string()))?;
+        Ok(format!(
+            "# Switchyard configuration, exported {} (runtime version {}).\n# Literal secrets are sealed with this gateway's key ({} or data_dir/secret.key):\n# `switchyard check` and `serve --config` open them where that key is.\n\n{body}",
+            chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            inner.version,
+            crate::config::sealed::KEY_VAR,
+        ))
     }
 
     /// The newest version's number (0: none).

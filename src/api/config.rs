@@ -23,6 +23,7 @@ pub fn routes() -> Router<AppState> {
         .route("/providers/{name}/test", post(test_provider))
         .route("/routes/{model}", entity(Kind::Route))
         .route("/config/versions", get(versions))
+        .route("/config/export", get(export))
         .route("/config/versions/{n}", get(version))
         .route("/config/rollback/{n}", post(rollback))
 }
@@ -209,6 +210,14 @@ async fn versions(State(state): State<AppState>) -> Response {
             Json(json!({"object": "list", "data": list, "current": state.runtime.version()}))
                 .into_response()
         }
+        Err(e) => error(e),
+    }
+}
+
+/// `GET /api/config/export`: the whole effective configuration as TOML (secrets sealed).
+async fn export(State(state): State<AppState>) -> Response {
+    match state.runtime.export() {
+        Ok(text) => ([("content-type", "application/toml; charset=utf-8")], text).into_response(),
         Err(e) => error(e),
     }
 }

@@ -10,6 +10,7 @@ pub mod mcp;
 pub mod observe;
 pub mod plugins;
 mod raw;
+pub mod sealed;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -436,6 +437,25 @@ impl Config {
                 raw::resolve_env(v, key, env, &mut sources, &mut issues);
             }
         }
+        // Secrets sealed with the gateway's key, as `GET /api/config/export` writes them.
+        if text.contains(sealed::PREFIX) {
+            let data_dir = raw_data_dir(&raw);
+            match sealed::SecretBox::existing(&data_dir, env(sealed::KEY_VAR)) {
+                Ok(Some(key)) => {
+                    for (k, v) in doc.iter_mut() {
+                        raw::open_sealed(v, k, &key, &mut sources, &mut issues);
+                    }
+                }
+                Ok(None) => issues.push(Issue::new(
+                    "",
+                    format!(
+                        "the config holds sealed secrets, but there is no key to open them: set {} to the key that sealed them (or keep secret.key in data_dir)",
+                        sealed::KEY_VAR
+                    ),
+                )),
+                Err(e) => issues.push(Issue::new("", e.to_string())),
+            }
+        }
         let mut take = |k: &str| doc.remove(k);
         let server: RawServer = take("server")
             .and_then(|v| raw::section(v, "server", &mut issues))
@@ -584,6 +604,14 @@ impl Config {
             raw: None,
         }
     }
+}
+
+/// `[server] data_dir` as written (where a sealing key file would be), before validation.
+fn raw_data_dir(doc: &toml::Table) -> PathBuf {
+    doc.get("server")
+        .and_then(|s| s.get("data_dir"))
+        .and_then(toml::Value::as_str)
+        .map_or_else(|| PathBuf::from("./data"), PathBuf::from)
 }
 
 /// Bedrock from the AWS SDKs' variables: `AWS_REGION` (or `AWS_DEFAULT_REGION`) with

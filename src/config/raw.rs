@@ -222,6 +222,38 @@ fn render(p: &serde_ignored::Path<'_>) -> String {
 
 /// Replaces every `env.NAME` string with the variable's value, in place.
 ///
+/// Opens the sealed secrets (`sealed:v1:...`) in a provider entry; one that does not open is an
+/// issue at its path. The source shown for them is `sealed`.
+pub fn open_sealed(
+    value: &mut toml::Value,
+    path: &str,
+    key: &super::sealed::SecretBox,
+    sources: &mut BTreeMap<String, String>,
+    issues: &mut Vec<Issue>,
+) {
+    match value {
+        toml::Value::String(s) if super::sealed::SecretBox::is_sealed(s) => match key.open_value(s)
+        {
+            Ok(plain) => {
+                sources.insert(path.to_owned(), "sealed".into());
+                *s = plain;
+            }
+            Err(e) => issues.push(Issue::new(path, e.to_string())),
+        },
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                open_sealed(item, &format!("{path}[{i}]"), key, sources, issues);
+            }
+        }
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                open_sealed(v, &format!("{path}.{k}"), key, sources, issues);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Returns the `path -> "env.NAME"` map of what was replaced (so secrets can be shown by source),
 /// and records a missing variable as an issue at its path.
 pub fn resolve_env(

@@ -12,7 +12,6 @@ use serde::de::DeserializeOwned;
 
 pub mod postgres;
 pub mod responses;
-pub mod secrets;
 pub mod versions;
 
 /// Version of the records written here.

@@ -205,6 +205,27 @@ async fn providers_and_routes_change_live_are_versioned_and_survive_a_restart() 
     assert_eq!(v["version"], 7);
     assert_eq!(served_by(&url, "smart").await, (200, "b".into()));
 
+    // The whole configuration exports as TOML that check accepts, secrets sealed (the file's
+    // literal key too), and it parses back to the same providers with the real keys.
+    let (status, text) = send(&url, "GET", "/api/config/export", None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().unwrap().to_owned();
+    assert!(!text.contains(SECRET) && !text.contains("\"ka\""), "{text}");
+    assert!(
+        text.contains("name = \"b\"") && text.contains("model = \"smart\""),
+        "{text}"
+    );
+    let out = crate::cli::check(&text);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = switchyard::config::Config::parse(&text, &|_| None).unwrap();
+    let b = exported.providers.iter().find(|p| p.name == "b").unwrap();
+    assert_eq!(b.keys[0].secret.expose(), SECRET);
+    assert_eq!(b.keys[0].source, "sealed");
+
     // The secret is sealed at rest: no file under the data directory holds it.
     let data = bin.config_path().with_file_name("data");
     for entry in walk(&data) {

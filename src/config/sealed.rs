@@ -9,7 +9,8 @@ use std::path::Path;
 use base64::Engine as _;
 use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 
-const PREFIX: &str = "sealed:v1:";
+/// How a sealed value begins.
+pub const PREFIX: &str = "sealed:v1:";
 const KEY_FILE: &str = "secret.key";
 /// The variable that holds the key.
 pub const KEY_VAR: &str = "SWITCHYARD_SECRET_KEY";
@@ -71,6 +72,18 @@ impl SecretBox {
             None => Self::key_file(data_dir)?,
         };
         Self::from_key(key)
+    }
+
+    /// The key that sealed a config's secrets, for reading them: from `env_key`, or the key
+    /// file in `data_dir` if there is one (never created here); `None` when neither.
+    pub fn existing(data_dir: &Path, env_key: Option<String>) -> Result<Option<Self>, SecretError> {
+        if env_key.as_deref().is_some_and(|k| !k.trim().is_empty()) {
+            return Self::open(data_dir, env_key).map(Some);
+        }
+        if data_dir.join(KEY_FILE).exists() {
+            return Self::open(data_dir, None).map(Some);
+        }
+        Ok(None)
     }
 
     fn from_key(key: [u8; 32]) -> Result<Self, SecretError> {
@@ -151,6 +164,61 @@ impl SecretBox {
     }
 }
 
+/// Fields that hold secrets wherever they appear in a config (and every value of a `headers` or
+/// `env` table): what an export seals.
+const SECRET_FIELDS: &[&str] = &[
+    "keys",
+    "value",
+    "admin_token",
+    "aws_access_key_id",
+    "aws_secret_access_key",
+    "aws_session_token",
+    "postgres_url",
+    "redis_url",
+    "qdrant_api_key",
+    "otlp_headers",
+    "headers",
+    "env",
+];
+
+impl SecretBox {
+    /// Seals every literal secret in a config document (`env.NAME` references stay as they
+    /// are; a Vertex `credentials` path is not a secret, its inline JSON is).
+    pub fn seal_doc(&self, doc: &mut toml::Table) -> Result<(), SecretError> {
+        for (k, v) in doc.iter_mut() {
+            self.seal_value(v, k, false)?;
+        }
+        Ok(())
+    }
+
+    fn seal_value(&self, v: &mut toml::Value, key: &str, secret: bool) -> Result<(), SecretError> {
+        let secret = secret
+            || (SECRET_FIELDS.contains(&key) && !v.is_table())
+            || (key == "credentials"
+                && v.as_str().is_some_and(|s| s.trim_start().starts_with('{')));
+        match v {
+            toml::Value::String(s) if secret && !s.starts_with("env.") && !Self::is_sealed(s) => {
+                *s = self.seal(s)?;
+            }
+            toml::Value::Array(items) => {
+                for item in items {
+                    self.seal_value(item, key, secret)?;
+                }
+            }
+            toml::Value::Table(t) => {
+                // Every value of a headers or env table is secret; in other tables (a weighted
+                // key, a virtual key, a section) each field is judged by its own name.
+                let all = matches!(key, "headers" | "env" | "otlp_headers");
+                for (k, item) in t.iter_mut() {
+                    self.seal_value(item, k, all)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -182,6 +250,30 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         let other = SecretBox::open(dir.path(), Some("11".repeat(32))).unwrap();
+        // An export seals secrets wherever they are, and only secrets.
+        let mut doc: toml::Table = r#"
+            [server]
+            admin_token = "adm-secret"
+            data_dir = "./d"
+            [[providers]]
+            name = "p"
+            keys = ["sk-plain", { value = "sk-weighted", weight = 2.0 }, "env.K"]
+            headers = { x-token = "hdr" }
+            [[governance.keys]]
+            id = "k1"
+            value = "vk-secret"
+            models = ["a/*"]
+        "#
+        .parse()
+        .unwrap();
+        a.seal_doc(&mut doc).unwrap();
+        let text = toml::to_string(&doc).unwrap();
+        for secret in ["adm-secret", "sk-plain", "sk-weighted", "hdr", "vk-secret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
+        }
+        for kept in ["./d", "env.K", "k1", "a/*", "name = \"p\""] {
+            assert!(text.contains(kept), "{kept} not in {text}");
+        }
         assert!(matches!(other.open_value(&sealed), Err(SecretError::Open)));
         assert_eq!(other.open_value("env.X").unwrap(), "env.X");
         assert!(SecretBox::open(dir.path(), Some("short".into())).is_err());
