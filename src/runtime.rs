@@ -91,6 +91,8 @@ pub struct RuntimeConfig {
     secrets: Option<SecretBox>,
     /// The base holds the providers found in the environment, not a file.
     zero_config: bool,
+    /// `config_source = "api"` (with a store): the file's providers and routes only seeded it.
+    api_managed: bool,
     /// The versions are shared with other instances (Postgres): [`RuntimeConfig::refresh`]
     /// picks up their changes.
     shared: bool,
@@ -138,12 +140,52 @@ impl RuntimeConfig {
             Some(v) => v.latest().await.map_err(|e| e.to_string())?,
             None => None,
         };
-        let base = layer::base(config);
-        let (layer, version) = latest.map(|v| (v.layer, v.n)).unwrap_or_default();
+        let full = layer::base(config);
+        // Without a store there is nothing for the API to manage: the file stays in charge.
+        let api_managed = config.server.api_managed && versions.is_some();
+        let base = base_of(config, api_managed);
+        let (mut layer, mut version) = latest.map(|v| (v.layer, v.n)).unwrap_or_default();
+        // `config_source = "api"`: the file's providers and routes seed an empty store once.
+        let mut seed = None;
+        if api_managed && version == 0 {
+            let mut first = file_layer(&full);
+            if first != Layer::default() {
+                if let Some(b) = &secrets {
+                    first
+                        .secrets_mut(|s| {
+                            if layer::is_literal(s) && !SecretBox::is_sealed(s) {
+                                *s = b.seal(s)?;
+                            }
+                            Ok::<(), SecretError>(())
+                        })
+                        .map_err(|e| e.to_string())?;
+                }
+                let v = Version {
+                    n: 1,
+                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    actor: "seed".into(),
+                    action: "seed from the config file".into(),
+                    changes: changes(&Layer::default(), &file_layer(&full)),
+                    layer: first,
+                };
+                seed = Some(v);
+            }
+        }
+        if let (Some(v), Some(store)) = (&seed, &versions) {
+            if store.append(v).await.map_err(|e| e.to_string())? {
+                layer = v.layer.clone();
+                version = v.n;
+            } else if let Some(latest) = store.latest().await.map_err(|e| e.to_string())? {
+                // Another instance seeded first.
+                layer = latest.layer;
+                version = latest.n;
+            }
+        }
         let manager = Self {
             versions,
             secrets,
             zero_config: config.zero_config,
+            api_managed,
             shared: is_shared,
             writer: tokio::sync::Mutex::new(()),
             inner: Mutex::new(Inner {
@@ -422,8 +464,8 @@ impl RuntimeConfig {
     /// ([`RuntimeConfig::reloaded`]).
     pub fn merge_file(&self, config: &Config) -> Result<Config, Vec<Issue>> {
         let inner = self.lock();
-        let base = layer::base(config);
-        if inner.layer == Layer::default() {
+        let base = base_of(config, self.api_managed);
+        if inner.layer == Layer::default() && !self.api_managed {
             return Ok(config.clone());
         }
         let opened = self
@@ -438,7 +480,7 @@ impl RuntimeConfig {
     /// providers or routes changed, that is recorded as a version (actor `reload`; the runtime
     /// layer itself is unchanged, so a rollback to it restores only what the API manages).
     pub async fn reloaded(&self, config: &Config) {
-        let base = layer::base(config);
+        let base = base_of(config, self.api_managed);
         let _w = self.writer.lock().await;
         let (changes, version) = {
             let mut inner = self.lock();
@@ -573,8 +615,19 @@ impl RuntimeConfig {
     }
 }
 
-/// The file's providers and routes as a layer (their literal secrets masked), to diff.
-fn base_layer(base: &toml::Table) -> Layer {
+/// The document the layer is merged onto: the file's, without its providers and routes when the
+/// API manages them (`config_source = "api"`: they only seeded the store).
+fn base_of(config: &Config, api_managed: bool) -> toml::Table {
+    let mut base = layer::base(config);
+    if api_managed {
+        base.remove("providers");
+        base.remove("routes");
+    }
+    base
+}
+
+/// The file's providers and routes as a layer, as written.
+fn file_layer(base: &toml::Table) -> Layer {
     let entries = |kind: Kind| -> Vec<Entry> {
         base.get(kind.array())
             .and_then(|v| v.as_array())
@@ -592,7 +645,11 @@ fn base_layer(base: &toml::Table) -> Layer {
         providers: entries(Kind::Provider),
         routes: entries(Kind::Route),
     }
-    .masked()
+}
+
+/// The file's providers and routes as a layer (their literal secrets masked), to diff.
+fn base_layer(base: &toml::Table) -> Layer {
+    file_layer(base).masked()
 }
 
 /// Problems with the paths of layer entries written by name (`providers.eu.kind`, not

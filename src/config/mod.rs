@@ -323,6 +323,9 @@ pub struct ServerConfig {
     pub allow_unauthenticated: bool,
     /// Where durable shared state lives (today: the runtime configuration and its versions).
     pub state: StateConfig,
+    /// `config_source = "api"`: the file's providers and routes only seed an empty store, then
+    /// the API manages them all.
+    pub api_managed: bool,
 }
 
 /// `[server] state`: the embedded store, or Postgres shared by a fleet of instances.
@@ -754,6 +757,17 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
             ));
         }
     }
+    let api_managed = match s.config_source.as_deref() {
+        None | Some("file") => false,
+        Some("api") => true,
+        Some(other) => {
+            issues.push(Issue::new(
+                "server.config_source",
+                format!("`{other}` is not file or api"),
+            ));
+            false
+        }
+    };
     let state = match (s.state.as_deref(), s.postgres_url.filter(|u| !u.is_empty())) {
         (None | Some("embedded"), None) => StateConfig::Embedded,
         (None | Some("embedded"), Some(_)) => {
@@ -799,6 +813,7 @@ fn validate_server(s: RawServer, issues: &mut Vec<Issue>) -> ServerConfig {
         allowed_hosts: s.allowed_hosts,
         allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
         state,
+        api_managed,
         cors_origins: s
             .cors_origins
             .into_iter()

@@ -25,6 +25,7 @@ pub struct RawServer {
     pub allow_unauthenticated: Option<bool>,
     pub state: Option<String>,
     pub postgres_url: Option<String>,
+    pub config_source: Option<String>,
 }
 
 /// One `[[providers]]` entry.

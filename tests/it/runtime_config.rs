@@ -419,3 +419,57 @@ async fn a_zero_config_start_can_add_its_first_provider() {
     .await;
     assert_eq!(status, 400, "no model to test with: {v}");
 }
+
+#[tokio::test]
+async fn with_config_source_api_the_file_only_seeds_the_store() {
+    let mock = Mock::start().await;
+    let bin = Binary::start_with(
+        &format!(
+            "{}\n[[routes]]\nmodel = \"smart\"\ntargets = [{{ model = \"a/gpt-4o-mini\" }}]\n",
+            file(&mock)
+        ),
+        "config_source = \"api\"",
+        &[],
+    )
+    .await;
+    let url = bin.url.clone();
+    assert_eq!(served_by(&url, "smart").await, (200, "a".into()));
+    // The file's entries are the API's now: editable, and the seed is version 1.
+    let (status, v) = send(&url, "GET", "/api/config/versions", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][0]["actor"], "seed", "{v}");
+    let (status, v) = send(
+        &url,
+        "POST",
+        "/api/providers",
+        Some(json!({"name": "b", "kind": "openai", "base_url": format!("{}/v1", mock.url()), "keys": ["kb"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = send(
+        &url,
+        "PATCH",
+        "/api/routes/smart",
+        Some(json!({"targets": [{"model": "b/gpt-4o-mini"}]})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let (status, v) = send(&url, "DELETE", "/api/providers/a", None).await;
+    assert_eq!(status, 204, "{v}");
+    // A restart does not seed again: the store wins over the file.
+    let bin = bin.restart().await;
+    assert_eq!(served_by(&bin.url, "smart").await, (200, "b".into()));
+    let (_, v) = send(&bin.url, "GET", "/api/providers", None).await;
+    let names: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["b"], "{v}");
+    // So does a reload.
+    let (status, _) = send(&bin.url, "POST", "/api/config/reload", Some(json!({}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(served_by(&bin.url, "smart").await, (200, "b".into()));
+    assert_ne!(served_by(&bin.url, "a/gpt-4o-mini").await.1, "a");
+}
