@@ -437,3 +437,48 @@ async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up()
     drop(db_client);
     let _ = driver.await;
 }
+
+#[tokio::test]
+async fn governance_limits_hold_across_the_fleet() {
+    let Some(f) = Fleet::start("limits").await else {
+        return;
+    };
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let key = "sk-sy-fleet-limit-0123456789abcdef";
+    let file = format!(
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n\n\
+         [governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n\n\
+         [[governance.keys]]\nid = \"k\"\nvalue = \"{key}\"\nrate_limits = {{ requests_per_minute = 7 }}\n",
+        f.mock.url(),
+        redis.url
+    );
+    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let fleet = [
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+    ];
+    // 7 requests a minute for the key, whichever instances they reach: 21 sent, 7 served.
+    let mut sent = Vec::new();
+    for i in 0..21 {
+        let url = fleet[i % 3].url.clone();
+        sent.push(async move {
+            client()
+                .post(format!("{url}/v1/chat/completions"))
+                .bearer_auth(key)
+                .json(&json!({"model": "a/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        });
+    }
+    let statuses = futures_util::future::join_all(sent).await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((served, limited), (7, 14), "{statuses:?}");
+}
