@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Binary, client, served_by};
+use crate::gateway::{Binary, client, get_json, served_by};
 use crate::mock::Mock;
 use crate::postgres_server::PostgresServer;
 
@@ -120,14 +120,7 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
     }
 
     // Every instance lists the fleet's versions.
-    let v: Value = client()
-        .get(format!("{}/api/config/versions", b.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Value = get_json(&format!("{}/api/config/versions", b.url)).await;
     assert_eq!(v["current"], 3, "{v}");
     assert_eq!(v["data"][0]["action"], "rollback to 1", "{v}");
 
@@ -167,14 +160,7 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
     }
     let started = Instant::now();
     loop {
-        let page: Value = client()
-            .get(format!("{}/api/logs?limit=500", a.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = get_json(&format!("{}/api/logs?limit=500", a.url)).await;
         let seen: Vec<&str> = page["data"]
             .as_array()
             .unwrap()
@@ -190,45 +176,17 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let one: Value = client()
-        .get(format!("{}/api/logs/fleet-req-2-1", a.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let one: Value = get_json(&format!("{}/api/logs/fleet-req-2-1", a.url)).await;
     assert_eq!(one["model"], "p2/gpt-4o-mini", "{one}");
-    let usage: Value = client()
-        .get(format!("{}/api/usage?model=p2/gpt-4o-mini", b.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: Value = get_json(&format!("{}/api/usage?model=p2/gpt-4o-mini", b.url)).await;
     assert!(usage["total"]["requests"].as_u64().unwrap() >= 6, "{usage}");
     // Pages follow one another without gaps or repeats.
-    let first: Value = client()
-        .get(format!("{}/api/logs?limit=4", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let first: Value = get_json(&format!("{}/api/logs?limit=4", c.url)).await;
     let cursor = first["next_cursor"]
         .as_str()
         .unwrap_or_else(|| panic!("no cursor: {first}"))
         .to_owned();
-    let second: Value = client()
-        .get(format!("{}/api/logs?limit=4&cursor={cursor}", c.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let second: Value = get_json(&format!("{}/api/logs?limit=4&cursor={cursor}", c.url)).await;
     let page_ids = |p: &Value| -> Vec<String> {
         p["data"]
             .as_array()

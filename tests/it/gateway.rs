@@ -216,6 +216,18 @@ pub struct Binary {
     _dir: tempfile::TempDir,
 }
 
+/// `GET url` and its JSON body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Sends a one-line chat for `model` to the gateway at `url`: the status and the provider that
 /// answered (`x-switchyard-provider`).
 pub async fn served_by(url: &str, model: &str) -> (u16, String) {

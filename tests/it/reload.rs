@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::gateway::{Binary, client, served_by};
+use crate::gateway::{Binary, client, get_json, served_by};
 use crate::mock::Mock;
 
 fn providers(mock: &Mock, route_target: &str) -> String {
@@ -48,14 +48,7 @@ async fn routes_and_providers_reload_atomically_and_a_broken_file_changes_nothin
     assert_eq!(v["reloaded"]["restart_needed"], json!([]), "{v}");
     assert_eq!(served_by(&bin.url, "smart").await, (200, "b".into()));
     // The reload is a version, with what changed in the file (its keys masked).
-    let versions: Value = http
-        .get(format!("{}/api/config/versions", bin.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let versions: Value = get_json(&format!("{}/api/config/versions", bin.url)).await;
     assert_eq!(versions["data"][0]["actor"], "reload", "{versions}");
     assert_eq!(
         versions["data"][0]["changes"][0]["path"], "routes.smart.targets",
