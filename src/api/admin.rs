@@ -22,6 +22,7 @@ pub fn routes(state: AppState) -> Router<AppState> {
         )
         .merge(super::config::routes())
         .route("/plugins", get(plugins))
+        .route("/status", get(status))
         .route("/config/reload", axum::routing::post(reload))
         .nest("/cache", super::cache::routes())
         .nest("/mcp", super::mcp::routes())
@@ -36,6 +37,21 @@ pub fn routes(state: AppState) -> Router<AppState> {
     } else {
         api.layer(cors(&state))
     }
+}
+
+/// `GET /api/status`: the version, what is in service (providers, routes, the runtime
+/// configuration's version, MCP servers, plugins) and the backing services.
+async fn status(State(state): State<AppState>) -> Json<Value> {
+    let table = state.router.table();
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "providers": table.providers.len(),
+        "routes": table.routes.len(),
+        "config_version": state.runtime.version(),
+        "mcp_servers": state.mcp.servers().len(),
+        "plugins": state.plugins.views().len(),
+        "backing": super::backing(&state).await,
+    }))
 }
 
 /// `GET /api/plugins`: the loaded plugins in order, their hooks, scope, `on_error`, and per hook

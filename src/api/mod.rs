@@ -220,6 +220,17 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
+/// The backing services and whether each answers now: reported, not gating (chat keeps working
+/// on the configuration in service while the shared state is down).
+pub async fn backing(state: &AppState) -> serde_json::Value {
+    let state_up = match &state.pg {
+        Some(pg) => serde_json::json!({"backend": "postgres", "up": pg.ping().await}),
+        None => serde_json::json!({"backend": "embedded", "up": state.store.is_some()}),
+    };
+    let (counters, counters_up) = state.governance.counters().health().await;
+    serde_json::json!({"state": state_up, "counters": {"backend": counters, "up": counters_up}})
+}
+
 /// Ready once the cache's store and embedding model have finished loading (a part that failed to
 /// load is reported in `cache`, and the gateway serves without it).
 async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
@@ -231,18 +242,11 @@ async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> R
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    // Backing services: reported, not gating (chat keeps working on the configuration in
-    // service while the shared state is down).
-    let state_up = match &state.pg {
-        Some(pg) => serde_json::json!({"backend": "postgres", "up": pg.ping().await}),
-        None => serde_json::json!({"backend": "embedded", "up": state.store.is_some()}),
-    };
-    let (counters, counters_up) = state.governance.counters().health().await;
     let body = serde_json::json!({
         "status": status,
         "providers": providers,
         "cache": cache,
-        "backing": {"state": state_up, "counters": {"backend": counters, "up": counters_up}},
+        "backing": backing(&state).await,
     });
     (code, axum::Json(body)).into_response()
 }

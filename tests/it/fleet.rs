@@ -323,6 +323,10 @@ async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up()
     let r = ready(a.url.clone()).await;
     assert_eq!(r["status"], "ready", "{r}");
     assert_eq!(r["backing"]["state"]["up"], false, "{r}");
+    let status = get_json(&format!("{}/api/status", a.url)).await;
+    assert_eq!(status["backing"]["state"]["up"], false, "{status}");
+    assert_eq!(status["providers"], 2, "{status}");
+    assert_eq!(status["config_version"], 1, "{status}");
     let (status, v) = post(
         &a.url,
         "/api/providers",
