@@ -190,6 +190,7 @@ async fn main() {
     let hub = McpHub::start(
         cfg.mcp.clone(),
         None,
+        None,
         Arc::new(Metrics::new()),
         TaskTracker::new(),
         CancellationToken::new(),

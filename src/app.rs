@@ -232,6 +232,7 @@ impl AppState {
         let mcp = McpHub::start(
             config.mcp.clone(),
             store.clone(),
+            pg.clone(),
             metrics.clone(),
             tasks.clone(),
             shutdown.clone(),
@@ -300,6 +301,7 @@ impl AppState {
                 if let Some(merged) = state.runtime.refresh().await {
                     state.apply(&merged);
                 }
+                state.mcp.sync().await;
             }
         });
     }

@@ -65,7 +65,7 @@ async fn register(State(state): State<AppState>, body: Body) -> Response {
 }
 
 async fn remove(State(state): State<AppState>, Path(name): Path<String>) -> Response {
-    match state.mcp.remove(&name) {
+    match state.mcp.remove(&name).await {
         Ok(()) => Json(json!({"deleted": name})).into_response(),
         Err(e) => fail(e.into()),
     }

@@ -27,6 +27,8 @@ pub struct McpHub {
     http: reqwest::Client,
     /// Serializes registrations so two with one name cannot both connect.
     registering: tokio::sync::Mutex<()>,
+    /// A fleet's shared registrations (`[server] state = "postgres"`), instead of the store.
+    shared: Option<Arc<crate::store::postgres::Postgres>>,
     /// Gateway tool rounds held for clients that continue after a mixed turn.
     pub(crate) continuations: Continuations,
 }
@@ -159,6 +161,7 @@ impl McpHub {
     pub fn start(
         config: McpConfig,
         store: Option<Store>,
+        shared: Option<Arc<crate::store::postgres::Postgres>>,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -173,6 +176,7 @@ impl McpHub {
             shutdown,
             http,
             registering: tokio::sync::Mutex::new(()),
+            shared,
             continuations: Continuations::default(),
         });
         for s in hub.config.servers.clone() {
@@ -196,7 +200,8 @@ impl McpHub {
     }
 
     fn persisted(&self) -> Vec<McpServerSpec> {
-        let Some(store) = &self.store else {
+        // A fleet's registrations come from Postgres, by `sync`.
+        let Some(store) = self.store.as_ref().filter(|_| self.shared.is_none()) else {
             return Vec::new();
         };
         match store.list::<McpServerSpec>(trees::MCP_SERVERS) {
@@ -288,7 +293,20 @@ impl McpHub {
                 name: cfg.name.clone(),
                 reason: e.0,
             })?;
-        if let Some(store) = &self.store {
+        if let Some(pg) = &self.shared {
+            let spec =
+                serde_json::to_value(&cfg.spec).map_err(|e| McpError::Store(e.to_string()))?;
+            if !pg
+                .mcp_put(&cfg.name, &spec)
+                .await
+                .map_err(|e| McpError::Store(e.to_string()))?
+            {
+                return Err(McpError::Conflict(format!(
+                    "an MCP server named `{}` is already registered (by another instance)",
+                    cfg.name
+                )));
+            }
+        } else if let Some(store) = &self.store {
             store
                 .put(trees::MCP_SERVERS, &cfg.name, &cfg.spec)
                 .and_then(|()| store.flush())
@@ -319,8 +337,57 @@ impl McpHub {
         Ok(view(&snapshot_view))
     }
 
+    /// A fleet: starts the servers other instances registered and stops those they removed
+    /// (config-file servers are this instance's own and never touched).
+    pub async fn sync(&self) {
+        let Some(pg) = &self.shared else { return };
+        let specs = match pg.mcp_list().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the fleet's MCP registrations");
+                return;
+            }
+        };
+        let _one_at_a_time = self.registering.lock().await;
+        let mut wanted = BTreeMap::new();
+        for v in specs {
+            match serde_json::from_value::<McpServerSpec>(v) {
+                Ok(spec) => {
+                    wanted.insert(spec.name.clone(), spec);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "an MCP registration in Postgres cannot be read; skipped")
+                }
+            }
+        }
+        for (name, spec) in &wanted {
+            if self.get(name).is_some() {
+                continue;
+            }
+            match spec.validate("", &|k| std::env::var(k).ok()) {
+                Ok(cfg) => {
+                    tracing::info!(server = %name, "MCP server registered by another instance: starting it");
+                    self.add(cfg, true, None);
+                }
+                Err(issues) => {
+                    let why: Vec<String> = issues.iter().map(ToString::to_string).collect();
+                    tracing::warn!(server = %name, problems = %why.join("; "), "an MCP server registered by another instance is not valid here; not started");
+                }
+            }
+        }
+        for h in self.handles() {
+            if h.dynamic && !wanted.contains_key(&h.config.name) {
+                if let Ok(mut map) = self.servers.write() {
+                    map.remove(&h.config.name);
+                }
+                h.stop();
+                tracing::info!(server = %h.config.name, "MCP server removed by another instance");
+            }
+        }
+    }
+
     /// Removes a server registered through the API (and its persisted record).
-    pub fn remove(&self, name: &str) -> Result<(), McpError> {
+    pub async fn remove(&self, name: &str) -> Result<(), McpError> {
         let handle = self
             .get(name)
             .ok_or_else(|| McpError::NotFound(name.to_owned()))?;
@@ -329,7 +396,11 @@ impl McpHub {
                 "MCP server `{name}` is defined in the config file; remove it there and restart"
             )));
         }
-        if let Some(store) = &self.store {
+        if let Some(pg) = &self.shared {
+            pg.mcp_delete(name)
+                .await
+                .map_err(|e| McpError::Store(e.to_string()))?;
+        } else if let Some(store) = &self.store {
             store
                 .remove(trees::MCP_SERVERS, name)
                 .and_then(|_| store.flush())

@@ -43,6 +43,13 @@ const MIGRATIONS: &[(i32, &str)] = &[
         CREATE INDEX switchyard_request_log_at ON switchyard_request_log (at_ms, id);
         CREATE INDEX switchyard_request_log_request_id ON switchyard_request_log (request_id)",
     ),
+    (
+        3,
+        "CREATE TABLE switchyard_mcp_servers (
+            name TEXT PRIMARY KEY,
+            spec JSONB NOT NULL
+        )",
+    ),
 ];
 
 /// One request log row: (unix ms, request id, the record as JSON text).
@@ -296,6 +303,55 @@ impl Postgres {
             .await
             .map_err(pg)?;
         Ok(old + over)
+    }
+}
+
+/// MCP servers registered through the admin API of any instance.
+impl Postgres {
+    /// Adds a registration (announced to the fleet); `false` when the name is taken.
+    pub async fn mcp_put(&self, name: &str, spec: &serde_json::Value) -> Result<bool, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "WITH ins AS (
+                    INSERT INTO switchyard_mcp_servers (name, spec) VALUES ($1, $2)
+                    ON CONFLICT (name) DO NOTHING RETURNING name
+                )
+                SELECT pg_notify('switchyard_config', 'mcp') FROM ins",
+                &[&name, spec],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Removes a registration (announced); `false` when there was none.
+    pub async fn mcp_delete(&self, name: &str) -> Result<bool, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "WITH del AS (DELETE FROM switchyard_mcp_servers WHERE name = $1 RETURNING name)
+                 SELECT pg_notify('switchyard_config', 'mcp') FROM del",
+                &[&name],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(!rows.is_empty())
+    }
+
+    /// Every registration's spec.
+    pub async fn mcp_list(&self) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query("SELECT spec FROM switchyard_mcp_servers ORDER BY name", &[])
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 }
 

@@ -444,3 +444,81 @@ async fn governance_limits_hold_across_the_fleet() {
     let limited = statuses.iter().filter(|s| **s == 429).count();
     assert_eq!((served, limited), (7, 14), "{statuses:?}");
 }
+
+#[tokio::test]
+async fn an_mcp_server_registered_through_one_instance_serves_on_all() {
+    let Some(f) = Fleet::start("mcp").await else {
+        return;
+    };
+    let file = format!(
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+        f.mock.url()
+    );
+    // Registering a stdio server needs the admin token.
+    let server = format!(
+        "state = \"postgres\"\npostgres_url = \"{}\"\nadmin_token = \"fleet-admin\"",
+        f.db
+    );
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let a = Binary::start_with(&file, &server, &env).await;
+    let b = Binary::start_with(&file, &server, &env).await;
+    let admin = |req: reqwest::RequestBuilder| req.bearer_auth("fleet-admin");
+    let r = admin(client().post(format!("{}/api/mcp/servers", a.url)))
+        .json(&json!({"name": "calc", "transport": "stdio", "command": crate::mcp::server_bin("mcp-calculator")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
+    // B starts it and runs its tools.
+    let started = Instant::now();
+    loop {
+        let r = admin(client().post(format!("{}/api/mcp/tools/calc__add/call", b.url)))
+            .json(&json!({"a": 2, "b": 3}))
+            .send()
+            .await
+            .unwrap();
+        if r.status().as_u16() == 200 {
+            let v: Value = r.json().await.unwrap();
+            if v["outcome"] == "ok" {
+                assert_eq!(v["text"], "5", "{v}");
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "B never ran calc__add"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The same name again, through B: taken.
+    let r = admin(client().post(format!("{}/api/mcp/servers", b.url)))
+        .json(&json!({"name": "calc", "transport": "stdio", "command": crate::mcp::server_bin("mcp-calculator")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+    // Removed through B: gone from A.
+    let r = admin(client().delete(format!("{}/api/mcp/servers/calc", b.url)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
+    let started = Instant::now();
+    loop {
+        let v: Value = admin(client().get(format!("{}/api/mcp/servers", a.url)))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["data"].as_array().is_some_and(Vec::is_empty) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "A still has {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
