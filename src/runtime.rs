@@ -151,24 +151,15 @@ impl RuntimeConfig {
             let mut first = file_layer(&full);
             if first != Layer::default() {
                 if let Some(b) = &secrets {
-                    first
-                        .secrets_mut(|s| {
-                            if layer::is_literal(s) && !SecretBox::is_sealed(s) {
-                                *s = b.seal(s)?;
-                            }
-                            Ok::<(), SecretError>(())
-                        })
-                        .map_err(|e| e.to_string())?;
+                    b.seal_layer(&mut first).map_err(|e| e.to_string())?;
                 }
-                let v = Version {
-                    n: 1,
-                    at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    actor: "seed".into(),
-                    action: "seed from the config file".into(),
-                    changes: changes(&Layer::default(), &file_layer(&full)),
-                    layer: first,
-                };
-                seed = Some(v);
+                seed = Some(Version::new(
+                    1,
+                    "seed",
+                    "seed from the config file".into(),
+                    changes(&Layer::default(), &file_layer(&full)),
+                    first,
+                ));
             }
         }
         if let (Some(v), Some(store)) = (&seed, &versions) {
@@ -440,22 +431,10 @@ impl RuntimeConfig {
         };
         let merged = layer::merge(&inner.base, &next, &env)
             .map_err(|issues| ChangeError::Invalid(named(&inner.base, &next, issues)))?;
-        let opened_next = next.clone();
+        let changes = changes(&self.opened(&inner.layer)?, &next);
         let mut sealed = next;
-        sealed.secrets_mut(|s| {
-            if layer::is_literal(s) && !SecretBox::is_sealed(s) {
-                *s = secrets.seal(s)?;
-            }
-            Ok::<(), SecretError>(())
-        })?;
-        let version = Version {
-            n: inner.version + 1,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            actor: actor.to_owned(),
-            action,
-            changes: changes(&self.opened(&inner.layer)?, &opened_next),
-            layer: sealed,
-        };
+        secrets.seal_layer(&mut sealed)?;
+        let version = Version::new(inner.version + 1, actor, action, changes, sealed);
         Ok((version, merged))
     }
 
@@ -484,7 +463,7 @@ impl RuntimeConfig {
         let _w = self.writer.lock().await;
         let (changes, version) = {
             let mut inner = self.lock();
-            let changes = layer::diff(&base_layer(&inner.base), &base_layer(&base));
+            let changes = changes(&file_layer(&inner.base), &file_layer(&base));
             inner.base = base;
             (changes, inner.version)
         };
@@ -502,21 +481,13 @@ impl RuntimeConfig {
             }
         }
         let (newest, layer) = (version, self.lock().layer.clone());
-        let v = Version {
-            n: newest + 1,
-            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            actor: "reload".into(),
-            action: "reload the config file".into(),
-            changes: changes
-                .into_iter()
-                .map(|(path, before, after)| Change {
-                    path,
-                    before,
-                    after,
-                })
-                .collect(),
+        let v = Version::new(
+            newest + 1,
+            "reload",
+            "reload the config file".into(),
+            changes,
             layer,
-        };
+        );
         match versions.append(&v).await {
             Ok(true) => self.lock().version = v.n,
             Ok(false) => tracing::warn!(
@@ -581,24 +552,8 @@ impl RuntimeConfig {
             return Err(ChangeError::Unavailable);
         };
         let inner = self.lock();
-        let mut doc = inner.base.clone();
-        for kind in [Kind::Provider, Kind::Route] {
-            let extra = inner.layer.entries(kind);
-            if extra.is_empty() {
-                continue;
-            }
-            let mut items = match doc.remove(kind.array()) {
-                Some(toml::Value::Array(a)) => a,
-                _ => Vec::new(),
-            };
-            for e in extra {
-                items.push(
-                    toml::Value::try_from(e)
-                        .map_err(|err| ChangeError::BadRequest(err.to_string()))?,
-                );
-            }
-            doc.insert(kind.array().into(), items.into());
-        }
+        let mut doc = layer::document(&inner.base, &inner.layer)
+            .map_err(|i| ChangeError::BadRequest(i.to_string()))?;
         secrets.seal_doc(&mut doc)?;
         let body = toml::to_string(&doc).map_err(|e| ChangeError::BadRequest(e.to_string()))?;
         Ok(format!(
@@ -645,11 +600,6 @@ fn file_layer(base: &toml::Table) -> Layer {
         providers: entries(Kind::Provider),
         routes: entries(Kind::Route),
     }
-}
-
-/// The file's providers and routes as a layer (their literal secrets masked), to diff.
-fn base_layer(base: &toml::Table) -> Layer {
-    file_layer(base).masked()
 }
 
 /// Problems with the paths of layer entries written by name (`providers.eu.kind`, not

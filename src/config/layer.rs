@@ -238,35 +238,37 @@ pub fn merge(
     layer: &Layer,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, Vec<Issue>> {
+    let doc = document(base, layer).map_err(|i| vec![i])?;
+    let text = toml::to_string(&doc)
+        .map_err(|e| vec![Issue::new("", format!("cannot be written as TOML: {e}"))])?;
+    Config::parse(&text, env)
+}
+
+/// The base document with the layer's entries appended to `providers` and `routes`, as a file
+/// holding both would read.
+pub fn document(base: &toml::Table, layer: &Layer) -> Result<toml::Table, Issue> {
     let mut doc = base.clone();
     for kind in [Kind::Provider, Kind::Route] {
         let extra = layer.entries(kind);
         if extra.is_empty() {
             continue;
         }
-        let mut items = doc
-            .remove(kind.array())
-            .and_then(|v| match v {
-                toml::Value::Array(a) => Some(a),
-                _ => None,
-            })
-            .unwrap_or_default();
+        let mut items = match doc.remove(kind.array()) {
+            Some(toml::Value::Array(a)) => a,
+            _ => Vec::new(),
+        };
         for (i, e) in extra.iter().enumerate() {
-            match toml::Value::try_from(e) {
-                Ok(v) => items.push(v),
-                Err(err) => {
-                    return Err(vec![Issue::new(
-                        format!("{}[{}]", kind.array(), base_len(base, kind) + i),
-                        format!("cannot be written as TOML ({err}; null values are not allowed)"),
-                    )]);
-                }
-            }
+            let v = toml::Value::try_from(e).map_err(|err| {
+                Issue::new(
+                    format!("{}[{}]", kind.array(), base_len(base, kind) + i),
+                    format!("cannot be written as TOML ({err}; null values are not allowed)"),
+                )
+            })?;
+            items.push(v);
         }
         doc.insert(kind.array().into(), items.into());
     }
-    let text = toml::to_string(&doc)
-        .map_err(|e| vec![Issue::new("", format!("cannot be written as TOML: {e}"))])?;
-    Config::parse(&text, env)
+    Ok(doc)
 }
 
 /// The fields that differ between two layers (pass masked layers): one change per field of an

@@ -182,6 +182,17 @@ const SECRET_FIELDS: &[&str] = &[
 ];
 
 impl SecretBox {
+    /// Seals the literal secrets of a runtime layer (`env.NAME` references and values already
+    /// sealed stay as they are).
+    pub fn seal_layer(&self, layer: &mut super::layer::Layer) -> Result<(), SecretError> {
+        layer.secrets_mut(|s| {
+            if super::layer::is_literal(s) && !Self::is_sealed(s) {
+                *s = self.seal(s)?;
+            }
+            Ok(())
+        })
+    }
+
     /// Seals every literal secret in a config document (`env.NAME` references stay as they
     /// are; a Vertex `credentials` path is not a secret, its inline JSON is).
     pub fn seal_doc(&self, doc: &mut toml::Table) -> Result<(), SecretError> {

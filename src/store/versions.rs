@@ -41,6 +41,20 @@ pub struct Version {
     pub layer: Layer,
 }
 
+impl Version {
+    /// Version `n`, made now.
+    pub fn new(n: u64, actor: &str, action: String, changes: Vec<Change>, layer: Layer) -> Self {
+        Self {
+            n,
+            at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            actor: actor.to_owned(),
+            action,
+            changes,
+            layer,
+        }
+    }
+}
+
 /// A boxed future (the trait is used as `dyn`).
 pub type Fut<'a, T> = futures_util::future::BoxFuture<'a, Result<T, StoreError>>;
 

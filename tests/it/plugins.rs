@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::gateway::{Gateway, header, sse};
 use crate::model::{Model, Turn};
 
-fn provider(model: &Model) -> String {
+pub fn provider(model: &Model) -> String {
     format!(
         "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\n\n",
         model.openai_url()
@@ -18,11 +18,11 @@ fn provider(model: &Model) -> String {
 }
 
 /// A model that repeats what the user said.
-async fn echo() -> Model {
+pub async fn echo() -> Model {
     Model::start(|c| Turn::say(format!("You said: {}", c.user))).await
 }
 
-fn ask(text: &str, stream: bool) -> Value {
+pub fn ask(text: &str, stream: bool) -> Value {
     json!({"model": "mock/m", "stream": stream, "messages": [{"role": "user", "content": text}]})
 }
 

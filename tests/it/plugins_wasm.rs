@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use sha2::Digest;
 
 use crate::gateway::{Gateway, sse};
-use crate::model::{Model, Turn};
+use crate::plugins::{ask, echo, provider};
 
 /// The sample plugin as `npm run build` leaves it.
 pub fn sample() -> PathBuf {
@@ -69,21 +69,6 @@ pub fn answering_on(hook: &str, json: &str) -> String {
   (func (export "{hook}") (param i32 i32) (result i64) (i64.const {packed})))"#,
         json.replace('"', "\\\"")
     )
-}
-
-fn provider(model: &Model) -> String {
-    format!(
-        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\n\n",
-        model.openai_url()
-    )
-}
-
-async fn echo() -> Model {
-    Model::start(|c| Turn::say(format!("You said: {}", c.user))).await
-}
-
-fn ask(text: &str, stream: bool) -> Value {
-    json!({"model": "mock/m", "stream": stream, "messages": [{"role": "user", "content": text}]})
 }
 
 const ROUTE_CHEAP: &str =
@@ -304,7 +289,8 @@ fn check_loads_wasm_plugins_and_names_every_mistake() {
     );
     let not_wasm = dir.path().join("not.wasm");
     std::fs::write(&not_wasm, "hello").unwrap();
-    let config = [
+    // Entries whose files load but are wrong in themselves.
+    let loadable = [
         entry("a", &wasi, ""),
         entry("b", &no_alloc, ""),
         entry(
@@ -313,6 +299,10 @@ fn check_loads_wasm_plugins_and_names_every_mistake() {
             "config = { rules = [{ model = \"x\", sent_to = \"y\" }] }",
         ),
         entry("d", &not_wasm, ""),
+    ]
+    .join("\n");
+    let config = [
+        loadable.clone(),
         format!(
             "[[plugins]]\nname = \"e\"\nkind = \"wasm\"\npath = \"{}\"\nsha256 = \"{}\"\n",
             sample.display(),
@@ -333,18 +323,7 @@ fn check_loads_wasm_plugins_and_names_every_mistake() {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
     // The file's own problems come once the entries themselves are right.
-    let config = [
-        entry("a", &wasi, ""),
-        entry("b", &no_alloc, ""),
-        entry(
-            "c",
-            &sample,
-            "config = { rules = [{ model = \"x\", sent_to = \"y\" }] }",
-        ),
-        entry("d", &not_wasm, ""),
-    ]
-    .join("\n");
-    let (ok, err) = check(&config);
+    let (ok, err) = check(&loadable);
     assert!(!ok, "{err}");
     for needle in [
         "plugins[0] `a`: imports `wasi_snapshot_preview1.fd_write`, which the gateway does not provide",

@@ -15,6 +15,16 @@ fn providers(mock: &Mock, route_target: &str) -> String {
     )
 }
 
+/// `POST /api/config/reload` on the running binary.
+async fn reload(bin: &Binary) -> reqwest::Response {
+    client()
+        .post(format!("{}/api/config/reload", bin.url))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Rewrites the providers and routes part of the running binary's config file.
 fn rewrite(bin: &Binary, body: &str) {
     let path = bin.config_path();
@@ -36,12 +46,7 @@ async fn routes_and_providers_reload_atomically_and_a_broken_file_changes_nothin
     // Through the API: the route now goes to b.
     rewrite(&bin, &providers(&mock, "b/gpt-4o-mini"));
     let http = client();
-    let r = http
-        .post(format!("{}/api/config/reload", bin.url))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = reload(&bin).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["reloaded"]["routes"], 1, "{v}");
@@ -68,12 +73,7 @@ async fn routes_and_providers_reload_atomically_and_a_broken_file_changes_nothin
             providers(&mock, "a/gpt-4o-mini")
         ),
     );
-    let r = http
-        .post(format!("{}/api/config/reload", bin.url))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+    let r = reload(&bin).await;
     assert_eq!(r.status(), 400);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "invalid_config");
