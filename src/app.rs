@@ -206,6 +206,7 @@ impl AppState {
         let governance = Governance::start(
             config.governance.clone(),
             store.clone(),
+            pg.clone(),
             prices.clone(),
             &tasks,
             &shutdown,
@@ -238,11 +239,18 @@ impl AppState {
             shutdown.clone(),
             client.clone(),
         );
-        let responses = Arc::new(crate::store::responses::ResponseStore::open(
-            store.clone(),
-            config.responses.ttl,
-            config.responses.max_stored,
-        ));
+        let responses = Arc::new(match &pg {
+            Some(pg) => crate::store::responses::ResponseStore::shared(
+                pg.clone(),
+                config.responses.ttl,
+                config.responses.max_stored,
+            ),
+            None => crate::store::responses::ResponseStore::open(
+                store.clone(),
+                config.responses.ttl,
+                config.responses.max_stored,
+            ),
+        });
         let plugins = Arc::new(
             crate::plugins::PluginHost::new(&config.plugins, client.clone(), metrics.clone())
                 .map_err(AppError::Plugins)?,
@@ -302,6 +310,9 @@ impl AppState {
                     state.apply(&merged);
                 }
                 state.mcp.sync().await;
+                if let Err(e) = state.governance.directory().refresh().await {
+                    tracing::debug!(error = %e, "governance entities not refreshed");
+                }
             }
         });
     }

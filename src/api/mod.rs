@@ -360,6 +360,10 @@ pub(crate) trait Frames: Send + 'static {
     fn failed(&mut self, message: &str) -> Vec<bytes::Bytes>;
     /// The frames that end a complete stream (after the MCP trailer).
     fn end(&mut self) -> Vec<bytes::Bytes>;
+    /// Work `end` started that must be done before its frames go out (a stored response).
+    fn written(&mut self) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        None
+    }
 }
 
 /// A chunk stream as an ingress's frames, followed by the request guard to its last byte: each
@@ -395,7 +399,11 @@ pub(crate) fn frames<F: Frames>(
         if let Some(r) = &mcp {
             yield mcp_trailer(r);
         }
-        for f in enc.end() {
+        let last = enc.end();
+        if let Some(write) = enc.written() {
+            write.await;
+        }
+        for f in last {
             yield f;
         }
     }

@@ -51,7 +51,14 @@ struct Keep {
 }
 
 impl Keep {
-    fn save(self, id: &str, output: Option<Message>, response: Value) {
+    /// The write; the answer's last bytes go out once it is done, so a client that continues
+    /// the conversation (through any instance of a fleet) finds this turn.
+    fn save(
+        self,
+        id: &str,
+        output: Option<Message>,
+        response: Value,
+    ) -> futures_util::future::BoxFuture<'static, ()> {
         let rec = StoredResponse {
             tenant: self.tenant,
             expires_at_ms: self.store.expiry(crate::chat::unix_now_ms()),
@@ -60,10 +67,32 @@ impl Keep {
             output,
             response,
         };
-        if let Err(e) = self.store.put(id, &rec) {
-            tracing::warn!(error = %e, response_id = id, "cannot store the response; previous_response_id to it will not be found");
-        }
+        let id = id.to_owned();
+        let store = self.store;
+        Box::pin(async move {
+            if let Err(e) = store.put(&id, &rec).await {
+                tracing::warn!(error = %e, response_id = %id, "cannot store the response; previous_response_id to it will not be found");
+            }
+        })
     }
+}
+
+/// `body` as JSON once `write` is done (at once when it already is: the embedded store).
+fn after(mut write: futures_util::future::BoxFuture<'static, ()>, body: &Value) -> Response {
+    if futures_util::FutureExt::now_or_never(&mut write).is_some() {
+        return Json(body).into_response();
+    }
+    let bytes = Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+    let once = futures_util::stream::once(async move {
+        write.await;
+        Ok::<_, std::convert::Infallible>(bytes)
+    });
+    let mut r = axum::body::Body::from_stream(once).into_response();
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 async fn create_inner(
@@ -88,7 +117,7 @@ async fn create_inner(
     };
     let history = match &wire.previous_response_id {
         None => Vec::new(),
-        Some(id) => match state.responses.conversation(id, &tenant) {
+        Some(id) => match state.responses.conversation(id, &tenant).await {
             Ok(h) => h,
             Err(e) => return fail(&mut guard, previous_error(e)),
         },
@@ -110,10 +139,13 @@ async fn create_inner(
     let take = || keep.lock().ok().and_then(|mut k| k.take());
     let complete = |r: crate::chat::ChatResponse| {
         let body = echo.response(&r.model, &responses::outcome(&r));
-        if let Some(k) = take() {
-            k.save(echo.id(), responses::assistant_turn(&r), body.clone());
+        match take() {
+            Some(k) => after(
+                k.save(echo.id(), responses::assistant_turn(&r), body.clone()),
+                &body,
+            ),
+            None => Json(body).into_response(),
         }
-        Json(body).into_response()
     };
     let stream = |s, guard, mcp| {
         let frames = ResponsesFrames {
@@ -121,6 +153,7 @@ async fn create_inner(
             model: String::new(),
             keep: take(),
             echo: echo.clone(),
+            write: None,
         };
         sse::response(super::frames(s, guard, mcp, frames), keep_alive)
     };
@@ -152,6 +185,8 @@ struct ResponsesFrames {
     model: String,
     keep: Option<Keep>,
     echo: Echo,
+    /// The store's write, awaited before the last events go out.
+    write: Option<futures_util::future::BoxFuture<'static, ()>>,
 }
 
 impl super::Frames for ResponsesFrames {
@@ -173,14 +208,18 @@ impl super::Frames for ResponsesFrames {
     fn end(&mut self) -> Vec<Bytes> {
         let (events, response) = self.enc.finish(&self.model);
         if let Some(k) = self.keep.take() {
-            k.save(self.echo.id(), Some(self.enc.assistant_turn()), response);
+            self.write = Some(k.save(self.echo.id(), Some(self.enc.assistant_turn()), response));
         }
         events.iter().map(frame).collect()
+    }
+
+    fn written(&mut self) -> Option<futures_util::future::BoxFuture<'static, ()>> {
+        self.write.take()
     }
 }
 
 /// The stored response `id` if the caller may read it.
-fn stored(
+async fn stored(
     state: &AppState,
     headers: &HeaderMap,
     id: &str,
@@ -189,6 +228,7 @@ fn stored(
     state
         .responses
         .get(id, &t)
+        .await
         .map_err(|e| GatewayError::Unavailable(e.to_string()))
 }
 
@@ -198,7 +238,7 @@ pub async fn get(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let found = stored(&state, &headers, &id);
+    let found = stored(&state, &headers, &id).await;
     match found {
         Ok(Some(rec)) => Json(rec.response).into_response(),
         Ok(None) => json_error(not_found(&id)),
@@ -240,7 +280,7 @@ pub async fn input_items(
             ));
         }
     };
-    let found = stored(&state, &headers, &id);
+    let found = stored(&state, &headers, &id).await;
     let rec = match found {
         Ok(Some(rec)) => rec,
         Ok(None) => return json_error(not_found(&id)),
@@ -264,12 +304,14 @@ pub async fn delete(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    let removed = tenant(&state, &headers).and_then(|t| {
-        state
+    let removed = match tenant(&state, &headers) {
+        Ok(t) => state
             .responses
             .delete(&id, &t)
-            .map_err(|e| GatewayError::Unavailable(e.to_string()))
-    });
+            .await
+            .map_err(|e| GatewayError::Unavailable(e.to_string())),
+        Err(e) => Err(e),
+    };
     match removed {
         Ok(true) => Json(json!({"id": id, "object": "response", "deleted": true})).into_response(),
         Ok(false) => json_error(not_found(&id)),

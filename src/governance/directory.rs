@@ -367,6 +367,9 @@ pub enum Persist {
     Sled(Option<Store>),
     /// Redis, shared by several instances.
     Redis(redis::aio::ConnectionManager),
+    /// Postgres (`[server] state = "postgres"`), shared by a fleet; the counters stay where
+    /// `[governance] store` puts them.
+    Postgres(Arc<crate::store::postgres::Postgres>),
 }
 
 type Records = Vec<(String, Result<Stored, String>)>;
@@ -458,48 +461,68 @@ impl Handle {
         })
     }
 
-    /// Whether several instances share the entities (Redis).
+    /// Whether several instances share the entities (Redis or Postgres).
     pub fn shared(&self) -> bool {
-        matches!(self.persist, Persist::Redis(_))
+        !matches!(self.persist, Persist::Sled(_))
     }
 
-    /// Reloads the entities when another instance changed them (Redis), twice a second.
-    pub async fn poll(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let Persist::Redis(conn) = &self.persist else {
-            return;
+    /// Whether the entities live in a fleet's Postgres.
+    pub fn on_postgres(&self) -> bool {
+        matches!(self.persist, Persist::Postgres(_))
+    }
+
+    /// Where the entities are kept, for messages.
+    fn store_name(&self) -> &'static str {
+        match self.persist {
+            Persist::Sled(_) => "the embedded store",
+            Persist::Redis(_) => "redis",
+            Persist::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Reloads the entities when another instance changed them (shared stores): `Err` when the
+    /// store cannot be read.
+    pub async fn refresh(&self) -> Result<(), GovernanceError> {
+        let latest = match &self.persist {
+            Persist::Sled(_) => return Ok(()),
+            Persist::Redis(conn) => {
+                let mut c = conn.clone();
+                let v: Option<i64> = redis::cmd("GET")
+                    .arg(super::redis::VERSION)
+                    .query_async(&mut c)
+                    .await
+                    .map_err(store_err)?;
+                v.unwrap_or(0)
+            }
+            Persist::Postgres(pg) => pg.gov_version().await.map_err(store_err)?,
         };
+        if latest == self.version.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let _w = self.write.lock().await;
+        let (records, version) = load(&self.persist).await?;
+        self.current.store(Arc::new(build(&self.config, records)));
+        self.version
+            .store(version, std::sync::atomic::Ordering::Release);
+        Ok(())
+    }
+
+    /// Reloads the entities when another instance changed them, twice a second (with Postgres
+    /// a notification also reloads them at once: see the application's watcher).
+    pub async fn poll(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
+        if !self.shared() {
+            return;
+        }
         let mut failing = false;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
                 () = stop.cancelled() => return,
             }
-            let mut c = conn.clone();
-            let v: Result<Option<i64>, _> = redis::cmd("GET")
-                .arg(super::redis::VERSION)
-                .query_async(&mut c)
-                .await;
-            let seen = self.version.load(std::sync::atomic::Ordering::Acquire);
-            match v {
-                Ok(v) if v.unwrap_or(0) == seen => failing = false,
-                Ok(_) => {
-                    let _w = self.write.lock().await;
-                    match load(&self.persist).await {
-                        Ok((records, version)) => {
-                            self.current.store(Arc::new(build(&self.config, records)));
-                            self.version
-                                .store(version, std::sync::atomic::Ordering::Release);
-                            failing = false;
-                        }
-                        Err(e) if !failing => {
-                            tracing::warn!(error = %e, "governance entities could not be reloaded from redis");
-                            failing = true;
-                        }
-                        Err(_) => {}
-                    }
-                }
+            match self.refresh().await {
+                Ok(()) => failing = false,
                 Err(e) if !failing => {
-                    tracing::warn!(error = %e, "governance store unreachable: keys changed on other instances are not seen until it is back");
+                    tracing::warn!(store = self.store_name(), error = %e, "governance store unreachable: keys changed on other instances are not seen until it is back");
                     failing = true;
                 }
                 Err(_) => {}
@@ -526,12 +549,33 @@ impl Handle {
         ) -> Result<(T, Vec<(String, Option<Stored>)>), GovernanceError>,
     ) -> Result<T, GovernanceError> {
         let _w = self.write.lock().await;
+        let mut pending = None;
         let mut d = match &self.persist {
             Persist::Redis(_) => build(&self.config, load(&self.persist).await?.0),
+            Persist::Postgres(pg) => {
+                let (tx, records) = pg.gov_begin().await.map_err(store_err)?;
+                pending = Some(tx);
+                build(&self.config, decode_all(records))
+            }
             Persist::Sled(_) => (**self.current.load()).clone(),
         };
         let (out, writes) = change(&mut d)?;
         match &self.persist {
+            Persist::Postgres(_) => {
+                let mut rows = Vec::with_capacity(writes.len());
+                for (name, rec) in writes {
+                    let json = rec
+                        .map(|r| serde_json::to_string(&r))
+                        .transpose()
+                        .map_err(|e| GovernanceError::Store(e.to_string()))?;
+                    rows.push((name, json));
+                }
+                if let Some(tx) = pending {
+                    let version = tx.commit(&rows).await.map_err(store_err)?;
+                    self.version
+                        .store(version, std::sync::atomic::Ordering::Release);
+                }
+            }
             Persist::Sled(Some(s)) => {
                 for (name, rec) in writes {
                     let r = match rec {
@@ -849,16 +893,23 @@ async fn load(persist: &Persist) -> Result<(Records, i64), GovernanceError> {
                 .query_async(&mut c)
                 .await
                 .map_err(store_err)?;
-            let records = all
-                .into_iter()
-                .map(|(k, v)| {
-                    let r = serde_json::from_str::<Stored>(&v).map_err(|e| e.to_string());
-                    (k, r)
-                })
-                .collect();
-            Ok((records, version.unwrap_or(0)))
+            Ok((decode_all(all), version.unwrap_or(0)))
+        }
+        Persist::Postgres(pg) => {
+            let (all, version) = pg.gov_load().await.map_err(store_err)?;
+            Ok((decode_all(all), version))
         }
     }
+}
+
+/// Records kept as JSON text, each read on its own (one bad record does not hide the others).
+fn decode_all(all: Vec<(String, String)>) -> Records {
+    all.into_iter()
+        .map(|(k, v)| {
+            let r = serde_json::from_str::<Stored>(&v).map_err(|e| e.to_string());
+            (k, r)
+        })
+        .collect()
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: Value) -> Result<T, GovernanceError> {

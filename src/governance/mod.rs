@@ -243,6 +243,7 @@ impl Governance {
     pub async fn start(
         config: GovernanceConfig,
         store: Option<Store>,
+        pg: Option<Arc<crate::store::postgres::Postgres>>,
         prices: Arc<Prices>,
         tasks: &tokio_util::task::TaskTracker,
         shutdown: &tokio_util::sync::CancellationToken,
@@ -270,8 +271,22 @@ impl Governance {
                 (AnyCounters::Embedded(c), directory::Persist::Sled(store))
             }
         };
+        // With a fleet's Postgres, the definitions live there whatever holds the counters.
+        let persist = match pg {
+            Some(pg) => directory::Persist::Postgres(pg),
+            None => persist,
+        };
         let dir = Arc::new(directory::Handle::open(&config, persist).await?);
-        if dir.shared() {
+        if dir.on_postgres()
+            && !dir.load().keys.is_empty()
+            && matches!(counters, AnyCounters::Embedded(_))
+        {
+            tracing::warn!(
+                "virtual keys are shared through postgres but their budgets and rate limits are counted by each instance alone: set [governance] store = \"redis\" and redis_url to hold them across the fleet"
+            );
+        }
+        // Postgres: the application's watcher refreshes on every notification and poll.
+        if dir.shared() && !dir.on_postgres() {
             tasks.spawn(dir.clone().poll(shutdown.clone()));
         }
         Ok(Arc::new(Self {

@@ -50,6 +50,28 @@ const MIGRATIONS: &[(i32, &str)] = &[
             spec JSONB NOT NULL
         )",
     ),
+    (
+        4,
+        "CREATE TABLE switchyard_gov_entities (
+            name TEXT PRIMARY KEY,
+            record JSONB NOT NULL
+        );
+        CREATE TABLE switchyard_gov_version (
+            one BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (one),
+            n BIGINT NOT NULL
+        );
+        INSERT INTO switchyard_gov_version (n) VALUES (0)",
+    ),
+    (
+        5,
+        "CREATE TABLE switchyard_responses (
+            id TEXT COLLATE \"C\" PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            expires_at_ms BIGINT NOT NULL,
+            record JSONB NOT NULL
+        );
+        CREATE INDEX switchyard_responses_expiry ON switchyard_responses (expires_at_ms)",
+    ),
 ];
 
 /// One request log row: (unix ms, request id, the record as JSON text).
@@ -352,6 +374,184 @@ impl Postgres {
             .into_iter()
             .map(|r| r.get(0))
             .collect())
+    }
+}
+
+/// Stored Responses API responses (`store: true`), readable by every instance.
+impl Postgres {
+    /// Keeps a response (ids are unique: a second write of one id replaces it).
+    pub async fn response_put(
+        &self,
+        id: &str,
+        tenant: &str,
+        expires_at_ms: i64,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO switchyard_responses (id, tenant, expires_at_ms, record)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant,
+                    expires_at_ms = EXCLUDED.expires_at_ms, record = EXCLUDED.record",
+                &[&id, &tenant, &expires_at_ms, record],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// The record under `id` (the caller checks its tenant and expiry).
+    pub async fn response_get(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_opt(
+                "SELECT record FROM switchyard_responses WHERE id = $1",
+                &[&id],
+            )
+            .await
+            .map_err(pg)?
+            .map(|r| r.get(0)))
+    }
+
+    /// Deletes `id` if it is `tenant`'s: whether it was there.
+    pub async fn response_delete(&self, id: &str, tenant: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .execute(
+                "DELETE FROM switchyard_responses WHERE id = $1 AND tenant = $2",
+                &[&id, &tenant],
+            )
+            .await
+            .map_err(pg)?
+            > 0)
+    }
+
+    /// Deletes the expired responses and the oldest beyond `max` (ids sort by creation time).
+    pub async fn response_prune(&self, now_ms: i64, max: i64) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let expired = client
+            .execute(
+                "DELETE FROM switchyard_responses WHERE expires_at_ms <= $1",
+                &[&now_ms],
+            )
+            .await
+            .map_err(pg)?;
+        let over = client
+            .execute(
+                "DELETE FROM switchyard_responses WHERE id <= (
+                    SELECT id FROM switchyard_responses ORDER BY id DESC OFFSET $1 LIMIT 1
+                 )",
+                &[&max],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(expired + over)
+    }
+}
+
+/// Governance entities (customers, teams, virtual keys) made through any instance's admin API;
+/// the counters stay in Redis.
+impl Postgres {
+    /// Every entity as `(name, record as JSON text)` and the version they are at, read in one
+    /// statement (one snapshot).
+    pub async fn gov_load(&self) -> Result<(Vec<(String, String)>, i64), StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(
+                "SELECT (SELECT n FROM switchyard_gov_version),
+                        COALESCE((SELECT jsonb_object_agg(name, record) FROM switchyard_gov_entities), '{}'::jsonb)",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let all: serde_json::Value = row.get(1);
+        let records = match all {
+            serde_json::Value::Object(m) => {
+                m.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+            }
+            _ => Vec::new(),
+        };
+        Ok((records, row.get(0)))
+    }
+
+    /// The version the entities are at (bumped by every change).
+    pub async fn gov_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query_one("SELECT n FROM switchyard_gov_version", &[])
+            .await
+            .map_err(pg)?
+            .get(0))
+    }
+
+    /// Starts a change: a connection of its own in a transaction that holds the version row's
+    /// lock (one change at a time across the fleet, each made on what the last one left), with
+    /// the entities as they are now.
+    pub async fn gov_begin(&self) -> Result<(GovChange, Vec<(String, String)>), StoreError> {
+        let (client, _) = self.open().await?;
+        client
+            .batch_execute("BEGIN; SELECT n FROM switchyard_gov_version FOR UPDATE")
+            .await
+            .map_err(pg)?;
+        let rows = client
+            .query(
+                "SELECT name, record::text FROM switchyard_gov_entities",
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        let records = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok((GovChange { client }, records))
+    }
+}
+
+/// A governance change under way; dropped without [`GovChange::commit`], nothing is written
+/// (the connection closes and the server rolls the transaction back).
+pub struct GovChange {
+    client: Client,
+}
+
+impl GovChange {
+    /// Writes (`Some`) or removes (`None`) the named records, bumps the version, announces it
+    /// and commits: the new version.
+    pub async fn commit(self, writes: &[(String, Option<String>)]) -> Result<i64, StoreError> {
+        for (name, rec) in writes {
+            match rec {
+                Some(json) => self
+                    .client
+                    .execute(
+                        "INSERT INTO switchyard_gov_entities (name, record) VALUES ($1, $2::text::jsonb)
+                         ON CONFLICT (name) DO UPDATE SET record = EXCLUDED.record",
+                        &[name, json],
+                    )
+                    .await
+                    .map_err(pg)?,
+                None => self
+                    .client
+                    .execute("DELETE FROM switchyard_gov_entities WHERE name = $1", &[name])
+                    .await
+                    .map_err(pg)?,
+            };
+        }
+        let n: i64 = self
+            .client
+            .query_one(
+                "UPDATE switchyard_gov_version SET n = n + 1 RETURNING n",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        self.client
+            .batch_execute("SELECT pg_notify('switchyard_config', 'gov'); COMMIT")
+            .await
+            .map_err(pg)?;
+        Ok(n)
     }
 }
 

@@ -9,6 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use super::postgres::Postgres;
 use super::{Store, StoreError};
 use crate::chat::Message;
 
@@ -46,9 +49,17 @@ pub enum ResponsesError {
     Store(#[from] StoreError),
 }
 
+/// Where the responses are kept.
+enum Backend {
+    /// The embedded sled store (none when it could not be opened: nothing is kept).
+    Sled(Option<Store>),
+    /// A fleet's Postgres (`[server] state = "postgres"`): any instance continues any chain.
+    Postgres(Arc<Postgres>),
+}
+
 /// The stored responses.
 pub struct ResponseStore {
-    store: Option<Store>,
+    backend: Backend,
     ttl_ms: u64,
     max: u64,
     count: AtomicU64,
@@ -62,9 +73,18 @@ impl ResponseStore {
             .as_ref()
             .and_then(|s| s.tree(TREE).ok())
             .map_or(0, |t| t.len() as u64);
+        Self::with(Backend::Sled(store), ttl, max, count)
+    }
+
+    /// Keeps the responses in the fleet's Postgres.
+    pub fn shared(pg: Arc<Postgres>, ttl: std::time::Duration, max: u64) -> Self {
+        Self::with(Backend::Postgres(pg), ttl, max, 0)
+    }
+
+    fn with(backend: Backend, ttl: std::time::Duration, max: u64, count: u64) -> Self {
         Self {
-            store,
-            ttl_ms: ttl.as_millis() as u64,
+            backend,
+            ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
             max,
             count: AtomicU64::new(count),
             writes: AtomicU64::new(0),
@@ -73,7 +93,7 @@ impl ResponseStore {
 
     /// Whether responses can be kept at all.
     pub fn available(&self) -> bool {
-        self.store.is_some()
+        !matches!(self.backend, Backend::Sled(None))
     }
 
     /// When a response stored now expires (unix ms).
@@ -82,19 +102,33 @@ impl ResponseStore {
     }
 
     /// Keeps a turn under `id` (ids sort by creation time: see `chat::new_id`).
-    pub fn put(&self, id: &str, rec: &StoredResponse) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
+    pub async fn put(&self, id: &str, rec: &StoredResponse) -> Result<(), StoreError> {
+        let sweep = self
+            .writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(64);
+        let store = match &self.backend {
+            Backend::Sled(None) => return Ok(()),
+            Backend::Sled(Some(store)) => store,
+            Backend::Postgres(pg) => {
+                let body = serde_json::to_value(rec).map_err(|e| StoreError::Record {
+                    key: format!("{TREE}/{id}"),
+                    message: e.to_string(),
+                })?;
+                pg.response_put(id, &rec.tenant, ms(rec.expires_at_ms), &body)
+                    .await?;
+                if sweep {
+                    pg.response_prune(ms(crate::chat::unix_now_ms()), ms(self.max))
+                        .await?;
+                }
+                return Ok(());
+            }
         };
         // Ids are new for every response: each write adds a record.
         store.put(TREE, id, rec)?;
         self.count.fetch_add(1, Ordering::Relaxed);
-        if self
-            .writes
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(64)
-        {
-            self.sweep(crate::chat::unix_now_ms())?;
+        if sweep {
+            self.sweep(store, crate::chat::unix_now_ms())?;
         }
         while self.count.load(Ordering::Relaxed) > self.max {
             if store.tree(TREE)?.pop_min()?.is_none() {
@@ -106,11 +140,21 @@ impl ResponseStore {
     }
 
     /// The response `id` if `tenant` may read it and it has not expired.
-    pub fn get(&self, id: &str, tenant: &str) -> Result<Option<StoredResponse>, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(None);
+    pub async fn get(&self, id: &str, tenant: &str) -> Result<Option<StoredResponse>, StoreError> {
+        let found = match &self.backend {
+            Backend::Sled(None) => return Ok(None),
+            Backend::Sled(Some(store)) => store.get::<StoredResponse>(TREE, id),
+            Backend::Postgres(pg) => pg.response_get(id).await.and_then(|v| {
+                v.map(|v| {
+                    serde_json::from_value(v).map_err(|e| StoreError::Record {
+                        key: format!("{TREE}/{id}"),
+                        message: e.to_string(),
+                    })
+                })
+                .transpose()
+            }),
         };
-        let rec = match store.get::<StoredResponse>(TREE, id) {
+        let rec = match found {
             Ok(Some(rec)) => rec,
             Ok(None) => return Ok(None),
             // A record that does not decode is as good as absent (and is not shown); a store
@@ -125,23 +169,30 @@ impl ResponseStore {
     }
 
     /// Deletes `id` if `tenant` may; true when it was there.
-    pub fn delete(&self, id: &str, tenant: &str) -> Result<bool, StoreError> {
-        if self.get(id, tenant)?.is_none() {
+    pub async fn delete(&self, id: &str, tenant: &str) -> Result<bool, StoreError> {
+        if self.get(id, tenant).await?.is_none() {
             return Ok(false);
         }
-        let Some(store) = &self.store else {
-            return Ok(false);
-        };
-        let removed = store.remove(TREE, id)?;
-        if removed {
-            self.count.fetch_sub(1, Ordering::Relaxed);
+        match &self.backend {
+            Backend::Sled(None) => Ok(false),
+            Backend::Sled(Some(store)) => {
+                let removed = store.remove(TREE, id)?;
+                if removed {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(removed)
+            }
+            Backend::Postgres(pg) => pg.response_delete(id, tenant).await,
         }
-        Ok(removed)
     }
 
     /// The conversation up to and including `id`: every stored turn's input and answer, oldest
     /// first. Each turn of the chain must still be there for `tenant`.
-    pub fn conversation(&self, id: &str, tenant: &str) -> Result<Vec<Message>, ResponsesError> {
+    pub async fn conversation(
+        &self,
+        id: &str,
+        tenant: &str,
+    ) -> Result<Vec<Message>, ResponsesError> {
         let mut turns = Vec::new();
         let mut next = Some(id.to_owned());
         while let Some(cur) = next.take() {
@@ -149,7 +200,8 @@ impl ResponseStore {
                 break;
             }
             let rec = self
-                .get(&cur, tenant)?
+                .get(&cur, tenant)
+                .await?
                 .ok_or_else(|| ResponsesError::NotFound(cur.clone()))?;
             next = rec.previous.clone();
             turns.push(rec);
@@ -163,10 +215,7 @@ impl ResponseStore {
     }
 
     /// Removes expired records from the oldest end.
-    fn sweep(&self, now_ms: u64) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
-        };
+    fn sweep(&self, store: &Store, now_ms: u64) -> Result<(), StoreError> {
         let tree = store.tree(TREE)?;
         for item in tree.iter() {
             let (k, _) = item?;
@@ -183,12 +232,20 @@ impl ResponseStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
+/// Milliseconds and counts as Postgres's BIGINT.
+fn ms(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// The behaviour every backend must have, run against sled here and against Postgres in
+/// tests/it/fleet.rs; each function takes a fresh store that keeps at most 3 responses for 60 s.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used)]
+pub mod suite {
     use super::*;
     use crate::chat::{Role, new_id};
 
-    fn turn(store: &ResponseStore, previous: Option<&str>, said: &str) -> String {
+    async fn turn(store: &ResponseStore, previous: Option<&str>, said: &str) -> String {
         let id = new_id("resp");
         let rec = StoredResponse {
             tenant: "k".into(),
@@ -198,57 +255,86 @@ mod tests {
             output: Some(Message::text(Role::Assistant, format!("re: {said}"))),
             response: Value::Null,
         };
-        store.put(&id, &rec).unwrap();
+        store.put(&id, &rec).await.unwrap();
         id
     }
 
-    #[test]
-    fn a_chain_of_turns_is_one_conversation_for_its_tenant_only() {
-        let s = ResponseStore::open(
-            Some(Store::temporary().unwrap()),
-            std::time::Duration::from_secs(60),
-            100,
-        );
-        let a = turn(&s, None, "one");
-        let b = turn(&s, Some(&a), "two");
+    /// A chain of turns reads back as one conversation, for its tenant only.
+    pub async fn a_chain_of_turns_is_one_conversation_for_its_tenant_only(s: &ResponseStore) {
+        assert!(s.available());
+        let a = turn(s, None, "one").await;
+        let b = turn(s, Some(&a), "two").await;
         let texts: Vec<String> = s
             .conversation(&b, "k")
+            .await
             .unwrap()
             .iter()
             .map(Message::text_content)
             .collect();
         assert_eq!(texts, ["one", "re: one", "two", "re: two"]);
         assert!(matches!(
-            s.conversation(&b, "other"),
+            s.conversation(&b, "other").await,
             Err(ResponsesError::NotFound(_))
         ));
-        assert!(!s.delete(&a, "other").unwrap());
-        assert!(s.delete(&a, "k").unwrap());
+        assert!(s.get(&a, "other").await.unwrap().is_none());
+        assert!(!s.delete(&a, "other").await.unwrap());
+        assert!(s.delete(&a, "k").await.unwrap());
+        assert!(!s.delete(&a, "k").await.unwrap(), "deleted twice");
         // A chain with a missing turn cannot be continued (the answer would lose context).
         assert!(matches!(
-            s.conversation(&b, "k"),
+            s.conversation(&b, "k").await,
             Err(ResponsesError::NotFound(id)) if id == a
         ));
     }
 
-    #[test]
-    fn the_oldest_go_first_beyond_max_stored() {
-        let s = ResponseStore::open(
+    /// The oldest go first beyond `max_stored` (3).
+    pub async fn the_oldest_go_first_beyond_max_stored(s: &ResponseStore) {
+        let mut ids = Vec::new();
+        for i in 0..65 {
+            // Ids carry their millisecond: keep them apart so the order is certain.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            ids.push(turn(s, None, &i.to_string()).await);
+        }
+        let mut kept = Vec::new();
+        for id in &ids[60..] {
+            kept.push(s.get(id, "k").await.unwrap().is_some());
+        }
+        assert_eq!(kept, [false, false, true, true, true]);
+        assert!(s.get(&ids[0], "k").await.unwrap().is_none());
+    }
+
+    /// An expired response is not found.
+    pub async fn an_expired_response_is_not_found(s: &ResponseStore) {
+        let id = new_id("resp");
+        let rec = StoredResponse {
+            tenant: "k".into(),
+            expires_at_ms: crate::chat::unix_now_ms().saturating_sub(1),
+            previous: None,
+            input: Vec::new(),
+            output: None,
+            response: Value::Null,
+        };
+        s.put(&id, &rec).await.unwrap();
+        assert!(s.get(&id, "k").await.unwrap().is_none());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> ResponseStore {
+        ResponseStore::open(
             Some(Store::temporary().unwrap()),
             std::time::Duration::from_secs(60),
             3,
-        );
-        let ids: Vec<String> = (0..5)
-            .map(|i| {
-                // Ids carry their millisecond: keep them apart so the order is certain.
-                std::thread::sleep(std::time::Duration::from_millis(2));
-                turn(&s, None, &i.to_string())
-            })
-            .collect();
-        let kept: Vec<bool> = ids
-            .iter()
-            .map(|id| s.get(id, "k").unwrap().is_some())
-            .collect();
-        assert_eq!(kept, [false, false, true, true, true]);
+        )
+    }
+
+    #[tokio::test]
+    async fn sled_passes_the_suite() {
+        suite::a_chain_of_turns_is_one_conversation_for_its_tenant_only(&store()).await;
+        suite::the_oldest_go_first_beyond_max_stored(&store()).await;
+        suite::an_expired_response_is_not_found(&store()).await;
     }
 }

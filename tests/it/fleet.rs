@@ -224,6 +224,90 @@ async fn the_version_store_suite_passes_on_postgres() {
         .unwrap();
 }
 
+#[tokio::test]
+async fn the_response_store_suite_passes_on_postgres() {
+    use switchyard::store::responses::{ResponseStore, suite};
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let db = pg.database("responses").await;
+    let store = |db: String| async move {
+        let pg = switchyard::store::postgres::Postgres::connect(&db)
+            .await
+            .unwrap();
+        // Each check on an empty table.
+        ResponseStore::shared(std::sync::Arc::new(pg), Duration::from_secs(60), 3)
+    };
+    suite::a_chain_of_turns_is_one_conversation_for_its_tenant_only(&store(db).await).await;
+    suite::the_oldest_go_first_beyond_max_stored(&store(pg.database("responses2").await).await)
+        .await;
+    suite::an_expired_response_is_not_found(&store(pg.database("responses3").await).await).await;
+}
+
+#[tokio::test]
+async fn a_conversation_stored_through_one_instance_continues_through_another() {
+    let Some(f) = Fleet::start("responses").await else {
+        return;
+    };
+    let (a, b) = (f.instance().await, f.instance().await);
+    // Stream and not: the last bytes go out only once the turn is written.
+    let (s, first) = post(
+        &a.url,
+        "/v1/responses",
+        json!({"model": "a/gpt-4o-mini", "input": "Remember the number 7."}),
+    )
+    .await;
+    assert_eq!(s, 200, "{first}");
+    let text = client()
+        .post(format!("{}/v1/responses", b.url))
+        .json(&json!({"model": "a/gpt-4o-mini", "input": "Which number?", "previous_response_id": first["id"], "stream": true}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("response.completed"), "{text}");
+    let second = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "response.completed")
+        .unwrap();
+    let sid = second["response"]["id"].as_str().unwrap().to_owned();
+    // The mock saw the whole conversation through B.
+    let seen = f.mock.last().body.to_string();
+    assert!(seen.contains("Remember the number 7."), "{seen}");
+    // At once, through A again, continuing B's turn: both earlier turns.
+    let (s, third) = post(
+        &a.url,
+        "/v1/responses",
+        json!({"model": "a/gpt-4o-mini", "input": "And again?", "previous_response_id": sid}),
+    )
+    .await;
+    assert_eq!(s, 200, "{third}");
+    let seen = f.mock.last().body.to_string();
+    assert!(
+        seen.contains("Remember the number 7.") && seen.contains("Which number?"),
+        "{seen}"
+    );
+    // Read and deleted through either.
+    let got = get_json(&format!("{}/v1/responses/{sid}", a.url)).await;
+    assert_eq!(got["id"], sid);
+    let r = client()
+        .delete(format!("{}/v1/responses/{sid}", a.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .get(format!("{}/v1/responses/{sid}", b.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
 /// Runs `switchyard serve` on a config and returns its exit status and what it printed.
 async fn serve_fails(server: &str, env: &[(&str, &str)]) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
@@ -521,4 +605,125 @@ async fn an_mcp_server_registered_through_one_instance_serves_on_all() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn chat_as(url: &str, key: &str) -> u16 {
+    client()
+        .post(format!("{url}/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&json!({"model": "a/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
+    let Some(f) = Fleet::start("govdefs").await else {
+        return;
+    };
+    let Some(redis) = crate::redis_server::RedisServer::start() else {
+        return;
+    };
+    let file = format!(
+        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n\n\
+         [governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n",
+        f.mock.url(),
+        redis.url
+    );
+    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let fleet = [
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+    ];
+    // A team and a key made through A, limited to 5 requests a minute.
+    let (s, t) = post(&fleet[0].url, "/api/teams", json!({"id": "ml"})).await;
+    assert_eq!(s, 201, "{t}");
+    let (s, k) = post(
+        &fleet[0].url,
+        "/api/keys",
+        json!({"id": "fleet-key", "team": "ml", "rate_limits": {"requests_per_minute": 5}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{k}");
+    let secret = k["secret"].as_str().unwrap().to_owned();
+    // Known to B and C within a second (NOTIFY; polling as the safety net).
+    for b in &fleet[1..] {
+        let started = Instant::now();
+        while chat_as(&b.url, &secret).await == 401 {
+            assert!(
+                started.elapsed() < Duration::from_secs(1),
+                "{} does not know the key",
+                b.url
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Two requests served above; 5 a minute across the fleet: 3 more, then refused everywhere.
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        statuses.push(chat_as(&fleet[i % 3].url, &secret).await);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429, 429]);
+    // The definitions are rows in Postgres (the secret only as its hash); Redis holds counters,
+    // not the entities.
+    let (db_client, conn) = tokio_postgres::connect(&f.db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    let rows = db_client
+        .query(
+            "SELECT name, record::text FROM switchyard_gov_entities ORDER BY name",
+            &[],
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    for r in &rows {
+        let text: String = r.get(1);
+        assert!(!text.contains(&secret), "a secret in postgres: {text}");
+    }
+    assert!(
+        rows.iter()
+            .any(|r| r.get::<_, String>(1).contains("fleet-key"))
+    );
+    let mut rc = redis::Client::open(redis.url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let held: bool = redis::cmd("EXISTS")
+        .arg("sy:gov:entities")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(!held, "entities written to redis as well");
+    // Disabled through C: refused by A within a second.
+    let r = client()
+        .patch(format!("{}/api/keys/fleet-key", fleet[2].url))
+        .json(&json!({"active": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let started = Instant::now();
+    while chat_as(&fleet[0].url, &secret).await != 403 {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "A still serves a key disabled through C"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A restart of every instance keeps the key (read back from Postgres).
+    drop(fleet);
+    let again = Binary::start_with(&file, &server, &env).await;
+    let keys = get_json(&format!("{}/api/keys", again.url)).await;
+    assert!(keys.to_string().contains("fleet-key"), "{keys}");
+    drop(db_client);
+    let _ = driver.await;
 }
