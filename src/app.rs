@@ -224,7 +224,10 @@ impl AppState {
         let cache = Cache::start(
             config.cache.clone(),
             &config.server.data_dir,
-            store.clone(),
+            crate::store::Stores {
+                local: store.clone(),
+                shared: pg.clone(),
+            },
             metrics.clone(),
             tasks.clone(),
             shutdown.clone(),

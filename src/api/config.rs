@@ -135,6 +135,13 @@ fn error(e: ChangeError) -> Response {
                 Value::Array(list),
             )
         }
+        // The fleet's database is down: nothing was changed; try again when it is back.
+        ChangeError::Store(crate::store::StoreError::Postgres(_)) => problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            message,
+            json!([]),
+        ),
         ChangeError::Store(_) | ChangeError::Secret(_) => problem(
             StatusCode::INTERNAL_SERVER_ERROR,
             "store_error",

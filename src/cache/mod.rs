@@ -38,7 +38,6 @@ use crate::config::cache::{VERIFIER_FLOOR, Verifier};
 use crate::config::{CacheConfig, CacheMode, CacheStore};
 pub use crate::request::{CacheOptions, CacheStatus, Outcome, ShadowStatus};
 use crate::request::{ChatBody, ChatOutcome, Served};
-use crate::store::Store;
 use crate::telemetry::metrics::{DirectionLabels, Metrics, OutcomeLabels, SimilarityLabels};
 use crate::telemetry::prices::Prices;
 use embedder::{Embedder, Model, OnnxEmbedder};
@@ -53,6 +52,8 @@ const NEAR_MISS_MARGIN: f32 = 0.15;
 const VERIFIER_CANDIDATES: usize = 2;
 /// Housekeeping period: expiry sweep, eviction, index optimisation, analytics persistence.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
+/// The fleet's cache analytics are compacted on the first tick and every ten minutes.
+const COMPACT_EVERY_TICKS: u64 = 120;
 
 /// A request the cache may store the answer of.
 #[derive(Debug, Clone)]
@@ -165,7 +166,7 @@ impl Cache {
     pub fn start(
         config: CacheConfig,
         data_dir: &Path,
-        store: Option<Store>,
+        stores: crate::store::Stores,
         metrics: Arc<Metrics>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -192,9 +193,12 @@ impl Cache {
             } else {
                 Component::Off
             }),
-            stats: stats::Stats::load(store.clone()),
-            candidates: whatif::Candidates::open(store.clone()),
-            feedback: feedback::Feedback::open(store),
+            stats: match stores.shared {
+                Some(pg) => stats::Stats::shared(pg),
+                None => stats::Stats::load(stores.local.clone()),
+            },
+            candidates: whatif::Candidates::open(stores.local.clone()),
+            feedback: feedback::Feedback::open(stores.local),
             metrics,
             tasks: tasks.clone(),
             writes: AtomicU64::new(0),
@@ -375,6 +379,7 @@ impl Cache {
 
     async fn maintenance(self: Arc<Self>, shutdown: CancellationToken) {
         let mut last_writes = 0;
+        let mut ticks: u64 = 0;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -387,11 +392,17 @@ impl Cache {
                 }
                 last_writes = writes;
             }
-            if let Err(e) = self.stats.persist() {
+            if let Err(e) = self.stats.persist().await {
                 tracing::warn!(error = %e, "cache analytics could not be saved");
             }
+            ticks += 1;
+            if ticks % COMPACT_EVERY_TICKS == 1
+                && let Err(e) = self.stats.compact().await
+            {
+                tracing::warn!(error = %e, "the fleet's cache analytics could not be compacted");
+            }
         }
-        if let Err(e) = self.stats.persist() {
+        if let Err(e) = self.stats.persist().await {
             tracing::warn!(error = %e, "cache analytics could not be saved");
         }
     }
@@ -1039,7 +1050,7 @@ impl Cache {
             None => None,
         };
         let (ready, parts) = self.readiness();
-        let mut snap = self.stats.snapshot();
+        let mut snap = self.stats.fleet().await;
         // Entries evicted or expired since their last hit leave the most-served list.
         if let Some(idx) = self.index.load_full() {
             let mut gone = Vec::new();

@@ -1,14 +1,18 @@
 //! Cache analytics: lookups by outcome, tokens and estimated cost saved, similarity histograms of
 //! hits and near misses, guard rejections and the latest near misses, per route and per model.
-//! Kept in memory, persisted to the sled store every few seconds and at shutdown.
+//! Kept in memory, persisted to the sled store every few seconds and at shutdown. In a fleet
+//! (`[server] state = "postgres"`) each instance writes its own figures to a row of its own and
+//! the stats endpoint shows the sum of every row (rows of instances gone for ten minutes are
+//! folded into one `archive` row, so the table stays as small as the fleet).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::request::Outcome;
+use crate::store::postgres::Postgres;
 use crate::store::{Store, StoreError, trees};
 
 /// Histogram buckets: [0.50, 0.52), ..., [0.98, 1.00].
@@ -48,6 +52,20 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds another slice's counts.
+    fn merge(&mut self, o: &Counts) {
+        self.hit_exact += o.hit_exact;
+        self.hit_semantic += o.hit_semantic;
+        self.miss += o.miss;
+        self.bypass += o.bypass;
+        self.saved_prompt_tokens += o.saved_prompt_tokens;
+        self.saved_completion_tokens += o.saved_completion_tokens;
+        self.saved_cost_usd += o.saved_cost_usd;
+        self.shadow_hit_exact += o.shadow_hit_exact;
+        self.shadow_hit_semantic += o.shadow_hit_semantic;
+        self.reported_wrong += o.reported_wrong;
+    }
+
     fn add(&mut self, o: Outcome) {
         match o {
             Outcome::HitExact => self.hit_exact += 1,
@@ -127,6 +145,53 @@ pub struct Snapshot {
     pub top_entries: Vec<TopEntry>,
 }
 
+impl Snapshot {
+    /// Adds another instance's figures: counts and histograms summed, the newest near misses
+    /// and the most served entries of both kept.
+    pub fn merge(&mut self, o: &Snapshot) {
+        if o.since != 0 && (self.since == 0 || o.since < self.since) {
+            self.since = o.since;
+        }
+        self.total.merge(&o.total);
+        for (mine, theirs) in [
+            (&mut self.by_route, &o.by_route),
+            (&mut self.by_model, &o.by_model),
+        ] {
+            for (k, v) in theirs {
+                mine.entry(k.clone()).or_default().merge(v);
+            }
+        }
+        for (mine, theirs) in [
+            (&mut self.hit_similarity, &o.hit_similarity),
+            (&mut self.near_miss_similarity, &o.near_miss_similarity),
+        ] {
+            mine.resize(BUCKETS, 0);
+            for (m, t) in mine.iter_mut().zip(theirs) {
+                *m += t;
+            }
+        }
+        for (k, v) in &o.guard_rejections {
+            *self.guard_rejections.entry(k.clone()).or_default() += v;
+        }
+        self.recent_near_misses
+            .extend(o.recent_near_misses.iter().cloned());
+        self.recent_near_misses
+            .make_contiguous()
+            .sort_by_key(|n| std::cmp::Reverse(n.at));
+        self.recent_near_misses.truncate(NEAR_MISSES_KEPT);
+        for t in &o.top_entries {
+            match self.top_entries.iter_mut().find(|m| m.id == t.id) {
+                Some(m) if m.hits < t.hits => *m = t.clone(),
+                Some(_) => {}
+                None => self.top_entries.push(t.clone()),
+            }
+        }
+        self.top_entries
+            .sort_by(|a, b| b.hits.cmp(&a.hits).then(b.last_hit.cmp(&a.last_hit)));
+        self.top_entries.truncate(TOP_KEPT);
+    }
+}
+
 /// Lower bounds of the histogram buckets.
 pub fn bucket_bounds() -> Vec<f32> {
     (0..BUCKETS)
@@ -141,14 +206,48 @@ fn bucket(sim: f32) -> Option<usize> {
     Some((((sim - BUCKET_LOW) / BUCKET_WIDTH) as usize).min(BUCKETS - 1))
 }
 
+/// Where the figures are kept.
+enum Backend {
+    /// The embedded store (none: kept in memory only).
+    Sled(Option<Store>),
+    /// A fleet's Postgres, under this instance's own row.
+    Postgres {
+        /// The database.
+        pg: Arc<Postgres>,
+        /// This process's row.
+        instance: String,
+    },
+}
+
+/// The row instances gone for a while are folded into.
+const ARCHIVE: &str = "archive";
+/// How long a row may go unwritten before it counts as an instance gone (instances write every
+/// few seconds while they have something to write, and at shutdown).
+const GONE_AFTER_MS: i64 = 10 * 60 * 1000;
+
 /// Live analytics.
 pub struct Stats {
     inner: Mutex<Snapshot>,
     dirty: AtomicBool,
-    store: Option<Store>,
+    backend: Backend,
 }
 
 impl Stats {
+    /// A fleet instance's figures, starting empty in a row of its own.
+    pub fn shared(pg: Arc<Postgres>) -> Self {
+        let mut snap = Snapshot::default();
+        snap.hit_similarity.resize(BUCKETS, 0);
+        snap.near_miss_similarity.resize(BUCKETS, 0);
+        Self {
+            inner: Mutex::new(snap),
+            dirty: AtomicBool::new(false),
+            backend: Backend::Postgres {
+                pg,
+                instance: uuid::Uuid::new_v4().to_string(),
+            },
+        }
+    }
+
     /// Loads the last snapshot from `store` (a snapshot that does not decode starts fresh).
     pub fn load(store: Option<Store>) -> Self {
         let mut snap = store
@@ -166,7 +265,7 @@ impl Stats {
         Self {
             inner: Mutex::new(snap),
             dirty: AtomicBool::new(false),
-            store,
+            backend: Backend::Sled(store),
         }
     }
 
@@ -282,17 +381,94 @@ impl Stats {
         self.inner.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
-    /// Writes the figures to the store when they changed.
-    pub fn persist(&self) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(());
+    /// The figures of every instance of the fleet, this one's live (this one's alone without a
+    /// fleet, or when the database cannot be read: said in the log).
+    pub async fn fleet(&self) -> Snapshot {
+        let mut snap = self.snapshot();
+        let Backend::Postgres { pg, instance } = &self.backend else {
+            return snap;
         };
+        match pg.cache_stats_all().await {
+            Ok(rows) => {
+                for (name, _, v) in rows {
+                    if &name == instance {
+                        continue;
+                    }
+                    match serde_json::from_value::<Snapshot>(v) {
+                        Ok(other) => snap.merge(&other),
+                        Err(e) => {
+                            tracing::warn!(row = %name, error = %e, "cache analytics of another instance could not be read");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the fleet's cache analytics cannot be read; showing this instance's");
+            }
+        }
+        snap
+    }
+
+    /// Writes the figures to the store when they changed.
+    pub async fn persist(&self) -> Result<(), StoreError> {
         if !self.dirty.swap(false, Ordering::Relaxed) {
             return Ok(());
         }
-        store.put(trees::CACHE_STATS, KEY, &self.snapshot())?;
-        store.flush()
+        let written = match &self.backend {
+            Backend::Sled(None) => Ok(()),
+            Backend::Sled(Some(store)) => store
+                .put(trees::CACHE_STATS, KEY, &self.snapshot())
+                .and_then(|()| store.flush()),
+            Backend::Postgres { pg, instance } => match serde_json::to_value(self.snapshot()) {
+                Ok(v) => pg.cache_stats_put(instance, now_ms(), &v).await,
+                Err(e) => Err(StoreError::Record {
+                    key: trees::CACHE_STATS.into(),
+                    message: e.to_string(),
+                }),
+            },
+        };
+        if written.is_err() {
+            // Written next time.
+            self.dirty.store(true, Ordering::Relaxed);
+        }
+        written
     }
+
+    /// Folds the rows of instances gone for ten minutes into one (fleet only).
+    pub async fn compact(&self) -> Result<(), StoreError> {
+        let Backend::Postgres { pg, instance } = &self.backend else {
+            return Ok(());
+        };
+        let (tx, rows) = pg
+            .cache_stats_begin(now_ms() - GONE_AFTER_MS, ARCHIVE)
+            .await?;
+        let mut archive = Snapshot::default();
+        let mut folded = Vec::new();
+        for (name, v) in rows {
+            if &name == instance {
+                continue;
+            }
+            // A row that does not decode is kept as it is (and reported by `fleet`).
+            if let Ok(s) = serde_json::from_value::<Snapshot>(v) {
+                archive.merge(&s);
+                if name != ARCHIVE {
+                    folded.push(name);
+                }
+            }
+        }
+        if folded.is_empty() {
+            return Ok(());
+        }
+        let v = serde_json::to_value(&archive).map_err(|e| StoreError::Record {
+            key: trees::CACHE_STATS.into(),
+            message: e.to_string(),
+        })?;
+        tx.commit(ARCHIVE, now_ms(), &v, &folded).await
+    }
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(crate::chat::unix_now_ms()).unwrap_or(i64::MAX)
 }
 
 /// The body of `GET /api/cache/stats`.
@@ -366,4 +542,61 @@ fn slice_json(c: &Counts) -> serde_json::Value {
             "cost_usd": c.saved_cost_usd,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn near(at: u64) -> NearMiss {
+        NearMiss {
+            at,
+            route: "r".into(),
+            prompt: format!("p{at}"),
+            cached_prompt: "c".into(),
+            similarity: 0.9,
+            reason: "negation".into(),
+        }
+    }
+
+    #[test]
+    fn instances_figures_add_up() {
+        let (a, b) = (Stats::load(None), Stats::load(None));
+        a.lookup("r", Outcome::HitExact);
+        a.lookup("r", Outcome::Miss);
+        a.saved("r", "p/m", 10, 5, 0.5);
+        a.hit_similarity(0.97);
+        a.near_miss(near(1));
+        b.lookup("r", Outcome::Miss);
+        b.lookup("s", Outcome::HitSemantic);
+        b.saved("s", "p/m", 1, 1, 0.25);
+        b.hit_similarity(0.97);
+        b.near_miss(near(3));
+        let id = uuid::Uuid::new_v4();
+        let top = |hits| TopEntry {
+            id,
+            route: "r".into(),
+            model: "p/m".into(),
+            prompt: "q".into(),
+            hits,
+            last_hit: hits,
+        };
+        a.entry_hit(top(2));
+        b.entry_hit(top(5));
+        let mut m = a.snapshot();
+        m.merge(&b.snapshot());
+        assert_eq!(
+            (m.total.hit_exact, m.total.hit_semantic, m.total.miss),
+            (1, 1, 2)
+        );
+        assert_eq!(m.by_route["r"].miss, 2);
+        assert_eq!(m.by_route["s"].hit_semantic, 1);
+        assert!((m.by_model["p/m"].saved_cost_usd - 0.75).abs() < 1e-9);
+        assert_eq!(m.hit_similarity.iter().sum::<u64>(), 2);
+        assert_eq!(m.guard_rejections["negation"], 2);
+        let ats: Vec<u64> = m.recent_near_misses.iter().map(|n| n.at).collect();
+        assert_eq!(ats, [3, 1], "newest first");
+        assert_eq!(m.top_entries.len(), 1);
+        assert_eq!(m.top_entries[0].hits, 5, "an entry's highest count");
+    }
 }

@@ -68,6 +68,16 @@ pub enum StoreError {
 /// A record's key and its value (or why it does not decode).
 pub type Record<T> = (String, Result<T, StoreError>);
 
+/// Where a component keeps its state: the embedded store (when it opened) and, in a fleet, the
+/// shared Postgres.
+#[derive(Clone, Default)]
+pub struct Stores {
+    /// The sled store.
+    pub local: Option<Store>,
+    /// The fleet's Postgres (`[server] state = "postgres"`).
+    pub shared: Option<std::sync::Arc<postgres::Postgres>>,
+}
+
 /// Typed access to the sled database.
 #[derive(Clone)]
 pub struct Store {

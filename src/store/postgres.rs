@@ -72,6 +72,14 @@ const MIGRATIONS: &[(i32, &str)] = &[
         );
         CREATE INDEX switchyard_responses_expiry ON switchyard_responses (expires_at_ms)",
     ),
+    (
+        6,
+        "CREATE TABLE switchyard_cache_stats (
+            instance TEXT PRIMARY KEY,
+            updated_ms BIGINT NOT NULL,
+            snapshot JSONB NOT NULL
+        )",
+    ),
 ];
 
 /// One request log row: (unix ms, request id, the record as JSON text).
@@ -149,6 +157,14 @@ impl Postgres {
         let (client, _) = self.open().await?;
         let client = Arc::new(client);
         *guard = Some(client.clone());
+        Ok(client)
+    }
+
+    /// A connection of its own with a transaction open: dropped without `COMMIT`, the server
+    /// rolls it back.
+    async fn begin(&self) -> Result<Client, StoreError> {
+        let (client, _) = self.open().await?;
+        client.batch_execute("BEGIN").await.map_err(pg)?;
         Ok(client)
     }
 
@@ -452,6 +468,100 @@ impl Postgres {
     }
 }
 
+/// Cache analytics, one row per instance (see `cache::stats`).
+impl Postgres {
+    /// Writes an instance's figures.
+    pub async fn cache_stats_put(
+        &self,
+        instance: &str,
+        now_ms: i64,
+        snapshot: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO switchyard_cache_stats (instance, updated_ms, snapshot) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance) DO UPDATE SET updated_ms = EXCLUDED.updated_ms, snapshot = EXCLUDED.snapshot",
+                &[&instance, &now_ms, snapshot],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Every row: `(instance, updated_ms, snapshot)`.
+    pub async fn cache_stats_all(
+        &self,
+    ) -> Result<Vec<(String, i64, serde_json::Value)>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT instance, updated_ms, snapshot FROM switchyard_cache_stats",
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Starts folding rows: locks `archive`'s row and those not written since `before_ms`.
+    pub async fn cache_stats_begin(
+        &self,
+        before_ms: i64,
+        archive: &str,
+    ) -> Result<(StatsFold, Vec<(String, serde_json::Value)>), StoreError> {
+        let client = self.begin().await?;
+        let rows = client
+            .query(
+                "SELECT instance, snapshot FROM switchyard_cache_stats
+                 WHERE updated_ms < $1 OR instance = $2 FOR UPDATE",
+                &[&before_ms, &archive],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok((StatsFold { client }, rows))
+    }
+}
+
+/// Rows of cache analytics being folded into one.
+pub struct StatsFold {
+    client: Client,
+}
+
+impl StatsFold {
+    /// Writes the folded figures under `archive`, removes the folded rows, commits.
+    pub async fn commit(
+        self,
+        archive: &str,
+        now_ms: i64,
+        snapshot: &serde_json::Value,
+        folded: &[String],
+    ) -> Result<(), StoreError> {
+        self.client
+            .execute(
+                "INSERT INTO switchyard_cache_stats (instance, updated_ms, snapshot) VALUES ($1, $2, $3)
+                 ON CONFLICT (instance) DO UPDATE SET updated_ms = EXCLUDED.updated_ms, snapshot = EXCLUDED.snapshot",
+                &[&archive, &now_ms, snapshot],
+            )
+            .await
+            .map_err(pg)?;
+        self.client
+            .execute(
+                "DELETE FROM switchyard_cache_stats WHERE instance = ANY($1)",
+                &[&folded],
+            )
+            .await
+            .map_err(pg)?;
+        self.client.batch_execute("COMMIT").await.map_err(pg)
+    }
+}
+
 /// Governance entities (customers, teams, virtual keys) made through any instance's admin API;
 /// the counters stay in Redis.
 impl Postgres {
@@ -493,9 +603,9 @@ impl Postgres {
     /// lock (one change at a time across the fleet, each made on what the last one left), with
     /// the entities as they are now.
     pub async fn gov_begin(&self) -> Result<(GovChange, Vec<(String, String)>), StoreError> {
-        let (client, _) = self.open().await?;
+        let client = self.begin().await?;
         client
-            .batch_execute("BEGIN; SELECT n FROM switchyard_gov_version FOR UPDATE")
+            .batch_execute("SELECT n FROM switchyard_gov_version FOR UPDATE")
             .await
             .map_err(pg)?;
         let rows = client

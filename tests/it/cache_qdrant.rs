@@ -227,3 +227,37 @@ async fn real_qdrant_server_when_qdrant_url_is_set() {
     gw.wait_ready().await;
     scenario(&gw, &mock).await;
 }
+
+#[tokio::test]
+async fn two_instances_on_one_qdrant_share_entries_and_deletes() {
+    let (_fake, addr) = Fake::start().await;
+    let mock = Mock::start().await;
+    let cfg = config(
+        &mock,
+        &format!(
+            "mode = \"exact\"\nstore = \"qdrant\"\nqdrant_url = \"http://{addr}\"\nqdrant_collection = \"sy_fleet\""
+        ),
+    );
+    let (a, b) = (Gateway::start(&cfg).await, Gateway::start(&cfg).await);
+    a.wait_ready().await;
+    b.wait_ready().await;
+    let q = ask("p/m", "s", "How do I reset my password?");
+    assert_eq!(cache_header(&a, &q, &[]).await, "miss");
+    wait_entries(&b, 1).await;
+    // Written through A, served by B.
+    assert_eq!(cache_header(&b, &q, &[]).await, "hit-exact");
+    // Deleted through B: gone for A.
+    let page: Value = b
+        .get("/api/cache/entries", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = page["entries"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        b.delete(&format!("/api/cache/entries/{id}")).await.status(),
+        200
+    );
+    assert_eq!(entries(&a).await, 0);
+    assert_eq!(cache_header(&a, &q, &[]).await, "miss");
+}

@@ -417,8 +417,8 @@ async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up()
         json!({"name": "p3", "kind": "ollama"}),
     )
     .await;
-    assert_eq!(status, 500, "{v}");
-    assert_eq!(v["error"]["code"], "store_error", "{v}");
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"]["code"], "store_unavailable", "{v}");
 
     // Back up: changes work again and the held records arrive.
     pg.restart();
@@ -724,6 +724,110 @@ async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
     let again = Binary::start_with(&file, &server, &env).await;
     let keys = get_json(&format!("{}/api/keys", again.url)).await;
     assert!(keys.to_string().contains("fleet-key"), "{keys}");
+    drop(db_client);
+    let _ = driver.await;
+}
+
+#[tokio::test]
+async fn cache_analytics_add_up_across_the_fleet() {
+    let Some(f) = Fleet::start("cachestats").await else {
+        return;
+    };
+    let file = format!(
+        "[cache]\nmode = \"exact\"\n\n[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+        f.mock.url()
+    );
+    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let (a, b) = (
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+    );
+    let ask = |url: String, q: &'static str| async move {
+        let r = client()
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"model": "a/gpt-4o-mini", "messages": [{"role": "user", "content": q}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.headers()["x-switchyard-cache"]
+            .to_str()
+            .unwrap()
+            .to_owned()
+    };
+    // Each instance's embedded cache: A misses then hits, B misses twice on other questions.
+    assert_eq!(ask(a.url.clone(), "one").await, "miss");
+    assert_eq!(ask(a.url.clone(), "one").await, "hit-exact");
+    assert_eq!(ask(b.url.clone(), "two").await, "miss");
+    assert_eq!(ask(b.url.clone(), "three").await, "miss");
+    // Both instances' stats show the whole fleet once each has written its figures (every 5 s).
+    let started = Instant::now();
+    for url in [&a.url, &b.url] {
+        loop {
+            let st = get_json(&format!("{url}/api/cache/stats")).await;
+            let l = &st["lookups"];
+            if l["miss"] == 3 && l["hit-exact"] == 1 {
+                assert_eq!(st["by_route"]["a/gpt-4o-mini"]["lookups"]["miss"], 3);
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(12),
+                "{url}: not the fleet's figures: {l}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_rows_of_instances_gone_are_folded_into_one_and_nothing_is_lost() {
+    use switchyard::cache::stats::{Outcome, Stats};
+    let Some(pg) = PostgresServer::start() else {
+        return;
+    };
+    let db = pg.database("fold").await;
+    let pg = std::sync::Arc::new(
+        switchyard::store::postgres::Postgres::connect(&db)
+            .await
+            .unwrap(),
+    );
+    // Two instances that wrote their figures, then went away; one alive.
+    for _ in 0..2 {
+        let gone = Stats::shared(pg.clone());
+        gone.lookup("r", Outcome::Miss);
+        gone.persist().await.unwrap();
+    }
+    let (db_client, conn) = tokio_postgres::connect(&db, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(conn);
+    db_client
+        .execute("UPDATE switchyard_cache_stats SET updated_ms = 0", &[])
+        .await
+        .unwrap();
+    let alive = Stats::shared(pg.clone());
+    alive.lookup("r", Outcome::HitExact);
+    alive.persist().await.unwrap();
+    alive.compact().await.unwrap();
+    let names: Vec<String> = db_client
+        .query(
+            "SELECT instance FROM switchyard_cache_stats ORDER BY instance = 'archive' DESC",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], "archive");
+    let all = alive.fleet().await;
+    assert_eq!((all.total.miss, all.total.hit_exact), (2, 1));
+    // Folding again (the archive is old too) changes nothing.
+    alive.compact().await.unwrap();
+    let all = alive.fleet().await;
+    assert_eq!((all.total.miss, all.total.hit_exact), (2, 1));
     drop(db_client);
     let _ = driver.await;
 }
