@@ -15,6 +15,7 @@ WORKDIR /app
 COPY --from=build /src/target/release/switchyard /src/target/release/mcp-kv /src/target/release/mcp-calculator /usr/local/bin/
 COPY --from=build /src/models/all-MiniLM-L6-v2 /app/models/all-MiniLM-L6-v2
 COPY --from=build /src/models/onnxruntime /app/models/onnxruntime
+COPY --from=build /src/models/cache-verifier /app/models/cache-verifier
 RUN mkdir -p /app/data && chown switchyard /app/data
 USER switchyard
 EXPOSE 8080

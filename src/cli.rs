@@ -36,8 +36,9 @@ pub enum Command {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Measure the semantic cache on labelled prompt pairs: served and wrong-hit rates per
-    /// threshold, with and without the guard (uses the real embedding model).
+    /// Measure the semantic cache on labelled prompt pairs: served and wrong-hit rates, per kind
+    /// and style, with the learned verifier (the default) or the guard's curve over thresholds
+    /// (uses the real embedding model).
     CacheEval {
         /// JSONL file of {"a", "b", "hit", "kind"} pairs.
         #[arg(long, default_value = "tests/fixtures/cache/pairs.jsonl")]
@@ -49,10 +50,12 @@ pub enum Command {
         /// Only the pairs of this split (`tune`, `validate`, `test`; default all).
         #[arg(long)]
         split: Option<String>,
-        /// Judge candidates with the learned verifier in this directory (as
-        /// `[cache] verifier = "model"` does) instead of the guard.
+        /// The learned verifier's directory (`[cache] verifier_model`).
+        #[arg(long, default_value = "models/cache-verifier")]
+        verifier: PathBuf,
+        /// Judge candidates with the word-list guard instead (`[cache] verifier = "guard"`).
         #[arg(long)]
-        verifier: Option<PathBuf>,
+        guard: bool,
         /// Directory with model.onnx and the tokenizer files.
         #[arg(long, default_value = "models/all-MiniLM-L6-v2")]
         model: PathBuf,
@@ -79,6 +82,7 @@ pub fn run(cli: Cli) -> ExitCode {
             feedback,
             split,
             verifier,
+            guard,
             model,
             runtime,
             threshold,
@@ -87,7 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 pairs,
                 feedback,
                 split,
-                verifier,
+                verifier: (!guard).then_some(verifier),
                 model,
             },
             &runtime,

@@ -517,13 +517,14 @@ impl Cache {
             return miss(self, pending);
         }
         // The learned verifier, when configured and loaded, judges candidates from a lower
-        // similarity floor; otherwise the guard does, from the threshold.
+        // similarity floor (or the threshold the config sets); otherwise the guard does, from
+        // the threshold.
         let model = match self.config.verifier {
             Verifier::Model => self.verifier.load_full(),
             Verifier::Guard => None,
         };
         let threshold = opts.threshold.unwrap_or(if model.is_some() {
-            VERIFIER_FLOOR
+            policy.configured.unwrap_or(VERIFIER_FLOOR)
         } else {
             policy.threshold
         });

@@ -65,7 +65,7 @@ impl CacheMode {
 pub enum Verifier {
     /// The word-list guard (numbers, negation, names, opposites, scope).
     Guard,
-    /// The learned cross-encoder in `verifier_model` (experimental).
+    /// The learned cross-encoder in `verifier_model` (the default).
     Model,
 }
 
@@ -92,6 +92,9 @@ pub struct Policy {
     pub mode: CacheMode,
     /// Semantic threshold.
     pub threshold: f32,
+    /// The threshold when the config sets one (the route's, else `[cache] threshold`): with the
+    /// learned verifier, candidates need this similarity instead of [`VERIFIER_FLOOR`].
+    pub configured: Option<f32>,
     /// Entry lifetime.
     pub ttl: Duration,
 }
@@ -124,6 +127,8 @@ pub struct CacheConfig {
     pub mode: CacheMode,
     /// Cosine similarity a semantic candidate needs.
     pub threshold: f32,
+    /// Whether the file sets `threshold` (else it is the default).
+    pub threshold_configured: bool,
     /// Lifetime of an entry.
     pub ttl: Duration,
     /// Where entries live.
@@ -157,6 +162,9 @@ impl CacheConfig {
         Policy {
             mode: own.and_then(|r| r.mode).unwrap_or(self.mode),
             threshold: own.and_then(|r| r.threshold).unwrap_or(self.threshold),
+            configured: own
+                .and_then(|r| r.threshold)
+                .or(self.threshold_configured.then_some(self.threshold)),
             ttl: own.and_then(|r| r.ttl).unwrap_or(self.ttl),
         }
     }
@@ -247,7 +255,7 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
     threshold_ok(threshold, "cache.threshold", issues);
     let ttl = c.ttl_seconds.unwrap_or(3600);
     ttl_ok(ttl, "cache.ttl_seconds", issues);
-    let verifier = match c.verifier.as_deref().unwrap_or("guard") {
+    let verifier = match c.verifier.as_deref().unwrap_or("model") {
         "guard" => Verifier::Guard,
         "model" => Verifier::Model,
         other => {
@@ -298,6 +306,7 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
         enabled: c.enabled.unwrap_or(true) && mode != CacheMode::Off,
         mode,
         threshold: threshold as f32,
+        threshold_configured: c.threshold.is_some(),
         ttl: Duration::from_secs(ttl),
         store,
         embedding_model: PathBuf::from(

@@ -774,9 +774,10 @@ async fn wrong_answers_reported_are_removed_counted_and_kept() {
     );
 }
 
-/// `verifier = "model"`: the learned cross-encoder (models/cache-verifier) serves a rewording
-/// that cosine and the guard miss, and refuses a swapped comparison that they serve. Both pairs
-/// are from the test split of the labelled set, which the model was not trained on.
+/// The default judge, the learned cross-encoder (models/cache-verifier), serves a rewording that
+/// cosine and the guard (`verifier = "guard"`) miss, and refuses a swapped comparison that they
+/// serve. Both pairs are from the test split of the labelled set, which the model was not
+/// trained on.
 #[tokio::test]
 async fn the_learned_verifier_serves_rewordings_and_refuses_swapped_comparisons() {
     let cached_q = "How often should I clean a fish tank?";
@@ -784,11 +785,11 @@ async fn the_learned_verifier_serves_rewordings_and_refuses_swapped_comparisons(
     let compared = "Is a passkey safer than a password?";
     let swapped = "Is a password safer than a passkey?";
     for (config, reworded_outcome, swapped_outcome) in [
-        ("verifier = \"model\"", "hit-semantic", "miss"),
-        ("", "miss", "hit-semantic"),
+        ("", "hit-semantic", "miss"),
+        ("verifier = \"guard\"", "miss", "hit-semantic"),
     ] {
         let (mock, gw, _dir) = cached(config).await;
-        if !config.is_empty() {
+        if config.is_empty() {
             let ready: Value = gw.get("/ready", None).await.json().await.unwrap();
             assert_eq!(ready["cache"]["verifier"], "ready", "{ready}");
         }

@@ -147,3 +147,38 @@ fn the_question_set_is_built_labelled_and_split() {
         .unwrap();
     assert!(!same.partition_differs);
 }
+
+/// The default judge, the learned verifier in models/cache-verifier, on the test split of the
+/// question set (never trained or tuned on): it must keep serving at least half of the
+/// should-hit pairs at no more than 2 % wrong hits (measured: 55.8 % at 1.6 %, docs/cache.md).
+#[test]
+fn the_default_verifier_holds_its_figures_on_the_test_split() {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let root = std::path::Path::new(dir);
+    let pairs = eval::only_split(
+        eval::read_pairs(&root.join("tests/fixtures/cache/questions.jsonl")).unwrap(),
+        Some("test"),
+    );
+    let model = root.join("models/all-MiniLM-L6-v2");
+    let mut embedder = switchyard::cache::embedder::Model::load(
+        &model,
+        &root.join("models/onnxruntime/libonnxruntime.so.1.24.4"),
+    )
+    .unwrap();
+    let mut scored = eval::score(&mut embedder, pairs).unwrap();
+    let v = switchyard::cache::verifier::Verifier::load(
+        &root.join("models/cache-verifier"),
+        &model,
+        None,
+    )
+    .unwrap();
+    let floor = switchyard::config::cache::VERIFIER_FLOOR;
+    eval::verify(&mut scored, &v, floor).unwrap();
+    let r = eval::row(&scored, floor);
+    assert!(
+        r.served >= 0.50 && r.wrong <= 0.02,
+        "served {:.1} %, wrong {:.1} %",
+        r.served * 100.0,
+        r.wrong * 100.0
+    );
+}

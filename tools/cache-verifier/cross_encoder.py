@@ -186,7 +186,19 @@ def main():
     weights = sys.argv[1]
     arg = lambda k, d: type(d)(sys.argv[sys.argv.index(k) + 1]) if k in sys.argv else d
     split = splits(arg("--set", "questions"))
-    p = train(weights, split["tune"], arg("--epochs", 2), arg("--lr", 2e-5))
+    rows = list(split["tune"])
+    if "--augment" in sys.argv:
+        # Contrastive minimal edits of tune questions (augment.py), at most --cap of each kind.
+        extra = [json.loads(l) for l in open(arg("--augment", ""))]
+        cap, kept, by = arg("--cap", 250), [], {}
+        for r in extra:
+            k = (r["hit"], r["kind"])
+            if by.get(k, 0) < cap:
+                by[k] = by.get(k, 0) + 1
+                kept.append(r)
+        print(f"tune {len(rows)} + augmented {len(kept)}")
+        rows += kept
+    p = train(weights, rows, arg("--epochs", 2), arg("--lr", 2e-5), arg("--seed", 1))
     scores = {s: predict(weights, p, split[s]) for s in split}
     ys = {s: np.array([r["hit"] for r in split[s]], int) for s in split}
     t = report(scores, ys, split)

@@ -5,8 +5,8 @@ linear layer. Standard opset-17 operators only. Checks the graph against the JAX
 
     python3 tools/cache-verifier/export_onnx.py MODEL.npz OUT.onnx WEIGHTS_DIR [--int8 INT8.onnx]
 
-With --int8, also writes the dynamically quantised graph (onnxruntime.quantization, int8 weights)
-that the gateway ships in models/cache-verifier/.
+With --int8, also writes the dynamically quantised graph (onnxruntime.quantization, int8 weights
+per output channel, reduced range) that the gateway ships in models/cache-verifier/.
 """
 import sys
 
@@ -138,7 +138,11 @@ def main():
     if "--int8" in sys.argv:
         from onnxruntime.quantization import QuantType, quantize_dynamic
         target = sys.argv[sys.argv.index("--int8") + 1]
-        quantize_dynamic(out, target, weight_type=QuantType.QInt8)
+        # Per output channel, 7-bit weights: per-tensor int8 costs this model 10 points of
+        # validate AUC-at-1%; reduce_range avoids saturating the u8 x s8 products on CPUs
+        # without VNNI.
+        quantize_dynamic(out, target, weight_type=QuantType.QInt8, per_channel=True,
+                         reduce_range=True)
         print(f"wrote {target}")
 
 
