@@ -5,6 +5,8 @@
 #   bench/run.sh [duration_seconds=15] [connections=16]
 #
 # Upstream: nginx answering every POST with tests/fixtures/openai/chat.json (one worker).
+# Beside the gateway, the floor of one proxy hop: nginx as a plain reverse proxy (one worker,
+# keep-alive upstream connections, CPU 0 like the gateway), measured in the same run.
 # Load: wrk, one thread. Pinning: gateway on CPU 0; wrk and nginx on CPU 1 (in both runs), so
 # the gateway gets one core and the load generator the other (UPSTREAM_CPU=0 puts nginx beside
 # the gateway instead, so direct and proxied requests cross between CPUs equally often).
@@ -44,6 +46,7 @@ work=$(mktemp -d)
 cleanup() {
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
   [ -d "$work/pg" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$work/pg/data" -m immediate -w stop >/dev/null 2>&1 || true
   rm -rf "$work"
@@ -73,6 +76,37 @@ http {
 }
 CONF
 taskset -c "${UPSTREAM_CPU:-1}" nginx -c "$work/nginx.conf" -p "$work"
+
+# The floor of any proxy hop: Debian's nginx as a plain reverse proxy (one worker, keep-alive
+# connections to the upstream, no JSON work), pinned like the gateway (CPU 0).
+PROXY_PORT=18082
+mkdir -p "$work/proxy"
+cat > "$work/proxy.conf" <<CONF
+worker_processes 1;
+pid $work/proxy.pid;
+error_log $work/proxy/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $work/proxy;
+  proxy_temp_path $work/proxy;
+  keepalive_requests 1000000;
+  keepalive_timeout 120s;
+  upstream up {
+    server 127.0.0.1:$UP_PORT;
+    keepalive 64;
+  }
+  server {
+    listen 127.0.0.1:$PROXY_PORT;
+    location / {
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+taskset -c 0 nginx -c "$work/proxy.conf" -p "$work"
 
 GOV="${GOV:-none}"
 BENCH_KEY="sk-sy-bench-0123456789abcdef"
@@ -171,15 +205,17 @@ fi
 cpu_ticks() { # utime + stime of a process, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
-run() { # name url [script]
-  local script="${3:-$work/post.lua}"
+run() { # name url [script] [pid]
+  local script="${3:-$work/post.lua}" pid="${4:-$GW_PID}"
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
-  local before; before=$(cpu_ticks "$GW_PID")
+  local before; before=$(cpu_ticks "$pid")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$2" > "$work/$1.txt"
-  # The gateway's own CPU time over the run (its process only: not the upstream, not Postgres).
-  echo "$(( $(cpu_ticks "$GW_PID") - before ))" > "$work/$1.cpu"
+  # The proxy's own CPU time over the run (its process only: not the upstream, not Postgres).
+  echo "$(( $(cpu_ticks "$pid") - before ))" > "$work/$1.cpu"
 }
 run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
+PROXY_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
+run proxy "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$work/post.lua" "$PROXY_WORKER"
 if [ "${PROFILE:-0}" = 1 ]; then
   # Where the gateway's CPU goes (software clock sampling; works without hardware counters).
   perf record -e cpu-clock -F 1999 -g -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
@@ -205,18 +241,21 @@ def parse(name):
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     sock = re.search(r"Socket errors: (.*)", t)
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
-d, g = parse("direct"), parse("gateway")
+d, n, g = parse("direct"), parse("proxy"), parse("gateway")
 import os
 print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}, plugins: {os.environ.get('PLUGINS') or 'none'}, state: {os.environ.get('STATE', 'embedded')}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
-for name, (rps, p, err, _) in (("direct", d), ("gateway", g)):
-    print(f"{name:10} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")
-print(f"added latency: p50 {g[1]['50'] - d[1]['50']:.0f} us, p99 {g[1]['99'] - d[1]['99']:.0f} us")
-print(f"gateway throughput / direct: {g[0] / d[0]:.2f}")
-ticks = int(open(f"{work}/gateway.cpu").read().strip() or 0)
+for name, (rps, p, err, _) in (("direct", d), ("nginx-proxy", n), ("gateway", g)):
+    print(f"{name:11} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")
+print(f"added latency p50: nginx proxy {n[1]['50'] - d[1]['50']:.0f} us, gateway {g[1]['50'] - d[1]['50']:.0f} us; p99: {n[1]['99'] - d[1]['99']:.0f} us, {g[1]['99'] - d[1]['99']:.0f} us")
+print(f"throughput / direct: nginx proxy {n[0] / d[0]:.2f}, gateway {g[0] / d[0]:.2f}; gateway / nginx proxy {g[0] / n[0]:.2f}")
 hz = os.sysconf("SC_CLK_TCK")
-requests = g[0] * float(duration)
-if requests:
-    print(f"gateway CPU per request: {ticks / hz * 1e6 / requests:.1f} us (its process only)")
-print(f"socket errors: direct {d[3]}, gateway {g[3]}")
+cpu = {}
+for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
+    ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
+    if rps:
+        cpu[name] = ticks / hz * 1e6 / (rps * float(duration))
+if len(cpu) == 2:
+    print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
+print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
 PY

@@ -40,7 +40,11 @@ impl Verifier {
         let model = UserDefinedRerankingModel::new(read(dir, "model.onnx")?, files);
         let inner = TextRerank::try_new_from_user_defined(
             model,
-            RerankInitOptionsUserDefined::default().with_max_length(MAX_TOKENS),
+            // One thread: a pair is ~40 tokens, and a thread per core spinning on it tripled a
+            // semantic hit's latency under load (docs/performance.md).
+            RerankInitOptionsUserDefined::default()
+                .with_max_length(MAX_TOKENS)
+                .with_intra_threads(1),
         )
         .map_err(|e| EmbedError::Load(e.to_string()))?;
         Ok(Self {
