@@ -14,7 +14,8 @@
 # request log is on (LOGS=false turns it off). GOV=embedded or GOV=redis turns governance on: one
 # virtual key (a budget and rate limits that never bind) that every request carries; with redis, a
 # redis-server on a unix socket (CPU 1) holds the counters. Data goes to a temporary directory.
-# Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf).
+# Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf;
+# PROFILE=dwarf with DWARF unwinding, which sees through libc and the allocator).
 # ENDPOINT=responses sends the same conversation to the gateway's /v1/responses instead (the
 # upstream still answers chat completions), to measure what the Responses translation adds;
 # STORE=true also keeps every response (as clients do by default). PLUGINS=pii-redact (or
@@ -216,9 +217,13 @@ run() { # name url [script] [pid]
 run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
 PROXY_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
 run proxy "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$work/post.lua" "$PROXY_WORKER"
-if [ "${PROFILE:-0}" = 1 ]; then
+if [ "${PROFILE:-0}" != 0 ]; then
   # Where the gateway's CPU goes (software clock sampling; works without hardware counters).
-  perf record -e cpu-clock -F 1999 -g -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
+  # PROFILE=dwarf unwinds through libc and the allocator too (larger files, slower reports).
+  graph="-g"
+  [ "$PROFILE" = dwarf ] && graph="--call-graph dwarf,16384"
+  # shellcheck disable=SC2086
+  perf record -e cpu-clock -F 999 $graph -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
 run gateway "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua"

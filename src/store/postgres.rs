@@ -323,19 +323,34 @@ impl Postgres {
 
     /// Deletes records older than `cutoff` and beyond the newest `max`: how many.
     pub async fn log_prune(&self, cutoff: i64, max: i64) -> Result<u64, StoreError> {
+        self.prune("switchyard_request_log", "at_ms", cutoff, max)
+            .await
+    }
+
+    /// Deletes the rows of `table` whose `time` is before `cutoff`, and the oldest beyond the
+    /// newest `max` (by `id`, which sorts by creation): how many.
+    async fn prune(
+        &self,
+        table: &'static str,
+        time: &'static str,
+        cutoff: i64,
+        max: i64,
+    ) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let old = client
             .execute(
-                "DELETE FROM switchyard_request_log WHERE at_ms < $1",
+                &format!("DELETE FROM {table} WHERE {time} < $1"),
                 &[&cutoff],
             )
             .await
             .map_err(pg)?;
         let over = client
             .execute(
-                "DELETE FROM switchyard_request_log WHERE id <= (
-                    SELECT id FROM switchyard_request_log ORDER BY id DESC OFFSET $1 LIMIT 1
-                 )",
+                &format!(
+                    "DELETE FROM {table} WHERE id <= (
+                        SELECT id FROM {table} ORDER BY id DESC OFFSET $1 LIMIT 1
+                     )"
+                ),
                 &[&max],
             )
             .await
@@ -447,24 +462,14 @@ impl Postgres {
 
     /// Deletes the expired responses and the oldest beyond `max` (ids sort by creation time).
     pub async fn response_prune(&self, now_ms: i64, max: i64) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let expired = client
-            .execute(
-                "DELETE FROM switchyard_responses WHERE expires_at_ms <= $1",
-                &[&now_ms],
-            )
-            .await
-            .map_err(pg)?;
-        let over = client
-            .execute(
-                "DELETE FROM switchyard_responses WHERE id <= (
-                    SELECT id FROM switchyard_responses ORDER BY id DESC OFFSET $1 LIMIT 1
-                 )",
-                &[&max],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(expired + over)
+        // Expired at `now_ms` itself too.
+        self.prune(
+            "switchyard_responses",
+            "expires_at_ms",
+            now_ms.saturating_add(1),
+            max,
+        )
+        .await
     }
 }
 

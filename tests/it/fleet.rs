@@ -53,20 +53,35 @@ async fn post(url: &str, path: &str, body: Value) -> (u16, Value) {
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
-/// Waits until `model` on `url` is served as `want` says; how long it took.
-async fn until(url: &str, model: &str, want: impl Fn(&(u16, String)) -> bool) -> Duration {
+/// Polls `probe` every 20 ms until it says yes; how long it took. Fails after `limit`, with
+/// what the last probe saw.
+async fn eventually<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl FnMut() -> F,
+    done: impl Fn(&T) -> bool,
+) -> Duration {
     let started = Instant::now();
     loop {
-        let got = served_by(url, model).await;
-        if want(&got) {
+        let got = probe().await;
+        if done(&got) {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{url} {model}: still {got:?}"
-        );
+        assert!(started.elapsed() < limit, "{what}: still {got:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// Waits until `model` on `url` is served as `want` says; how long it took.
+async fn until(url: &str, model: &str, want: impl Fn(&(u16, String)) -> bool) -> Duration {
+    let what = format!("{url} {model}");
+    eventually(
+        Duration::from_secs(5),
+        &what,
+        || served_by(url, model),
+        want,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -653,15 +668,9 @@ async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
     let secret = k["secret"].as_str().unwrap().to_owned();
     // Known to B and C within a second (NOTIFY; polling as the safety net).
     for b in &fleet[1..] {
-        let started = Instant::now();
-        while chat_as(&b.url, &secret).await == 401 {
-            assert!(
-                started.elapsed() < Duration::from_secs(1),
-                "{} does not know the key",
-                b.url
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let what = format!("{} knows the key", b.url);
+        let probe = || chat_as(&b.url, &secret);
+        eventually(Duration::from_secs(1), &what, probe, |s| *s != 401).await;
     }
     // Two requests served above; 5 a minute across the fleet: 3 more, then refused everywhere.
     let mut statuses = Vec::new();
@@ -711,14 +720,9 @@ async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let started = Instant::now();
-    while chat_as(&fleet[0].url, &secret).await != 403 {
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "A still serves a key disabled through C"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let what = "A refuses a key disabled through C";
+    let probe = || chat_as(&fleet[0].url, &secret);
+    eventually(Duration::from_secs(1), what, probe, |s| *s == 403).await;
     // A restart of every instance keeps the key (read back from Postgres).
     drop(fleet);
     let again = Binary::start_with(&file, &server, &env).await;
@@ -762,21 +766,16 @@ async fn cache_analytics_add_up_across_the_fleet() {
     assert_eq!(ask(b.url.clone(), "two").await, "miss");
     assert_eq!(ask(b.url.clone(), "three").await, "miss");
     // Both instances' stats show the whole fleet once each has written its figures (every 5 s).
-    let started = Instant::now();
     for url in [&a.url, &b.url] {
-        loop {
-            let st = get_json(&format!("{url}/api/cache/stats")).await;
-            let l = &st["lookups"];
-            if l["miss"] == 3 && l["hit-exact"] == 1 {
-                assert_eq!(st["by_route"]["a/gpt-4o-mini"]["lookups"]["miss"], 3);
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(12),
-                "{url}: not the fleet's figures: {l}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let stats = format!("{url}/api/cache/stats");
+        let what = format!("{url} shows the fleet's figures");
+        let probe = || get_json(&stats);
+        let fleet = |st: &Value| {
+            st["lookups"]["miss"] == 3
+                && st["lookups"]["hit-exact"] == 1
+                && st["by_route"]["a/gpt-4o-mini"]["lookups"]["miss"] == 3
+        };
+        eventually(Duration::from_secs(12), &what, probe, fleet).await;
     }
 }
 
