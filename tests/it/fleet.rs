@@ -526,17 +526,7 @@ async fn governance_limits_hold_across_the_fleet() {
     let mut sent = Vec::new();
     for i in 0..21 {
         let url = fleet[i % 3].url.clone();
-        sent.push(async move {
-            client()
-                .post(format!("{url}/v1/chat/completions"))
-                .bearer_auth(key)
-                .json(&json!({"model": "a/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        });
+        sent.push(async move { chat_as(&url, key).await });
     }
     let statuses = futures_util::future::join_all(sent).await;
     let served = statuses.iter().filter(|s| **s == 200).count();
