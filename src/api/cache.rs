@@ -90,7 +90,7 @@ async fn reported(
         }
         Err(e) => return fail(e),
     };
-    match state.cache.reported() {
+    match state.cache.reported().await {
         Ok(all) if jsonl => {
             let mut out = String::new();
             for r in &all {
@@ -157,7 +157,7 @@ async fn what_if(
             "`threshold` must be between 0 and 1, got {t}"
         )));
     }
-    match state.cache.what_if(t, q.route.as_deref()) {
+    match state.cache.what_if(t, q.route.as_deref()).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => fail(GatewayError::Unavailable(format!(
             "cache candidates could not be read: {e}"

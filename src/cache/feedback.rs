@@ -15,7 +15,9 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::store::{BoundedLog, Store, StoreError, trees};
+#[cfg(test)]
+use crate::store::Store;
+use crate::store::{BoundedLog, StoreError, Stores, trees};
 
 /// Hits remembered for pairing reports.
 pub const RECENT: usize = 10_000;
@@ -81,11 +83,12 @@ pub struct Feedback {
 }
 
 impl Feedback {
-    /// Opens the `cache_feedback` tree (no store: reports still remove entries, nothing is kept).
-    pub fn open(store: Option<Store>) -> Self {
+    /// Opens the `cache_feedback` tree (no store: reports still remove entries, nothing is
+    /// kept); in a fleet, the reports made through every instance.
+    pub fn open(stores: &Stores, tasks: &tokio_util::task::TaskTracker) -> Self {
         Self {
             recent: Mutex::new(VecDeque::new()),
-            kept: BoundedLog::open(store, trees::CACHE_FEEDBACK, KEPT),
+            kept: BoundedLog::open_in(stores, tasks, trees::CACHE_FEEDBACK, KEPT),
         }
     }
 
@@ -135,8 +138,8 @@ impl Feedback {
     }
 
     /// Every kept report, oldest first.
-    pub fn all(&self) -> Result<Vec<Reported>, StoreError> {
-        self.kept.all()
+    pub async fn all(&self) -> Result<Vec<Reported>, StoreError> {
+        self.kept.all().await
     }
 }
 
@@ -155,9 +158,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn reports_pair_with_remembered_hits() {
-        let f = Feedback::open(Some(Store::temporary().unwrap()));
+    fn open(store: Option<Store>) -> Feedback {
+        let stores = Stores {
+            local: store,
+            shared: None,
+        };
+        Feedback::open(&stores, &tokio_util::task::TaskTracker::new())
+    }
+
+    #[tokio::test]
+    async fn reports_pair_with_remembered_hits() {
+        let f = open(Some(Store::temporary().unwrap()));
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         f.remember(hit("r1", a));
         f.remember(hit("r2", b));
@@ -186,12 +197,12 @@ mod tests {
             source: "api".into(),
         };
         f.keep(&r).unwrap();
-        assert_eq!(f.all().unwrap(), vec![r]);
+        assert_eq!(f.all().await.unwrap(), vec![r]);
     }
 
     #[test]
     fn recent_hits_are_bounded() {
-        let f = Feedback::open(None);
+        let f = open(None);
         let e = Uuid::new_v4();
         for i in 0..(RECENT + 5) {
             f.remember(hit(&i.to_string(), e));

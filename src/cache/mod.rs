@@ -193,12 +193,12 @@ impl Cache {
             } else {
                 Component::Off
             }),
-            stats: match stores.shared {
+            stats: match stores.shared.clone() {
                 Some(pg) => stats::Stats::shared(pg),
                 None => stats::Stats::load(stores.local.clone()),
             },
-            candidates: whatif::Candidates::open(stores.local.clone()),
-            feedback: feedback::Feedback::open(stores.local),
+            candidates: whatif::Candidates::open(&stores, &tasks),
+            feedback: feedback::Feedback::open(&stores, &tasks),
             metrics,
             tasks: tasks.clone(),
             writes: AtomicU64::new(0),
@@ -734,12 +734,12 @@ impl Cache {
     }
 
     /// The threshold what-if at `t` (see whatif.rs).
-    pub fn what_if(
+    pub async fn what_if(
         &self,
         t: f32,
         route: Option<&str>,
     ) -> Result<whatif::WhatIf, crate::store::StoreError> {
-        let all = self.candidates.all()?;
+        let all = self.candidates.all().await?;
         Ok(whatif::report(&all, t, self.config.threshold, route))
     }
 
@@ -891,8 +891,8 @@ impl Cache {
     }
 
     /// The kept reports, oldest first.
-    pub fn reported(&self) -> Result<Vec<feedback::Reported>, crate::store::StoreError> {
-        self.feedback.all()
+    pub async fn reported(&self) -> Result<Vec<feedback::Reported>, crate::store::StoreError> {
+        self.feedback.all().await
     }
 
     /// Serves a hit as the client asked: JSON, or a replayed stream.

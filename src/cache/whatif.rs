@@ -10,7 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{BoundedLog, Store, StoreError, trees};
+#[cfg(test)]
+use crate::store::Store;
+use crate::store::{BoundedLog, StoreError, Stores, trees};
 
 /// Candidates kept (the oldest go first).
 pub const KEPT: u64 = 5_000;
@@ -87,9 +89,15 @@ pub fn first_words_of_json(json: &str) -> String {
 pub struct Candidates(BoundedLog);
 
 impl Candidates {
-    /// Opens the tree (no store: nothing is kept and the report is empty).
-    pub fn open(store: Option<Store>) -> Self {
-        Self(BoundedLog::open(store, trees::CACHE_CANDIDATES, KEPT))
+    /// Opens the tree (no store: nothing is kept and the report is empty); in a fleet, the
+    /// candidates of every instance.
+    pub fn open(stores: &Stores, tasks: &tokio_util::task::TaskTracker) -> Self {
+        Self(BoundedLog::open_in(
+            stores,
+            tasks,
+            trees::CACHE_CANDIDATES,
+            KEPT,
+        ))
     }
 
     /// Keeps one candidate, dropping the oldest beyond `KEPT`.
@@ -98,8 +106,8 @@ impl Candidates {
     }
 
     /// Every kept candidate, oldest first (those that do not decode are skipped).
-    pub fn all(&self) -> Result<Vec<Candidate>, StoreError> {
-        self.0.all()
+    pub async fn all(&self) -> Result<Vec<Candidate>, StoreError> {
+        self.0.all().await
     }
 }
 
@@ -252,16 +260,19 @@ mod tests {
         assert_eq!(report(&all, 0.78, 0.82, Some("other")).candidates, 0);
     }
 
-    #[test]
-    fn candidates_are_bounded() {
-        let store = Store::temporary().unwrap();
-        let cands = Candidates::open(Some(store));
+    #[tokio::test]
+    async fn candidates_are_bounded() {
+        let stores = Stores {
+            local: Some(Store::temporary().unwrap()),
+            shared: None,
+        };
+        let cands = Candidates::open(&stores, &tokio_util::task::TaskTracker::new());
         for i in 0..(KEPT + 3) {
             let mut x = c(0.9, "hit", &i.to_string());
             x.at_ms = i;
             cands.record(&x).unwrap();
         }
-        let all = cands.all().unwrap();
+        let all = cands.all().await.unwrap();
         assert_eq!(all.len() as u64, KEPT);
         assert_eq!(all[0].prompt, "3", "the oldest went first");
     }

@@ -189,13 +189,23 @@ impl Store {
 }
 
 /// A time-ordered log in one tree, bounded to its newest `kept` records (the oldest go first).
-/// Without a store nothing is kept and reads are empty.
+/// Without a store nothing is kept and reads are empty. In a fleet the records go to Postgres
+/// (one table, by the tree's name), written in the background on the gateway's task tracker
+/// (shutdown waits for them), so every instance reads every instance's records.
 pub struct BoundedLog {
-    store: Option<Store>,
+    backend: LogBackend,
     tree: &'static str,
     kept: u64,
     seq: std::sync::atomic::AtomicU64,
     count: std::sync::atomic::AtomicU64,
+}
+
+enum LogBackend {
+    Sled(Option<Store>),
+    Postgres {
+        pg: std::sync::Arc<postgres::Postgres>,
+        tasks: tokio_util::task::TaskTracker,
+    },
 }
 
 impl BoundedLog {
@@ -205,8 +215,33 @@ impl BoundedLog {
             .as_ref()
             .and_then(|s| s.tree(tree).ok())
             .map_or(0, |t| t.len() as u64);
+        Self::with(LogBackend::Sled(store), tree, kept, count)
+    }
+
+    /// The fleet's log `tree` (in Postgres when there is one, else in the embedded store).
+    pub fn open_in(
+        stores: &Stores,
+        tasks: &tokio_util::task::TaskTracker,
+        tree: &'static str,
+        kept: u64,
+    ) -> Self {
+        match &stores.shared {
+            Some(pg) => Self::with(
+                LogBackend::Postgres {
+                    pg: pg.clone(),
+                    tasks: tasks.clone(),
+                },
+                tree,
+                kept,
+                0,
+            ),
+            None => Self::open(stores.local.clone(), tree, kept),
+        }
+    }
+
+    fn with(backend: LogBackend, tree: &'static str, kept: u64, count: u64) -> Self {
         Self {
-            store,
+            backend,
             tree,
             kept,
             seq: std::sync::atomic::AtomicU64::new(0),
@@ -214,22 +249,48 @@ impl BoundedLog {
         }
     }
 
+    fn encode<T: Serialize>(&self, record: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(record).map_err(|e| StoreError::Record {
+            key: self.tree.into(),
+            message: e.to_string(),
+        })
+    }
+
     /// Appends a record made at `at_ms`, dropping the oldest beyond the bound.
     pub fn push<T: Serialize>(&self, at_ms: u64, record: &T) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering;
-        let Some(store) = &self.store else {
-            return Ok(());
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let store = match &self.backend {
+            LogBackend::Sled(None) => return Ok(()),
+            LogBackend::Sled(Some(store)) => store,
+            LogBackend::Postgres { pg, tasks } => {
+                let value: serde_json::Value = serde_json::from_slice(&self.encode(record)?)
+                    .map_err(|e| StoreError::Record {
+                        key: self.tree.into(),
+                        message: e.to_string(),
+                    })?;
+                let (pg, tree, kept) = (pg.clone(), self.tree, self.kept);
+                let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
+                // Trimmed to the bound every 64 records (of this instance).
+                let trim = seq.is_multiple_of(64);
+                tasks.spawn(async move {
+                    let mut r = pg.record_push(tree, at, &value).await;
+                    if r.is_ok() && trim {
+                        let kept = i64::try_from(kept).unwrap_or(i64::MAX);
+                        r = pg.record_trim(tree, kept).await.map(|_| ());
+                    }
+                    if let Err(e) = r {
+                        tracing::warn!(log = tree, error = %e, "a record could not be kept in postgres");
+                    }
+                });
+                return Ok(());
+            }
         };
         let tree = store.tree(self.tree)?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) as u32;
         let mut key = [0u8; 12];
         key[..8].copy_from_slice(&at_ms.to_be_bytes());
-        key[8..].copy_from_slice(&seq.to_be_bytes());
-        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Record {
-            key: self.tree.into(),
-            message: e.to_string(),
-        })?;
-        tree.insert(key, bytes)?;
+        key[8..].copy_from_slice(&(seq as u32).to_be_bytes());
+        tree.insert(key, self.encode(record)?)?;
         if self.count.fetch_add(1, Ordering::Relaxed) + 1 > self.kept && tree.pop_min()?.is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }
@@ -237,9 +298,17 @@ impl BoundedLog {
     }
 
     /// Every record, oldest first (those that do not decode are skipped).
-    pub fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
-        let Some(store) = &self.store else {
-            return Ok(Vec::new());
+    pub async fn all<T: DeserializeOwned>(&self) -> Result<Vec<T>, StoreError> {
+        let store = match &self.backend {
+            LogBackend::Sled(None) => return Ok(Vec::new()),
+            LogBackend::Sled(Some(store)) => store,
+            LogBackend::Postgres { pg, .. } => {
+                let rows = pg.record_all(self.tree).await?;
+                return Ok(rows
+                    .into_iter()
+                    .filter_map(|v| serde_json::from_value(v).ok())
+                    .collect());
+            }
         };
         let mut out = Vec::new();
         for item in store.tree(self.tree)?.iter() {

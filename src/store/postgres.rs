@@ -80,6 +80,16 @@ const MIGRATIONS: &[(i32, &str)] = &[
             snapshot JSONB NOT NULL
         )",
     ),
+    (
+        7,
+        "CREATE TABLE switchyard_records (
+            id BIGSERIAL PRIMARY KEY,
+            log TEXT NOT NULL,
+            at_ms BIGINT NOT NULL,
+            record JSONB NOT NULL
+        );
+        CREATE INDEX switchyard_records_log ON switchyard_records (log, at_ms, id)",
+    ),
 ];
 
 /// One request log row: (unix ms, request id, the record as JSON text).
@@ -470,6 +480,59 @@ impl Postgres {
             max,
         )
         .await
+    }
+}
+
+/// Bounded logs shared by the fleet (the cache's what-if candidates and reported wrong answers:
+/// `store::BoundedLog`), one table, by log name.
+impl Postgres {
+    /// Appends a record to `log`.
+    pub async fn record_push(
+        &self,
+        log: &str,
+        at_ms: i64,
+        record: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO switchyard_records (log, at_ms, record) VALUES ($1, $2, $3)",
+                &[&log, &at_ms, record],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Deletes `log`'s records beyond its newest `kept`.
+    pub async fn record_trim(&self, log: &str, kept: i64) -> Result<u64, StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "DELETE FROM switchyard_records WHERE log = $1 AND (at_ms, id) <= (
+                    SELECT at_ms, id FROM switchyard_records WHERE log = $1
+                    ORDER BY at_ms DESC, id DESC OFFSET $2 LIMIT 1
+                 )",
+                &[&log, &kept],
+            )
+            .await
+            .map_err(pg)
+    }
+
+    /// `log`'s records, oldest first.
+    pub async fn record_all(&self, log: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM switchyard_records WHERE log = $1 ORDER BY at_ms, id",
+                &[&log],
+            )
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
     }
 }
 

@@ -770,6 +770,43 @@ async fn cache_analytics_add_up_across_the_fleet() {
 }
 
 #[tokio::test]
+async fn a_wrong_answer_reported_through_one_instance_is_kept_for_the_whole_fleet() {
+    let Some(f) = Fleet::start("feedback").await else {
+        return;
+    };
+    let file = format!(
+        "[cache]\nmode = \"exact\"\n\n[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+        f.mock.url()
+    );
+    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
+    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
+    let (a, b) = (
+        Binary::start_with(&file, &server, &env).await,
+        Binary::start_with(&file, &server, &env).await,
+    );
+    assert_eq!(served_by(&a.url, "a/gpt-4o-mini").await.0, 200);
+    let entries = format!("{}/api/cache/entries", a.url);
+    let what = "the answer is cached on A";
+    let probe = || get_json(&entries);
+    eventually(Duration::from_secs(5), what, probe, |p| p["total"] == 1).await;
+    let page = get_json(&entries).await;
+    let id = page["entries"][0]["id"].as_str().unwrap().to_owned();
+    let (s, v) = post(
+        &a.url,
+        &format!("/api/cache/entries/{id}/feedback"),
+        json!({"verdict": "wrong"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // B lists the report made through A.
+    let reported = format!("{}/api/cache/feedback", b.url);
+    let what = "B lists the report made through A";
+    let probe = || get_json(&reported);
+    let listed = |v: &Value| v.to_string().contains(&id);
+    eventually(Duration::from_secs(5), what, probe, listed).await;
+}
+
+#[tokio::test]
 async fn the_rows_of_instances_gone_are_folded_into_one_and_nothing_is_lost() {
     use switchyard::cache::stats::{Outcome, Stats};
     let Some(pg) = PostgresServer::start() else {
