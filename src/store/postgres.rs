@@ -178,6 +178,23 @@ impl Postgres {
         Ok(client)
     }
 
+    /// The first column (JSON) of every row `sql` returns.
+    async fn json_column(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(sql, params)
+            .await
+            .map_err(pg)?
+            .into_iter()
+            .map(|r| r.get(0))
+            .collect())
+    }
+
     /// Whether the database answers now (within a second).
     pub async fn ping(&self) -> bool {
         let check = async {
@@ -406,15 +423,8 @@ impl Postgres {
 
     /// Every registration's spec.
     pub async fn mcp_list(&self) -> Result<Vec<serde_json::Value>, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .query("SELECT spec FROM switchyard_mcp_servers ORDER BY name", &[])
+        self.json_column("SELECT spec FROM switchyard_mcp_servers ORDER BY name", &[])
             .await
-            .map_err(pg)?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect())
     }
 }
 
@@ -521,18 +531,11 @@ impl Postgres {
 
     /// `log`'s records, oldest first.
     pub async fn record_all(&self, log: &str) -> Result<Vec<serde_json::Value>, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .query(
-                "SELECT record FROM switchyard_records WHERE log = $1 ORDER BY at_ms, id",
-                &[&log],
-            )
-            .await
-            .map_err(pg)?
-            .into_iter()
-            .map(|r| r.get(0))
-            .collect())
+        self.json_column(
+            "SELECT record FROM switchyard_records WHERE log = $1 ORDER BY at_ms, id",
+            &[&log],
+        )
+        .await
     }
 }
 

@@ -34,8 +34,13 @@ impl Fleet {
 
     /// One more gateway process on the shared state (a config file with provider `a`).
     async fn instance(&self) -> Binary {
+        self.instance_with("").await
+    }
+
+    /// The same, with `extra` at the top of its config file.
+    async fn instance_with(&self, extra: &str) -> Binary {
         let file = format!(
-            "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
+            "{extra}[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
             self.mock.url()
         );
         let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", self.db);
@@ -508,19 +513,15 @@ async fn governance_limits_hold_across_the_fleet() {
         return;
     };
     let key = "sk-sy-fleet-limit-0123456789abcdef";
-    let file = format!(
-        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n\n\
-         [governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n\n\
-         [[governance.keys]]\nid = \"k\"\nvalue = \"{key}\"\nrate_limits = {{ requests_per_minute = 7 }}\n",
-        f.mock.url(),
+    let gov = format!(
+        "[governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n\n\
+         [[governance.keys]]\nid = \"k\"\nvalue = \"{key}\"\nrate_limits = {{ requests_per_minute = 7 }}\n\n",
         redis.url
     );
-    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
-    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
     let fleet = [
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
+        f.instance_with(&gov).await,
+        f.instance_with(&gov).await,
+        f.instance_with(&gov).await,
     ];
     // 7 requests a minute for the key, whichever instances they reach: 21 sent, 7 served.
     let mut sent = Vec::new();
@@ -632,18 +633,14 @@ async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
     let Some(redis) = crate::redis_server::RedisServer::start() else {
         return;
     };
-    let file = format!(
-        "[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n\n\
-         [governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n",
-        f.mock.url(),
+    let gov = format!(
+        "[governance]\nrequire_virtual_key = true\nstore = \"redis\"\nredis_url = \"{}\"\n\n",
         redis.url
     );
-    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
-    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
     let fleet = [
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
+        f.instance_with(&gov).await,
+        f.instance_with(&gov).await,
+        f.instance_with(&gov).await,
     ];
     // A team and a key made through A, limited to 5 requests a minute.
     let (s, t) = post(&fleet[0].url, "/api/teams", json!({"id": "ml"})).await;
@@ -715,7 +712,7 @@ async fn virtual_keys_live_in_postgres_and_their_counters_in_redis() {
     eventually(Duration::from_secs(1), what, probe, |s| *s == 403).await;
     // A restart of every instance keeps the key (read back from Postgres).
     drop(fleet);
-    let again = Binary::start_with(&file, &server, &env).await;
+    let again = f.instance_with(&gov).await;
     let keys = get_json(&format!("{}/api/keys", again.url)).await;
     assert!(keys.to_string().contains("fleet-key"), "{keys}");
     drop(db_client);
@@ -727,16 +724,8 @@ async fn cache_analytics_add_up_across_the_fleet() {
     let Some(f) = Fleet::start("cachestats").await else {
         return;
     };
-    let file = format!(
-        "[cache]\nmode = \"exact\"\n\n[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
-        f.mock.url()
-    );
-    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
-    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
-    let (a, b) = (
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
-    );
+    let exact = "[cache]\nmode = \"exact\"\n\n";
+    let (a, b) = (f.instance_with(exact).await, f.instance_with(exact).await);
     let ask = |url: String, q: &'static str| async move {
         let r = client()
             .post(format!("{url}/v1/chat/completions"))
@@ -774,16 +763,8 @@ async fn a_wrong_answer_reported_through_one_instance_is_kept_for_the_whole_flee
     let Some(f) = Fleet::start("feedback").await else {
         return;
     };
-    let file = format!(
-        "[cache]\nmode = \"exact\"\n\n[[providers]]\nname = \"a\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"ka\"]\n",
-        f.mock.url()
-    );
-    let server = format!("state = \"postgres\"\npostgres_url = \"{}\"", f.db);
-    let env = [("SWITCHYARD_SECRET_KEY", KEY)];
-    let (a, b) = (
-        Binary::start_with(&file, &server, &env).await,
-        Binary::start_with(&file, &server, &env).await,
-    );
+    let exact = "[cache]\nmode = \"exact\"\n\n";
+    let (a, b) = (f.instance_with(exact).await, f.instance_with(exact).await);
     assert_eq!(served_by(&a.url, "a/gpt-4o-mini").await.0, 200);
     let entries = format!("{}/api/cache/entries", a.url);
     let what = "the answer is cached on A";
