@@ -56,17 +56,29 @@ trap cleanup EXIT
 
 # One-line JSON body for nginx's `return` (single quotes escaped for nginx).
 answer=$(python3 -c 'import json,sys; print(json.dumps(json.load(open("tests/fixtures/openai/chat.json")), separators=(",",":")))')
-mkdir -p "$work/logs"
-cat > "$work/nginx.conf" <<CONF
+# One nginx (one worker, keep-alive clients, files under $work/NAME) on CPU $2 serving the http
+# block's body given on stdin; its pid in $work/NAME.pid.
+start_nginx() { # name cpu
+  mkdir -p "$work/$1"
+  { cat <<CONF
 worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/logs/error.log warn;
+pid $work/$1.pid;
+error_log $work/$1/error.log warn;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $work/logs;
+  client_body_temp_path $work/$1;
+  proxy_temp_path $work/$1;
   keepalive_requests 1000000;
   keepalive_timeout 120s;
+CONF
+    cat
+    echo "}"
+  } > "$work/$1.conf"
+  taskset -c "$2" nginx -c "$work/$1.conf" -p "$work"
+}
+
+start_nginx nginx "${UPSTREAM_CPU:-1}" <<CONF
   server {
     listen 127.0.0.1:$UP_PORT;
     location / {
@@ -74,25 +86,12 @@ http {
       return 200 '$answer';
     }
   }
-}
 CONF
-taskset -c "${UPSTREAM_CPU:-1}" nginx -c "$work/nginx.conf" -p "$work"
 
 # The floor of any proxy hop: Debian's nginx as a plain reverse proxy (one worker, keep-alive
 # connections to the upstream, no JSON work), pinned like the gateway (CPU 0).
 PROXY_PORT=18082
-mkdir -p "$work/proxy"
-cat > "$work/proxy.conf" <<CONF
-worker_processes 1;
-pid $work/proxy.pid;
-error_log $work/proxy/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $work/proxy;
-  proxy_temp_path $work/proxy;
-  keepalive_requests 1000000;
-  keepalive_timeout 120s;
+start_nginx proxy 0 <<CONF
   upstream up {
     server 127.0.0.1:$UP_PORT;
     keepalive 64;
@@ -105,9 +104,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 CONF
-taskset -c 0 nginx -c "$work/proxy.conf" -p "$work"
 
 GOV="${GOV:-none}"
 BENCH_KEY="sk-sy-bench-0123456789abcdef"

@@ -249,11 +249,11 @@ impl BoundedLog {
         }
     }
 
-    fn encode<T: Serialize>(&self, record: &T) -> Result<Vec<u8>, StoreError> {
-        serde_json::to_vec(record).map_err(|e| StoreError::Record {
+    fn error(&self, e: &serde_json::Error) -> StoreError {
+        StoreError::Record {
             key: self.tree.into(),
             message: e.to_string(),
-        })
+        }
     }
 
     /// Appends a record made at `at_ms`, dropping the oldest beyond the bound.
@@ -264,11 +264,7 @@ impl BoundedLog {
             LogBackend::Sled(None) => return Ok(()),
             LogBackend::Sled(Some(store)) => store,
             LogBackend::Postgres { pg, tasks } => {
-                let value: serde_json::Value = serde_json::from_slice(&self.encode(record)?)
-                    .map_err(|e| StoreError::Record {
-                        key: self.tree.into(),
-                        message: e.to_string(),
-                    })?;
+                let value = serde_json::to_value(record).map_err(|e| self.error(&e))?;
                 let (pg, tree, kept) = (pg.clone(), self.tree, self.kept);
                 let at = i64::try_from(at_ms).unwrap_or(i64::MAX);
                 // Trimmed to the bound every 64 records (of this instance).
@@ -290,7 +286,7 @@ impl BoundedLog {
         let mut key = [0u8; 12];
         key[..8].copy_from_slice(&at_ms.to_be_bytes());
         key[8..].copy_from_slice(&(seq as u32).to_be_bytes());
-        tree.insert(key, self.encode(record)?)?;
+        tree.insert(key, serde_json::to_vec(record).map_err(|e| self.error(&e))?)?;
         if self.count.fetch_add(1, Ordering::Relaxed) + 1 > self.kept && tree.pop_min()?.is_some() {
             self.count.fetch_sub(1, Ordering::Relaxed);
         }

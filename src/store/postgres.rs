@@ -178,6 +178,15 @@ impl Postgres {
         Ok(client)
     }
 
+    /// Runs one statement on the shared client: the rows it changed.
+    async fn exec(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, StoreError> {
+        self.client().await?.execute(sql, params).await.map_err(pg)
+    }
+
     /// The first column (JSON) of every row `sql` returns.
     async fn json_column(
         &self,
@@ -269,15 +278,12 @@ impl Postgres {
         let ids: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
         // JSON text, parsed by the server: cheaper here than building values to encode.
         let recs: Vec<&str> = rows.iter().map(|r| r.2.as_str()).collect();
-        self.client()
-            .await?
-            .execute(
+        self.exec(
                 "INSERT INTO switchyard_request_log (at_ms, request_id, record)
                  SELECT a, b, c::jsonb FROM UNNEST($1::bigint[], $2::text[], $3::text[]) AS t(a, b, c)",
                 &[&at, &ids, &recs],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         Ok(())
     }
 
@@ -363,16 +369,14 @@ impl Postgres {
         cutoff: i64,
         max: i64,
     ) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        let old = client
-            .execute(
+        let old = self
+            .exec(
                 &format!("DELETE FROM {table} WHERE {time} < $1"),
                 &[&cutoff],
             )
-            .await
-            .map_err(pg)?;
-        let over = client
-            .execute(
+            .await?;
+        let over = self
+            .exec(
                 &format!(
                     "DELETE FROM {table} WHERE id <= (
                         SELECT id FROM {table} ORDER BY id DESC OFFSET $1 LIMIT 1
@@ -380,8 +384,7 @@ impl Postgres {
                 ),
                 &[&max],
             )
-            .await
-            .map_err(pg)?;
+            .await?;
         Ok(old + over)
     }
 }
@@ -438,17 +441,14 @@ impl Postgres {
         expires_at_ms: i64,
         record: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO switchyard_responses (id, tenant, expires_at_ms, record)
+        self.exec(
+            "INSERT INTO switchyard_responses (id, tenant, expires_at_ms, record)
                  VALUES ($1, $2, $3, $4)
                  ON CONFLICT (id) DO UPDATE SET tenant = EXCLUDED.tenant,
                     expires_at_ms = EXCLUDED.expires_at_ms, record = EXCLUDED.record",
-                &[&id, &tenant, &expires_at_ms, record],
-            )
-            .await
-            .map_err(pg)?;
+            &[&id, &tenant, &expires_at_ms, record],
+        )
+        .await?;
         Ok(())
     }
 
@@ -468,16 +468,13 @@ impl Postgres {
 
     /// Deletes `id` if it is `tenant`'s: whether it was there.
     pub async fn response_delete(&self, id: &str, tenant: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .client()
-            .await?
-            .execute(
+        let deleted = self
+            .exec(
                 "DELETE FROM switchyard_responses WHERE id = $1 AND tenant = $2",
                 &[&id, &tenant],
             )
-            .await
-            .map_err(pg)?
-            > 0)
+            .await?;
+        Ok(deleted > 0)
     }
 
     /// Deletes the expired responses and the oldest beyond `max` (ids sort by creation time).
@@ -503,30 +500,24 @@ impl Postgres {
         at_ms: i64,
         record: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO switchyard_records (log, at_ms, record) VALUES ($1, $2, $3)",
-                &[&log, &at_ms, record],
-            )
-            .await
-            .map_err(pg)?;
+        self.exec(
+            "INSERT INTO switchyard_records (log, at_ms, record) VALUES ($1, $2, $3)",
+            &[&log, &at_ms, record],
+        )
+        .await?;
         Ok(())
     }
 
     /// Deletes `log`'s records beyond its newest `kept`.
     pub async fn record_trim(&self, log: &str, kept: i64) -> Result<u64, StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "DELETE FROM switchyard_records WHERE log = $1 AND (at_ms, id) <= (
+        self.exec(
+            "DELETE FROM switchyard_records WHERE log = $1 AND (at_ms, id) <= (
                     SELECT at_ms, id FROM switchyard_records WHERE log = $1
                     ORDER BY at_ms DESC, id DESC OFFSET $2 LIMIT 1
                  )",
-                &[&log, &kept],
-            )
-            .await
-            .map_err(pg)
+            &[&log, &kept],
+        )
+        .await
     }
 
     /// `log`'s records, oldest first.
@@ -539,6 +530,11 @@ impl Postgres {
     }
 }
 
+/// Writes one instance's cache analytics row.
+const STATS_UPSERT: &str = "INSERT INTO switchyard_cache_stats (instance, updated_ms, snapshot)
+    VALUES ($1, $2, $3)
+    ON CONFLICT (instance) DO UPDATE SET updated_ms = EXCLUDED.updated_ms, snapshot = EXCLUDED.snapshot";
+
 /// Cache analytics, one row per instance (see `cache::stats`).
 impl Postgres {
     /// Writes an instance's figures.
@@ -548,15 +544,8 @@ impl Postgres {
         now_ms: i64,
         snapshot: &serde_json::Value,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "INSERT INTO switchyard_cache_stats (instance, updated_ms, snapshot) VALUES ($1, $2, $3)
-                 ON CONFLICT (instance) DO UPDATE SET updated_ms = EXCLUDED.updated_ms, snapshot = EXCLUDED.snapshot",
-                &[&instance, &now_ms, snapshot],
-            )
-            .await
-            .map_err(pg)?;
+        self.exec(STATS_UPSERT, &[&instance, &now_ms, snapshot])
+            .await?;
         Ok(())
     }
 
@@ -615,11 +604,7 @@ impl StatsFold {
         folded: &[String],
     ) -> Result<(), StoreError> {
         self.client
-            .execute(
-                "INSERT INTO switchyard_cache_stats (instance, updated_ms, snapshot) VALUES ($1, $2, $3)
-                 ON CONFLICT (instance) DO UPDATE SET updated_ms = EXCLUDED.updated_ms, snapshot = EXCLUDED.snapshot",
-                &[&archive, &now_ms, snapshot],
-            )
+            .execute(STATS_UPSERT, &[&archive, &now_ms, snapshot])
             .await
             .map_err(pg)?;
         self.client

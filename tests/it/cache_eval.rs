@@ -5,15 +5,25 @@ use switchyard::cache::embedder::Model;
 use switchyard::cache::eval;
 use switchyard::config::cache::DEFAULT_THRESHOLD;
 
+const DIR: &str = env!("CARGO_MANIFEST_DIR");
+
 fn scored(file: &str) -> Vec<eval::Scored> {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let pairs = eval::read_pairs(format!("{dir}/tests/fixtures/cache/{file}").as_ref()).unwrap();
-    let mut model = Model::load(
-        format!("{dir}/models/all-MiniLM-L6-v2").as_ref(),
-        format!("{dir}/models/onnxruntime/libonnxruntime.so.1.24.4").as_ref(),
+    scored_split(file, None)
+}
+
+/// The pairs of `file` (only those of `split`, when given) scored by the real model.
+fn scored_split(file: &str, split: Option<&str>) -> Vec<eval::Scored> {
+    let pairs = eval::read_pairs(format!("{DIR}/tests/fixtures/cache/{file}").as_ref()).unwrap();
+    eval::score(&mut model(), eval::only_split(pairs, split)).unwrap()
+}
+
+/// The embedding model the gateway ships.
+fn model() -> Model {
+    Model::load(
+        format!("{DIR}/models/all-MiniLM-L6-v2").as_ref(),
+        format!("{DIR}/models/onnxruntime/libonnxruntime.so.1.24.4").as_ref(),
     )
-    .unwrap();
-    eval::score(&mut model, pairs).unwrap()
+    .unwrap()
 }
 
 #[test]
@@ -32,15 +42,7 @@ fn default_threshold_meets_the_wrong_hit_target() {
 
 #[test]
 fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
-    let mut model = Model::load(
-        format!("{}/models/all-MiniLM-L6-v2", env!("CARGO_MANIFEST_DIR")).as_ref(),
-        format!(
-            "{}/models/onnxruntime/libonnxruntime.so.1.24.4",
-            env!("CARGO_MANIFEST_DIR")
-        )
-        .as_ref(),
-    )
-    .unwrap();
+    let mut model = model();
     let pairs = vec![
         eval::Pair {
             a: "Cancel my subscription".into(),
@@ -74,9 +76,8 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
 /// of trap, split by hash into tune, validate and test.
 #[test]
 fn the_question_set_is_built_labelled_and_split() {
-    let dir = env!("CARGO_MANIFEST_DIR");
     let check = std::process::Command::new("python3")
-        .arg(format!("{dir}/tests/fixtures/cache/build_questions.py"))
+        .arg(format!("{DIR}/tests/fixtures/cache/build_questions.py"))
         .arg("--check")
         .output()
         .unwrap();
@@ -86,7 +87,7 @@ fn the_question_set_is_built_labelled_and_split() {
         String::from_utf8_lossy(&check.stderr)
     );
     let pairs =
-        eval::read_pairs(format!("{dir}/tests/fixtures/cache/questions.jsonl").as_ref()).unwrap();
+        eval::read_pairs(format!("{DIR}/tests/fixtures/cache/questions.jsonl").as_ref()).unwrap();
     assert!(pairs.len() >= 1500, "{}", pairs.len());
     let set = |f: &dyn Fn(&eval::Pair) -> Option<String>| {
         pairs
@@ -126,7 +127,7 @@ fn the_question_set_is_built_labelled_and_split() {
     // And 300 conversation pairs, read as the cache compares them (last user turns, earlier
     // turns as the partition).
     let convs =
-        eval::read_pairs(format!("{dir}/tests/fixtures/cache/conversations.jsonl").as_ref())
+        eval::read_pairs(format!("{DIR}/tests/fixtures/cache/conversations.jsonl").as_ref())
             .unwrap();
     assert!(convs.len() >= 300, "{}", convs.len());
     let styles = convs
@@ -153,22 +154,10 @@ fn the_question_set_is_built_labelled_and_split() {
 /// should-hit pairs at no more than 2 % wrong hits (measured: 55.8 % at 1.6 %, docs/cache.md).
 #[test]
 fn the_default_verifier_holds_its_figures_on_the_test_split() {
-    let dir = env!("CARGO_MANIFEST_DIR");
-    let root = std::path::Path::new(dir);
-    let pairs = eval::only_split(
-        eval::read_pairs(&root.join("tests/fixtures/cache/questions.jsonl")).unwrap(),
-        Some("test"),
-    );
-    let model = root.join("models/all-MiniLM-L6-v2");
-    let mut embedder = switchyard::cache::embedder::Model::load(
-        &model,
-        &root.join("models/onnxruntime/libonnxruntime.so.1.24.4"),
-    )
-    .unwrap();
-    let mut scored = eval::score(&mut embedder, pairs).unwrap();
+    let mut scored = scored_split("questions.jsonl", Some("test"));
     let v = switchyard::cache::verifier::Verifier::load(
-        &root.join("models/cache-verifier"),
-        &model,
+        format!("{DIR}/models/cache-verifier").as_ref(),
+        format!("{DIR}/models/all-MiniLM-L6-v2").as_ref(),
         None,
     )
     .unwrap();

@@ -178,24 +178,17 @@ async fn a_change_through_any_instance_reaches_the_whole_fleet_within_a_second()
             ids.push(id);
         }
     }
-    let started = Instant::now();
-    loop {
-        let page: Value = get_json(&format!("{}/api/logs?limit=500", a.url)).await;
+    let logs = format!("{}/api/logs?limit=500", a.url);
+    let every = |page: &Value| {
         let seen: Vec<&str> = page["data"]
             .as_array()
             .unwrap()
             .iter()
             .filter_map(|r| r["request_id"].as_str())
             .collect();
-        if ids.iter().all(|id| seen.contains(&id.as_str())) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "A's log: {seen:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        ids.iter().all(|id| seen.contains(&id.as_str()))
+    };
+    eventually(Duration::from_secs(5), "A's log", || get_json(&logs), every).await;
     let one: Value = get_json(&format!("{}/api/logs/fleet-req-2-1", a.url)).await;
     assert_eq!(one["model"], "p2/gpt-4o-mini", "{one}");
     let usage: Value = get_json(&format!("{}/api/usage?model=p2/gpt-4o-mini", b.url)).await;
@@ -442,35 +435,19 @@ async fn while_postgres_is_down_chat_keeps_working_and_the_instance_catches_up()
 
     // Back up: changes work again and the held records arrive.
     pg.restart();
-    let started = Instant::now();
-    loop {
-        let (status, v) = post(
+    let add = || {
+        post(
             &a.url,
             "/api/providers",
             json!({"name": "p3", "kind": "ollama"}),
         )
-        .await;
-        if status == 201 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{status} {v}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    loop {
-        let one = client()
-            .get(format!("{}/api/logs/while-down-2", a.url))
-            .send()
-            .await
-            .unwrap();
-        if one.status().as_u16() == 200 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the held records did not arrive"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    };
+    let what = "a change once postgres is back";
+    eventually(Duration::from_secs(10), what, add, |(s, _)| *s == 201).await;
+    let held = format!("{}/api/logs/while-down-2", a.url);
+    let status = || async { client().get(&held).send().await.unwrap().status().as_u16() };
+    let what = "the held records arrive";
+    eventually(Duration::from_secs(10), what, status, |s| *s == 200).await;
 
     // A graceful stop ends promptly and writes the last records first.
     let r = client()
@@ -560,26 +537,18 @@ async fn an_mcp_server_registered_through_one_instance_serves_on_all() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.text().await.unwrap());
     // B starts it and runs its tools.
-    let started = Instant::now();
-    loop {
+    let call = || async {
         let r = admin(client().post(format!("{}/api/mcp/tools/calc__add/call", b.url)))
             .json(&json!({"a": 2, "b": 3}))
             .send()
             .await
             .unwrap();
-        if r.status().as_u16() == 200 {
-            let v: Value = r.json().await.unwrap();
-            if v["outcome"] == "ok" {
-                assert_eq!(v["text"], "5", "{v}");
-                break;
-            }
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "B never ran calc__add"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        r.json::<Value>().await.unwrap_or(Value::Null)
+    };
+    let ran = |v: &Value| v["outcome"] == "ok";
+    eventually(Duration::from_secs(10), "B runs calc__add", call, ran).await;
+    let v = call().await;
+    assert_eq!(v["text"], "5", "{v}");
     // The same name again, through B: taken.
     let r = admin(client().post(format!("{}/api/mcp/servers", b.url)))
         .json(&json!({"name": "calc", "transport": "stdio", "command": crate::mcp::server_bin("mcp-calculator")}))
@@ -593,24 +562,12 @@ async fn an_mcp_server_registered_through_one_instance_serves_on_all() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap());
-    let started = Instant::now();
-    loop {
-        let v: Value = admin(client().get(format!("{}/api/mcp/servers", a.url)))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if v["data"].as_array().is_some_and(Vec::is_empty) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "A still has {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let servers = || async {
+        let r = admin(client().get(format!("{}/api/mcp/servers", a.url)));
+        r.send().await.unwrap().json::<Value>().await.unwrap()
+    };
+    let gone = |v: &Value| v["data"].as_array().is_some_and(Vec::is_empty);
+    eventually(Duration::from_secs(2), "A drops calc", servers, gone).await;
 }
 
 async fn chat_as(url: &str, key: &str) -> u16 {
