@@ -24,7 +24,19 @@
 # rule that rewrites every request, so both of its hooks do their full JSON round trip.
 # STATE=postgres keeps the runtime configuration and the request log in a throwaway PostgreSQL
 # cluster (initdb as the `postgres` user, a unix socket, CPU 1) instead of the embedded store.
+# CACHE=exact turns the cache on in exact mode (no embedding model). UNIQUE=1 makes every request
+# body different (a counter in the user message), so a cache misses and stores each answer.
+# MCP=1 registers the calculator MCP server (stdio, built first) and, with governance, lets the
+# key use its tools: they are offered to the model on every request and never called.
+# STREAM=1 asks for a streamed answer ("stream": true) and the upstream answers with the recorded
+# event stream tests/fixtures/openai/chat_stream.sse, for all three targets.
+# FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
+# cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
+if [ "${FULL:-0}" = 1 ]; then
+  : "${LOGS:=true}" "${GOV:=embedded}" "${MCP:=1}" "${CACHE:=exact}" "${UNIQUE:=1}"
+fi
+export LOGS="${LOGS:-true}" GOV="${GOV:-none}" MCP="${MCP:-0}" CACHE="${CACHE:-false}" UNIQUE="${UNIQUE:-0}" STREAM="${STREAM:-0}"
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
 CONNS="${2:-16}"
@@ -40,12 +52,14 @@ fi
 
 echo "== building the gateway (release)"
 cargo build --release --quiet --bin switchyard
+if [ "${MCP:-0}" = 1 ]; then cargo build --release --quiet -p mcp-calculator; fi
 BIN="$CARGO_TARGET_DIR/release/switchyard"
 
 mkdir -p bench/results
 work=$(mktemp -d)
 cleanup() {
-  [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null || true
+  # The gateway is stopped and waited for before its data directory goes.
+  [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
@@ -56,6 +70,12 @@ trap cleanup EXIT
 
 # One-line JSON body for nginx's `return` (single quotes escaped for nginx).
 answer=$(python3 -c 'import json,sys; print(json.dumps(json.load(open("tests/fixtures/openai/chat.json")), separators=(",",":")))')
+answer_type=application/json
+if [ "${STREAM:-0}" = 1 ]; then
+  # The recorded event stream, its newlines written as nginx escapes.
+  answer=$(python3 -c 'import sys; print(open("tests/fixtures/openai/chat_stream.sse").read().replace("\\", "\\\\").replace("\x27", "\\\x27").replace("\n", "\\n"))')
+  answer_type=text/event-stream
+fi
 # One nginx (one worker, keep-alive clients, files under $work/NAME) on CPU $2 serving the http
 # block's body given on stdin; its pid in $work/NAME.pid.
 start_nginx() { # name cpu
@@ -82,7 +102,7 @@ start_nginx nginx "${UPSTREAM_CPU:-1}" <<CONF
   server {
     listen 127.0.0.1:$UP_PORT;
     location / {
-      default_type application/json;
+      default_type $answer_type;
       return 200 '$answer';
     }
   }
@@ -128,6 +148,7 @@ id = "bench"
 value = "$BENCH_KEY"
 budgets = [ { max_usd = 1000000.0, period = "1d" } ]
 rate_limits = { requests_per_minute = 1000000000, tokens_per_minute = 1000000000000 }
+$( [ "${MCP:-0}" = 1 ] && echo 'mcp_tools = ["calc__*"]' )
 GOVCONF
 )
 fi
@@ -151,8 +172,10 @@ listen = "127.0.0.1:$GW_PORT"
 data_dir = "$work/data"
 $state_conf
 
-[cache]
-enabled = ${CACHE:-false}
+$(case "${CACHE:-false}" in
+  exact) printf '[cache]\nenabled = true\nmode = "exact"\n' ;;
+  *) printf '[cache]\nenabled = %s\n' "${CACHE:-false}" ;;
+esac)
 
 [logs]
 enabled = ${LOGS:-true}
@@ -165,6 +188,10 @@ keys = ["sk-bench"]
 
 $gov_conf
 CONF
+if [ "${MCP:-0}" = 1 ]; then
+  printf '\n[[mcp.servers]]\nname = "calc"\ntransport = "stdio"\ncommand = "%s"\n' \
+    "$CARGO_TARGET_DIR/release/mcp-calculator" >> "$work/switchyard.toml"
+fi
 if [ "${PLUGINS:-}" = tag-and-route ]; then
   wasm="$PWD/plugins/tag-and-route/build/tag-and-route.wasm"
   printf '\n[[plugins]]\nname = "tag-and-route"\nkind = "wasm"\npath = "%s"\nsha256 = "%s"\n' \
@@ -176,15 +203,29 @@ elif [ -n "${PLUGINS:-}" ]; then
     printf 'config = { rules = [{ name = "keys", pattern = "(?i)private key" }] }\n' >> "$work/switchyard.toml"
   fi
 fi
-SWITCHYARD_LOG=warn taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
+SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 
-cat > "$work/post.lua" <<'LUA'
+STREAM_FIELD=""
+[ "${STREAM:-0}" = 1 ] && STREAM_FIELD=',"stream":true'
+cat > "$work/post.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}'
+wrk.body = '{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64$STREAM_FIELD}'
 LUA
+if [ "${UNIQUE:-0}" = 1 ]; then
+  cat >> "$work/post.lua" <<LUA
+-- Each wrk run (the warm-up, then the measured run) counts from its own start.
+math.randomseed(os.time())
+local run = math.random(1, 1000000000)
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today? (%d-%d)"}],"temperature":0.2,"max_tokens":64$STREAM_FIELD}', run, n))
+end
+LUA
+fi
 GW_PATH=/v1/chat/completions
 cp "$work/post.lua" "$work/gw.lua"
 if [ "${ENDPOINT:-chat}" = responses ]; then
@@ -245,7 +286,8 @@ def parse(name):
     return rps, pct, (int(errors.group(1)) if errors else 0), (sock.group(1) if sock else "none")
 d, n, g = parse("direct"), parse("proxy"), parse("gateway")
 import os
-print(f"\nworkload: non-streaming {os.environ.get('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, governance: {os.environ.get('GOV', 'none')}, plugins: {os.environ.get('PLUGINS') or 'none'}, state: {os.environ.get('STATE', 'embedded')}")
+e = os.environ.get
+print(f"\nworkload: {'streaming' if e('STREAM') == '1' else 'non-streaming'} {e('ENDPOINT', 'chat')}, {conns} connections, {duration}s, wrk -t1 (CPU 1), gateway on CPU 0, log: {e('LOGS')}, governance: {e('GOV')}, MCP: {'registered' if e('MCP') == '1' else 'none'}, cache: {e('CACHE')}, unique bodies: {e('UNIQUE') == '1'}, plugins: {e('PLUGINS') or 'none'}, state: {e('STATE', 'embedded')}")
 print(f"{'':10} {'RPS':>10} {'p50 (us)':>10} {'p99 (us)':>10} {'non-2xx':>8}")
 for name, (rps, p, err, _) in (("direct", d), ("nginx-proxy", n), ("gateway", g)):
     print(f"{name:11} {rps:10.0f} {p['50']:10.0f} {p['99']:10.0f} {err:8d}")

@@ -148,9 +148,8 @@ pub async fn chat(
             if let Some(g) = &gate {
                 let allowed: Vec<String> = state
                     .mcp
-                    .tools()
+                    .tool_names()
                     .into_iter()
-                    .map(|t| t.name)
                     .filter(|n| crate::request::ToolGate::allows(g.as_ref(), n))
                     .filter(|n| mcp_opts.tools.as_ref().is_none_or(|w| w.contains(n)))
                     .collect();

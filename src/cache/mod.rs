@@ -919,7 +919,7 @@ impl Cache {
         let served = outcome.served.clone();
         let body = match outcome.body {
             ChatBody::Complete(resp) => {
-                self.store_later(pending, resp.clone(), served.clone());
+                self.store_later(pending, &resp, &served);
                 ChatBody::Complete(resp)
             }
             ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
@@ -950,16 +950,16 @@ impl Cache {
                 yield item;
             }
             if !failed {
-                cache.store_later(pending, acc.finish(), served);
+                cache.store_later(pending, &acc.finish(), &served);
             }
         })
     }
 
     /// Stores an answer in the background, if it is one worth keeping.
-    pub fn store_later(&self, mut pending: Pending, resp: ChatResponse, served: Served) {
+    pub fn store_later(&self, mut pending: Pending, resp: &ChatResponse, served: &Served) {
         if let Some(mut c) = pending.shadow.take() {
             if let Some(d) = c.shadow.as_mut() {
-                d.live_answer = Some(whatif::first_words(&resp));
+                d.live_answer = Some(whatif::first_words(resp));
             }
             if let Err(e) = self.candidates.record(&c) {
                 tracing::debug!(error = %e, "shadow hit not kept");
@@ -975,7 +975,7 @@ impl Cache {
             self.count_write("skipped");
             return;
         }
-        if let Err(why) = storable(&resp) {
+        if let Err(why) = storable(resp) {
             tracing::debug!(why, "answer not cached");
             self.count_write("skipped");
             return;
@@ -984,40 +984,43 @@ impl Cache {
             (None, Some(_), true) => self.embedder.load_full(),
             _ => None,
         };
+        // The entry is built now, from the answer the client is getting (no copy of it kept);
+        // only the embedding (when needed) and the write wait in the background.
+        let Pending {
+            fp, vector, ttl, ..
+        } = pending;
+        let Ok(json) = serde_json::to_string(resp) else {
+            self.count_write("skipped");
+            return;
+        };
+        let now = unix_now();
+        let usage = resp.usage.clone().unwrap_or_default();
+        let text = fp.text.clone();
+        let entry = Entry {
+            id: key::point_id(&fp.exact),
+            schema: key::SCHEMA,
+            exact: fp.exact,
+            partition: fp.partition,
+            model: fp.model,
+            provider: served.provider.to_string(),
+            served_model: served.model.to_string(),
+            prompt: fp.text.unwrap_or_default(),
+            response: json,
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            created: now,
+            // Whole seconds, rounded up: an entry lives at least its TTL, never less.
+            expires: now.saturating_add(ttl.as_secs()).saturating_add(1),
+            last_used: now,
+            hits: 0,
+        };
         let metrics = self.metrics.clone();
-        let writes = &self.writes;
-        writes.fetch_add(1, Ordering::Relaxed);
+        self.writes.fetch_add(1, Ordering::Relaxed);
         self.tasks.spawn(async move {
-            let Pending {
-                fp, vector, ttl, ..
-            } = pending;
-            let vector = match (vector, embedder, &fp.text) {
+            let vector = match (vector, embedder, text) {
                 (Some(v), _, _) => Some(v),
-                (None, Some(e), Some(t)) => e.embed(t.clone()).await.ok(),
+                (None, Some(e), Some(t)) => e.embed(t).await.ok(),
                 _ => None,
-            };
-            let now = unix_now();
-            let usage = resp.usage.clone().unwrap_or_default();
-            let Ok(json) = serde_json::to_string(&resp) else {
-                return;
-            };
-            let entry = Entry {
-                id: key::point_id(&fp.exact),
-                schema: key::SCHEMA,
-                exact: fp.exact,
-                partition: fp.partition,
-                model: fp.model,
-                provider: served.provider.to_string(),
-                served_model: served.model.to_string(),
-                prompt: fp.text.unwrap_or_default(),
-                response: json,
-                prompt_tokens: usage.prompt_tokens,
-                completion_tokens: usage.completion_tokens,
-                created: now,
-                // Whole seconds, rounded up: an entry lives at least its TTL, never less.
-                expires: now.saturating_add(ttl.as_secs()).saturating_add(1),
-                last_used: now,
-                hits: 0,
             };
             let outcome = match idx.upsert(entry, vector).await {
                 Ok(()) => "stored",

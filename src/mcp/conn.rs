@@ -48,8 +48,8 @@ pub struct ToolEntry {
     pub server: String,
     /// For the model.
     pub description: Option<String>,
-    /// JSON Schema of the arguments.
-    pub input_schema: Value,
+    /// JSON Schema of the arguments (shared: every request offering the tool copies it once).
+    pub input_schema: Arc<Value>,
 }
 
 /// Where a connection stands.
@@ -323,7 +323,7 @@ pub fn catalog(
             original,
             server: config.name.clone(),
             description: t.description.as_ref().map(|d| d.to_string()),
-            input_schema: Value::Object((*t.input_schema).clone()),
+            input_schema: Arc::new(Value::Object((*t.input_schema).clone())),
         });
     }
     // A stable order: the same tools give the same request (and the same cache key) every time.

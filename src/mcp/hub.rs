@@ -109,7 +109,7 @@ fn tool_view(t: &ToolEntry, available: bool) -> ToolView {
         server: t.server.clone(),
         tool: t.original.clone(),
         description: t.description.clone(),
-        input_schema: t.input_schema.clone(),
+        input_schema: (*t.input_schema).clone(),
         available,
     }
 }
@@ -422,6 +422,16 @@ impl McpHub {
     /// One server.
     pub fn server(&self, name: &str) -> Option<ServerView> {
         self.get(name).map(|h| view(&h))
+    }
+
+    /// The exposed name of every offered tool of every server (connected or not): what a
+    /// governed request is filtered by, without copying the tools' schemas.
+    pub fn tool_names(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for h in self.handles() {
+            out.extend(h.snapshot().tools.iter().map(|t| t.exposed.clone()));
+        }
+        out
     }
 
     /// Every offered tool of every server (connected or not).

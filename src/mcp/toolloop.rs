@@ -89,7 +89,7 @@ impl Plan {
             function: FunctionDef {
                 name: t.exposed.clone(),
                 description: t.description.clone(),
-                parameters: Some(t.input_schema.clone()),
+                parameters: Some((*t.input_schema).clone()),
                 extra: Extra::new(),
             },
         }));

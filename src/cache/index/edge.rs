@@ -4,20 +4,22 @@
 //! Opening never fails the gateway: an unreadable, corrupt or incompatible shard is moved aside
 //! (`edge.broken-<unix time>`, kept for inspection) and an empty one is created in its place.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use qdrant_edge::{
     CountRequestBuilder, Distance, EdgeConfigBuilder, EdgeShard, EdgeVectorParamsBuilder,
-    FieldIndexOperations, Filter, NamedQuery, OrderByInterface, PointId, PointInsertOperations,
-    PointOperations, PointStruct, QueryEnum, QueryRequestBuilder, RetrieveRequestBuilder,
-    ScoringQuery, ScrollRequestBuilder, SetPayloadOp, UpdateOperation, VectorInternal, Vectors,
-    WalOptions, WithPayloadInterface,
+    FieldIndexOperations, Filter, NamedQuery, OrderByInterface, PointId, PointOperations,
+    PointStruct, QueryEnum, QueryRequestBuilder, RetrieveRequestBuilder, ScoringQuery,
+    ScrollRequestBuilder, UpdateOperation, VectorInternal, Vectors, WalOptions,
+    WithPayloadInterface,
 };
 use serde_json::json;
 use uuid::Uuid;
 
+use super::writer::{self, Upsert, Writes};
 use super::{
     Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR,
     VectorIndex, entry_from_payload, entry_payload,
@@ -32,10 +34,17 @@ struct Meta {
     vector: String,
 }
 
-/// Embedded Qdrant Edge shard.
+/// Embedded Qdrant Edge shard. The shard is this process's alone, so the index also keeps the
+/// id of every point in memory: a lookup of an answer never stored (every miss of the exact
+/// tier) is settled without reading the shard. The set may hold more than the shard (an id goes
+/// in before its write and out after its delete), never less: a stale id costs a read, not a
+/// hit.
 pub struct EdgeIndex {
     shard: Arc<EdgeShard>,
     writes: AtomicU64,
+    ids: Mutex<HashSet<Uuid>>,
+    queue: Arc<Writes>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 fn store_err(e: impl std::fmt::Display) -> IndexError {
@@ -63,15 +72,7 @@ impl EdgeIndex {
         let mut recovered = None;
         if dir.exists() {
             match load_existing(dir, &meta_path, &meta) {
-                Ok(shard) => {
-                    return Ok((
-                        Self {
-                            shard: Arc::new(shard),
-                            writes: AtomicU64::new(0),
-                        },
-                        None,
-                    ));
-                }
+                Ok(shard) => return Ok((Self::with(shard)?, None)),
                 Err(reason) => {
                     let aside = quarantine(dir)?;
                     recovered = Some(format!(
@@ -85,13 +86,26 @@ impl EdgeIndex {
         let shard = create(dir, dimensions)?;
         let text = serde_json::to_vec(&meta).map_err(store_err)?;
         std::fs::write(&meta_path, text).map_err(store_err)?;
-        Ok((
-            Self {
-                shard: Arc::new(shard),
-                writes: AtomicU64::new(0),
-            },
-            recovered,
-        ))
+        Ok((Self::with(shard)?, recovered))
+    }
+
+    /// Starts the writer and reads every point id of an opened shard.
+    fn with(shard: EdgeShard) -> Result<Self, IndexError> {
+        let ids = all_ids(&shard)?;
+        let shard = Arc::new(shard);
+        let queue = Arc::new(Writes::default());
+        let writer = writer::start(shard.clone(), queue.clone())?;
+        Ok(Self {
+            shard,
+            writes: AtomicU64::new(0),
+            ids: Mutex::new(ids),
+            queue,
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    fn ids(&self) -> MutexGuard<'_, HashSet<Uuid>> {
+        self.ids.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn run<T: Send + 'static>(
@@ -102,6 +116,30 @@ impl EdgeIndex {
         tokio::task::spawn_blocking(move || f(&shard))
             .await
             .map_err(|e| IndexError::Task(e.to_string()))?
+    }
+}
+
+/// Every point id in the shard, a page at a time.
+fn all_ids(shard: &EdgeShard) -> Result<HashSet<Uuid>, IndexError> {
+    const PAGE: usize = 10_000;
+    let mut ids = HashSet::new();
+    let mut offset = None;
+    loop {
+        let mut req = ScrollRequestBuilder::new()
+            .limit(PAGE)
+            .with_payload(WithPayloadInterface::Bool(false));
+        if let Some(o) = offset {
+            req = req.offset(o);
+        }
+        let (records, next) = shard.scroll(req.build()).map_err(store_err)?;
+        ids.extend(records.into_iter().filter_map(|r| match r.id {
+            PointId::Uuid(u) => Some(u),
+            PointId::NumId(_) => None,
+        }));
+        match next {
+            Some(n) => offset = Some(n),
+            None => return Ok(ids),
+        }
     }
 }
 
@@ -209,6 +247,35 @@ fn scroll_by_last_used(
     Ok(s.scroll(req.build()).map_err(store_err)?.0)
 }
 
+/// Ids of the points a filter selects.
+fn ids_where(s: &EdgeShard, f: &Filter) -> Result<Vec<Uuid>, IndexError> {
+    let n = s
+        .count(
+            CountRequestBuilder::new()
+                .filter(f.clone())
+                .exact(true)
+                .build(),
+        )
+        .map_err(store_err)?;
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let req = ScrollRequestBuilder::new()
+        .limit(n)
+        .filter(f.clone())
+        .with_payload(WithPayloadInterface::Bool(false))
+        .build();
+    Ok(s.scroll(req)
+        .map_err(store_err)?
+        .0
+        .into_iter()
+        .filter_map(|r| match r.id {
+            PointId::Uuid(u) => Some(u),
+            PointId::NumId(_) => None,
+        })
+        .collect())
+}
+
 fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
     let mut must = Vec::new();
     if let Some(m) = &sel.model {
@@ -222,17 +289,29 @@ fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
 
 impl VectorIndex for EdgeIndex {
     async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        self.run(move |s| {
-            let req = RetrieveRequestBuilder::new(vec![point(id)])
-                .with_payload(WithPayloadInterface::Bool(true))
-                .build();
-            let records = s.retrieve(req).map_err(store_err)?;
-            match records.into_iter().next().and_then(|r| r.payload) {
-                Some(p) => entry_from_payload(p.0).map(Some),
-                None => Ok(None),
+        if !self.ids().contains(&id) {
+            return Ok(None);
+        }
+        let entry = self
+            .run(move |s| {
+                let req = RetrieveRequestBuilder::new(vec![point(id)])
+                    .with_payload(WithPayloadInterface::Bool(true))
+                    .build();
+                let records = s.retrieve(req).map_err(store_err)?;
+                match records.into_iter().next().and_then(|r| r.payload) {
+                    Some(p) => entry_from_payload(p.0).map(Some),
+                    None => Ok(None),
+                }
+            })
+            .await?;
+        // Hits not yet written count already.
+        Ok(entry.map(|mut e| {
+            if let Some((hits, last_used)) = self.queue.pending_touch(id) {
+                e.hits = e.hits.max(hits);
+                e.last_used = e.last_used.max(last_used);
             }
-        })
-        .await
+            e
+        }))
     }
 
     async fn search(
@@ -277,43 +356,34 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
-        let payload = serde_json::Value::Object(entry_payload(&entry));
-        let id = entry.id;
+        let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
+        let payload = serde_json::Value::Object(entry_payload(entry));
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.run(move |s| {
-            let vectors: Vectors = match vector {
-                Some(v) => Vectors::new_named([(VECTOR, v)]),
-                None => std::collections::HashMap::<String, Vec<f32>>::new().into(),
-            };
-            let p = PointStruct::new(point(id), vectors, payload);
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::UpsertPoints(PointInsertOperations::PointsList(vec![p.into()])),
-            ))
-            .map_err(store_err)
-        })
-        .await
+        let vectors: Vectors = match vector {
+            Some(v) => Vectors::new_named([(VECTOR, v)]),
+            None => std::collections::HashMap::<String, Vec<f32>>::new().into(),
+        };
+        let (done, stored) = tokio::sync::oneshot::channel();
+        self.ids().insert(id);
+        self.queue.upsert(Upsert {
+            id,
+            model,
+            expires,
+            point: PointStruct::new(point(id), vectors, payload),
+            done,
+        });
+        stored
+            .await
+            .map_err(|_| IndexError::Task("the cache writer stopped".into()))?
     }
 
     async fn touch(&self, id: Uuid, hits: u64, last_used: u64) -> Result<(), IndexError> {
-        self.run(move |s| {
-            let mut payload = serde_json::Map::new();
-            payload.insert("hits".into(), json!(hits));
-            payload.insert("last_used".into(), json!(last_used));
-            let op = SetPayloadOp {
-                payload: qdrant_edge::Payload(payload),
-                points: Some(vec![point(id)]),
-                filter: None,
-                key: None,
-            };
-            s.update(UpdateOperation::PayloadOperation(
-                qdrant_edge::PayloadOps::SetPayload(op),
-            ))
-            .map_err(store_err)
-        })
-        .await
+        self.queue.touch(id, hits, last_used);
+        Ok(())
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
+        self.queue.forget(id);
         let existed = self.get(id).await?.is_some();
         self.run(move |s| {
             s.update(UpdateOperation::PointOperation(
@@ -324,27 +394,28 @@ impl VectorIndex for EdgeIndex {
             .map_err(store_err)
         })
         .await?;
+        self.ids().remove(&id);
         Ok(existed)
     }
 
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
+        self.queue.forget_selected(&sel);
         let f = selector_filter(&sel)?;
-        self.run(move |s| {
-            let n = s
-                .count(
-                    CountRequestBuilder::new()
-                        .filter(f.clone())
-                        .exact(true)
-                        .build(),
-                )
+        let gone = self
+            .run(move |s| {
+                let gone = ids_where(s, &f)?;
+                s.update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePointsByFilter(f),
+                ))
                 .map_err(store_err)?;
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::DeletePointsByFilter(f),
-            ))
-            .map_err(store_err)?;
-            Ok(n as u64)
-        })
-        .await
+                Ok(gone)
+            })
+            .await?;
+        let mut ids = self.ids();
+        for id in &gone {
+            ids.remove(id);
+        }
+        Ok(gone.len() as u64)
     }
 
     async fn list(
@@ -402,7 +473,154 @@ impl VectorIndex for EdgeIndex {
 
 impl Drop for EdgeIndex {
     fn drop(&mut self) {
+        // What is queued is written first.
+        self.queue.close();
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(w) = writer {
+            let _ = w.join();
+        }
         // Best effort: the WAL already makes writes durable; flushing shortens the next replay.
         let _ = self.shard.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn entry(n: u128, model: &str, expires: u64) -> Entry {
+        Entry {
+            id: Uuid::from_u128(n),
+            schema: SCHEMA,
+            exact: format!("exact-{n}"),
+            partition: "p".into(),
+            model: model.into(),
+            provider: "openai".into(),
+            served_model: "gpt".into(),
+            prompt: format!("question {n}"),
+            response: "{}".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            created: 1,
+            expires,
+            last_used: 1,
+            hits: 0,
+        }
+    }
+
+    fn open(dir: &Path) -> EdgeIndex {
+        match EdgeIndex::open(dir, 4) {
+            Ok((idx, None)) => idx,
+            Ok((_, Some(why))) => panic!("a fresh shard was recovered: {why}"),
+            Err(e) => panic!("cannot open: {e}"),
+        }
+    }
+
+    const FAR: u64 = u64::MAX / 2;
+
+    #[tokio::test]
+    async fn writes_are_batched_read_back_and_kept_across_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge");
+        let idx = Arc::new(open(&path));
+        // Many answers at once: one drain writes them together, each caller hears it.
+        let writes =
+            (1..=50).map(|n| idx.upsert(entry(n, "m", FAR), Some(vec![1.0, 0.0, 0.0, n as f32])));
+        for w in futures_util::future::join_all(writes).await {
+            w.expect("stored");
+        }
+        assert_eq!(idx.count().await.expect("count"), 50);
+        let got = idx.get(Uuid::from_u128(7)).await.expect("get");
+        assert_eq!(got.map(|e| e.prompt), Some("question 7".into()));
+        // Never stored: settled without the shard, still a clean miss.
+        assert!(idx.get(Uuid::from_u128(99)).await.expect("get").is_none());
+        drop(Arc::into_inner(idx).expect("one owner"));
+        // The id set is rebuilt from the shard.
+        let idx = open(&path);
+        let got = idx.get(Uuid::from_u128(50)).await.expect("get");
+        assert_eq!(got.map(|e| e.exact), Some("exact-50".into()));
+        assert_eq!(idx.count().await.expect("count"), 50);
+    }
+
+    #[tokio::test]
+    async fn hits_count_before_they_are_written_and_are_written_in_time() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge");
+        let idx = open(&path);
+        idx.upsert(entry(1, "m", FAR), None).await.expect("stored");
+        idx.touch(Uuid::from_u128(1), 1, 100).await.expect("touch");
+        idx.touch(Uuid::from_u128(1), 2, 200).await.expect("touch");
+        let e = idx
+            .get(Uuid::from_u128(1))
+            .await
+            .expect("get")
+            .expect("entry");
+        assert_eq!((e.hits, e.last_used), (2, 200));
+        // Within about a second the shard has them too (read past the pending ones).
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(idx.queue.pending_touch(Uuid::from_u128(1)).is_none());
+        drop(idx);
+        let idx = open(&path);
+        let e = idx
+            .get(Uuid::from_u128(1))
+            .await
+            .expect("get")
+            .expect("entry");
+        assert_eq!((e.hits, e.last_used), (2, 200));
+        let ids = idx.least_used(1).await.expect("least used");
+        assert_eq!(ids, vec![Uuid::from_u128(1)]);
+    }
+
+    #[tokio::test]
+    async fn deletes_remove_entries_from_the_shard_and_the_id_set() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = open(&dir.path().join("edge"));
+        idx.upsert(entry(1, "a", FAR), None).await.expect("stored");
+        idx.upsert(entry(2, "b", FAR), None).await.expect("stored");
+        idx.upsert(entry(3, "b", 10), None).await.expect("stored");
+        assert!(idx.delete(Uuid::from_u128(1)).await.expect("delete"));
+        assert!(!idx.delete(Uuid::from_u128(1)).await.expect("delete"));
+        assert!(idx.get(Uuid::from_u128(1)).await.expect("get").is_none());
+        let expired = Selector {
+            model: None,
+            expired_at: Some(20),
+        };
+        assert_eq!(idx.delete_where(expired).await.expect("delete"), 1);
+        assert!(!idx.ids().contains(&Uuid::from_u128(3)));
+        let by_model = Selector {
+            model: Some("b".into()),
+            expired_at: None,
+        };
+        assert_eq!(idx.delete_where(by_model).await.expect("delete"), 1);
+        assert!(idx.ids().is_empty());
+        assert_eq!(idx.count().await.expect("count"), 0);
+    }
+
+    #[test]
+    fn an_answer_deleted_while_it_waits_is_never_written() {
+        let writes = Writes::default();
+        let (done, mut heard) = tokio::sync::oneshot::channel();
+        let e = entry(5, "m", FAR);
+        writes.upsert(Upsert {
+            id: e.id,
+            model: e.model.clone(),
+            expires: e.expires,
+            point: PointStruct::new(
+                point(e.id),
+                Vectors::from(std::collections::HashMap::<String, Vec<f32>>::new()),
+                serde_json::Value::Object(entry_payload(e)),
+            ),
+            done,
+        });
+        writes.touch(Uuid::from_u128(5), 3, 3);
+        writes.forget(Uuid::from_u128(5));
+        assert!(matches!(heard.try_recv(), Ok(Ok(()))));
+        assert!(writes.pending_touch(Uuid::from_u128(5)).is_none());
     }
 }

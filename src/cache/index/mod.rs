@@ -4,6 +4,7 @@
 
 mod edge;
 mod qdrant;
+mod writer;
 
 pub use edge::EdgeIndex;
 pub use qdrant::QdrantIndex;
@@ -205,10 +206,80 @@ pub fn entry_from_payload(
         .map_err(|e| IndexError::Corrupt(e.to_string()))
 }
 
-/// The JSON payload of an entry.
-pub fn entry_payload(entry: &Entry) -> serde_json::Map<String, serde_json::Value> {
-    match serde_json::to_value(entry) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => serde_json::Map::new(),
+/// The JSON payload of an entry, its strings moved rather than copied (the same fields and
+/// names as its `Serialize`, which the test below holds it to).
+pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value> {
+    use serde_json::Value;
+    let Entry {
+        id,
+        schema,
+        exact,
+        partition,
+        model,
+        provider,
+        served_model,
+        prompt,
+        response,
+        prompt_tokens,
+        completion_tokens,
+        created,
+        expires,
+        last_used,
+        hits,
+    } = entry;
+    let fields: [(&str, Value); 15] = [
+        ("id", Value::String(id.to_string())),
+        ("schema", schema.into()),
+        ("exact", exact.into()),
+        ("partition", partition.into()),
+        ("model", model.into()),
+        ("provider", provider.into()),
+        ("served_model", served_model.into()),
+        ("prompt", prompt.into()),
+        ("response", response.into()),
+        ("prompt_tokens", prompt_tokens.into()),
+        ("completion_tokens", completion_tokens.into()),
+        ("created", created.into()),
+        ("expires", expires.into()),
+        ("last_used", last_used.into()),
+        ("hits", hits.into()),
+    ];
+    let mut map = serde_json::Map::with_capacity(fields.len());
+    for (k, v) in fields {
+        map.insert(k.to_owned(), v);
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payload_is_what_serde_writes_and_reads_back() {
+        let e = Entry {
+            id: Uuid::from_u128(7),
+            schema: 3,
+            exact: "x".into(),
+            partition: "p".into(),
+            model: "m".into(),
+            provider: "openai".into(),
+            served_model: "gpt".into(),
+            prompt: "q \"quoted\"".into(),
+            response: "{\"a\":1}".into(),
+            prompt_tokens: 1,
+            completion_tokens: 2,
+            created: 3,
+            expires: 4,
+            last_used: 5,
+            hits: 6,
+        };
+        let by_serde = match serde_json::to_value(&e) {
+            Ok(serde_json::Value::Object(m)) => m,
+            other => panic!("not an object: {other:?}"),
+        };
+        let moved = entry_payload(e.clone());
+        assert_eq!(moved, by_serde);
+        assert_eq!(entry_from_payload(moved).ok(), Some(e));
     }
 }

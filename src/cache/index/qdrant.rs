@@ -211,12 +211,13 @@ impl VectorIndex for QdrantIndex {
     }
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
-        let payload = Payload::try_from(serde_json::Value::Object(entry_payload(&entry)))
+        let id = entry.id;
+        let payload = Payload::try_from(serde_json::Value::Object(entry_payload(entry)))
             .map_err(store_err)?;
         let vectors: HashMap<String, Vec<f32>> = vector
             .map(|v| HashMap::from([(VECTOR.to_owned(), v)]))
             .unwrap_or_default();
-        let p = PointStruct::new(point(entry.id), vectors, payload);
+        let p = PointStruct::new(point(id), vectors, payload);
         self.client
             .upsert_points(UpsertPointsBuilder::new(&self.collection, vec![p]).wait(true))
             .await

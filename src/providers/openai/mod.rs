@@ -12,6 +12,79 @@ use super::{Call, ProviderError, Redactor, read_json, send};
 use crate::chat::{ChatChunk, ChatRequest, ChatResponse, ChatStream, StreamError, StreamOptions};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 
+/// A chat request as it goes upstream: the client's, with this attempt's upstream model and
+/// stream fields, serialized from borrows (neither the conversation nor the tools are copied).
+/// The same keys in the same order as `ChatRequest`'s own encoding (a test holds it to that);
+/// the destructuring in `new` names every field, so a field added to `ChatRequest` does not
+/// compile until it is sent here too.
+#[derive(serde::Serialize)]
+struct Outgoing<'a> {
+    model: &'a str,
+    messages: &'a [crate::chat::Message],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [crate::chat::Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(flatten)]
+    extra: &'a crate::chat::Extra,
+}
+
+impl<'a> Outgoing<'a> {
+    fn new(
+        req: &'a ChatRequest,
+        model: &'a str,
+        stream: Option<bool>,
+        stream_options: Option<StreamOptions>,
+    ) -> Self {
+        let ChatRequest {
+            model: _,
+            messages,
+            stream: _,
+            stream_options: _,
+            tools,
+            tool_choice,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            top_p,
+            stop,
+            n,
+            extra,
+        } = req;
+        Self {
+            model,
+            messages,
+            stream,
+            stream_options,
+            tools: tools.as_deref(),
+            tool_choice: tool_choice.as_ref(),
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            temperature: *temperature,
+            top_p: *top_p,
+            stop: stop.as_ref(),
+            n: *n,
+            extra,
+        }
+    }
+}
+
 /// An OpenAI-format upstream.
 #[derive(Debug)]
 pub struct OpenAiProvider {
@@ -106,10 +179,7 @@ impl OpenAiProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
-        let mut body = req.clone();
-        body.model = call.model.to_owned();
-        body.stream = None;
-        body.stream_options = None;
+        let body = Outgoing::new(req, call.model, None, None);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
@@ -125,17 +195,12 @@ impl OpenAiProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatStream, ProviderError> {
-        let mut body = req.clone();
-        body.model = call.model.to_owned();
-        body.stream = Some(true);
-        if self.asks_stream_usage() {
-            let opts = body
-                .stream_options
-                .get_or_insert_with(StreamOptions::default);
-            opts.include_usage = Some(true);
-        } else {
-            body.stream_options = None;
-        }
+        let options = self.asks_stream_usage().then(|| {
+            let mut o = req.stream_options.clone().unwrap_or_default();
+            o.include_usage = Some(true);
+            o
+        });
+        let body = Outgoing::new(req, call.model, Some(true), options);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),

@@ -43,3 +43,41 @@ fn error_payloads_and_garbage_end_the_stream() {
         "upstream stream broke: reset"
     );
 }
+
+#[test]
+fn the_outgoing_request_encodes_like_the_clients_with_the_attempts_fields() {
+    use super::Outgoing;
+    use crate::chat::ChatRequest;
+    let req: ChatRequest = serde_json::from_value(serde_json::json!({
+        "model": "route-a",
+        "messages": [{"role": "system", "content": "terse"}, {"role": "user", "content": "hi"}],
+        "stream": true,
+        "stream_options": {"include_usage": false, "other": 1},
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto",
+        "max_tokens": 5,
+        "max_completion_tokens": 6,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop": ["x"],
+        "n": 2,
+        "seed": 7,
+        "response_format": {"type": "json_object"}
+    }))
+    .expect("request");
+    let mut as_before = req.clone();
+    as_before.model = "gpt-4o".into();
+    as_before.stream = None;
+    as_before.stream_options = None;
+    let sent = serde_json::to_string(&Outgoing::new(&req, "gpt-4o", None, None)).expect("json");
+    assert_eq!(sent, serde_json::to_string(&as_before).expect("json"));
+
+    let mut opts = req.stream_options.clone().unwrap_or_default();
+    opts.include_usage = Some(true);
+    as_before.stream = Some(true);
+    as_before.stream_options = Some(opts.clone());
+    let sent = serde_json::to_string(&Outgoing::new(&req, "gpt-4o", Some(true), Some(opts)))
+        .expect("json");
+    assert_eq!(sent, serde_json::to_string(&as_before).expect("json"));
+    assert!(sent.contains(r#""stream_options":{"include_usage":true,"other":1}"#));
+}
