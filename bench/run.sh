@@ -30,6 +30,9 @@
 # key use its tools: they are offered to the model on every request and never called.
 # STREAM=1 asks for a streamed answer ("stream": true) and the upstream answers with the recorded
 # event stream tests/fixtures/openai/chat_stream.sse, for all three targets.
+# MEMORY=1 samples the gateway's resident memory every 30 s of its measured run and prints the
+# curve (MEMORY=1 FULL=1 bench/run.sh 600 16 gives the ten-minute curve; the direct and nginx runs
+# take as long, so the whole command takes about half an hour).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -248,7 +251,19 @@ run() { # name url [script] [pid]
   local script="${3:-$work/post.lua}" pid="${4:-$GW_PID}"
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
   local before; before=$(cpu_ticks "$pid")
+  local sampler=""
+  if [ "${MEMORY:-0}" = 1 ] && [ "$1" = gateway ]; then
+    # The gateway's resident memory every 30 s of the measured run (the memory curve).
+    ( t=0; while kill -0 "$pid" 2>/dev/null; do
+        echo "$t $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")" >> "$work/rss.txt"
+        sleep 30; t=$((t + 30)); done ) &
+    sampler=$!
+  fi
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$2" > "$work/$1.txt"
+  if [ -n "$sampler" ]; then
+    kill "$sampler" 2>/dev/null || true
+    echo "$DURATION $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")" >> "$work/rss.txt"
+  fi
   # The proxy's own CPU time over the run (its process only: not the upstream, not Postgres).
   echo "$(( $(cpu_ticks "$pid") - before ))" > "$work/$1.cpu"
 }
@@ -302,4 +317,7 @@ for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
 if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
+if os.path.exists(f"{work}/rss.txt"):
+    print("gateway RSS under load (seconds into the run: MiB): " + ", ".join(
+        f"{t}: {int(kb) / 1024:.1f}" for t, kb in (l.split() for l in open(f"{work}/rss.txt") if len(l.split()) == 2)))
 PY

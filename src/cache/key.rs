@@ -89,12 +89,12 @@ pub fn fingerprint(req: &ChatRequest, tenant: &str) -> Result<Fingerprint, NotCa
         "history": history.iter().map(message_value).collect::<Vec<_>>(),
         "last_non_text": non_text,
     });
-    let partition = hex::encode(&sha256(canonical(&partition_doc).as_bytes())[..16]);
+    let partition = hex::encode(&sha256(&canonical_bytes(&partition_doc))[..16]);
     let exact_doc = serde_json::json!({
         "partition": partition,
         "last": last.iter().map(message_value).collect::<Vec<_>>(),
     });
-    let exact = hex::encode(sha256(canonical(&exact_doc).as_bytes()));
+    let exact = hex::encode(sha256(&canonical_bytes(&exact_doc)));
     Ok(Fingerprint {
         exact,
         partition,
@@ -153,47 +153,59 @@ fn non_text_parts(m: &Message) -> Value {
 /// Canonical JSON: object keys sorted, no whitespace, floats with an integral value written as
 /// integers (so `1` and `1.0` hash the same).
 pub fn canonical(v: &Value) -> String {
-    let mut out = String::new();
+    String::from_utf8(canonical_bytes(v)).unwrap_or_default()
+}
+
+/// [`canonical`] as bytes, written in one buffer (strings are escaped straight into it, nothing
+/// is copied per value).
+fn canonical_bytes(v: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
     write_canonical(v, &mut out);
     out
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+fn write_str(s: &str, out: &mut Vec<u8>) {
+    // Writing JSON into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    use std::io::Write as _;
     match v {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
-                out.push_str(&(f as i64).to_string());
-            }
-            _ => out.push_str(&n.to_string()),
-        },
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => {
+            let _ = match n.as_f64() {
+                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
+                    write!(out, "{}", f as i64)
+                }
+                _ => write!(out, "{n}"),
+            };
+        }
+        Value::String(s) => write_str(s, out),
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(item, out);
             }
-            out.push(']');
+            out.push(b']');
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
+            for (i, (k, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(item) = map.get(k) {
-                    write_canonical(item, out);
-                }
+                write_str(k, out);
+                out.push(b':');
+                write_canonical(item, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
     }
 }
