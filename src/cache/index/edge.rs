@@ -548,6 +548,13 @@ mod tests {
         assert_eq!(idx.count().await.expect("count"), 50);
     }
 
+    /// The hit count and last use an entry reads back with.
+    async fn hits_of(idx: &EdgeIndex, n: u128) -> (u64, u64) {
+        let e = idx.get(Uuid::from_u128(n)).await.expect("get");
+        let e = e.expect("entry");
+        (e.hits, e.last_used)
+    }
+
     #[tokio::test]
     async fn hits_count_before_they_are_written_and_are_written_in_time() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -556,23 +563,13 @@ mod tests {
         idx.upsert(entry(1, "m", FAR), None).await.expect("stored");
         idx.touch(Uuid::from_u128(1), 1, 100).await.expect("touch");
         idx.touch(Uuid::from_u128(1), 2, 200).await.expect("touch");
-        let e = idx
-            .get(Uuid::from_u128(1))
-            .await
-            .expect("get")
-            .expect("entry");
-        assert_eq!((e.hits, e.last_used), (2, 200));
+        assert_eq!(hits_of(&idx, 1).await, (2, 200));
         // Within about a second the shard has them too (read past the pending ones).
         tokio::time::sleep(Duration::from_millis(1500)).await;
         assert!(idx.queue.pending_touch(Uuid::from_u128(1)).is_none());
         drop(idx);
         let idx = open(&path);
-        let e = idx
-            .get(Uuid::from_u128(1))
-            .await
-            .expect("get")
-            .expect("entry");
-        assert_eq!((e.hits, e.last_used), (2, 200));
+        assert_eq!(hits_of(&idx, 1).await, (2, 200));
         let ids = idx.least_used(1).await.expect("least used");
         assert_eq!(ids, vec![Uuid::from_u128(1)]);
     }
