@@ -564,9 +564,16 @@ mod tests {
         idx.touch(Uuid::from_u128(1), 1, 100).await.expect("touch");
         idx.touch(Uuid::from_u128(1), 2, 200).await.expect("touch");
         assert_eq!(hits_of(&idx, 1).await, (2, 200));
-        // Within about a second the shard has them too (read past the pending ones).
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert!(idx.queue.pending_touch(Uuid::from_u128(1)).is_none());
+        // Within about a second the shard has them too (read past the pending ones); a busy
+        // machine gets ten.
+        let since = std::time::Instant::now();
+        while idx.queue.pending_touch(Uuid::from_u128(1)).is_some() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "hit counts never written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         drop(idx);
         let idx = open(&path);
         assert_eq!(hits_of(&idx, 1).await, (2, 200));
