@@ -119,6 +119,14 @@ impl EdgeIndex {
     }
 }
 
+/// The id of a record, when it is one of ours (every entry's id is a UUID).
+fn uuid_of(r: qdrant_edge::Record) -> Option<Uuid> {
+    match r.id {
+        PointId::Uuid(u) => Some(u),
+        PointId::NumId(_) => None,
+    }
+}
+
 /// Every point id in the shard, a page at a time.
 fn all_ids(shard: &EdgeShard) -> Result<HashSet<Uuid>, IndexError> {
     const PAGE: usize = 10_000;
@@ -132,10 +140,7 @@ fn all_ids(shard: &EdgeShard) -> Result<HashSet<Uuid>, IndexError> {
             req = req.offset(o);
         }
         let (records, next) = shard.scroll(req.build()).map_err(store_err)?;
-        ids.extend(records.into_iter().filter_map(|r| match r.id {
-            PointId::Uuid(u) => Some(u),
-            PointId::NumId(_) => None,
-        }));
+        ids.extend(records.into_iter().filter_map(uuid_of));
         match next {
             Some(n) => offset = Some(n),
             None => return Ok(ids),
@@ -269,10 +274,7 @@ fn ids_where(s: &EdgeShard, f: &Filter) -> Result<Vec<Uuid>, IndexError> {
         .map_err(store_err)?
         .0
         .into_iter()
-        .filter_map(|r| match r.id {
-            PointId::Uuid(u) => Some(u),
-            PointId::NumId(_) => None,
-        })
+        .filter_map(uuid_of)
         .collect())
 }
 
@@ -451,13 +453,7 @@ impl VectorIndex for EdgeIndex {
     async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
         self.run(move |s| {
             let records = scroll_by_last_used(s, "asc", n, None, false)?;
-            Ok(records
-                .into_iter()
-                .filter_map(|r| match r.id {
-                    PointId::Uuid(u) => Some(u),
-                    PointId::NumId(_) => None,
-                })
-                .collect())
+            Ok(records.into_iter().filter_map(uuid_of).collect())
         })
         .await
     }
