@@ -206,6 +206,7 @@ fn entry(i: u64) -> Entry {
         provider: "fake".into(),
         served_model: "gpt-4o-mini".into(),
         prompt: format!("prompt {i}"),
+        context: String::new(),
         response: std::fs::read_to_string("tests/fixtures/openai/chat.json").unwrap(),
         prompt_tokens: 19,
         completion_tokens: 10,

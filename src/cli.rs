@@ -53,6 +53,10 @@ pub enum Command {
         /// The learned verifier's directory (`[cache] verifier_model`).
         #[arg(long, default_value = "models/cache-verifier")]
         verifier: PathBuf,
+        /// Judge conversations whose earlier turns differ with this conversation verifier
+        /// (`[cache] conversations = "meaning"`; without it earlier turns must match exactly).
+        #[arg(long)]
+        conversations: Option<PathBuf>,
         /// Judge candidates with the word-list guard instead (`[cache] verifier = "guard"`).
         #[arg(long)]
         guard: bool,
@@ -82,6 +86,7 @@ pub fn run(cli: Cli) -> ExitCode {
             feedback,
             split,
             verifier,
+            conversations,
             guard,
             model,
             runtime,
@@ -92,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 feedback,
                 split,
                 verifier: (!guard).then_some(verifier),
+                conversations,
                 model,
             },
             &runtime,
@@ -106,6 +112,7 @@ struct EvalArgs {
     feedback: Option<PathBuf>,
     split: Option<String>,
     verifier: Option<PathBuf>,
+    conversations: Option<PathBuf>,
     model: PathBuf,
 }
 
@@ -133,7 +140,7 @@ fn cache_eval(args: &EvalArgs, runtime: &Path, threshold: f32) -> ExitCode {
             return Ok(eval::report(&scored, threshold));
         };
         let floor = crate::config::cache::VERIFIER_FLOOR;
-        let v = Verifier::load(dir, model, None)?;
+        let v = Verifier::load(dir, model, None, args.conversations.as_deref())?;
         eval::verify(&mut scored, &v, floor)?;
         Ok(eval::report(&scored, floor))
     };

@@ -8,6 +8,7 @@ use serde::Deserialize;
 
 use super::embedder::{Model, cosine};
 use super::guard;
+use crate::chat::{Message, Role};
 
 /// One labelled pair (a line of the JSONL file).
 #[derive(Debug, Clone, Deserialize)]
@@ -29,10 +30,12 @@ pub struct Pair {
     /// `tune`, `validate` or `test`, when the set is split.
     #[serde(default)]
     pub split: Option<String>,
-    /// Conversations: the earlier turns differ, so the cache (which keeps every earlier turn in
-    /// its exact partition) never compares the two.
+    /// Conversations: the earlier turns of the cached side, as the verifier reads them.
     #[serde(skip)]
-    pub partition_differs: bool,
+    pub context_a: String,
+    /// Conversations: the earlier turns of the new side.
+    #[serde(skip)]
+    pub context_b: String,
 }
 
 /// One turn of a labelled conversation.
@@ -58,19 +61,29 @@ struct ConversationLine {
 }
 
 impl ConversationLine {
-    /// The pair the cache compares: the last user turns, in partitions made of the earlier ones.
+    /// The pair the cache compares: the last user turns, and the earlier turns as their context
+    /// (rendered as the cache renders them; with the guard they must be the same).
     fn into_pair(self) -> Result<Pair, String> {
-        let last = |c: &[Turn]| match c.split_last() {
-            Some((t, rest)) if t.role == "user" => Ok((t.content.trim().to_owned(), rest.to_vec())),
-            _ => Err("a conversation must end with a user turn".to_owned()),
+        let side = |c: &[Turn]| -> Result<(String, String), String> {
+            let Some((t, rest)) = c.split_last().filter(|(t, _)| t.role == "user") else {
+                return Err("a conversation must end with a user turn".to_owned());
+            };
+            let mut history = Vec::with_capacity(rest.len());
+            for m in rest {
+                let role = match m.role.as_str() {
+                    "user" => Role::User,
+                    "assistant" => Role::Assistant,
+                    "system" => Role::System,
+                    other => return Err(format!("`{other}` is not a role here")),
+                };
+                history.push(Message::text(role, m.content.as_str()));
+            }
+            let context = super::key::plain_context(&history)
+                .ok_or_else(|| "earlier turns must be plain text".to_owned())?;
+            Ok((t.content.trim().to_owned(), context))
         };
-        let (a, ctx_a) = last(&self.a)?;
-        let (b, ctx_b) = last(&self.b)?;
-        let same = ctx_a.len() == ctx_b.len()
-            && ctx_a
-                .iter()
-                .zip(&ctx_b)
-                .all(|(x, y)| x.role == y.role && x.content.trim() == y.content.trim());
+        let (a, context_a) = side(&self.a)?;
+        let (b, context_b) = side(&self.b)?;
         Ok(Pair {
             a,
             b,
@@ -79,7 +92,8 @@ impl ConversationLine {
             style: self.style,
             domain: self.domain,
             split: self.split,
-            partition_differs: !same,
+            context_a,
+            context_b,
         })
     }
 }
@@ -158,15 +172,15 @@ pub fn score(model: &mut Model, pairs: Vec<Pair>) -> Result<Vec<Scored>, EvalErr
                 continue;
             };
             out.push(Scored {
-                // Another partition: the cache never sees the pair as candidates.
-                similarity: if p.partition_differs {
-                    0.0
+                similarity: cosine(va, vb),
+                // The guard judges questions: earlier turns must be the same.
+                rejected: if p.context_a != p.context_b {
+                    Some("context")
                 } else {
-                    cosine(va, vb)
+                    guard::check(&guard::features(&p.b), &guard::features(&p.a))
+                        .err()
+                        .map(|r| r.label())
                 },
-                rejected: guard::check(&guard::features(&p.b), &guard::features(&p.a))
-                    .err()
-                    .map(|r| r.label()),
                 pair: p.clone(),
             });
         }
@@ -181,9 +195,22 @@ pub fn verify(
     v: &super::verifier::Verifier,
     floor: f32,
 ) -> Result<(), EvalError> {
+    use super::verifier::{Question, Side};
     for s in scored.iter_mut().filter(|s| s.similarity >= floor) {
-        let score = v.score(&s.pair.a, &s.pair.b)?;
-        s.rejected = (score < v.threshold).then_some("verifier");
+        let cached = Side {
+            context: &s.pair.context_a,
+            last: &s.pair.a,
+        };
+        let asked = Side {
+            context: &s.pair.context_b,
+            last: &s.pair.b,
+        };
+        let q = Question::of(cached, asked, v.reads_conversations());
+        s.rejected = match v.judge(&q)? {
+            (true, _) => None,
+            (false, _) if q == Question::Refused => Some("context"),
+            (false, _) => Some("verifier"),
+        };
     }
     Ok(())
 }

@@ -4,13 +4,16 @@
 //! The partition is everything that must match exactly before two requests may share an answer:
 //! schema version, tenant, requested model, sampling parameters, tools, system prompt, earlier
 //! turns and any non-text part of the last user turn(s). Only the text of the last user turn(s)
-//! is compared by similarity. Canonical JSON (sorted keys, integral floats written as integers)
+//! is compared by similarity. With conversations judged by meaning (`[cache] conversations =
+//! "meaning"`), earlier turns that are plain text (user and assistant messages without tool
+//! calls, names or non-text parts) leave the partition and become the fingerprint's `context`,
+//! which the learned verifier reads together with the last turn; the exact key still covers them. Canonical JSON (sorted keys, integral floats written as integers)
 //! makes the hashes independent of key order and JSON formatting.
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::chat::{ChatRequest, Content, Message, Role};
+use crate::chat::{ChatRequest, Content, Extra, Message, Role, Tool};
 
 /// Bumped whenever the key derivation or the stored entry changes; old entries then never match.
 pub const SCHEMA: u32 = 1;
@@ -28,6 +31,65 @@ const IRRELEVANT: &[&str] = &[
     "prompt_cache_retention",
 ];
 
+/// The request's fields other than its messages (and the streaming options, which the key
+/// leaves out), borrowed: serialized as `ChatRequest` would serialize them, without encoding
+/// the conversation only to drop it.
+#[derive(serde::Serialize)]
+struct Params<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a Vec<Tool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(flatten)]
+    extra: &'a Extra,
+}
+
+impl<'a> Params<'a> {
+    fn of(req: &'a ChatRequest) -> Self {
+        // Destructured so that a new `ChatRequest` field cannot be left out of the key unnoticed.
+        let ChatRequest {
+            model,
+            messages: _,
+            stream: _,
+            stream_options: _,
+            tools,
+            tool_choice,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            top_p,
+            stop,
+            n,
+            extra,
+        } = req;
+        Self {
+            model,
+            tools: tools.as_ref(),
+            tool_choice: tool_choice.as_ref(),
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            temperature: *temperature,
+            top_p: *top_p,
+            stop: stop.as_ref(),
+            n: *n,
+            extra,
+        }
+    }
+}
+
 /// What the cache knows about a request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fingerprint {
@@ -40,6 +102,10 @@ pub struct Fingerprint {
     pub text: Option<String>,
     /// The model the client asked for.
     pub model: String,
+    /// The earlier turns as the verifier reads them (`u: ... // a: ...`), when conversations are
+    /// judged by meaning and those turns are plain text; empty otherwise (no earlier turns, or
+    /// they are part of the partition).
+    pub context: String,
 }
 
 /// Why a request is not cached at all.
@@ -53,8 +119,18 @@ pub enum NotCacheable {
     Empty,
 }
 
-/// Computes the fingerprint of `req` for `tenant`.
+/// Computes the fingerprint of `req` for `tenant`, with every earlier turn in the partition.
 pub fn fingerprint(req: &ChatRequest, tenant: &str) -> Result<Fingerprint, NotCacheable> {
+    fingerprint_with(req, tenant, false)
+}
+
+/// Computes the fingerprint of `req` for `tenant`; `by_meaning`: plain-text earlier turns are
+/// the fingerprint's `context` instead of part of its partition.
+pub fn fingerprint_with(
+    req: &ChatRequest,
+    tenant: &str,
+    by_meaning: bool,
+) -> Result<Fingerprint, NotCacheable> {
     if req.n.is_some_and(|n| n > 1) {
         return Err(NotCacheable::SeveralChoices);
     }
@@ -70,11 +146,10 @@ pub fn fingerprint(req: &ChatRequest, tenant: &str) -> Result<Fingerprint, NotCa
             .join("\n")
     });
 
-    let mut params = match serde_json::to_value(req) {
+    let mut params = match serde_json::to_value(Params::of(req)) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
-    params.remove("messages");
     for k in IRRELEVANT {
         params.remove(*k);
     }
@@ -82,25 +157,87 @@ pub fn fingerprint(req: &ChatRequest, tenant: &str) -> Result<Fingerprint, NotCa
         params.remove("n");
     }
     let non_text: Vec<Value> = last.iter().map(non_text_parts).collect();
+    let context = if by_meaning && text.is_some() {
+        plain_context(history)
+    } else {
+        None
+    };
+    // With a context, only the instructions stay in the partition; the other turns go into the
+    // exact key (so exact hits still need the same conversation) and the context.
+    let in_partition: Vec<Value> = history
+        .iter()
+        .filter(|m| context.is_none() || m.role == Role::System)
+        .map(message_value)
+        .collect();
     let partition_doc = serde_json::json!({
         "schema": SCHEMA,
         "tenant": tenant,
         "params": Value::Object(params),
-        "history": history.iter().map(message_value).collect::<Vec<_>>(),
+        "history": in_partition,
         "last_non_text": non_text,
     });
     let partition = hex::encode(&sha256(&canonical_bytes(&partition_doc))[..16]);
-    let exact_doc = serde_json::json!({
-        "partition": partition,
-        "last": last.iter().map(message_value).collect::<Vec<_>>(),
-    });
+    let last_doc = last.iter().map(message_value).collect::<Vec<_>>();
+    let exact_doc = match &context {
+        Some(c) if !c.is_empty() => serde_json::json!({
+            "partition": partition,
+            "context": history
+                .iter()
+                .filter(|m| m.role != Role::System)
+                .map(message_value)
+                .collect::<Vec<_>>(),
+            "last": last_doc,
+        }),
+        _ => serde_json::json!({
+            "partition": partition,
+            "last": last_doc,
+        }),
+    };
     let exact = hex::encode(sha256(&canonical_bytes(&exact_doc)));
     Ok(Fingerprint {
         exact,
         partition,
         text,
         model: req.model.clone(),
+        context: context.unwrap_or_default(),
     })
+}
+
+/// The earlier turns as the verifier reads them, or `None` when one of them is more than plain
+/// text (a tool call or result, a name, an image): then they all stay in the partition.
+pub fn plain_context(history: &[Message]) -> Option<String> {
+    let mut out = String::new();
+    for m in history {
+        let who = match m.role {
+            Role::System => continue,
+            Role::User => "u: ",
+            Role::Assistant => "a: ",
+            Role::Tool => return None,
+        };
+        let text_only = match &m.content {
+            Some(Content::Text(_)) => true,
+            Some(Content::Parts(parts)) => parts.iter().all(|p| p.kind == "text"),
+            None => false,
+        };
+        if !text_only || m.name.is_some() || m.tool_calls.is_some() || !m.extra.is_empty() {
+            return None;
+        }
+        if !out.is_empty() {
+            out.push_str(" // ");
+        }
+        out.push_str(who);
+        out.push_str(m.text_content().trim());
+    }
+    Some(out)
+}
+
+/// What the verifier reads for one side of a conversation: the earlier turns, then the last.
+pub fn conversation_text(context: &str, last: &str) -> String {
+    if context.is_empty() {
+        format!("u: {last}")
+    } else {
+        format!("{context} // u: {last}")
+    }
 }
 
 /// Index of the first message of the trailing run of user messages (`len` when the last
@@ -225,4 +362,34 @@ pub fn point_id(exact: &str) -> uuid::Uuid {
             .unwrap_or(0);
     }
     uuid::Uuid::from_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The borrowed view serializes every field but the conversation and the streaming options
+    /// exactly as the request itself does.
+    #[test]
+    fn the_params_are_the_request_without_its_messages() {
+        let req: ChatRequest = serde_json::from_value(serde_json::json!({
+            "model": "m", "messages": [{"role": "user", "content": "hi"}],
+            "stream": true, "stream_options": {"include_usage": true},
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"x": {"type": "number"}}}}}],
+            "tool_choice": "auto", "max_tokens": 5, "max_completion_tokens": 6,
+            "temperature": 0.5, "top_p": 1.0, "stop": ["\n"], "n": 1,
+            "seed": 7, "response_format": {"type": "json_object"}, "user": "u"
+        }))
+        .expect("request");
+        let Ok(Value::Object(mut whole)) = serde_json::to_value(&req) else {
+            panic!("not an object");
+        };
+        for k in ["messages", "stream", "stream_options"] {
+            assert!(whole.remove(k).is_some(), "{k}");
+        }
+        assert_eq!(
+            serde_json::to_value(Params::of(&req)).expect("params"),
+            Value::Object(whole)
+        );
+    }
 }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::chat::{ChatResponse, ChatStream, unix_now};
-use crate::config::cache::{VERIFIER_FLOOR, Verifier};
+use crate::config::cache::{Conversations, VERIFIER_FLOOR, Verifier};
 use crate::config::{CacheConfig, CacheMode, CacheStore};
 pub use crate::request::{CacheOptions, CacheStatus, Outcome, ShadowStatus};
 use crate::request::{ChatBody, ChatOutcome, Served};
@@ -45,7 +45,7 @@ use index::{AnyIndex, EdgeIndex, Entry, IndexError, QdrantIndex, Selector, Vecto
 use key::Fingerprint;
 
 /// Candidates fetched per semantic lookup (the best one that passes the guard wins).
-const CANDIDATES: usize = 5;
+const CANDIDATES: usize = 8;
 /// Near misses are recorded down to this far below the threshold.
 const NEAR_MISS_MARGIN: f32 = 0.15;
 /// Semantic candidates the model verifier judges per lookup (the best ones; about 3 ms each).
@@ -327,15 +327,31 @@ impl Cache {
         let dir = self.config.verifier_model.clone();
         let tokenizer = self.config.embedding_model.clone();
         let threshold = self.config.verifier_threshold;
+        let conversations = (self.config.conversations == Conversations::Meaning)
+            .then(|| self.config.conversation_model.clone());
         let loaded = tokio::task::spawn_blocking(move || {
-            verifier::Verifier::load(&dir, &tokenizer, threshold)
+            let load = |c: Option<&std::path::Path>| {
+                verifier::Verifier::load(&dir, &tokenizer, threshold, c)
+            };
+            match load(conversations.as_deref()) {
+                Ok(v) => Ok((v, None)),
+                // Without its conversation model the verifier still judges questions.
+                Err(e) if conversations.is_some() => load(None).map(|v| (v, Some(e))),
+                Err(e) => Err(e),
+            }
         })
         .await;
         match loaded {
-            Ok(Ok(v)) => {
+            Ok(Ok((v, conversation_error))) => {
+                if let Some(e) = conversation_error {
+                    tracing::error!(
+                        "cache conversation verifier: {e}; earlier turns must match exactly"
+                    );
+                }
                 tracing::info!(
                     threshold = v.threshold,
                     model = %self.config.verifier_model.display(),
+                    conversations = v.reads_conversations(),
                     "cache verifier loaded"
                 );
                 self.verifier.store(Some(Arc::new(v)));
@@ -486,7 +502,9 @@ impl Cache {
         if !opts.store {
             return bypass(self);
         }
-        let Ok(fp) = key::fingerprint(req, &opts.partition) else {
+        let by_meaning = self.config.conversations == Conversations::Meaning
+            && self.config.verifier == Verifier::Model;
+        let Ok(fp) = key::fingerprint_with(req, &opts.partition, by_meaning) else {
             return bypass(self);
         };
         let Some(idx) = self.index.load_full() else {
@@ -570,7 +588,7 @@ impl Cache {
             )
             .await;
         pending.vector = Some(vector);
-        let candidates = match candidates {
+        let mut candidates = match candidates {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cache search failed; treating as a miss");
@@ -579,6 +597,9 @@ impl Cache {
         };
         // The guard's view of the question, only when the guard judges.
         let query = (model.is_none() && self.config.guard).then(|| guard::features(&text));
+        // Candidates with the same earlier turns first (by similarity within each group): with
+        // conversations judged by meaning, a partition holds many contexts.
+        candidates.sort_by_key(|c| c.entry.context != pending.fp.context);
         let mut best_rejected = None;
         let mut verified = 0;
         for c in candidates {
@@ -586,14 +607,24 @@ impl Cache {
                 if best_rejected.is_none() {
                     best_rejected = Some((c, "below_threshold".to_owned()));
                 }
-                break;
+                continue;
             }
             let verdict = match &model {
                 Some(_) if verified >= VERIFIER_CANDIDATES => break,
                 Some(v) => {
                     verified += 1;
-                    v.accepts(&c.entry.prompt, &text).await
+                    let cached = verifier::Side {
+                        context: &c.entry.context,
+                        last: &c.entry.prompt,
+                    };
+                    let asked = verifier::Side {
+                        context: &pending.fp.context,
+                        last: &text,
+                    };
+                    v.accepts(cached, asked).await
                 }
+                // The guard judges questions only: earlier turns must be the same.
+                None if c.entry.context != pending.fp.context => Err("context".to_owned()),
                 None => match &query {
                     Some(q) => guard::check(q, &guard::features(&c.entry.prompt))
                         .map_err(|r| r.label().to_owned()),
@@ -1005,6 +1036,7 @@ impl Cache {
             provider: served.provider.to_string(),
             served_model: served.model.to_string(),
             prompt: fp.text.unwrap_or_default(),
+            context: fp.context,
             response: json,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,

@@ -138,3 +138,92 @@ fn canonical_json_sorts_keys_and_normalises_integral_floats() {
         serde_json::from_str(r#"{"b": [1.0, 2.5, {"z": 1, "a": null}], "a": "x\n"}"#).unwrap();
     assert_eq!(canonical(&v), r#"{"a":"x\n","b":[1,2.5,{"a":null,"z":1}]}"#);
 }
+
+fn conversation(earlier: &[(&str, &str)], last: &str) -> ChatRequest {
+    let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
+    for (role, text) in earlier {
+        messages.push(json!({"role": role, "content": text}));
+    }
+    messages.push(json!({"role": "user", "content": last}));
+    req(json!({"model": "openai/gpt-4o-mini", "temperature": 0.2, "messages": messages}))
+}
+
+#[test]
+fn by_meaning_plain_earlier_turns_leave_the_partition_for_the_context() {
+    use super::key::fingerprint_with;
+    let a = conversation(
+        &[
+            ("user", "I bought a blender."),
+            ("assistant", "How can I help?"),
+        ],
+        "How do I return it?",
+    );
+    let b = conversation(
+        &[
+            ("user", "I ordered a blender from you."),
+            ("assistant", "Sure."),
+        ],
+        "How do I return it?",
+    );
+    let single = req(base());
+    let (fa, fb, fs) = (
+        fingerprint_with(&a, "", true).unwrap(),
+        fingerprint_with(&b, "", true).unwrap(),
+        fingerprint_with(&single, "", true).unwrap(),
+    );
+    // One partition (the system prompt and parameters): the verifier compares the contexts.
+    assert_eq!(fa.partition, fb.partition);
+    assert_eq!(fa.partition, fs.partition);
+    assert_eq!(fa.context, "u: I bought a blender. // a: How can I help?");
+    assert_eq!(fs.context, "");
+    // The exact key still covers every turn.
+    assert_ne!(fa.exact, fb.exact);
+    let same_last = conversation(
+        &[("user", "Something else."), ("assistant", "Sure.")],
+        "How do I return it?",
+    );
+    assert_ne!(
+        fingerprint_with(&same_last, "", true).unwrap().exact,
+        fb.exact
+    );
+    // A single question keys as before (no schema bump: the golden hash holds both ways).
+    assert_eq!(fs, fingerprint(&single, "").unwrap());
+    // Without `by_meaning`, earlier turns are the partition.
+    assert_ne!(
+        fingerprint(&a, "").unwrap().partition,
+        fingerprint(&b, "").unwrap().partition
+    );
+    assert_eq!(fingerprint(&a, "").unwrap().context, "");
+    // The system prompt still partitions.
+    let mut other_system = serde_json::to_value(&a).unwrap();
+    other_system["messages"][0]["content"] = json!("You are verbose.");
+    assert_ne!(
+        fingerprint_with(&req(other_system), "", true)
+            .unwrap()
+            .partition,
+        fa.partition
+    );
+}
+
+#[test]
+fn by_meaning_earlier_turns_with_tools_or_images_stay_exact() {
+    use super::key::fingerprint_with;
+    let mut tools = serde_json::to_value(conversation(&[], "And now?")).unwrap();
+    let msgs = tools["messages"].as_array_mut().unwrap();
+    msgs.insert(1, json!({"role": "user", "content": "Add 2 and 3"}));
+    msgs.insert(2, json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{}"}}]}));
+    msgs.insert(
+        3,
+        json!({"role": "tool", "tool_call_id": "c1", "content": "5"}),
+    );
+    let with_tools = fingerprint_with(&req(tools.clone()), "", true).unwrap();
+    assert_eq!(with_tools.context, "");
+    assert_eq!(with_tools, fingerprint(&req(tools), "").unwrap());
+    let image = req(json!({"model": "m", "messages": [
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}, {"type": "text", "text": "What is this?"}]},
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "How old is it?"}]}));
+    let fi = fingerprint_with(&image, "", true).unwrap();
+    assert_eq!(fi.context, "");
+    assert_eq!(fi, fingerprint(&image, "").unwrap());
+}

@@ -14,11 +14,19 @@ use super::embedder::{EmbedError, read, tokenizer_files};
 /// Longest pair in tokens (questions are short; longer pairs are truncated).
 const MAX_TOKENS: usize = 256;
 
-/// The loaded verifier.
+/// The loaded verifier: the question model, and the conversation model when conversations are
+/// judged by meaning.
 pub struct Verifier {
-    inner: Mutex<TextRerank>,
-    /// Scores at or above it are served.
+    questions: Judge,
+    conversations: Option<Judge>,
+    /// Scores of the question model at or above it are served.
     pub threshold: f32,
+}
+
+/// One cross-encoder and its decision threshold.
+struct Judge {
+    inner: Mutex<TextRerank>,
+    threshold: f32,
 }
 
 #[derive(serde::Deserialize)]
@@ -26,14 +34,53 @@ struct Meta {
     threshold: f32,
 }
 
-impl Verifier {
+/// One side of a comparison: the earlier turns as the verifier reads them (empty: none) and the
+/// last user turn(s).
+#[derive(Debug, Clone, Copy)]
+pub struct Side<'a> {
+    /// `u: ... // a: ...`, or empty.
+    pub context: &'a str,
+    /// The last user turn(s).
+    pub last: &'a str,
+}
+
+/// What the verifier is asked to judge for two sides.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Question {
+    /// Two questions without earlier turns, or with the same ones: the last turns.
+    Last(String, String),
+    /// Two conversations, read whole.
+    Conversation(String, String),
+    /// The earlier turns differ and cannot be judged (no conversation threshold, or too long
+    /// for the model to read whole): not served.
+    Refused,
+}
+
+/// Longest conversation side, in characters, the verifier is asked to read (a pair must also fit
+/// in [`MAX_TOKENS`] tokens whole, checked when it is scored: nothing is judged from a cut text).
+pub const MAX_CONVERSATION_CHARS: usize = 600;
+
+impl Question {
+    /// What to judge for a cached side and an asked side.
+    pub fn of(cached: Side<'_>, asked: Side<'_>, conversations: bool) -> Self {
+        if cached.context == asked.context {
+            return Self::Last(cached.last.to_owned(), asked.last.to_owned());
+        }
+        let (a, b) = (
+            super::key::conversation_text(cached.context, cached.last),
+            super::key::conversation_text(asked.context, asked.last),
+        );
+        if !conversations || a.len() > MAX_CONVERSATION_CHARS || b.len() > MAX_CONVERSATION_CHARS {
+            return Self::Refused;
+        }
+        Self::Conversation(a, b)
+    }
+}
+
+impl Judge {
     /// Loads `model.onnx` and `verifier.json` from `dir` and the tokenizer files from
     /// `tokenizer_dir` (the embedding model's: the same vocabulary). ONNX Runtime must be loaded.
-    pub fn load(
-        dir: &Path,
-        tokenizer_dir: &Path,
-        threshold: Option<f32>,
-    ) -> Result<Self, EmbedError> {
+    fn load(dir: &Path, tokenizer_dir: &Path, threshold: Option<f32>) -> Result<Self, EmbedError> {
         let meta: Meta = serde_json::from_slice(&read(dir, "verifier.json")?)
             .map_err(|e| EmbedError::Load(format!("verifier.json: {e}")))?;
         let files = tokenizer_files(tokenizer_dir)?;
@@ -53,13 +100,16 @@ impl Verifier {
         })
     }
 
-    /// The score of serving the answer to `cached` for `asked` (blocking: a few ms).
-    pub fn score(&self, cached: &str, asked: &str) -> Result<f32, EmbedError> {
-        let mut model = self
-            .inner
+    fn model(&self) -> Result<std::sync::MutexGuard<'_, TextRerank>, EmbedError> {
+        self.inner
             .lock()
-            .map_err(|_| EmbedError::Run("verifier lock poisoned".into()))?;
-        let out = model
+            .map_err(|_| EmbedError::Run("verifier lock poisoned".into()))
+    }
+
+    /// The score of serving the answer to `cached` for `asked` (blocking: a few ms).
+    fn score(&self, cached: &str, asked: &str) -> Result<f32, EmbedError> {
+        let out = self
+            .model()?
             .rerank(cached, vec![asked], false, None)
             .map_err(|e| EmbedError::Run(e.to_string()))?;
         out.first()
@@ -67,13 +117,83 @@ impl Verifier {
             .ok_or_else(|| EmbedError::Run("the verifier returned no score".into()))
     }
 
-    /// Whether the answer to `cached` may serve `asked`, scored on a blocking thread; the error
-    /// is the reason for the what-if (`verifier`, or `verifier_failed` when the model failed).
-    pub async fn accepts(self: &Arc<Self>, cached: &str, asked: &str) -> Result<(), String> {
-        let (me, cached, asked) = (self.clone(), cached.to_owned(), asked.to_owned());
-        match tokio::task::spawn_blocking(move || me.score(&cached, &asked)).await {
-            Ok(Ok(score)) if score >= self.threshold => Ok(()),
-            Ok(Ok(_)) => Err("verifier".to_owned()),
+    /// Whether the pair is read whole (the tokenizer truncates longer pairs, and a conversation
+    /// judged from a cut text could hide the turn that differs).
+    fn fits(&self, a: &str, b: &str) -> Result<bool, EmbedError> {
+        let enc = self
+            .model()?
+            .tokenizer
+            .encode((a, b), true)
+            .map_err(|e| EmbedError::Run(e.to_string()))?;
+        Ok(enc.get_overflowing().is_empty() && enc.len() < MAX_TOKENS)
+    }
+}
+
+impl Verifier {
+    /// Loads the question model from `dir` (its decision threshold overridden by `threshold`)
+    /// and, when `conversations` names one, the conversation model; both read the tokenizer files
+    /// in `tokenizer_dir`. ONNX Runtime must be loaded.
+    pub fn load(
+        dir: &Path,
+        tokenizer_dir: &Path,
+        threshold: Option<f32>,
+        conversations: Option<&Path>,
+    ) -> Result<Self, EmbedError> {
+        let questions = Judge::load(dir, tokenizer_dir, threshold)?;
+        let conversations = match conversations {
+            Some(d) => Some(
+                Judge::load(d, tokenizer_dir, None)
+                    .map_err(|e| EmbedError::Load(format!("{}: {e}", d.display())))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            threshold: questions.threshold,
+            questions,
+            conversations,
+        })
+    }
+
+    /// Whether conversations whose earlier turns differ can be judged.
+    pub fn reads_conversations(&self) -> bool {
+        self.conversations.is_some()
+    }
+
+    /// The question model's score of serving the answer to `cached` for `asked` (blocking).
+    pub fn score(&self, cached: &str, asked: &str) -> Result<f32, EmbedError> {
+        self.questions.score(cached, asked)
+    }
+
+    /// Whether the verifier serves `q` (blocking), and the score it gave.
+    pub fn judge(&self, q: &Question) -> Result<(bool, Option<f32>), EmbedError> {
+        let (judge, a, b) = match q {
+            Question::Last(a, b) => (&self.questions, a, b),
+            Question::Conversation(a, b) => match &self.conversations {
+                Some(j) if j.fits(a, b)? => (j, a, b),
+                _ => return Ok((false, None)),
+            },
+            Question::Refused => return Ok((false, None)),
+        };
+        let score = judge.score(a, b)?;
+        Ok((score >= judge.threshold, Some(score)))
+    }
+
+    /// Whether the answer to the `cached` side may serve the `asked` one, scored on a blocking
+    /// thread; the error is the reason for the what-if (`verifier`, `context` when earlier turns
+    /// differ in a way it cannot judge, or `verifier_failed` when the model failed).
+    pub async fn accepts(
+        self: &Arc<Self>,
+        cached: Side<'_>,
+        asked: Side<'_>,
+    ) -> Result<(), String> {
+        let q = Question::of(cached, asked, self.reads_conversations());
+        if q == Question::Refused {
+            return Err("context".to_owned());
+        }
+        let me = self.clone();
+        match tokio::task::spawn_blocking(move || me.judge(&q)).await {
+            Ok(Ok((true, _))) => Ok(()),
+            Ok(Ok((false, _))) => Err("verifier".to_owned()),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
                 Err("verifier_failed".to_owned())
@@ -83,5 +203,45 @@ impl Verifier {
                 Err("verifier_failed".to_owned())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side<'a>(context: &'a str, last: &'a str) -> Side<'a> {
+        Side { context, last }
+    }
+
+    #[test]
+    fn the_same_earlier_turns_are_judged_on_the_last_turn_alone() {
+        let q = Question::of(side("u: hi", "How?"), side("u: hi", "How so?"), true);
+        assert_eq!(q, Question::Last("How?".into(), "How so?".into()));
+        let q = Question::of(side("", "How?"), side("", "How so?"), false);
+        assert_eq!(q, Question::Last("How?".into(), "How so?".into()));
+    }
+
+    #[test]
+    fn other_earlier_turns_are_read_whole_or_refused() {
+        let q = Question::of(
+            side("u: I have a Pro plan. // a: Sure.", "How do I cancel it?"),
+            side("", "How do I cancel it?"),
+            true,
+        );
+        assert_eq!(
+            q,
+            Question::Conversation(
+                "u: I have a Pro plan. // a: Sure. // u: How do I cancel it?".into(),
+                "u: How do I cancel it?".into()
+            )
+        );
+        // A model without a conversation threshold cannot judge them.
+        let q = Question::of(side("u: a", "b"), side("", "b"), false);
+        assert_eq!(q, Question::Refused);
+        // Nor can any model read a conversation longer than it takes whole.
+        let long = "u: ".to_owned() + &"word ".repeat(MAX_CONVERSATION_CHARS / 5);
+        let q = Question::of(side(&long, "b"), side("", "b"), true);
+        assert_eq!(q, Question::Refused);
     }
 }

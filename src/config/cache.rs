@@ -69,6 +69,16 @@ pub enum Verifier {
     Model,
 }
 
+/// How the earlier turns of a conversation are compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversations {
+    /// Every earlier turn must match exactly (it is part of the partition).
+    Exact,
+    /// Plain-text earlier turns are judged by the learned verifier together with the last turn
+    /// (needs `verifier = "model"`; with the guard, contexts must still match exactly).
+    Meaning,
+}
+
 /// Candidates the model verifier sees: cosine at or above this (reworded paraphrases score
 /// around 0.6 with MiniLM, some below 0.5), unless a request sets `x-switchyard-cache-threshold`.
 pub const VERIFIER_FLOOR: f32 = 0.35;
@@ -153,6 +163,10 @@ pub struct CacheConfig {
     pub verifier_model: PathBuf,
     /// The verifier's decision threshold (logit); `None`: the one in verifier.json.
     pub verifier_threshold: Option<f32>,
+    /// How earlier turns are compared.
+    pub conversations: Conversations,
+    /// Directory with the conversation verifier's model.onnx and verifier.json.
+    pub conversation_model: PathBuf,
 }
 
 impl CacheConfig {
@@ -272,6 +286,19 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
             "must be a finite number",
         ));
     }
+    let conversations = match c.conversations.as_deref().unwrap_or("exact") {
+        "meaning" => Conversations::Meaning,
+        "exact" => Conversations::Exact,
+        other => {
+            issues.push(Issue::new(
+                "cache.conversations",
+                format!(
+                    "`{other}` is not a way to compare conversations; use `meaning` or `exact`"
+                ),
+            ));
+            Conversations::Exact
+        }
+    };
     let max_entries = c.max_entries.unwrap_or(100_000);
     if max_entries == 0 {
         issues.push(Issue::new("cache.max_entries", "must be at least 1"));
@@ -328,5 +355,10 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
                 .unwrap_or_else(|| "models/cache-verifier".into()),
         ),
         verifier_threshold: c.verifier_threshold.map(|t| t as f32),
+        conversations,
+        conversation_model: PathBuf::from(
+            c.conversation_model
+                .unwrap_or_else(|| "models/cache-verifier-conversations".into()),
+        ),
     }
 }

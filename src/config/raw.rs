@@ -142,6 +142,8 @@ pub struct RawCache {
     pub verifier: Option<String>,
     pub verifier_model: Option<String>,
     pub verifier_threshold: Option<f64>,
+    pub conversations: Option<String>,
+    pub conversation_model: Option<String>,
 }
 
 /// `[mcp]` as CONTRACT.md defines it.

@@ -499,6 +499,18 @@ async fn entries_beyond_max_entries_are_evicted_least_recently_used_first() {
     assert_eq!(c, "hit-exact");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     outcome(&gw, &ask("p/m", "s", "How do I boil an egg?"), &[]).await;
+    // The third answer is written in the background: wait until it is (it may be evicted as
+    // soon as it is, so the entry count cannot tell).
+    let mut written = false;
+    for _ in 0..500 {
+        let metrics = gw.get("/metrics", None).await.text().await.unwrap();
+        written = metrics.contains("switchyard_cache_writes_total{outcome=\"stored\"} 3");
+        if written {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(written, "the third answer was never written");
     // Housekeeping runs every 5 s and trims the store back to max_entries.
     let mut left = Vec::new();
     for _ in 0..400 {
@@ -812,5 +824,63 @@ async fn the_learned_verifier_serves_rewordings_and_refuses_swapped_comparisons(
                 wait_entries(&gw, entries).await;
             }
         }
+    }
+}
+
+fn chat(turns: &[&str]) -> Value {
+    let messages: Vec<Value> = turns
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let role = if i % 2 == 0 { "user" } else { "assistant" };
+            json!({"role": role, "content": t})
+        })
+        .collect();
+    json!({"model": "p/m", "messages": messages})
+}
+
+/// `conversations = "meaning"`: a conversation that differs from a cached one only by small talk
+/// earlier is served its answer (the conversation verifier reads both whole); one whose earlier
+/// turn asks for the opposite is not. With the default (`exact`) earlier turns must match. The
+/// pairs are from the test split of the conversation set, which the model was not trained on.
+#[tokio::test]
+async fn conversations_by_meaning_share_answers_across_small_talk_but_not_flipped_intent() {
+    let browsing = chat(&[
+        "Just browsing, really.",
+        "Happy to help.",
+        "Is it worth buying an extended warranty?",
+    ]);
+    let plain = chat(&["Is it worth buying an extended warranty?"]);
+    let on = chat(&[
+        "I want to turn on automatic payments.",
+        "Sure.",
+        "Where do I do that?",
+    ]);
+    let off = chat(&[
+        "I want to turn off automatic payments.",
+        "Sure.",
+        "Where do I do that?",
+    ]);
+    for (config, chatter_outcome) in [
+        ("conversations = \"meaning\"", "hit-semantic"),
+        ("", "miss"),
+    ] {
+        let (mock, gw, _dir) = cached(config).await;
+        let mut entries = 0;
+        for (first, second, want) in [(&browsing, &plain, chatter_outcome), (&on, &off, "miss")] {
+            assert_eq!(outcome(&gw, first, &[]).await.1, "miss");
+            entries += 1;
+            wait_entries(&gw, entries).await;
+            let calls = mock.calls();
+            let (status, got, _, body) = outcome(&gw, second, &[]).await;
+            assert_eq!((status, got.as_str()), (200, want), "[{config}] {second}");
+            assert_eq!(body["choices"][0]["message"]["content"], TEXT);
+            let upstream = u64::from(want == "miss");
+            assert_eq!(mock.calls(), calls + upstream as usize);
+            entries += upstream;
+            wait_entries(&gw, entries).await;
+        }
+        // The same conversation again is an exact hit either way.
+        assert_eq!(outcome(&gw, &browsing, &[]).await.1, "hit-exact");
     }
 }

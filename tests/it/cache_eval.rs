@@ -52,7 +52,8 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
             style: None,
             domain: None,
             split: None,
-            partition_differs: false,
+            context_a: String::new(),
+            context_b: String::new(),
         },
         eval::Pair {
             a: "Track order 48213".into(),
@@ -62,7 +63,8 @@ fn the_traps_from_the_notes_are_close_in_cosine_and_still_rejected() {
             style: None,
             domain: None,
             split: None,
-            partition_differs: false,
+            context_a: String::new(),
+            context_b: String::new(),
         },
     ];
     for s in eval::score(&mut model, pairs).unwrap() {
@@ -125,7 +127,7 @@ fn the_question_set_is_built_labelled_and_split() {
         assert!(n >= 250, "{split}: {n}");
     }
     // And 300 conversation pairs, read as the cache compares them (last user turns, earlier
-    // turns as the partition).
+    // turns as their context).
     let convs =
         eval::read_pairs(format!("{DIR}/tests/fixtures/cache/conversations.jsonl").as_ref())
             .unwrap();
@@ -141,12 +143,13 @@ fn the_question_set_is_built_labelled_and_split() {
         .iter()
         .find(|p| p.style.as_deref() == Some("context-reworded"))
         .unwrap();
-    assert!(reworded_context.partition_differs);
+    assert_ne!(reworded_context.context_a, reworded_context.context_b);
+    assert!(reworded_context.context_a.starts_with("u: "));
     let same = convs
         .iter()
         .find(|p| p.style.as_deref() == Some("same-context"))
         .unwrap();
-    assert!(!same.partition_differs);
+    assert_eq!(same.context_a, same.context_b);
 }
 
 /// The default judge, the learned verifier in models/cache-verifier, on the test split of the
@@ -159,6 +162,7 @@ fn the_default_verifier_holds_its_figures_on_the_test_split() {
         format!("{DIR}/models/cache-verifier").as_ref(),
         format!("{DIR}/models/all-MiniLM-L6-v2").as_ref(),
         None,
+        None,
     )
     .unwrap();
     let floor = switchyard::config::cache::VERIFIER_FLOOR;
@@ -169,5 +173,58 @@ fn the_default_verifier_holds_its_figures_on_the_test_split() {
         "served {:.1} %, wrong {:.1} %",
         r.served * 100.0,
         r.wrong * 100.0
+    );
+}
+
+/// The conversation verifier judges two conversations read whole, and refuses (serves nothing,
+/// no score) a pair too long for it to read whole rather than judging a cut text; and on the
+/// test split of the conversation set it serves more than exact matching at no wrong hits
+/// (measured: 40.7 % at 0 %, exact 18.5 %; docs/cache.md).
+#[test]
+fn the_conversation_verifier_reads_whole_conversations_only() {
+    use switchyard::cache::verifier::{Question, Verifier};
+    // Loads the embedding model first, and with it ONNX Runtime.
+    let mut scored = scored_split("conversations.jsonl", Some("test"));
+    let v = Verifier::load(
+        format!("{DIR}/models/cache-verifier").as_ref(),
+        format!("{DIR}/models/all-MiniLM-L6-v2").as_ref(),
+        None,
+        Some(format!("{DIR}/models/cache-verifier-conversations").as_ref()),
+    )
+    .unwrap();
+    assert!(v.reads_conversations());
+    let q = Question::Conversation(
+        "u: Thanks for the quick reply earlier. // a: You're welcome! // u: Can I pay with PayPal?"
+            .into(),
+        "u: Can I pay with PayPal?".into(),
+    );
+    assert!(matches!(v.judge(&q).unwrap(), (true, Some(_))));
+    // Each side under the character bound, but digits are a token each: too long together.
+    let digits = "1 ".repeat(140);
+    let long = Question::Conversation(
+        format!("u: {digits} // a: ok // u: Can I pay with PayPal?"),
+        format!("u: {digits}// a: ok // u: Can I pay with PayPal?"),
+    );
+    assert_eq!(v.judge(&long).unwrap(), (false, None));
+
+    let floor = switchyard::config::cache::VERIFIER_FLOOR;
+    eval::verify(&mut scored, &v, floor).unwrap();
+    let by_meaning = eval::row(&scored, floor);
+    let mut exact = scored_split("conversations.jsonl", Some("test"));
+    let questions_only = Verifier::load(
+        format!("{DIR}/models/cache-verifier").as_ref(),
+        format!("{DIR}/models/all-MiniLM-L6-v2").as_ref(),
+        None,
+        None,
+    )
+    .unwrap();
+    eval::verify(&mut exact, &questions_only, floor).unwrap();
+    let exact = eval::row(&exact, floor);
+    assert!(
+        by_meaning.wrong <= 0.02 && by_meaning.served >= exact.served + 0.15,
+        "by meaning: served {:.1} % wrong {:.1} %; exact: served {:.1} %",
+        by_meaning.served * 100.0,
+        by_meaning.wrong * 100.0,
+        exact.served * 100.0
     );
 }

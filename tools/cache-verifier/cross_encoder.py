@@ -72,13 +72,32 @@ def score(p, ids, types, mask):
     return pooled @ p["head.w"] + p["head.b"]
 
 
+BUCKETS = (MAXLEN, 96, 160, 256)
+
+
+def render(a, b):
+    """The text the model reads for each side of a pair, as the gateway renders it
+    (src/cache/verifier.rs): a question as itself; when either side is a conversation with
+    earlier turns, both sides as `u: ... // a: ... // u: ...`."""
+    if isinstance(a, str):
+        return a, b
+    plain = lambda c: len(c) == 1 and c[0]["role"] == "user"
+    if plain(a) and plain(b):
+        return a[0]["content"].strip(), b[0]["content"].strip()
+    conv = lambda c: " // ".join(("u: " if m["role"] == "user" else "a: ") + m["content"].strip()
+                                 for m in c)
+    return conv(a), conv(b)
+
+
 def encode(tok, pairs):
-    ids = np.zeros((len(pairs), MAXLEN), np.int32)
+    encs = [tok.encode(*render(a, b)) for a, b in pairs]
+    longest = max(len(e.ids) for e in encs)
+    width = next((w for w in BUCKETS if w >= longest), BUCKETS[-1])
+    ids = np.zeros((len(pairs), width), np.int32)
     types = np.zeros_like(ids)
-    mask = np.zeros((len(pairs), MAXLEN), np.float32)
-    for i, (a, b) in enumerate(pairs):
-        e = tok.encode(a, b)
-        n = min(len(e.ids), MAXLEN)
+    mask = np.zeros((len(pairs), width), np.float32)
+    for i, e in enumerate(encs):
+        n = min(len(e.ids), width)
         ids[i, :n], types[i, :n], mask[i, :n] = e.ids[:n], e.type_ids[:n], 1.0
     return ids, types, mask
 
@@ -113,10 +132,14 @@ def train(weights, rows, epochs=2, lr=3e-5, seed=1, log=print):
     bs = 32
     for ep in range(epochs):
         t0 = time.time()
-        order = rng.permutation(len(data))
+        # Batches of questions and batches of conversations (padded to their own width).
+        batches = []
+        for group in (lambda d: isinstance(d[0], str), lambda d: not isinstance(d[0], str)):
+            idx = [j for j in rng.permutation(len(data)) if group(data[j])]
+            batches += [idx[i:i + bs] for i in range(0, len(idx) - bs + 1, bs)]
         losses = []
-        for i in range(0, len(order) - bs + 1, bs):
-            batch = [data[j] for j in order[i:i + bs]]
+        for k in rng.permutation(len(batches)):
+            batch = [data[j] for j in batches[k]]
             ids, types, mask = encode(tok, [(a, b) for a, b, _ in batch])
             y = jnp.asarray([y for _, _, y in batch])
             p, state, l = step(p, state, ids, types, mask, y)
@@ -139,9 +162,9 @@ def predict(weights, p, rows):
     """The model's logit for each row's pair."""
     tok = tokenizer(weights)
     out = []
-    for i in range(0, len(rows), 64):
-        chunk = rows[i:i + 64]
-        pad = chunk + [chunk[-1]] * (64 - len(chunk))
+    for i in range(0, len(rows), 32):
+        chunk = rows[i:i + 32]
+        pad = chunk + [chunk[-1]] * (32 - len(chunk))
         s = np.asarray(_FWD(p, *encode(tok, [(r["a"], r["b"]) for r in pad])))
         out.extend(s[:len(chunk)].tolist())
     return np.array(out)
@@ -198,13 +221,29 @@ def main():
                 kept.append(r)
         print(f"tune {len(rows)} + augmented {len(kept)}")
         rows += kept
+    conv = None
+    if "--conversations" in sys.argv:
+        # Conversations: the labelled tune split (--conv-repeat times) and the synthetic pairs of
+        # conversations.py; judged with their own threshold, chosen on their validate split.
+        conv = splits("conversations")
+        synth = [json.loads(l) for l in open(arg("--conversations", ""))]
+        rep = arg("--conv-repeat", 2)
+        print(f"+ conversations tune {len(conv['tune'])} x{rep} + synthetic {len(synth)}")
+        rows += conv["tune"] * rep + synth
     p = train(weights, rows, arg("--epochs", 2), arg("--lr", 2e-5), arg("--seed", 1))
-    scores = {s: predict(weights, p, split[s]) for s in split}
-    ys = {s: np.array([r["hit"] for r in split[s]], int) for s in split}
-    t = report(scores, ys, split)
+    sets = {"questions": split} if conv is None else {"questions": split, "conversations": conv}
+    thresholds = {}
+    for name, sp in sets.items():
+        print(f"== {name}")
+        scores = {s: predict(weights, p, sp[s]) for s in sp}
+        ys = {s: np.array([r["hit"] for r in sp[s]], int) for s in sp}
+        thresholds[name] = report(scores, ys, sp)
     if "--save" in sys.argv:
         out = sys.argv[sys.argv.index("--save") + 1]
-        np.savez(out, threshold=np.float32(t), **{k: np.asarray(v) for k, v in p.items()})
+        extra = {} if conv is None else {"conversation_threshold":
+                                         np.float32(thresholds["conversations"])}
+        np.savez(out, threshold=np.float32(thresholds["questions"]), **extra,
+                 **{k: np.asarray(v) for k, v in p.items()})
         print(f"saved {out}")
 
 

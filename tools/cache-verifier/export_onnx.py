@@ -130,7 +130,7 @@ def main():
         feed = {"input_ids": ids, "attention_mask": np.ones_like(ids),
                 "token_type_ids": np.array([e.type_ids], np.int64)}
         got = float(sess.run(None, feed)[0][0, 0])
-        p = {k: jnp.asarray(v) for k, v in w.items() if k != "threshold"}
+        p = {k: jnp.asarray(v) for k, v in w.items() if not k.endswith("threshold")}
         want = float(ce.score(p, ids.astype(np.int32), np.array([e.type_ids], np.int32),
                               np.ones(ids.shape, np.float32))[0])
         print(f"{got:+.4f} onnx  {want:+.4f} jax  {a!r} / {b!r}")

@@ -500,6 +500,7 @@ mod tests {
             provider: "openai".into(),
             served_model: "gpt".into(),
             prompt: format!("question {n}"),
+            context: String::new(),
             response: "{}".into(),
             prompt_tokens: 1,
             completion_tokens: 1,

@@ -43,6 +43,10 @@ pub struct Entry {
     pub served_model: String,
     /// The last user turn(s): what the semantic tier compared.
     pub prompt: String,
+    /// The earlier turns as the verifier reads them, when conversations are judged by meaning
+    /// (see `key::Fingerprint::context`); empty otherwise.
+    #[serde(default)]
+    pub context: String,
     /// The answer, as canonical ChatResponse JSON.
     pub response: String,
     /// Prompt tokens of the original call (saved on every hit).
@@ -219,6 +223,7 @@ pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value>
         provider,
         served_model,
         prompt,
+        context,
         response,
         prompt_tokens,
         completion_tokens,
@@ -227,7 +232,7 @@ pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value>
         last_used,
         hits,
     } = entry;
-    let fields: [(&str, Value); 15] = [
+    let fields: [(&str, Value); 16] = [
         ("id", Value::String(id.to_string())),
         ("schema", schema.into()),
         ("exact", exact.into()),
@@ -236,6 +241,7 @@ pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value>
         ("provider", provider.into()),
         ("served_model", served_model.into()),
         ("prompt", prompt.into()),
+        ("context", context.into()),
         ("response", response.into()),
         ("prompt_tokens", prompt_tokens.into()),
         ("completion_tokens", completion_tokens.into()),
@@ -266,6 +272,7 @@ mod tests {
             provider: "openai".into(),
             served_model: "gpt".into(),
             prompt: "q \"quoted\"".into(),
+            context: "u: earlier // a: \"reply\"".into(),
             response: "{\"a\":1}".into(),
             prompt_tokens: 1,
             completion_tokens: 2,
