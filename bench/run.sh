@@ -31,8 +31,8 @@
 # STREAM=1 asks for a streamed answer ("stream": true) and the upstream answers with the recorded
 # event stream tests/fixtures/openai/chat_stream.sse, for all three targets.
 # MEMORY=1 samples the gateway's resident memory every 30 s of its measured run and prints the
-# curve (MEMORY=1 FULL=1 bench/run.sh 600 16 gives the ten-minute curve; the direct and nginx runs
-# take as long, so the whole command takes about half an hour).
+# curve (MEMORY=1 REF_DURATION=10 FULL=1 bench/run.sh 600 16 gives the ten-minute curve).
+# REF_DURATION sets the seconds of the direct and nginx runs alone (default: the same duration).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -259,7 +259,10 @@ run() { # name url [script] [pid]
         sleep 30; t=$((t + 30)); done ) &
     sampler=$!
   fi
-  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$2" > "$work/$1.txt"
+  local secs="$DURATION"
+  if [ "$1" != gateway ]; then secs="${REF_DURATION:-$DURATION}"; fi
+  echo "$secs" > "$work/$1.secs"
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$script" "$2" > "$work/$1.txt"
   if [ -n "$sampler" ]; then
     kill "$sampler" 2>/dev/null || true
     echo "$DURATION $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")" >> "$work/rss.txt"
@@ -313,7 +316,8 @@ cpu = {}
 for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
     ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
     if rps:
-        cpu[name] = ticks / hz * 1e6 / (rps * float(duration))
+        secs = float(open(f"{work}/{name}.secs").read().strip())
+        cpu[name] = ticks / hz * 1e6 / (rps * secs)
 if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
