@@ -54,9 +54,11 @@ if ! need nginx || ! need wrk; then
 fi
 
 echo "== building the gateway (release)"
-cargo build --release --quiet --bin switchyard
+# BIN=path runs that gateway binary instead of building this checkout's (to compare two builds
+# in alternating runs).
+if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin switchyard; fi
 if [ "${MCP:-0}" = 1 ]; then cargo build --release --quiet -p mcp-calculator; fi
-BIN="$CARGO_TARGET_DIR/release/switchyard"
+BIN="${BIN:-$CARGO_TARGET_DIR/release/switchyard}"
 
 mkdir -p bench/results
 work=$(mktemp -d)

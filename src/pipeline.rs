@@ -179,9 +179,9 @@ pub async fn chat(
     state.mcp.continuations.restore(&mut req.messages);
     let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;
     if let Some(plan) = &plan {
-        // Injected before the lookup: the offered tools and the mode are part of the cache key.
-        plan.inject(&mut req);
-        opts.partition = format!("mcp={}", plan.mode.as_str());
+        // The offered tools (by digest) and the mode are part of the cache key; the tools are
+        // injected after the lookup, only when the request goes upstream.
+        opts.partition = plan.cache_key();
     }
     // Tenants never share cached answers unless `cache_scope` says so.
     if let Some(p) = permit.as_ref().map(|p| &p.principal.cache_partition)
@@ -222,6 +222,9 @@ pub async fn chat(
         Lookup::Miss { status, pending } => (Some(status), pending),
         Lookup::Off => (None, None),
     };
+    if let Some(plan) = &plan {
+        plan.inject(&mut req);
+    }
     let report = plan.as_ref().map(|p| p.report.clone());
     if let (Some(p), Some(r)) = (pending.as_mut(), &report)
         && !state.config.cache.cache_tool_answers

@@ -600,25 +600,32 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for a key with limits.
 pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHeaders>) {
     let Some(r) = rate else { return };
-    for (what, v) in [("requests", r.requests), ("tokens", r.tokens)] {
+    for (names, v) in [
+        (
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            r.requests,
+        ),
+        (
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+            r.tokens,
+        ),
+    ] {
         let Some((limit, remaining, reset_ms)) = v else {
             continue;
         };
-        let reset = crate::governance::openai_duration(reset_ms);
-        for (name, value) in [
-            (format!("x-ratelimit-limit-{what}"), limit.to_string()),
-            (
-                format!("x-ratelimit-remaining-{what}"),
-                remaining.to_string(),
-            ),
-            (format!("x-ratelimit-reset-{what}"), reset),
-        ] {
-            if let (Ok(n), Ok(v)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(&value),
-            ) {
-                h.insert(n, v);
-            }
+        let [limit_name, remaining_name, reset_name] = names;
+        h.insert(limit_name, HeaderValue::from(limit));
+        h.insert(remaining_name, HeaderValue::from(remaining));
+        if let Ok(reset) = HeaderValue::from_str(&crate::governance::openai_duration(reset_ms)) {
+            h.insert(reset_name, reset);
         }
     }
 }

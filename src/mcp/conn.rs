@@ -19,12 +19,14 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, ServiceExt};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 use tokio::io::AsyncBufReadExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::naming;
 use super::sse_client;
+use crate::chat::{Extra, FunctionDef, Tool};
 use crate::config::{McpServerConfig, McpTransport};
 
 /// Bound on connecting and listing tools.
@@ -50,6 +52,46 @@ pub struct ToolEntry {
     pub description: Option<String>,
     /// JSON Schema of the arguments (shared: every request offering the tool copies it once).
     pub input_schema: Arc<Value>,
+    /// SHA-256 of the tool as offered to the model ([`ToolEntry::as_tool`] in JSON), computed
+    /// once when the server lists it: the cache keys a request's offered tools by it instead of
+    /// encoding every schema again per request.
+    pub digest: [u8; 32],
+}
+
+impl ToolEntry {
+    fn new(
+        exposed: String,
+        original: String,
+        server: String,
+        description: Option<String>,
+        input_schema: Value,
+    ) -> Self {
+        let mut entry = Self {
+            exposed,
+            original,
+            server,
+            description,
+            input_schema: Arc::new(input_schema),
+            digest: [0; 32],
+        };
+        // Encoding a tool (strings and a JSON value) into a Vec cannot fail.
+        let bytes = serde_json::to_vec(&entry.as_tool()).unwrap_or_default();
+        entry.digest = Sha256::digest(&bytes).into();
+        entry
+    }
+
+    /// The tool as the model is offered it (a function named `server__tool`).
+    pub fn as_tool(&self) -> Tool {
+        Tool {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: self.exposed.clone(),
+                description: self.description.clone(),
+                parameters: Some((*self.input_schema).clone()),
+                extra: Extra::new(),
+            },
+        }
+    }
 }
 
 /// Where a connection stands.
@@ -318,13 +360,13 @@ pub fn catalog(
                 config.name
             )));
         }
-        out.push(ToolEntry {
+        out.push(ToolEntry::new(
             exposed,
             original,
-            server: config.name.clone(),
-            description: t.description.as_ref().map(|d| d.to_string()),
-            input_schema: Arc::new(Value::Object((*t.input_schema).clone())),
-        });
+            config.name.clone(),
+            t.description.as_ref().map(|d| d.to_string()),
+            Value::Object((*t.input_schema).clone()),
+        ));
     }
     // A stable order: the same tools give the same request (and the same cache key) every time.
     out.sort_by(|a, b| a.exposed.cmp(&b.exposed));
@@ -517,4 +559,44 @@ pub fn result_text(r: &CallToolResult) -> String {
         parts.push(s.to_string());
     }
     parts.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(name: &str, description: &str, schema: Value) -> ToolEntry {
+        ToolEntry::new(
+            name.into(),
+            "add".into(),
+            "calc".into(),
+            Some(description.into()),
+            schema,
+        )
+    }
+
+    #[test]
+    fn a_tools_digest_covers_everything_the_model_is_offered() {
+        let schema = serde_json::json!({"type": "object", "properties": {"a": {"type": "number"}}});
+        let a = entry("calc__add", "Adds.", schema.clone());
+        assert_eq!(
+            a.digest,
+            <[u8; 32]>::from(Sha256::digest(
+                serde_json::to_vec(&a.as_tool()).expect("encode")
+            ))
+        );
+        assert_eq!(a.digest, entry("calc__add", "Adds.", schema.clone()).digest);
+        let others = [
+            entry("calc__sum", "Adds.", schema.clone()),
+            entry("calc__add", "Adds two numbers.", schema),
+            entry(
+                "calc__add",
+                "Adds.",
+                serde_json::json!({"type": "object", "properties": {"a": {"type": "integer"}}}),
+            ),
+        ];
+        for o in others {
+            assert_ne!(a.digest, o.digest, "{:?}", o.as_tool());
+        }
+    }
 }

@@ -15,13 +15,14 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::conn::{CallOutcome, ToolEntry};
 use super::{McpHub, McpOptions, McpReport, Mode};
 use crate::chat::{
-    ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, FunctionDef, Message, Role,
-    StreamCollector, StreamError, StreamOptions, Tool, ToolCall, Usage,
+    ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, Message, Role, StreamCollector,
+    StreamError, StreamOptions, ToolCall, Usage,
 };
 use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext};
 use crate::router::RouterError;
@@ -84,15 +85,23 @@ impl Plan {
     /// Adds the offered tools to the request, after the client's own.
     pub fn inject(&self, req: &mut ChatRequest) {
         let list = req.tools.get_or_insert_with(Vec::new);
-        list.extend(self.tools.iter().map(|t| Tool {
-            kind: "function".into(),
-            function: FunctionDef {
-                name: t.exposed.clone(),
-                description: t.description.clone(),
-                parameters: Some((*t.input_schema).clone()),
-                extra: Extra::new(),
-            },
-        }));
+        list.extend(self.tools.iter().map(ToolEntry::as_tool));
+    }
+
+    /// What the cache keys this plan by instead of the injected tools: the mode and a digest of
+    /// the offered tools (each tool's digest was computed when its server listed it), so a
+    /// request is looked up before the tools are injected, without encoding their schemas.
+    pub fn cache_key(&self) -> String {
+        let mut h = Sha256::new();
+        for t in &self.tools {
+            h.update(t.digest);
+        }
+        let digest: [u8; 32] = h.finalize().into();
+        format!(
+            "mcp={};tools={}",
+            self.mode.as_str(),
+            hex::encode(&digest[..16])
+        )
     }
 
     /// Whether `name` is one of the gateway's offered tools.

@@ -1202,6 +1202,35 @@ async fn answers_built_on_tool_results_are_not_cached_and_modes_do_not_share_ent
     let (c, v) = send(chat_body(false), "auto").await;
     assert_eq!(c, "miss");
     assert_eq!(v["choices"][0]["message"]["content"], "The sum is 5.");
+    // Other offered tools, another entry: the same request offered calc__add alone misses, is
+    // stored, and is then served (the offered set's key is stable).
+    let only_add = || async {
+        let r = post_with(
+            &gw,
+            "/v1/chat/completions",
+            &chat_body(false),
+            &[
+                ("x-switchyard-mcp", "inject"),
+                ("x-switchyard-mcp-tools", "calc__add"),
+            ],
+        )
+        .await;
+        header(r.headers(), "x-switchyard-cache")
+    };
+    assert_eq!(only_add().await, "miss");
+    let offered = model.seen().last().expect("the model was called")["tools"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|t| t["function"]["name"].clone())
+                .collect::<Vec<_>>()
+        });
+    assert_eq!(offered, Some(vec![json!("calc__add")]));
+    while entries().await < 3 {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(only_add().await, "hit-exact");
     // off: no tools in the request, its own entry.
     assert_eq!(send(plain, "off").await.0, "miss");
 }
