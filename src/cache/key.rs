@@ -13,7 +13,7 @@
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::chat::{ChatRequest, Content, Extra, Message, Role, Tool};
+use crate::chat::{ChatRequest, Content, Message, RequestView, Role};
 
 /// Bumped whenever the key derivation or the stored entry changes; old entries then never match.
 pub const SCHEMA: u32 = 1;
@@ -31,63 +31,10 @@ const IRRELEVANT: &[&str] = &[
     "prompt_cache_retention",
 ];
 
-/// The request's fields other than its messages (and the streaming options, which the key
-/// leaves out), borrowed: serialized as `ChatRequest` would serialize them, without encoding
-/// the conversation only to drop it.
-#[derive(serde::Serialize)]
-struct Params<'a> {
-    model: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<&'a Vec<Tool>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_completion_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    n: Option<u32>,
-    #[serde(flatten)]
-    extra: &'a Extra,
-}
-
-impl<'a> Params<'a> {
-    fn of(req: &'a ChatRequest) -> Self {
-        // Destructured so that a new `ChatRequest` field cannot be left out of the key unnoticed.
-        let ChatRequest {
-            model,
-            messages: _,
-            stream: _,
-            stream_options: _,
-            tools,
-            tool_choice,
-            max_tokens,
-            max_completion_tokens,
-            temperature,
-            top_p,
-            stop,
-            n,
-            extra,
-        } = req;
-        Self {
-            model,
-            tools: tools.as_ref(),
-            tool_choice: tool_choice.as_ref(),
-            max_tokens: *max_tokens,
-            max_completion_tokens: *max_completion_tokens,
-            temperature: *temperature,
-            top_p: *top_p,
-            stop: stop.as_ref(),
-            n: *n,
-            extra,
-        }
-    }
+/// The request's fields other than its messages and streaming options, as `ChatRequest` would
+/// serialize them (borrowed: the conversation is not encoded only to be dropped).
+fn params(req: &ChatRequest) -> RequestView<'_> {
+    RequestView::of(req).without_messages()
 }
 
 /// What the cache knows about a request.
@@ -146,7 +93,7 @@ pub fn fingerprint_with(
             .join("\n")
     });
 
-    let mut params = match serde_json::to_value(Params::of(req)) {
+    let mut params = match serde_json::to_value(params(req)) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
@@ -388,7 +335,7 @@ mod tests {
             assert!(whole.remove(k).is_some(), "{k}");
         }
         assert_eq!(
-            serde_json::to_value(Params::of(&req)).expect("params"),
+            serde_json::to_value(params(&req)).expect("params"),
             Value::Object(whole)
         );
     }

@@ -8,6 +8,97 @@ pub use stream::{ChatStream, StreamCollector, StreamError, collect_stream};
 
 pub use switchyard_plugin::chat::*;
 
+/// A request's fields, borrowed, serialized as [`ChatRequest`] serializes them: the model and
+/// the streaming fields can be replaced and the messages left out without cloning the request
+/// (its conversation and tool schemas). The OpenAI provider sends it; the cache key encodes it
+/// without the messages.
+#[derive(serde::Serialize)]
+pub struct RequestView<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [Message]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<std::borrow::Cow<'a, StreamOptions>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tools: Option<&'a [Tool]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_choice: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(flatten)]
+    extra: &'a Extra,
+}
+
+impl<'a> RequestView<'a> {
+    /// Every field of `req`, borrowed.
+    pub fn of(req: &'a ChatRequest) -> Self {
+        // Destructured so that a new `ChatRequest` field cannot be left out unnoticed.
+        let ChatRequest {
+            model,
+            messages,
+            stream,
+            stream_options,
+            tools,
+            tool_choice,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            top_p,
+            stop,
+            n,
+            extra,
+        } = req;
+        Self {
+            model,
+            messages: Some(messages),
+            stream: *stream,
+            stream_options: stream_options.as_ref().map(std::borrow::Cow::Borrowed),
+            tools: tools.as_deref(),
+            tool_choice: tool_choice.as_ref(),
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            temperature: *temperature,
+            top_p: *top_p,
+            stop: stop.as_ref(),
+            n: *n,
+            extra,
+        }
+    }
+
+    /// Without the conversation and the streaming fields (what the cache key encodes of them).
+    pub fn without_messages(mut self) -> Self {
+        self.messages = None;
+        self.stream = None;
+        self.stream_options = None;
+        self
+    }
+
+    /// With this attempt's upstream model and streaming fields instead of the client's.
+    pub fn for_attempt(
+        mut self,
+        model: &'a str,
+        stream: Option<bool>,
+        stream_options: Option<StreamOptions>,
+    ) -> Self {
+        self.model = model;
+        self.stream = stream;
+        self.stream_options = stream_options.map(std::borrow::Cow::Owned);
+        self
+    }
+}
+
 /// Unix time in seconds, for `created`.
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()

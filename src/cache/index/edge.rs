@@ -208,7 +208,13 @@ fn create(dir: &Path, dimensions: usize) -> Result<EdgeShard, IndexError> {
         })
         .build();
     let shard = EdgeShard::new(dir, config).map_err(store_err)?;
-    for (fields, schema) in [(KEYWORD_FIELDS, "keyword"), (INTEGER_FIELDS, "integer")] {
+    // Integer fields are filtered by range and ordered, never matched by value: their index
+    // keeps no lookup map (one index less to update per stored answer).
+    let integer = json!({"type": "integer", "lookup": false, "range": true});
+    for (fields, schema) in [
+        (KEYWORD_FIELDS, json!("keyword")),
+        (INTEGER_FIELDS, integer),
+    ] {
         for f in fields {
             let op = serde_json::from_value(json!({"field_name": f, "field_schema": schema}))
                 .map_err(store_err)?;

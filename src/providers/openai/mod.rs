@@ -9,80 +9,21 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use super::{Call, ProviderError, Redactor, read_json, send};
-use crate::chat::{ChatChunk, ChatRequest, ChatResponse, ChatStream, StreamError, StreamOptions};
+use crate::chat::{
+    ChatChunk, ChatRequest, ChatResponse, ChatStream, RequestView, StreamError, StreamOptions,
+};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 
 /// A chat request as it goes upstream: the client's, with this attempt's upstream model and
 /// stream fields, serialized from borrows (neither the conversation nor the tools are copied).
-/// The same keys in the same order as `ChatRequest`'s own encoding (a test holds it to that);
-/// the destructuring in `new` names every field, so a field added to `ChatRequest` does not
-/// compile until it is sent here too.
-#[derive(serde::Serialize)]
-struct Outgoing<'a> {
+/// The same keys in the same order as `ChatRequest`'s own encoding (a test holds it to that).
+fn outgoing<'a>(
+    req: &'a ChatRequest,
     model: &'a str,
-    messages: &'a [crate::chat::Message],
-    #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tools: Option<&'a [crate::chat::Tool]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tool_choice: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max_completion_tokens: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    temperature: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    top_p: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    stop: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    n: Option<u32>,
-    #[serde(flatten)]
-    extra: &'a crate::chat::Extra,
-}
-
-impl<'a> Outgoing<'a> {
-    fn new(
-        req: &'a ChatRequest,
-        model: &'a str,
-        stream: Option<bool>,
-        stream_options: Option<StreamOptions>,
-    ) -> Self {
-        let ChatRequest {
-            model: _,
-            messages,
-            stream: _,
-            stream_options: _,
-            tools,
-            tool_choice,
-            max_tokens,
-            max_completion_tokens,
-            temperature,
-            top_p,
-            stop,
-            n,
-            extra,
-        } = req;
-        Self {
-            model,
-            messages,
-            stream,
-            stream_options,
-            tools: tools.as_deref(),
-            tool_choice: tool_choice.as_ref(),
-            max_tokens: *max_tokens,
-            max_completion_tokens: *max_completion_tokens,
-            temperature: *temperature,
-            top_p: *top_p,
-            stop: stop.as_ref(),
-            n: *n,
-            extra,
-        }
-    }
+) -> RequestView<'a> {
+    RequestView::of(req).for_attempt(model, stream, stream_options)
 }
 
 /// An OpenAI-format upstream.
@@ -179,7 +120,7 @@ impl OpenAiProvider {
         req: &ChatRequest,
         call: Call<'_>,
     ) -> Result<ChatResponse, ProviderError> {
-        let body = Outgoing::new(req, call.model, None, None);
+        let body = outgoing(req, call.model, None, None);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),
@@ -200,7 +141,7 @@ impl OpenAiProvider {
             o.include_usage = Some(true);
             o
         });
-        let body = Outgoing::new(req, call.model, Some(true), options);
+        let body = outgoing(req, call.model, Some(true), options);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
                 .json(&body),

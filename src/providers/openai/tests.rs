@@ -46,7 +46,7 @@ fn error_payloads_and_garbage_end_the_stream() {
 
 #[test]
 fn the_outgoing_request_encodes_like_the_clients_with_the_attempts_fields() {
-    use super::Outgoing;
+    use super::outgoing;
     use crate::chat::ChatRequest;
     let req: ChatRequest = serde_json::from_value(serde_json::json!({
         "model": "route-a",
@@ -69,15 +69,15 @@ fn the_outgoing_request_encodes_like_the_clients_with_the_attempts_fields() {
     as_before.model = "gpt-4o".into();
     as_before.stream = None;
     as_before.stream_options = None;
-    let sent = serde_json::to_string(&Outgoing::new(&req, "gpt-4o", None, None)).expect("json");
+    let sent = serde_json::to_string(&outgoing(&req, "gpt-4o", None, None)).expect("json");
     assert_eq!(sent, serde_json::to_string(&as_before).expect("json"));
 
     let mut opts = req.stream_options.clone().unwrap_or_default();
     opts.include_usage = Some(true);
     as_before.stream = Some(true);
     as_before.stream_options = Some(opts.clone());
-    let sent = serde_json::to_string(&Outgoing::new(&req, "gpt-4o", Some(true), Some(opts)))
-        .expect("json");
+    let sent =
+        serde_json::to_string(&outgoing(&req, "gpt-4o", Some(true), Some(opts))).expect("json");
     assert_eq!(sent, serde_json::to_string(&as_before).expect("json"));
     assert!(sent.contains(r#""stream_options":{"include_usage":true,"other":1}"#));
 }
