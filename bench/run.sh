@@ -249,6 +249,9 @@ fi
 cpu_ticks() { # utime + stime of a process, in clock ticks
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
+rss() { # pid: resident KiB in all, anonymous, file-backed (mapped files such as the cache shard)
+  awk '/^VmRSS/ {a=$2} /^RssAnon/ {b=$2} /^RssFile/ {c=$2} END {print a, b, c}' "/proc/$1/status"
+}
 run() { # name url [script] [pid]
   local script="${3:-$work/post.lua}" pid="${4:-$GW_PID}"
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
@@ -257,7 +260,7 @@ run() { # name url [script] [pid]
   if [ "${MEMORY:-0}" = 1 ] && [ "$1" = gateway ]; then
     # The gateway's resident memory every 30 s of the measured run (the memory curve).
     ( t=0; while kill -0 "$pid" 2>/dev/null; do
-        echo "$t $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")" >> "$work/rss.txt"
+        echo "$t $(rss "$pid")" >> "$work/rss.txt"
         sleep 30; t=$((t + 30)); done ) &
     sampler=$!
   fi
@@ -267,7 +270,7 @@ run() { # name url [script] [pid]
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$script" "$2" > "$work/$1.txt"
   if [ -n "$sampler" ]; then
     kill "$sampler" 2>/dev/null || true
-    echo "$DURATION $(awk '/^VmRSS/ {print $2}' "/proc/$pid/status")" >> "$work/rss.txt"
+    echo "$DURATION $(rss "$pid")" >> "$work/rss.txt"
   fi
   # The proxy's own CPU time over the run (its process only: not the upstream, not Postgres).
   echo "$(( $(cpu_ticks "$pid") - before ))" > "$work/$1.cpu"
@@ -324,6 +327,7 @@ if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
 if os.path.exists(f"{work}/rss.txt"):
-    print("gateway RSS under load (seconds into the run: MiB): " + ", ".join(
-        f"{t}: {int(kb) / 1024:.1f}" for t, kb in (l.split() for l in open(f"{work}/rss.txt") if len(l.split()) == 2)))
+    print("gateway RSS under load (seconds into the run: MiB in all / anonymous / mapped files): " + ", ".join(
+        f"{t}: {int(a) / 1024:.1f} / {int(b) / 1024:.1f} / {int(c) / 1024:.1f}"
+        for t, a, b, c in (l.split() for l in open(f"{work}/rss.txt") if len(l.split()) == 4)))
 PY

@@ -50,6 +50,8 @@ const CANDIDATES: usize = 8;
 const NEAR_MISS_MARGIN: f32 = 0.15;
 /// Semantic candidates the model verifier judges per lookup (the best ones; about 3 ms each).
 const VERIFIER_CANDIDATES: usize = 2;
+/// Entries deleted in one operation when the cache is over `max_entries`.
+const EVICT_BATCH: usize = 10_000;
 /// Housekeeping period: expiry sweep, eviction, index optimisation, analytics persistence.
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(5);
 /// The fleet's cache analytics are compacted on the first tick and every ten minutes.
@@ -441,8 +443,11 @@ impl Cache {
         let mut n = idx.count().await?;
         if n > self.config.max_entries {
             let excess = (n - self.config.max_entries) as usize;
-            for id in idx.least_used(excess).await? {
-                idx.delete(id).await?;
+            // Deleted in batches (one at a time, a busy cache spent more on eviction than on
+            // storing answers).
+            let ids = idx.least_used(excess).await?;
+            for batch in ids.chunks(EVICT_BATCH) {
+                idx.delete_many(batch.to_vec()).await?;
             }
             n = idx.count().await?;
         }

@@ -406,6 +406,28 @@ impl VectorIndex for EdgeIndex {
         Ok(existed)
     }
 
+    async fn delete_many(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for id in &ids {
+            self.queue.forget(*id);
+        }
+        let points = ids.iter().copied().map(point).collect();
+        self.run(move |s| {
+            s.update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints { ids: points },
+            ))
+            .map_err(store_err)
+        })
+        .await?;
+        let mut known = self.ids();
+        for id in &ids {
+            known.remove(id);
+        }
+        Ok(())
+    }
+
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
         self.queue.forget_selected(&sel);
         let f = selector_filter(&sel)?;
@@ -594,6 +616,20 @@ mod tests {
         assert!(idx.delete(Uuid::from_u128(1)).await.expect("delete"));
         assert!(!idx.delete(Uuid::from_u128(1)).await.expect("delete"));
         assert!(idx.get(Uuid::from_u128(1)).await.expect("get").is_none());
+        idx.upsert(entry(4, "c", FAR), None).await.expect("stored");
+        idx.upsert(entry(5, "c", FAR), None).await.expect("stored");
+        idx.delete_many(vec![
+            Uuid::from_u128(4),
+            Uuid::from_u128(5),
+            Uuid::from_u128(1),
+        ])
+        .await
+        .expect("delete many");
+        for n in [4, 5] {
+            assert!(idx.get(Uuid::from_u128(n)).await.expect("get").is_none());
+            assert!(!idx.ids().contains(&Uuid::from_u128(n)));
+        }
+        assert!(idx.get(Uuid::from_u128(2)).await.expect("get").is_some());
         let expired = Selector {
             model: None,
             expired_at: Some(20),

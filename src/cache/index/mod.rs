@@ -123,6 +123,8 @@ pub trait VectorIndex: Send + Sync {
     ) -> impl Future<Output = Result<(), IndexError>> + Send;
     /// Deletes one entry; false when it did not exist.
     fn delete(&self, id: Uuid) -> impl Future<Output = Result<bool, IndexError>> + Send;
+    /// Deletes these entries in one operation (eviction); ids that do not exist are skipped.
+    fn delete_many(&self, ids: Vec<Uuid>) -> impl Future<Output = Result<(), IndexError>> + Send;
     /// Deletes every entry the selector matches; returns how many went.
     fn delete_where(&self, sel: Selector) -> impl Future<Output = Result<u64, IndexError>> + Send;
     /// Entries, most recently used first, for the admin API.
@@ -179,6 +181,9 @@ impl VectorIndex for AnyIndex {
     }
     async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
         delegate!(self, i => i.delete(id).await)
+    }
+    async fn delete_many(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
+        delegate!(self, i => i.delete_many(ids).await)
     }
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
         delegate!(self, i => i.delete_where(sel).await)

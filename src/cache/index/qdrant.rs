@@ -256,6 +256,23 @@ impl VectorIndex for QdrantIndex {
         Ok(existed)
     }
 
+    async fn delete_many(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.client
+            .delete_points(
+                DeletePointsBuilder::new(&self.collection)
+                    .points(PointsIdsList {
+                        ids: ids.into_iter().map(point).collect(),
+                    })
+                    .wait(true),
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
         let f = selector_filter(&sel);
         let n = self.count_where(Some(f.clone())).await?;
