@@ -205,12 +205,9 @@ pub fn verify(
             context: &s.pair.context_b,
             last: &s.pair.b,
         };
-        let q = Question::of(cached, asked, v.reads_conversations());
-        s.rejected = match v.judge(&q)? {
-            (true, _) => None,
-            (false, _) if q == Question::Refused => Some("context"),
-            (false, _) => Some("verifier"),
-        };
+        s.rejected = v
+            .verdict(&Question::of(cached, asked, v.reads_conversations()))?
+            .err();
     }
     Ok(())
 }

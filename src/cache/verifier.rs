@@ -140,13 +140,12 @@ impl Verifier {
         conversations: Option<&Path>,
     ) -> Result<Self, EmbedError> {
         let questions = Judge::load(dir, tokenizer_dir, threshold)?;
-        let conversations = match conversations {
-            Some(d) => Some(
+        let conversations = conversations
+            .map(|d| {
                 Judge::load(d, tokenizer_dir, None)
-                    .map_err(|e| EmbedError::Load(format!("{}: {e}", d.display())))?,
-            ),
-            None => None,
-        };
+                    .map_err(|e| EmbedError::Load(format!("{}: {e}", d.display())))
+            })
+            .transpose()?;
         Ok(Self {
             threshold: questions.threshold,
             questions,
@@ -178,6 +177,19 @@ impl Verifier {
         Ok((score >= judge.threshold, Some(score)))
     }
 
+    /// Whether `q` is served (blocking); a refusal is the reason the what-if and `cache-eval`
+    /// report: `context` when earlier turns differ in a way it cannot judge, else `verifier`.
+    pub fn verdict(&self, q: &Question) -> Result<Result<(), &'static str>, EmbedError> {
+        if *q == Question::Refused {
+            return Ok(Err("context"));
+        }
+        Ok(if self.judge(q)?.0 {
+            Ok(())
+        } else {
+            Err("verifier")
+        })
+    }
+
     /// Whether the answer to the `cached` side may serve the `asked` one, scored on a blocking
     /// thread; the error is the reason for the what-if (`verifier`, `context` when earlier turns
     /// differ in a way it cannot judge, or `verifier_failed` when the model failed).
@@ -187,13 +199,13 @@ impl Verifier {
         asked: Side<'_>,
     ) -> Result<(), String> {
         let q = Question::of(cached, asked, self.reads_conversations());
+        // What needs no model is answered without a hop to a blocking thread.
         if q == Question::Refused {
             return Err("context".to_owned());
         }
         let me = self.clone();
-        match tokio::task::spawn_blocking(move || me.judge(&q)).await {
-            Ok(Ok((true, _))) => Ok(()),
-            Ok(Ok((false, _))) => Err("verifier".to_owned()),
+        match tokio::task::spawn_blocking(move || me.verdict(&q)).await {
+            Ok(Ok(verdict)) => verdict.map_err(str::to_owned),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
                 Err("verifier_failed".to_owned())
