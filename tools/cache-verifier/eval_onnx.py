@@ -13,28 +13,38 @@ import onnxruntime as ort
 import cross_encoder as ce
 
 
+def session(model):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(model, opts)
+
+
+def scores(sess, tok, split):
+    """The graph's logit for every pair of every split, one pair per run (as the gateway)."""
+    out = {}
+    for s, rows in split.items():
+        v = []
+        for r in rows:
+            e = tok.encode(*ce.render(r["a"], r["b"]))
+            ids = np.array([e.ids], np.int64)
+            v.append(float(sess.run(None, {
+                "input_ids": ids, "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.array([e.type_ids], np.int64)})[0][0, 0]))
+        out[s] = np.array(v)
+    return out
+
+
 def main():
     model, weights = sys.argv[1], sys.argv[2]
     tok = ce.tokenizer(weights)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(model, opts)
+    sess = session(model)
     sets = ["questions"] + (["conversations"] if "--conversations" in sys.argv else [])
     for name in sets:
         print(f"== {name}")
         split = ce.splits(name)
-        scores = {}
-        for s, rows in split.items():
-            out = []
-            for r in rows:
-                e = tok.encode(*ce.render(r["a"], r["b"]))
-                ids = np.array([e.ids], np.int64)
-                out.append(float(sess.run(None, {
-                    "input_ids": ids, "attention_mask": np.ones_like(ids),
-                    "token_type_ids": np.array([e.type_ids], np.int64)})[0][0, 0]))
-            scores[s] = np.array(out)
+        by_split = scores(sess, tok, split)
         ys = {s: np.array([r["hit"] for r in split[s]], int) for s in split}
-        t = ce.report(scores, ys, split)
+        t = ce.report(by_split, ys, split)
         print(f"{name} threshold (logit) {t:.4f}")
 
 

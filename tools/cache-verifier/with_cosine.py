@@ -10,25 +10,11 @@ import pathlib
 import sys
 
 import numpy as np
-import onnxruntime as ort
 
 import cross_encoder as ce
+import eval_onnx
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def scores(sess, tok, split):
-    out = {}
-    for s, rows in split.items():
-        v = []
-        for r in rows:
-            e = tok.encode(*ce.render(r["a"], r["b"]))
-            ids = np.array([e.ids], np.int64)
-            v.append(float(sess.run(None, {
-                "input_ids": ids, "attention_mask": np.ones_like(ids),
-                "token_type_ids": np.array([e.type_ids], np.int64)})[0][0, 0]))
-        out[s] = np.array(v)
-    return out
 
 
 def cosines(sess, tok, split):
@@ -54,12 +40,10 @@ def main():
     model, weights = sys.argv[1], sys.argv[2]
     emb = sys.argv[3] if len(sys.argv) > 3 else str(ROOT / "models/all-MiniLM-L6-v2/model.onnx")
     tok = ce.tokenizer(weights)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
     split = ce.splits()
     ys = {s: np.array([r["hit"] for r in split[s]], int) for s in split}
-    logit = scores(ort.InferenceSession(model, opts), tok, split)
-    cos = cosines(ort.InferenceSession(emb, opts), tok, split)
+    logit = eval_onnx.scores(eval_onnx.session(model), tok, split)
+    cos = cosines(eval_onnx.session(emb), tok, split)
     best = max((served_at(logit["validate"] + w * cos["validate"], ys["validate"])[0], w)
                for w in np.arange(0, 40.5, 2.0))
     print(f"weight chosen on validate: {best[1]} (validate served {best[0] * 100:.1f} %)")
