@@ -137,12 +137,12 @@ fn cache_eval(args: &EvalArgs, runtime: &Path, threshold: f32) -> ExitCode {
         let mut embedder = Model::load(model, runtime)?;
         let mut scored = eval::score(&mut embedder, pairs)?;
         let Some(dir) = &args.verifier else {
-            return Ok(eval::report(&scored, threshold));
+            return Ok(eval::report(&scored, threshold, None));
         };
         let floor = crate::config::cache::VERIFIER_FLOOR;
         let v = Verifier::load(dir, model, None, args.conversations.as_deref())?;
         eval::verify(&mut scored, &v, floor)?;
-        Ok(eval::report(&scored, floor))
+        Ok(eval::report(&scored, floor, Some(v.threshold)))
     };
     match run() {
         Ok(report) => {

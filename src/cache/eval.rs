@@ -107,6 +107,9 @@ pub struct Scored {
     pub similarity: f32,
     /// Guard rejection, if any.
     pub rejected: Option<&'static str>,
+    /// With the learned verifier: its score less the threshold it was held to (`None`: not
+    /// judged by a model).
+    pub margin: Option<f32>,
 }
 
 /// Figures at one threshold.
@@ -181,6 +184,7 @@ pub fn score(model: &mut Model, pairs: Vec<Pair>) -> Result<Vec<Scored>, EvalErr
                         .err()
                         .map(|r| r.label())
                 },
+                margin: None,
                 pair: p.clone(),
             });
         }
@@ -205,9 +209,9 @@ pub fn verify(
             context: &s.pair.context_b,
             last: &s.pair.b,
         };
-        s.rejected = v
-            .verdict(&Question::of(cached, asked, v.reads_conversations()))?
-            .err();
+        let verdict = v.verdict(&Question::of(cached, asked, v.reads_conversations()))?;
+        s.rejected = verdict.served.err();
+        s.margin = verdict.margin;
     }
     Ok(())
 }
@@ -270,8 +274,23 @@ pub fn only_split(pairs: Vec<Pair>, split: Option<&str>) -> Vec<Pair> {
     }
 }
 
-/// The report printed by `switchyard cache-eval`.
-pub fn report(scored: &[Scored], default: f32) -> String {
+/// Served and wrong-hit rates with the verifier held to its threshold plus `offset` (pairs at or
+/// above the similarity `floor`; pairs no model read are never served).
+pub fn verifier_row(scored: &[Scored], floor: f32, offset: f32) -> (f64, f64) {
+    let share = |hit: bool| {
+        let set: Vec<&Scored> = scored.iter().filter(|s| s.pair.hit == hit).collect();
+        let served = set
+            .iter()
+            .filter(|s| s.similarity >= floor && s.margin.is_some_and(|m| m >= offset))
+            .count();
+        served as f64 / set.len().max(1) as f64
+    };
+    (share(true), share(false))
+}
+
+/// The report printed by `switchyard cache-eval`; `verifier_threshold` is the question model's
+/// decision threshold when the learned verifier judged (it adds the curve over that threshold).
+pub fn report(scored: &[Scored], default: f32, verifier_threshold: Option<f32>) -> String {
     use std::fmt::Write;
     let hits = scored.iter().filter(|s| s.pair.hit).count();
     let traps = scored.len() - hits;
@@ -283,7 +302,7 @@ pub fn report(scored: &[Scored], default: f32) -> String {
     );
     let _ = writeln!(
         out,
-        "threshold | served (guard) | wrong hits (guard) | served (no guard) | wrong hits (no guard)"
+        "similarity threshold | served (judged) | wrong hits (judged) | served (similarity alone) | wrong hits (similarity alone)"
     );
     let _ = writeln!(out, "---|---|---|---|---");
     for t in (60..=98).step_by(2).map(|t| t as f32 / 100.0) {
@@ -301,6 +320,26 @@ pub fn report(scored: &[Scored], default: f32) -> String {
             r.served_unguarded * 100.0,
             r.wrong_unguarded * 100.0
         );
+    }
+    if let Some(t) = verifier_threshold {
+        let _ = writeln!(
+            out,
+            "\nthe verifier's decision threshold (`[cache] verifier_threshold`; similarity at least \
+             {default:.2}): its own {t:.2} plus an offset (conversation pairs: the conversation \
+             model's own plus the same offset)\n\noffset | verifier_threshold | served | wrong hits\n---|---|---|---"
+        );
+        for step in -6..=6 {
+            let offset = step as f32 * 0.5;
+            let (served, wrong) = verifier_row(scored, default, offset);
+            let mark = if step == 0 { " (default)" } else { "" };
+            let _ = writeln!(
+                out,
+                "{offset:+.1}{mark} | {:.2} | {:.1}% | {:.1}%",
+                t + offset,
+                served * 100.0,
+                wrong * 100.0
+            );
+        }
     }
     let r = row(scored, default);
     let _ = writeln!(

@@ -77,6 +77,15 @@ impl Question {
     }
 }
 
+/// What the verifier made of one candidate.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// Served, or the reason not (`context`, `verifier`).
+    pub served: Result<(), &'static str>,
+    /// The model's score less the threshold it was held to; `None` when no model read the pair.
+    pub margin: Option<f32>,
+}
+
 impl Judge {
     /// Loads `model.onnx` and `verifier.json` from `dir` and the tokenizer files from
     /// `tokenizer_dir` (the embedding model's: the same vocabulary). ONNX Runtime must be loaded.
@@ -163,30 +172,46 @@ impl Verifier {
         self.questions.score(cached, asked)
     }
 
-    /// Whether the verifier serves `q` (blocking), and the score it gave.
-    pub fn judge(&self, q: &Question) -> Result<(bool, Option<f32>), EmbedError> {
+    /// The model's score for `q` and the threshold it is held to (blocking); `None` when no model
+    /// can read it.
+    fn read(&self, q: &Question) -> Result<Option<(f32, f32)>, EmbedError> {
         let (judge, a, b) = match q {
             Question::Last(a, b) => (&self.questions, a, b),
             Question::Conversation(a, b) => match &self.conversations {
                 Some(j) if j.fits(a, b)? => (j, a, b),
-                _ => return Ok((false, None)),
+                _ => return Ok(None),
             },
-            Question::Refused => return Ok((false, None)),
+            Question::Refused => return Ok(None),
         };
-        let score = judge.score(a, b)?;
-        Ok((score >= judge.threshold, Some(score)))
+        Ok(Some((judge.score(a, b)?, judge.threshold)))
     }
 
-    /// Whether `q` is served (blocking); a refusal is the reason the what-if and `cache-eval`
-    /// report: `context` when earlier turns differ in a way it cannot judge, else `verifier`.
-    pub fn verdict(&self, q: &Question) -> Result<Result<(), &'static str>, EmbedError> {
+    /// Whether the verifier serves `q` (blocking), and the score it gave.
+    pub fn judge(&self, q: &Question) -> Result<(bool, Option<f32>), EmbedError> {
+        Ok(match self.read(q)? {
+            Some((score, threshold)) => (score >= threshold, Some(score)),
+            None => (false, None),
+        })
+    }
+
+    /// Whether `q` is served (blocking), and the model's score less the threshold it was held to
+    /// (`None` when no model read it: the margin `cache-eval` draws its curve from); a refusal is
+    /// the reason the what-if and `cache-eval` report: `context` when earlier turns differ in a
+    /// way it cannot judge, else `verifier`.
+    pub fn verdict(&self, q: &Question) -> Result<Verdict, EmbedError> {
         if *q == Question::Refused {
-            return Ok(Err("context"));
+            return Ok(Verdict {
+                served: Err("context"),
+                margin: None,
+            });
         }
-        Ok(if self.judge(q)?.0 {
-            Ok(())
-        } else {
-            Err("verifier")
+        let margin = self.read(q)?.map(|(score, threshold)| score - threshold);
+        Ok(Verdict {
+            served: match margin {
+                Some(m) if m >= 0.0 => Ok(()),
+                _ => Err("verifier"),
+            },
+            margin,
         })
     }
 
@@ -205,7 +230,7 @@ impl Verifier {
         }
         let me = self.clone();
         match tokio::task::spawn_blocking(move || me.verdict(&q)).await {
-            Ok(Ok(verdict)) => verdict.map_err(str::to_owned),
+            Ok(Ok(verdict)) => verdict.served.map_err(str::to_owned),
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cache verifier failed; treating the candidate as a miss");
                 Err("verifier_failed".to_owned())

@@ -175,6 +175,22 @@ fn the_default_verifier_holds_its_figures_on_the_test_split() {
         r.served * 100.0,
         r.wrong * 100.0
     );
+    // The curve over the verifier's own threshold: at offset 0 it is what is served; a higher
+    // threshold never serves more of either kind, a lower one serves more paraphrases and lets
+    // traps through.
+    assert_eq!(eval::verifier_row(&scored, floor, 0.0), (r.served, r.wrong));
+    let curve: Vec<(f64, f64)> = (-6..=6)
+        .map(|k| eval::verifier_row(&scored, floor, k as f32 * 0.5))
+        .collect();
+    for w in curve.windows(2) {
+        assert!(w[1].0 <= w[0].0 && w[1].1 <= w[0].1, "{curve:?}");
+    }
+    assert!(curve[0].0 > r.served && curve[0].1 > r.wrong, "{curve:?}");
+    let report = eval::report(&scored, floor, Some(v.threshold));
+    assert!(
+        report.contains(&format!("+0.0 (default) | {:.2} |", v.threshold)),
+        "{report}"
+    );
 }
 
 /// The conversation verifier judges two conversations read whole, and refuses (serves nothing,
