@@ -216,18 +216,22 @@ pub fn verify(
     Ok(())
 }
 
+/// The share of the pairs labelled `hit` (should-hit or traps) that `served` serves; 0 for none.
+fn share(scored: &[Scored], hit: bool, served: impl Fn(&Scored) -> bool) -> f64 {
+    let (mut n, mut k) = (0usize, 0usize);
+    for s in scored.iter().filter(|s| s.pair.hit == hit) {
+        n += 1;
+        k += usize::from(served(s));
+    }
+    if n == 0 { 0.0 } else { k as f64 / n as f64 }
+}
+
 /// Served and wrong-hit rates at `threshold`.
 pub fn row(scored: &[Scored], threshold: f32) -> Row {
     let share = |hit: bool, guarded: bool| {
-        let set: Vec<&Scored> = scored.iter().filter(|s| s.pair.hit == hit).collect();
-        if set.is_empty() {
-            return 0.0;
-        }
-        let served = set
-            .iter()
-            .filter(|s| s.similarity >= threshold && (!guarded || s.rejected.is_none()))
-            .count();
-        served as f64 / set.len() as f64
+        share(scored, hit, |s| {
+            s.similarity >= threshold && (!guarded || s.rejected.is_none())
+        })
     };
     Row {
         threshold,
@@ -277,15 +281,8 @@ pub fn only_split(pairs: Vec<Pair>, split: Option<&str>) -> Vec<Pair> {
 /// Served and wrong-hit rates with the verifier held to its threshold plus `offset` (pairs at or
 /// above the similarity `floor`; pairs no model read are never served).
 pub fn verifier_row(scored: &[Scored], floor: f32, offset: f32) -> (f64, f64) {
-    let share = |hit: bool| {
-        let set: Vec<&Scored> = scored.iter().filter(|s| s.pair.hit == hit).collect();
-        let served = set
-            .iter()
-            .filter(|s| s.similarity >= floor && s.margin.is_some_and(|m| m >= offset))
-            .count();
-        served as f64 / set.len().max(1) as f64
-    };
-    (share(true), share(false))
+    let served = |s: &Scored| s.similarity >= floor && s.margin.is_some_and(|m| m >= offset);
+    (share(scored, true, served), share(scored, false, served))
 }
 
 /// The report printed by `switchyard cache-eval`; `verifier_threshold` is the question model's

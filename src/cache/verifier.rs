@@ -77,6 +77,11 @@ impl Question {
     }
 }
 
+/// The one decision: a pair is served when the model's score reaches its threshold.
+fn serves((score, threshold): (f32, f32)) -> bool {
+    score >= threshold
+}
+
 /// What the verifier made of one candidate.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Verdict {
@@ -188,10 +193,8 @@ impl Verifier {
 
     /// Whether the verifier serves `q` (blocking), and the score it gave.
     pub fn judge(&self, q: &Question) -> Result<(bool, Option<f32>), EmbedError> {
-        Ok(match self.read(q)? {
-            Some((score, threshold)) => (score >= threshold, Some(score)),
-            None => (false, None),
-        })
+        let read = self.read(q)?;
+        Ok((read.is_some_and(serves), read.map(|(score, _)| score)))
     }
 
     /// Whether `q` is served (blocking), and the model's score less the threshold it was held to
@@ -205,13 +208,14 @@ impl Verifier {
                 margin: None,
             });
         }
-        let margin = self.read(q)?.map(|(score, threshold)| score - threshold);
+        let read = self.read(q)?;
         Ok(Verdict {
-            served: match margin {
-                Some(m) if m >= 0.0 => Ok(()),
-                _ => Err("verifier"),
+            served: if read.is_some_and(serves) {
+                Ok(())
+            } else {
+                Err("verifier")
             },
-            margin,
+            margin: read.map(|(score, threshold)| score - threshold),
         })
     }
 
