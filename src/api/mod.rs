@@ -43,6 +43,18 @@ const CACHE_SIMILARITY: HeaderName = HeaderName::from_static("x-switchyard-cache
 const MCP_TOOL_CALLS: HeaderName = HeaderName::from_static("x-switchyard-mcp-tool-calls");
 const MCP_ROUNDS: HeaderName = HeaderName::from_static("x-switchyard-mcp-iterations");
 const MCP_LIMITED: HeaderName = HeaderName::from_static("x-switchyard-mcp-stopped");
+/// OpenAI's rate-limit headers (limit, remaining, reset), built at compile time: a name made
+/// from a `&str` per response is parsed and checked each time.
+const RATE_REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const RATE_TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
 
 /// All routes of the gateway.
 pub fn routes(state: AppState) -> Router {
@@ -601,22 +613,8 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
 pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHeaders>) {
     let Some(r) = rate else { return };
     for (names, v) in [
-        (
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-            r.requests,
-        ),
-        (
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-            r.tokens,
-        ),
+        (RATE_REQUEST_HEADERS, r.requests),
+        (RATE_TOKEN_HEADERS, r.tokens),
     ] {
         let Some((limit, remaining, reset_ms)) = v else {
             continue;

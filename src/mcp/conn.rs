@@ -87,7 +87,7 @@ impl ToolEntry {
             function: FunctionDef {
                 name: self.exposed.clone(),
                 description: self.description.clone(),
-                parameters: Some((*self.input_schema).clone()),
+                parameters: Some(self.input_schema.clone()),
                 extra: Extra::new(),
             },
         }

@@ -6,6 +6,7 @@
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Content, FunctionDef, Tool};
 
@@ -37,7 +38,7 @@ pub fn force(req: &ChatRequest) -> Option<ChatRequest> {
         function: FunctionDef {
             name: JSON_TOOL.into(),
             description: Some(description.into()),
-            parameters: Some(schema),
+            parameters: Some(Arc::new(schema)),
             extra: Default::default(),
         },
     }]);

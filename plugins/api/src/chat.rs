@@ -4,6 +4,8 @@
 //! Every struct keeps the fields it does not model in `extra`, so an OpenAI-compatible upstream
 //! receives exactly what the client sent (new OpenAI parameters pass through untouched).
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -201,9 +203,10 @@ pub struct FunctionDef {
     /// What it does, for the model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// JSON Schema of the arguments.
+    /// JSON Schema of the arguments. Shared: the gateway offers the same MCP tool schemas to
+    /// every request, so a request holds them without copying (`Arc::make_mut` to change one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Value>,
+    pub parameters: Option<Arc<Value>>,
     /// Unmodelled fields (`strict`), passed through.
     #[serde(flatten)]
     pub extra: Extra,

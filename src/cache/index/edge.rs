@@ -365,7 +365,7 @@ impl VectorIndex for EdgeIndex {
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
         let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
-        let payload = serde_json::Value::Object(entry_payload(entry));
+        let payload = serde_json::Value::Object(entry_payload(entry, vector.is_some()));
         self.writes.fetch_add(1, Ordering::Relaxed);
         let vectors: Vectors = match vector {
             Some(v) => Vectors::new_named([(VECTOR, v)]),
@@ -657,7 +657,7 @@ mod tests {
             point: PointStruct::new(
                 point(e.id),
                 Vectors::from(std::collections::HashMap::<String, Vec<f32>>::new()),
-                serde_json::Value::Object(entry_payload(e)),
+                serde_json::Value::Object(entry_payload(e, false)),
             ),
             done,
         });

@@ -24,6 +24,9 @@ pub const KEYWORD_FIELDS: &[&str] = &["partition", "model"];
 /// Integer payload fields with an index.
 pub const INTEGER_FIELDS: &[&str] = &["expires", "last_used"];
 
+/// Where the partition of an entry without a vector is stored (see [`Entry::partition`]).
+pub const UNINDEXED_PARTITION: &str = "partition_unindexed";
+
 /// One cached answer, as stored in the payload.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
@@ -33,7 +36,10 @@ pub struct Entry {
     pub schema: u32,
     /// Exact-tier key.
     pub exact: String,
-    /// Partition hash (exact filter of the semantic tier).
+    /// Partition hash (exact filter of the semantic tier). An entry stored without a vector
+    /// (the semantic tier never finds it) keeps it under [`UNINDEXED_PARTITION`], a field
+    /// without a payload index: its write updates one index less.
+    #[serde(alias = "partition_unindexed")]
     pub partition: String,
     /// Model the client asked for.
     pub model: String,
@@ -216,8 +222,10 @@ pub fn entry_from_payload(
 }
 
 /// The JSON payload of an entry, its strings moved rather than copied (the same fields and
-/// names as its `Serialize`, which the test below holds it to).
-pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value> {
+/// names as its `Serialize`, which the test below holds it to). `searchable`: the entry is
+/// stored with a vector, so its partition goes where the semantic tier's filter (and its
+/// payload index) reads it; otherwise under [`UNINDEXED_PARTITION`].
+pub fn entry_payload(entry: Entry, searchable: bool) -> serde_json::Map<String, serde_json::Value> {
     use serde_json::Value;
     let Entry {
         id,
@@ -241,7 +249,14 @@ pub fn entry_payload(entry: Entry) -> serde_json::Map<String, serde_json::Value>
         ("id", Value::String(id.to_string())),
         ("schema", schema.into()),
         ("exact", exact.into()),
-        ("partition", partition.into()),
+        (
+            if searchable {
+                "partition"
+            } else {
+                UNINDEXED_PARTITION
+            },
+            partition.into(),
+        ),
         ("model", model.into()),
         ("provider", provider.into()),
         ("served_model", served_model.into()),
@@ -290,8 +305,13 @@ mod tests {
             Ok(serde_json::Value::Object(m)) => m,
             other => panic!("not an object: {other:?}"),
         };
-        let moved = entry_payload(e.clone());
+        let moved = entry_payload(e.clone(), true);
         assert_eq!(moved, by_serde);
-        assert_eq!(entry_from_payload(moved).ok(), Some(e));
+        assert_eq!(entry_from_payload(moved).ok(), Some(e.clone()));
+        // Without a vector the partition is kept out of the indexed field, and read back.
+        let exact_only = entry_payload(e.clone(), false);
+        assert!(!exact_only.contains_key("partition"));
+        assert_eq!(exact_only[UNINDEXED_PARTITION], "p");
+        assert_eq!(entry_from_payload(exact_only).ok(), Some(e));
     }
 }

@@ -212,8 +212,10 @@ impl VectorIndex for QdrantIndex {
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
         let id = entry.id;
-        let payload = Payload::try_from(serde_json::Value::Object(entry_payload(entry)))
-            .map_err(store_err)?;
+        let searchable = vector.is_some();
+        let payload =
+            Payload::try_from(serde_json::Value::Object(entry_payload(entry, searchable)))
+                .map_err(store_err)?;
         let vectors: HashMap<String, Vec<f32>> = vector
             .map(|v| HashMap::from([(VECTOR.to_owned(), v)]))
             .unwrap_or_default();

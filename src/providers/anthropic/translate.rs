@@ -4,6 +4,7 @@
 //! Anthropic ingress uses `from_messages_request`, `to_messages_response` and [`StreamEncoder`].
 
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use super::wire::{self, Block, BlockDelta, MessagesRequest, MessagesResponse, StreamEvent};
 use crate::chat::{
@@ -74,7 +75,7 @@ pub fn to_messages_request(
                     .function
                     .parameters
                     .clone()
-                    .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+                    .unwrap_or_else(|| Arc::new(json!({"type": "object", "properties": {}}))),
                 extra: Extra::new(),
             })
             .collect()

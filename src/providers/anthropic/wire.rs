@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 use crate::chat::Extra;
 
@@ -164,14 +165,14 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the input.
     #[serde(default = "empty_schema")]
-    pub input_schema: Value,
+    pub input_schema: Arc<Value>,
     /// cache_control etc., passed through.
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-fn empty_schema() -> Value {
-    serde_json::json!({"type": "object", "properties": {}})
+fn empty_schema() -> Arc<Value> {
+    Arc::new(serde_json::json!({"type": "object", "properties": {}}))
 }
 
 /// `tool_choice`.

@@ -2,6 +2,7 @@
 //! pointed at the gateway): requests, answers, and the answer stream as Gemini SSE events.
 
 use serde_json::{Value, json};
+use std::sync::Arc;
 
 use super::translate::{TranslateError, id_with_signature, signature_of};
 use super::wire::{
@@ -86,7 +87,7 @@ pub fn from_generate_request(
                     let parameters = f
                         .parameters_json_schema
                         .clone()
-                        .or_else(|| f.parameters.as_ref().map(json_schema));
+                        .or_else(|| f.parameters.as_ref().map(|p| Arc::new(json_schema(p))));
                     out.push(Tool {
                         kind: "function".into(),
                         function: FunctionDef {

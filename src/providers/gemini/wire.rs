@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Unmodelled fields, kept verbatim.
 pub type Extra = Map<String, Value>;
@@ -149,7 +150,7 @@ pub struct FunctionDeclaration {
     pub parameters: Option<Value>,
     /// Arguments as JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters_json_schema: Option<Value>,
+    pub parameters_json_schema: Option<Arc<Value>>,
 }
 
 /// `generationConfig`.

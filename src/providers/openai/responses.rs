@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use std::sync::Arc;
 
 use crate::chat::{
     ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef, Message,
@@ -457,7 +458,11 @@ fn function_tool(t: &Value, i: usize) -> Result<Tool, TranslateError> {
                 .get("description")
                 .and_then(Value::as_str)
                 .map(str::to_owned),
-            parameters: t.get("parameters").filter(|p| !p.is_null()).cloned(),
+            parameters: t
+                .get("parameters")
+                .filter(|p| !p.is_null())
+                .cloned()
+                .map(Arc::new),
             extra,
         },
     })
