@@ -10,10 +10,12 @@
 //! which the learned verifier reads together with the last turn; the exact key still covers them. Canonical JSON (sorted keys, integral floats written as integers)
 //! makes the hashes independent of key order and JSON formatting.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::chat::{ChatRequest, Content, Message, RequestView, Role};
+
+mod canon;
 
 /// Bumped whenever the key derivation or the stored entry changes; old entries then never match.
 pub const SCHEMA: u32 = 1;
@@ -93,54 +95,58 @@ pub fn fingerprint_with(
             .join("\n")
     });
 
-    let mut params = match serde_json::to_value(params(req)) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    for k in IRRELEVANT {
-        params.remove(*k);
-    }
-    if params.get("n").and_then(Value::as_u64) == Some(1) {
-        params.remove("n");
-    }
-    let non_text: Vec<Value> = last.iter().map(non_text_parts).collect();
     let context = if by_meaning && text.is_some() {
         plain_context(history)
     } else {
         None
     };
+    // The partition document, written canonically in one buffer (its keys in sorted order):
+    // {"history":[...],"last_non_text":[...],"params":{...},"schema":N,"tenant":"..."}.
     // With a context, only the instructions stay in the partition; the other turns go into the
     // exact key (so exact hits still need the same conversation) and the context.
-    let in_partition: Vec<Value> = history
-        .iter()
-        .filter(|m| context.is_none() || m.role == Role::System)
-        .map(message_value)
-        .collect();
-    let partition_doc = serde_json::json!({
-        "schema": SCHEMA,
-        "tenant": tenant,
-        "params": Value::Object(params),
-        "history": in_partition,
-        "last_non_text": non_text,
-    });
-    let partition = hex::encode(&sha256(&canonical_bytes(&partition_doc))[..16]);
-    let last_doc = last.iter().map(message_value).collect::<Vec<_>>();
-    let exact_doc = match &context {
-        Some(c) if !c.is_empty() => serde_json::json!({
-            "partition": partition,
-            "context": history
-                .iter()
-                .filter(|m| m.role != Role::System)
-                .map(message_value)
-                .collect::<Vec<_>>(),
-            "last": last_doc,
-        }),
-        _ => serde_json::json!({
-            "partition": partition,
-            "last": last_doc,
-        }),
-    };
-    let exact = hex::encode(sha256(&canonical_bytes(&exact_doc)));
+    let mut doc = Vec::with_capacity(1024);
+    doc.extend_from_slice(b"{\"history\":");
+    write_messages(
+        history
+            .iter()
+            .filter(|m| context.is_none() || m.role == Role::System),
+        &mut doc,
+    );
+    doc.extend_from_slice(b",\"last_non_text\":[");
+    for (i, m) in last.iter().enumerate() {
+        if i > 0 {
+            doc.push(b',');
+        }
+        write_non_text_parts(m, &mut doc);
+    }
+    doc.extend_from_slice(b"],\"params\":");
+    let mut params = canon::members(&params(req)).unwrap_or_default();
+    // Fields that do not change the answer go, and `n` when it is 1.
+    params.retain(|(k, v)| !(IRRELEVANT.contains(&k.as_str()) || (k == "n" && v == b"1")));
+    canon::write_object(&params, &mut doc);
+    doc.extend_from_slice(b",\"schema\":");
+    doc.extend_from_slice(SCHEMA.to_string().as_bytes());
+    doc.extend_from_slice(b",\"tenant\":");
+    canon::write_str(tenant, &mut doc);
+    doc.push(b'}');
+    let partition = hex::encode(&sha256(&doc)[..16]);
+    // The exact document: {"context":[...],"last":[...],"partition":"..."} (no context member
+    // when the earlier turns are in the partition).
+    doc.clear();
+    doc.push(b'{');
+    if let Some(c) = &context
+        && !c.is_empty()
+    {
+        doc.extend_from_slice(b"\"context\":");
+        write_messages(history.iter().filter(|m| m.role != Role::System), &mut doc);
+        doc.push(b',');
+    }
+    doc.extend_from_slice(b"\"last\":");
+    write_messages(last.iter(), &mut doc);
+    doc.extend_from_slice(b",\"partition\":");
+    canon::write_str(&partition, &mut doc);
+    doc.push(b'}');
+    let exact = hex::encode(sha256(&doc));
     Ok(Fingerprint {
         exact,
         partition,
@@ -198,100 +204,76 @@ fn last_user_turns_start(messages: &[Message]) -> usize {
     messages.len() - trailing
 }
 
-/// A message as canonical JSON, with text content normalised: a plain string and an array of
-/// text parts are the same thing; surrounding whitespace is dropped.
-fn message_value(m: &Message) -> Value {
-    let mut v = match serde_json::to_value(m) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    match &m.content {
-        Some(Content::Text(t)) => {
-            v.insert("content".into(), Value::String(t.trim().to_owned()));
+/// Messages as a canonical JSON array (see [`write_message`]).
+fn write_messages<'m>(messages: impl Iterator<Item = &'m Message>, out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            out.push(b',');
         }
-        Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => {
-            v.insert(
-                "content".into(),
-                Value::String(m.text_content().trim().into()),
-            );
-        }
-        _ => {}
+        write_message(m, out);
     }
-    Value::Object(v)
+    out.push(b']');
 }
 
-/// The parts of a message that are not text (images, audio, files), for the partition.
-fn non_text_parts(m: &Message) -> Value {
-    match &m.content {
-        Some(Content::Parts(parts)) => Value::Array(
-            parts
-                .iter()
-                .filter(|p| p.kind != "text")
-                .filter_map(|p| serde_json::to_value(p).ok())
-                .collect(),
-        ),
-        _ => Value::Array(Vec::new()),
+/// A message as canonical JSON, with text content normalised: a plain string and an array of
+/// text parts are the same thing; surrounding whitespace is dropped.
+fn write_message(m: &Message, out: &mut Vec<u8>) {
+    let mut members = canon::members(m).unwrap_or_default();
+    let text = match &m.content {
+        Some(Content::Text(t)) => Some(t.trim()),
+        Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => None,
+        _ => {
+            canon::write_object(&members, out);
+            return;
+        }
+    };
+    let joined;
+    let text = match text {
+        Some(t) => t,
+        None => {
+            joined = m.text_content();
+            joined.trim()
+        }
+    };
+    let mut value = Vec::with_capacity(text.len() + 2);
+    canon::write_str(text, &mut value);
+    match members.binary_search_by(|(k, _)| k.as_str().cmp("content")) {
+        Ok(i) => members[i].1 = value,
+        Err(i) => members.insert(i, ("content".to_owned(), value)),
     }
+    canon::write_object(&members, out);
+}
+
+/// The parts of a message that are not text (images, audio, files), for the partition, as a
+/// canonical JSON array.
+fn write_non_text_parts(m: &Message, out: &mut Vec<u8>) {
+    out.push(b'[');
+    if let Some(Content::Parts(parts)) = &m.content {
+        let mut first = true;
+        let mut one = Vec::new();
+        for p in parts.iter().filter(|p| p.kind != "text") {
+            one.clear();
+            // A part that cannot be encoded is left out.
+            if canon::write(p, &mut one).is_ok() {
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                out.extend_from_slice(&one);
+            }
+        }
+    }
+    out.push(b']');
 }
 
 /// Canonical JSON: object keys sorted, no whitespace, floats with an integral value written as
 /// integers (so `1` and `1.0` hash the same).
 pub fn canonical(v: &Value) -> String {
-    String::from_utf8(canonical_bytes(v)).unwrap_or_default()
-}
-
-/// [`canonical`] as bytes, written in one buffer (strings are escaped straight into it, nothing
-/// is copied per value).
-fn canonical_bytes(v: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1024);
-    write_canonical(v, &mut out);
-    out
-}
-
-fn write_str(s: &str, out: &mut Vec<u8>) {
-    // Writing JSON into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    use std::io::Write as _;
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Number(n) => {
-            let _ = match n.as_f64() {
-                Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
-                    write!(out, "{}", f as i64)
-                }
-                _ => write!(out, "{n}"),
-            };
-        }
-        Value::String(s) => write_str(s, out),
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (k, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_str(k, out);
-                out.push(b':');
-                write_canonical(item, out);
-            }
-            out.push(b'}');
-        }
-    }
+    let mut out = Vec::new();
+    // A JSON value always has a canonical form (its keys are strings).
+    let _ = canon::write(v, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -227,3 +227,78 @@ fn by_meaning_earlier_turns_with_tools_or_images_stay_exact() {
     assert_eq!(fi.context, "");
     assert_eq!(fi, fingerprint(&image, "").unwrap());
 }
+
+/// Requests of every shape the key covers (tools, tool calls and results, images, several
+/// trailing user turns, escapes, numbers, unknown fields, conversations by meaning), each with
+/// the partition and exact key the derivation gave when this table was written: a change to
+/// how the key is computed must keep every one (or bump `key::SCHEMA`).
+#[test]
+fn golden_hashes_of_varied_requests() {
+    use super::key::fingerprint_with;
+    let table: Vec<(Value, &str, bool, &str, &str)> = vec![
+        (
+            json!({"model": "m", "temperature": 1.0, "top_p": 0.1, "max_tokens": 100, "seed": -7,
+                "stop": ["\n", "END"], "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"b": {"type": "integer", "maximum": 1e20}, "a": {"type": "number", "minimum": -2.5}}}}},
+                "tools": [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "required": ["x"], "properties": {"x": {"type": "string"}}}, "strict": true}}],
+                "tool_choice": {"type": "function", "function": {"name": "f"}},
+                "logit_bias": {"50256": -100}, "frequency_penalty": 0.0, "custom_field": [1, 2.0, null, true],
+                "user": "u", "store": true, "metadata": {"a": "b"}, "n": 1,
+                "messages": [{"role": "user", "content": "Weather in \"Paris\"?\tÉté ☀ \u{1}"}]}),
+            "",
+            false,
+            "1096e5698b284bf3183033b0ec649365",
+            "82383b1a04f4e01634e3e6ebd726f96dbdea05f20950aa6a2d8290e0a27820b1",
+        ),
+        (
+            json!({"model": "m", "messages": [
+                {"role": "system", "content": [{"type": "text", "text": " Be brief. "}]},
+                {"role": "user", "content": "Add 2 and 3", "name": "ann"},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "add", "arguments": "{\"a\":2,\"b\":3}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "5"},
+                {"role": "assistant", "content": "It is 5."},
+                {"role": "user", "content": "  And 4 and 4?  "},
+                {"role": "user", "content": [{"type": "text", "text": "Quickly."}, {"type": "image_url", "image_url": {"url": "https://x/y.png", "detail": "low"}}]}]}),
+            "tenant-1",
+            false,
+            "c5860313ecde12b70b6214053f0bacaa",
+            "04551c11e75f181e9e2e222e441ce6ebb3c997f267528452afcd22709ad36202",
+        ),
+        (
+            json!({"model": "m", "temperature": 0.7, "messages": [
+                {"role": "system", "content": "S"},
+                {"role": "user", "content": "I bought a blender."},
+                {"role": "assistant", "content": [{"type": "text", "text": "How can I help?"}]},
+                {"role": "user", "content": "How do I return it?"}]}),
+            "",
+            true,
+            "544959ff22882841303a4c8e28f9a4d6",
+            "8a95ed188ff13556670308aa599a603a8cc9832c5d39ba9f819a3668af192630",
+        ),
+        (
+            json!({"model": "m", "messages": [
+                {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello"}]}),
+            "t",
+            true,
+            "819eb71601864bbe13fc51ffbcb7457f",
+            "407844429871d06bbdf2541fb17d0a3209d85ae0583560798bf1c5e37f742fab",
+        ),
+        (
+            json!({"model": "m", "max_completion_tokens": 5, "reasoning_effort": "low",
+                "audio": {"voice": "x"}, "modalities": ["text"], "parallel_tool_calls": false,
+                "messages": [{"role": "developer", "content": "D"}, {"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "AAA=", "format": "wav"}}]}]}),
+            "",
+            false,
+            "1e7d0cc76bb9279cadd9e6e43ae42edf",
+            "fea8c8a9f78f98858659dda192d5edf3a7c706466cb74b28014804a2293f3935",
+        ),
+    ];
+    for (i, (v, tenant, by_meaning, partition, exact)) in table.into_iter().enumerate() {
+        let fp = fingerprint_with(&req(v), tenant, by_meaning).unwrap();
+        assert_eq!(
+            (fp.partition.as_str(), fp.exact.as_str()),
+            (partition, exact),
+            "request {i}"
+        );
+    }
+}
