@@ -135,7 +135,7 @@ pub struct Snapshot {
     /// The client, while connected.
     pub peer: Option<Peer<RoleClient>>,
     /// Offered tools (after `allowed_tools`), the last known list.
-    pub tools: Arc<Vec<ToolEntry>>,
+    pub tools: Arc<Vec<Arc<ToolEntry>>>,
     /// Server name and version from its handshake.
     pub server_info: Option<String>,
     /// `allowed_tools` entries the server does not have.
@@ -150,7 +150,7 @@ pub struct ConnectError(pub String);
 /// A live client and its tools.
 pub struct Connected {
     running: RunningService<RoleClient, HubClient>,
-    tools: Vec<ToolEntry>,
+    tools: Vec<Arc<ToolEntry>>,
     unknown_allowed: Vec<String>,
     tools_changed: Arc<Notify>,
     server_info: Option<String>,
@@ -342,7 +342,7 @@ fn url_error(url: &str, e: &dyn std::fmt::Display) -> ConnectError {
 pub fn catalog(
     config: &McpServerConfig,
     listed: &[rmcp::model::Tool],
-) -> Result<(Vec<ToolEntry>, Vec<String>), ConnectError> {
+) -> Result<(Vec<Arc<ToolEntry>>, Vec<String>), ConnectError> {
     let mut out: Vec<ToolEntry> = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for t in listed {
@@ -377,7 +377,8 @@ pub fn catalog(
         .filter(|a| !listed.iter().any(|t| t.name == a.as_str()))
         .cloned()
         .collect();
-    Ok((out, unknown))
+    // Shared: every request offered a tool holds the entry, not a copy of it.
+    Ok((out.into_iter().map(Arc::new).collect(), unknown))
 }
 
 /// The server's stderr, line by line, into our log.

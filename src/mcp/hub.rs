@@ -447,7 +447,7 @@ impl McpHub {
 
     /// Tools to offer for a request: connected servers only, narrowed by the request's headers.
     /// Unknown names in the headers are an error the client should hear about.
-    pub fn offer(&self, opts: &McpOptions) -> Result<Vec<ToolEntry>, String> {
+    pub fn offer(&self, opts: &McpOptions) -> Result<Vec<Arc<ToolEntry>>, String> {
         let handles = self.handles();
         if let Some(wanted) = &opts.servers {
             for w in wanted {

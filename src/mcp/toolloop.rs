@@ -36,9 +36,8 @@ const MAX_HELD: usize = 10_000;
 pub struct Plan {
     /// `auto` runs the loop; `inject` only offers the tools.
     pub mode: Mode,
-    /// Offered tools.
-    pub tools: Vec<ToolEntry>,
-    names: HashSet<String>,
+    /// Offered tools (shared with the server's list).
+    pub tools: Vec<Arc<ToolEntry>>,
     /// Tool rounds allowed.
     pub max_iterations: u32,
     /// Bound on one tool call.
@@ -70,12 +69,10 @@ impl Plan {
         if tools.is_empty() {
             return Ok(None);
         }
-        let names = tools.iter().map(|t| t.exposed.clone()).collect();
         let cap = hub.max_iterations();
         Ok(Some(Self {
             mode: opts.mode,
             tools,
-            names,
             max_iterations: opts.max_iterations.map_or(cap, |m| m.min(cap)),
             timeout: hub.tool_timeout(),
             report: Arc::new(McpReport::default()),
@@ -85,7 +82,7 @@ impl Plan {
     /// Adds the offered tools to the request, after the client's own.
     pub fn inject(&self, req: &mut ChatRequest) {
         let list = req.tools.get_or_insert_with(Vec::new);
-        list.extend(self.tools.iter().map(ToolEntry::as_tool));
+        list.extend(self.tools.iter().map(|t| t.as_tool()));
     }
 
     /// What the cache keys this plan by instead of the injected tools: the mode and a digest of
@@ -106,7 +103,7 @@ impl Plan {
 
     /// Whether `name` is one of the gateway's offered tools.
     pub fn is_gateway(&self, name: &str) -> bool {
-        self.names.contains(name)
+        self.tools.iter().any(|t| t.exposed == name)
     }
 
     /// Splits calls into the gateway's and the client's.
