@@ -10,6 +10,8 @@
 //! which the learned verifier reads together with the last turn; the exact key still covers them. Canonical JSON (sorted keys, integral floats written as integers)
 //! makes the hashes independent of key order and JSON formatting.
 
+use std::borrow::Cow;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -125,7 +127,8 @@ pub fn fingerprint_with(
     params.retain(|(k, v)| !(IRRELEVANT.contains(&k.as_str()) || (k == "n" && v == b"1")));
     canon::write_object(&params, &mut doc);
     doc.extend_from_slice(b",\"schema\":");
-    doc.extend_from_slice(SCHEMA.to_string().as_bytes());
+    // Writing a number cannot fail.
+    let _ = canon::write(&SCHEMA, &mut doc);
     doc.extend_from_slice(b",\"tenant\":");
     canon::write_str(tenant, &mut doc);
     doc.push(b'}');
@@ -221,23 +224,17 @@ fn write_messages<'m>(messages: impl Iterator<Item = &'m Message>, out: &mut Vec
 fn write_message(m: &Message, out: &mut Vec<u8>) {
     let mut members = canon::members(m).unwrap_or_default();
     let text = match &m.content {
-        Some(Content::Text(t)) => Some(t.trim()),
-        Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => None,
+        Some(Content::Text(t)) => Cow::Borrowed(t.trim()),
+        Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => {
+            Cow::Owned(m.text_content().trim().to_owned())
+        }
         _ => {
             canon::write_object(&members, out);
             return;
         }
     };
-    let joined;
-    let text = match text {
-        Some(t) => t,
-        None => {
-            joined = m.text_content();
-            joined.trim()
-        }
-    };
     let mut value = Vec::with_capacity(text.len() + 2);
-    canon::write_str(text, &mut value);
+    canon::write_str(&text, &mut value);
     match members.binary_search_by(|(k, _)| k.as_str().cmp("content")) {
         Ok(i) => members[i].1 = value,
         Err(i) => members.insert(i, ("content".to_owned(), value)),

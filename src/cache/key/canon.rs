@@ -193,7 +193,7 @@ impl<'a> ser::Serializer for Canon<'a> {
         Ok(Seq {
             out: self.out,
             first: true,
-            variant: None,
+            in_variant: false,
         })
     }
     fn serialize_tuple(self, len: usize) -> Result<Seq<'a>, Error> {
@@ -216,7 +216,7 @@ impl<'a> ser::Serializer for Canon<'a> {
         Ok(Seq {
             out: self.out,
             first: true,
-            variant: Some(()),
+            in_variant: true,
         })
     }
     fn serialize_map(self, _: Option<usize>) -> Result<Obj<'a>, Error> {
@@ -252,7 +252,8 @@ impl<'a> ser::Serializer for Canon<'a> {
 pub struct Seq<'a> {
     out: &'a mut Vec<u8>,
     first: bool,
-    variant: Option<()>,
+    /// Inside `{"variant":[...]}`: the object closes with the array.
+    in_variant: bool,
 }
 
 impl Seq<'_> {
@@ -265,7 +266,7 @@ impl Seq<'_> {
     }
     fn close(self) {
         self.out.push(b']');
-        if self.variant.is_some() {
+        if self.in_variant {
             self.out.push(b'}');
         }
     }
