@@ -138,6 +138,7 @@ await step("try a tool", async () => {
 
 await step("log detail and filters", async () => {
   await page.goto(`${url}/#/logs`);
+  await expectText("h1", "Request log");
   await page.locator("tr.click").first().click();
   await page.locator("pre#detail").waitFor();
   const detail = await page.locator("pre#detail").textContent();
@@ -183,6 +184,9 @@ await step("governance: teams and keys, the secret shown once, rotate, disable, 
   await expectText("span.bad", "disabled");
   allowedFailures = 1;
   await page.goto(`${url}/#/teams`);
+  // The keys page also has a row naming ui-team, with its own Delete button:
+  // wait until the teams page has replaced it.
+  await expectText("h1", "Teams");
   await page.locator("tr", { hasText: "ui-team" }).locator("button", { hasText: "Delete" }).click();
   await expectText(".error", "still owns key `ui-key`");
   await page.screenshot({ path: `${shots}/teams.png`, fullPage: true });

@@ -560,7 +560,25 @@ pages.teams = governancePage("teams", "Teams", "team");
 pages.customers = governancePage("customers", "Customers", "customer");
 
 // ---------- router ----------
+// A page loads its data before it replaces the one shown. While it loads, the
+// old page is inert (a click on a stale button does nothing), and only the
+// latest navigation may replace the content, so a slow earlier page never
+// overwrites a later one.
+let renderSeq = 0;
 async function render() {
+  const seq = ++renderSeq;
+  main.inert = true;
+  main.setAttribute("aria-busy", "true");
+  try {
+    await renderPage(() => seq === renderSeq);
+  } finally {
+    if (seq === renderSeq) {
+      main.inert = false;
+      main.removeAttribute("aria-busy");
+    }
+  }
+}
+async function renderPage(current) {
   const [path, query] = (location.hash.slice(2) || "dashboard").split("?");
   const name = pages[path] ? path : "dashboard";
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === name);
@@ -574,6 +592,7 @@ async function render() {
       return;
     }
     const content = await pages[name](new URLSearchParams(query || ""));
+    if (!current()) return;
     main.replaceChildren(...[content].flat(Infinity));
     document.title = `Switchyard: ${document.querySelector("#nav a.active")?.textContent || ""}`;
   } catch (e) {
@@ -583,7 +602,7 @@ async function render() {
       login(hadToken ? "That token was not accepted." : null);
       return;
     }
-    main.replaceChildren(h("h1", {}, "Something went wrong"), errorBox(e));
+    if (current()) main.replaceChildren(h("h1", {}, "Something went wrong"), errorBox(e));
   }
 }
 const route = () => render();
