@@ -78,6 +78,17 @@ pub struct Stores {
     pub shared: Option<std::sync::Arc<postgres::Postgres>>,
 }
 
+/// How much memory sled may keep of the store's pages (its default is 1 GiB): the request log
+/// writes every request, and the page cache grew with it (docs/performance.md, memory).
+pub const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+
+fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(PAGE_CACHE_BYTES)
+        .open()
+}
+
 /// Typed access to the sled database.
 #[derive(Clone)]
 pub struct Store {
@@ -93,7 +104,7 @@ impl Store {
                 message: e.to_string(),
             }
         })?;
-        match sled::open(dir) {
+        match open_db(dir) {
             Ok(db) => Ok((Self { db }, None)),
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 Err(StoreError::Dir {
@@ -113,7 +124,7 @@ impl Store {
                     path: dir.to_owned(),
                     message: format!("cannot open ({e}) and cannot move it aside ({re})"),
                 })?;
-                let db = sled::open(dir)?;
+                let db = open_db(dir)?;
                 Ok((
                     Self { db },
                     Some(format!(

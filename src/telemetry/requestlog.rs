@@ -4,6 +4,7 @@
 //! `switchyard_log_records_dropped_total`). Retention by age and by count runs every minute.
 //! Queries scan newest first with filters and a cursor; usage aggregates scan a time range.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -405,10 +406,17 @@ impl RequestLog {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let n = u16::try_from(recs.len()).unwrap_or(u16::MAX);
         let key = chunk_key(min, seq, n);
-        let bytes = serde_json::to_vec(recs).map_err(|e| StoreError::Record {
+        let json = serde_json::to_vec(recs).map_err(|e| StoreError::Record {
             key: trees::REQUEST_LOG.into(),
             message: e.to_string(),
         })?;
+        // Compressed: sled's memory grows with the bytes it holds, not only its page cache
+        // (docs/performance.md, memory), and a chunk's records repeat most of their text.
+        let bytes =
+            zstd::bulk::compress(&json, CHUNK_ZSTD_LEVEL).map_err(|e| StoreError::Record {
+                key: trees::REQUEST_LOG.into(),
+                message: format!("cannot compress a chunk: {e}"),
+            })?;
         // Time-ordered keys only: a second tree keyed by request id (random keys) cost 2.5 times
         // the whole write (bench/requestlog.rs), so lookups by id scan instead.
         store.tree(trees::REQUEST_LOG)?.insert(&key[..], bytes)?;
@@ -590,10 +598,11 @@ impl RequestLog {
         let needle = serde_json::to_string(request_id).unwrap_or_default();
         for item in tree.iter().rev() {
             let (_, v) = item?;
-            if !contains(&v, needle.as_bytes()) {
+            let json = chunk_json(&v);
+            if !contains(&json, needle.as_bytes()) {
                 continue;
             }
-            if let Some(r) = decode_chunk(&v)
+            if let Some(r) = decode_chunk(&json)
                 .into_iter()
                 .rev()
                 .find(|r| r.request_id == request_id)
@@ -752,8 +761,23 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// zstd level of stored chunks (the fastest: the writer runs beside the request path).
+const CHUNK_ZSTD_LEVEL: i32 = 1;
+/// How a zstd frame begins (RFC 8878); a chunk written before compression is a JSON array.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// A stored chunk's JSON: decompressed, or as it was written before chunks were compressed.
+/// A chunk that does not decompress reads as empty (as one that does not parse).
+fn chunk_json(v: &[u8]) -> Cow<'_, [u8]> {
+    if v.starts_with(&ZSTD_MAGIC) {
+        Cow::Owned(zstd::stream::decode_all(v).unwrap_or_default())
+    } else {
+        Cow::Borrowed(v)
+    }
+}
+
 fn decode_chunk(v: &[u8]) -> Vec<LogRecord> {
-    serde_json::from_slice(v).unwrap_or_default()
+    serde_json::from_slice(&chunk_json(v)).unwrap_or_default()
 }
 
 fn encode_cursor(key: &[u8], idx: usize) -> String {
@@ -908,6 +932,45 @@ mod tests {
         let page = l.query(&LogQuery::default()).unwrap();
         let ids: Vec<_> = page.data.iter().map(|r| r.request_id.as_str()).collect();
         assert_eq!(ids, ["r6", "r5", "r4"]);
+    }
+
+    #[test]
+    fn chunks_are_stored_compressed_and_chunks_written_before_still_read() {
+        let l = log(100, 30);
+        let recs: Vec<_> = (0..50).map(|i| rec(1_000 + i, &format!("c{i}"))).collect();
+        l.write_chunk(&recs).unwrap();
+        let tree = l.tree().unwrap().unwrap();
+        let (_, stored) = tree.iter().next().unwrap().unwrap();
+        let json = serde_json::to_vec(&recs).unwrap();
+        assert!(stored.starts_with(&ZSTD_MAGIC), "stored as a zstd frame");
+        assert!(
+            stored.len() * 4 < json.len(),
+            "{} of {} bytes",
+            stored.len(),
+            json.len()
+        );
+        // A chunk as the log wrote it before compression: plain JSON under its key.
+        let old = vec![rec(5_000, "old-1"), rec(5_001, "old-2")];
+        tree.insert(
+            &chunk_key(5_000, 99, 2)[..],
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        // Damaged bytes that look like a frame read as nothing, not as an error.
+        let mut bad = ZSTD_MAGIC.to_vec();
+        bad.extend_from_slice(b"not a frame");
+        tree.insert(&chunk_key(6_000, 100, 1)[..], bad).unwrap();
+        assert_eq!(l.get("c17").unwrap().unwrap().at_ms, 1_017);
+        assert_eq!(l.get("old-2").unwrap().unwrap().at_ms, 5_001);
+        assert!(l.get("c50").unwrap().is_none());
+        let page = l
+            .query(&LogQuery {
+                limit: Some(3),
+                ..LogQuery::default()
+            })
+            .unwrap();
+        let ids: Vec<_> = page.data.iter().map(|r| r.request_id.as_str()).collect();
+        assert_eq!(ids, ["old-2", "old-1", "c49"]);
     }
 
     #[test]
