@@ -1,10 +1,12 @@
 //! The embedded store: one Qdrant Edge shard under `data_dir/cache/edge` (segments, WAL, HNSW,
-//! payload indexes), in process, no server.
+//! payload indexes), in process, no server, for answers the semantic tier may find; answers
+//! without a vector live beside it in the exact store (`exact.rs`, `edge/exact`). Listings,
+//! eviction, expiry and deletes see both as one.
 //!
 //! Opening never fails the gateway: an unreadable, corrupt or incompatible shard is moved aside
 //! (`edge.broken-<unix time>`, kept for inspection) and an empty one is created in its place.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -19,7 +21,8 @@ use qdrant_edge::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::writer::{self, Upsert, Writes};
+use super::exact::ExactStore;
+use super::writer::{self, Item, Upsert, Writes};
 use super::{
     Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR,
     VectorIndex, entry_from_payload, entry_payload,
@@ -34,15 +37,25 @@ struct Meta {
     vector: String,
 }
 
-/// Embedded Qdrant Edge shard. The shard is this process's alone, so the index also keeps the
-/// id of every point in memory: a lookup of an answer never stored (every miss of the exact
-/// tier) is settled without reading the shard. The set may hold more than the shard (an id goes
-/// in before its write and out after its delete), never less: a stale id costs a read, not a
-/// hit.
+/// Which store holds an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// The shard (stored with a vector).
+    Shard,
+    /// The exact store (no vector).
+    Exact,
+}
+
+/// Embedded Qdrant Edge shard and exact store. Both are this process's alone, so the index also
+/// keeps the id of every entry in memory, with the store that holds it: a lookup of an answer
+/// never stored (every miss of the exact tier) is settled without reading either. The map may
+/// hold more than the stores (an id goes in before its write and out after its delete), never
+/// less: a stale id costs a read, not a hit.
 pub struct EdgeIndex {
     shard: Arc<EdgeShard>,
+    exact: Arc<ExactStore>,
     writes: AtomicU64,
-    ids: Mutex<HashSet<Uuid>>,
+    ids: Mutex<HashMap<Uuid, Place>>,
     queue: Arc<Writes>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
@@ -72,7 +85,7 @@ impl EdgeIndex {
         let mut recovered = None;
         if dir.exists() {
             match load_existing(dir, &meta_path, &meta) {
-                Ok(shard) => return Ok((Self::with(shard)?, None)),
+                Ok((shard, exact)) => return Ok((Self::with(shard, exact)?, None)),
                 Err(reason) => {
                     let aside = quarantine(dir)?;
                     recovered = Some(format!(
@@ -84,19 +97,26 @@ impl EdgeIndex {
         }
         std::fs::create_dir_all(dir).map_err(store_err)?;
         let shard = create(dir, dimensions)?;
+        let exact = ExactStore::open(&dir.join(EXACT_DIR))?;
         let text = serde_json::to_vec(&meta).map_err(store_err)?;
         std::fs::write(&meta_path, text).map_err(store_err)?;
-        Ok((Self::with(shard)?, recovered))
+        Ok((Self::with(shard, exact)?, recovered))
     }
 
-    /// Starts the writer and reads every point id of an opened shard.
-    fn with(shard: EdgeShard) -> Result<Self, IndexError> {
-        let ids = all_ids(&shard)?;
+    /// Starts the writer and reads every entry id of opened stores.
+    fn with(shard: EdgeShard, exact: ExactStore) -> Result<Self, IndexError> {
+        let mut ids: HashMap<Uuid, Place> = all_ids(&shard)?
+            .into_iter()
+            .map(|id| (id, Place::Shard))
+            .collect();
+        ids.extend(exact.ids()?.into_iter().map(|id| (id, Place::Exact)));
         let shard = Arc::new(shard);
+        let exact = Arc::new(exact);
         let queue = Arc::new(Writes::default());
-        let writer = writer::start(shard.clone(), queue.clone())?;
+        let writer = writer::start(shard.clone(), exact.clone(), queue.clone())?;
         Ok(Self {
             shard,
+            exact,
             writes: AtomicU64::new(0),
             ids: Mutex::new(ids),
             queue,
@@ -104,8 +124,37 @@ impl EdgeIndex {
         })
     }
 
-    fn ids(&self) -> MutexGuard<'_, HashSet<Uuid>> {
+    fn ids(&self) -> MutexGuard<'_, HashMap<Uuid, Place>> {
         self.ids.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn place(&self, id: Uuid) -> Option<Place> {
+        self.ids().get(&id).copied()
+    }
+
+    /// The shard's copy of an entry.
+    async fn shard_get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
+        self.run(move |s| {
+            let req = RetrieveRequestBuilder::new(vec![point(id)])
+                .with_payload(WithPayloadInterface::Bool(true))
+                .build();
+            let records = s.retrieve(req).map_err(store_err)?;
+            match records.into_iter().next().and_then(|r| r.payload) {
+                Some(p) => entry_from_payload(p.0).map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn run_exact<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&ExactStore) -> Result<T, IndexError> + Send + 'static,
+    ) -> Result<T, IndexError> {
+        let exact = self.exact.clone();
+        tokio::task::spawn_blocking(move || f(&exact))
+            .await
+            .map_err(|e| IndexError::Task(e.to_string()))?
     }
 
     async fn run<T: Send + 'static>(
@@ -128,9 +177,9 @@ fn uuid_of(r: qdrant_edge::Record) -> Option<Uuid> {
 }
 
 /// Every point id in the shard, a page at a time.
-fn all_ids(shard: &EdgeShard) -> Result<HashSet<Uuid>, IndexError> {
+fn all_ids(shard: &EdgeShard) -> Result<Vec<Uuid>, IndexError> {
     const PAGE: usize = 10_000;
-    let mut ids = HashSet::new();
+    let mut ids = Vec::new();
     let mut offset = None;
     loop {
         let mut req = ScrollRequestBuilder::new()
@@ -148,7 +197,14 @@ fn all_ids(shard: &EdgeShard) -> Result<HashSet<Uuid>, IndexError> {
     }
 }
 
-fn load_existing(dir: &Path, meta_path: &Path, want: &Meta) -> Result<EdgeShard, String> {
+/// The exact store's directory inside the shard's.
+const EXACT_DIR: &str = "exact";
+
+fn load_existing(
+    dir: &Path,
+    meta_path: &Path,
+    want: &Meta,
+) -> Result<(EdgeShard, ExactStore), String> {
     let text = std::fs::read(meta_path)
         .map_err(|e| format!("cannot read {}: {e}", meta_path.display()))?;
     let have: Meta = serde_json::from_slice(&text)
@@ -169,7 +225,10 @@ fn load_existing(dir: &Path, meta_path: &Path, want: &Meta) -> Result<EdgeShard,
         Ok::<_, String>(shard)
     });
     match loaded {
-        Ok(Ok(shard)) => Ok(shard),
+        Ok(Ok(shard)) => {
+            let exact = ExactStore::open(&dir.join(EXACT_DIR)).map_err(|e| e.to_string())?;
+            Ok((shard, exact))
+        }
         Ok(Err(e)) => Err(format!("cannot open the cache in {}: {e}", dir.display())),
         Err(_) => Err(format!(
             "the cache in {} is damaged (the store panicked while reading it)",
@@ -243,7 +302,7 @@ fn scroll_by_last_used(
     direction: &str,
     limit: usize,
     filter: Option<Filter>,
-    with_payload: bool,
+    with_payload: WithPayloadInterface,
 ) -> Result<Vec<qdrant_edge::Record>, IndexError> {
     let order: OrderByInterface =
         serde_json::from_value(json!({"key": "last_used", "direction": direction}))
@@ -251,7 +310,7 @@ fn scroll_by_last_used(
     let mut req = ScrollRequestBuilder::new()
         .limit(limit)
         .order_by(order)
-        .with_payload(WithPayloadInterface::Bool(with_payload));
+        .with_payload(with_payload);
     if let Some(f) = filter {
         req = req.filter(f);
     }
@@ -297,21 +356,11 @@ fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
 
 impl VectorIndex for EdgeIndex {
     async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        if !self.ids().contains(&id) {
-            return Ok(None);
-        }
-        let entry = self
-            .run(move |s| {
-                let req = RetrieveRequestBuilder::new(vec![point(id)])
-                    .with_payload(WithPayloadInterface::Bool(true))
-                    .build();
-                let records = s.retrieve(req).map_err(store_err)?;
-                match records.into_iter().next().and_then(|r| r.payload) {
-                    Some(p) => entry_from_payload(p.0).map(Some),
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        let entry = match self.place(id) {
+            None => return Ok(None),
+            Some(Place::Exact) => self.run_exact(move |x| x.get(id)).await?,
+            Some(Place::Shard) => self.shard_get(id).await?,
+        };
         // Hits not yet written count already.
         Ok(entry.map(|mut e| {
             if let Some((hits, last_used)) = self.queue.pending_touch(id) {
@@ -365,19 +414,27 @@ impl VectorIndex for EdgeIndex {
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
         let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
-        let payload = serde_json::Value::Object(entry_payload(entry, vector.is_some()));
-        self.writes.fetch_add(1, Ordering::Relaxed);
-        let vectors: Vectors = match vector {
-            Some(v) => Vectors::new_named([(VECTOR, v)]),
-            None => std::collections::HashMap::<String, Vec<f32>>::new().into(),
+        let (place, item) = match vector {
+            Some(v) => {
+                let payload = serde_json::Value::Object(entry_payload(entry, true));
+                let vectors = Vectors::new_named([(VECTOR, v)]);
+                (
+                    Place::Shard,
+                    Item::Point(PointStruct::new(point(id), vectors, payload)),
+                )
+            }
+            // Read only by its id: the exact store, encoded by the writer thread.
+            None => (Place::Exact, Item::Exact(entry)),
         };
+        self.writes.fetch_add(1, Ordering::Relaxed);
         let (done, stored) = tokio::sync::oneshot::channel();
-        self.ids().insert(id);
+        let before = self.ids().insert(id, place);
         self.queue.upsert(Upsert {
             id,
             model,
             expires,
-            point: PointStruct::new(point(id), vectors, payload),
+            item,
+            moved: before.is_some_and(|p| p != place),
             done,
         });
         stored
@@ -392,16 +449,23 @@ impl VectorIndex for EdgeIndex {
 
     async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
         self.queue.forget(id);
-        let existed = self.get(id).await?.is_some();
-        self.run(move |s| {
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints {
-                    ids: vec![point(id)],
-                },
-            ))
-            .map_err(store_err)
-        })
-        .await?;
+        let existed = match self.place(id) {
+            None => false,
+            Some(Place::Exact) => !self.run_exact(move |x| x.remove(&[id])).await?.is_empty(),
+            Some(Place::Shard) => {
+                let existed = self.shard_get(id).await?.is_some();
+                self.run(move |s| {
+                    s.update(UpdateOperation::PointOperation(
+                        PointOperations::DeletePoints {
+                            ids: vec![point(id)],
+                        },
+                    ))
+                    .map_err(store_err)
+                })
+                .await?;
+                existed
+            }
+        };
         self.ids().remove(&id);
         Ok(existed)
     }
@@ -413,14 +477,26 @@ impl VectorIndex for EdgeIndex {
         for id in &ids {
             self.queue.forget(*id);
         }
-        let points = ids.iter().copied().map(point).collect();
-        self.run(move |s| {
-            s.update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints { ids: points },
-            ))
-            .map_err(store_err)
-        })
-        .await?;
+        let (mut points, mut exact) = (Vec::new(), Vec::new());
+        for id in &ids {
+            match self.place(*id) {
+                Some(Place::Shard) => points.push(point(*id)),
+                Some(Place::Exact) => exact.push(*id),
+                None => {}
+            }
+        }
+        if !exact.is_empty() {
+            self.run_exact(move |x| x.remove(&exact)).await?;
+        }
+        if !points.is_empty() {
+            self.run(move |s| {
+                s.update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints { ids: points },
+                ))
+                .map_err(store_err)
+            })
+            .await?;
+        }
         let mut known = self.ids();
         for id in &ids {
             known.remove(id);
@@ -431,6 +507,8 @@ impl VectorIndex for EdgeIndex {
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
         self.queue.forget_selected(&sel);
         let f = selector_filter(&sel)?;
+        let sel2 = sel.clone();
+        let exact_gone = self.run_exact(move |x| x.remove_where(&sel2)).await?;
         let gone = self
             .run(move |s| {
                 let gone = ids_where(s, &f)?;
@@ -442,10 +520,10 @@ impl VectorIndex for EdgeIndex {
             })
             .await?;
         let mut ids = self.ids();
-        for id in &gone {
+        for id in gone.iter().chain(&exact_gone) {
             ids.remove(id);
         }
-        Ok(gone.len() as u64)
+        Ok((gone.len() + exact_gone.len()) as u64)
     }
 
     async fn list(
@@ -454,39 +532,65 @@ impl VectorIndex for EdgeIndex {
         limit: usize,
         model: Option<String>,
     ) -> Result<Vec<Entry>, IndexError> {
+        let want = offset.saturating_add(limit);
+        let of_model = model.clone();
+        let mut entries = self
+            .run_exact(move |x| x.most_used(want, of_model.as_deref()))
+            .await?;
         let f = selector_filter(&Selector {
             model,
             expired_at: None,
         })?;
-        self.run(move |s| {
-            let records = scroll_by_last_used(s, "desc", offset + limit, Some(f), true)?;
-            Ok(records
+        let all = WithPayloadInterface::Bool(true);
+        let from_shard = self
+            .run(move |s| scroll_by_last_used(s, "desc", want, Some(f), all))
+            .await?;
+        entries.extend(
+            from_shard
                 .into_iter()
-                .skip(offset)
-                .filter_map(|r| r.payload.and_then(|p| entry_from_payload(p.0).ok()))
-                .collect())
-        })
-        .await
+                .filter_map(|r| r.payload.and_then(|p| entry_from_payload(p.0).ok())),
+        );
+        // Both stores' newest, merged (the sort is stable: ties keep the exact store first).
+        entries.sort_by_key(|e| std::cmp::Reverse(e.last_used));
+        Ok(entries.into_iter().skip(offset).take(limit).collect())
     }
 
     async fn count(&self) -> Result<u64, IndexError> {
-        self.run(|s| {
-            s.count(CountRequestBuilder::new().exact(true).build())
-                .map(|n| n as u64)
-                .map_err(store_err)
-        })
-        .await
+        let in_shard = self
+            .run(|s| {
+                s.count(CountRequestBuilder::new().exact(true).build())
+                    .map(|n| n as u64)
+                    .map_err(store_err)
+            })
+            .await?;
+        Ok(in_shard + self.exact.len())
     }
 
     async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
-        self.run(move |s| {
-            let records = scroll_by_last_used(s, "asc", n, None, false)?;
-            Ok(records.into_iter().filter_map(uuid_of).collect())
-        })
-        .await
+        let mut oldest = self.run_exact(move |x| x.least_used(n)).await?;
+        // Only the last use of the shard's candidates is read, not their answers.
+        let used: WithPayloadInterface =
+            serde_json::from_value(json!(["last_used"])).map_err(store_err)?;
+        let records = self
+            .run(move |s| scroll_by_last_used(s, "asc", n, None, used))
+            .await?;
+        for r in records {
+            let used = r
+                .payload
+                .as_ref()
+                .and_then(|p| p.0.get("last_used"))
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0);
+            if let Some(id) = uuid_of(r) {
+                oldest.push((used, id));
+            }
+        }
+        oldest.sort_by_key(|(used, _)| *used);
+        Ok(oldest.into_iter().take(n).map(|(_, id)| id).collect())
     }
 
     async fn maintain(&self) -> Result<(), IndexError> {
+        self.run_exact(ExactStore::flush).await?;
         self.run(|s| {
             s.optimize().map_err(store_err)?;
             s.flush().map_err(store_err)
@@ -509,6 +613,7 @@ impl Drop for EdgeIndex {
         }
         // Best effort: the WAL already makes writes durable; flushing shortens the next replay.
         let _ = self.shard.flush();
+        let _ = self.exact.flush();
     }
 }
 
@@ -627,7 +732,7 @@ mod tests {
         .expect("delete many");
         for n in [4, 5] {
             assert!(idx.get(Uuid::from_u128(n)).await.expect("get").is_none());
-            assert!(!idx.ids().contains(&Uuid::from_u128(n)));
+            assert!(!idx.ids().contains_key(&Uuid::from_u128(n)));
         }
         assert!(idx.get(Uuid::from_u128(2)).await.expect("get").is_some());
         let expired = Selector {
@@ -635,7 +740,7 @@ mod tests {
             expired_at: Some(20),
         };
         assert_eq!(idx.delete_where(expired).await.expect("delete"), 1);
-        assert!(!idx.ids().contains(&Uuid::from_u128(3)));
+        assert!(!idx.ids().contains_key(&Uuid::from_u128(3)));
         let by_model = Selector {
             model: Some("b".into()),
             expired_at: None,
@@ -643,6 +748,109 @@ mod tests {
         assert_eq!(idx.delete_where(by_model).await.expect("delete"), 1);
         assert!(idx.ids().is_empty());
         assert_eq!(idx.count().await.expect("count"), 0);
+    }
+
+    fn used(n: u128, model: &str, last_used: u64) -> Entry {
+        Entry {
+            last_used,
+            ..entry(n, model, FAR)
+        }
+    }
+
+    fn ns(entries: &[Entry]) -> Vec<u128> {
+        entries.iter().map(|e| e.id.as_u128()).collect()
+    }
+
+    #[tokio::test]
+    async fn answers_with_and_without_a_vector_are_one_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge");
+        let idx = open(&path);
+        let v = || Some(vec![1.0, 0.0, 0.0, 0.0]);
+        // Odd ids with a vector (the shard), even ones without (the exact store).
+        idx.upsert(used(1, "a", 50), v()).await.expect("stored");
+        idx.upsert(used(2, "a", 40), None).await.expect("stored");
+        idx.upsert(used(3, "b", 30), v()).await.expect("stored");
+        idx.upsert(used(4, "b", 20), None).await.expect("stored");
+        idx.upsert(used(6, "a", 60), None).await.expect("stored");
+        assert_eq!(idx.count().await.expect("count"), 5);
+        assert_eq!(idx.exact.len(), 3);
+        // Listings and eviction see one order across both stores.
+        assert_eq!(
+            ns(&idx.list(0, 10, None).await.expect("list")),
+            [6, 1, 2, 3, 4]
+        );
+        assert_eq!(ns(&idx.list(1, 2, None).await.expect("list")), [1, 2]);
+        assert_eq!(
+            ns(&idx.list(0, 10, Some("b".into())).await.expect("list")),
+            [3, 4]
+        );
+        let lru: Vec<_> = idx
+            .least_used(3)
+            .await
+            .expect("lru")
+            .iter()
+            .map(|u| u.as_u128())
+            .collect();
+        assert_eq!(lru, [4, 3, 2]);
+        // The semantic tier finds only what has a vector.
+        let found = idx
+            .search(vec![1.0, 0.0, 0.0, 0.0], "p", 0, 0.0, 10)
+            .await
+            .expect("search");
+        let mut found: Vec<_> = found.iter().map(|c| c.entry.id.as_u128()).collect();
+        found.sort();
+        assert_eq!(found, [1, 3]);
+        // An answer stored again the other way has one copy: the newest.
+        idx.upsert(used(2, "a", 70), v()).await.expect("stored");
+        idx.upsert(used(1, "a", 80), None).await.expect("stored");
+        assert_eq!(idx.count().await.expect("count"), 5);
+        assert_eq!(
+            idx.get(Uuid::from_u128(2))
+                .await
+                .expect("get")
+                .map(|e| e.last_used),
+            Some(70)
+        );
+        assert_eq!(
+            ns(&idx.list(0, 10, None).await.expect("list")),
+            [1, 2, 6, 3, 4]
+        );
+        // A hit on an exact entry moves it in the order, and is written in time.
+        idx.touch(Uuid::from_u128(4), 3, 90).await.expect("touch");
+        let since = std::time::Instant::now();
+        while idx.queue.pending_touch(Uuid::from_u128(4)).is_some() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "hits never written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drop(idx);
+        // Both stores and their ids are read back.
+        let idx = open(&path);
+        assert_eq!(idx.count().await.expect("count"), 5);
+        assert_eq!(
+            ns(&idx.list(0, 10, None).await.expect("list")),
+            [4, 1, 2, 6, 3]
+        );
+        let e4 = idx
+            .get(Uuid::from_u128(4))
+            .await
+            .expect("get")
+            .expect("entry");
+        assert_eq!((e4.hits, e4.last_used), (3, 90));
+        let by_model = Selector {
+            model: Some("a".into()),
+            expired_at: None,
+        };
+        assert_eq!(idx.delete_where(by_model).await.expect("delete"), 3);
+        assert_eq!(ns(&idx.list(0, 10, None).await.expect("list")), [4, 3]);
+        idx.delete_many(vec![Uuid::from_u128(3), Uuid::from_u128(4)])
+            .await
+            .expect("delete many");
+        assert_eq!(idx.count().await.expect("count"), 0);
+        assert!(idx.ids().is_empty());
     }
 
     #[test]
@@ -654,11 +862,8 @@ mod tests {
             id: e.id,
             model: e.model.clone(),
             expires: e.expires,
-            point: PointStruct::new(
-                point(e.id),
-                Vectors::from(std::collections::HashMap::<String, Vec<f32>>::new()),
-                serde_json::Value::Object(entry_payload(e, false)),
-            ),
+            item: Item::Exact(e),
+            moved: false,
             done,
         });
         writes.touch(Uuid::from_u128(5), 3, 3);

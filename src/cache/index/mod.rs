@@ -3,6 +3,7 @@
 //! filter on the same fields, so they behave alike.
 
 mod edge;
+mod exact;
 mod qdrant;
 mod writer;
 
@@ -70,7 +71,7 @@ pub struct Entry {
 }
 
 /// Why the store failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IndexError {
     /// The store reported an error.
     #[error("cache store: {0}")]

@@ -1,7 +1,8 @@
-//! The embedded store's writer: one thread applies what the request path queues. Answers to
-//! store go to the shard in one upsert per drain (the WAL and the segment's locks are paid
-//! once per batch, not once per answer), and hit counts at most once a second, merged per
-//! entry. A caller of `upsert` still learns when its entry is in the shard.
+//! The embedded store's writer: one thread applies what the request path queues. Answers with
+//! a vector go to the shard in one upsert per drain (the WAL and the segment's locks are paid
+//! once per batch, not once per answer), answers without one to the exact store, and hit counts
+//! at most once a second, merged per entry. A caller of `upsert` still learns when its entry is
+//! stored.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -15,7 +16,8 @@ use serde_json::json;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use super::{IndexError, Selector};
+use super::exact::ExactStore;
+use super::{Entry, IndexError, Selector};
 
 /// Pause after each drain, so that under load one drain carries many answers.
 const DRAIN_EVERY: Duration = Duration::from_millis(5);
@@ -28,8 +30,19 @@ pub(super) struct Upsert {
     /// For deletes by selector while the answer waits.
     pub model: String,
     pub expires: u64,
-    pub point: PointStruct,
+    pub item: Item,
+    /// The entry was last stored in the other store (with a vector, now without, or the
+    /// reverse): its old copy there is deleted first.
+    pub moved: bool,
     pub done: oneshot::Sender<Result<(), IndexError>>,
+}
+
+/// Where an answer goes.
+pub(super) enum Item {
+    /// To the shard, with its vector.
+    Point(PointStruct),
+    /// To the exact store (no vector).
+    Exact(Entry),
 }
 
 #[derive(Default)]
@@ -112,18 +125,19 @@ impl Writes {
     }
 }
 
-/// Starts the writer thread for `shard`.
+/// Starts the writer thread for `shard` and `exact`.
 pub(super) fn start(
     shard: Arc<EdgeShard>,
+    exact: Arc<ExactStore>,
     writes: Arc<Writes>,
 ) -> Result<std::thread::JoinHandle<()>, IndexError> {
     std::thread::Builder::new()
         .name("switchyard-cache-writer".into())
-        .spawn(move || run(&shard, &writes))
+        .spawn(move || run(&shard, &exact, &writes))
         .map_err(|e| IndexError::Store(format!("cannot start the cache writer: {e}")))
 }
 
-fn run(shard: &EdgeShard, writes: &Writes) {
+fn run(shard: &EdgeShard, exact: &ExactStore, writes: &Writes) {
     let mut touched = Instant::now();
     loop {
         let (upserts, touches, closed) = {
@@ -151,9 +165,9 @@ fn run(shard: &EdgeShard, writes: &Writes) {
             };
             (std::mem::take(&mut q.upserts), touches, q.closed)
         };
-        store(shard, upserts);
+        store(shard, exact, upserts);
         if !touches.is_empty() {
-            touch(shard, &touches);
+            touch(shard, exact, &touches);
             touched = Instant::now();
             // What was written is no longer pending (unless a newer hit came meanwhile).
             let mut q = writes.lock();
@@ -170,24 +184,76 @@ fn run(shard: &EdgeShard, writes: &Writes) {
     }
 }
 
-/// One upsert for the whole batch (a failure is the store's, e.g. a full disk: every answer in
-/// the batch hears it).
-fn store(shard: &EdgeShard, upserts: Vec<Upsert>) {
-    if upserts.is_empty() {
-        return;
+/// One upsert for the batch's points and one write of its exact entries (a failure is the
+/// store's, e.g. a full disk: every answer in that part of the batch hears it).
+fn store(shard: &EdgeShard, exact: &ExactStore, upserts: Vec<Upsert>) {
+    let (mut points, mut entries) = (Vec::new(), Vec::new());
+    let (mut to_shard, mut to_exact) = (Vec::new(), Vec::new());
+    let (mut leave_shard, mut leave_exact) = (Vec::new(), Vec::new());
+    for u in upserts {
+        match u.item {
+            Item::Point(p) => {
+                if u.moved {
+                    leave_exact.push(u.id);
+                }
+                points.push(p);
+                to_shard.push(u.done);
+            }
+            Item::Exact(e) => {
+                if u.moved {
+                    leave_shard.push(PointId::Uuid(u.id));
+                }
+                entries.push(e);
+                to_exact.push(u.done);
+            }
+        }
     }
-    let (points, dones): (Vec<_>, Vec<_>) = upserts.into_iter().map(|u| (u.point, u.done)).unzip();
-    let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
-        PointInsertOperations::PointsList(points.into_iter().map(Into::into).collect()),
-    ));
-    let result = shard.update(op).map(|_| ()).map_err(|e| e.to_string());
-    for d in dones {
-        let _ = d.send(result.clone().map_err(IndexError::Store));
+    if !points.is_empty() {
+        let mut result = exact.remove(&leave_exact).map(|_| ());
+        if result.is_ok() {
+            let op = UpdateOperation::PointOperation(PointOperations::UpsertPoints(
+                PointInsertOperations::PointsList(points.into_iter().map(Into::into).collect()),
+            ));
+            result = shard
+                .update(op)
+                .map(|_| ())
+                .map_err(|e| IndexError::Store(e.to_string()));
+        }
+        answer(to_shard, &result);
+    }
+    if !entries.is_empty() {
+        let mut result = Ok(());
+        if !leave_shard.is_empty() {
+            result = shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints { ids: leave_shard },
+                ))
+                .map(|_| ())
+                .map_err(|e| IndexError::Store(e.to_string()));
+        }
+        if result.is_ok() {
+            result = exact.put(&entries);
+        }
+        answer(to_exact, &result);
     }
 }
 
-fn touch(shard: &EdgeShard, touches: &HashMap<Uuid, (u64, u64)>) {
+fn answer(dones: Vec<oneshot::Sender<Result<(), IndexError>>>, result: &Result<(), IndexError>) {
+    for d in dones {
+        let _ = d.send(result.clone());
+    }
+}
+
+fn touch(shard: &EdgeShard, exact: &ExactStore, touches: &HashMap<Uuid, (u64, u64)>) {
     for (id, (hits, last_used)) in touches {
+        match exact.touch(*id, *hits, *last_used) {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "cache hit count not updated");
+                continue;
+            }
+        }
         let mut payload = serde_json::Map::new();
         payload.insert("hits".into(), json!(hits));
         payload.insert("last_used".into(), json!(last_used));
