@@ -1,15 +1,18 @@
 //! The embedded store's answers without a vector (exact mode, or a request the semantic tier
 //! does not cover): a sled database inside the shard's directory, `data_dir/cache/edge/exact`.
 //! Such an answer is only ever read by its id, so a vector shard's payload store, WAL and payload
-//! indexes are more than it needs; here it costs three small B-tree writes.
+//! indexes are more than it needs.
 //!
-//! Trees: `entries` (id -> the two order keys' values, then the entry as JSON), `by_used`
-//! (last use, id: the LRU order for eviction and listings) and `by_expiry` (expiry, id: the
-//! expiry sweep). Every change goes through this type, which keeps the three in step; a crash
-//! between two of them leaves at most an order key without its entry, which the readers skip.
+//! One tree, keyed by a sequence number in the order answers were stored, so sled appends at its
+//! right edge instead of splitting pages all over the tree (keyed by the entry's id, the writes
+//! cost more than the shard's). Each value is the entry's last use, expiry and id, then the entry
+//! as JSON. What is looked up by id or walked in order (the id's slot, the last-use order for
+//! eviction and listings, the expiry order for the sweep) is kept in memory, about 100 bytes an
+//! entry, and rebuilt from the tree's values when the store opens.
 
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
@@ -18,39 +21,34 @@ use super::{Entry, IndexError, Selector};
 /// sled keeps at most this much of the store's pages in memory (its default is 1 GiB).
 const PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Bytes before the entry's JSON in `entries`: its last use and expiry (big-endian).
-const HEAD: usize = 16;
+/// Bytes before the entry's JSON in a value: last use and expiry (big-endian), then the id.
+const HEAD: usize = 32;
 
 fn store_err(e: impl std::fmt::Display) -> IndexError {
     IndexError::Store(e.to_string())
 }
 
-/// An order key: the value big-endian (so keys sort by it), then the id.
-fn order_key(value: u64, id: Uuid) -> [u8; 24] {
-    let mut k = [0u8; 24];
-    k[..8].copy_from_slice(&value.to_be_bytes());
-    k[8..].copy_from_slice(id.as_bytes());
-    k
+/// Where an entry is and where it stands in the two orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Slot {
+    seq: u64,
+    used: u64,
+    expires: u64,
 }
 
-/// The (value, id) of an order key; `None` for bytes this type never writes.
-fn parse_order_key(k: &[u8]) -> Option<(u64, Uuid)> {
-    let value = u64::from_be_bytes(k.get(..8)?.try_into().ok()?);
-    let id = Uuid::from_slice(k.get(8..24)?).ok()?;
-    Some((value, id))
-}
-
-/// (last used, expires) from a stored value's head.
-fn head_of(v: &[u8]) -> Option<(u64, u64)> {
+/// (last used, expires, id) from a stored value's head.
+fn head_of(v: &[u8]) -> Option<(u64, u64, Uuid)> {
     let used = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
-    let expires = u64::from_be_bytes(v.get(8..HEAD)?.try_into().ok()?);
-    Some((used, expires))
+    let expires = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
+    let id = Uuid::from_slice(v.get(16..HEAD)?).ok()?;
+    Some((used, expires, id))
 }
 
 fn encode(entry: &Entry) -> Result<Vec<u8>, IndexError> {
     let mut v = Vec::with_capacity(HEAD + 256 + entry.response.len() + entry.prompt.len());
     v.extend_from_slice(&entry.last_used.to_be_bytes());
     v.extend_from_slice(&entry.expires.to_be_bytes());
+    v.extend_from_slice(entry.id.as_bytes());
     serde_json::to_writer(&mut v, entry).map_err(store_err)?;
     Ok(v)
 }
@@ -62,17 +60,45 @@ fn decode(v: &[u8]) -> Result<Entry, IndexError> {
     serde_json::from_slice(json).map_err(|e| IndexError::Corrupt(e.to_string()))
 }
 
+/// The in-memory side: every entry's slot and the two orders.
+#[derive(Default)]
+struct State {
+    slots: HashMap<Uuid, Slot>,
+    by_used: BTreeSet<(u64, Uuid)>,
+    by_expiry: BTreeSet<(u64, Uuid)>,
+    next_seq: u64,
+}
+
+impl State {
+    fn insert(&mut self, id: Uuid, slot: Slot) -> Option<Slot> {
+        let old = self.slots.insert(id, slot);
+        if let Some(o) = old {
+            self.by_used.remove(&(o.used, id));
+            self.by_expiry.remove(&(o.expires, id));
+        }
+        self.by_used.insert((slot.used, id));
+        self.by_expiry.insert((slot.expires, id));
+        old
+    }
+
+    fn remove(&mut self, id: Uuid) -> Option<Slot> {
+        let old = self.slots.remove(&id)?;
+        self.by_used.remove(&(old.used, id));
+        self.by_expiry.remove(&(old.expires, id));
+        Some(old)
+    }
+}
+
 /// Exact-only entries of the embedded store.
 pub(super) struct ExactStore {
     db: sled::Db,
     entries: sled::Tree,
-    by_used: sled::Tree,
-    by_expiry: sled::Tree,
-    count: AtomicU64,
+    state: Mutex<State>,
 }
 
 impl ExactStore {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` and reads every entry's slot. A value that cannot
+    /// be read is dropped (the cache loses that answer, nothing else).
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
         let db = sled::Config::new()
             .path(dir)
@@ -80,37 +106,56 @@ impl ExactStore {
             .open()
             .map_err(|e| store_err(format!("cannot open {}: {e}", dir.display())))?;
         let entries = db.open_tree("entries").map_err(store_err)?;
-        let by_used = db.open_tree("by_used").map_err(store_err)?;
-        let by_expiry = db.open_tree("by_expiry").map_err(store_err)?;
-        let count = AtomicU64::new(entries.len() as u64);
+        let mut state = State::default();
+        let mut dropped = Vec::new();
+        for item in entries.iter() {
+            let (k, v) = item.map_err(store_err)?;
+            let seq = <[u8; 8]>::try_from(k.as_ref()).ok().map(u64::from_be_bytes);
+            let (Some(seq), Some((used, expires, id))) = (seq, head_of(&v)) else {
+                dropped.push(k);
+                continue;
+            };
+            // Keys come in order: a second copy of an id (a crash between a replace's two
+            // writes) is the newer one.
+            if let Some(older) = state.insert(id, Slot { seq, used, expires }) {
+                dropped.push(older.seq.to_be_bytes().as_slice().into());
+            }
+            state.next_seq = seq + 1;
+        }
+        for k in dropped {
+            entries.remove(k).map_err(store_err)?;
+        }
         Ok(Self {
             db,
             entries,
-            by_used,
-            by_expiry,
-            count,
+            state: Mutex::new(state),
         })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Every stored id (read once, when the index opens).
     pub fn ids(&self) -> Result<Vec<Uuid>, IndexError> {
-        let mut ids = Vec::with_capacity(self.len() as usize);
-        for k in self.entries.iter().keys() {
-            if let Ok(id) = Uuid::from_slice(&k.map_err(store_err)?) {
-                ids.push(id);
-            }
-        }
-        Ok(ids)
+        Ok(self.state().slots.keys().copied().collect())
     }
 
     /// Number of entries.
     pub fn len(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.state().slots.len() as u64
+    }
+
+    fn read(&self, seq: u64) -> Result<Option<sled::IVec>, IndexError> {
+        self.entries.get(seq.to_be_bytes()).map_err(store_err)
     }
 
     /// The entry with this id.
     pub fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        match self.entries.get(id.as_bytes()).map_err(store_err)? {
+        let Some(slot) = self.state().slots.get(&id).copied() else {
+            return Ok(None);
+        };
+        match self.read(slot.seq)? {
             Some(v) => decode(&v).map(Some),
             None => Ok(None),
         }
@@ -120,72 +165,59 @@ impl ExactStore {
     pub fn put(&self, entries: &[Entry]) -> Result<(), IndexError> {
         for e in entries {
             let value = encode(e)?;
-            let old = self
-                .entries
-                .insert(e.id.as_bytes(), value)
+            let seq = {
+                let mut st = self.state();
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                seq
+            };
+            self.entries
+                .insert(seq.to_be_bytes(), value)
                 .map_err(store_err)?;
-            self.reorder(e.id, old.as_deref(), Some((e.last_used, e.expires)))?;
-        }
-        Ok(())
-    }
-
-    /// Moves an entry's order keys from the `old` stored value's to `new` (last used, expires),
-    /// and keeps the count.
-    fn reorder(
-        &self,
-        id: Uuid,
-        old: Option<&[u8]>,
-        new: Option<(u64, u64)>,
-    ) -> Result<(), IndexError> {
-        let old_head = old.and_then(head_of);
-        if old_head == new {
-            return Ok(());
-        }
-        if let Some((used, expires)) = old_head {
-            self.by_used
-                .remove(order_key(used, id))
-                .map_err(store_err)?;
-            self.by_expiry
-                .remove(order_key(expires, id))
-                .map_err(store_err)?;
-        }
-        if let Some((used, expires)) = new {
-            self.by_used
-                .insert(order_key(used, id), &[])
-                .map_err(store_err)?;
-            self.by_expiry
-                .insert(order_key(expires, id), &[])
-                .map_err(store_err)?;
-        }
-        match (old.is_some(), new.is_some()) {
-            (false, true) => {
-                self.count.fetch_add(1, Ordering::Relaxed);
+            let slot = Slot {
+                seq,
+                used: e.last_used,
+                expires: e.expires,
+            };
+            let old = self.state().insert(e.id, slot);
+            if let Some(o) = old {
+                self.entries
+                    .remove(o.seq.to_be_bytes())
+                    .map_err(store_err)?;
             }
-            (true, false) => {
-                self.count.fetch_sub(1, Ordering::Relaxed);
-            }
-            _ => {}
         }
         Ok(())
     }
 
     /// Records hits; false when the entry is not here.
     pub fn touch(&self, id: Uuid, hits: u64, last_used: u64) -> Result<bool, IndexError> {
-        let Some(old) = self.entries.get(id.as_bytes()).map_err(store_err)? else {
+        let Some(slot) = self.state().slots.get(&id).copied() else {
+            return Ok(false);
+        };
+        let Some(old) = self.read(slot.seq)? else {
             return Ok(false);
         };
         let mut e = decode(&old)?;
         e.hits = e.hits.max(hits);
         e.last_used = e.last_used.max(last_used);
         let value = encode(&e)?;
-        // Replaced only if nothing changed it meanwhile (a delete, a newer answer).
-        if self
+        // Rewritten in place only if nothing changed it meanwhile (a delete, a newer answer).
+        let swapped = self
             .entries
-            .compare_and_swap(id.as_bytes(), Some(&old), Some(value))
+            .compare_and_swap(slot.seq.to_be_bytes(), Some(&old), Some(value))
             .map_err(store_err)?
-            .is_ok()
-        {
-            self.reorder(id, Some(&old), Some((e.last_used, e.expires)))?;
+            .is_ok();
+        if swapped {
+            let mut st = self.state();
+            if st.slots.get(&id) == Some(&slot) {
+                st.insert(
+                    id,
+                    Slot {
+                        used: e.last_used,
+                        ..slot
+                    },
+                );
+            }
         }
         Ok(true)
     }
@@ -194,8 +226,11 @@ impl ExactStore {
     pub fn remove(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, IndexError> {
         let mut gone = Vec::new();
         for id in ids {
-            if let Some(old) = self.entries.remove(id.as_bytes()).map_err(store_err)? {
-                self.reorder(*id, Some(&old), None)?;
+            let slot = self.state().remove(*id);
+            if let Some(slot) = slot {
+                self.entries
+                    .remove(slot.seq.to_be_bytes())
+                    .map_err(store_err)?;
                 gone.push(*id);
             }
         }
@@ -204,37 +239,24 @@ impl ExactStore {
 
     /// Deletes every entry the selector matches; returns their ids.
     pub fn remove_where(&self, sel: &Selector) -> Result<Vec<Uuid>, IndexError> {
-        let candidates: Vec<Uuid> = match sel.expired_at {
-            // Expired ones from the expiry order, without reading the others.
-            Some(t) => {
-                let mut ids = Vec::new();
-                let end = order_key(t.saturating_add(1), Uuid::nil());
-                for k in self.by_expiry.range(..end).keys() {
-                    let k = k.map_err(store_err)?;
-                    let Some((_, id)) = parse_order_key(&k) else {
-                        continue;
-                    };
-                    if self
-                        .entries
-                        .contains_key(id.as_bytes())
-                        .map_err(store_err)?
-                    {
-                        ids.push(id);
-                    } else {
-                        // A stray key would be swept again every time: dropped.
-                        self.by_expiry.remove(&k).map_err(store_err)?;
-                    }
-                }
-                ids
+        let candidates: Vec<Uuid> = {
+            let st = self.state();
+            match sel.expired_at {
+                // Expired ones from the expiry order, without reading the others.
+                Some(t) => st
+                    .by_expiry
+                    .range(..(t.saturating_add(1), Uuid::nil()))
+                    .map(|(_, id)| *id)
+                    .collect(),
+                None => st.slots.keys().copied().collect(),
             }
-            None => self.ids()?,
         };
         let selected = match &sel.model {
             None => candidates,
             Some(m) => {
                 let mut ids = Vec::new();
                 for id in candidates {
-                    if self.get(id)?.is_some_and(|e| e.model == *m) {
+                    if self.get(id).ok().flatten().is_some_and(|e| e.model == *m) {
                         ids.push(id);
                     }
                 }
@@ -246,46 +268,38 @@ impl ExactStore {
 
     /// Up to `n` (last used, id), least recently used first.
     pub fn least_used(&self, n: usize) -> Result<Vec<(u64, Uuid)>, IndexError> {
-        let mut out = Vec::with_capacity(n.min(self.len() as usize));
-        for k in self.by_used.iter().keys() {
-            if out.len() >= n {
-                break;
-            }
-            let k = k.map_err(store_err)?;
-            let Some((used, id)) = parse_order_key(&k) else {
-                continue;
-            };
-            if self
-                .entries
-                .contains_key(id.as_bytes())
-                .map_err(store_err)?
-            {
-                out.push((used, id));
-            } else {
-                // A stray key (a delete raced a replace, or a crash between two writes) would
-                // stand first in line for eviction forever: dropped instead.
-                self.by_used.remove(&k).map_err(store_err)?;
-            }
-        }
-        Ok(out)
+        Ok(self.state().by_used.iter().take(n).copied().collect())
     }
 
     /// Up to `n` entries (of `model`, when given), most recently used first.
     pub fn most_used(&self, n: usize, model: Option<&str>) -> Result<Vec<Entry>, IndexError> {
         let mut out = Vec::new();
-        for k in self.by_used.iter().keys().rev() {
-            if out.len() >= n {
+        let mut before: Option<(u64, Uuid)> = None;
+        // A page of the order at a time, so the lock is not held while entries are read.
+        while out.len() < n {
+            let page: Vec<(u64, Uuid)> = {
+                let st = self.state();
+                let iter: Box<dyn Iterator<Item = &(u64, Uuid)>> = match before {
+                    None => Box::new(st.by_used.iter().rev()),
+                    Some(b) => Box::new(st.by_used.range(..b).rev()),
+                };
+                iter.take(256).copied().collect()
+            };
+            let Some(last) = page.last().copied() else {
                 break;
-            }
-            let Some((_, id)) = parse_order_key(&k.map_err(store_err)?) else {
-                continue;
             };
-            // An order key whose entry is gone (a crash between the two writes) is skipped.
-            let Some(e) = self.get(id).ok().flatten() else {
-                continue;
-            };
-            if model.is_none_or(|m| e.model == m) {
-                out.push(e);
+            before = Some(last);
+            for (_, id) in page {
+                if out.len() >= n {
+                    break;
+                }
+                // An entry deleted since the page was read is skipped.
+                let Some(e) = self.get(id).ok().flatten() else {
+                    continue;
+                };
+                if model.is_none_or(|m| e.model == m) {
+                    out.push(e);
+                }
             }
         }
         Ok(out)
@@ -400,31 +414,66 @@ mod tests {
     }
 
     #[test]
-    fn a_damaged_value_is_a_corrupt_entry_and_a_stray_order_key_is_skipped() {
+    fn unreadable_values_and_second_copies_are_dropped_when_the_store_opens() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let s = ExactStore::open(&dir.path().join("exact")).expect("open");
+        let path = dir.path().join("exact");
+        let s = ExactStore::open(&path).expect("open");
+        let e = entry(1, "a", 5, 100);
         s.entries
-            .insert(Uuid::from_u128(1).as_bytes(), &b"short"[..])
+            .insert(3u64.to_be_bytes(), encode(&e).expect("encode"))
             .expect("insert");
+        s.entries
+            .insert(
+                7u64.to_be_bytes(),
+                encode(&Entry {
+                    hits: 9,
+                    ..e.clone()
+                })
+                .expect("encode"),
+            )
+            .expect("insert");
+        s.entries
+            .insert(8u64.to_be_bytes(), &b"short"[..])
+            .expect("insert");
+        s.entries
+            .insert(
+                &b"odd key"[..],
+                encode(&entry(2, "a", 5, 100)).expect("encode"),
+            )
+            .expect("insert");
+        // A readable head over a damaged entry: listed, and read as a corrupt entry.
+        let mut bad = encode(&entry(4, "a", 6, 100)).expect("encode");
+        bad.truncate(HEAD + 3);
+        s.entries.insert(9u64.to_be_bytes(), bad).expect("insert");
+        drop(s);
+        let s = ExactStore::open(&path).expect("reopen");
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s.entries.len(),
+            2,
+            "the older copy and the unreadable values are gone"
+        );
+        assert_eq!(
+            s.get(Uuid::from_u128(1)).expect("get").map(|e| e.hits),
+            Some(9)
+        );
         assert!(matches!(
-            s.get(Uuid::from_u128(1)),
+            s.get(Uuid::from_u128(4)),
             Err(IndexError::Corrupt(_))
         ));
-        s.by_used
-            .insert(order_key(5, Uuid::from_u128(2)), &[])
-            .expect("insert");
-        s.by_expiry
-            .insert(order_key(5, Uuid::from_u128(2)), &[])
-            .expect("insert");
-        assert!(s.most_used(10, None).expect("list").is_empty());
-        // Eviction and the expiry sweep skip stray keys and drop them.
-        assert!(s.least_used(10).expect("lru").is_empty());
-        assert!(s.by_used.is_empty());
-        let sweep = Selector {
-            model: None,
-            expired_at: Some(10),
-        };
-        assert!(s.remove_where(&sweep).expect("sweep").is_empty());
-        assert!(s.by_expiry.is_empty());
+        // New entries go after the highest key read.
+        s.put(&[entry(5, "b", 7, 100)]).expect("put");
+        assert_eq!(
+            s.entries.last().expect("last").map(|(k, _)| k.to_vec()),
+            Some(10u64.to_be_bytes().to_vec())
+        );
+        // A listing skips what it cannot read.
+        let listed: Vec<_> = s
+            .most_used(10, None)
+            .expect("list")
+            .iter()
+            .map(|e| e.id.as_u128())
+            .collect();
+        assert_eq!(listed, [5, 1]);
     }
 }
