@@ -623,26 +623,7 @@ mod tests {
 
     use super::*;
 
-    fn entry(n: u128, model: &str, expires: u64) -> Entry {
-        Entry {
-            id: Uuid::from_u128(n),
-            schema: SCHEMA,
-            exact: format!("exact-{n}"),
-            partition: "p".into(),
-            model: model.into(),
-            provider: "openai".into(),
-            served_model: "gpt".into(),
-            prompt: format!("question {n}"),
-            context: String::new(),
-            response: "{}".into(),
-            prompt_tokens: 1,
-            completion_tokens: 1,
-            created: 1,
-            expires,
-            last_used: 1,
-            hits: 0,
-        }
-    }
+    use super::super::tests::entry;
 
     fn open(dir: &Path) -> EdgeIndex {
         match EdgeIndex::open(dir, 4) {
@@ -678,6 +659,18 @@ mod tests {
         assert_eq!(idx.count().await.expect("count"), 50);
     }
 
+    /// Waits until entry `n`'s hits are written (about a second; a busy machine gets ten).
+    async fn hits_written(idx: &EdgeIndex, n: u128) {
+        let since = std::time::Instant::now();
+        while idx.queue.pending_touch(Uuid::from_u128(n)).is_some() {
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "hit counts never written"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The hit count and last use an entry reads back with.
     async fn hits_of(idx: &EdgeIndex, n: u128) -> (u64, u64) {
         let e = idx.get(Uuid::from_u128(n)).await.expect("get");
@@ -694,16 +687,8 @@ mod tests {
         idx.touch(Uuid::from_u128(1), 1, 100).await.expect("touch");
         idx.touch(Uuid::from_u128(1), 2, 200).await.expect("touch");
         assert_eq!(hits_of(&idx, 1).await, (2, 200));
-        // Within about a second the shard has them too (read past the pending ones); a busy
-        // machine gets ten.
-        let since = std::time::Instant::now();
-        while idx.queue.pending_touch(Uuid::from_u128(1)).is_some() {
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "hit counts never written"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        // Within about a second the store has them too (read past the pending ones).
+        hits_written(&idx, 1).await;
         drop(idx);
         let idx = open(&path);
         assert_eq!(hits_of(&idx, 1).await, (2, 200));
@@ -818,14 +803,7 @@ mod tests {
         );
         // A hit on an exact entry moves it in the order, and is written in time.
         idx.touch(Uuid::from_u128(4), 3, 90).await.expect("touch");
-        let since = std::time::Instant::now();
-        while idx.queue.pending_touch(Uuid::from_u128(4)).is_some() {
-            assert!(
-                since.elapsed() < Duration::from_secs(10),
-                "hits never written"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        hits_written(&idx, 4).await;
         drop(idx);
         // Both stores and their ids are read back.
         let idx = open(&path);

@@ -317,22 +317,8 @@ mod tests {
 
     fn entry(n: u128, model: &str, used: u64, expires: u64) -> Entry {
         Entry {
-            id: Uuid::from_u128(n),
-            schema: 1,
-            exact: format!("exact-{n}"),
-            partition: "p".into(),
-            model: model.into(),
-            provider: "openai".into(),
-            served_model: "gpt".into(),
-            prompt: format!("question {n}"),
-            context: String::new(),
-            response: "{\"answer\":1}".into(),
-            prompt_tokens: 1,
-            completion_tokens: 2,
-            created: 1,
-            expires,
             last_used: used,
-            hits: 0,
+            ..super::super::tests::entry(n, model, expires)
         }
     }
 

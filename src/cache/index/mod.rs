@@ -279,8 +279,30 @@ pub fn entry_payload(entry: Entry, searchable: bool) -> serde_json::Map<String, 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// An entry for the stores' tests: id `n`, last used at 1.
+    pub fn entry(n: u128, model: &str, expires: u64) -> Entry {
+        Entry {
+            id: Uuid::from_u128(n),
+            schema: crate::cache::key::SCHEMA,
+            exact: format!("exact-{n}"),
+            partition: "p".into(),
+            model: model.into(),
+            provider: "openai".into(),
+            served_model: "gpt".into(),
+            prompt: format!("question {n}"),
+            context: String::new(),
+            response: "{}".into(),
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            created: 1,
+            expires,
+            last_used: 1,
+            hits: 0,
+        }
+    }
 
     #[test]
     fn the_payload_is_what_serde_writes_and_reads_back() {
