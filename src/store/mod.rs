@@ -2,8 +2,9 @@
 //! version: cache analytics and semantic candidates, MCP registrations, the request log; virtual
 //! keys join them when governance lands.
 //!
-//! A store that cannot be opened (corrupt files, another process holding the lock) is moved
-//! aside when it is damaged, and the gateway starts with an empty one rather than not at all.
+//! A damaged store is moved aside and the gateway starts with an empty one rather than not at
+//! all; a store another process holds (a second gateway on the same `data_dir`) is left alone,
+//! and this gateway runs without it (the log says so).
 
 use std::path::{Path, PathBuf};
 
@@ -89,6 +90,13 @@ fn open_db(dir: &Path) -> sled::Result<sled::Db> {
         .open()
 }
 
+/// Whether sled could not open a database because another process holds its lock. sled 0.34
+/// reports a failed `flock` as an `Other` I/O error with this text, not as `WouldBlock`.
+pub fn held_elsewhere(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
+}
+
 /// Typed access to the sled database.
 #[derive(Clone)]
 pub struct Store {
@@ -106,14 +114,11 @@ impl Store {
         })?;
         match open_db(dir) {
             Ok(db) => Ok((Self { db }, None)),
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                Err(StoreError::Dir {
-                    path: dir.to_owned(),
-                    message:
-                        "another process holds it (is a second gateway using the same data_dir?)"
-                            .into(),
-                })
-            }
+            Err(e) if held_elsewhere(&e) => Err(StoreError::Dir {
+                path: dir.to_owned(),
+                message: "another process holds it (is a second gateway using the same data_dir?)"
+                    .into(),
+            }),
             Err(e) => {
                 let aside = dir.with_file_name(format!(
                     "{}.broken-{}",
@@ -325,5 +330,30 @@ impl BoundedLog {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_another_opener_holds_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("store");
+        let (first, recovered) = Store::open(&path).expect("open");
+        assert!(recovered.is_none());
+        first.put("t", "k", &1).expect("put");
+        // sled's lock is a flock, held per open file: a second opener (another gateway on the
+        // same data_dir) is refused, and nothing is moved aside.
+        match Store::open(&path) {
+            Err(StoreError::Dir { message, .. }) => {
+                assert!(message.contains("another process"), "{message}")
+            }
+            Err(e) => panic!("not refused as held: {e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).expect("list").count(), 1);
+        assert_eq!(first.get::<i32>("t", "k").expect("get"), Some(1));
     }
 }

@@ -86,7 +86,9 @@ impl EdgeIndex {
         if dir.exists() {
             match load_existing(dir, &meta_path, &meta) {
                 Ok((shard, exact)) => return Ok((Self::with(shard, exact)?, None)),
-                Err(reason) => {
+                // Another gateway uses this directory: its cache is left alone.
+                Err(Unusable::Busy(e)) => return Err(e),
+                Err(Unusable::Broken(reason)) => {
                     let aside = quarantine(dir)?;
                     recovered = Some(format!(
                         "{reason}; moved it to {} and started an empty cache",
@@ -200,11 +202,32 @@ fn all_ids(shard: &EdgeShard) -> Result<Vec<Uuid>, IndexError> {
 /// The exact store's directory inside the shard's.
 const EXACT_DIR: &str = "exact";
 
+/// Why an existing cache directory cannot be used.
+enum Unusable {
+    /// Damaged or written for another build: moved aside, and an empty cache started.
+    Broken(String),
+    /// Held by another process.
+    Busy(IndexError),
+}
+
+impl From<String> for Unusable {
+    fn from(reason: String) -> Self {
+        Self::Broken(reason)
+    }
+}
+
 fn load_existing(
     dir: &Path,
     meta_path: &Path,
     want: &Meta,
-) -> Result<(EdgeShard, ExactStore), String> {
+) -> Result<(EdgeShard, ExactStore), Unusable> {
+    // First, as it is the one store here that holds a lock: a cache another gateway is using is
+    // left alone, whatever else is found.
+    let exact = match ExactStore::open(&dir.join(EXACT_DIR)) {
+        Ok(x) => x,
+        Err(e @ IndexError::Busy(_)) => return Err(Unusable::Busy(e)),
+        Err(e) => return Err(Unusable::Broken(e.to_string())),
+    };
     let text = std::fs::read(meta_path)
         .map_err(|e| format!("cannot read {}: {e}", meta_path.display()))?;
     let have: Meta = serde_json::from_slice(&text)
@@ -213,7 +236,8 @@ fn load_existing(
         return Err(format!(
             "the cache in {} was written for {have:?}, this build needs {want:?}",
             dir.display()
-        ));
+        )
+        .into());
     }
     let path = dir.to_owned();
     let loaded = std::panic::catch_unwind(move || {
@@ -225,15 +249,13 @@ fn load_existing(
         Ok::<_, String>(shard)
     });
     match loaded {
-        Ok(Ok(shard)) => {
-            let exact = ExactStore::open(&dir.join(EXACT_DIR)).map_err(|e| e.to_string())?;
-            Ok((shard, exact))
-        }
-        Ok(Err(e)) => Err(format!("cannot open the cache in {}: {e}", dir.display())),
+        Ok(Ok(shard)) => Ok((shard, exact)),
+        Ok(Err(e)) => Err(format!("cannot open the cache in {}: {e}", dir.display()).into()),
         Err(_) => Err(format!(
             "the cache in {} is damaged (the store panicked while reading it)",
             dir.display()
-        )),
+        )
+        .into()),
     }
 }
 
@@ -829,6 +851,24 @@ mod tests {
             .expect("delete many");
         assert_eq!(idx.count().await.expect("count"), 0);
         assert!(idx.ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cache_another_process_holds_is_busy_and_left_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge");
+        let idx = open(&path);
+        idx.upsert(entry(1, "m", FAR), None).await.expect("stored");
+        // sled's lock is per process: a second process is what is shut out. Within one
+        // process the open is refused the same way while the first store is open.
+        match EdgeIndex::open(&path, 4) {
+            Err(IndexError::Busy(why)) => assert!(why.contains("another process"), "{why}"),
+            Err(e) => panic!("not busy: {e}"),
+            Ok(_) => panic!("opened twice"),
+        }
+        let siblings = std::fs::read_dir(dir.path()).expect("list").count();
+        assert_eq!(siblings, 1, "nothing was moved aside");
+        assert_eq!(idx.count().await.expect("count"), 1);
     }
 
     #[test]

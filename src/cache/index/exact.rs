@@ -100,11 +100,20 @@ impl ExactStore {
     /// Opens (or creates) the store in `dir` and reads every entry's slot. A value that cannot
     /// be read is dropped (the cache loses that answer, nothing else).
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        let db = sled::Config::new()
+        let db = match sled::Config::new()
             .path(dir)
             .cache_capacity(PAGE_CACHE_BYTES)
             .open()
-            .map_err(|e| store_err(format!("cannot open {}: {e}", dir.display())))?;
+        {
+            Ok(db) => db,
+            Err(e) if crate::store::held_elsewhere(&e) => {
+                return Err(IndexError::Busy(format!(
+                    "another process holds {} (is a second gateway using the same data_dir?)",
+                    dir.display()
+                )));
+            }
+            Err(e) => return Err(store_err(format!("cannot open {}: {e}", dir.display()))),
+        };
         let entries = db.open_tree("entries").map_err(store_err)?;
         let mut state = State::default();
         let mut dropped = Vec::new();

@@ -82,6 +82,9 @@ pub enum IndexError {
     /// The blocking task died.
     #[error("cache store task failed: {0}")]
     Task(String),
+    /// Another process holds the store (never treated as damage: nothing is moved aside).
+    #[error("cache store busy: {0}")]
+    Busy(String),
 }
 
 /// Which entries a bulk delete removes.
