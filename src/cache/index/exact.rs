@@ -5,8 +5,9 @@
 //!
 //! One tree, keyed by a sequence number in the order answers were stored, so sled appends at its
 //! right edge instead of splitting pages all over the tree (keyed by the entry's id, the writes
-//! cost more than the shard's). Each value is the entry's last use, expiry and id, then the entry
-//! as JSON. What is looked up by id or walked in order (the id's slot, the last-use order for
+//! cost more than the shard's). Each value is the entry's last use, expiry and id, a format
+//! byte, then the entry in postcard's compact binary form (the answer's JSON is copied as it is;
+//! as a JSON string it was escaped again, and half again as long). What is looked up by id or walked in order (the id's slot, the last-use order for
 //! eviction and listings, the expiry order for the sweep) is kept in memory, about 100 bytes an
 //! entry, and rebuilt from the tree's values when the store opens.
 
@@ -21,8 +22,13 @@ use super::{Entry, IndexError, Selector};
 /// sled keeps at most this much of the store's pages in memory (its default is 1 GiB).
 const PAGE_CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Bytes before the entry's JSON in a value: last use and expiry (big-endian), then the id.
-const HEAD: usize = 32;
+/// Bytes before the entry in a value: last use and expiry (big-endian), the id, the format.
+const HEAD: usize = 33;
+
+/// How the entry after the head is written: postcard, fields in `Entry`'s order. postcard
+/// writes no field names, so a change to `Entry`'s fields must change this number (the golden
+/// test below fails until it does); values of another format are dropped when the store opens.
+const FORMAT: u8 = 1;
 
 fn store_err(e: impl std::fmt::Display) -> IndexError {
     IndexError::Store(e.to_string())
@@ -40,8 +46,8 @@ struct Slot {
 fn head_of(v: &[u8]) -> Option<(u64, u64, Uuid)> {
     let used = u64::from_be_bytes(v.get(..8)?.try_into().ok()?);
     let expires = u64::from_be_bytes(v.get(8..16)?.try_into().ok()?);
-    let id = Uuid::from_slice(v.get(16..HEAD)?).ok()?;
-    Some((used, expires, id))
+    let id = Uuid::from_slice(v.get(16..32)?).ok()?;
+    (*v.get(32)? == FORMAT).then_some((used, expires, id))
 }
 
 fn encode(entry: &Entry) -> Result<Vec<u8>, IndexError> {
@@ -49,15 +55,15 @@ fn encode(entry: &Entry) -> Result<Vec<u8>, IndexError> {
     v.extend_from_slice(&entry.last_used.to_be_bytes());
     v.extend_from_slice(&entry.expires.to_be_bytes());
     v.extend_from_slice(entry.id.as_bytes());
-    serde_json::to_writer(&mut v, entry).map_err(store_err)?;
-    Ok(v)
+    v.push(FORMAT);
+    postcard::to_extend(entry, v).map_err(store_err)
 }
 
 fn decode(v: &[u8]) -> Result<Entry, IndexError> {
-    let json = v
+    let body = v
         .get(HEAD..)
         .ok_or_else(|| IndexError::Corrupt("a cached entry is shorter than its header".into()))?;
-    serde_json::from_slice(json).map_err(|e| IndexError::Corrupt(e.to_string()))
+    postcard::from_bytes(body).map_err(|e| IndexError::Corrupt(e.to_string()))
 }
 
 /// The in-memory side: every entry's slot and the two orders.
@@ -330,6 +336,28 @@ mod tests {
             ..super::super::tests::entry(n, model, expires)
         }
     }
+
+    /// The entry's bytes after the head, as hex.
+    fn body_hex(e: &Entry) -> String {
+        let v = encode(e).expect("encode");
+        v[HEAD..].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn the_entry_format_is_pinned() {
+        let e = entry(7, "m", 5, 9);
+        // A change to `Entry`'s fields changes these bytes: bump FORMAT, then update them.
+        assert_eq!(body_hex(&e), GOLDEN, "Entry changed: bump FORMAT");
+        let v = encode(&e).expect("encode");
+        assert_eq!(v[HEAD - 1], FORMAT);
+        assert_eq!(decode(&v).expect("decode"), e);
+        // A value of another format is not read as an entry.
+        let mut other = v.clone();
+        other[HEAD - 1] = FORMAT.wrapping_add(1);
+        assert!(head_of(&other).is_none());
+    }
+
+    const GOLDEN: &str = "1000000000000000000000000000000007010765786163742d370170016d066f70656e6169036770740a7175657374696f6e203700027b7d010101090500";
 
     fn ids(v: &[(u64, Uuid)]) -> Vec<u128> {
         v.iter().map(|(_, id)| id.as_u128()).collect()
