@@ -153,21 +153,26 @@ impl EdgeIndex {
         &self,
         f: impl FnOnce(&ExactStore) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
-        let exact = self.exact.clone();
-        tokio::task::spawn_blocking(move || f(&exact))
-            .await
-            .map_err(|e| IndexError::Task(e.to_string()))?
+        blocking(&self.exact, f).await
     }
 
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce(&EdgeShard) -> Result<T, IndexError> + Send + 'static,
     ) -> Result<T, IndexError> {
-        let shard = self.shard.clone();
-        tokio::task::spawn_blocking(move || f(&shard))
-            .await
-            .map_err(|e| IndexError::Task(e.to_string()))?
+        blocking(&self.shard, f).await
     }
+}
+
+/// Runs `f` on one of the stores on the blocking pool (both do disk I/O).
+async fn blocking<S: Send + Sync + 'static, T: Send + 'static>(
+    store: &Arc<S>,
+    f: impl FnOnce(&S) -> Result<T, IndexError> + Send + 'static,
+) -> Result<T, IndexError> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&store))
+        .await
+        .map_err(|e| IndexError::Task(e.to_string()))?
 }
 
 /// The id of a record, when it is one of ours (every entry's id is a UUID).
