@@ -83,10 +83,12 @@ pub struct Stores {
 /// writes every request, and the page cache grew with it (docs/performance.md, memory).
 pub const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
-fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+/// Opens a sled database keeping at most `page_cache` bytes of its pages in memory (the state
+/// store here, the cache's exact store in `cache::index`).
+pub fn open_sled(dir: &Path, page_cache: u64) -> sled::Result<sled::Db> {
     sled::Config::new()
         .path(dir)
-        .cache_capacity(PAGE_CACHE_BYTES)
+        .cache_capacity(page_cache)
         .open()
 }
 
@@ -112,7 +114,7 @@ impl Store {
                 message: e.to_string(),
             }
         })?;
-        match open_db(dir) {
+        match open_sled(dir, PAGE_CACHE_BYTES) {
             Ok(db) => Ok((Self { db }, None)),
             Err(e) if held_elsewhere(&e) => Err(StoreError::Dir {
                 path: dir.to_owned(),
@@ -129,7 +131,7 @@ impl Store {
                     path: dir.to_owned(),
                     message: format!("cannot open ({e}) and cannot move it aside ({re})"),
                 })?;
-                let db = open_db(dir)?;
+                let db = open_sled(dir, PAGE_CACHE_BYTES)?;
                 Ok((
                     Self { db },
                     Some(format!(

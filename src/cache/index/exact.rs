@@ -106,11 +106,7 @@ impl ExactStore {
     /// Opens (or creates) the store in `dir` and reads every entry's slot. A value that cannot
     /// be read is dropped (the cache loses that answer, nothing else).
     pub fn open(dir: &Path) -> Result<Self, IndexError> {
-        let db = match sled::Config::new()
-            .path(dir)
-            .cache_capacity(PAGE_CACHE_BYTES)
-            .open()
-        {
+        let db = match crate::store::open_sled(dir, PAGE_CACHE_BYTES) {
             Ok(db) => db,
             Err(e) if crate::store::held_elsewhere(&e) => {
                 return Err(IndexError::Busy(format!(
