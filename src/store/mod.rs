@@ -83,13 +83,29 @@ pub struct Stores {
 /// writes every request, and the page cache grew with it (docs/performance.md, memory).
 pub const PAGE_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 
+/// How long an open waits for a database's lock before it is taken as held by another process.
+/// A database this process has just closed keeps its lock until sled's background threads let go
+/// of it (a reload reopening the store, or a restart in the same process, would otherwise be
+/// refused now and then).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Opens a sled database keeping at most `page_cache` bytes of its pages in memory (the state
-/// store here, the cache's exact store in `cache::index`).
+/// store here, the cache's exact store in `cache::index`). Blocks up to [`LOCK_WAIT`] while the
+/// lock is held.
 pub fn open_sled(dir: &Path, page_cache: u64) -> sled::Result<sled::Db> {
-    sled::Config::new()
-        .path(dir)
-        .cache_capacity(page_cache)
-        .open()
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(page_cache)
+            .open()
+        {
+            Err(e) if held_elsewhere(&e) && std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => return opened,
+        }
+    }
 }
 
 /// Whether sled could not open a database because another process holds its lock. sled 0.34
