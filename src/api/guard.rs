@@ -167,7 +167,7 @@ impl RequestGuard {
         if self.log_bodies() {
             self.collector
                 .get_or_insert_with(StreamCollector::default)
-                .push(chunk.clone());
+                .push(chunk);
         }
     }
 

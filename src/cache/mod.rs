@@ -980,7 +980,7 @@ impl Cache {
             let mut failed = false;
             while let Some(item) = stream.next().await {
                 match &item {
-                    Ok(chunk) => acc.push(chunk.clone()),
+                    Ok(chunk) => acc.push(chunk),
                     Err(_) => failed = true,
                 }
                 yield item;

@@ -32,7 +32,7 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, StreamError>> 
 pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, StreamError> {
     let mut acc = StreamCollector::default();
     while let Some(chunk) = stream.next().await {
-        acc.push(chunk?);
+        acc.push(&chunk?);
     }
     Ok(acc.finish())
 }
@@ -56,17 +56,17 @@ struct ChoiceAcc {
 }
 
 impl StreamCollector {
-    /// Adds a chunk.
-    pub fn push(&mut self, chunk: ChatChunk) {
+    /// Adds a chunk (read, not taken: the stream passes the chunk on).
+    pub fn push(&mut self, chunk: &ChatChunk) {
         if self.id.is_empty() {
-            self.id = chunk.id;
-            self.model = chunk.model;
+            self.id.clone_from(&chunk.id);
+            self.model.clone_from(&chunk.model);
             self.created = chunk.created;
         }
         if chunk.usage.is_some() {
-            self.usage = chunk.usage;
+            self.usage.clone_from(&chunk.usage);
         }
-        for c in chunk.choices {
+        for c in &chunk.choices {
             let i = c.index as usize;
             if self.choices.len() <= i {
                 self.choices.resize_with(i + 1, ChoiceAcc::default);
@@ -74,11 +74,11 @@ impl StreamCollector {
             let Some(slot) = self.choices.get_mut(i) else {
                 continue;
             };
-            if let Some(t) = c.delta.content {
+            if let Some(t) = &c.delta.content {
                 slot.has_text = true;
-                slot.text.push_str(&t);
+                slot.text.push_str(t);
             }
-            for d in c.delta.tool_calls.unwrap_or_default() {
+            for d in c.delta.tool_calls.iter().flatten() {
                 let j = d.index as usize;
                 while slot.calls.len() <= j {
                     slot.calls.push(ToolCall {
@@ -93,20 +93,20 @@ impl StreamCollector {
                 let Some(call) = slot.calls.get_mut(j) else {
                     continue;
                 };
-                if let Some(id) = d.id {
-                    call.id = id;
+                if let Some(id) = &d.id {
+                    call.id.clone_from(id);
                 }
-                if let Some(f) = d.function {
-                    if let Some(n) = f.name {
-                        call.function.name.push_str(&n);
+                if let Some(f) = &d.function {
+                    if let Some(n) = &f.name {
+                        call.function.name.push_str(n);
                     }
-                    if let Some(a) = f.arguments {
-                        call.function.arguments.push_str(&a);
+                    if let Some(a) = &f.arguments {
+                        call.function.arguments.push_str(a);
                     }
                 }
             }
             if c.finish_reason.is_some() {
-                slot.finish = c.finish_reason;
+                slot.finish.clone_from(&c.finish_reason);
             }
         }
     }

@@ -288,14 +288,18 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                             return;
                         }
                     };
-                    acc.push(chunk.clone());
+                    acc.push(&chunk);
                     totals.add(chunk.usage.take().as_ref());
+                    // Every round's chunks carry the first round's id, time and model.
                     let (id, created, model) = head
-                        .get_or_insert_with(|| (chunk.id.clone(), chunk.created, chunk.model.clone()))
-                        .clone();
-                    chunk.id = id;
-                    chunk.created = created;
-                    chunk.model = model;
+                        .get_or_insert_with(|| (chunk.id.clone(), chunk.created, chunk.model.clone()));
+                    if chunk.id != *id {
+                        chunk.id.clone_from(id);
+                    }
+                    chunk.created = *created;
+                    if chunk.model != *model {
+                        chunk.model.clone_from(model);
+                    }
                     chunk.choices.retain_mut(|c| {
                         if c.index != 0 {
                             return true;

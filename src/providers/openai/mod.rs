@@ -187,6 +187,14 @@ fn decode_event(
     if data.trim().is_empty() {
         return None;
     }
+    // The common case in one pass: a chunk, straight into its type. An `error` payload lands in
+    // the chunk's unmodelled fields; one that does not fit a chunk at all is read as a value.
+    if let Ok(chunk) = serde_json::from_str::<ChatChunk>(&data) {
+        return Some(match chunk.extra.get("error") {
+            Some(err) => Err(upstream_error(err)),
+            None => Ok(chunk),
+        });
+    }
     let value: Value = match serde_json::from_str(&data) {
         Ok(v) => v,
         Err(e) => {
@@ -196,16 +204,21 @@ fn decode_event(
         }
     };
     if let Some(err) = value.get("error") {
-        let msg = err
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("upstream error");
-        return Some(Err(StreamError::new(msg.to_owned())));
+        return Some(Err(upstream_error(err)));
     }
     Some(
         serde_json::from_value(value)
             .map_err(|e| StreamError::new(format!("bad chunk from upstream: {e}"))),
     )
+}
+
+/// An `error` payload in the stream -> the error that ends it.
+fn upstream_error(err: &Value) -> StreamError {
+    let msg = err
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("upstream error");
+    StreamError::new(msg.to_owned())
 }
 
 #[cfg(test)]

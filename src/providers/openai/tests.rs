@@ -30,6 +30,19 @@ fn error_payloads_and_garbage_end_the_stream() {
         r#"{"error":{"message":"The server had an error","type":"server_error"}}"#,
     ));
     assert_eq!(e.unwrap().unwrap_err().message, "The server had an error");
+    // An error payload that does not fit a chunk's shape is still read as the error.
+    let e = decode_event(data(
+        r#"{"choices":"none","error":{"message":"overloaded"}}"#,
+    ));
+    assert_eq!(e.unwrap().unwrap_err().message, "overloaded");
+    // A chunk that does not fit, without an error, is a bad chunk.
+    let e = decode_event(data(r#"{"choices":"none"}"#));
+    assert!(
+        e.unwrap()
+            .unwrap_err()
+            .message
+            .starts_with("bad chunk from upstream")
+    );
     let e = decode_event(data("{not json"));
     assert!(
         e.unwrap()
