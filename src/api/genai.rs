@@ -160,7 +160,7 @@ fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
 struct GeminiFrames(StreamEncoder);
 
 fn data(ev: &crate::providers::gemini::wire::GenerateResponse) -> Bytes {
-    sse::frame(None, &serde_json::to_string(ev).unwrap_or_default())
+    sse::json_frame(None, ev).unwrap_or_else(|_| sse::frame(None, ""))
 }
 
 impl super::Frames for GeminiFrames {

@@ -93,8 +93,10 @@ impl super::Frames for OpenAiFrames {
             }
             chunk.usage = None;
         }
-        let data = serde_json::to_string(&chunk).unwrap_or_else(|e| stream_error(&e.to_string()));
-        vec![sse::frame(None, &data)]
+        vec![
+            sse::json_frame(None, &chunk)
+                .unwrap_or_else(|e| sse::frame(None, &stream_error(&e.to_string()))),
+        ]
     }
 
     fn failed(&mut self, message: &str) -> Vec<Bytes> {

@@ -18,19 +18,28 @@ pub fn check(glob: &str) -> Result<(), String> {
     }
 }
 
-/// Whether `text` matches `glob` (iterative, with backtracking on the last `*`).
+/// Whether `text` matches `glob` (iterative, with backtracking on the last `*`). Runs on the
+/// bytes when both are ASCII (model and tool names nearly always are: no allocation), on
+/// characters otherwise, so `?` is always one character.
 pub fn matches(glob: &str, text: &str) -> bool {
+    if glob.is_ascii() && text.is_ascii() {
+        return matches_in(glob.as_bytes(), text.as_bytes(), b'*', b'?');
+    }
     let g: Vec<char> = glob.chars().collect();
     let t: Vec<char> = text.chars().collect();
+    matches_in(&g, &t, '*', '?')
+}
+
+fn matches_in<C: Copy + PartialEq>(g: &[C], t: &[C], many: C, one: C) -> bool {
     let (mut gi, mut ti) = (0usize, 0usize);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
         match g.get(gi) {
-            Some('*') => {
+            Some(c) if *c == many => {
                 star = Some((gi, ti));
                 gi += 1;
             }
-            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+            Some(c) if *c == one || Some(c) == t.get(ti) => {
                 gi += 1;
                 ti += 1;
             }
@@ -45,7 +54,7 @@ pub fn matches(glob: &str, text: &str) -> bool {
         }
     }
     g.get(gi..)
-        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        .is_some_and(|rest| rest.iter().all(|c| *c == many))
 }
 
 /// Whether any glob matches.
@@ -70,6 +79,11 @@ mod tests {
         assert!(!matches("a*b*c", "axxbyy"));
         assert!(matches("smart", "smart"));
         assert!(!matches("smart", "smarter"));
+        // Text beyond ASCII: `?` is one character, not one byte.
+        assert!(matches("caf?", "café"));
+        assert!(!matches("caf??", "café"));
+        assert!(matches("*/é*", "openai/élan-1"));
+        assert!(!matches("openai/*", "anthropic/é"));
         assert!(check("openai/[x").is_err());
         assert!(check("").is_err());
         assert!(check("anthropic/claude-*").is_ok());
