@@ -111,7 +111,15 @@ impl EdgeIndex {
             .into_iter()
             .map(|id| (id, Place::Shard))
             .collect();
-        ids.extend(exact.ids()?.into_iter().map(|id| (id, Place::Exact)));
+        let mut in_both = Vec::new();
+        for id in exact.ids()? {
+            if ids.insert(id, Place::Exact).is_some() {
+                in_both.push(id);
+            }
+        }
+        for id in in_both {
+            ids.insert(id, keep_one(&shard, &exact, id)?);
+        }
         let shard = Arc::new(shard);
         let exact = Arc::new(exact);
         let queue = Arc::new(Writes::default());
@@ -136,17 +144,7 @@ impl EdgeIndex {
 
     /// The shard's copy of an entry.
     async fn shard_get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        self.run(move |s| {
-            let req = RetrieveRequestBuilder::new(vec![point(id)])
-                .with_payload(WithPayloadInterface::Bool(true))
-                .build();
-            let records = s.retrieve(req).map_err(store_err)?;
-            match records.into_iter().next().and_then(|r| r.payload) {
-                Some(p) => entry_from_payload(p.0).map(Some),
-                None => Ok(None),
-            }
-        })
-        .await
+        self.run(move |s| shard_entry(s, id)).await
     }
 
     async fn run_exact<T: Send + 'static>(
@@ -184,6 +182,47 @@ fn uuid_of(r: qdrant_edge::Record) -> Option<Uuid> {
 }
 
 /// Every point id in the shard, a page at a time.
+/// The shard's copy of an entry, read on this thread.
+fn shard_entry(shard: &EdgeShard, id: Uuid) -> Result<Option<Entry>, IndexError> {
+    let req = RetrieveRequestBuilder::new(vec![point(id)])
+        .with_payload(WithPayloadInterface::Bool(true))
+        .build();
+    let records = shard.retrieve(req).map_err(store_err)?;
+    match records.into_iter().next().and_then(|r| r.payload) {
+        Some(p) => entry_from_payload(p.0).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// An answer found in both stores at start: a crash came between a move's two writes (the old
+/// copy's delete was not yet durable when the new copy was). The newer copy (by when it was
+/// stored; the exact store's on a tie, as a move writes there last) is kept and the other deleted,
+/// so the answer is counted and evicted once; a copy that cannot be read is the one dropped.
+fn keep_one(shard: &EdgeShard, exact: &ExactStore, id: Uuid) -> Result<Place, IndexError> {
+    let in_shard = shard_entry(shard, id).ok().flatten();
+    let in_exact = exact.get(id).ok().flatten();
+    let keep = match (in_shard, in_exact) {
+        (Some(s), Some(x)) if s.created > x.created => Place::Shard,
+        (Some(_), None) => Place::Shard,
+        _ => Place::Exact,
+    };
+    match keep {
+        Place::Shard => {
+            exact.remove(&[id])?;
+        }
+        Place::Exact => {
+            shard
+                .update(UpdateOperation::PointOperation(
+                    PointOperations::DeletePoints {
+                        ids: vec![point(id)],
+                    },
+                ))
+                .map_err(store_err)?;
+        }
+    }
+    Ok(keep)
+}
+
 fn all_ids(shard: &EdgeShard) -> Result<Vec<Uuid>, IndexError> {
     const PAGE: usize = 10_000;
     let mut ids = Vec::new();
@@ -856,6 +895,52 @@ mod tests {
             .expect("delete many");
         assert_eq!(idx.count().await.expect("count"), 0);
         assert!(idx.ids().is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_answer_left_in_both_stores_by_a_crash_is_kept_once_the_newer_copy() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("edge");
+        let idx = open(&path);
+        let v = || Some(vec![1.0, 0.0, 0.0, 0.0]);
+        let at = |n: u128, created: u64, prompt: &str| Entry {
+            created,
+            prompt: prompt.into(),
+            ..entry(n, "m", FAR)
+        };
+        // 1: the shard's copy is older than the exact store's; 2: the other way round.
+        idx.upsert(at(1, 100, "older"), v()).await.expect("stored");
+        idx.upsert(at(2, 200, "newer"), v()).await.expect("stored");
+        idx.upsert(at(3, 100, "only"), None).await.expect("stored");
+        // What a crash between a move's two writes leaves: a second copy in the other store.
+        idx.exact
+            .put(&[at(1, 200, "newer"), at(2, 100, "older")])
+            .expect("put");
+        drop(idx);
+        let idx = open(&path);
+        assert_eq!(idx.count().await.expect("count"), 3, "each answer once");
+        for n in [1, 2, 3] {
+            let got = idx.get(Uuid::from_u128(n)).await.expect("get");
+            assert_ne!(got.map(|e| e.prompt), Some("older".into()), "entry {n}");
+        }
+        assert_eq!(idx.exact.len(), 2, "1 and 3 in the exact store");
+        assert!(
+            shard_entry(&idx.shard, Uuid::from_u128(1))
+                .expect("read")
+                .is_none(),
+            "the shard's older copy is gone"
+        );
+        // And it stays so: the next start finds nothing to mend.
+        drop(idx);
+        let idx = open(&path);
+        assert_eq!(idx.count().await.expect("count"), 3);
+        assert_eq!(
+            idx.get(Uuid::from_u128(2))
+                .await
+                .expect("get")
+                .map(|e| e.prompt),
+            Some("newer".into())
+        );
     }
 
     #[tokio::test]
