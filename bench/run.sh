@@ -33,6 +33,10 @@
 # MEMORY=1 samples the gateway's resident memory every 30 s of its measured run and prints the
 # curve (MEMORY=1 REF_DURATION=10 FULL=1 bench/run.sh 600 16 gives the ten-minute curve).
 # REF_DURATION sets the seconds of the direct and nginx runs alone (default: the same duration).
+# BIN_B=path starts a second gateway binary beside the first (same config, its own port and data
+# directory) and, after the usual runs, measures the two in alternating runs (A B, then B A),
+# ROUNDS times (default 3), so two builds are compared on the same machine state, upstream and load; it prints
+# each round and the medians (`BIN=/tmp/before BIN_B=/tmp/after FULL=1 bench/run.sh 10 16`).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -65,6 +69,7 @@ work=$(mktemp -d)
 cleanup() {
   # The gateway is stopped and waited for before its data directory goes.
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
+  [ -n "${GWB_PID:-}" ] && kill "$GWB_PID" 2>/dev/null && wait "$GWB_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
@@ -211,6 +216,15 @@ fi
 SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+if [ -n "${BIN_B:-}" ]; then
+  GWB_PORT=18083
+  sed -e "s#^listen = \"127.0.0.1:$GW_PORT\"#listen = \"127.0.0.1:$GWB_PORT\"#" \
+    -e "s#^data_dir = \"$work/data\"#data_dir = \"$work/data-b\"#" \
+    "$work/switchyard.toml" > "$work/switchyard-b.toml"
+  SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN_B" serve --config "$work/switchyard-b.toml" &
+  GWB_PID=$!
+  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GWB_PORT/health" >/dev/null && break; sleep 0.1; done
+fi
 
 STREAM_FIELD=""
 [ "${STREAM:-0}" = 1 ] && STREAM_FIELD=',"stream":true'
@@ -264,8 +278,8 @@ run() { # name url [script] [pid]
         sleep 30; t=$((t + 30)); done ) &
     sampler=$!
   fi
-  local secs="$DURATION"
-  if [ "$1" != gateway ]; then secs="${REF_DURATION:-$DURATION}"; fi
+  local secs="${REF_DURATION:-$DURATION}"
+  case "$1" in gateway | a[0-9]* | b[0-9]*) secs="$DURATION" ;; esac
   echo "$secs" > "$work/$1.secs"
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$script" "$2" > "$work/$1.txt"
   if [ -n "$sampler" ]; then
@@ -294,6 +308,22 @@ if [ -n "${PERF_PID:-}" ]; then
     | grep -v '^#' | grep -v '^$' > bench/results/perf-top.txt || true
   echo "== profile: bench/results/perf-top.txt"
 fi
+
+ROUNDS_DONE=0
+if [ -n "${BIN_B:-}" ]; then
+  # The order alternates (A B, B A, ...) so neither build always runs second.
+  for i in $(seq "${ROUNDS:-3}"); do
+    if [ $((i % 2)) = 1 ]; then
+      run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
+      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw.lua" "$GWB_PID"
+    else
+      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw.lua" "$GWB_PID"
+      run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
+    fi
+    ROUNDS_DONE=$i
+  done
+fi
+export ROUNDS_DONE
 
 python3 - "$work" "$DURATION" "$CONNS" <<'PY'
 import re, sys
@@ -326,6 +356,24 @@ for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
 if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
+rounds = int(e("ROUNDS_DONE", "0"))
+if rounds:
+    import statistics
+    def per_request(name):
+        rps = parse(name)[0]
+        ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
+        secs = float(open(f"{work}/{name}.secs").read().strip())
+        return rps, (ticks / hz * 1e6 / (rps * secs) if rps else float("nan"))
+    print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')})")
+    print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10}")
+    a, b = [], []
+    for i in range(1, rounds + 1):
+        a.append(per_request(f"a{i}")); b.append(per_request(f"b{i}"))
+        print(f"{i:<6} {a[-1][0]:9.0f} {a[-1][1]:8.1f}us {b[-1][0]:9.0f} {b[-1][1]:8.1f}us")
+    ma = [statistics.median(x[k] for x in a) for k in (0, 1)]
+    mb = [statistics.median(x[k] for x in b) for k in (0, 1)]
+    print(f"{'median':6} {ma[0]:9.0f} {ma[1]:8.1f}us {mb[0]:9.0f} {mb[1]:8.1f}us")
+    print(f"B / A: requests per second {mb[0] / ma[0]:.3f}, CPU per request {mb[1] / ma[1]:.3f}")
 if os.path.exists(f"{work}/rss.txt"):
     print("gateway RSS under load (seconds into the run: MiB in all / anonymous / mapped files): " + ", ".join(
         f"{t}: {int(a) / 1024:.1f} / {int(b) / 1024:.1f} / {int(c) / 1024:.1f}"
