@@ -118,7 +118,7 @@ impl EdgeIndex {
             }
         }
         for id in in_both {
-            ids.insert(id, keep_one(&shard, &exact, id)?);
+            ids.insert(id, keep_one(&shard, &exact, id));
         }
         let shard = Arc::new(shard);
         let exact = Arc::new(exact);
@@ -198,7 +198,9 @@ fn shard_entry(shard: &EdgeShard, id: Uuid) -> Result<Option<Entry>, IndexError>
 /// copy's delete was not yet durable when the new copy was). The newer copy (by when it was
 /// stored; the exact store's on a tie, as a move writes there last) is kept and the other deleted,
 /// so the answer is counted and evicted once; a copy that cannot be read is the one dropped.
-fn keep_one(shard: &EdgeShard, exact: &ExactStore, id: Uuid) -> Result<Place, IndexError> {
+/// Best effort: if the other copy cannot be deleted (a full disk), the cache still opens, serving
+/// the kept copy, and the other stays as it was before this was mended.
+fn keep_one(shard: &EdgeShard, exact: &ExactStore, id: Uuid) -> Place {
     let in_shard = shard_entry(shard, id).ok().flatten();
     let in_exact = exact.get(id).ok().flatten();
     let keep = match (in_shard, in_exact) {
@@ -206,21 +208,21 @@ fn keep_one(shard: &EdgeShard, exact: &ExactStore, id: Uuid) -> Result<Place, In
         (Some(_), None) => Place::Shard,
         _ => Place::Exact,
     };
-    match keep {
-        Place::Shard => {
-            exact.remove(&[id])?;
-        }
-        Place::Exact => {
-            shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints {
-                        ids: vec![point(id)],
-                    },
-                ))
-                .map_err(store_err)?;
-        }
+    let dropped = match keep {
+        Place::Shard => exact.remove(&[id]).map(|_| ()),
+        Place::Exact => shard
+            .update(UpdateOperation::PointOperation(
+                PointOperations::DeletePoints {
+                    ids: vec![point(id)],
+                },
+            ))
+            .map(|_| ())
+            .map_err(store_err),
+    };
+    if let Err(e) = dropped {
+        tracing::warn!(%id, error = %e, "cannot delete the older of two copies of a cached answer (is the disk full or read-only?)");
     }
-    Ok(keep)
+    keep
 }
 
 fn all_ids(shard: &EdgeShard) -> Result<Vec<Uuid>, IndexError> {
