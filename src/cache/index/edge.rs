@@ -210,14 +210,7 @@ fn keep_one(shard: &EdgeShard, exact: &ExactStore, id: Uuid) -> Place {
     };
     let dropped = match keep {
         Place::Shard => exact.remove(&[id]).map(|_| ()),
-        Place::Exact => shard
-            .update(UpdateOperation::PointOperation(
-                PointOperations::DeletePoints {
-                    ids: vec![point(id)],
-                },
-            ))
-            .map(|_| ())
-            .map_err(store_err),
+        Place::Exact => writer::delete_points(shard, vec![point(id)]),
     };
     if let Err(e) = dropped {
         tracing::warn!(%id, error = %e, "cannot delete the older of two copies of a cached answer (is the disk full or read-only?)");
@@ -522,15 +515,8 @@ impl VectorIndex for EdgeIndex {
             Some(Place::Exact) => !self.run_exact(move |x| x.remove(&[id])).await?.is_empty(),
             Some(Place::Shard) => {
                 let existed = self.shard_get(id).await?.is_some();
-                self.run(move |s| {
-                    s.update(UpdateOperation::PointOperation(
-                        PointOperations::DeletePoints {
-                            ids: vec![point(id)],
-                        },
-                    ))
-                    .map_err(store_err)
-                })
-                .await?;
+                self.run(move |s| writer::delete_points(s, vec![point(id)]))
+                    .await?;
                 existed
             }
         };
@@ -557,13 +543,7 @@ impl VectorIndex for EdgeIndex {
             self.run_exact(move |x| x.remove(&exact)).await?;
         }
         if !points.is_empty() {
-            self.run(move |s| {
-                s.update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids: points },
-                ))
-                .map_err(store_err)
-            })
-            .await?;
+            self.run(move |s| writer::delete_points(s, points)).await?;
         }
         let mut known = self.ids();
         for id in &ids {
@@ -691,7 +671,7 @@ mod tests {
 
     use super::*;
 
-    use super::super::tests::entry;
+    use super::super::tests::{entry, ns};
 
     fn open(dir: &Path) -> EdgeIndex {
         match EdgeIndex::open(dir, 4) {
@@ -702,6 +682,11 @@ mod tests {
     }
 
     const FAR: u64 = u64::MAX / 2;
+
+    /// A vector: the answer goes to the shard (without one, to the exact store).
+    fn v() -> Option<Vec<f32>> {
+        Some(vec![1.0, 0.0, 0.0, 0.0])
+    }
 
     #[tokio::test]
     async fn writes_are_batched_read_back_and_kept_across_a_reopen() {
@@ -810,16 +795,11 @@ mod tests {
         }
     }
 
-    fn ns(entries: &[Entry]) -> Vec<u128> {
-        entries.iter().map(|e| e.id.as_u128()).collect()
-    }
-
     #[tokio::test]
     async fn answers_with_and_without_a_vector_are_one_cache() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("edge");
         let idx = open(&path);
-        let v = || Some(vec![1.0, 0.0, 0.0, 0.0]);
         // Odd ids with a vector (the shard), even ones without (the exact store).
         idx.upsert(used(1, "a", 50), v()).await.expect("stored");
         idx.upsert(used(2, "a", 40), None).await.expect("stored");
@@ -904,7 +884,6 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("edge");
         let idx = open(&path);
-        let v = || Some(vec![1.0, 0.0, 0.0, 0.0]);
         let at = |n: u128, created: u64, prompt: &str| Entry {
             created,
             prompt: prompt.into(),

@@ -7,9 +7,10 @@
 //! right edge instead of splitting pages all over the tree (keyed by the entry's id, the writes
 //! cost more than the shard's). Each value is the entry's last use, expiry and id, a format
 //! byte, then the entry in postcard's compact binary form (the answer's JSON is copied as it is;
-//! as a JSON string it was escaped again, and half again as long). What is looked up by id or walked in order (the id's slot, the last-use order for
-//! eviction and listings, the expiry order for the sweep) is kept in memory, about 100 bytes an
-//! entry, and rebuilt from the tree's values when the store opens.
+//! as a JSON string it was escaped again, and half again as long). What is looked up by id or
+//! walked in order (the id's slot, the last-use order for eviction and listings, the expiry order
+//! for the sweep) is kept in memory, about 100 bytes an entry, and rebuilt from the tree's values
+//! when the store opens.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -324,6 +325,7 @@ impl ExactStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::ns;
     use super::*;
 
     fn entry(n: u128, model: &str, used: u64, expires: u64) -> Entry {
@@ -386,20 +388,8 @@ mod tests {
         assert_eq!((e3.hits, e3.last_used), (5, 50));
         assert_eq!(ids(&s.least_used(2).expect("lru")), [1, 2]);
         assert!(!s.touch(Uuid::from_u128(9), 1, 1).expect("touch"));
-        let newest: Vec<_> = s
-            .most_used(10, None)
-            .expect("list")
-            .iter()
-            .map(|e| e.id.as_u128())
-            .collect();
-        assert_eq!(newest, [3, 2, 1]);
-        let of_a: Vec<_> = s
-            .most_used(1, Some("a"))
-            .expect("list")
-            .iter()
-            .map(|e| e.id.as_u128())
-            .collect();
-        assert_eq!(of_a, [2]);
+        assert_eq!(ns(&s.most_used(10, None).expect("list")), [3, 2, 1]);
+        assert_eq!(ns(&s.most_used(1, Some("a")).expect("list")), [2]);
         // Expired at 100: entries 1 (100) and 3 (50), not 2 (200).
         let mut gone = s
             .remove_where(&Selector {
@@ -487,12 +477,6 @@ mod tests {
             Some(10u64.to_be_bytes().to_vec())
         );
         // A listing skips what it cannot read.
-        let listed: Vec<_> = s
-            .most_used(10, None)
-            .expect("list")
-            .iter()
-            .map(|e| e.id.as_u128())
-            .collect();
-        assert_eq!(listed, [5, 1]);
+        assert_eq!(ns(&s.most_used(10, None).expect("list")), [5, 1]);
     }
 }

@@ -307,6 +307,11 @@ pub(super) mod tests {
         }
     }
 
+    /// The ids of entries, as the numbers their tests made them from.
+    pub fn ns(entries: &[Entry]) -> Vec<u128> {
+        entries.iter().map(|e| e.id.as_u128()).collect()
+    }
+
     #[test]
     fn the_payload_is_what_serde_writes_and_reads_back() {
         let e = Entry {

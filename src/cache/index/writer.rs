@@ -224,18 +224,23 @@ fn store(shard: &EdgeShard, exact: &ExactStore, upserts: Vec<Upsert>) {
     if !entries.is_empty() {
         let mut result = Ok(());
         if !leave_shard.is_empty() {
-            result = shard
-                .update(UpdateOperation::PointOperation(
-                    PointOperations::DeletePoints { ids: leave_shard },
-                ))
-                .map(|_| ())
-                .map_err(|e| IndexError::Store(e.to_string()));
+            result = delete_points(shard, leave_shard);
         }
         if result.is_ok() {
             result = exact.put(&entries);
         }
         answer(to_exact, &result);
     }
+}
+
+/// Deletes these points from the shard (on the calling thread).
+pub(super) fn delete_points(shard: &EdgeShard, ids: Vec<PointId>) -> Result<(), IndexError> {
+    shard
+        .update(UpdateOperation::PointOperation(
+            PointOperations::DeletePoints { ids },
+        ))
+        .map(|_| ())
+        .map_err(|e| IndexError::Store(e.to_string()))
 }
 
 fn answer(dones: Vec<oneshot::Sender<Result<(), IndexError>>>, result: &Result<(), IndexError>) {
