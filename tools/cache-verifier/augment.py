@@ -9,6 +9,10 @@ named thing from the same list, negation, an antonym, swapped roles, scope, time
 Both kinds touch a word or two, so the model must learn which words matter, not how many changed.
 
     python3 tools/cache-verifier/augment.py > /tmp/augmented.jsonl
+    python3 tools/cache-verifier/augment.py --crossed 2000 > /tmp/augmented.jsonl
+
+With --crossed N, also N pairs that cross a labelled tune pair with an edit of one side (see
+crossed(); measured in docs/cache.md, not used for the shipped model).
 
 Deterministic (seeded); rows look like the labelled set's with kind/style naming the edit and
 split "augment". Never used for validate or test.
@@ -238,6 +242,29 @@ def change_meaning(q, rng):
     return out
 
 
+def crossed(tune, edits, rng, cap):
+    """A labelled tune pair (a, b) with an edit of b: (a, b'). A paraphrase stays one under a
+    meaning-keeping edit and becomes a trap under a meaning-changing one; a trap stays one under a
+    meaning-keeping edit (a changing edit of a trap may undo the difference: not used). These are
+    reworded pairs with a small difference on top, which the labelled set has least of."""
+    by = {}
+    for e in edits:
+        by.setdefault(e["a"], []).append(e)
+    out = []
+    for r in tune:
+        for a, b in ((r["a"], r["b"]), (r["b"], r["a"])):
+            for e in by.get(b, []):
+                if not r["hit"] and not e["hit"]:
+                    continue
+                out.append({"a": a, "b": e["b"], "hit": r["hit"] and e["hit"],
+                            "kind": "crossed-" + e["kind"], "style": "augment",
+                            "domain": "augment", "split": "augment"})
+    rng.shuffle(out)
+    hits = [r for r in out if r["hit"]][:cap // 2]
+    traps = [r for r in out if not r["hit"]][:cap // 2]
+    return hits + traps
+
+
 def main():
     rows = [json.loads(l) for l in open(ROOT / "tests/fixtures/cache/questions.jsonl")]
     tune = [r for r in rows if r["split"] == "tune"]
@@ -260,6 +287,8 @@ def main():
                 seen.add((q, b))
                 out.append({"a": q, "b": b, "hit": hit, "kind": kind,
                             "style": "augment", "domain": "augment", "split": "augment"})
+    if "--crossed" in sys.argv:
+        out += crossed(tune, out, rng, int(sys.argv[sys.argv.index("--crossed") + 1]))
     for r in out:
         print(json.dumps(r))
     print(f"{len(out)} pairs from {len(questions)} tune questions: "

