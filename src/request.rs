@@ -330,7 +330,8 @@ impl CacheOptions {
                 Ok(t) if t > 0.0 && t <= 1.0 => o.threshold = Some(t),
                 _ => {
                     return Err(format!(
-                        "x-switchyard-cache-threshold must be a number in (0, 1], got `{s}`"
+                        "x-switchyard-cache-threshold must be a number in (0, 1], got `{}`",
+                        s.chars().take(40).collect::<String>()
                     ));
                 }
             }

@@ -335,10 +335,11 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     cur.to_string()
 }
 
-/// `Retry-After`: seconds or an HTTP date.
+/// `Retry-After`: seconds or an HTTP date. A value no `Duration` holds (`1e300`, `inf`, `NaN`,
+/// negative) is ignored, as an unreadable one is.
 pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
     if let Ok(secs) = v.trim().parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let when = httpdate::parse_http_date(v.trim()).ok()?;
     Some(

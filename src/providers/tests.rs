@@ -14,6 +14,10 @@ fn retry_after_seconds_and_date() {
         "{d:?}"
     );
     assert_eq!(parse_retry_after("soon"), None);
+    // Values no Duration holds are ignored, not a panic on the provider's answer.
+    for v in ["1e300", "inf", "NaN", "-0.5"] {
+        assert_eq!(parse_retry_after(v), None, "{v}");
+    }
 }
 
 #[test]

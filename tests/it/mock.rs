@@ -45,6 +45,8 @@ pub enum Reply {
     Ok,
     /// An error status in the provider's error shape, with an optional Retry-After (seconds).
     Status(u16, Option<u64>),
+    /// An error status with this Retry-After header, verbatim (values a provider should not send).
+    StatusRawRetryAfter(u16, &'static str),
     /// Wait, then answer normally.
     Slow(Duration),
     /// Send the response head, then break the body before any data.
@@ -226,6 +228,12 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         Reply::Status(code, retry_after) => {
             error(wire, code, retry_after, &format!("injected {code}"))
+        }
+        Reply::StatusRawRetryAfter(code, value) => {
+            let mut resp = error(wire, code, None, &format!("injected {code}"));
+            resp.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static(value));
+            resp
         }
         Reply::Reset => {
             let body = futures_util::stream::once(async {

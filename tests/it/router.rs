@@ -149,6 +149,21 @@ async fn long_retry_after_falls_back_instead_of_waiting() {
 }
 
 #[tokio::test]
+async fn a_retry_after_no_duration_holds_is_ignored() {
+    // `1e300` seconds overflows a Duration: it must be read as no Retry-After, not end the
+    // request without an answer.
+    let (mock, gw) = single("keys = [\"k\"]\nmax_retries = 0").await;
+    for value in ["1e300", "inf", "NaN"] {
+        mock.always(Reply::StatusRawRetryAfter(429, value));
+        let (status, _, body) = gw.chat(&hello("p/m")).await;
+        assert_eq!(status, 429, "{value}: {body}");
+        assert_eq!(body["error"]["type"], "rate_limit_error", "{value}: {body}");
+    }
+    mock.always(Reply::Ok);
+    assert_eq!(gw.chat(&hello("p/m")).await.0, 200);
+}
+
+#[tokio::test]
 async fn exhausted_rate_limit_passes_429_and_retry_after() {
     let (mock, gw) = single("keys = [\"k\"]").await;
     mock.always(Reply::Status(429, Some(60)));

@@ -74,6 +74,20 @@ async fn one_token_serves_many_requests_and_is_renewed_before_it_expires() {
 }
 
 #[tokio::test]
+async fn a_token_lifetime_no_clock_holds_is_cut_not_a_crash() {
+    // `expires_in` = u64::MAX seconds from the token endpoint: the gateway still answers, and
+    // caches the token (for a day at most).
+    let mock = Mock::start().await;
+    mock.token_lifetime(u64::MAX);
+    let gw = Gateway::start(&config(&mock, &key_file(&mock))).await;
+    for _ in 0..2 {
+        let (status, _, body) = gw.chat(&hello("v/gemini-2.5-flash")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(mock.token_calls(), 1);
+}
+
+#[tokio::test]
 async fn concurrent_requests_share_one_token_exchange() {
     let mock = Mock::start().await;
     let gw = Gateway::start(&config(&mock, &key_file(&mock))).await;

@@ -20,6 +20,8 @@ const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// A token is renewed this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The longest token lifetime believed (`expires_in` beyond it is cut to it).
+const MAX_LIFETIME_SECS: u64 = 86_400;
 /// How long a token exchange may take.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -152,10 +154,13 @@ impl TokenSource {
                 "the token endpoint answered without access_token".into(),
             ));
         };
+        // Google's tokens live an hour; a lifetime over a day (or one no clock holds) is not
+        // believed: the token is asked for again after a day at most.
         let lifetime = body
             .get("expires_in")
             .and_then(Value::as_u64)
-            .unwrap_or(3600);
+            .unwrap_or(3600)
+            .min(MAX_LIFETIME_SECS);
         Ok((Secret::new(token), Duration::from_secs(lifetime)))
     }
 }
