@@ -37,6 +37,12 @@ pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, Stre
     Ok(acc.finish())
 }
 
+/// The highest choice or tool-call index a folded stream keeps. Indexes come from the upstream;
+/// one of 4,294,967,295 would otherwise make the fold allocate that many slots (a crash of the
+/// whole gateway on one bad chunk). Parts beyond it are left out of the folded answer (the client's
+/// own stream still carries them).
+pub const MAX_STREAM_INDEX: usize = 1024;
+
 /// Folds chunks, one at a time, into the response a non-streaming request would have received.
 #[derive(Default)]
 pub struct StreamCollector {
@@ -68,6 +74,9 @@ impl StreamCollector {
         }
         for c in &chunk.choices {
             let i = c.index as usize;
+            if i > MAX_STREAM_INDEX {
+                continue;
+            }
             if self.choices.len() <= i {
                 self.choices.resize_with(i + 1, ChoiceAcc::default);
             }
@@ -80,6 +89,9 @@ impl StreamCollector {
             }
             for d in c.delta.tool_calls.iter().flatten() {
                 let j = d.index as usize;
+                if j > MAX_STREAM_INDEX {
+                    continue;
+                }
                 while slot.calls.len() <= j {
                     slot.calls.push(ToolCall {
                         id: String::new(),

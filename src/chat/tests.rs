@@ -56,3 +56,20 @@ async fn collect_folds_text_and_tool_calls() {
     assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
     assert_eq!(r.usage.unwrap().total_tokens, 7);
 }
+
+#[tokio::test]
+async fn absurd_indexes_from_upstream_are_left_out_of_the_fold() {
+    // Without a bound the fold would allocate 4,294,967,296 choice or tool-call slots.
+    let chunks: Vec<ChatChunk> = vec![
+        serde_json::from_value(json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"content": "ok"}}]})).unwrap(),
+        serde_json::from_value(json!({"id": "c1", "choices": [{"index": 4294967295u32, "delta": {"content": "junk"}}]})).unwrap(),
+        serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 4294967295u32, "id": "x", "function": {"name": "f", "arguments": "{}"}}]}}]})).unwrap(),
+        serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})).unwrap(),
+    ];
+    let stream: ChatStream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+    let r = collect_stream(stream).await.unwrap();
+    assert_eq!(r.choices.len(), 1);
+    assert_eq!(r.choices[0].message.text_content(), "ok");
+    assert!(r.choices[0].message.tool_calls.is_none());
+    assert_eq!(r.choices[0].finish_reason.as_deref(), Some("stop"));
+}

@@ -10,7 +10,7 @@ use super::wire::{
 };
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef,
-    Message, Role, StreamOptions, Tool, ToolCall, Usage,
+    MAX_STREAM_INDEX, Message, Role, StreamOptions, Tool, ToolCall, Usage,
 };
 
 use crate::providers::untranslatable as bad;
@@ -500,6 +500,9 @@ impl StreamEncoder {
         }
         for d in choice.delta.tool_calls.unwrap_or_default() {
             let i = d.index as usize;
+            if i > MAX_STREAM_INDEX {
+                continue;
+            }
             while self.calls.len() <= i {
                 self.calls.push(ToolCall {
                     id: String::new(),

@@ -263,3 +263,27 @@ fn the_ingress_reads_a_genai_request_and_matches_results_to_calls() {
         .contains("googleSearch")
     );
 }
+
+#[test]
+fn the_ingress_encoder_ignores_absurd_tool_call_indexes() {
+    // Without a bound one chunk would make the encoder allocate 4,294,967,296 call slots.
+    let mut enc = ingress::StreamEncoder::default();
+    let chunk = |v: Value| serde_json::from_value::<crate::chat::ChatChunk>(v).unwrap();
+    enc.push(chunk(
+        json!({"id": "c", "model": "m", "choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 4294967295u32, "id": "x", "function": {"name": "junk", "arguments": "{}"}},
+        {"index": 0, "id": "a", "function": {"name": "add", "arguments": "{\"a\":1}"}}]}}]}),
+    ));
+    enc.push(chunk(
+        json!({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+    ));
+    let out = serde_json::to_value(enc.finish()).unwrap();
+    let names: Vec<&str> = out
+        .pointer("/candidates/0/content/parts")
+        .and_then(Value::as_array)
+        .unwrap_or_else(|| panic!("{out}"))
+        .iter()
+        .filter_map(|p| p.pointer("/functionCall/name").and_then(Value::as_str))
+        .collect();
+    assert_eq!(names, ["add"], "{out}");
+}
