@@ -55,6 +55,8 @@ pub enum Reply {
     Cut(usize),
     /// Stream the recording with this pause between events.
     Drip(Duration),
+    /// Stream one event that never ends: `data: ` then this many MiB of `x`, no line end.
+    EndlessEvent(usize),
 }
 
 /// A recorded request.
@@ -260,6 +262,17 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     Err(std::io::Error::other("cut"))
                 }),
             );
+            Response::builder()
+                .header("content-type", content_type(wire))
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::EndlessEvent(mib) => {
+            let block = Bytes::from(vec![b'x'; 1 << 20]);
+            let body = futures_util::stream::once(async { Ok(Bytes::from_static(b"data: ")) })
+                .chain(futures_util::stream::iter(
+                    (0..mib).map(move |_| Ok::<_, std::io::Error>(block.clone())),
+                ));
             Response::builder()
                 .header("content-type", content_type(wire))
                 .body(Body::from_stream(body))

@@ -164,6 +164,27 @@ async fn a_retry_after_no_duration_holds_is_ignored() {
 }
 
 #[tokio::test]
+async fn an_endless_upstream_event_is_cut_at_16_mib_with_a_clear_error() {
+    // 64 MiB without a line end: the gateway stops reading at 16 MiB and says so in the stream,
+    // instead of holding the event in memory until it runs out.
+    let (mock, gw) = single("keys = [\"k\"]\nmax_retries = 0").await;
+    mock.always(Reply::EndlessEvent(64));
+    let mut req = hello("p/m");
+    req["stream"] = json!(true);
+    // Nothing reached the client yet, so the failure is an error status, not a broken stream.
+    let (status, _, body) = gw.chat(&req).await;
+    assert_eq!(status, 502, "{body}");
+    let msg = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("over 16 MiB"), "{body}");
+    // The same answer asked without streaming: the same clear error.
+    let (status, _, body) = gw.chat(&hello("p/m")).await;
+    assert_eq!(status, 502, "{body}");
+    // The gateway is still there.
+    mock.always(Reply::Ok);
+    assert_eq!(gw.chat(&hello("p/m")).await.0, 200);
+}
+
+#[tokio::test]
 async fn exhausted_rate_limit_passes_429_and_retry_after() {
     let (mock, gw) = single("keys = [\"k\"]").await;
     mock.always(Reply::Status(429, Some(60)));
