@@ -101,6 +101,7 @@ struct Inner {
     /// Google OAuth token exchanges answered (`/token`), and the lifetime given to tokens.
     token_calls: AtomicUsize,
     token_lifetime: std::sync::atomic::AtomicU64,
+    token_endless: std::sync::atomic::AtomicBool,
 }
 
 /// A running mock provider.
@@ -162,6 +163,11 @@ impl Mock {
     /// Token exchanges answered so far.
     pub fn token_calls(&self) -> usize {
         self.inner.token_calls.load(Ordering::SeqCst)
+    }
+
+    /// Answer token exchanges with a body that never ends.
+    pub fn token_endless(&self) {
+        self.inner.token_endless.store(true, Ordering::SeqCst);
     }
 
     /// The `expires_in` given to the next tokens (default 3600 s).
@@ -550,6 +556,19 @@ fn service_account_public_key() -> Vec<u8> {
 /// Google's OAuth token endpoint for the JWT bearer grant: checks the assertion's RS256
 /// signature against the test service account's public key and its claims, then issues a token.
 async fn token(State(inner): State<Arc<Inner>>, body: String) -> Response {
+    if inner.token_endless.load(Ordering::SeqCst) {
+        inner.token_calls.fetch_add(1, Ordering::SeqCst);
+        let block = Bytes::from(vec![b' '; 64 * 1024]);
+        let body =
+            futures_util::stream::once(async { Ok(Bytes::from_static(b"{\"access_token\": ")) })
+                .chain(futures_util::stream::repeat_with(move || {
+                    Ok::<_, std::io::Error>(block.clone())
+                }));
+        return Response::builder()
+            .header("content-type", "application/json")
+            .body(Body::from_stream(body))
+            .unwrap();
+    }
     use base64::Engine;
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let form: HashMap<String, String> = body

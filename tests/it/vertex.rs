@@ -88,6 +88,27 @@ async fn a_token_lifetime_no_clock_holds_is_cut_not_a_crash() {
 }
 
 #[tokio::test]
+async fn a_token_endpoint_that_never_ends_its_answer_is_a_prompt_error() {
+    let mock = Mock::start().await;
+    mock.token_endless();
+    let gw = Gateway::start(&config(&mock, &key_file(&mock))).await;
+    let t = std::time::Instant::now();
+    let (status, _, body) = gw.chat(&hello("v/gemini-2.5-flash")).await;
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("access_token")),
+        "{body}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(10),
+        "{:?}",
+        t.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn concurrent_requests_share_one_token_exchange() {
     let mock = Mock::start().await;
     let gw = Gateway::start(&config(&mock, &key_file(&mock))).await;

@@ -20,6 +20,8 @@ const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 const DEFAULT_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// A token is renewed this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
+/// The largest token endpoint answer read (Google's are under 2 KiB).
+const MAX_TOKEN_BODY: usize = 64 * 1024;
 /// The longest token lifetime believed (`expires_in` beyond it is cut to it).
 const MAX_LIFETIME_SECS: u64 = 86_400;
 /// How long a token exchange may take.
@@ -130,12 +132,23 @@ impl TokenSource {
             )
             .body(form)
             .send();
-        let resp = tokio::time::timeout(EXCHANGE_TIMEOUT, send)
+        // The timeout covers the answer's body too, and the body is read up to a bound: a token
+        // endpoint that never finishes its answer must not hold the token lock (and with it every
+        // Vertex request) or fill memory.
+        let read = async {
+            let resp = send.await.map_err(super::super::transport_error)?;
+            let status = resp.status().as_u16();
+            let bytes = super::super::read_capped(resp, MAX_TOKEN_BODY).await?;
+            Ok::<_, ProviderError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(EXCHANGE_TIMEOUT, read)
             .await
-            .map_err(|_| ProviderError::Timeout(EXCHANGE_TIMEOUT))?
-            .map_err(super::super::transport_error)?;
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
+            .map_err(|_| ProviderError::Timeout(EXCHANGE_TIMEOUT))??;
+        let body: Value = if bytes.len() > MAX_TOKEN_BODY {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        };
         if !(200..300).contains(&status) {
             let why = body
                 .get("error_description")
