@@ -165,8 +165,8 @@ async fn a_retry_after_no_duration_holds_is_ignored() {
 
 #[tokio::test]
 async fn an_endless_upstream_event_is_cut_at_16_mib_with_a_clear_error() {
-    // 64 MiB without a line end: the gateway stops reading at 16 MiB and says so in the stream,
-    // instead of holding the event in memory until it runs out.
+    // 64 MiB without a line end: the gateway stops reading at 16 MiB and says so, instead of
+    // holding the event in memory until it runs out.
     let (mock, gw) = single("keys = [\"k\"]\nmax_retries = 0").await;
     mock.always(Reply::EndlessEvent(64));
     let mut req = hello("p/m");
