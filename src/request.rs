@@ -331,7 +331,7 @@ impl CacheOptions {
                 _ => {
                     return Err(format!(
                         "x-switchyard-cache-threshold must be a number in (0, 1], got `{}`",
-                        s.chars().take(40).collect::<String>()
+                        shown(s)
                     ));
                 }
             }
@@ -346,13 +346,18 @@ impl CacheOptions {
                 _ => {
                     return Err(format!(
                         "x-switchyard-cache-ttl must be a whole number of seconds from 1 to {MAX_TTL_SECONDS} (10 years), got `{}`",
-                        s.chars().take(40).collect::<String>()
+                        shown(s)
                     ));
                 }
             }
         }
         Ok(o)
     }
+}
+
+/// A header value as an error message quotes it: its first 40 characters.
+fn shown(s: &str) -> String {
+    s.chars().take(40).collect()
 }
 
 /// What the response headers say about the cache.

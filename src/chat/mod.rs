@@ -4,7 +4,7 @@
 
 mod stream;
 
-pub use stream::{ChatStream, MAX_STREAM_INDEX, StreamCollector, StreamError, collect_stream};
+pub use stream::{ChatStream, StreamCollector, StreamError, collect_stream, merge_call_delta};
 
 pub use switchyard_plugin::chat::*;
 

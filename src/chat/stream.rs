@@ -5,7 +5,8 @@ use std::pin::Pin;
 use futures_util::{Stream, StreamExt};
 
 use super::{
-    ChatChunk, ChatResponse, Choice, Content, Extra, FunctionCall, Message, Role, ToolCall, Usage,
+    ChatChunk, ChatResponse, Choice, Content, Extra, FunctionCall, Message, Role, ToolCall,
+    ToolCallDelta, Usage,
 };
 
 /// An upstream failure after the stream started; sent to the client as an in-stream error event.
@@ -41,7 +42,41 @@ pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, Stre
 /// one of 4,294,967,295 would otherwise make the fold allocate that many slots (a crash of the
 /// whole gateway on one bad chunk). Parts beyond it are left out of the folded answer (the client's
 /// own stream still carries them).
-pub const MAX_STREAM_INDEX: usize = 1024;
+const MAX_STREAM_INDEX: usize = 1024;
+
+/// Adds a streamed tool-call delta to the calls folded so far: the call at the delta's index
+/// (created empty when new) gets its id, and the name and argument pieces appended. A delta whose
+/// index is beyond [`MAX_STREAM_INDEX`] is left out.
+pub fn merge_call_delta(calls: &mut Vec<ToolCall>, d: &ToolCallDelta) {
+    let i = d.index as usize;
+    if i > MAX_STREAM_INDEX {
+        return;
+    }
+    while calls.len() <= i {
+        calls.push(ToolCall {
+            id: String::new(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: String::new(),
+                arguments: String::new(),
+            },
+        });
+    }
+    let Some(call) = calls.get_mut(i) else {
+        return;
+    };
+    if let Some(id) = &d.id {
+        call.id.clone_from(id);
+    }
+    if let Some(f) = &d.function {
+        if let Some(n) = &f.name {
+            call.function.name.push_str(n);
+        }
+        if let Some(a) = &f.arguments {
+            call.function.arguments.push_str(a);
+        }
+    }
+}
 
 /// Folds chunks, one at a time, into the response a non-streaming request would have received.
 #[derive(Default)]
@@ -88,34 +123,7 @@ impl StreamCollector {
                 slot.text.push_str(t);
             }
             for d in c.delta.tool_calls.iter().flatten() {
-                let j = d.index as usize;
-                if j > MAX_STREAM_INDEX {
-                    continue;
-                }
-                while slot.calls.len() <= j {
-                    slot.calls.push(ToolCall {
-                        id: String::new(),
-                        kind: "function".into(),
-                        function: FunctionCall {
-                            name: String::new(),
-                            arguments: String::new(),
-                        },
-                    });
-                }
-                let Some(call) = slot.calls.get_mut(j) else {
-                    continue;
-                };
-                if let Some(id) = &d.id {
-                    call.id.clone_from(id);
-                }
-                if let Some(f) = &d.function {
-                    if let Some(n) = &f.name {
-                        call.function.name.push_str(n);
-                    }
-                    if let Some(a) = &f.arguments {
-                        call.function.arguments.push_str(a);
-                    }
-                }
+                merge_call_delta(&mut slot.calls, d);
             }
             if c.finish_reason.is_some() {
                 slot.finish.clone_from(&c.finish_reason);

