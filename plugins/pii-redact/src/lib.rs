@@ -66,13 +66,13 @@ pub fn luhn(s: &str) -> bool {
 
 /// The ISO 13616 mod-97 check of an IBAN.
 pub fn iban_ok(s: &str) -> bool {
-    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let compact: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
     if !(15..=34).contains(&compact.len()) {
         return false;
     }
     let (head, tail) = compact.split_at(4);
     let mut rem: u32 = 0;
-    for c in tail.chars().chain(head.chars()) {
+    for &c in tail.iter().chain(head) {
         let v = match c {
             '0'..='9' => c as u32 - '0' as u32,
             'A'..='Z' => c as u32 - 'A' as u32 + 10,

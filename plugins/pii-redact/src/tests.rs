@@ -26,6 +26,22 @@ fn checks() {
 }
 
 #[test]
+fn digits_of_other_scripts_in_an_iban_are_not_a_crash() {
+    // The pattern's `\d` matches any script's digits; a three-byte one in the check digits cut
+    // a character in two (a panic, so a 500) where the first four characters are moved to the end.
+    assert!(!iban_ok("GB\u{0969}\u{0969}WEST12345698765432"));
+    let p = plugin(json!({}));
+    let mut state: State = None;
+    let text = "IBAN GB\u{0969}\u{0969}WEST12345698765432 and ada@example.com";
+    let mut req = ask(text);
+    let _ = p.on_request(&RequestInfo::default(), &mut req, &mut state);
+    assert_eq!(
+        req.messages[0].text_content(),
+        "IBAN GB\u{0969}\u{0969}WEST12345698765432 and [EMAIL_1]"
+    );
+}
+
+#[test]
 fn requests_lose_their_personal_data_and_answers_get_it_back() {
     let p = plugin(json!({}));
     let mut state: State = None;
