@@ -47,10 +47,7 @@ impl Webhook {
     }
 
     /// POSTs `payload` within the timeout; the answer's status and body.
-    async fn send(
-        &self,
-        payload: &Value,
-    ) -> Result<(reqwest::StatusCode, bytes::Bytes), PluginError> {
+    async fn send(&self, payload: &Value) -> Result<(reqwest::StatusCode, Vec<u8>), PluginError> {
         let mut rb = self.client.post(&self.url).json(payload);
         for (k, v) in &self.headers {
             rb = rb.header(k.as_str(), v.expose());
@@ -61,8 +58,8 @@ impl Webhook {
                 .await
                 .map_err(|e| err(format!("cannot reach the webhook: {e}")))?;
             let status = resp.status();
-            let bytes = resp
-                .bytes()
+            // Read up to one byte past the limit: `call` refuses what is longer.
+            let bytes = crate::providers::read_capped(resp, MAX_VERDICT)
                 .await
                 .map_err(|e| err(format!("the webhook's answer broke: {e}")))?;
             Ok((status, bytes))

@@ -285,7 +285,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     {
         return Err(too_large());
     }
-    let bytes = read_capped(resp, MAX_UPSTREAM_BODY).await?;
+    let bytes = read_capped(resp, MAX_UPSTREAM_BODY)
+        .await
+        .map_err(transport_error)?;
     if bytes.len() > MAX_UPSTREAM_BODY {
         return Err(too_large());
     }
@@ -301,13 +303,16 @@ fn too_large() -> ProviderError {
 }
 
 /// Reads a body, stopping once more than `cap` bytes arrived (the result is then longer than `cap`).
-async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, ProviderError> {
+pub(crate) async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, reqwest::Error> {
     let hint = resp
         .content_length()
         .map_or(8 * 1024, |n| n as usize)
         .min(cap);
     let mut buf = Vec::with_capacity(hint);
-    while let Some(chunk) = resp.chunk().await.map_err(transport_error)? {
+    while let Some(chunk) = resp.chunk().await? {
         buf.extend_from_slice(&chunk);
         if buf.len() > cap {
             break;

@@ -251,6 +251,38 @@ async fn a_slow_down_or_garbled_webhook_follows_on_error() {
 }
 
 #[tokio::test]
+async fn a_webhook_whose_answer_never_ends_is_cut_at_the_verdict_limit() {
+    // 1 MiB blocks of spaces without end: the verdict is read up to its 16 MiB limit and refused
+    // then, not held in memory until the timeout.
+    let app = Router::new().route(
+        "/",
+        post(|| async {
+            let block = bytes::Bytes::from(vec![b' '; 1 << 20]);
+            let body =
+                futures_util::stream::repeat_with(move || Ok::<_, std::io::Error>(block.clone()));
+            axum::body::Body::from_stream(body)
+        }),
+    );
+    let url = format!("http://{}/", crate::mock::serve(app).await);
+    let model = echo().await;
+    let gw = Gateway::start(&format!(
+        "{}[[plugins]]\nname = \"g\"\nkind = \"webhook\"\nurl = \"{url}\"\ntimeout_ms = 10000\n",
+        provider(&model)
+    ))
+    .await;
+    let (status, _, body) = gw.chat(&ask("hello", false)).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "plugin_failed");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("verdict is too large"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn check_reports_plugin_mistakes_with_paths() {
     let toml = "[[plugins]]\nname = \"prompt-guard\"\nkind = \"builtin\"\nconfig = { rules = [{ name = \"x\", pattern = \"(\" }] }\n\n[[plugins]]\nname = \"nope\"\nkind = \"builtin\"\n\n[[plugins]]\nname = \"w\"\nkind = \"webhook\"\nhooks = [\"sometimes\"]\n\n[[plugins]]\nname = \"s\"\nkind = \"wasm\"\n";
     let issues = switchyard::config::Config::parse(toml, &|_| None).unwrap_err();

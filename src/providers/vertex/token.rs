@@ -138,7 +138,9 @@ impl TokenSource {
         let read = async {
             let resp = send.await.map_err(super::super::transport_error)?;
             let status = resp.status().as_u16();
-            let bytes = super::super::read_capped(resp, MAX_TOKEN_BODY).await?;
+            let bytes = super::super::read_capped(resp, MAX_TOKEN_BODY)
+                .await
+                .map_err(super::super::transport_error)?;
             Ok::<_, ProviderError>((status, bytes))
         };
         let (status, bytes) = tokio::time::timeout(EXCHANGE_TIMEOUT, read)
