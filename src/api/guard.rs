@@ -229,15 +229,17 @@ impl Drop for RequestGuard {
             // cut short included (the usage seen before the cut).
             let (cost, tokens) = if hit {
                 (0.0, 0)
-            } else if rec.input_tokens + rec.output_tokens == 0 && self.streamed_chars > 0 {
+            } else if rec.input_tokens.saturating_add(rec.output_tokens) == 0
+                && self.streamed_chars > 0
+            {
                 // A stream cut before its usage chunk: charge an estimate of what was used (the
                 // prompt as estimated at admission, a token per 3 bytes streamed).
                 let out = (self.streamed_chars as u64).div_ceil(3);
                 let est = prices.estimate(&rec.served_model, p.prompt_tokens, out);
                 rec.cost_usd = est;
-                (est, p.prompt_tokens + out)
+                (est, p.prompt_tokens.saturating_add(out))
             } else {
-                (usd, rec.input_tokens + rec.output_tokens)
+                (usd, rec.input_tokens.saturating_add(rec.output_tokens))
             };
             p.settle(cost, tokens);
         }

@@ -58,8 +58,12 @@ impl Counts {
         self.hit_semantic += o.hit_semantic;
         self.miss += o.miss;
         self.bypass += o.bypass;
-        self.saved_prompt_tokens += o.saved_prompt_tokens;
-        self.saved_completion_tokens += o.saved_completion_tokens;
+        self.saved_prompt_tokens = self
+            .saved_prompt_tokens
+            .saturating_add(o.saved_prompt_tokens);
+        self.saved_completion_tokens = self
+            .saved_completion_tokens
+            .saturating_add(o.saved_completion_tokens);
         self.saved_cost_usd += o.saved_cost_usd;
         self.shadow_hit_exact += o.shadow_hit_exact;
         self.shadow_hit_semantic += o.shadow_hit_semantic;
@@ -317,13 +321,13 @@ impl Stats {
                 &mut s.total,
                 s.by_route.entry(route.to_owned()).or_default(),
             ] {
-                c.saved_prompt_tokens += prompt;
-                c.saved_completion_tokens += completion;
+                c.saved_prompt_tokens = c.saved_prompt_tokens.saturating_add(prompt);
+                c.saved_completion_tokens = c.saved_completion_tokens.saturating_add(completion);
                 c.saved_cost_usd += cost;
             }
             let m = s.by_model.entry(model.to_owned()).or_default();
-            m.saved_prompt_tokens += prompt;
-            m.saved_completion_tokens += completion;
+            m.saved_prompt_tokens = m.saved_prompt_tokens.saturating_add(prompt);
+            m.saved_completion_tokens = m.saved_completion_tokens.saturating_add(completion);
             m.saved_cost_usd += cost;
         });
     }

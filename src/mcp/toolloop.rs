@@ -135,8 +135,8 @@ struct Totals {
 impl Totals {
     fn add(&mut self, u: Option<&Usage>) {
         if let Some(u) = u {
-            self.prompt += u.prompt_tokens;
-            self.completion += u.completion_tokens;
+            self.prompt = self.prompt.saturating_add(u.prompt_tokens);
+            self.completion = self.completion.saturating_add(u.completion_tokens);
             self.seen = true;
         }
     }

@@ -241,8 +241,8 @@ impl Totals {
         if !(200..300).contains(&r.status) {
             self.errors += 1;
         }
-        self.input_tokens += r.input_tokens;
-        self.output_tokens += r.output_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(r.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(r.output_tokens);
         self.cost_usd += r.cost_usd;
         self.saved_usd += r.saved_usd;
         match r.cache.as_deref() {

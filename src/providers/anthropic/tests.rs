@@ -272,3 +272,18 @@ fn several_choices_are_refused() {
     .unwrap();
     assert!(to_messages_request(&req, "m").is_ok());
 }
+
+#[test]
+fn token_counts_no_model_could_use_saturate_instead_of_overflowing() {
+    let r: MessagesResponse = serde_json::from_value(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+        "content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": u64::MAX, "output_tokens": 3, "cache_read_input_tokens": 7}
+    }))
+    .unwrap();
+    let u = from_messages_response(r).usage.unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (u64::MAX, 3, u64::MAX)
+    );
+}

@@ -260,8 +260,8 @@ impl Usage {
     /// All input tokens, cached or not.
     pub fn total_input(&self) -> u64 {
         self.input_tokens
-            + self.cache_creation_input_tokens.unwrap_or(0)
-            + self.cache_read_input_tokens.unwrap_or(0)
+            .saturating_add(self.cache_creation_input_tokens.unwrap_or(0))
+            .saturating_add(self.cache_read_input_tokens.unwrap_or(0))
     }
 }
 

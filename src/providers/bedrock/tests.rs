@@ -218,3 +218,19 @@ fn an_exception_frame_is_an_error_with_its_type_and_message() {
         ("messageStart", Some("assistant"))
     );
 }
+
+#[test]
+fn token_counts_no_model_could_use_saturate_instead_of_overflowing() {
+    // An upstream (or a fault) reporting counts near u64::MAX: the sums stop at the maximum (an
+    // overflow panicked in debug builds and wrapped to a small count, an under-charge, in release).
+    let v = json!({
+        "output": {"message": {"role": "assistant", "content": [{"text": "x"}]}},
+        "stopReason": "end_turn",
+        "usage": {"inputTokens": u64::MAX, "outputTokens": u64::MAX, "cacheReadInputTokens": 5}
+    });
+    let u = translate::from_converse_response(&v, "m").usage.unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (u64::MAX, u64::MAX, u64::MAX)
+    );
+}

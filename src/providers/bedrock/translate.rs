@@ -320,7 +320,10 @@ pub fn finish_reason(stop: &str) -> &'static str {
 pub fn usage(u: &Value) -> Usage {
     let n = |k: &str| u.get(k).and_then(Value::as_u64).unwrap_or(0);
     let (read, write) = (n("cacheReadInputTokens"), n("cacheWriteInputTokens"));
-    let mut out = Usage::new(n("inputTokens") + read + write, n("outputTokens"));
+    let mut out = Usage::new(
+        n("inputTokens").saturating_add(read).saturating_add(write),
+        n("outputTokens"),
+    );
     if read > 0 || write > 0 {
         out.extra.insert(
             "prompt_tokens_details".into(),

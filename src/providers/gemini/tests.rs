@@ -287,3 +287,17 @@ fn the_ingress_encoder_ignores_absurd_tool_call_indexes() {
         .collect();
     assert_eq!(names, ["add"], "{out}");
 }
+
+#[test]
+fn token_counts_no_model_could_use_saturate_instead_of_overflowing() {
+    let r = answer(json!({
+        "candidates": [{"content": {"role": "model", "parts": [{"text": "x"}]}, "finishReason": "STOP", "index": 0}],
+        "usageMetadata": {"promptTokenCount": u64::MAX, "candidatesTokenCount": u64::MAX,
+                          "thoughtsTokenCount": 12}
+    }));
+    let u = r.usage.unwrap();
+    assert_eq!(
+        (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+        (u64::MAX, u64::MAX, u64::MAX)
+    );
+}

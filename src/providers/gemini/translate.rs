@@ -397,7 +397,10 @@ pub fn finish_reason(reason: &str, has_calls: bool) -> &'static str {
 /// Canonical usage from Gemini's (thinking counted as output, as OpenAI counts reasoning).
 pub fn usage(u: &UsageMetadata) -> Usage {
     let thoughts = u.thoughts_token_count.unwrap_or(0);
-    let mut out = Usage::new(u.prompt_token_count, u.candidates_token_count + thoughts);
+    let mut out = Usage::new(
+        u.prompt_token_count,
+        u.candidates_token_count.saturating_add(thoughts),
+    );
     if u.total_token_count > 0 {
         out.total_tokens = u.total_token_count;
     }
