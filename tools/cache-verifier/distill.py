@@ -2,6 +2,7 @@
 cross_encoder.py) into the small verifier the gateway runs (all-MiniLM-L6-v2), through many more
 pairs than the labelled set has, each labelled by the teacher's probability.
 
+    pip install "jax[cpu]" optax safetensors tokenizers numpy scikit-learn
     python3 tools/cache-verifier/distill.py TEACHER.npz TEACHER_WEIGHTS STUDENT_WEIGHTS \
         AUGMENTED.jsonl CROSSED.jsonl --save OUT.npz [--cap 250] [--temp 2] [--neighbours 2] \
         [--seed 1] [--epochs 2]
