@@ -58,7 +58,7 @@ impl Webhook {
                 .await
                 .map_err(|e| err(format!("cannot reach the webhook: {e}")))?;
             let status = resp.status();
-            // Read up to one byte past the limit: `call` refuses what is longer.
+            // Read until past the limit at most: `call` refuses what is longer.
             let bytes = crate::providers::read_capped(resp, MAX_VERDICT)
                 .await
                 .map_err(|e| err(format!("the webhook's answer broke: {e}")))?;
