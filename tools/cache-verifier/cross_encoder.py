@@ -232,6 +232,19 @@ def report(scores, ys, split_rows, log=print):
     return t
 
 
+def capped(rows, cap):
+    """The first `cap` rows of each (label, kind), and the rest."""
+    kept, rest, by = [], [], {}
+    for r in rows:
+        k = (r["hit"], r["kind"])
+        if by.get(k, 0) < cap:
+            by[k] = by.get(k, 0) + 1
+            kept.append(r)
+        else:
+            rest.append(r)
+    return kept, rest
+
+
 def splits(name="questions"):
     rows = [json.loads(l) for l in open(ROOT / f"tests/fixtures/cache/{name}.jsonl")]
     return {s: [r for r in rows if r["split"] == s] for s in ("tune", "validate", "test")}
@@ -244,13 +257,7 @@ def main():
     rows = list(split["tune"])
     if "--augment" in sys.argv:
         # Contrastive minimal edits of tune questions (augment.py), at most --cap of each kind.
-        extra = [json.loads(l) for l in open(arg("--augment", ""))]
-        cap, kept, by = arg("--cap", 250), [], {}
-        for r in extra:
-            k = (r["hit"], r["kind"])
-            if by.get(k, 0) < cap:
-                by[k] = by.get(k, 0) + 1
-                kept.append(r)
+        kept, _ = capped([json.loads(l) for l in open(arg("--augment", ""))], arg("--cap", 250))
         print(f"tune {len(rows)} + augmented {len(kept)}")
         rows += kept
     conv = None

@@ -28,18 +28,6 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 import cross_encoder as ce
 
 
-def capped(rows, cap):
-    kept, rest, by = [], [], {}
-    for r in rows:
-        k = (r["hit"], r["kind"])
-        if by.get(k, 0) < cap:
-            by[k] = by.get(k, 0) + 1
-            kept.append(r)
-        else:
-            rest.append(r)
-    return kept, rest
-
-
 def neighbours(tune, k):
     qs = sorted({r["a"] for r in tune} | {r["b"] for r in tune})
     labelled = {(r["a"], r["b"]) for r in tune} | {(r["b"], r["a"]) for r in tune}
@@ -48,13 +36,15 @@ def neighbours(tune, k):
     np.fill_diagonal(sim, -1)
     out, seen = [], set()
     for i, q in enumerate(qs):
+        taken = 0
         for j in np.argsort(-sim[i])[: k + 4]:
             pair = tuple(sorted((q, qs[j])))
             if pair in seen or (q, qs[j]) in labelled or q.lower() == qs[j].lower():
                 continue
             seen.add(pair)
             out.append({"a": q, "b": qs[j], "kind": "neighbour"})
-            if sum(1 for p in out if p["a"] == q) >= k:
+            taken += 1
+            if taken >= k:
                 break
     return out
 
@@ -63,7 +53,7 @@ def main():
     teacher_npz, tw, sw, aug, crossed = sys.argv[1:6]
     arg = lambda key, d: type(d)(sys.argv[sys.argv.index(key) + 1]) if key in sys.argv else d
     split = ce.splits()
-    kept, rest = capped([json.loads(l) for l in open(aug)], arg("--cap", 250))
+    kept, rest = ce.capped([json.loads(l) for l in open(aug)], arg("--cap", 250))
     cross = [r for r in map(json.loads, open(crossed)) if r["kind"].startswith("crossed")]
     near = neighbours(split["tune"], arg("--neighbours", 2))
     pool = rest + cross + near
