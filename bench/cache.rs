@@ -124,6 +124,37 @@ async fn end_to_end() {
         semantic.push(ms);
     }
     line("end to end: semantic hit (HTTP, sequential)", &semantic);
+    // Conversations by meaning (the default): the earlier turns differ by small talk, so the
+    // conversation verifier reads both conversations whole.
+    let turns = |t: &[&str]| {
+        let messages: Vec<Value> = t
+            .iter()
+            .enumerate()
+            .map(|(i, c)| json!({"role": if i % 2 == 0 { "user" } else { "assistant" }, "content": c}))
+            .collect();
+        json!({"model": "fake/gpt-4o-mini", "messages": messages})
+    };
+    let question = "Is it worth buying an extended warranty?";
+    let (_, h) = send(turns(&[
+        "Just browsing, really.",
+        "Happy to help.",
+        question,
+    ]))
+    .await;
+    assert_eq!(h, "miss");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let variants = [
+        turns(&[question]),
+        turns(&["Hi there!", "Hello! How can I help?", question]),
+        turns(&["Thanks for the help earlier.", "You're welcome!", question]),
+    ];
+    let mut conversation = Vec::new();
+    for i in 0..300 {
+        let (ms, h) = send(variants[i % variants.len()].clone()).await;
+        assert_eq!(h, "hit-semantic", "{}", variants[i % variants.len()]);
+        conversation.push(ms);
+    }
+    line("end to end: conversation hit by meaning", &conversation);
     let mut miss = Vec::new();
     for i in 0..200 {
         let (ms, h) = send(ask(&format!(

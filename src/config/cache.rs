@@ -288,7 +288,10 @@ pub fn validate(c: RawCache, issues: &mut Vec<Issue>) -> CacheConfig {
             "must be a finite number",
         ));
     }
-    let conversations = match c.conversations.as_deref().unwrap_or("exact") {
+    // By meaning unless said otherwise: on the conversation set's test split it serves 53.5 % of
+    // the pairs that should share an answer at no wrong hit, exact matching 11.6 %
+    // (docs/cache.md, "Conversations").
+    let conversations = match c.conversations.as_deref().unwrap_or("meaning") {
         "meaning" => Conversations::Meaning,
         "exact" => Conversations::Exact,
         other => {

@@ -839,9 +839,9 @@ fn chat(turns: &[&str]) -> Value {
     json!({"model": "p/m", "messages": messages})
 }
 
-/// `conversations = "meaning"`: a conversation that differs from a cached one only by small talk
-/// earlier is served its answer (the conversation verifier reads both whole); one whose earlier
-/// turn asks for the opposite is not. With the default (`exact`) earlier turns must match. The
+/// `conversations = "meaning"` (the default): a conversation that differs from a cached one only
+/// by small talk earlier is served its answer (the conversation verifier reads both whole); one
+/// whose earlier turn asks for the opposite is not. With `exact` earlier turns must match. The
 /// pairs are from the test split of the conversation set, which the model was not trained on.
 #[tokio::test]
 async fn conversations_by_meaning_share_answers_across_small_talk_but_not_flipped_intent() {
@@ -862,8 +862,9 @@ async fn conversations_by_meaning_share_answers_across_small_talk_but_not_flippe
         "Where do I do that?",
     ]);
     for (config, chatter_outcome) in [
+        ("", "hit-semantic"),
         ("conversations = \"meaning\"", "hit-semantic"),
-        ("", "miss"),
+        ("conversations = \"exact\"", "miss"),
     ] {
         let (mock, gw, _dir) = cached(config).await;
         let mut entries = 0;

@@ -94,13 +94,17 @@ def row(a, b, hit, kind, style):
 def main():
     questions = [json.loads(l) for l in open(ROOT / "tests/fixtures/cache/questions.jsonl")]
     tune = [r for r in questions if r["split"] == "tune"]
-    edits = [json.loads(l) for l in open(sys.argv[1])] if len(sys.argv) > 1 else []
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    edits = [json.loads(l) for l in open(args[0])] if args else []
     pairs = tune + edits
+    # --all-tune: every labelled tune pair (reworded paraphrases and traps, which the edits are
+    # not) is also said as an earlier turn and as a statement, beside the sample of edits.
+    every = tune if "--all-tune" in sys.argv else []
     singles = sorted({r["a"] for r in tune} | {r["b"] for r in tune})
     rng = random.Random(29)
     out = []
     # Context rows: the pair is the earlier turn, the follow-up is the same.
-    for r in rng.sample(pairs, min(1100, len(pairs))):
+    for r in every + rng.sample(pairs, min(1100, len(pairs))):
         f = rng.choice(FOLLOWUPS)
         a = [user(r["a"]), assistant(rng.choice(ACKS)), user(f)]
         b = [user(r["b"]), assistant(rng.choice(ACKS)), user(f)]
@@ -108,7 +112,7 @@ def main():
     # Statement rows: the pair said as statements opening the conversation (both sides in the
     # same frame, or in two frames for paraphrases: frames keep meaning), the same follow-up.
     n = 0
-    for r in rng.sample(pairs, len(pairs)):
+    for r in every + rng.sample(pairs, len(pairs)):
         fa = rng.randrange(4)
         fb = fa if not r["hit"] or rng.random() < 0.5 else rng.randrange(4)
         sa, sb = as_statement(r["a"], fa), as_statement(r["b"], fb)
@@ -119,7 +123,7 @@ def main():
         b = [user(sb), assistant(rng.choice(ACKS)), user(f)]
         out.append(row(a, b, r["hit"], r["kind"], "statement"))
         n += 1
-        if n >= 900:
+        if n >= 900 + len(every) // 2:
             break
     # Last-turn rows: same context, the pair is the last turn.
     for r in rng.sample(pairs, min(700, len(pairs))):
