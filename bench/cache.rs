@@ -144,7 +144,7 @@ async fn end_to_end() {
     assert_eq!(h, "miss");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let variants = [
-        turns(&[question]),
+        ask(question),
         turns(&["Hi there!", "Hello! How can I help?", question]),
         turns(&["Thanks for the help earlier.", "You're welcome!", question]),
     ];
