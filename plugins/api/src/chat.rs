@@ -7,13 +7,14 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
 use serde_json::{Map, Value};
 
 /// Fields of a JSON object this gateway does not model, kept verbatim.
 pub type Extra = Map<String, Value>;
 
 /// `POST /v1/chat/completions` request body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ChatRequest {
     /// Model or route name as the client asked for it (`provider/model` or a route).
     pub model: String,
@@ -75,7 +76,7 @@ impl ChatRequest {
 }
 
 /// `stream_options` of a chat request.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     /// Send a final chunk with `usage` and empty `choices`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,7 +102,7 @@ pub enum Role {
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Message {
     /// Speaker.
     pub role: Role,
@@ -169,7 +170,7 @@ impl Content {
 }
 
 /// One typed content part.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ContentPart {
     /// `text`, `image_url`, `input_audio`, `file`, ...
     #[serde(rename = "type")]
@@ -196,7 +197,7 @@ pub struct Tool {
 }
 
 /// Declaration of a callable function.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct FunctionDef {
     /// Name the model calls it by.
     pub name: String,
@@ -239,7 +240,7 @@ pub struct FunctionCall {
 }
 
 /// Token counts of one answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Usage {
     /// Input tokens.
     #[serde(default)]
@@ -268,7 +269,7 @@ impl Usage {
 }
 
 /// `chat.completion` response body.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatResponse {
     /// Completion id.
     #[serde(default)]
@@ -297,7 +298,7 @@ fn completion_object() -> String {
 }
 
 /// One answer of a response.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Choice {
     /// Position among `n` choices.
     #[serde(default)]
@@ -313,7 +314,7 @@ pub struct Choice {
 }
 
 /// `chat.completion.chunk`: one event of a stream.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatChunk {
     /// Completion id, the same on every chunk.
     #[serde(default)]
@@ -363,7 +364,7 @@ fn chunk_object() -> String {
 }
 
 /// One choice's delta in a chunk.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ChunkChoice {
     /// Which choice this delta extends.
     #[serde(default)]
@@ -380,7 +381,7 @@ pub struct ChunkChoice {
 }
 
 /// New content of a streamed choice.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Delta {
     /// `assistant`, on the first delta.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -422,4 +423,201 @@ pub struct FunctionCallDelta {
     /// A fragment of the JSON-encoded arguments.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arguments: Option<String>,
+}
+
+open_deserialize!(ChatRequest {
+    model: "model" => required!("model"),
+    messages: "messages" => required!("messages"),
+    stream: "stream" => None,
+    stream_options: "stream_options" => None,
+    tools: "tools" => None,
+    tool_choice: "tool_choice" => None,
+    max_tokens: "max_tokens" => None,
+    max_completion_tokens: "max_completion_tokens" => None,
+    temperature: "temperature" => None,
+    top_p: "top_p" => None,
+    stop: "stop" => None,
+    n: "n" => None,
+});
+open_deserialize!(StreamOptions {
+    include_usage: "include_usage" => None,
+});
+open_deserialize!(Message {
+    role: "role" => required!("role"),
+    content: "content" => None,
+    name: "name" => None,
+    tool_calls: "tool_calls" => None,
+    tool_call_id: "tool_call_id" => None,
+});
+open_deserialize!(ContentPart {
+    kind: "type" => required!("type"),
+    text: "text" => None,
+    image_url: "image_url" => None,
+});
+open_deserialize!(FunctionDef {
+    name: "name" => required!("name"),
+    description: "description" => None,
+    parameters: "parameters" => None,
+});
+open_deserialize!(Usage {
+    prompt_tokens: "prompt_tokens" => 0,
+    completion_tokens: "completion_tokens" => 0,
+    total_tokens: "total_tokens" => 0,
+});
+open_deserialize!(ChatResponse {
+    id: "id" => String::new(),
+    object: "object" => completion_object(),
+    created: "created" => 0,
+    model: "model" => String::new(),
+    choices: "choices" => required!("choices"),
+    usage: "usage" => None,
+});
+open_deserialize!(Choice {
+    index: "index" => 0,
+    message: "message" => required!("message"),
+    finish_reason: "finish_reason" => None,
+});
+open_deserialize!(ChatChunk {
+    id: "id" => String::new(),
+    object: "object" => chunk_object(),
+    created: "created" => 0,
+    model: "model" => String::new(),
+    choices: "choices" => Vec::new(),
+    usage: "usage" => None,
+});
+open_deserialize!(ChunkChoice {
+    index: "index" => 0,
+    delta: "delta" => Delta::default(),
+    finish_reason: "finish_reason" => None,
+});
+open_deserialize!(Delta {
+    role: "role" => None,
+    content: "content" => None,
+    tool_calls: "tool_calls" => None,
+});
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Reads `v` as `T` and writes it back: every modelled and unmodelled field must survive.
+    fn round_trip<T: serde::de::DeserializeOwned + Serialize>(v: Value) {
+        let text = v.to_string();
+        let typed: T = serde_json::from_str(&text).expect("from text");
+        assert_eq!(
+            serde_json::to_value(&typed).expect("to value"),
+            v,
+            "from text"
+        );
+        let typed: T = serde_json::from_value(v.clone()).expect("from a value");
+        assert_eq!(
+            serde_json::to_value(&typed).expect("to value"),
+            v,
+            "from a value"
+        );
+    }
+
+    #[test]
+    fn every_field_and_every_unknown_one_passes_through() {
+        round_trip::<ChatRequest>(json!({
+            "model": "gpt-4o", "stream": true,
+            "stream_options": {"include_usage": true, "future": 1},
+            "messages": [
+                {"role": "system", "content": "be brief", "x-note": [1, 2]},
+                {"role": "user", "name": "ann", "content": [
+                    {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}},
+                    {"type": "image_url", "image_url": {"url": "data:,", "detail": "low"}}
+                ]},
+                {"role": "assistant", "content": null, "refusal": null, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                ]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"}
+            ],
+            "tools": [{"type": "function", "function": {
+                "name": "f", "description": "d", "parameters": {"type": "object"}, "strict": true
+            }}],
+            "tool_choice": "auto", "max_tokens": 5, "max_completion_tokens": 6,
+            "temperature": 0.5, "top_p": 1.0, "stop": ["\n"], "n": 1,
+            "seed": 7, "response_format": {"type": "json_object"}, "metadata": {"a": "b"}
+        }));
+        round_trip::<ChatResponse>(json!({
+            "id": "r", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop", "logprobs": null,
+                "message": {"role": "assistant", "content": "hi", "annotations": []}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                "prompt_tokens_details": {"cached_tokens": 0}},
+            "system_fingerprint": "fp", "service_tier": "default"
+        }));
+        round_trip::<ChatChunk>(json!({
+            "id": "r", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "finish_reason": null, "logprobs": null, "delta": {
+                "role": "assistant", "content": "h", "reasoning_content": "r",
+                "tool_calls": [{"index": 0, "id": "c", "type": "function",
+                    "function": {"name": "f", "arguments": "{"}}]
+            }}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            "obfuscation": "abc"
+        }));
+    }
+
+    #[test]
+    fn absent_fields_take_their_defaults_and_required_ones_are_named() {
+        let r: ChatResponse =
+            serde_json::from_value(json!({"choices": [{"message": {"role": "assistant"}}]}))
+                .expect("minimal answer");
+        assert_eq!(
+            (r.id.as_str(), r.object.as_str(), r.created),
+            ("", "chat.completion", 0)
+        );
+        assert_eq!(r.choices[0].index, 0);
+        assert_eq!(r.choices[0].message.content, None);
+        assert!(r.usage.is_none() && r.extra.is_empty());
+        let c: ChatChunk = serde_json::from_str("{}").expect("empty chunk");
+        assert_eq!(c.object, "chat.completion.chunk");
+        assert!(c.choices.is_empty());
+        let c: ChunkChoice = serde_json::from_str("{}").expect("empty choice");
+        assert_eq!(c.delta, Delta::default());
+        let u: Usage = serde_json::from_str(r#"{"total_tokens": 3}"#).expect("usage");
+        assert_eq!((u.prompt_tokens, u.total_tokens), (0, 3));
+
+        let err = |text: &str| {
+            serde_json::from_str::<ChatRequest>(text)
+                .expect_err(text)
+                .to_string()
+        };
+        assert!(err(r#"{"model": "m"}"#).starts_with("missing field `messages`"));
+        assert!(err(r#"{"messages": []}"#).starts_with("missing field `model`"));
+        assert!(
+            err(r#"{"model": "m", "model": "n", "messages": []}"#)
+                .starts_with("duplicate field `model`")
+        );
+        assert!(err(r#"{"model": 5, "messages": []}"#).starts_with("invalid type: integer `5`"));
+        assert!(
+            err(r#"{"model": "m", "messages": [{"content": "x"}]}"#)
+                .starts_with("missing field `role`")
+        );
+        assert!(
+            err(r#"{"model": "m", "messages": [{"role": "robot"}]}"#)
+                .starts_with("unknown variant `robot`")
+        );
+        assert!(
+            err(r#"["m", []]"#).starts_with("invalid type: sequence, expected struct ChatRequest")
+        );
+        assert!(err(r#"{"model": "m", "messages": [], "user": }"#).starts_with("expected value"));
+        // `null` for a field that is not optional is refused, as before.
+        assert!(serde_json::from_str::<ChatResponse>(r#"{"id": null, "choices": []}"#).is_err());
+    }
+
+    #[test]
+    fn keys_are_read_unescaped_and_an_unknown_key_twice_keeps_the_last() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"mo\u0064el": "m", "messages": [], "user": "a", "user": "b"}"#,
+        )
+        .expect("request");
+        assert_eq!(r.model, "m");
+        assert_eq!(r.extra.get("user"), Some(&json!("b")));
+        assert_eq!(r.extra.len(), 1);
+    }
 }

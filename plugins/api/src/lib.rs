@@ -19,6 +19,8 @@
 //! Per-request state (say, the placeholders a redaction must restore) lives in [`State`], handed to
 //! each hook of the same request.
 
+#[macro_use]
+mod open;
 pub mod chat;
 
 use std::any::Any;
