@@ -3,6 +3,11 @@
 //!
 //! Every struct keeps the fields it does not model in `extra`, so an OpenAI-compatible upstream
 //! receives exactly what the client sent (new OpenAI parameters pass through untouched).
+//!
+//! Those structs are read by `open_deserialize!` (the end of this file), not by serde's derive:
+//! what an absent field becomes is said there; the `#[serde(default)]` attributes on the fields
+//! only document it (the derive's `Serialize` ignores them). A field added to a struct and not
+//! to its `open_deserialize!` list does not compile.
 
 use std::sync::Arc;
 
