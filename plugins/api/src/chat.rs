@@ -5,8 +5,7 @@
 //! receives exactly what the client sent (new OpenAI parameters pass through untouched).
 //!
 //! Those structs are read by `open_deserialize!` (the end of this file), not by serde's derive:
-//! what an absent field becomes is said there; the `#[serde(default)]` attributes on the fields
-//! only document it (the derive's `Serialize` ignores them). A field added to a struct and not
+//! what an absent field becomes is said there, and only there. A field added to a struct and not
 //! to its `open_deserialize!` list does not compile.
 
 use std::sync::Arc;
@@ -26,34 +25,34 @@ pub struct ChatRequest {
     /// The conversation so far.
     pub messages: Vec<Message>,
     /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<bool>,
     /// `{"include_usage": true}` asks for a final usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_options: Option<StreamOptions>,
     /// Functions the model may call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
     /// `"auto" | "none" | "required" | {"type":"function","function":{"name":..}}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_choice: Option<Value>,
     /// Legacy output bound.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<u32>,
     /// Output bound (newer name).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<u32>,
     /// Sampling temperature.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub temperature: Option<f64>,
     /// Nucleus sampling.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub top_p: Option<f64>,
     /// A string or a list of strings.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub stop: Option<Value>,
     /// Number of choices.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub n: Option<u32>,
     /// Everything else (response_format, seed, user, metadata, ...), passed through.
     #[serde(flatten)]
@@ -84,7 +83,7 @@ impl ChatRequest {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct StreamOptions {
     /// Send a final chunk with `usage` and empty `choices`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     /// Unmodelled options, passed through.
     #[serde(flatten)]
@@ -112,16 +111,15 @@ pub struct Message {
     /// Speaker.
     pub role: Role,
     /// Text or content parts; absent on an assistant message that only calls tools.
-    #[serde(default)]
     pub content: Option<Content>,
     /// Optional participant name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// Tool calls made by the assistant.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCall>>,
     /// For `role: tool`: which call this answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_call_id: Option<String>,
     /// Unmodelled fields (refusal, audio, ...), passed through.
     #[serde(flatten)]
@@ -181,10 +179,10 @@ pub struct ContentPart {
     #[serde(rename = "type")]
     pub kind: String,
     /// The text of a `text` part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
     /// `{"url": ..., "detail": ...}` of an `image_url` part.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub image_url: Option<Value>,
     /// Unmodelled fields, passed through.
     #[serde(flatten)]
@@ -207,11 +205,11 @@ pub struct FunctionDef {
     /// Name the model calls it by.
     pub name: String,
     /// What it does, for the model.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments. Shared: the gateway offers the same MCP tool schemas to
     /// every request, so a request holds them without copying (`Arc::make_mut` to change one).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Arc<Value>>,
     /// Unmodelled fields (`strict`), passed through.
     #[serde(flatten)]
@@ -248,13 +246,10 @@ pub struct FunctionCall {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Usage {
     /// Input tokens.
-    #[serde(default)]
     pub prompt_tokens: u64,
     /// Output tokens.
-    #[serde(default)]
     pub completion_tokens: u64,
     /// Sum of both.
-    #[serde(default)]
     pub total_tokens: u64,
     /// Details (cached tokens, reasoning tokens), passed through.
     #[serde(flatten)]
@@ -277,21 +272,17 @@ impl Usage {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatResponse {
     /// Completion id.
-    #[serde(default)]
     pub id: String,
     /// `chat.completion`.
-    #[serde(default = "completion_object")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// Model that answered.
-    #[serde(default)]
     pub model: String,
     /// The answers.
     pub choices: Vec<Choice>,
     /// Token counts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Unmodelled fields (system_fingerprint, service_tier), passed through.
     #[serde(flatten)]
@@ -306,12 +297,10 @@ fn completion_object() -> String {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Choice {
     /// Position among `n` choices.
-    #[serde(default)]
     pub index: u32,
     /// The assistant's message.
     pub message: Message,
     /// `stop`, `length`, `tool_calls`, `content_filter`.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Unmodelled fields (logprobs), passed through.
     #[serde(flatten)]
@@ -322,22 +311,17 @@ pub struct Choice {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ChatChunk {
     /// Completion id, the same on every chunk.
-    #[serde(default)]
     pub id: String,
     /// `chat.completion.chunk`.
-    #[serde(default = "chunk_object")]
     pub object: String,
     /// Unix seconds.
-    #[serde(default)]
     pub created: u64,
     /// Model that answered.
-    #[serde(default)]
     pub model: String,
     /// Deltas; empty on the final usage chunk.
-    #[serde(default)]
     pub choices: Vec<ChunkChoice>,
     /// Present on the final usage chunk.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
     /// Unmodelled fields, passed through.
     #[serde(flatten)]
@@ -372,13 +356,10 @@ fn chunk_object() -> String {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ChunkChoice {
     /// Which choice this delta extends.
-    #[serde(default)]
     pub index: u32,
     /// What is new.
-    #[serde(default)]
     pub delta: Delta,
     /// Set on the last delta of the choice.
-    #[serde(default)]
     pub finish_reason: Option<String>,
     /// Unmodelled fields (logprobs), passed through.
     #[serde(flatten)]
@@ -389,13 +370,13 @@ pub struct ChunkChoice {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Delta {
     /// `assistant`, on the first delta.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
     /// A piece of text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// Pieces of tool calls.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDelta>>,
     /// Unmodelled fields (refusal, reasoning_content), passed through.
     #[serde(flatten)]
