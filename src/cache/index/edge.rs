@@ -930,8 +930,8 @@ mod tests {
         let path = dir.path().join("edge");
         let idx = open(&path);
         idx.upsert(entry(1, "m", FAR), None).await.expect("stored");
-        // sled's lock is per process: a second process is what is shut out. Within one
-        // process the open is refused the same way while the first store is open.
+        // The exact store's directory lock shuts out a second process; it is taken per open
+        // file, so within one process a second open is refused the same way.
         match EdgeIndex::open(&path, 4) {
             Err(IndexError::Busy(why)) => assert!(why.contains("another process"), "{why}"),
             Err(e) => panic!("not busy: {e}"),
