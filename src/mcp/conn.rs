@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::naming;
 use super::sse_client;
-use crate::chat::{Extra, FunctionDef, Tool};
+use crate::chat::{Extra, FunctionDef, Schema, Tool};
 use crate::config::{McpServerConfig, McpTransport};
 
 /// Bound on connecting and listing tools.
@@ -51,7 +51,7 @@ pub struct ToolEntry {
     /// For the model.
     pub description: Option<String>,
     /// JSON Schema of the arguments (shared: every request offering the tool copies it once).
-    pub input_schema: Arc<Value>,
+    pub input_schema: Schema,
     /// SHA-256 of the tool as offered to the model ([`ToolEntry::as_tool`] in JSON), computed
     /// once when the server lists it: the cache keys a request's offered tools by it instead of
     /// encoding every schema again per request.
@@ -71,7 +71,7 @@ impl ToolEntry {
             original,
             server,
             description,
-            input_schema: Arc::new(input_schema),
+            input_schema: Schema::new(input_schema),
             digest: [0; 32],
         };
         // Encoding a tool (strings and a JSON value) into a Vec cannot fail.

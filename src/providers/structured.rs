@@ -4,9 +4,9 @@
 //! content deltas. A request that brings tools of its own is sent as it is (forcing a tool would
 //! take them away); the `response_format` is then not enforced.
 
+use crate::chat::Schema;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream, Content, FunctionDef, Tool};
 
@@ -38,7 +38,7 @@ pub fn force(req: &ChatRequest) -> Option<ChatRequest> {
         function: FunctionDef {
             name: JSON_TOOL.into(),
             description: Some(description.into()),
-            parameters: Some(Arc::new(schema)),
+            parameters: Some(Schema::new(schema)),
             extra: Default::default(),
         },
     }]);

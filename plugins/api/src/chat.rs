@@ -208,12 +208,83 @@ pub struct FunctionDef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments. Shared: the gateway offers the same MCP tool schemas to
-    /// every request, so a request holds them without copying (`Arc::make_mut` to change one).
+    /// every request, so a request holds them without copying, and their JSON is written once.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub parameters: Option<Arc<Value>>,
+    pub parameters: Option<Schema>,
     /// Unmodelled fields (`strict`), passed through.
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A JSON value shared between requests (a tool's JSON Schema), whose JSON text is made the first
+/// time it is written and copied from then on: the gateway offers the same MCP tool schemas to
+/// every request. Reads as the value it holds (`Deref`); [`Schema::new`] makes a changed one.
+#[derive(Clone)]
+pub struct Schema(Arc<SchemaInner>);
+
+struct SchemaInner {
+    value: Value,
+    /// The value's JSON (None when it cannot be made, never for a `Value`).
+    text: std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>,
+}
+
+impl Schema {
+    /// Wraps a value.
+    pub fn new(value: Value) -> Self {
+        Self(Arc::new(SchemaInner {
+            value,
+            text: std::sync::OnceLock::new(),
+        }))
+    }
+
+    /// The value.
+    pub fn value(&self) -> &Value {
+        &self.0.value
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.0.value
+    }
+}
+
+impl From<Value> for Schema {
+    fn from(value: Value) -> Self {
+        Self::new(value)
+    }
+}
+
+impl PartialEq for Schema {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.value == other.0.value
+    }
+}
+
+impl std::fmt::Debug for Schema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.value.fmt(f)
+    }
+}
+
+impl Serialize for Schema {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = self
+            .0
+            .text
+            .get_or_init(|| serde_json::value::to_raw_value(&self.0.value).ok());
+        match text {
+            Some(raw) => raw.serialize(s),
+            None => self.0.value.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Schema {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Value::deserialize(d).map(Self::new)
+    }
 }
 
 /// A call the assistant made.
@@ -605,5 +676,46 @@ mod tests {
         assert_eq!(r.model, "m");
         assert_eq!(r.extra.get("user"), Some(&json!("b")));
         assert_eq!(r.extra.len(), 1);
+    }
+
+    #[test]
+    fn a_shared_schema_is_written_as_its_value_every_time() {
+        let value = json!({"type": "object", "properties": {"q": {"type": "string", "description": "a \"quoted\" é"}}, "required": ["q"]});
+        let schema = Schema::new(value.clone());
+        let tool = |s: Schema| Tool {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: "t".into(),
+                description: None,
+                parameters: Some(s),
+                extra: Extra::new(),
+            },
+        };
+        let req = ChatRequest {
+            model: "m".into(),
+            tools: Some(vec![tool(schema.clone()), tool(schema.clone())]),
+            ..Default::default()
+        };
+        let expected = json!({"model": "m", "messages": [], "tools": [
+            {"type": "function", "function": {"name": "t", "parameters": value}},
+            {"type": "function", "function": {"name": "t", "parameters": value}},
+        ]});
+        // As text (the first write makes the schema's text, the second copies it), twice, and
+        // as a value.
+        for _ in 0..2 {
+            let text = serde_json::to_string(&req).expect("text");
+            assert_eq!(
+                serde_json::from_str::<Value>(&text).expect("json"),
+                expected
+            );
+            assert!(text.contains(r#""description":"a \"quoted\" é""#), "{text}");
+        }
+        assert_eq!(serde_json::to_value(&req).expect("value"), expected);
+        // Read back, it is the same request; it derefs to its value.
+        let back: ChatRequest =
+            serde_json::from_str(&serde_json::to_string(&req).expect("text")).expect("read");
+        assert_eq!(back, req);
+        assert_eq!(*schema, value);
+        assert_eq!(schema.value()["required"], json!(["q"]));
     }
 }

@@ -3,8 +3,8 @@
 //! The provider uses `to_messages_request`, `from_messages_response` and [`StreamDecoder`]; the
 //! Anthropic ingress uses `from_messages_request`, `to_messages_response` and [`StreamEncoder`].
 
+use crate::chat::Schema;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 use super::wire::{self, Block, BlockDelta, MessagesRequest, MessagesResponse, StreamEvent};
 use crate::chat::{
@@ -66,20 +66,19 @@ pub fn to_messages_request(
             }),
         }
     }
-    let tools = req.tools.as_ref().map(|ts| {
-        ts.iter()
-            .map(|t| wire::Tool {
-                name: t.function.name.clone(),
-                description: t.function.description.clone(),
-                input_schema: t
-                    .function
-                    .parameters
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(json!({"type": "object", "properties": {}}))),
-                extra: Extra::new(),
-            })
-            .collect()
-    });
+    let tools =
+        req.tools.as_ref().map(|ts| {
+            ts.iter()
+                .map(|t| wire::Tool {
+                    name: t.function.name.clone(),
+                    description: t.function.description.clone(),
+                    input_schema: t.function.parameters.clone().unwrap_or_else(|| {
+                        Schema::new(json!({"type": "object", "properties": {}}))
+                    }),
+                    extra: Extra::new(),
+                })
+                .collect()
+        });
     let no_parallel = req
         .extra
         .get("parallel_tool_calls")

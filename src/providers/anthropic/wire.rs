@@ -1,8 +1,8 @@
 //! Anthropic Messages API wire types, shared by the Anthropic provider and the Anthropic ingress.
 
+use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use std::sync::Arc;
 
 use crate::chat::Extra;
 
@@ -165,14 +165,14 @@ pub struct Tool {
     pub description: Option<String>,
     /// JSON Schema of the input.
     #[serde(default = "empty_schema")]
-    pub input_schema: Arc<Value>,
+    pub input_schema: Schema,
     /// cache_control etc., passed through.
     #[serde(flatten)]
     pub extra: Extra,
 }
 
-fn empty_schema() -> Arc<Value> {
-    Arc::new(serde_json::json!({"type": "object", "properties": {}}))
+fn empty_schema() -> Schema {
+    Schema::new(serde_json::json!({"type": "object", "properties": {}}))
 }
 
 /// `tool_choice`.

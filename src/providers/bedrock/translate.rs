@@ -7,7 +7,6 @@
 //! `cache_control` is followed by a `cachePoint` block, in system prompts too.
 
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Extra, FunctionCall,
@@ -263,7 +262,7 @@ fn tool_config(req: &ChatRequest, used: &[String]) -> Result<Option<Value>, Tran
             .map(|t| {
                 let mut spec = json!({
                     "name": t.function.name,
-                    "inputSchema": {"json": t.function.parameters.clone().unwrap_or_else(|| Arc::new(json!({"type": "object"})))},
+                    "inputSchema": {"json": t.function.parameters.as_ref().map_or_else(|| json!({"type": "object"}), |p| p.value().clone())},
                 });
                 if let Some(d) = t.function.description.as_deref().filter(|d| !d.is_empty()) {
                     spec["description"] = json!(d);

@@ -1,8 +1,8 @@
 //! Gemini `generateContent` -> canonical and back, for the `/genai` ingress (the Google GenAI SDK
 //! pointed at the gateway): requests, answers, and the answer stream as Gemini SSE events.
 
+use crate::chat::Schema;
 use serde_json::{Value, json};
-use std::sync::Arc;
 
 use super::translate::{TranslateError, id_with_signature, signature_of};
 use super::wire::{
@@ -87,7 +87,7 @@ pub fn from_generate_request(
                     let parameters = f
                         .parameters_json_schema
                         .clone()
-                        .or_else(|| f.parameters.as_ref().map(|p| Arc::new(json_schema(p))));
+                        .or_else(|| f.parameters.as_ref().map(|p| Schema::new(json_schema(p))));
                     out.push(Tool {
                         kind: "function".into(),
                         function: FunctionDef {

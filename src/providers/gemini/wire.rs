@@ -2,9 +2,9 @@
 //! the provider and by the `/genai` ingress. Field names are the API's camelCase; fields this
 //! gateway does not model are kept in `extra` so nothing is lost on the way through.
 
+use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::sync::Arc;
 
 /// Unmodelled fields, kept verbatim.
 pub type Extra = Map<String, Value>;
@@ -150,7 +150,7 @@ pub struct FunctionDeclaration {
     pub parameters: Option<Value>,
     /// Arguments as JSON Schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameters_json_schema: Option<Arc<Value>>,
+    pub parameters_json_schema: Option<Schema>,
 }
 
 /// `generationConfig`.

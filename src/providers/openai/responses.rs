@@ -4,9 +4,9 @@
 //! chat answer becomes a `response` object with `message` and `function_call` output items.
 //! `responses_stream.rs` does the same for streams.
 
+use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use std::sync::Arc;
 
 use crate::chat::{
     ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef, Message,
@@ -462,7 +462,7 @@ fn function_tool(t: &Value, i: usize) -> Result<Tool, TranslateError> {
                 .get("parameters")
                 .filter(|p| !p.is_null())
                 .cloned()
-                .map(Arc::new),
+                .map(Schema::new),
             extra,
         },
     })
