@@ -71,7 +71,7 @@ impl ToolEntry {
             original,
             server,
             description,
-            input_schema: Schema::new(input_schema),
+            input_schema: Schema::prepared(input_schema),
             digest: [0; 32],
         };
         // Encoding a tool (strings and a JSON value) into a Vec cannot fail.

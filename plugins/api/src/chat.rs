@@ -208,7 +208,8 @@ pub struct FunctionDef {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// JSON Schema of the arguments. Shared: the gateway offers the same MCP tool schemas to
-    /// every request, so a request holds them without copying, and their JSON is written once.
+    /// every request, so a request holds them without copying, and their JSON is made once
+    /// ([`Schema::prepared`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parameters: Option<Schema>,
     /// Unmodelled fields (`strict`), passed through.
@@ -216,25 +217,28 @@ pub struct FunctionDef {
     pub extra: Extra,
 }
 
-/// A JSON value shared between requests (a tool's JSON Schema), whose JSON text is made the first
-/// time it is written and copied from then on: the gateway offers the same MCP tool schemas to
-/// every request. Reads as the value it holds (`Deref`); [`Schema::new`] makes a changed one.
+/// A JSON value shared between requests (a tool's JSON Schema). One made with
+/// [`Schema::prepared`] also keeps its JSON text, made once, which is then copied wherever it is
+/// written instead of being encoded again: the gateway offers the same MCP tool schemas to every
+/// request. Reads as the value it holds (`Deref`); a changed schema is a new one.
 #[derive(Clone)]
 pub struct Schema(Arc<SchemaInner>);
 
 struct SchemaInner {
     value: Value,
-    /// The value's JSON (None when it cannot be made, never for a `Value`).
-    text: std::sync::OnceLock<Option<Box<serde_json::value::RawValue>>>,
+    text: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Schema {
-    /// Wraps a value.
+    /// Wraps a value (written by encoding it, as a `Value` is).
     pub fn new(value: Value) -> Self {
-        Self(Arc::new(SchemaInner {
-            value,
-            text: std::sync::OnceLock::new(),
-        }))
+        Self(Arc::new(SchemaInner { value, text: None }))
+    }
+
+    /// Wraps a value that will be written many times: its JSON text is made now.
+    pub fn prepared(value: Value) -> Self {
+        let text = serde_json::value::to_raw_value(&value).ok();
+        Self(Arc::new(SchemaInner { value, text }))
     }
 
     /// The value.
@@ -270,11 +274,7 @@ impl std::fmt::Debug for Schema {
 
 impl Serialize for Schema {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = self
-            .0
-            .text
-            .get_or_init(|| serde_json::value::to_raw_value(&self.0.value).ok());
-        match text {
+        match &self.0.text {
             Some(raw) => raw.serialize(s),
             None => self.0.value.serialize(s),
         }
@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn a_shared_schema_is_written_as_its_value_every_time() {
         let value = json!({"type": "object", "properties": {"q": {"type": "string", "description": "a \"quoted\" é"}}, "required": ["q"]});
-        let schema = Schema::new(value.clone());
+        let schema = Schema::prepared(value.clone());
         let tool = |s: Schema| Tool {
             kind: "function".into(),
             function: FunctionDef {
@@ -693,15 +693,15 @@ mod tests {
         };
         let req = ChatRequest {
             model: "m".into(),
-            tools: Some(vec![tool(schema.clone()), tool(schema.clone())]),
+            tools: Some(vec![tool(schema.clone()), tool(Schema::new(value.clone()))]),
             ..Default::default()
         };
         let expected = json!({"model": "m", "messages": [], "tools": [
             {"type": "function", "function": {"name": "t", "parameters": value}},
             {"type": "function", "function": {"name": "t", "parameters": value}},
         ]});
-        // As text (the first write makes the schema's text, the second copies it), twice, and
-        // as a value.
+        // A prepared schema (its text copied) and a plain one (encoded), as text, twice, and as
+        // a value.
         for _ in 0..2 {
             let text = serde_json::to_string(&req).expect("text");
             assert_eq!(

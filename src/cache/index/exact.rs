@@ -21,7 +21,7 @@
 //! nothing is appended after a partial record.
 //!
 //! Up to 2026-12-02 the store was a sled tree in the same directory; such a store is copied over
-//! when it is first opened (`copy_from_sled`). sled cost five bytes written for each byte
+//! when it is first opened (`copy_from_sled`). sled cost six bytes written for each byte
 //! stored, and about 12 us of CPU an answer (docs/performance.md, "Ninth slice").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -226,10 +226,13 @@ impl<'a> ser::Serializer for Canon<'a> {
             members: Vec::new(),
             key: None,
             variant: None,
+            raw: false,
         })
     }
-    fn serialize_struct(self, _: &'static str, len: usize) -> Result<Obj<'a>, Error> {
-        self.serialize_map(Some(len))
+    fn serialize_struct(self, name: &'static str, len: usize) -> Result<Obj<'a>, Error> {
+        let mut obj = self.serialize_map(Some(len))?;
+        obj.raw = name == RAW_VALUE;
+        Ok(obj)
     }
     fn serialize_struct_variant(
         self,
@@ -244,6 +247,7 @@ impl<'a> ser::Serializer for Canon<'a> {
             members: Vec::new(),
             key: None,
             variant: Some(variant),
+            raw: false,
         })
     }
 }
@@ -304,7 +308,15 @@ pub struct Obj<'a> {
     key: Option<String>,
     /// For a struct variant, `{"variant":{...}}`.
     variant: Option<&'static str>,
+    /// serde_json's `RawValue` (JSON text kept as it is, as a shared tool schema is): its one
+    /// field is the text, written in canonical form as the value it holds.
+    raw: bool,
 }
+
+/// The struct name serde_json gives a `RawValue` when it serialises one (its own serializers
+/// recognise it the same way). Should it change, the golden hashes in `cache::tests`, whose
+/// requests carry tool schemas, fail.
+const RAW_VALUE: &str = "$serde_json::private::RawValue";
 
 impl Obj<'_> {
     fn member<T: Serialize + ?Sized>(&mut self, key: String, value: &T) -> Result<(), Error> {
@@ -371,10 +383,21 @@ macro_rules! struct_traits {
                 key: &'static str,
                 value: &T,
             ) -> Result<(), Error> {
+                if self.raw {
+                    let text = value.serialize(KeyName)?;
+                    let held: serde_json::Value = serde_json::from_str(&text)
+                        .map_err(|e| Error(format!("raw JSON that does not parse: {e}")))?;
+                    return held.serialize(Canon {
+                        out: &mut *self.out,
+                        keep: self.keep.take(),
+                    });
+                }
                 self.member(key.to_owned(), value)
             }
             fn end(self) -> Result<(), Error> {
-                self.close();
+                if !self.raw {
+                    self.close();
+                }
                 Ok(())
             }
         }
@@ -601,5 +624,32 @@ mod tests {
         write_object(&listed, &mut rebuilt);
         assert_eq!(rebuilt, direct);
         assert!(members(&3).is_err(), "a number has no members");
+    }
+
+    #[test]
+    fn raw_json_is_written_as_the_value_it_holds() {
+        let value = json!({"z": [1.0, {"b": "x", "a": null}], "a": "\u{e9} \"q\""});
+        let text = r#"{ "z": [1.0, {"b": "x", "a": null}], "a": "\u00e9 \"q\"" }"#;
+        let raw = serde_json::value::RawValue::from_string(text.into()).expect("raw");
+        let mut expected = Vec::new();
+        by_value(&value, &mut expected);
+        let mut got = Vec::new();
+        write(&raw, &mut got).expect("write");
+        assert_eq!(got, expected);
+        // Inside a struct (a tool schema in a request), and as a top-level object's members.
+        #[derive(Serialize)]
+        struct Tool<'a> {
+            tool: &'a serde_json::value::RawValue,
+        }
+        let mut nested = Vec::new();
+        by_value(&json!({"tool": value}), &mut nested);
+        let mut got = Vec::new();
+        write(&Tool { tool: &raw }, &mut got).expect("write");
+        assert_eq!(got, nested);
+        let members = members(&*raw).expect("members");
+        assert_eq!(
+            members.iter().map(|m| m.0.as_str()).collect::<Vec<_>>(),
+            ["a", "z"]
+        );
     }
 }
