@@ -530,17 +530,21 @@ impl ExactStore {
 
     /// The entry with this id.
     pub fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        // Twice: an answer moved forward between reading its slot and its segment is read again
-        // where it went.
-        for _ in 0..2 {
+        // An answer moved forward between reading its place and reading its segment (whose file
+        // is gone) is read again where it went; a place that did not change is a true miss.
+        let mut tried = None;
+        loop {
             let Some(slot) = self.state().slots.get(&id).copied() else {
                 return Ok(None);
             };
+            if tried == Some(slot) {
+                return Ok(None);
+            }
             if let Some(v) = self.read(slot)? {
                 return decode(&v).map(Some);
             }
+            tried = Some(slot);
         }
-        Ok(None)
     }
 
     /// Stores (or replaces) entries, in one write.
@@ -1135,5 +1139,39 @@ mod tests {
                 Ok(Err(e)) => panic!("a damaged segment is a loss, not an error: {e}"),
             }
         }
+    }
+
+    #[test]
+    fn an_answer_being_moved_forward_is_read_all_along() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = std::sync::Arc::new(
+            ExactStore::open_with(&dir.path().join("exact"), 600).expect("open"),
+        );
+        s.put(&[entry(1, "keep", 1, 1_000)]).expect("put");
+        let reader = {
+            let s = s.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while s.get(Uuid::from_u128(2)).expect("get").is_none() {
+                    let e = s.get(Uuid::from_u128(1)).expect("get");
+                    assert!(e.is_some(), "a live answer was missed after {reads} reads");
+                    reads += 1;
+                }
+                reads
+            })
+        };
+        // Churn that moves answer 1 forward again and again.
+        for n in 10..3_000u128 {
+            s.put(&[entry(n, "churn", 2, 1_000)]).expect("put");
+            s.remove(&[Uuid::from_u128(n)]).expect("remove");
+        }
+        let first = segments(&dir.path().join("exact"))[0];
+        s.put(&[entry(2, "done", 3, 1_000)]).expect("put");
+        let reads = reader.join().expect("reader");
+        assert!(
+            first > 10,
+            "answer 1 was moved: the first segment is now {first}"
+        );
+        assert!(reads > 0);
     }
 }
