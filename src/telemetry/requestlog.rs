@@ -292,6 +292,9 @@ pub struct RequestLog {
     metrics: Arc<Metrics>,
     seq: AtomicU64,
     count: AtomicU64,
+    /// One zstd context for every chunk (made on the first), instead of one made and freed per
+    /// chunk. Only the writer thread compresses, so the lock is never contended.
+    zstd: std::sync::Mutex<Option<zstd::bulk::Compressor<'static>>>,
 }
 
 /// The Postgres log and the runtime the writer thread reaches it through.
@@ -332,6 +335,7 @@ impl RequestLog {
             metrics,
             seq: AtomicU64::new(0),
             count: AtomicU64::new(count),
+            zstd: std::sync::Mutex::new(None),
         });
         if log.enabled() {
             // Writing is blocking work (sled, or Postgres through the runtime's handle): its own
@@ -412,11 +416,26 @@ impl RequestLog {
         })?;
         // Compressed: sled's memory grows with the bytes it holds, not only its page cache
         // (docs/performance.md, memory), and a chunk's records repeat most of their text.
-        let bytes =
-            zstd::bulk::compress(&json, CHUNK_ZSTD_LEVEL).map_err(|e| StoreError::Record {
-                key: trees::REQUEST_LOG.into(),
-                message: format!("cannot compress a chunk: {e}"),
-            })?;
+        let compressed = {
+            let mut zstd = self
+                .zstd
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let ctx = match zstd.take() {
+                Some(ctx) => Ok(ctx),
+                None => zstd::bulk::Compressor::new(CHUNK_ZSTD_LEVEL),
+            };
+            // The context is kept only after a good chunk: an error leaves none to reuse.
+            ctx.and_then(|mut ctx| {
+                let out = ctx.compress(&json)?;
+                *zstd = Some(ctx);
+                Ok(out)
+            })
+        };
+        let bytes = compressed.map_err(|e| StoreError::Record {
+            key: trees::REQUEST_LOG.into(),
+            message: format!("cannot compress a chunk: {e}"),
+        })?;
         // Time-ordered keys only: a second tree keyed by request id (random keys) cost 2.5 times
         // the whole write (bench/requestlog.rs), so lookups by id scan instead.
         store.tree(trees::REQUEST_LOG)?.insert(&key[..], bytes)?;
@@ -892,6 +911,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             seq: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            zstd: std::sync::Mutex::new(None),
         })
     }
 
