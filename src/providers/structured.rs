@@ -4,11 +4,10 @@
 //! content deltas. A request that brings tools of its own is sent as it is (forcing a tool would
 //! take them away); the `response_format` is then not enforced.
 
-use crate::chat::Schema;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use crate::chat::{ChatRequest, ChatResponse, ChatStream, Content, FunctionDef, Tool};
+use crate::chat::{ChatRequest, ChatResponse, ChatStream, Content, FunctionDef, Schema, Tool};
 
 /// The forced tool's name.
 pub const JSON_TOOL: &str = "json_response";

@@ -3,13 +3,13 @@
 //! The provider uses `to_messages_request`, `from_messages_response` and [`StreamDecoder`]; the
 //! Anthropic ingress uses `from_messages_request`, `to_messages_response` and [`StreamEncoder`].
 
-use crate::chat::Schema;
 use serde_json::{Value, json};
 
 use super::wire::{self, Block, BlockDelta, MessagesRequest, MessagesResponse, StreamEvent};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Extra, FunctionCall,
-    FunctionCallDelta, FunctionDef, Message, Role, Tool, ToolCall, ToolCallDelta, Usage, unix_now,
+    FunctionCallDelta, FunctionDef, Message, Role, Schema, Tool, ToolCall, ToolCallDelta, Usage,
+    unix_now,
 };
 
 pub use crate::providers::TranslateError;

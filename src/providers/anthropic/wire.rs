@@ -1,10 +1,9 @@
 //! Anthropic Messages API wire types, shared by the Anthropic provider and the Anthropic ingress.
 
-use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::chat::Extra;
+use crate::chat::{Extra, Schema};
 
 /// `POST /v1/messages` body.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -1,7 +1,6 @@
 //! Gemini `generateContent` -> canonical and back, for the `/genai` ingress (the Google GenAI SDK
 //! pointed at the gateway): requests, answers, and the answer stream as Gemini SSE events.
 
-use crate::chat::Schema;
 use serde_json::{Value, json};
 
 use super::translate::{TranslateError, id_with_signature, signature_of};
@@ -10,7 +9,7 @@ use super::wire::{
 };
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef,
-    Message, Role, StreamOptions, Tool, ToolCall, Usage, merge_call_delta,
+    Message, Role, Schema, StreamOptions, Tool, ToolCall, Usage, merge_call_delta,
 };
 
 use crate::providers::untranslatable as bad;

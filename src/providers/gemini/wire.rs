@@ -2,9 +2,10 @@
 //! the provider and by the `/genai` ingress. Field names are the API's camelCase; fields this
 //! gateway does not model are kept in `extra` so nothing is lost on the way through.
 
-use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::chat::Schema;
 
 /// Unmodelled fields, kept verbatim.
 pub type Extra = Map<String, Value>;

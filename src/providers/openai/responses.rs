@@ -4,13 +4,12 @@
 //! chat answer becomes a `response` object with `message` and `function_call` output items.
 //! `responses_stream.rs` does the same for streams.
 
-use crate::chat::Schema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::chat::{
     ChatRequest, ChatResponse, Content, ContentPart, Extra, FunctionCall, FunctionDef, Message,
-    Role, StreamOptions, Tool, ToolCall, Usage, new_id,
+    Role, Schema, StreamOptions, Tool, ToolCall, Usage, new_id,
 };
 
 pub use crate::providers::TranslateError;
