@@ -60,8 +60,8 @@ const DELETE: u8 = 2;
 /// the old process's exit).
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Written answers are made durable (fsync) at most this long after they are written, as sled
-/// did.
+/// Written answers are made durable (fsync, on a thread of their own) at most about this long
+/// after they are written, as sled did.
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Live answers copied forward in writes of about this size.
@@ -277,6 +277,74 @@ fn lock_dir(dir: &Path) -> Result<File, IndexError> {
     }
 }
 
+/// Makes written segments durable off the writer's path: every [`SYNC_EVERY`], at once when asked
+/// (before a compaction deletes a file, and on flush), and a last time when the store closes.
+#[derive(Default)]
+struct Syncer {
+    /// Written since their last sync, by segment.
+    dirty: Mutex<HashMap<u64, Arc<File>>>,
+    stop: Mutex<bool>,
+    wake: std::sync::Condvar,
+}
+
+impl Syncer {
+    fn dirty(&self, id: u64, file: Arc<File>) {
+        self.dirty
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id)
+            .or_insert(file);
+    }
+
+    /// Syncs every segment written since its last sync.
+    fn now(&self) -> Result<(), IndexError> {
+        let files = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut failed = None;
+        for (id, file) in files {
+            if let Err(e) = file.sync_data() {
+                failed = Some(format!("cannot sync segment {id} of the exact store: {e}"));
+            }
+        }
+        failed.map_or(Ok(()), |e| Err(store_err(e)))
+    }
+
+    fn run(&self) {
+        let mut stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let stopping = *stop;
+            drop(stop);
+            if let Err(e) = self.now() {
+                tracing::warn!("{e}; the answers written are kept by the operating system");
+            }
+            if stopping {
+                return;
+            }
+            stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+            if !*stop {
+                stop = self
+                    .wake
+                    .wait_timeout(stop, SYNC_EVERY)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+    }
+}
+
+impl Drop for ExactStore {
+    fn drop(&mut self) {
+        *self
+            .sync
+            .stop
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = true;
+        self.sync.wake.notify_all();
+        if let Some(t) = self.sync_thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Exact-only entries of the embedded store.
 pub(super) struct ExactStore {
     dir: PathBuf,
@@ -284,8 +352,11 @@ pub(super) struct ExactStore {
     segment_bytes: u64,
     state: Mutex<State>,
     /// Held by every write: appends, and a hit's rewrite that must not bring back an entry
-    /// deleted meanwhile. Holds when the log was last made durable.
-    writes: Mutex<std::time::Instant>,
+    /// deleted meanwhile.
+    writes: Mutex<()>,
+    /// Segments written since they were last made durable, and the thread that does it.
+    sync: Arc<Syncer>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
     /// The directory's lock, held while the store is open.
     _lock: File,
 }
@@ -318,11 +389,23 @@ impl ExactStore {
         for id in ids {
             read_segment(dir, id, Some(id) == last, &mut state)?;
         }
+        let sync = Arc::new(Syncer::default());
+        let sync_thread = {
+            let sync = sync.clone();
+            std::thread::Builder::new()
+                .name("switchyard-cache-sync".into())
+                .spawn(move || sync.run())
+                .map_err(|e| {
+                    store_err(format!("cannot start the exact store's sync thread: {e}"))
+                })?
+        };
         let store = Self {
             dir: dir.to_owned(),
             segment_bytes,
             state: Mutex::new(state),
-            writes: Mutex::new(std::time::Instant::now()),
+            writes: Mutex::new(()),
+            sync: sync.clone(),
+            sync_thread: Some(sync_thread),
             _lock: lock,
         };
         {
@@ -347,7 +430,7 @@ impl ExactStore {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn writes(&self) -> MutexGuard<'_, std::time::Instant> {
+    fn writes(&self) -> MutexGuard<'_, ()> {
         self.writes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -368,14 +451,9 @@ impl ExactStore {
 
     /// Writes `buf` (whole records) at the end of the log; returns the segment and the offset it
     /// starts at. A failed write closes its segment, so nothing lands after a partial record.
-    /// What is written is made durable at most [`SYNC_EVERY`] later, and a segment when it is
-    /// closed (the next write after a quiet spell does it; shutdown flushes). The caller holds
-    /// the write lock and passes what it guards.
-    fn append(
-        &self,
-        synced: &mut std::time::Instant,
-        buf: &[u8],
-    ) -> Result<(u64, u64), IndexError> {
+    /// What is written is made durable by the sync thread within [`SYNC_EVERY`]. The caller
+    /// holds the write lock.
+    fn append(&self, buf: &[u8]) -> Result<(u64, u64), IndexError> {
         let Some((id, file, at)) = self.state().active() else {
             return Err(store_err("the exact store has no segment to write to"));
         };
@@ -392,17 +470,8 @@ impl ExactStore {
         if let Some(seg) = self.state().segments.get_mut(&id) {
             seg.bytes = end;
         }
-        let closing = end >= self.segment_bytes;
-        if closing || synced.elapsed() >= SYNC_EVERY {
-            file.sync_data().map_err(|e| {
-                store_err(format!(
-                    "cannot sync {}: {e}",
-                    segment_path(&self.dir, id).display()
-                ))
-            })?;
-            *synced = std::time::Instant::now();
-        }
-        if closing {
+        self.sync.dirty(id, file);
+        if end >= self.segment_bytes {
             self.start_segment(id + 1)?;
         }
         Ok((id, at))
@@ -410,11 +479,7 @@ impl ExactStore {
 
     /// Appends answers already encoded (a value whose head cannot be read is skipped) and points
     /// their ids at them. The caller holds the write lock.
-    fn append_answers(
-        &self,
-        synced: &mut std::time::Instant,
-        values: &[impl AsRef<[u8]>],
-    ) -> Result<(), IndexError> {
+    fn append_answers(&self, values: &[impl AsRef<[u8]>]) -> Result<(), IndexError> {
         let mut buf =
             Vec::with_capacity(values.iter().map(|v| RECORD_HEAD + v.as_ref().len()).sum());
         let mut placed = Vec::with_capacity(values.len());
@@ -430,7 +495,7 @@ impl ExactStore {
         if buf.is_empty() {
             return Ok(());
         }
-        let (seg, at) = self.append(synced, &buf)?;
+        let (seg, at) = self.append(&buf)?;
         let mut st = self.state();
         for (id, off, len, used, expires) in placed {
             st.insert(
@@ -449,7 +514,7 @@ impl ExactStore {
 
     /// Takes space back from the oldest segments while the files hold more than twice the live
     /// answers and two segments. The caller holds the write lock.
-    fn collect(&self, synced: &mut std::time::Instant) -> Result<(), IndexError> {
+    fn collect(&self) -> Result<(), IndexError> {
         loop {
             let (oldest, file, live) = {
                 let st = self.state();
@@ -481,17 +546,14 @@ impl ExactStore {
                 size += v.len();
                 batch.push(v);
                 if size >= COPY_BYTES {
-                    self.append_answers(synced, &batch)?;
+                    self.append_answers(&batch)?;
                     batch.clear();
                     size = 0;
                 }
             }
-            self.append_answers(synced, &batch)?;
-            // The copies are on disk before the only other copy goes (a closed segment was
-            // synced when it closed).
-            if let Some((_, active, _)) = self.state().active() {
-                active.sync_data().map_err(store_err)?;
-            }
+            self.append_answers(&batch)?;
+            // The copies are on disk before the only other copy goes.
+            self.sync.now()?;
             {
                 let mut st = self.state();
                 // Whatever still points into it (an answer that could not be read) goes too.
@@ -550,14 +612,14 @@ impl ExactStore {
     /// Stores (or replaces) entries, in one write.
     pub fn put(&self, entries: &[Entry]) -> Result<(), IndexError> {
         let values = entries.iter().map(encode).collect::<Result<Vec<_>, _>>()?;
-        let mut synced = self.writes();
-        self.append_answers(&mut synced, &values)?;
-        self.collect(&mut synced)
+        let _writes = self.writes();
+        self.append_answers(&values)?;
+        self.collect()
     }
 
     /// Records hits; false when the entry is not here.
     pub fn touch(&self, id: Uuid, hits: u64, last_used: u64) -> Result<bool, IndexError> {
-        let mut synced = self.writes();
+        let _writes = self.writes();
         let Some(slot) = self.state().slots.get(&id).copied() else {
             return Ok(false);
         };
@@ -567,14 +629,14 @@ impl ExactStore {
         let mut e = decode(&old)?;
         e.hits = e.hits.max(hits);
         e.last_used = e.last_used.max(last_used);
-        self.append_answers(&mut synced, &[encode(&e)?])?;
-        self.collect(&mut synced)?;
+        self.append_answers(&[encode(&e)?])?;
+        self.collect()?;
         Ok(true)
     }
 
     /// Deletes entries; returns the ids that were here.
     pub fn remove(&self, ids: &[Uuid]) -> Result<Vec<Uuid>, IndexError> {
-        let mut synced = self.writes();
+        let _writes = self.writes();
         let present: Vec<Uuid> = {
             let st = self.state();
             ids.iter()
@@ -589,14 +651,14 @@ impl ExactStore {
         for id in &present {
             push_record(&mut buf, DELETE, id.as_bytes())?;
         }
-        self.append(&mut synced, &buf)?;
+        self.append(&buf)?;
         {
             let mut st = self.state();
             for id in &present {
                 st.remove(*id);
             }
         }
-        self.collect(&mut synced)?;
+        self.collect()?;
         Ok(present)
     }
 
@@ -671,12 +733,8 @@ impl ExactStore {
     /// Makes what was written durable (it is in the operating system's hands after each
     /// write already, so a crash of the process alone loses nothing).
     pub fn flush(&self) -> Result<(), IndexError> {
-        let mut synced = self.writes();
-        if let Some((_, file, _)) = self.state().active() {
-            file.sync_data().map_err(store_err)?;
-        }
-        *synced = std::time::Instant::now();
-        Ok(())
+        let _writes = self.writes();
+        self.sync.now()
     }
 }
 
@@ -759,7 +817,7 @@ fn copy_from_sled(dir: &Path, store: &ExactStore) -> Result<(), IndexError> {
     };
     let old = db.open_tree("entries").map_err(store_err)?;
     {
-        let mut synced = store.writes();
+        let _writes = store.writes();
         let mut batch = Vec::new();
         let mut size = 0;
         // In key order, the order they were stored: a second copy of an id is the newer one.
@@ -768,12 +826,12 @@ fn copy_from_sled(dir: &Path, store: &ExactStore) -> Result<(), IndexError> {
             size += v.len();
             batch.push(v);
             if size >= COPY_BYTES {
-                store.append_answers(&mut synced, &batch)?;
+                store.append_answers(&batch)?;
                 batch.clear();
                 size = 0;
             }
         }
-        store.append_answers(&mut synced, &batch)?;
+        store.append_answers(&batch)?;
     }
     store.flush()?;
     drop(old);
@@ -905,20 +963,17 @@ mod tests {
         // A readable head over a damaged entry: listed, and read as a corrupt entry.
         bad.truncate(HEAD + 3);
         {
-            let mut synced = s.writes();
-            s.append_answers(
-                &mut synced,
-                &[
-                    encode(&e).expect("encode"),
-                    encode(&Entry {
-                        hits: 9,
-                        ..e.clone()
-                    })
-                    .expect("encode"),
-                    b"short".to_vec(),
-                    bad,
-                ],
-            )
+            let _writes = s.writes();
+            s.append_answers(&[
+                encode(&e).expect("encode"),
+                encode(&Entry {
+                    hits: 9,
+                    ..e.clone()
+                })
+                .expect("encode"),
+                b"short".to_vec(),
+                bad,
+            ])
             .expect("append");
         }
         drop(s);
