@@ -309,23 +309,21 @@ impl Syncer {
     }
 
     fn run(&self) {
-        let mut stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
-            let stopping = *stop;
-            drop(stop);
+            // Every SYNC_EVERY, or at once when the store closes.
+            let stopping = {
+                let stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
+                *self
+                    .wake
+                    .wait_timeout_while(stop, SYNC_EVERY, |stop| !*stop)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0
+            };
             if let Err(e) = self.now() {
                 tracing::warn!("{e}; the answers written are kept by the operating system");
             }
             if stopping {
                 return;
-            }
-            stop = self.stop.lock().unwrap_or_else(PoisonError::into_inner);
-            if !*stop {
-                stop = self
-                    .wake
-                    .wait_timeout(stop, SYNC_EVERY)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
             }
         }
     }
@@ -512,6 +510,27 @@ impl ExactStore {
         Ok(())
     }
 
+    /// Appends answers already encoded in writes of about [`COPY_BYTES`] (copies of many
+    /// answers: a compaction's, or a sled store's). The caller holds the write lock.
+    fn append_batched<V: AsRef<[u8]>>(
+        &self,
+        values: impl IntoIterator<Item = Result<V, IndexError>>,
+    ) -> Result<(), IndexError> {
+        let mut batch = Vec::new();
+        let mut size = 0;
+        for v in values {
+            let v = v?;
+            size += v.as_ref().len();
+            batch.push(v);
+            if size >= COPY_BYTES {
+                self.append_answers(&batch)?;
+                batch.clear();
+                size = 0;
+            }
+        }
+        self.append_answers(&batch)
+    }
+
     /// Takes space back from the oldest segments while the files hold more than twice the live
     /// answers and two segments. The caller holds the write lock.
     fn collect(&self) -> Result<(), IndexError> {
@@ -535,23 +554,11 @@ impl ExactStore {
                 live.sort_unstable_by_key(|(_, s)| s.off);
                 (*id, seg.file.clone(), live)
             };
-            let mut batch: Vec<Vec<u8>> = Vec::new();
-            let mut size = 0;
-            for (_, slot) in &live {
+            // An unreadable answer goes with its segment (a miss, as a damaged answer is).
+            self.append_batched(live.iter().filter_map(|(_, slot)| {
                 let mut v = vec![0; slot.len as usize];
-                if file.read_exact_at(&mut v, slot.off).is_err() {
-                    // Unreadable: it goes with its segment (a miss, as a damaged answer is).
-                    continue;
-                }
-                size += v.len();
-                batch.push(v);
-                if size >= COPY_BYTES {
-                    self.append_answers(&batch)?;
-                    batch.clear();
-                    size = 0;
-                }
-            }
-            self.append_answers(&batch)?;
+                file.read_exact_at(&mut v, slot.off).ok().map(|()| Ok(v))
+            }))?;
             // The copies are on disk before the only other copy goes.
             self.sync.now()?;
             {
@@ -742,8 +749,9 @@ impl ExactStore {
 /// end of the last segment (a write the process did not finish) it is also cut off, so the next
 /// write follows the last whole record.
 fn read_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<(), IndexError> {
-    let file = open_segment(dir, id, false)?;
-    let data = std::fs::read(segment_path(dir, id)).map_err(|e| {
+    let file = Arc::new(open_segment(dir, id, false)?);
+    let mut data = Vec::new();
+    std::io::Read::read_to_end(&mut &*file, &mut data).map_err(|e| {
         store_err(format!(
             "cannot read {}: {e}",
             segment_path(dir, id).display()
@@ -752,7 +760,7 @@ fn read_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<()
     state.segments.insert(
         id,
         Segment {
-            file: Arc::new(file),
+            file: file.clone(),
             bytes: data.len() as u64,
             live: 0,
         },
@@ -788,12 +796,12 @@ fn read_segment(dir: &Path, id: u64, last: bool, state: &mut State) -> Result<()
         pos = rec.off + rec.len;
     }
     if pos < data.len() && last {
-        let path = segment_path(dir, id);
-        let cut = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&path)
-            .and_then(|f| f.set_len(pos as u64));
-        cut.map_err(|e| store_err(format!("cannot truncate {}: {e}", path.display())))?;
+        file.set_len(pos as u64).map_err(|e| {
+            store_err(format!(
+                "cannot truncate {}: {e}",
+                segment_path(dir, id).display()
+            ))
+        })?;
         if let Some(seg) = state.segments.get_mut(&id) {
             seg.bytes = pos as u64;
         }
@@ -818,20 +826,11 @@ fn copy_from_sled(dir: &Path, store: &ExactStore) -> Result<(), IndexError> {
     let old = db.open_tree("entries").map_err(store_err)?;
     {
         let _writes = store.writes();
-        let mut batch = Vec::new();
-        let mut size = 0;
         // In key order, the order they were stored: a second copy of an id is the newer one.
-        for item in old.iter() {
-            let (_, v) = item.map_err(store_err)?;
-            size += v.len();
-            batch.push(v);
-            if size >= COPY_BYTES {
-                store.append_answers(&batch)?;
-                batch.clear();
-                size = 0;
-            }
-        }
-        store.append_answers(&batch)?;
+        store.append_batched(
+            old.iter()
+                .map(|item| item.map(|(_, v)| v).map_err(store_err)),
+        )?;
     }
     store.flush()?;
     drop(old);
