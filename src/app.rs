@@ -64,8 +64,10 @@ pub struct Shared {
     pub responses: Arc<crate::store::responses::ResponseStore>,
     /// The `[[plugins]]`, loaded.
     pub plugins: Arc<crate::plugins::PluginHost>,
-    /// The upstream HTTP client (a reload builds its providers on it).
+    /// The HTTP client for MCP servers, webhooks and other calls that are not a provider's.
     pub client: reqwest::Client,
+    /// The providers' HTTP client (a reload builds its providers on it).
+    pub upstream: crate::providers::client::Client,
     /// Providers and routes added through the admin API, and their versions.
     pub runtime: Arc<crate::runtime::RuntimeConfig>,
     /// The fleet's shared Postgres, with `[server] state = "postgres"`.
@@ -178,16 +180,8 @@ impl AppState {
     /// Builds the state for a config.
     pub async fn new(config: Config) -> Result<Self, AppError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            // Retries and backoff live only in router/retry.rs; attempts are counted there.
-            .retry(reqwest::retry::never())
-            // An LLM API that redirects a POST is misconfigured: answer 502, never resend credentials.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| AppError::Client(e.to_string()))?;
+        let client = crate::providers::client::reqwest_client().map_err(AppError::Client)?;
+        let upstream = crate::providers::client::Client::new().map_err(AppError::Client)?;
         let metrics = Arc::new(Metrics::new());
         let tasks = TaskTracker::new();
         let shutdown = CancellationToken::new();
@@ -210,8 +204,8 @@ impl AppState {
                 .await
                 .map_err(AppError::Runtime)?;
         let table = match &merged {
-            Some(m) => RouteTable::build(&with_table_of(&config, m), &client),
-            None => RouteTable::build(&config, &client),
+            Some(m) => RouteTable::build(&with_table_of(&config, m), &upstream),
+            None => RouteTable::build(&config, &upstream),
         };
         let router = Arc::new(Router::new(table, config.router.clone(), metrics.clone()));
         let prices = Arc::new(Prices::new(&config.prices));
@@ -272,6 +266,7 @@ impl AppState {
         );
         let state = Self(Arc::new(Shared {
             client: client.clone(),
+            upstream,
             runtime: Arc::new(runtime),
             pg: pg.clone(),
             mcp,
@@ -335,7 +330,7 @@ impl AppState {
     /// Puts `merged`'s providers and routes in service atomically (requests in flight finish on
     /// the old table): how many of each are now in use.
     pub fn apply(&self, merged: &Config) -> (usize, usize) {
-        let table = RouteTable::build(&with_table_of(&self.config, merged), &self.client);
+        let table = RouteTable::build(&with_table_of(&self.config, merged), &self.upstream);
         let counts = (table.providers.len(), table.routes.len());
         self.router.replace(table);
         counts

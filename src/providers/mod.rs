@@ -8,6 +8,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod client;
 pub mod gemini;
 pub mod openai;
 pub mod redact;
@@ -149,7 +150,7 @@ macro_rules! delegate {
 
 impl AnyProvider {
     /// Builds the provider for a config entry, sharing one HTTP client.
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: client::Client) -> Self {
         match cfg.kind {
             ProviderKind::Anthropic => {
                 Self::Anthropic(anthropic::AnthropicProvider::new(cfg, client))
@@ -245,9 +246,9 @@ impl AnyProvider {
 /// Sends a request and turns transport failures and error statuses into [`ProviderError`]
 /// (redacted: the message may echo what was sent).
 pub(crate) async fn send(
-    rb: reqwest::RequestBuilder,
+    rb: client::RequestBuilder<'_>,
     redact: &Redactor,
-) -> Result<reqwest::Response, ProviderError> {
+) -> Result<client::Response, ProviderError> {
     let resp = rb.send().await.map_err(transport_error)?;
     if resp.status().is_success() {
         return Ok(resp);
@@ -255,7 +256,7 @@ pub(crate) async fn send(
     let status = resp.status().as_u16();
     let retry_after = resp
         .headers()
-        .get(reqwest::header::RETRY_AFTER)
+        .get(axum::http::header::RETRY_AFTER)
         .and_then(|v| v.to_str().ok())
         .and_then(parse_retry_after);
     let text =
@@ -276,7 +277,7 @@ const MAX_ERROR_BODY: usize = 64 * 1024;
 /// Reads a successful response body (at most [`MAX_UPSTREAM_BODY`]) as JSON of type `T`, with the
 /// provider's secrets removed.
 pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
-    resp: reqwest::Response,
+    resp: client::Response,
     redact: &Redactor,
 ) -> Result<T, ProviderError> {
     if resp
@@ -304,9 +305,9 @@ fn too_large() -> ProviderError {
 
 /// Reads a body, stopping once more than `cap` bytes arrived (the result is then longer than `cap`).
 pub(crate) async fn read_capped(
-    mut resp: reqwest::Response,
+    mut resp: client::Response,
     cap: usize,
-) -> Result<Vec<u8>, reqwest::Error> {
+) -> Result<Vec<u8>, client::HttpError> {
     let hint = resp
         .content_length()
         .map_or(8 * 1024, |n| n as usize)
@@ -321,8 +322,8 @@ pub(crate) async fn read_capped(
     Ok(buf)
 }
 
-/// Maps a reqwest error to the matching [`ProviderError`].
-pub(crate) fn transport_error(e: reqwest::Error) -> ProviderError {
+/// Maps a transport error to the matching [`ProviderError`].
+pub(crate) fn transport_error(e: client::HttpError) -> ProviderError {
     if e.is_connect() {
         ProviderError::Connect(root_cause(&e))
     } else if e.is_timeout() {
@@ -381,7 +382,7 @@ pub(crate) const MAX_SSE_EVENT: usize = 16 << 20;
 #[derive(Debug, thiserror::Error)]
 enum SseBodyError {
     #[error("{0}")]
-    Http(#[from] reqwest::Error),
+    Http(#[from] client::HttpError),
     #[error("the upstream sent an event over {} MiB", MAX_SSE_EVENT >> 20)]
     TooLarge,
 }
@@ -429,7 +430,7 @@ impl EventBound {
 /// The server-sent events of a successful streaming response, with the provider's secrets
 /// removed from each event's data. An event over [`MAX_SSE_EVENT`] ends the stream with an error.
 pub(crate) fn sse_events(
-    resp: reqwest::Response,
+    resp: client::Response,
     redact: &Redactor,
 ) -> impl futures_util::Stream<Item = Result<sse_stream::Sse, crate::chat::StreamError>> + Send + 'static
 {

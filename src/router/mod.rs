@@ -124,7 +124,7 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table from a validated config.
-    pub fn build(cfg: &Config, client: &reqwest::Client) -> Self {
+    pub fn build(cfg: &Config, client: &crate::providers::client::Client) -> Self {
         let mut t = RouteTable::default();
         for p in &cfg.providers {
             t.by_name.insert(p.name.clone(), t.providers.len());

@@ -17,7 +17,7 @@ pub const API_VERSION: &str = "2023-06-01";
 /// An Anthropic upstream.
 #[derive(Debug)]
 pub struct AnthropicProvider {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     url: String,
     headers: BTreeMap<String, Secret>,
     /// Every string from this upstream passes it.
@@ -26,7 +26,7 @@ pub struct AnthropicProvider {
 
 impl AnthropicProvider {
     /// A provider for this config entry (`base_url` as the Anthropic SDK takes it, without `/v1`).
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: crate::providers::client::Client) -> Self {
         let base = cfg.base_url.trim_end_matches("/v1");
         Self {
             client,
@@ -36,7 +36,7 @@ impl AnthropicProvider {
         }
     }
 
-    fn post(&self, key: Option<&Secret>) -> reqwest::RequestBuilder {
+    fn post(&self, key: Option<&Secret>) -> crate::providers::client::RequestBuilder<'_> {
         let mut rb = self
             .client
             .post(&self.url)
@@ -86,7 +86,7 @@ impl AnthropicProvider {
 /// Sends a Messages request (`rb` carries the body and authentication: the Anthropic API, or
 /// Vertex AI's `rawPredict`) and reads the answer.
 pub(crate) async fn messages(
-    rb: reqwest::RequestBuilder,
+    rb: crate::providers::client::RequestBuilder<'_>,
     redact: &Redactor,
 ) -> Result<ChatResponse, ProviderError> {
     let resp = send(rb, redact).await?;
@@ -96,7 +96,7 @@ pub(crate) async fn messages(
 
 /// Sends a streaming Messages request and decodes its events into canonical chunks.
 pub(crate) async fn messages_stream(
-    rb: reqwest::RequestBuilder,
+    rb: crate::providers::client::RequestBuilder<'_>,
     redact: &Redactor,
 ) -> Result<ChatStream, ProviderError> {
     let resp = send(rb, redact).await?;

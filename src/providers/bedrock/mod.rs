@@ -23,7 +23,7 @@ const SERVICE: &str = "bedrock";
 /// A Bedrock upstream.
 #[derive(Debug)]
 pub struct BedrockProvider {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     base_url: String,
     aws: Option<AwsConfig>,
     headers: BTreeMap<String, Secret>,
@@ -41,7 +41,7 @@ const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANU
 
 impl BedrockProvider {
     /// A provider for this config entry.
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: crate::providers::client::Client) -> Self {
         Self {
             client,
             base_url: cfg.base_url.clone(),
@@ -63,11 +63,11 @@ impl BedrockProvider {
         url: &str,
         body: Vec<u8>,
         key: Option<&Secret>,
-    ) -> Result<reqwest::RequestBuilder, ProviderError> {
+    ) -> Result<crate::providers::client::RequestBuilder<'_>, ProviderError> {
         let mut rb = self
             .client
             .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json");
+            .header(axum::http::header::CONTENT_TYPE, "application/json");
         for (name, value) in &self.headers {
             rb = rb.header(name.as_str(), value.expose());
         }

@@ -17,7 +17,7 @@ use crate::config::{ProviderConfig, Secret};
 /// A Gemini upstream (Google AI Studio).
 #[derive(Debug)]
 pub struct GeminiProvider {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     /// `https://generativelanguage.googleapis.com/v1beta` (the API version included).
     prefix: String,
     headers: BTreeMap<String, Secret>,
@@ -42,7 +42,7 @@ pub fn api_prefix(base_url: &str) -> String {
 
 impl GeminiProvider {
     /// A provider for this config entry.
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: crate::providers::client::Client) -> Self {
         Self {
             client,
             prefix: api_prefix(&cfg.base_url),
@@ -51,7 +51,12 @@ impl GeminiProvider {
         }
     }
 
-    fn post(&self, model: &str, action: &str, key: Option<&Secret>) -> reqwest::RequestBuilder {
+    fn post(
+        &self,
+        model: &str,
+        action: &str,
+        key: Option<&Secret>,
+    ) -> crate::providers::client::RequestBuilder<'_> {
         // Model names are path segments; `models/` given by the user is not doubled.
         let model = model.trim_start_matches("models/");
         let mut rb = self
@@ -153,7 +158,7 @@ fn build(req: &ChatRequest) -> Result<wire::GenerateRequest, ProviderError> {
 /// `generateContent` of `req` through `rb` (a POST to the method's URL, authenticated): Google AI
 /// Studio and Vertex AI alike.
 pub(crate) async fn generate(
-    rb: reqwest::RequestBuilder,
+    rb: crate::providers::client::RequestBuilder<'_>,
     req: &ChatRequest,
     model: &str,
     redact: &Redactor,
@@ -166,7 +171,7 @@ pub(crate) async fn generate(
 
 /// `streamGenerateContent?alt=sse` of `req` through `rb`, decoded into canonical chunks.
 pub(crate) async fn generate_stream(
-    rb: reqwest::RequestBuilder,
+    rb: crate::providers::client::RequestBuilder<'_>,
     req: &ChatRequest,
     model: &str,
     redact: &Redactor,

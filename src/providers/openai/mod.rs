@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 use futures_util::StreamExt;
 use serde_json::Value;
 
+use axum::http::Uri;
+
+use super::client::{RequestBuilder, parse_uri};
 use super::{Call, ProviderError, Redactor, read_json, send};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, ChatStream, RequestView, StreamError, StreamOptions,
@@ -29,12 +32,12 @@ fn outgoing<'a>(
 /// An OpenAI-format upstream.
 #[derive(Debug)]
 pub struct OpenAiProvider {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     kind: ProviderKind,
     base_url: String,
     /// Pre-parsed endpoint URLs (all kinds but Azure, whose URL depends on the model).
-    chat_url: Option<reqwest::Url>,
-    embeddings_url: Option<reqwest::Url>,
+    chat_url: Option<Uri>,
+    embeddings_url: Option<Uri>,
     api_version: Option<String>,
     headers: BTreeMap<String, Secret>,
     /// Every string from this upstream passes it.
@@ -43,10 +46,10 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     /// A provider for this config entry.
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: crate::providers::client::Client) -> Self {
         let fixed = |path: &str| {
             (cfg.kind != ProviderKind::Azure)
-                .then(|| reqwest::Url::parse(&format!("{}/{path}", cfg.base_url)).ok())
+                .then(|| parse_uri(&format!("{}/{path}", cfg.base_url)).ok())
                 .flatten()
         };
         Self {
@@ -62,7 +65,7 @@ impl OpenAiProvider {
     }
 
     /// The endpoint URL for `path` (`chat/completions`, `embeddings`).
-    fn url(&self, model: &str, path: &str) -> Result<reqwest::Url, ProviderError> {
+    fn url(&self, model: &str, path: &str) -> Result<Uri, ProviderError> {
         let fixed = if path == "embeddings" {
             &self.embeddings_url
         } else {
@@ -72,7 +75,7 @@ impl OpenAiProvider {
             return Ok(u.clone());
         }
         let text = self.url_text(model, path);
-        reqwest::Url::parse(&text).map_err(|e| ProviderError::Status {
+        parse_uri(&text).map_err(|e| ProviderError::Status {
             status: 400,
             message: format!("cannot build the upstream URL for model `{model}`: {e}"),
             retry_after: None,
@@ -94,7 +97,7 @@ impl OpenAiProvider {
         }
     }
 
-    fn post(&self, url: reqwest::Url, key: Option<&Secret>) -> reqwest::RequestBuilder {
+    fn post(&self, url: Uri, key: Option<&Secret>) -> RequestBuilder<'_> {
         let mut rb = self.client.post(url);
         if let Some(k) = key {
             rb = if self.kind == ProviderKind::Azure {

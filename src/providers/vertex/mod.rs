@@ -19,7 +19,7 @@ pub const ANTHROPIC_VERSION: &str = "vertex-2023-10-16";
 /// A Vertex AI upstream.
 #[derive(Debug)]
 pub struct VertexProvider {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     /// `{base_url}/v1/projects/{project}/locations/{location}`.
     prefix: String,
     tokens: Option<TokenSource>,
@@ -30,7 +30,7 @@ pub struct VertexProvider {
 
 impl VertexProvider {
     /// A provider for this config entry (whose key was checked by config validation).
-    pub fn new(cfg: &ProviderConfig, client: reqwest::Client) -> Self {
+    pub fn new(cfg: &ProviderConfig, client: crate::providers::client::Client) -> Self {
         let (prefix, tokens) = match &cfg.vertex {
             Some(v) => (
                 format!(
@@ -55,7 +55,10 @@ impl VertexProvider {
         model.starts_with("claude")
     }
 
-    async fn post(&self, url: String) -> Result<reqwest::RequestBuilder, ProviderError> {
+    async fn post(
+        &self,
+        url: String,
+    ) -> Result<crate::providers::client::RequestBuilder<'_>, ProviderError> {
         let Some(tokens) = &self.tokens else {
             return Err(ProviderError::Status {
                 status: 401,

@@ -13,9 +13,8 @@ fn fixture(name: &str) -> String {
     .unwrap()
 }
 
-fn client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+fn client() -> crate::providers::client::Client {
+    crate::providers::client::Client::direct().unwrap()
 }
 
 #[test]

@@ -29,7 +29,7 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Access tokens for one service account.
 pub struct TokenSource {
-    client: reqwest::Client,
+    client: crate::providers::client::Client,
     email: String,
     key_id: Option<String>,
     token_uri: String,
@@ -56,7 +56,7 @@ fn auth_error(status: u16, message: String) -> ProviderError {
 
 impl TokenSource {
     /// A source for the service-account key `json`; the error says what is wrong with the key.
-    pub fn new(json: &str, client: reqwest::Client) -> Result<Self, String> {
+    pub fn new(json: &str, client: crate::providers::client::Client) -> Result<Self, String> {
         let v: Value = serde_json::from_str(json).map_err(|e| format!("not JSON: {e}"))?;
         let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
         let email = field("client_email").ok_or("no client_email")?;
@@ -127,7 +127,7 @@ impl TokenSource {
             .client
             .post(&self.token_uri)
             .header(
-                reqwest::header::CONTENT_TYPE,
+                axum::http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
             )
             .body(form)
