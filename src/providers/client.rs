@@ -55,7 +55,7 @@ pub struct Client {
 #[derive(Clone)]
 enum Inner {
     /// hyper's pooled client, no proxy.
-    Direct(Pool<Https, Full<Bytes>>),
+    Direct(Box<Pool<Https, Full<Bytes>>>),
     /// reqwest, for a proxy configured in the environment.
     Reqwest(reqwest::Client),
 }
@@ -138,7 +138,7 @@ impl Client {
             .pool_timer(TokioTimer::new())
             .build(https);
         Ok(Self {
-            inner: Inner::Direct(pool),
+            inner: Inner::Direct(Box::new(pool)),
         })
     }
 

@@ -1,3 +1,6 @@
+// The loopback servers here live as long as their test's runtime.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
