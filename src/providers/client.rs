@@ -246,7 +246,28 @@ pub struct RequestBuilder<'a> {
 
 impl RequestBuilder<'_> {
     /// Adds a header (after any of the same name).
-    pub fn header<K, V>(mut self, name: K, value: V) -> Self
+    pub fn header<K, V>(self, name: K, value: V) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: std::fmt::Display,
+        HeaderValue: TryFrom<V>,
+        <HeaderValue as TryFrom<V>>::Error: std::fmt::Display,
+    {
+        self.push(name, value, false)
+    }
+
+    /// Adds a header whose value is a credential (a key, a signature, a custom header from the
+    /// config), marked sensitive: `Debug` hides it and HTTP/2's header compression never indexes
+    /// it.
+    pub fn secret_header<K>(self, name: K, value: &str) -> Self
+    where
+        HeaderName: TryFrom<K>,
+        <HeaderName as TryFrom<K>>::Error: std::fmt::Display,
+    {
+        self.push(name, value, true)
+    }
+
+    fn push<K, V>(mut self, name: K, value: V, sensitive: bool) -> Self
     where
         HeaderName: TryFrom<K>,
         <HeaderName as TryFrom<K>>::Error: std::fmt::Display,
@@ -254,11 +275,13 @@ impl RequestBuilder<'_> {
         <HeaderValue as TryFrom<V>>::Error: std::fmt::Display,
     {
         match (HeaderName::try_from(name), HeaderValue::try_from(value)) {
-            (Ok(n), Ok(v)) => {
+            (Ok(n), Ok(mut v)) => {
+                v.set_sensitive(sensitive);
                 self.headers.append(n, v);
             }
             (Err(e), _) => self.fail(format!("invalid header name: {e}")),
-            (_, Err(e)) => self.fail(format!("invalid header value: {e}")),
+            // The value is not echoed: it may be a credential.
+            (_, Err(_)) => self.fail("invalid header value (a control character?)".into()),
         }
         self
     }

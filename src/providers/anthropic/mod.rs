@@ -42,10 +42,10 @@ impl AnthropicProvider {
             .post(&self.url)
             .header("anthropic-version", API_VERSION);
         if let Some(k) = key {
-            rb = rb.header("x-api-key", k.expose());
+            rb = rb.secret_header("x-api-key", k.expose());
         }
         for (name, value) in &self.headers {
-            rb = rb.header(name.as_str(), value.expose());
+            rb = rb.secret_header(name.as_str(), value.expose());
         }
         rb
     }

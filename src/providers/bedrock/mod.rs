@@ -69,7 +69,7 @@ impl BedrockProvider {
             .post(url)
             .header(axum::http::header::CONTENT_TYPE, "application/json");
         for (name, value) in &self.headers {
-            rb = rb.header(name.as_str(), value.expose());
+            rb = rb.secret_header(name.as_str(), value.expose());
         }
         if let Some(k) = key {
             return Ok(rb.bearer_auth(k.expose()).body(body));
@@ -116,8 +116,9 @@ impl BedrockProvider {
         let (instructions, _) = sign(signable, &params)
             .map_err(|e| signing_error(&e))?
             .into_parts();
+        // The signature and the session token are credentials.
         for (name, value) in instructions.headers() {
-            rb = rb.header(name, value);
+            rb = rb.secret_header(name, value);
         }
         Ok(rb.body(body))
     }

@@ -281,6 +281,37 @@ async fn https_is_tls_and_never_plaintext() {
     );
 }
 
+/// A credential header arrives as given, and a builder's `Debug` (should one ever be logged)
+/// does not show it.
+#[tokio::test]
+async fn secret_headers_arrive_and_stay_out_of_debug() {
+    let up = Upstream::start(OK_JSON).await;
+    let client = Client::direct().unwrap();
+    let rb = client
+        .post(format!("{}/x", up.url))
+        .secret_header("x-api-key", "sk-ant-secret-value")
+        .bearer_auth("sk-bearer-value")
+        .header("anthropic-version", "2023-06-01");
+    let debug = format!("{rb:?}");
+    assert!(
+        !debug.contains("sk-ant-secret-value") && !debug.contains("sk-bearer-value"),
+        "{debug}"
+    );
+    assert!(debug.contains("2023-06-01"), "{debug}");
+    rb.send().await.unwrap();
+    let seen = up.seen().pop().unwrap();
+    assert_eq!(seen.header("x-api-key"), ["sk-ant-secret-value"]);
+    assert_eq!(seen.header("authorization"), ["Bearer sk-bearer-value"]);
+    // A value HTTP cannot carry is refused without being echoed.
+    let e = client
+        .post(format!("{}/x", up.url))
+        .secret_header("x-api-key", "sk-broken\nvalue")
+        .send()
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().contains("sk-broken"), "{e}");
+}
+
 /// A header HTTP cannot carry fails the request before anything is sent.
 #[tokio::test]
 async fn a_bad_header_fails_before_sending() {

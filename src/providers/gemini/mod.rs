@@ -63,10 +63,10 @@ impl GeminiProvider {
             .client
             .post(format!("{}/models/{model}:{action}", self.prefix));
         if let Some(k) = key {
-            rb = rb.header("x-goog-api-key", k.expose());
+            rb = rb.secret_header("x-goog-api-key", k.expose());
         }
         for (name, value) in &self.headers {
-            rb = rb.header(name.as_str(), value.expose());
+            rb = rb.secret_header(name.as_str(), value.expose());
         }
         rb
     }

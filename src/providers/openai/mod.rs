@@ -101,13 +101,13 @@ impl OpenAiProvider {
         let mut rb = self.client.post(url);
         if let Some(k) = key {
             rb = if self.kind == ProviderKind::Azure {
-                rb.header("api-key", k.expose())
+                rb.secret_header("api-key", k.expose())
             } else {
                 rb.bearer_auth(k.expose())
             };
         }
         for (name, value) in &self.headers {
-            rb = rb.header(name.as_str(), value.expose());
+            rb = rb.secret_header(name.as_str(), value.expose());
         }
         rb
     }

@@ -69,7 +69,7 @@ impl VertexProvider {
         let token = tokens.token().await?;
         let mut rb = self.client.post(url).bearer_auth(token.expose());
         for (name, value) in &self.headers {
-            rb = rb.header(name.as_str(), value.expose());
+            rb = rb.secret_header(name.as_str(), value.expose());
         }
         Ok(rb)
     }
