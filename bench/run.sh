@@ -37,6 +37,9 @@
 # directory) and, after the usual runs, measures the two in alternating runs (A B, then B A),
 # ROUNDS times (default 3), so two builds are compared on the same machine state, upstream and load; it prints
 # each round and the medians (`BIN=/tmp/before BIN_B=/tmp/after FULL=1 bench/run.sh 10 16`).
+# OFF_B=cache, logs, mcp or gov (several joined by commas) measures what features cost: B is the
+# same binary (or BIN_B) with those features off in its config, in the same alternating runs
+# (`FULL=1 OFF_B=cache ROUNDS=3 bench/run.sh 10 16`: B / A is the share left without the cache).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -216,11 +219,25 @@ fi
 SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+if [ -n "${OFF_B:-}" ]; then export BIN_B="${BIN_B:-$BIN}" OFF_B; fi
 if [ -n "${BIN_B:-}" ]; then
   GWB_PORT=18083
+  off=()
+  for f in ${OFF_B//,/ }; do
+    case "$f" in
+      cache) off+=(-e '/^\[cache\]/,/^\[/ s/^enabled = true/enabled = false/') ;;
+      logs) off+=(-e '/^\[logs\]/,/^\[/ s/^enabled = true/enabled = false/') ;;
+      mcp) off+=(-e '/^\[\[mcp\.servers\]\]/,/^$/d' -e '/^mcp_tools = /d') ;;
+      gov) off+=(-e '/^\[governance\]/,/^\[\[mcp/ { /^\[\[mcp/!d }') ;;
+      *) echo "OFF_B: unknown feature $f (cache, logs, mcp, gov)" >&2; exit 2 ;;
+    esac
+  done
   sed -e "s#^listen = \"127.0.0.1:$GW_PORT\"#listen = \"127.0.0.1:$GWB_PORT\"#" \
-    -e "s#^data_dir = \"$work/data\"#data_dir = \"$work/data-b\"#" \
+    -e "s#^data_dir = \"$work/data\"#data_dir = \"$work/data-b\"#" "${off[@]}" \
     "$work/switchyard.toml" > "$work/switchyard-b.toml"
+  if [ -n "${OFF_B:-}" ]; then
+    echo "== B: $BIN_B with ${OFF_B} off"; diff "$work/switchyard.toml" "$work/switchyard-b.toml" | grep '^[<>]' | grep -v 'listen\|data_dir' || true
+  fi
   SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN_B" serve --config "$work/switchyard-b.toml" &
   GWB_PID=$!
   for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GWB_PORT/health" >/dev/null && break; sleep 0.1; done
@@ -258,6 +275,12 @@ fi
 if [ "$GOV" != none ]; then
   echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/post.lua"
   echo "wrk.headers[\"Authorization\"] = \"Bearer $BENCH_KEY\"" >> "$work/gw.lua"
+fi
+# B's load: without governance it carries no virtual key (one the gateway does not know is refused).
+if [[ ",${OFF_B:-}," == *,gov,* ]]; then
+  grep -v '"Authorization"' "$work/gw.lua" > "$work/gw-b.lua"
+else
+  cp "$work/gw.lua" "$work/gw-b.lua"
 fi
 
 cpu_ticks() { # utime + stime of a process, in clock ticks
@@ -315,9 +338,9 @@ if [ -n "${BIN_B:-}" ]; then
   for i in $(seq "${ROUNDS:-3}"); do
     if [ $((i % 2)) = 1 ]; then
       run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
-      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw.lua" "$GWB_PID"
+      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
     else
-      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw.lua" "$GWB_PID"
+      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
       run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
     fi
     ROUNDS_DONE=$i
@@ -360,16 +383,17 @@ rounds = int(e("ROUNDS_DONE", "0"))
 if rounds:
     import statistics
     def per_request(name):
-        rps = parse(name)[0]
+        rps, _, err, _ = parse(name)
         ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
         secs = float(open(f"{work}/{name}.secs").read().strip())
-        return rps, (ticks / hz * 1e6 / (rps * secs) if rps else float("nan"))
-    print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')})")
-    print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10}")
+        return rps, (ticks / hz * 1e6 / (rps * secs) if rps else float("nan")), err
+    off = f", with {e('OFF_B')} off" if e('OFF_B') else ""
+    print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')}{off})")
+    print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10} {'non-2xx A/B':>12}")
     a, b = [], []
     for i in range(1, rounds + 1):
         a.append(per_request(f"a{i}")); b.append(per_request(f"b{i}"))
-        print(f"{i:<6} {a[-1][0]:9.0f} {a[-1][1]:8.1f}us {b[-1][0]:9.0f} {b[-1][1]:8.1f}us")
+        print(f"{i:<6} {a[-1][0]:9.0f} {a[-1][1]:8.1f}us {b[-1][0]:9.0f} {b[-1][1]:8.1f}us {a[-1][2]:>6}/{b[-1][2]}")
     ma = [statistics.median(x[k] for x in a) for k in (0, 1)]
     mb = [statistics.median(x[k] for x in b) for k in (0, 1)]
     print(f"{'median':6} {ma[0]:9.0f} {ma[1]:8.1f}us {mb[0]:9.0f} {mb[1]:8.1f}us")

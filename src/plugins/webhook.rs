@@ -59,8 +59,7 @@ impl Webhook {
                 .map_err(|e| err(format!("cannot reach the webhook: {e}")))?;
             let status = resp.status();
             // Read until past the limit at most: `call` refuses what is longer.
-            let resp = crate::providers::client::Response::Reqwest(resp);
-            let bytes = crate::providers::read_capped(resp, MAX_VERDICT)
+            let bytes = crate::providers::read_capped(resp.into(), MAX_VERDICT)
                 .await
                 .map_err(|e| err(format!("the webhook's answer broke: {e}")))?;
             Ok((status, bytes))

@@ -363,6 +363,12 @@ pub enum Response {
     Reqwest(reqwest::Response),
 }
 
+impl From<reqwest::Response> for Response {
+    fn from(r: reqwest::Response) -> Self {
+        Self::Reqwest(r)
+    }
+}
+
 impl Response {
     /// The status code.
     pub fn status(&self) -> StatusCode {
