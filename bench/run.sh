@@ -222,8 +222,8 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null &&
 if [ -n "${OFF_B:-}" ]; then export BIN_B="${BIN_B:-$BIN}" OFF_B; fi
 if [ -n "${BIN_B:-}" ]; then
   GWB_PORT=18083
-  off=()
-  for f in ${OFF_B//,/ }; do
+  off=() off_list="${OFF_B:-}"
+  for f in ${off_list//,/ }; do
     case "$f" in
       cache) off+=(-e '/^\[cache\]/,/^\[/ s/^enabled = true/enabled = false/') ;;
       logs) off+=(-e '/^\[logs\]/,/^\[/ s/^enabled = true/enabled = false/') ;;
