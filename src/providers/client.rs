@@ -162,9 +162,9 @@ impl Client {
 }
 
 /// The reqwest client the gateway uses for calls other than the providers' (and for the providers'
-/// behind a proxy): the same settings as [`Client::direct`].
+/// behind a proxy): the same settings as [`Client::direct`]. It uses the process's default
+/// rustls provider, which `AppState::new` installs at start.
 pub fn reqwest_client() -> Result<reqwest::Client, String> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .tcp_nodelay(true)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -196,19 +196,13 @@ impl IntoUri for Uri {
     }
 }
 
-impl IntoUri for &Uri {
+impl IntoUri for Result<Uri, String> {
     fn into_uri(self) -> Result<Uri, String> {
-        Ok(self.clone())
+        self
     }
 }
 
 impl IntoUri for &str {
-    fn into_uri(self) -> Result<Uri, String> {
-        parse_uri(self)
-    }
-}
-
-impl IntoUri for &String {
     fn into_uri(self) -> Result<Uri, String> {
         parse_uri(self)
     }

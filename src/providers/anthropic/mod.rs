@@ -18,7 +18,8 @@ pub const API_VERSION: &str = "2023-06-01";
 #[derive(Debug)]
 pub struct AnthropicProvider {
     client: crate::providers::client::Client,
-    url: String,
+    /// `{base}/v1/messages`, parsed once (a URL that does not parse fails each request).
+    url: Result<axum::http::Uri, String>,
     headers: BTreeMap<String, Secret>,
     /// Every string from this upstream passes it.
     pub(super) redact: Redactor,
@@ -30,7 +31,7 @@ impl AnthropicProvider {
         let base = cfg.base_url.trim_end_matches("/v1");
         Self {
             client,
-            url: format!("{base}/v1/messages"),
+            url: crate::providers::client::parse_uri(&format!("{base}/v1/messages")),
             headers: cfg.headers.clone(),
             redact: Redactor::for_provider(cfg),
         }
@@ -39,7 +40,7 @@ impl AnthropicProvider {
     fn post(&self, key: Option<&Secret>) -> crate::providers::client::RequestBuilder<'_> {
         let mut rb = self
             .client
-            .post(&self.url)
+            .post(self.url.clone())
             .header("anthropic-version", API_VERSION);
         if let Some(k) = key {
             rb = rb.secret_header("x-api-key", k.expose());

@@ -115,6 +115,12 @@ async fn read_head(sock: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Optio
 
 const OK_JSON: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nx-upstream: yes\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
 
+/// The reqwest path, with the rustls provider the gateway installs at start.
+fn reqwest_path() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::via_reqwest(reqwest_client().unwrap())
+}
+
 async fn body_of(mut resp: Response) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(c) = resp.chunk().await.unwrap() {
@@ -129,10 +135,7 @@ async fn body_of(mut resp: Response) -> Vec<u8> {
 #[tokio::test]
 async fn a_post_arrives_as_built_and_its_answer_reads_back() {
     let up = Upstream::start(OK_JSON).await;
-    for client in [
-        Client::direct().unwrap(),
-        Client::via_reqwest(reqwest_client().unwrap()),
-    ] {
+    for client in [Client::direct().unwrap(), reqwest_path()] {
         let resp = client
             .post(format!("{}/v1/chat/completions?api-version=1", up.url))
             .bearer_auth("sk-secret")
@@ -206,10 +209,7 @@ async fn a_chunked_answer_streams() {
         b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n3\r\n1\n\n\r\n0\r\n\r\n",
     )
     .await;
-    for client in [
-        Client::direct().unwrap(),
-        Client::via_reqwest(reqwest_client().unwrap()),
-    ] {
+    for client in [Client::direct().unwrap(), reqwest_path()] {
         let resp = client.post(format!("{}/s", up.url)).send().await.unwrap();
         assert_eq!(resp.content_length(), None);
         let mut got = Vec::new();

@@ -125,7 +125,7 @@ impl TokenSource {
         );
         let send = self
             .client
-            .post(&self.token_uri)
+            .post(self.token_uri.as_str())
             .header(
                 axum::http::header::CONTENT_TYPE,
                 "application/x-www-form-urlencoded",
