@@ -126,7 +126,7 @@ pub async fn chat(
     };
     if let Some(run) = plugins.as_mut() {
         let asked = req.model.clone();
-        if let crate::plugins::Next::Respond(resp) = run.on_request(&mut req).await? {
+        if let crate::plugins::Next::Respond(resp) = Box::pin(run.on_request(&mut req)).await? {
             let outcome = plugin_answer(*resp, req.is_stream());
             return Ok((finish(plugins, outcome).await?, permit));
         }
@@ -198,7 +198,7 @@ pub async fn chat(
     // A cached answer reported wrong goes before this request is looked up.
     if let Some(wrong) = &opts.wrong {
         let hit_id = wrong.as_deref().unwrap_or(&ctx.request_id);
-        match state.cache.report_wrong(None, Some(hit_id), "header").await {
+        match Box::pin(state.cache.report_wrong(None, Some(hit_id), "header")).await {
             Ok(r) => {
                 tracing::info!(request_id = %ctx.request_id, hit = %hit_id, entry = %r.entry_id, "cached answer reported wrong and removed");
             }
@@ -259,7 +259,7 @@ async fn finish(
     outcome: ChatOutcome,
 ) -> Result<ChatOutcome, GatewayError> {
     match plugins {
-        Some(run) => Ok(run.wrap(outcome).await?),
+        Some(run) => Ok(Box::pin(run.wrap(outcome)).await?),
         None => Ok(outcome),
     }
 }

@@ -575,7 +575,8 @@ impl Cache {
         let Some(embedder) = self.embedder.load_full() else {
             return miss(self, pending);
         };
-        let vector = match embedder.embed(text.clone()).await {
+        // The semantic steps' futures are boxed: an exact-mode lookup does not carry their size.
+        let vector = match Box::pin(embedder.embed(text.clone())).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!(error = %e, "embedding failed; treating as a miss");
@@ -583,15 +584,14 @@ impl Cache {
             }
         };
         let floor = (threshold - NEAR_MISS_MARGIN).max(0.0);
-        let candidates = idx
-            .search(
-                vector.clone(),
-                &pending.fp.partition,
-                now,
-                floor,
-                CANDIDATES,
-            )
-            .await;
+        let candidates = Box::pin(idx.search(
+            vector.clone(),
+            &pending.fp.partition,
+            now,
+            floor,
+            CANDIDATES,
+        ))
+        .await;
         pending.vector = Some(vector);
         let mut candidates = match candidates {
             Ok(c) => c,
@@ -626,7 +626,7 @@ impl Cache {
                         context: &pending.fp.context,
                         last: &text,
                     };
-                    v.accepts(cached, asked).await
+                    Box::pin(v.accepts(cached, asked)).await
                 }
                 // The guard judges questions only: earlier turns must be the same.
                 None if c.entry.context != pending.fp.context => Err("context".to_owned()),

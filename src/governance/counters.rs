@@ -310,7 +310,7 @@ impl AnyCounters {
     pub async fn health(&self) -> (&'static str, bool) {
         match self {
             Self::Embedded(_) => ("embedded", true),
-            Self::Redis(r) => ("redis", r.ping().await),
+            Self::Redis(r) => ("redis", Box::pin(r.ping()).await),
         }
     }
 
@@ -323,7 +323,7 @@ impl AnyCounters {
     ) -> Result<Result<Vec<Snapshot>, Refusal>, super::redis::Unreachable> {
         match self {
             Self::Embedded(c) => Ok(c.reserve(charges, Utc::now())),
-            Self::Redis(r) => r.reserve(charges, lease).await,
+            Self::Redis(r) => Box::pin(r.reserve(charges, lease)).await,
         }
     }
 
@@ -348,7 +348,9 @@ impl AnyCounters {
     pub async fn snapshot(&self, bucket: &str, window: Window) -> Snapshot {
         match self {
             Self::Embedded(c) => c.snapshot(bucket, window, Utc::now()),
-            Self::Redis(r) => r.snapshot(bucket, window).await.unwrap_or_default(),
+            Self::Redis(r) => Box::pin(r.snapshot(bucket, window))
+                .await
+                .unwrap_or_default(),
         }
     }
 

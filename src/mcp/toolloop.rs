@@ -220,7 +220,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 return Ok(out);
             }
             let assistant = choice.message.clone();
-            let results = run_calls(&self.hub, &mine, self.plan.timeout, ctx).await;
+            let results = Box::pin(run_calls(&self.hub, &mine, self.plan.timeout, ctx)).await;
             rounds += 1;
             self.plan.report.add_round(mine.len());
             if !theirs.is_empty() {
@@ -399,7 +399,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 }
                 // Runs while the SSE layer sends keep-alive comments; dropped (and the calls
                 // cancelled) if the client goes away.
-                let results = run_calls(&self.hub, &mine, self.plan.timeout, &ctx).await;
+                let results = Box::pin(run_calls(&self.hub, &mine, self.plan.timeout, &ctx)).await;
                 rounds += 1;
                 self.plan.report.add_round(mine.len());
                 if !theirs.is_empty() {

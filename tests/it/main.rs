@@ -18,6 +18,7 @@ mod conformance;
 mod deploy;
 mod edge;
 mod fleet;
+mod footprint;
 mod gateway;
 mod genai_ingress;
 mod governance;

@@ -160,18 +160,21 @@ pub enum AnyIndex {
     Qdrant(QdrantIndex),
 }
 
+/// Awaits the same call on whichever store is in use. The Qdrant client's futures (gRPC) are
+/// kilobytes large: boxed, so every caller's future (up to the request handler's) does not carry
+/// their size on the embedded store's path, where it would be copied at each await level.
 macro_rules! delegate {
     ($self:ident, $i:ident => $e:expr) => {
         match $self {
-            AnyIndex::Edge($i) => $e,
-            AnyIndex::Qdrant($i) => $e,
+            AnyIndex::Edge($i) => $e.await,
+            AnyIndex::Qdrant($i) => Box::pin($e).await,
         }
     };
 }
 
 impl VectorIndex for AnyIndex {
     async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
-        delegate!(self, i => i.get(id).await)
+        delegate!(self, i => i.get(id))
     }
     async fn search(
         &self,
@@ -181,22 +184,22 @@ impl VectorIndex for AnyIndex {
         floor: f32,
         limit: usize,
     ) -> Result<Vec<Candidate>, IndexError> {
-        delegate!(self, i => i.search(vector, partition, now, floor, limit).await)
+        delegate!(self, i => i.search(vector, partition, now, floor, limit))
     }
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
-        delegate!(self, i => i.upsert(entry, vector).await)
+        delegate!(self, i => i.upsert(entry, vector))
     }
     async fn touch(&self, id: Uuid, hits: u64, last_used: u64) -> Result<(), IndexError> {
-        delegate!(self, i => i.touch(id, hits, last_used).await)
+        delegate!(self, i => i.touch(id, hits, last_used))
     }
     async fn delete(&self, id: Uuid) -> Result<bool, IndexError> {
-        delegate!(self, i => i.delete(id).await)
+        delegate!(self, i => i.delete(id))
     }
     async fn delete_many(&self, ids: Vec<Uuid>) -> Result<(), IndexError> {
-        delegate!(self, i => i.delete_many(ids).await)
+        delegate!(self, i => i.delete_many(ids))
     }
     async fn delete_where(&self, sel: Selector) -> Result<u64, IndexError> {
-        delegate!(self, i => i.delete_where(sel).await)
+        delegate!(self, i => i.delete_where(sel))
     }
     async fn list(
         &self,
@@ -204,16 +207,16 @@ impl VectorIndex for AnyIndex {
         limit: usize,
         model: Option<String>,
     ) -> Result<Vec<Entry>, IndexError> {
-        delegate!(self, i => i.list(offset, limit, model).await)
+        delegate!(self, i => i.list(offset, limit, model))
     }
     async fn count(&self) -> Result<u64, IndexError> {
-        delegate!(self, i => i.count().await)
+        delegate!(self, i => i.count())
     }
     async fn least_used(&self, n: usize) -> Result<Vec<Uuid>, IndexError> {
-        delegate!(self, i => i.least_used(n).await)
+        delegate!(self, i => i.least_used(n))
     }
     async fn maintain(&self) -> Result<(), IndexError> {
-        delegate!(self, i => i.maintain().await)
+        delegate!(self, i => i.maintain())
     }
 }
 
