@@ -7,12 +7,22 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
 use crate::config::Secret;
 use crate::config::cache::MAX_TTL_SECONDS;
+
+// The request headers the gateway reads, as names made once: a lookup by `&str` parses the name
+// again on every request.
+const CACHE_THRESHOLD: HeaderName = HeaderName::from_static("x-switchyard-cache-threshold");
+const CACHE_FEEDBACK: HeaderName = HeaderName::from_static("x-switchyard-cache-feedback");
+const CACHE_TTL: HeaderName = HeaderName::from_static("x-switchyard-cache-ttl");
+const MCP_MODE: HeaderName = HeaderName::from_static("x-switchyard-mcp");
+const MCP_SERVERS: HeaderName = HeaderName::from_static("x-switchyard-mcp-servers");
+const MCP_TOOLS: HeaderName = HeaderName::from_static("x-switchyard-mcp-tools");
+const MCP_MAX_ITERATIONS: HeaderName = HeaderName::from_static("x-switchyard-mcp-max-iterations");
 
 /// Per-request data every stage may read.
 #[derive(Debug, Clone)]
@@ -324,7 +334,7 @@ impl CacheOptions {
                 }
             }
         }
-        if let Some(v) = h.get("x-switchyard-cache-threshold") {
+        if let Some(v) = h.get(CACHE_THRESHOLD) {
             let s = v.to_str().unwrap_or_default().trim();
             match s.parse::<f32>() {
                 Ok(t) if t > 0.0 && t <= 1.0 => o.threshold = Some(t),
@@ -336,10 +346,10 @@ impl CacheOptions {
                 }
             }
         }
-        if let Some(v) = h.get("x-switchyard-cache-feedback") {
+        if let Some(v) = h.get(CACHE_FEEDBACK) {
             o.wrong = Some(parse_feedback(v.to_str().unwrap_or_default().trim())?);
         }
-        if let Some(v) = h.get("x-switchyard-cache-ttl") {
+        if let Some(v) = h.get(CACHE_TTL) {
             let s = v.to_str().unwrap_or_default().trim();
             match s.parse::<u64>() {
                 Ok(t) if t > 0 && t <= MAX_TTL_SECONDS => o.ttl = Some(Duration::from_secs(t)),
@@ -468,7 +478,7 @@ pub fn bearer(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-fn list(h: &HeaderMap, name: &str) -> Result<Option<Vec<String>>, String> {
+fn list(h: &HeaderMap, name: &HeaderName) -> Result<Option<Vec<String>>, String> {
     let Some(v) = h.get(name) else {
         return Ok(None);
     };
@@ -488,7 +498,7 @@ impl McpOptions {
     /// Reads the `x-switchyard-mcp*` headers.
     pub fn from_headers(h: &HeaderMap) -> Result<Self, String> {
         let mut o = Self::default();
-        if let Some(v) = h.get("x-switchyard-mcp") {
+        if let Some(v) = h.get(MCP_MODE) {
             let s = v.to_str().unwrap_or_default().trim().to_ascii_lowercase();
             o.mode = match s.as_str() {
                 "auto" => Mode::Auto,
@@ -501,9 +511,9 @@ impl McpOptions {
                 }
             };
         }
-        o.servers = list(h, "x-switchyard-mcp-servers")?;
-        o.tools = list(h, "x-switchyard-mcp-tools")?;
-        if let Some(v) = h.get("x-switchyard-mcp-max-iterations") {
+        o.servers = list(h, &MCP_SERVERS)?;
+        o.tools = list(h, &MCP_TOOLS)?;
+        if let Some(v) = h.get(MCP_MAX_ITERATIONS) {
             let s = v.to_str().unwrap_or_default().trim();
             o.max_iterations = Some(s.parse::<u32>().map_err(|_| {
                 format!("x-switchyard-mcp-max-iterations must be a whole number >= 0, got `{s}`")

@@ -468,6 +468,8 @@ where
         }
     };
     let headers = resp.headers_mut();
+    // Room for what follows (about a dozen headers) at once, not by growing the map twice.
+    headers.reserve(16);
     set_headers(headers, ctx, Some(&outcome.served));
     set_cache_headers(headers, outcome.cache.as_ref());
     set_rate_headers(headers, rate.as_ref());

@@ -147,12 +147,9 @@ impl Window {
                 (ms, Some(e.timestamp_millis()), ms != start_ms)
             }
             Self::Rolling(p) => {
-                if start_ms > 0 && now < p.end_of(at(start_ms)) {
-                    (
-                        start_ms,
-                        Some(p.end_of(at(start_ms)).timestamp_millis()),
-                        false,
-                    )
+                let end = (start_ms > 0).then(|| p.end_of(at(start_ms)));
+                if let Some(end) = end.filter(|e| now < *e) {
+                    (start_ms, Some(end.timestamp_millis()), false)
                 } else {
                     let ms = now.timestamp_millis();
                     (ms, Some(p.end_of(now).timestamp_millis()), true)
