@@ -712,6 +712,25 @@ mod tests {
         assert_eq!(idx.count().await.expect("count"), 50);
     }
 
+    #[tokio::test]
+    async fn an_idle_writer_is_woken_for_an_answer() {
+        // The writer is woken only when it waits (not while it sleeps between drains): an
+        // answer queued while it waits is stored at once, not at its one-second timeout.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = open(&dir.path().join("edge"));
+        for n in 1..=3 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let since = std::time::Instant::now();
+            idx.upsert(entry(n, "m", FAR), None).await.expect("stored");
+            let took = since.elapsed();
+            assert!(
+                took < Duration::from_millis(500),
+                "answer {n} stored after {took:?}: the waiting writer was not woken"
+            );
+        }
+        assert_eq!(idx.count().await.expect("count"), 3);
+    }
+
     /// Waits until entry `n`'s hits are written (about a second; a busy machine gets ten).
     async fn hits_written(idx: &EdgeIndex, n: u128) {
         let since = std::time::Instant::now();

@@ -51,6 +51,8 @@ struct Queued {
     /// Entry -> (hits, last used), the newest values.
     touches: HashMap<Uuid, (u64, u64)>,
     closed: bool,
+    /// The writer waits on `wake` (it also sleeps between drains, when nobody needs to wake it).
+    waiting: bool,
 }
 
 /// The queue between the request path and the writer thread.
@@ -75,8 +77,14 @@ impl Writes {
             return;
         }
         q.upserts.push(u);
+        // Only a waiting writer is woken: a notification is a system call whether or not a
+        // thread waits (one per answer, under load, when the writer was mostly between drains).
+        // Read under the lock the writer sets it under, so no wake-up is lost.
+        let wake = q.waiting;
         drop(q);
-        self.wake.notify_one();
+        if wake {
+            self.wake.notify_one();
+        }
     }
 
     /// Records a hit; written with the next batch of hit counts.
@@ -152,11 +160,13 @@ fn run(shard: &EdgeShard, exact: &ExactStore, writes: &Writes) {
                 } else {
                     TOUCH_EVERY.saturating_sub(touched.elapsed())
                 };
+                q.waiting = true;
                 q = writes
                     .wake
                     .wait_timeout(q, wait.max(Duration::from_millis(1)))
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
+                q.waiting = false;
             }
             let touches = if q.closed || touched.elapsed() >= TOUCH_EVERY {
                 q.touches.clone()
