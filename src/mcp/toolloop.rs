@@ -527,7 +527,13 @@ pub fn digest(messages: &[Message]) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     for m in messages {
-        h.update(format!("{:?}", m.role).as_bytes());
+        // The role's name as `Debug` writes it, without formatting a string per message.
+        h.update(match m.role {
+            Role::System => "System",
+            Role::User => "User",
+            Role::Assistant => "Assistant",
+            Role::Tool => "Tool",
+        });
         h.update([0]);
         h.update(m.text_content().as_bytes());
         h.update([0]);
