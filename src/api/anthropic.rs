@@ -21,7 +21,8 @@ pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: B
     let ctx = context(&state, &headers);
     let guard = RequestGuard::new(&state, "messages", &ctx, &headers);
     let span = guard.span();
-    messages_inner(state, ctx, guard, body)
+    // Boxed, as the OpenAI handler's.
+    Box::pin(messages_inner(state, ctx, guard, body))
         .instrument(span)
         .await
 }

@@ -63,7 +63,8 @@ pub async fn generate(
     let sse = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
-    generate_inner(state, ctx, guard, call, sse, body)
+    // Boxed, as the OpenAI handler's.
+    Box::pin(generate_inner(state, ctx, guard, call, sse, body))
         .instrument(span)
         .await
 }

@@ -24,7 +24,11 @@ pub async fn chat_completions(
     let ctx = context(&state, &headers);
     let guard = RequestGuard::new(&state, "chat", &ctx, &headers);
     let span = guard.span();
-    chat(state, ctx, guard, body).instrument(span).await
+    // Boxed: the handler's future stays small, so the layers above it move a pointer, not the
+    // kilobytes of the request's state (docs/performance.md, twelfth slice).
+    Box::pin(chat(state, ctx, guard, body))
+        .instrument(span)
+        .await
 }
 
 async fn chat(

@@ -28,7 +28,8 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Bod
     let ctx = context(&state, &headers);
     let guard = RequestGuard::new(&state, "responses", &ctx, &headers);
     let span = guard.span();
-    create_inner(state, ctx, guard, headers, body)
+    // Boxed, as the OpenAI handler's.
+    Box::pin(create_inner(state, ctx, guard, headers, body))
         .instrument(span)
         .await
 }

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
+use tokio::time::Instant;
 
 /// One SSE message with an optional event name.
 pub fn frame(event: Option<&str>, data: &str) -> Bytes {
@@ -43,13 +44,35 @@ pub fn response<S>(events: S, interval: Duration) -> Response
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
+    // One timer for the whole stream, re-armed only when it fires: a timeout per event built and
+    // dropped a timer entry for every chunk (docs/performance.md, twelfth slice). The timer fires
+    // at most `interval` after the last event; if an event came since, it is set again for
+    // `interval` after that event, so a keep-alive goes out after exactly `interval` of silence.
     let body = async_stream::stream! {
         let mut events = std::pin::pin!(events);
+        let mut last = Instant::now();
+        let timer = tokio::time::sleep_until(last + interval);
+        let mut timer = std::pin::pin!(timer);
         loop {
-            match tokio::time::timeout(interval, events.next()).await {
-                Ok(Some(b)) => yield Ok::<_, std::convert::Infallible>(b),
-                Ok(None) => break,
-                Err(_) => yield Ok(Bytes::from_static(KEEP_ALIVE)),
+            tokio::select! {
+                biased;
+                next = events.next() => match next {
+                    Some(b) => {
+                        last = Instant::now();
+                        yield Ok::<_, std::convert::Infallible>(b);
+                    }
+                    None => break,
+                },
+                () = &mut timer => {
+                    let due = last + interval;
+                    if Instant::now() >= due {
+                        yield Ok(Bytes::from_static(KEEP_ALIVE));
+                        last = Instant::now();
+                        timer.as_mut().reset(last + interval);
+                    } else {
+                        timer.as_mut().reset(due);
+                    }
+                }
             }
         }
     };
@@ -67,6 +90,59 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The body of `response`, read with the time each frame arrived (paused clock).
+    async fn timed_frames(resp: Response) -> Vec<(u64, Bytes)> {
+        let start = Instant::now();
+        let mut body = resp.into_body().into_data_stream();
+        let mut out = Vec::new();
+        while let Some(frame) = body.next().await {
+            let at = (Instant::now() - start).as_millis() as u64;
+            out.push((at, frame.expect("frame")));
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keep_alives_fill_each_silence_and_only_silence() {
+        let ka = Bytes::from_static(KEEP_ALIVE);
+        // Events at 0, 50 and 120 ms, then 350 ms of silence before the last at 470 ms.
+        let events = async_stream::stream! {
+            for (wait, text) in [(0, "a"), (50, "b"), (70, "c"), (350, "d")] {
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                yield Bytes::from(text);
+            }
+        };
+        let frames = timed_frames(response(events, Duration::from_millis(100))).await;
+        let expect: Vec<(u64, Bytes)> = vec![
+            (0, Bytes::from("a")),
+            (50, Bytes::from("b")),
+            (120, Bytes::from("c")),
+            // 100 ms after the last event, then every 100 ms until the next.
+            (220, ka.clone()),
+            (320, ka.clone()),
+            (420, ka.clone()),
+            (470, Bytes::from("d")),
+        ];
+        assert_eq!(frames, expect);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_busy_stream_gets_no_keep_alive() {
+        // An event every 60 ms for a second: never 100 ms of silence.
+        let events = async_stream::stream! {
+            for i in 0..16 {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                yield Bytes::from(format!("{i}"));
+            }
+        };
+        let frames = timed_frames(response(events, Duration::from_millis(100))).await;
+        assert_eq!(frames.len(), 16);
+        assert!(
+            frames.iter().all(|(_, b)| b.as_ref() != KEEP_ALIVE),
+            "{frames:?}"
+        );
+    }
 
     #[test]
     fn a_json_frame_is_the_frame_of_the_json_text() {

@@ -1075,7 +1075,7 @@ impl Cache {
         });
     }
 
-    fn count_write(&self, outcome: &str) {
+    fn count_write(&self, outcome: &'static str) {
         self.metrics
             .cache_writes
             .get_or_create(&OutcomeLabels {

@@ -7,24 +7,29 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
+
+/// A label value from a fixed vocabulary: the words are static, so counting a request allocates
+/// nothing for them.
+pub type Word = Cow<'static, str>;
 
 /// Labels of a client request.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `chat`, `messages`, `embeddings`.
-    pub endpoint: String,
+    pub endpoint: Word,
     /// `2xx`, `4xx`, `5xx`.
-    pub status: String,
+    pub status: Word,
     /// `true` for streamed answers.
-    pub stream: String,
+    pub stream: Word,
 }
 
 /// Labels by endpoint only.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
     /// `chat`, `messages`, `embeddings`.
-    pub endpoint: String,
+    pub endpoint: Word,
 }
 
 /// Labels of an upstream attempt.
@@ -33,7 +38,7 @@ pub struct AttemptLabels {
     /// Configured provider name.
     pub provider: String,
     /// `ok` or a `ProviderError::label()`.
-    pub outcome: String,
+    pub outcome: Word,
 }
 
 /// Labels by provider only.
@@ -49,7 +54,7 @@ pub struct TokenLabels {
     /// Configured provider name.
     pub provider: String,
     /// `input` or `output`.
-    pub direction: String,
+    pub direction: Word,
 }
 
 /// Labels of a cache lookup or write.
@@ -57,7 +62,7 @@ pub struct TokenLabels {
 pub struct OutcomeLabels {
     /// Lookups: `hit-exact`, `hit-semantic`, `miss`, `bypass`. Writes: `stored`, `skipped`,
     /// `failed`.
-    pub outcome: String,
+    pub outcome: Word,
 }
 
 /// Labels of the similarity histogram.
@@ -455,11 +460,11 @@ impl Metrics {
     }
 
     /// Counts one upstream attempt.
-    pub fn attempt(&self, provider: &str, outcome: &str, secs: f64) {
+    pub fn attempt(&self, provider: &str, outcome: &'static str, secs: f64) {
         self.upstream_attempts
             .get_or_create(&AttemptLabels {
                 provider: provider.to_owned(),
-                outcome: outcome.to_owned(),
+                outcome: Cow::Borrowed(outcome),
             })
             .inc();
         self.upstream_duration
@@ -490,7 +495,7 @@ impl Metrics {
     pub fn tool_loop(&self, outcome: &str) {
         self.mcp_loops
             .get_or_create(&OutcomeLabels {
-                outcome: outcome.to_owned(),
+                outcome: Cow::Owned(outcome.to_owned()),
             })
             .inc();
     }
@@ -501,14 +506,14 @@ impl Metrics {
             self.tokens
                 .get_or_create(&TokenLabels {
                     provider: provider.to_owned(),
-                    direction: direction.to_owned(),
+                    direction: Cow::Borrowed(direction),
                 })
                 .inc_by(n);
         }
     }
 
     /// Counts one finished client request.
-    pub fn request(&self, endpoint: &str, status: u16, stream: bool, secs: f64) {
+    pub fn request(&self, endpoint: &'static str, status: u16, stream: bool, secs: f64) {
         let class = match status {
             200..=299 => "2xx",
             400..=499 => "4xx",
@@ -516,22 +521,22 @@ impl Metrics {
         };
         self.requests
             .get_or_create(&RequestLabels {
-                endpoint: endpoint.to_owned(),
-                status: class.to_owned(),
-                stream: stream.to_string(),
+                endpoint: Cow::Borrowed(endpoint),
+                status: Cow::Borrowed(class),
+                stream: Cow::Borrowed(if stream { "true" } else { "false" }),
             })
             .inc();
         self.request_duration
             .get_or_create(&EndpointLabels {
-                endpoint: endpoint.to_owned(),
+                endpoint: Cow::Borrowed(endpoint),
             })
             .observe(secs);
     }
 
     /// Records where a finished request's time went.
-    pub fn timing(&self, endpoint: &str, overhead: Option<f64>, ttft: Option<f64>) {
+    pub fn timing(&self, endpoint: &'static str, overhead: Option<f64>, ttft: Option<f64>) {
         let labels = EndpointLabels {
-            endpoint: endpoint.to_owned(),
+            endpoint: Cow::Borrowed(endpoint),
         };
         if let Some(o) = overhead {
             self.overhead.get_or_create(&labels).observe(o.max(0.0));

@@ -3,9 +3,14 @@
 //! served model name, so dated and provider-prefixed names ("openai/gpt-4o-mini-2024-07-18")
 //! find their family. Unknown models count as zero: the figure is an estimate, never a bill.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 
 use crate::config::Price;
+
+/// Model names whose price is remembered. Names come from clients and upstreams, so the memo is
+/// bounded: past it, a name is matched against the table each time, as before there was one.
+const MEMO_CAPACITY: usize = 512;
 
 /// The built-in table, compiled in.
 const BUILT_IN: &str = include_str!("prices.toml");
@@ -15,6 +20,9 @@ const BUILT_IN: &str = include_str!("prices.toml");
 pub struct Prices {
     /// (lower-case name fragment, price), longest fragment first.
     table: Vec<(String, Price)>,
+    /// Each model name's match, found once: a request asks up to three times (admission, the
+    /// request log, the settled spend) and the table scan was most of that cost.
+    memo: Arc<RwLock<HashMap<Box<str>, Option<Price>>>>,
 }
 
 impl Default for Prices {
@@ -33,11 +41,30 @@ impl Prices {
         }
         let mut table: Vec<(String, Price)> = merged.into_iter().collect();
         table.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
-        Self { table }
+        Self {
+            table,
+            memo: Arc::default(),
+        }
     }
 
     /// The price that applies to `model`, if any.
     pub fn price(&self, model: &str) -> Option<Price> {
+        if let Ok(memo) = self.memo.read()
+            && let Some(p) = memo.get(model)
+        {
+            return *p;
+        }
+        let found = self.scan(model);
+        if let Ok(mut memo) = self.memo.write()
+            && memo.len() < MEMO_CAPACITY
+        {
+            memo.insert(model.into(), found);
+        }
+        found
+    }
+
+    /// The table's match for `model`: the longest fragment it contains.
+    fn scan(&self, model: &str) -> Option<Price> {
         let m = model.to_ascii_lowercase();
         self.table
             .iter()
@@ -61,6 +88,26 @@ mod tests {
     fn built_in_table_parses() {
         let parsed: BTreeMap<String, Price> = toml::from_str(BUILT_IN).unwrap_or_default();
         assert!(parsed.len() >= 30, "{} entries", parsed.len());
+    }
+
+    #[test]
+    fn remembered_prices_are_the_tables_and_the_memo_is_bounded() {
+        let p = Prices::default();
+        for _ in 0..2 {
+            // Asked twice: the second answer comes from the memo and must be the same.
+            assert!(
+                (p.estimate("openai/gpt-4o-mini-2024-07-18", 1_000_000, 0) - 0.15).abs() < 1e-9
+            );
+            assert!((p.estimate("GPT-4O", 0, 1_000_000) - 10.0).abs() < 1e-9);
+            assert_eq!(p.price("my-local-model"), None);
+        }
+        for i in 0..(MEMO_CAPACITY + 100) {
+            let m = format!("gpt-4o-mini-{i}");
+            assert!((p.estimate(&m, 1_000_000, 0) - 0.15).abs() < 1e-9, "{m}");
+        }
+        assert_eq!(p.memo.read().map(|m| m.len()).unwrap_or(0), MEMO_CAPACITY);
+        // Past the bound a name is still priced.
+        assert!((p.estimate("claude-3-haiku-later", 1_000_000, 0) - 0.25).abs() < 1e-9);
     }
 
     #[test]
