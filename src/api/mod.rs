@@ -442,9 +442,9 @@ where
         Option<std::sync::Arc<crate::mcp::McpReport>>,
     ) -> Response,
 {
-    // The pipeline's future is about 11 KB (every stage's state): boxed once here, it is not
-    // copied again at each level above (the handler, its span, axum's and hyper's wrappers).
-    let (outcome, permit) = match Box::pin(crate::pipeline::chat(state, req, ctx)).await {
+    // The pipeline's future (about 11 KB: every stage's state) is held inline: each chat handler
+    // boxes the future that calls this one, so nothing above moves it.
+    let (outcome, permit) = match crate::pipeline::chat(state, req, ctx).await {
         Ok(o) => o,
         Err(e) => {
             guard.error(e.parts().0, e.to_string(), e.served());

@@ -24,8 +24,9 @@ pub async fn chat_completions(
     let ctx = context(&state, &headers);
     let guard = RequestGuard::new(&state, "chat", &ctx, &headers);
     let span = guard.span();
-    // Boxed: the handler's future stays small, so the layers above it move a pointer, not the
-    // kilobytes of the request's state (docs/performance.md, twelfth slice).
+    // Boxed, once per request: the handler's future stays small, so the layers above it move a
+    // pointer, not the request's state (the pipeline's included; docs/performance.md, twelfth
+    // slice). tests/it/footprint.rs keeps every chat handler so.
     Box::pin(chat(state, ctx, guard, body))
         .instrument(span)
         .await

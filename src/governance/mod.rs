@@ -511,11 +511,12 @@ impl Governance {
         // An unknown model reaches no provider (the router answers 404): it costs nothing.
         let mut worst: f64 = 0.0;
         for m in &ask.candidates {
-            self.prices.price(m)?;
-            worst = worst.max(
-                self.prices
-                    .estimate(m, ask.prompt_tokens, ask.max_output_tokens),
-            );
+            let price = self.prices.price(m)?;
+            worst = worst.max(crate::telemetry::prices::usd(
+                price,
+                ask.prompt_tokens,
+                ask.max_output_tokens,
+            ));
         }
         Some(worst)
     }

@@ -252,7 +252,7 @@ impl McpHub {
     }
 
     /// Counts one finished tool loop.
-    pub(crate) fn metrics_loop(&self, how: &str) {
+    pub(crate) fn metrics_loop(&self, how: &'static str) {
         self.metrics.tool_loop(how);
     }
 

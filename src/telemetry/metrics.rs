@@ -492,10 +492,10 @@ impl Metrics {
     }
 
     /// Counts one finished tool loop.
-    pub fn tool_loop(&self, outcome: &str) {
+    pub fn tool_loop(&self, outcome: &'static str) {
         self.mcp_loops
             .get_or_create(&OutcomeLabels {
-                outcome: Cow::Owned(outcome.to_owned()),
+                outcome: Cow::Borrowed(outcome),
             })
             .inc();
     }

@@ -74,10 +74,13 @@ impl Prices {
 
     /// Estimated cost in USD of `input` + `output` tokens on `model` (0 when unknown).
     pub fn estimate(&self, model: &str, input: u64, output: u64) -> f64 {
-        self.price(model).map_or(0.0, |p| {
-            (input as f64 * p.input + output as f64 * p.output) / 1_000_000.0
-        })
+        self.price(model).map_or(0.0, |p| usd(p, input, output))
     }
+}
+
+/// Cost in USD of `input` + `output` tokens at price `p`.
+pub fn usd(p: Price, input: u64, output: u64) -> f64 {
+    (input as f64 * p.input + output as f64 * p.output) / 1_000_000.0
 }
 
 #[cfg(test)]
