@@ -146,6 +146,7 @@ impl ChatBackend for Instant0 {
             body: ChatBody::Complete(turn(&msgs, 1)),
             cache: None,
             mcp: None,
+            json: None,
         })
     }
 }

@@ -284,6 +284,7 @@ fn plugin_answer(resp: crate::chat::ChatResponse, stream: bool) -> ChatOutcome {
         body,
         cache: None,
         mcp: None,
+        json: None,
     }
 }
 
@@ -326,5 +327,6 @@ fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
         body,
         cache: outcome.cache,
         mcp: outcome.mcp,
+        json: outcome.json,
     }
 }

@@ -237,6 +237,11 @@ pub struct ChatOutcome {
     pub cache: Option<CacheStatus>,
     /// What the tool loop did (`None` when no MCP tools were offered).
     pub mcp: Option<Arc<McpReport>>,
+    /// A complete `body` already written as OpenAI JSON by a stage that needed it (the cache,
+    /// storing the answer), so the OpenAI edge sends these bytes instead of encoding it again.
+    /// `None` for streams, and set back to `None` by any stage that may change the answer after
+    /// it was written (the plugins' response hooks).
+    pub json: Option<bytes::Bytes>,
 }
 
 /// Anything that answers a chat request with canonical types: the router today; the MCP tool

@@ -66,7 +66,7 @@ async fn messages_inner(
         guard,
         req,
         Dialect::Anthropic,
-        |r| Json(translate::to_messages_response(r)).into_response(),
+        |r, _| Json(translate::to_messages_response(r)).into_response(),
         |s, guard, mcp| {
             sse::response(
                 super::frames(s, guard, mcp, AnthropicFrames::default()),

@@ -124,7 +124,7 @@ async fn generate_inner(
         guard,
         req,
         Dialect::Google,
-        |r| Json(ingress::to_generate_response(r)).into_response(),
+        |r, _| Json(ingress::to_generate_response(r)).into_response(),
         stream,
     )
     .await

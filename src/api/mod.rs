@@ -422,8 +422,9 @@ pub(crate) fn frames<F: Frames>(
 }
 
 /// Runs a canonical chat request through the pipeline and answers it in an ingress's shape:
-/// `complete` encodes a whole answer, `stream` a chunk stream (it gets the guard and the MCP
-/// report, which the body carries to its last byte). Errors come back in `dialect`'s shape; every
+/// `complete` encodes a whole answer (given, when a stage already wrote it as OpenAI JSON, those
+/// bytes), `stream` a chunk stream (it gets the guard and the MCP report, which the body carries
+/// to its last byte). Errors come back in `dialect`'s shape; every
 /// answer carries the request id, who served it, the cache's outcome and the key's rate limits.
 pub(crate) async fn answer_chat<C, S>(
     state: &AppState,
@@ -435,7 +436,7 @@ pub(crate) async fn answer_chat<C, S>(
     stream: S,
 ) -> Response
 where
-    C: FnOnce(crate::chat::ChatResponse) -> Response,
+    C: FnOnce(crate::chat::ChatResponse, Option<bytes::Bytes>) -> Response,
     S: FnOnce(
         crate::chat::ChatStream,
         RequestGuard,
@@ -458,7 +459,7 @@ where
         crate::pipeline::ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
             guard.response(&r);
-            let mut resp = complete(r);
+            let mut resp = complete(r, outcome.json);
             set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
             resp
         }
@@ -474,6 +475,21 @@ where
     set_cache_headers(headers, outcome.cache.as_ref());
     set_rate_headers(headers, rate.as_ref());
     resp
+}
+
+/// A complete answer as OpenAI JSON: the bytes a stage already wrote for it, or encoded now.
+pub(crate) fn openai_json(r: crate::chat::ChatResponse, json: Option<bytes::Bytes>) -> Response {
+    match json {
+        Some(bytes) => (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            bytes,
+        )
+            .into_response(),
+        None => axum::Json(r).into_response(),
+    }
 }
 
 /// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.

@@ -51,7 +51,7 @@ async fn chat(
         guard,
         req,
         Dialect::OpenAi,
-        |r| Json(r).into_response(),
+        super::openai_json,
         |s, guard, mcp| {
             sse::response(
                 super::frames(s, guard, mcp, OpenAiFrames { wants_usage }),

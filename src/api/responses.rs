@@ -138,7 +138,7 @@ async fn create_inner(
     // Only one of the two encoders runs; each takes what is to be kept.
     let keep = std::sync::Mutex::new(keep);
     let take = || keep.lock().ok().and_then(|mut k| k.take());
-    let complete = |r: crate::chat::ChatResponse| {
+    let complete = |r: crate::chat::ChatResponse, _| {
         let body = echo.response(&r.model, &responses::outcome(&r));
         match take() {
             Some(k) => after(

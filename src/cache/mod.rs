@@ -946,16 +946,22 @@ impl Cache {
             body,
             cache: Some(hit.status),
             mcp: None,
+            json: None,
         }
     }
 
     /// Arranges for the answer in `outcome` to be stored once it is complete: now for JSON,
     /// at the end of the stream for streams (a stream that fails or is dropped stores nothing).
+    /// A complete answer it stores comes back with the JSON it was stored as (`json`), which the
+    /// OpenAI edge sends as it is.
     pub fn capture(self: &Arc<Self>, outcome: ChatOutcome, pending: Pending) -> ChatOutcome {
         let served = outcome.served.clone();
+        let mut json = outcome.json;
         let body = match outcome.body {
             ChatBody::Complete(resp) => {
-                self.store_later(pending, &resp, &served);
+                if let Some(stored) = self.store_later(pending, &resp, &served, true) {
+                    json = Some(stored);
+                }
                 ChatBody::Complete(resp)
             }
             ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
@@ -965,6 +971,7 @@ impl Cache {
             body,
             cache: outcome.cache,
             mcp: outcome.mcp,
+            json,
         }
     }
 
@@ -986,13 +993,21 @@ impl Cache {
                 yield item;
             }
             if !failed {
-                cache.store_later(pending, &acc.finish(), &served);
+                cache.store_later(pending, &acc.finish(), &served, false);
             }
         })
     }
 
-    /// Stores an answer in the background, if it is one worth keeping.
-    pub fn store_later(&self, mut pending: Pending, resp: &ChatResponse, served: &Served) {
+    /// Stores an answer in the background, if it is one worth keeping. With `send`, returns a
+    /// copy of the JSON it is stored as (`serde_json`'s encoding of `resp`: the bytes the OpenAI
+    /// edge would write for it).
+    fn store_later(
+        &self,
+        mut pending: Pending,
+        resp: &ChatResponse,
+        served: &Served,
+        send: bool,
+    ) -> Option<bytes::Bytes> {
         if let Some(mut c) = pending.shadow.take() {
             if let Some(d) = c.shadow.as_mut() {
                 d.live_answer = Some(whatif::first_words(resp));
@@ -1001,20 +1016,18 @@ impl Cache {
                 tracing::debug!(error = %e, "shadow hit not kept");
             }
         }
-        let Some(idx) = self.index.load_full() else {
-            return;
-        };
+        let idx = self.index.load_full()?;
         if pending.skip.as_ref().is_some_and(|f| (f.0)()) {
             tracing::debug!(
                 "answer built on MCP tool results; not cached (cache_tool_answers = false)"
             );
             self.count_write("skipped");
-            return;
+            return None;
         }
         if let Err(why) = storable(resp) {
             tracing::debug!(why, "answer not cached");
             self.count_write("skipped");
-            return;
+            return None;
         }
         let embedder = match (&pending.vector, &pending.fp.text, pending.semantic) {
             (None, Some(_), true) => self.embedder.load_full(),
@@ -1027,8 +1040,10 @@ impl Cache {
         } = pending;
         let Ok(json) = serde_json::to_string(resp) else {
             self.count_write("skipped");
-            return;
+            return None;
         };
+        // The client's copy: a memcpy, where encoding the answer again at the edge was not.
+        let sent = send.then(|| bytes::Bytes::copy_from_slice(json.as_bytes()));
         let now = unix_now();
         let usage = resp.usage.clone().unwrap_or_default();
         let text = fp.text.clone();
@@ -1073,6 +1088,7 @@ impl Cache {
                 })
                 .inc();
         });
+        sent
     }
 
     fn count_write(&self, outcome: &'static str) {

@@ -439,6 +439,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             body: ChatBody::Stream(body),
             cache: None,
             mcp: None,
+            json: None,
         })
     }
 }

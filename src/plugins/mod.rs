@@ -468,6 +468,7 @@ impl Run {
 
     /// Puts the answer through the plugins: `on_response` now for a complete answer, each chunk
     /// through `on_stream_chunk` (reverse order) as it passes for a stream.
+    /// The answer may change, so JSON an earlier stage wrote for it is dropped.
     pub async fn wrap(mut self, outcome: ChatOutcome) -> Result<ChatOutcome, PluginStop> {
         let body = match outcome.body {
             ChatBody::Complete(mut resp) => {
@@ -485,7 +486,11 @@ impl Run {
                 }
             }
         };
-        Ok(ChatOutcome { body, ..outcome })
+        Ok(ChatOutcome {
+            body,
+            json: None,
+            ..outcome
+        })
     }
 
     /// Calls `f` for each plugin with stream hooks that saw the request, last first, until it

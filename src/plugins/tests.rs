@@ -140,6 +140,7 @@ fn outcome(text: &str) -> ChatOutcome {
         body: ChatBody::Complete(resp),
         cache: None,
         mcp: None,
+        json: None,
     }
 }
 

@@ -323,6 +323,7 @@ impl Router {
                 body: ChatBody::Complete(resp),
                 cache: None,
                 mcp: None,
+                json: None,
             });
         }
         let (stream, served) = self
@@ -340,6 +341,7 @@ impl Router {
             body: ChatBody::Stream(with_idle_timeout(stream, idle)),
             cache: None,
             mcp: None,
+            json: None,
         })
     }
 

@@ -70,6 +70,49 @@ async fn pii_never_reaches_the_provider_and_comes_back_to_the_user() {
     assert!(!seen.contains("ada@example.com"), "{seen}");
 }
 
+/// The cache stores the answer before the answer hooks run (its entry keeps the placeholders the
+/// model saw) and the client gets the answer after them: restored when it is stored (a miss) and
+/// when it is served (a hit). The stored JSON the OpenAI edge may send as it is must not skip
+/// the hooks.
+#[tokio::test]
+async fn an_answer_the_cache_stores_still_goes_through_the_answer_hooks() {
+    let model = echo().await;
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&format!(
+        "[server]\ndata_dir = {:?}\n\n{}[[plugins]]\nname = \"pii-redact\"\nkind = \"builtin\"\n\n\
+         [cache]\nmode = \"exact\"\n",
+        data.path(),
+        provider(&model)
+    ))
+    .await;
+    gw.wait_ready().await;
+    let said = "Mail ada@example.com about it.";
+    let want = format!("You said: {said}");
+    let (status, headers, body) = gw.chat(&ask(said, false)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&headers, "x-switchyard-cache"), "miss");
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    assert_eq!(body["choices"][0]["message"]["content"], want, "{body}");
+    // The entry holds what the model said, placeholders and all.
+    let mut hit = None;
+    for _ in 0..250 {
+        let (status, headers, body) = gw.chat(&ask(said, false)).await;
+        assert_eq!(status, 200, "{body}");
+        if header(&headers, "x-switchyard-cache") == "hit-exact" {
+            hit = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hit = hit.unwrap_or_else(|| panic!("the answer was never stored"));
+    assert_eq!(hit["choices"][0]["message"]["content"], want, "{hit}");
+    let seen = model.seen().last().cloned().unwrap_or_default().to_string();
+    assert!(
+        seen.contains("[EMAIL_1]") && !seen.contains("ada@"),
+        "{seen}"
+    );
+}
+
 #[tokio::test]
 async fn answers_are_redacted_even_when_a_number_is_split_across_chunks() {
     let model = Model::start(|_| Turn::say("Your card 4111 1111 1111 1111 is on file.")).await;
