@@ -40,6 +40,13 @@
 # OFF_B=cache, logs, mcp or gov (several joined by commas) measures what features cost: B is the
 # same binary (or BIN_B) with those features off in its config, in the same alternating runs
 # (`FULL=1 OFF_B=cache ROUNDS=3 bench/run.sh 10 16`: B / A is the share left without the cache).
+# CALLGRIND=1 counts the instructions the gateway runs per request instead (valgrind's callgrind,
+# user space only: the kernel's share is not in it): each binary (BIN, and BIN_B if set) runs
+# under callgrind alone, warmed up, then counted over DURATION seconds of wrk load at CONNS
+# connections, divided by the requests its /metrics counted in that window. A count moves by
+# well under 1 % between runs of one binary where CPU time on a shared VM moves by 10-15 %, so
+# small cuts can be told apart; the top functions (inclusive) go to
+# bench/results/callgrind-{a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -216,9 +223,17 @@ elif [ -n "${PLUGINS:-}" ]; then
     printf 'config = { rules = [{ name = "keys", pattern = "(?i)private key" }] }\n' >> "$work/switchyard.toml"
   fi
 fi
-SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN" serve --config "$work/switchyard.toml" &
+WRAP=() WAIT=50
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  need valgrind || { apt-get update -qq && apt-get install -y -qq valgrind >/dev/null; }
+  # Counting starts only once the gateway is warm (callgrind_control -i on): until then it runs
+  # at near full speed.
+  WRAP=(valgrind -q --tool=callgrind --instr-atstart=no --dump-instr=no)
+  WAIT=600
+fi
+SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-a"} "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
-for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
+for _ in $(seq "$WAIT"); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 if [ -n "${OFF_B:-}" ]; then export BIN_B="${BIN_B:-$BIN}" OFF_B; fi
 if [ -n "${BIN_B:-}" ]; then
   GWB_PORT=18083
@@ -238,9 +253,9 @@ if [ -n "${BIN_B:-}" ]; then
   if [ -n "${OFF_B:-}" ]; then
     echo "== B: $BIN_B with ${OFF_B} off"; diff "$work/switchyard.toml" "$work/switchyard-b.toml" | grep '^[<>]' | grep -v 'listen\|data_dir' || true
   fi
-  SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "$BIN_B" serve --config "$work/switchyard-b.toml" &
+  SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-b"} "$BIN_B" serve --config "$work/switchyard-b.toml" &
   GWB_PID=$!
-  for _ in $(seq 50); do curl -sf "http://127.0.0.1:$GWB_PORT/health" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq "$WAIT"); do curl -sf "http://127.0.0.1:$GWB_PORT/health" >/dev/null && break; sleep 0.1; done
 fi
 
 STREAM_FIELD=""
@@ -281,6 +296,34 @@ if [[ ",${OFF_B:-}," == *,gov,* ]]; then
   grep -v '"Authorization"' "$work/gw.lua" > "$work/gw-b.lua"
 else
   cp "$work/gw.lua" "$work/gw-b.lua"
+fi
+
+if [ "${CALLGRIND:-0}" = 1 ]; then
+  served() { # port: requests the gateway's /metrics has counted
+    curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchyard_requests_total/ {n += $NF} END {printf "%d", n}'
+  }
+  count() { # name pid port script: instructions per request, top functions in bench/results
+    local url="http://127.0.0.1:$3$GW_PATH"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$4" "$url" >/dev/null # warm-up
+    local before; before=$(served "$3")
+    callgrind_control -i on "$2" >/dev/null
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$4" "$url" > "$work/$1.txt"
+    callgrind_control -i off "$2" >/dev/null
+    local after; after=$(served "$3")
+    callgrind_control -d "$2" >/dev/null
+    local out; out=$(ls "$work/cg-$1"* | sort | tail -1)
+    cp "$out" "bench/results/callgrind-$1.out" # for callgrind_annotate, by function or line
+    callgrind_annotate --inclusive=yes "$out" > "$work/$1.annotated" 2>/dev/null || true
+    sed -n 1,80p "$work/$1.annotated" > "bench/results/callgrind-$1.txt"
+    local ir; ir=$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$work/$1.annotated")
+    [ -n "$ir" ] && [ "$after" -gt "$before" ] || { echo "$1: nothing counted ($out)" >&2; exit 1; }
+    local errors; errors=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$work/$1.txt" || echo "Non-2xx or 3xx responses: 0")
+    echo "$1: $((after - before)) requests, $ir instructions, $((ir / (after - before))) per request ($errors)"
+  }
+  echo "== instructions per request (callgrind, user space), ${DURATION}s at $CONNS connections each"
+  count a "$GW_PID" "$GW_PORT" "$work/gw.lua"
+  [ -n "${BIN_B:-}" ] && count b "$GWB_PID" "$GWB_PORT" "$work/gw-b.lua"
+  exit 0
 fi
 
 cpu_ticks() { # utime + stime of a process, in clock ticks

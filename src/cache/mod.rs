@@ -952,16 +952,16 @@ impl Cache {
 
     /// Arranges for the answer in `outcome` to be stored once it is complete: now for JSON,
     /// at the end of the stream for streams (a stream that fails or is dropped stores nothing).
-    /// A complete answer it stores comes back with the JSON it was stored as (`json`), which the
-    /// OpenAI edge sends as it is.
+    /// A complete answer is stored as the upstream's JSON when the outcome carries it, or as
+    /// `serde_json` writes it, and comes back with that JSON (`json`), which the OpenAI edge
+    /// sends as it is: the answer is encoded once at most.
     pub fn capture(self: &Arc<Self>, outcome: ChatOutcome, pending: Pending) -> ChatOutcome {
         let served = outcome.served.clone();
         let mut json = outcome.json;
         let body = match outcome.body {
             ChatBody::Complete(resp) => {
-                if let Some(stored) = self.store_later(pending, &resp, &served, true) {
-                    json = Some(stored);
-                }
+                let stored = self.store_later(pending, &resp, &served, json.clone(), true);
+                json = stored.or(json);
                 ChatBody::Complete(resp)
             }
             ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
@@ -993,19 +993,20 @@ impl Cache {
                 yield item;
             }
             if !failed {
-                cache.store_later(pending, &acc.finish(), &served, false);
+                cache.store_later(pending, &acc.finish(), &served, None, false);
             }
         })
     }
 
-    /// Stores an answer in the background, if it is one worth keeping. With `send`, returns a
-    /// copy of the JSON it is stored as (`serde_json`'s encoding of `resp`: the bytes the OpenAI
-    /// edge would write for it).
+    /// Stores an answer in the background, if it is one worth keeping: as `given` (the
+    /// upstream's own JSON of it, when a stage has it) or as `serde_json` writes it. With `send`,
+    /// returns the JSON it is stored as, for the OpenAI edge to send.
     fn store_later(
         &self,
         mut pending: Pending,
         resp: &ChatResponse,
         served: &Served,
+        given: Option<bytes::Bytes>,
         send: bool,
     ) -> Option<bytes::Bytes> {
         if let Some(mut c) = pending.shadow.take() {
@@ -1038,12 +1039,21 @@ impl Cache {
         let Pending {
             fp, vector, ttl, ..
         } = pending;
-        let Ok(json) = serde_json::to_string(resp) else {
-            self.count_write("skipped");
-            return None;
+        // The upstream's own JSON (it was read without error, so it is UTF-8) is kept as it came.
+        let given =
+            given.and_then(|b| std::str::from_utf8(&b).ok().map(str::to_owned).zip(Some(b)));
+        let (json, sent) = match given {
+            Some((text, bytes)) => (text, send.then_some(bytes)),
+            None => {
+                let Ok(json) = serde_json::to_string(resp) else {
+                    self.count_write("skipped");
+                    return None;
+                };
+                // The client's copy: a memcpy, where encoding the answer again was not.
+                let copy = send.then(|| bytes::Bytes::copy_from_slice(json.as_bytes()));
+                (json, copy)
+            }
         };
-        // The client's copy: a memcpy, where encoding the answer again at the edge was not.
-        let sent = send.then(|| bytes::Bytes::copy_from_slice(json.as_bytes()));
         let now = unix_now();
         let usage = resp.usage.clone().unwrap_or_default();
         let text = fp.text.clone();

@@ -190,9 +190,12 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             let ChatBody::Complete(mut resp) = out.body else {
                 return Ok(out);
             };
+            // The upstream's JSON goes back only with the answer unchanged.
+            let json = out.json.take();
             totals.add(resp.usage.as_ref());
             let Some(choice) = resp.choices.first_mut() else {
                 out.body = ChatBody::Complete(resp);
+                out.json = json;
                 return Ok(out);
             };
             let calls = choice.message.tool_calls.clone().unwrap_or_default();
@@ -214,7 +217,12 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             };
             if let Some(how) = end {
                 self.hub.metrics_loop(how);
-                resp.usage = totals.usage().or(resp.usage);
+                if rounds == 0 && how == "answered" {
+                    // The model's own answer, as it came (its usage details included).
+                    out.json = json;
+                } else {
+                    resp.usage = totals.usage().or(resp.usage);
+                }
                 out.served.attempts = totals.attempts;
                 out.body = ChatBody::Complete(resp);
                 return Ok(out);

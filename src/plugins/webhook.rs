@@ -47,7 +47,10 @@ impl Webhook {
     }
 
     /// POSTs `payload` within the timeout; the answer's status and body.
-    async fn send(&self, payload: &Value) -> Result<(reqwest::StatusCode, Vec<u8>), PluginError> {
+    async fn send(
+        &self,
+        payload: &Value,
+    ) -> Result<(reqwest::StatusCode, bytes::Bytes), PluginError> {
         let mut rb = self.client.post(&self.url).json(payload);
         for (k, v) in &self.headers {
             rb = rb.header(k.as_str(), v.expose());

@@ -17,6 +17,7 @@ pub mod vertex;
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 
 use crate::chat::{ChatRequest, ChatResponse, ChatStream};
@@ -177,20 +178,32 @@ impl AnyProvider {
         }
     }
 
-    /// One non-streaming chat attempt.
+    /// One non-streaming chat attempt: the answer, and the upstream's JSON of it when that can
+    /// be sent on as it came (OpenAI's own API; see `OpenAiProvider::chat`).
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<ChatResponse, ProviderError> {
-        if self.json_by_tool(call.model)
-            && let Some(forced) = structured::force(req)
-        {
-            return delegate!(self, p => p.chat(&forced, call).await)
-                .map(structured::unwrap_response)
-                .map_err(|e| self.redactor().error(e));
-        }
-        delegate!(self, p => p.chat(req, call).await).map_err(|e| self.redactor().error(e))
+    ) -> Result<(ChatResponse, Option<Bytes>), ProviderError> {
+        let redact = |e| self.redactor().error(e);
+        let forced = self
+            .json_by_tool(call.model)
+            .then(|| structured::force(req))
+            .flatten();
+        let asked = forced.as_ref().unwrap_or(req);
+        let answer = match self {
+            Self::OpenAi(p) => return p.chat(asked, call).await.map_err(redact),
+            Self::Anthropic(p) => p.chat(asked, call).await,
+            Self::Gemini(p) => p.chat(asked, call).await,
+            Self::Bedrock(p) => p.chat(asked, call).await,
+            Self::Vertex(p) => p.chat(asked, call).await,
+        };
+        answer
+            .map(|r| match forced {
+                Some(_) => (structured::unwrap_response(r), None),
+                None => (r, None),
+            })
+            .map_err(redact)
     }
 
     /// The redaction every string from this provider passes.
@@ -280,6 +293,14 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     resp: client::Response,
     redact: &Redactor,
 ) -> Result<T, ProviderError> {
+    read_json_bytes(resp, redact).await.map(|(v, _)| v)
+}
+
+/// [`read_json`], also giving the bytes the value was read from (after redaction).
+pub(crate) async fn read_json_bytes<T: serde::de::DeserializeOwned>(
+    resp: client::Response,
+    redact: &Redactor,
+) -> Result<(T, Bytes), ProviderError> {
     if resp
         .content_length()
         .is_some_and(|n| n > MAX_UPSTREAM_BODY as u64)
@@ -292,8 +313,9 @@ pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
     if bytes.len() > MAX_UPSTREAM_BODY {
         return Err(too_large());
     }
-    let bytes = redact.exact_bytes(&bytes).unwrap_or(bytes);
-    serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))
+    let bytes = redact.exact_bytes(&bytes).map_or(bytes, Bytes::from);
+    let value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
+    Ok((value, bytes))
 }
 
 fn too_large() -> ProviderError {
@@ -304,22 +326,34 @@ fn too_large() -> ProviderError {
 }
 
 /// Reads a body, stopping once more than `cap` bytes arrived (the result is then longer than `cap`).
+/// A body that arrives in one piece (most answers) is kept as it came, not copied.
 pub(crate) async fn read_capped(
     mut resp: client::Response,
     cap: usize,
-) -> Result<Vec<u8>, client::HttpError> {
+) -> Result<Bytes, client::HttpError> {
+    let Some(first) = resp.chunk().await? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > cap {
+        return Ok(first);
+    }
+    let Some(second) = resp.chunk().await? else {
+        return Ok(first);
+    };
     let hint = resp
         .content_length()
         .map_or(8 * 1024, |n| n as usize)
-        .min(cap);
+        .min(cap)
+        .max(first.len() + second.len());
     let mut buf = Vec::with_capacity(hint);
-    while let Some(chunk) = resp.chunk().await? {
+    buf.extend_from_slice(&first);
+    buf.extend_from_slice(&second);
+    while buf.len() <= cap
+        && let Some(chunk) = resp.chunk().await?
+    {
         buf.extend_from_slice(&chunk);
-        if buf.len() > cap {
-            break;
-        }
     }
-    Ok(buf)
+    Ok(Bytes::from(buf))
 }
 
 /// Maps a transport error to the matching [`ProviderError`].

@@ -313,7 +313,7 @@ impl Router {
         let table = self.table();
         let plan = table.plan(&req.model)?;
         if !req.is_stream() {
-            let (resp, served) = self
+            let ((resp, json), served) = self
                 .run("chat", &table, &plan, ctx, |p, call| {
                     Box::pin(p.chat(req, call))
                 })
@@ -323,7 +323,7 @@ impl Router {
                 body: ChatBody::Complete(resp),
                 cache: None,
                 mcp: None,
-                json: None,
+                json,
             });
         }
         let (stream, served) = self

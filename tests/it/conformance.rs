@@ -509,3 +509,82 @@ provider_conformance!(
         model: "claude-test"
     }
 );
+
+/// An answer as OpenAI's API writes it: its own spacing and field order, usage details, and
+/// fields the gateway does not model.
+pub const OPENAI_ANSWER: &str = "{\n  \"id\": \"chatcmpl-raw1\",\n  \"object\": \"chat.completion\",\n  \"created\": 1741569952,\n  \"model\": \"gpt-4.1-2025-04-14\",\n  \"choices\": [\n    {\n      \"index\": 0,\n      \"message\": {\"role\": \"assistant\", \"content\": \"Hello! How can I help you today?\", \"refusal\": null, \"annotations\": []},\n      \"logprobs\": null,\n      \"finish_reason\": \"stop\"\n    }\n  ],\n  \"usage\": {\"prompt_tokens\": 19, \"completion_tokens\": 10, \"total_tokens\": 29, \"prompt_tokens_details\": {\"cached_tokens\": 0, \"audio_tokens\": 0}, \"completion_tokens_details\": {\"reasoning_tokens\": 0}},\n  \"service_tier\": \"default\",\n  \"system_fingerprint\": \"fp_50cad350e4\"\n}\n";
+
+/// An upstream answering every chat completion with `body` as it is; its base URL (`.../v1`).
+pub async fn fixed_answer(body: &'static str) -> String {
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }),
+    );
+    format!("http://{}/v1", crate::mock::serve(app).await)
+}
+
+/// Sends a chat request; (status, x-switchyard-cache, content type, body text).
+async fn raw_chat(gw: &Gateway, body: &Value) -> (u16, String, String, String) {
+    let r = gw.post("/v1/chat/completions", body).await;
+    let status = r.status().as_u16();
+    let cache = header(r.headers(), "x-switchyard-cache");
+    let kind = header(r.headers(), "content-type");
+    (status, cache, kind, r.text().await.unwrap_or_default())
+}
+
+/// OpenAI's own API answers in OpenAI's shape, so its answer goes to the client as it came
+/// (stored by the cache as it came too); an OpenAI-compatible server's answer goes as the gateway
+/// reads it (the same JSON, written in OpenAI's shape).
+#[tokio::test]
+async fn openai_answers_reach_the_client_as_they_came_and_compatible_ones_as_read() {
+    let url = fixed_answer(OPENAI_ANSWER).await;
+    let provider = |kind: &str| {
+        format!(
+            "[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{FAST_ROUTER}"
+        )
+    };
+    let data = tempfile::tempdir().unwrap();
+    let gw = Gateway::start(&format!(
+        "[server]\ndata_dir = {:?}\n\n{}\n[cache]\nmode = \"exact\"\n",
+        data.path(),
+        provider("openai")
+    ))
+    .await;
+    gw.wait_ready().await;
+    let ask = hello("p/gpt-4.1");
+    let (status, cache, kind, text) = raw_chat(&gw, &ask).await;
+    assert_eq!((status, cache.as_str()), (200, "miss"), "{text}");
+    assert_eq!(kind, "application/json");
+    assert_eq!(text, OPENAI_ANSWER);
+    // The entry holds the same answer; a hit is served from it (with a fresh id).
+    let want: Value = serde_json::from_str(OPENAI_ANSWER).unwrap();
+    let mut hit = None;
+    for _ in 0..250 {
+        let (status, cache, _, text) = raw_chat(&gw, &ask).await;
+        assert_eq!(status, 200, "{text}");
+        if cache == "hit-exact" {
+            hit = Some(serde_json::from_str::<Value>(&text).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hit = hit.unwrap_or_else(|| panic!("the answer was never stored"));
+    assert_eq!(hit["choices"], want["choices"], "{hit}");
+    assert_eq!(hit["usage"], want["usage"], "{hit}");
+    assert_eq!(
+        hit["system_fingerprint"], want["system_fingerprint"],
+        "{hit}"
+    );
+
+    let gw = Gateway::start(&provider("openai-compatible")).await;
+    let (status, _, kind, text) = raw_chat(&gw, &ask).await;
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(kind, "application/json");
+    assert_ne!(text, OPENAI_ANSWER, "written by the gateway, not passed on");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), want);
+}

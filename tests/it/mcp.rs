@@ -136,6 +136,34 @@ async fn post_with(
     rb.send().await.unwrap()
 }
 
+/// With tools offered but none called, the model's answer comes back as it gave it: from
+/// OpenAI's API byte for byte, and from any provider with its usage details (the loop used to
+/// rebuild the usage from its own totals, without them).
+#[tokio::test]
+async fn an_answer_without_tool_calls_comes_back_as_the_model_gave_it() {
+    use crate::conformance::{OPENAI_ANSWER, fixed_answer};
+    let url = fixed_answer(OPENAI_ANSWER).await;
+    for kind in ["openai", "openai-compatible"] {
+        let gw = Gateway::start(&format!(
+            "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{}",
+            stdio_server("calc", "mcp-calculator", &[])
+        ))
+        .await;
+        ready_servers(&gw, 1).await;
+        let r = post_with(&gw, "/v1/chat/completions", &chat_body(false), &[]).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(r.headers(), "x-switchyard-mcp-tool-calls"), "0");
+        let text = r.text().await.unwrap();
+        if kind == "openai" {
+            assert_eq!(text, OPENAI_ANSWER);
+        }
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let want: Value = serde_json::from_str(OPENAI_ANSWER).unwrap();
+        assert_eq!(body["usage"], want["usage"], "{kind}: {body}");
+        assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    }
+}
+
 #[tokio::test]
 async fn loop_runs_a_stdio_tool_and_answers() {
     let model = Model::start(adder).await;

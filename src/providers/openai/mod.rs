@@ -5,13 +5,14 @@ pub mod responses_stream;
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use axum::http::Uri;
 
 use super::client::{RequestBuilder, parse_uri};
-use super::{Call, ProviderError, Redactor, read_json, send};
+use super::{Call, ProviderError, Redactor, read_json, read_json_bytes, send};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, ChatStream, RequestView, StreamError, StreamOptions,
 };
@@ -117,12 +118,15 @@ impl OpenAiProvider {
         !matches!(self.kind, ProviderKind::Mistral)
     }
 
-    /// Non-streaming chat.
+    /// Non-streaming chat. From OpenAI's own API (`openai`, `azure`) the answer's JSON comes
+    /// back too, to be sent on as it came while no stage changes the answer; other
+    /// OpenAI-compatible servers' answers are sent as the gateway reads them (absent fields
+    /// filled in as OpenAI's shape has them).
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<ChatResponse, ProviderError> {
+    ) -> Result<(ChatResponse, Option<Bytes>), ProviderError> {
         let body = outgoing(req, call.model, None, None);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
@@ -130,7 +134,9 @@ impl OpenAiProvider {
             &self.redact,
         )
         .await?;
-        read_json(resp, &self.redact).await
+        let (answer, json) = read_json_bytes(resp, &self.redact).await?;
+        let forward = matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure);
+        Ok((answer, forward.then_some(json)))
     }
 
     /// Streaming chat: chunks pass through as canonical chunks (the formats are the same).
