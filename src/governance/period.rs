@@ -56,6 +56,19 @@ impl Period {
         Ok(Self { n, unit })
     }
 
+    /// The length of a period of minutes, hours, days or weeks in ms (`None` for months and
+    /// years, whose length depends on the calendar).
+    fn fixed_ms(self) -> Option<i64> {
+        let unit: i64 = match self.unit {
+            Unit::Minute => 60_000,
+            Unit::Hour => 3_600_000,
+            Unit::Day => 86_400_000,
+            Unit::Week => 604_800_000,
+            Unit::Month | Unit::Year => return None,
+        };
+        Some(unit * i64::from(self.n))
+    }
+
     fn fixed(self) -> Option<Duration> {
         let n = i64::from(self.n);
         Some(match self.unit {
@@ -113,6 +126,9 @@ impl Period {
     }
 }
 
+/// 1970-01-05T00:00:00Z, a Monday, in ms: where calendar weeks start.
+const MONDAY_MS: i64 = 4 * 86_400_000;
+
 /// When a budget's window resets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Window {
@@ -137,6 +153,26 @@ impl Window {
     /// Given the stored window start (ms; 0 = none yet) and now, the current window's start and
     /// end in ms (end `None`: never), and whether it is a new window (counters reset).
     pub fn current(self, start_ms: i64, now: DateTime<Utc>) -> (i64, Option<i64>, bool) {
+        // Periods of a fixed length are whole milliseconds: no calendar needed (every admitted
+        // request asks this of each budget and limit on its chain).
+        let now_ms = now.timestamp_millis();
+        match self {
+            Self::Calendar(p) if let Some(len) = p.fixed_ms() => {
+                // Minutes, hours and days align to the epoch, weeks to Monday 1970-01-05.
+                let origin = if p.unit == Unit::Week { MONDAY_MS } else { 0 };
+                let s = now_ms - (now_ms - origin).rem_euclid(len);
+                return (s, Some(s.saturating_add(len)), s != start_ms);
+            }
+            Self::Rolling(p) if let Some(len) = p.fixed_ms() => {
+                let end = start_ms.saturating_add(len);
+                return if start_ms > 0 && now_ms < end {
+                    (start_ms, Some(end), false)
+                } else {
+                    (now_ms, Some(now_ms.saturating_add(len)), true)
+                };
+            }
+            _ => {}
+        }
         let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(now);
         match self {
             Self::Never => (start_ms, None, false),
@@ -195,6 +231,53 @@ mod tests {
             t("2027-01-01T00:00:00Z")
         );
         assert_eq!(p("1y").aligned_start(now), t("2026-01-01T00:00:00Z"));
+    }
+
+    /// The windows of fixed-length periods, worked out in milliseconds, are the ones the
+    /// calendar gives (`aligned_start`, `end_of`), across many instants, periods and starts.
+    #[test]
+    fn fixed_length_windows_match_the_calendar() {
+        let periods = [
+            "1m", "7m", "45m", "1h", "5h", "1d", "3d", "1w", "2w", "1000d",
+        ];
+        let mut rng = fastrand::Rng::with_seed(17);
+        for _ in 0..20_000 {
+            let p = Period::parse(periods[rng.usize(..periods.len())]).unwrap();
+            // Instants from 1971 to 2100, to the millisecond.
+            let now_ms = rng.i64(31_536_000_000..4_102_444_800_000);
+            let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap();
+            let (s, e, _) = Window::Calendar(p).current(0, now);
+            let start = p.aligned_start(now);
+            assert_eq!(s, start.timestamp_millis(), "{p:?} at {now}");
+            assert_eq!(
+                e,
+                Some(p.end_of(start).timestamp_millis()),
+                "{p:?} at {now}"
+            );
+            assert!(s <= now_ms && now_ms < e.unwrap());
+            let (s2, _, fresh) = Window::Calendar(p).current(s, now);
+            assert_eq!((s2, fresh), (s, false));
+            // A rolling window started some time before now (or not yet started).
+            let started = if rng.bool() {
+                0
+            } else {
+                now_ms - rng.i64(0..2 * p.fixed_ms().unwrap())
+            };
+            let (s, e, fresh) = Window::Rolling(p).current(started, now);
+            let end = (started > 0)
+                .then(|| p.end_of(DateTime::<Utc>::from_timestamp_millis(started).unwrap()))
+                .filter(|end| now < *end);
+            match end {
+                Some(end) => assert_eq!(
+                    (s, e, fresh),
+                    (started, Some(end.timestamp_millis()), false)
+                ),
+                None => assert_eq!(
+                    (s, e, fresh),
+                    (now_ms, Some(p.end_of(now).timestamp_millis()), true)
+                ),
+            }
+        }
     }
 
     #[test]
