@@ -66,12 +66,14 @@ impl ToolEntry {
         description: Option<String>,
         input_schema: Value,
     ) -> Self {
+        // The tool's JSON as offered to models is made once, with the schema's.
+        let input_schema = Schema::prepared_tool(input_schema, &exposed, description.as_deref());
         let mut entry = Self {
             exposed,
             original,
             server,
             description,
-            input_schema: Schema::prepared(input_schema),
+            input_schema,
             digest: [0; 32],
         };
         // Encoding a tool (strings and a JSON value) into a Vec cannot fail.

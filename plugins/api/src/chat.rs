@@ -190,13 +190,49 @@ pub struct ContentPart {
 }
 
 /// A function the model may call.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 pub struct Tool {
     /// Always `function` today.
     #[serde(rename = "type")]
     pub kind: String,
     /// The function's declaration.
     pub function: FunctionDef,
+}
+
+/// How a [`Tool`] is written, field by field.
+#[derive(Serialize)]
+struct ToolFields<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    function: &'a FunctionDef,
+}
+
+impl Tool {
+    /// The tool's JSON made when its schema was prepared ([`Schema::prepared_tool`]), if the
+    /// tool is still the one it was made for: the same name and description, a function, no
+    /// other field. A tool changed since (a plugin may rename one) is written field by field.
+    fn prepared(&self) -> Option<&serde_json::value::RawValue> {
+        let f = &self.function;
+        let made = f.parameters.as_ref()?.0.tool.as_ref()?;
+        (self.kind == "function"
+            && f.extra.is_empty()
+            && f.name == made.name
+            && f.description == made.description)
+            .then_some(&*made.text)
+    }
+}
+
+impl Serialize for Tool {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.prepared() {
+            Some(raw) => raw.serialize(s),
+            None => ToolFields {
+                kind: &self.kind,
+                function: &self.function,
+            }
+            .serialize(s),
+        }
+    }
 }
 
 /// Declaration of a callable function.
@@ -227,18 +263,64 @@ pub struct Schema(Arc<SchemaInner>);
 struct SchemaInner {
     value: Value,
     text: Option<Box<serde_json::value::RawValue>>,
+    /// For a tool's schema: the whole tool around it, written once.
+    tool: Option<PreparedTool>,
+}
+
+/// A tool's JSON and what it was made from (see [`Tool::prepared`]).
+struct PreparedTool {
+    name: String,
+    description: Option<String>,
+    text: Box<serde_json::value::RawValue>,
 }
 
 impl Schema {
     /// Wraps a value (written by encoding it, as a `Value` is).
     pub fn new(value: Value) -> Self {
-        Self(Arc::new(SchemaInner { value, text: None }))
+        Self(Arc::new(SchemaInner {
+            value,
+            text: None,
+            tool: None,
+        }))
     }
 
     /// Wraps a value that will be written many times: its JSON text is made now.
     pub fn prepared(value: Value) -> Self {
         let text = serde_json::value::to_raw_value(&value).ok();
-        Self(Arc::new(SchemaInner { value, text }))
+        Self(Arc::new(SchemaInner {
+            value,
+            text,
+            tool: None,
+        }))
+    }
+
+    /// The parameters of a tool that will be offered many times (the gateway's MCP tools): the
+    /// JSON of the schema and of the whole tool (`{"type":"function","function":{"name",
+    /// "description","parameters"}}`) are made now, and a [`Tool`] holding this schema with the
+    /// same name and description is written from them.
+    pub fn prepared_tool(value: Value, name: &str, description: Option<&str>) -> Self {
+        let schema = Self::prepared(value.clone());
+        let tool = Tool {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: name.to_owned(),
+                description: description.map(str::to_owned),
+                parameters: Some(schema.clone()),
+                extra: Extra::new(),
+            },
+        };
+        let made = serde_json::value::to_raw_value(&tool)
+            .ok()
+            .map(|text| PreparedTool {
+                name: name.to_owned(),
+                description: description.map(str::to_owned),
+                text,
+            });
+        Self(Arc::new(SchemaInner {
+            value,
+            text: schema.0.text.clone(),
+            tool: made,
+        }))
     }
 
     /// The value.
@@ -574,6 +656,58 @@ mod tests {
             v,
             "from a value"
         );
+    }
+
+    /// A tool whose schema was prepared with it is written from the JSON made then, which is
+    /// what writing it field by field gives; once anything in it changes, it is written as it is
+    /// now.
+    #[test]
+    fn a_prepared_tool_is_written_as_made_until_it_changes() {
+        let schema = json!({"type": "object", "properties": {"a": {"type": "number"}}});
+        let tool = |name: &str, description: Option<&str>, parameters: Schema| Tool {
+            kind: "function".into(),
+            function: FunctionDef {
+                name: name.into(),
+                description: description.map(Into::into),
+                parameters: Some(parameters),
+                extra: Extra::new(),
+            },
+        };
+        let about = Some("Adds \"two\" numbers\n\u{e9}");
+        let prepared = Schema::prepared_tool(schema.clone(), "calc__add", about);
+        let plain = tool("calc__add", about, Schema::new(schema.clone()));
+        let fast = tool("calc__add", about, prepared.clone());
+        assert!(fast.prepared().is_some());
+        assert!(plain.prepared().is_none());
+        let text = serde_json::to_string(&plain).expect("plain");
+        assert_eq!(serde_json::to_string(&fast).expect("fast"), text);
+        assert_eq!(
+            serde_json::to_value(&fast).expect("fast"),
+            serde_json::to_value(&plain).expect("plain")
+        );
+        let changes: [(&str, fn(&mut Tool)); 5] = [
+            ("renamed", |t| t.function.name = "calc__sub".into()),
+            ("described", |t| {
+                t.function.description = Some("Adds".into())
+            }),
+            ("undescribed", |t| t.function.description = None),
+            ("extra", |t| {
+                t.function.extra.insert("strict".into(), Value::Bool(true));
+            }),
+            ("kind", |t| t.kind = "custom".into()),
+        ];
+        for (what, change) in changes {
+            let (mut fast, mut plain) = (fast.clone(), plain.clone());
+            change(&mut fast);
+            change(&mut plain);
+            assert!(fast.prepared().is_none(), "{what}");
+            assert_eq!(
+                serde_json::to_string(&fast).expect("fast"),
+                serde_json::to_string(&plain).expect("plain"),
+                "{what}"
+            );
+            assert_ne!(serde_json::to_string(&fast).expect("fast"), text, "{what}");
+        }
     }
 
     #[test]
