@@ -685,7 +685,8 @@ mod tests {
             serde_json::to_value(&fast).expect("fast"),
             serde_json::to_value(&plain).expect("plain")
         );
-        let changes: [(&str, fn(&mut Tool)); 5] = [
+        type Change = fn(&mut Tool);
+        let changes: [(&str, Change); 5] = [
             ("renamed", |t| t.function.name = "calc__sub".into()),
             ("described", |t| {
                 t.function.description = Some("Adds".into())
