@@ -222,16 +222,51 @@ fn write_messages<'m>(messages: impl Iterator<Item = &'m Message>, out: &mut Vec
 /// A message as canonical JSON, with text content normalised: a plain string and an array of
 /// text parts are the same thing; surrounding whitespace is dropped.
 fn write_message(m: &Message, out: &mut Vec<u8>) {
-    let mut members = canon::members(m).unwrap_or_default();
-    let text = match &m.content {
-        Some(Content::Text(t)) => Cow::Borrowed(t.trim()),
+    // Most messages are a role and text, nothing else: their members are known and in order
+    // (`content` < `role`), so they are written without collecting and sorting them.
+    if m.name.is_none()
+        && m.tool_calls.is_none()
+        && m.tool_call_id.is_none()
+        && m.extra.is_empty()
+        && let Some(text) = text_of(m)
+    {
+        out.extend_from_slice(b"{\"content\":");
+        canon::write_str(&text, out);
+        out.extend_from_slice(b",\"role\":");
+        canon::write_str(role_name(m.role), out);
+        out.push(b'}');
+        return;
+    }
+    write_message_members(m, out);
+}
+
+/// A message's text content, trimmed, when its content is text only.
+fn text_of(m: &Message) -> Option<Cow<'_, str>> {
+    match &m.content {
+        Some(Content::Text(t)) => Some(Cow::Borrowed(t.trim())),
         Some(Content::Parts(parts)) if parts.iter().all(|p| p.kind == "text") => {
-            Cow::Owned(m.text_content().trim().to_owned())
+            Some(Cow::Owned(m.text_content().trim().to_owned()))
         }
-        _ => {
-            canon::write_object(&members, out);
-            return;
-        }
+        _ => None,
+    }
+}
+
+/// A role as the chat types write it.
+fn role_name(r: Role) -> &'static str {
+    match r {
+        Role::System => "system",
+        Role::User => "user",
+        Role::Assistant => "assistant",
+        Role::Tool => "tool",
+    }
+}
+
+/// [`write_message`] for any message: its members collected, sorted and written.
+fn write_message_members(m: &Message, out: &mut Vec<u8>) {
+    let mut members = canon::members(m).unwrap_or_default();
+    let Some(text) = text_of(m) else {
+        canon::write_object(&members, out);
+        return;
     };
     let mut value = Vec::with_capacity(text.len() + 2);
     canon::write_str(&text, &mut value);
@@ -306,6 +341,40 @@ mod tests {
 
     /// The borrowed view serializes every field but the conversation and the streaming options
     /// exactly as the request itself does.
+    /// Messages of a role and text only are written directly: byte for byte what collecting
+    /// and sorting their members writes.
+    #[test]
+    fn plain_messages_are_written_as_their_members_would_be() {
+        let messages: Vec<Message> = serde_json::from_value(serde_json::json!([
+            {"role": "system", "content": "  Be terse. \n"},
+            {"role": "developer", "content": "dev"},
+            {"role": "user", "content": "Say \"hi\" \u{e9}\u{1F600}\t</script>"},
+            {"role": "assistant", "content": [{"type": "text", "text": " a "}, {"type": "text", "text": "b"}]},
+            {"role": "tool", "content": "42", "tool_call_id": "c1"},
+            {"role": "user", "name": "ann", "content": "hi"},
+            {"role": "user", "content": "hi", "cache_control": {"type": "ephemeral"}},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "user", "content": [{"type": "text", "text": "x"}, {"type": "image_url", "image_url": {"url": "data:,"}}]}
+        ]))
+        .expect("messages");
+        for (i, m) in messages.iter().enumerate() {
+            let (mut fast, mut general) = (Vec::new(), Vec::new());
+            write_message(m, &mut fast);
+            write_message_members(m, &mut general);
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&general),
+                "message {i}"
+            );
+        }
+        for r in [Role::System, Role::User, Role::Assistant, Role::Tool] {
+            assert_eq!(
+                serde_json::to_value(r).expect("role"),
+                Value::String(role_name(r).into())
+            );
+        }
+    }
+
     #[test]
     fn the_params_are_the_request_without_its_messages() {
         let req: ChatRequest = serde_json::from_value(serde_json::json!({
