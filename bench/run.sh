@@ -44,8 +44,8 @@
 # user space only: the kernel's share is not in it): each binary (BIN, and BIN_B if set) runs
 # under callgrind alone, warmed up, then counted over DURATION seconds of wrk load at CONNS
 # connections, divided by the requests its /metrics counted in that window. A count moves by
-# well under 1 % between runs of one binary where CPU time on a shared VM moves by 10-15 %, so
-# small cuts can be told apart; the top functions (inclusive) go to
+# about 1.5 % between runs of one binary (a single function's count not at all) where CPU time
+# on a shared VM moves by 10-15 %, so small cuts can be told apart; the top functions (inclusive) go to
 # bench/results/callgrind-{a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).

@@ -339,8 +339,6 @@ pub fn point_id(exact: &str) -> uuid::Uuid {
 mod tests {
     use super::*;
 
-    /// The borrowed view serializes every field but the conversation and the streaming options
-    /// exactly as the request itself does.
     /// Messages of a role and text only are written directly: byte for byte what collecting
     /// and sorting their members writes.
     #[test]
@@ -375,6 +373,8 @@ mod tests {
         }
     }
 
+    /// The borrowed view serializes every field but the conversation and the streaming options
+    /// exactly as the request itself does.
     #[test]
     fn the_params_are_the_request_without_its_messages() {
         let req: ChatRequest = serde_json::from_value(serde_json::json!({

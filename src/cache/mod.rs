@@ -1040,8 +1040,10 @@ impl Cache {
             fp, vector, ttl, ..
         } = pending;
         // The upstream's own JSON (it was read without error, so it is UTF-8) is kept as it came.
-        let given =
-            given.and_then(|b| std::str::from_utf8(&b).ok().map(str::to_owned).zip(Some(b)));
+        let given = given.and_then(|b| {
+            let text = std::str::from_utf8(&b).ok()?.to_owned();
+            Some((text, b))
+        });
         let (json, sent) = match given {
             Some((text, bytes)) => (text, send.then_some(bytes)),
             None => {

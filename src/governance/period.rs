@@ -1,7 +1,7 @@
 //! Budget periods and their windows: `N` minutes, hours, days, weeks, months or years, either
 //! running from the first use after the last reset, or aligned to UTC calendar boundaries.
 
-use chrono::{DateTime, Datelike, Duration, Months, TimeZone, Utc};
+use chrono::{DateTime, Datelike, Months, TimeZone, Utc};
 
 /// A period unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,60 +69,48 @@ impl Period {
         Some(unit * i64::from(self.n))
     }
 
-    fn fixed(self) -> Option<Duration> {
-        let n = i64::from(self.n);
-        Some(match self.unit {
-            Unit::Minute => Duration::minutes(n),
-            Unit::Hour => Duration::hours(n),
-            Unit::Day => Duration::days(n),
-            Unit::Week => Duration::weeks(n),
-            Unit::Month | Unit::Year => return None,
-        })
-    }
-
-    /// The end of the window that starts at `start`.
-    pub fn end_of(self, start: DateTime<Utc>) -> DateTime<Utc> {
-        match (self.fixed(), self.unit) {
-            (Some(d), _) => start + d,
-            (None, Unit::Month) => start
-                .checked_add_months(Months::new(self.n))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
-            (None, _) => start
-                .checked_add_months(Months::new(self.n.saturating_mul(12)))
-                .unwrap_or(DateTime::<Utc>::MAX_UTC),
+    /// The end (ms) of the window that starts at `start_ms`. Minutes to weeks are whole
+    /// milliseconds; months and years go through the calendar.
+    pub fn end_of_ms(self, start_ms: i64) -> i64 {
+        if let Some(len) = self.fixed_ms() {
+            return start_ms.saturating_add(len);
         }
+        let Some(start) = DateTime::<Utc>::from_timestamp_millis(start_ms) else {
+            return start_ms;
+        };
+        let months = match self.unit {
+            Unit::Month => self.n,
+            _ => self.n.saturating_mul(12),
+        };
+        start
+            .checked_add_months(Months::new(months))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+            .timestamp_millis()
     }
 
-    /// The calendar-aligned window holding `now`: its start (UTC boundaries; weeks start on Monday).
-    pub fn aligned_start(self, now: DateTime<Utc>) -> DateTime<Utc> {
-        let n = i64::from(self.n);
+    /// The start (ms) of the calendar-aligned window holding `now_ms` (UTC boundaries; weeks
+    /// start on Monday).
+    pub fn aligned_start_ms(self, now_ms: i64) -> i64 {
+        if let Some(len) = self.fixed_ms() {
+            // Minutes, hours and days align to the epoch, weeks to Monday 1970-01-05.
+            let origin = if self.unit == Unit::Week {
+                MONDAY_MS
+            } else {
+                0
+            };
+            return now_ms - (now_ms - origin).rem_euclid(len);
+        }
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
-        match self.unit {
-            Unit::Minute | Unit::Hour | Unit::Day => {
-                let step = self.fixed().map_or(1, |d| d.num_seconds()).max(1);
-                let secs = now.timestamp();
-                epoch + Duration::seconds(secs - secs.rem_euclid(step))
-            }
-            Unit::Week => {
-                // 1970-01-05 was a Monday.
-                let monday = Utc
-                    .with_ymd_and_hms(1970, 1, 5, 0, 0, 0)
-                    .single()
-                    .unwrap_or(epoch);
-                let step = 7 * 86_400 * n;
-                let secs = (now - monday).num_seconds();
-                monday + Duration::seconds(secs - secs.rem_euclid(step))
-            }
-            Unit::Month | Unit::Year => {
-                let per = if self.unit == Unit::Month { n } else { 12 * n };
-                let months = i64::from(now.year() - 1970) * 12 + i64::from(now.month0());
-                let start = months - months.rem_euclid(per);
-                let (y, m) = (1970 + start.div_euclid(12), start.rem_euclid(12) + 1);
-                Utc.with_ymd_and_hms(y as i32, m as u32, 1, 0, 0, 0)
-                    .single()
-                    .unwrap_or(epoch)
-            }
-        }
+        let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap_or(epoch);
+        let n = i64::from(self.n);
+        let per = if self.unit == Unit::Month { n } else { 12 * n };
+        let months = i64::from(now.year() - 1970) * 12 + i64::from(now.month0());
+        let start = months - months.rem_euclid(per);
+        let (y, m) = (1970 + start.div_euclid(12), start.rem_euclid(12) + 1);
+        Utc.with_ymd_and_hms(y as i32, m as u32, 1, 0, 0, 0)
+            .single()
+            .unwrap_or(epoch)
+            .timestamp_millis()
     }
 }
 
@@ -153,42 +141,18 @@ impl Window {
     /// Given the stored window start (ms; 0 = none yet) and now, the current window's start and
     /// end in ms (end `None`: never), and whether it is a new window (counters reset).
     pub fn current(self, start_ms: i64, now: DateTime<Utc>) -> (i64, Option<i64>, bool) {
-        // Periods of a fixed length are whole milliseconds: no calendar needed (every admitted
-        // request asks this of each budget and limit on its chain).
         let now_ms = now.timestamp_millis();
-        match self {
-            Self::Calendar(p) if let Some(len) = p.fixed_ms() => {
-                // Minutes, hours and days align to the epoch, weeks to Monday 1970-01-05.
-                let origin = if p.unit == Unit::Week { MONDAY_MS } else { 0 };
-                let s = now_ms - (now_ms - origin).rem_euclid(len);
-                return (s, Some(s.saturating_add(len)), s != start_ms);
-            }
-            Self::Rolling(p) if let Some(len) = p.fixed_ms() => {
-                let end = start_ms.saturating_add(len);
-                return if start_ms > 0 && now_ms < end {
-                    (start_ms, Some(end), false)
-                } else {
-                    (now_ms, Some(now_ms.saturating_add(len)), true)
-                };
-            }
-            _ => {}
-        }
-        let at = |ms: i64| DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or(now);
         match self {
             Self::Never => (start_ms, None, false),
             Self::Calendar(p) => {
-                let s = p.aligned_start(now);
-                let e = p.end_of(s);
-                let ms = s.timestamp_millis();
-                (ms, Some(e.timestamp_millis()), ms != start_ms)
+                let s = p.aligned_start_ms(now_ms);
+                (s, Some(p.end_of_ms(s)), s != start_ms)
             }
             Self::Rolling(p) => {
-                let end = (start_ms > 0).then(|| p.end_of(at(start_ms)));
-                if let Some(end) = end.filter(|e| now < *e) {
-                    (start_ms, Some(end.timestamp_millis()), false)
-                } else {
-                    let ms = now.timestamp_millis();
-                    (ms, Some(p.end_of(now).timestamp_millis()), true)
+                let end = (start_ms > 0).then(|| p.end_of_ms(start_ms));
+                match end.filter(|e| now_ms < *e) {
+                    Some(end) => (start_ms, Some(end), false),
+                    None => (now_ms, Some(p.end_of_ms(now_ms)), true),
                 }
             }
         }
@@ -197,6 +161,8 @@ impl Window {
 
 #[cfg(test)]
 mod tests {
+    use chrono::Duration;
+
     use super::*;
 
     fn t(s: &str) -> DateTime<Utc> {
@@ -220,21 +186,42 @@ mod tests {
 
     #[test]
     fn calendar_windows() {
-        let now = t("2026-12-16T13:45:10Z");
+        let now = t("2026-12-16T13:45:10Z").timestamp_millis();
         let p = |s| Period::parse(s).unwrap();
-        assert_eq!(p("1d").aligned_start(now), t("2026-12-16T00:00:00Z"));
-        assert_eq!(p("1h").aligned_start(now), t("2026-12-16T13:00:00Z"));
-        assert_eq!(p("1w").aligned_start(now), t("2026-12-14T00:00:00Z"));
-        assert_eq!(p("1M").aligned_start(now), t("2026-12-01T00:00:00Z"));
+        let ms = |s| t(s).timestamp_millis();
+        assert_eq!(p("1d").aligned_start_ms(now), ms("2026-12-16T00:00:00Z"));
+        assert_eq!(p("1h").aligned_start_ms(now), ms("2026-12-16T13:00:00Z"));
+        assert_eq!(p("1w").aligned_start_ms(now), ms("2026-12-14T00:00:00Z"));
+        assert_eq!(p("1M").aligned_start_ms(now), ms("2026-12-01T00:00:00Z"));
         assert_eq!(
-            p("1M").end_of(t("2026-12-01T00:00:00Z")),
-            t("2027-01-01T00:00:00Z")
+            p("1M").end_of_ms(ms("2026-12-01T00:00:00Z")),
+            ms("2027-01-01T00:00:00Z")
         );
-        assert_eq!(p("1y").aligned_start(now), t("2026-01-01T00:00:00Z"));
+        assert_eq!(p("1y").aligned_start_ms(now), ms("2026-01-01T00:00:00Z"));
+    }
+
+    /// The calendar's answer for a fixed-length period, with chrono's date arithmetic (how the
+    /// windows were worked out before they were whole milliseconds): (start, end).
+    fn by_the_calendar(p: Period, now: DateTime<Utc>) -> (DateTime<Utc>, DateTime<Utc>) {
+        let len = match p.unit {
+            Unit::Minute => Duration::minutes(1),
+            Unit::Hour => Duration::hours(1),
+            Unit::Day => Duration::days(1),
+            Unit::Week => Duration::weeks(1),
+            Unit::Month | Unit::Year => unreachable!("not a fixed length"),
+        } * i32::try_from(p.n).unwrap();
+        let origin = match p.unit {
+            Unit::Week => Utc.with_ymd_and_hms(1970, 1, 5, 0, 0, 0).single().unwrap(),
+            _ => DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let step = len.num_seconds();
+        let secs = (now - origin).num_seconds();
+        let start = origin + Duration::seconds(secs - secs.rem_euclid(step));
+        (start, start + len)
     }
 
     /// The windows of fixed-length periods, worked out in milliseconds, are the ones the
-    /// calendar gives (`aligned_start`, `end_of`), across many instants, periods and starts.
+    /// calendar gives, across many instants, periods and starts.
     #[test]
     fn fixed_length_windows_match_the_calendar() {
         let periods = [
@@ -247,13 +234,9 @@ mod tests {
             let now_ms = rng.i64(31_536_000_000..4_102_444_800_000);
             let now = DateTime::<Utc>::from_timestamp_millis(now_ms).unwrap();
             let (s, e, _) = Window::Calendar(p).current(0, now);
-            let start = p.aligned_start(now);
+            let (start, end) = by_the_calendar(p, now);
             assert_eq!(s, start.timestamp_millis(), "{p:?} at {now}");
-            assert_eq!(
-                e,
-                Some(p.end_of(start).timestamp_millis()),
-                "{p:?} at {now}"
-            );
+            assert_eq!(e, Some(end.timestamp_millis()), "{p:?} at {now}");
             assert!(s <= now_ms && now_ms < e.unwrap());
             let (s2, _, fresh) = Window::Calendar(p).current(s, now);
             assert_eq!((s2, fresh), (s, false));
@@ -263,19 +246,12 @@ mod tests {
             } else {
                 now_ms - rng.i64(0..2 * p.fixed_ms().unwrap())
             };
+            let len = (by_the_calendar(p, now).1 - by_the_calendar(p, now).0).num_milliseconds();
             let (s, e, fresh) = Window::Rolling(p).current(started, now);
-            let end = (started > 0)
-                .then(|| p.end_of(DateTime::<Utc>::from_timestamp_millis(started).unwrap()))
-                .filter(|end| now < *end);
-            match end {
-                Some(end) => assert_eq!(
-                    (s, e, fresh),
-                    (started, Some(end.timestamp_millis()), false)
-                ),
-                None => assert_eq!(
-                    (s, e, fresh),
-                    (now_ms, Some(p.end_of(now).timestamp_millis()), true)
-                ),
+            if started > 0 && now_ms < started + len {
+                assert_eq!((s, e, fresh), (started, Some(started + len), false));
+            } else {
+                assert_eq!((s, e, fresh), (now_ms, Some(now_ms + len), true));
             }
         }
     }

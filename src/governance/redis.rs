@@ -160,12 +160,13 @@ fn window_args(w: Window, now: DateTime<Utc>) -> (&'static str, i64, i64) {
     match w {
         Window::Never => ("n", 0, 0),
         Window::Calendar(p) => {
-            let start = p.aligned_start(now);
-            let len = (p.end_of(start) - start).num_milliseconds();
-            ("c", start.timestamp_millis(), 2 * len + DAY)
+            let start = p.aligned_start_ms(now.timestamp_millis());
+            let len = p.end_of_ms(start) - start;
+            ("c", start, 2 * len + DAY)
         }
         Window::Rolling(p) => {
-            let len = (p.end_of(now) - now).num_milliseconds();
+            let now = now.timestamp_millis();
+            let len = p.end_of_ms(now) - now;
             ("r", len, 2 * len + DAY)
         }
     }
@@ -195,10 +196,10 @@ fn num(v: Option<&String>) -> f64 {
 
 /// When a window that starts at `start_ms` ends.
 fn end_of(w: Window, start_ms: i64) -> Option<i64> {
-    let start = DateTime::<Utc>::from_timestamp_millis(start_ms)?;
+    DateTime::<Utc>::from_timestamp_millis(start_ms)?;
     match w {
         Window::Never => None,
-        Window::Calendar(p) | Window::Rolling(p) => Some(p.end_of(start).timestamp_millis()),
+        Window::Calendar(p) | Window::Rolling(p) => Some(p.end_of_ms(start_ms)),
     }
 }
 

@@ -217,7 +217,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             };
             if let Some(how) = end {
                 self.hub.metrics_loop(how);
-                if rounds == 0 && how == "answered" {
+                if rounds == 0 && mine.is_empty() {
                     // The model's own answer, as it came (its usage details included).
                     out.json = json;
                 } else {

@@ -299,7 +299,7 @@ impl Schema {
     /// "description","parameters"}}`) are made now, and a [`Tool`] holding this schema with the
     /// same name and description is written from them.
     pub fn prepared_tool(value: Value, name: &str, description: Option<&str>) -> Self {
-        let schema = Self::prepared(value.clone());
+        let mut schema = Self::prepared(value);
         let tool = Tool {
             kind: "function".into(),
             function: FunctionDef {
@@ -309,18 +309,17 @@ impl Schema {
                 extra: Extra::new(),
             },
         };
-        let made = serde_json::value::to_raw_value(&tool)
-            .ok()
-            .map(|text| PreparedTool {
+        let made = serde_json::value::to_raw_value(&tool).ok();
+        // The tool written, its copy of the schema goes: the schema is held once again.
+        drop(tool);
+        if let (Some(text), Some(inner)) = (made, Arc::get_mut(&mut schema.0)) {
+            inner.tool = Some(PreparedTool {
                 name: name.to_owned(),
                 description: description.map(str::to_owned),
                 text,
             });
-        Self(Arc::new(SchemaInner {
-            value,
-            text: schema.0.text.clone(),
-            tool: made,
-        }))
+        }
+        schema
     }
 
     /// The value.
