@@ -15,7 +15,11 @@
 # virtual key (a budget and rate limits that never bind) that every request carries; with redis, a
 # redis-server on a unix socket (CPU 1) holds the counters. Data goes to a temporary directory.
 # Everything binds 127.0.0.1. PROFILE=1 also records where the gateway's CPU goes (perf;
-# PROFILE=dwarf with DWARF unwinding, which sees through libc and the allocator).
+# PROFILE=dwarf with DWARF unwinding, which sees through libc and the allocator). PERF_EVENT and
+# PERF_RATE record another event instead of the CPU clock, e.g. the sizes of the gateway's copies:
+# `perf probe -x /usr/lib/x86_64-linux-gnu/libc.so.6 --add 'mcpy=__memmove_avx512_unaligned_erms
+# len=%dx:u64'`, then `PROFILE=dwarf PERF_EVENT=probe_libc:mcpy PERF_RATE="-c 1" bench/run.sh 3 16`
+# (every call is recorded and the gateway runs about 100x slower, so per-poll copies are inflated).
 # ENDPOINT=responses sends the same conversation to the gateway's /v1/responses instead (the
 # upstream still answers chat completions), to measure what the Responses translation adds;
 # STORE=true also keeps every response (as clients do by default). PLUGINS=pii-redact (or
@@ -364,7 +368,7 @@ if [ "${PROFILE:-0}" != 0 ]; then
   graph="-g"
   [ "$PROFILE" = dwarf ] && graph="--call-graph dwarf,16384"
   # shellcheck disable=SC2086
-  perf record -e cpu-clock -F 999 $graph -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
+  perf record -e "${PERF_EVENT:-cpu-clock}" ${PERF_RATE:--F 999} $graph -p "$GW_PID" -o bench/results/perf.data -- sleep "$((DURATION + 3))" >/dev/null 2>&1 &
   PERF_PID=$!
 fi
 run gateway "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua"

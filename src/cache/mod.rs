@@ -1058,7 +1058,8 @@ impl Cache {
         };
         let now = unix_now();
         let usage = resp.usage.clone().unwrap_or_default();
-        let text = fp.text.clone();
+        // The question's text again only for the embedding.
+        let text = embedder.as_ref().and_then(|_| fp.text.clone());
         let entry = Entry {
             id: key::point_id(&fp.exact),
             schema: key::SCHEMA,
@@ -1080,36 +1081,32 @@ impl Cache {
         };
         let metrics = self.metrics.clone();
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.tasks.spawn(async move {
-            let vector = match (vector, embedder, text) {
-                (Some(v), _, _) => Some(v),
-                (None, Some(e), Some(t)) => e.embed(t).await.ok(),
-                _ => None,
-            };
-            let outcome = match idx.upsert(entry, vector).await {
+        let then: index::Then = Box::new(move |result| {
+            let outcome = match result {
                 Ok(()) => "stored",
                 Err(e) => {
                     tracing::warn!(error = %e, "answer could not be cached");
                     "failed"
                 }
             };
-            metrics
-                .cache_writes
-                .get_or_create(&OutcomeLabels {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            count_write(&metrics, outcome);
         });
+        match (vector, embedder, text) {
+            (None, Some(e), Some(t)) => {
+                // The embedding waits for the model, on a task.
+                let tasks = self.tasks.clone();
+                self.tasks.spawn(async move {
+                    let vector = e.embed(t).await.ok();
+                    idx.upsert_then(entry, vector, &tasks, then);
+                });
+            }
+            (vector, _, _) => idx.upsert_then(entry, vector, &self.tasks, then),
+        }
         sent
     }
 
     fn count_write(&self, outcome: &'static str) {
-        self.metrics
-            .cache_writes
-            .get_or_create(&OutcomeLabels {
-                outcome: outcome.into(),
-            })
-            .inc();
+        count_write(&self.metrics, outcome);
     }
 
     /// `GET /api/cache/stats`.
@@ -1155,6 +1152,16 @@ impl Cache {
     pub fn batch_stats(&self) -> Option<embedder::BatchStats> {
         self.embedder.load_full().map(|e| e.batch_stats())
     }
+}
+
+/// Counts a write of an answer (`switchyard_cache_writes_total`).
+fn count_write(metrics: &Metrics, outcome: &'static str) {
+    metrics
+        .cache_writes
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+        })
+        .inc();
 }
 
 /// Whether an answer is worth storing: one complete choice, not filtered.

@@ -22,9 +22,9 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::exact::ExactStore;
-use super::writer::{self, Item, Upsert, Writes};
+use super::writer::{self, Done, Item, Upsert, Writes};
 use super::{
-    Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR,
+    Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, Then, VECTOR,
     VectorIndex, entry_from_payload, entry_payload,
 };
 use crate::cache::key::SCHEMA;
@@ -415,6 +415,41 @@ fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
     filter(json!({ "must": must }))
 }
 
+impl EdgeIndex {
+    /// Stores an answer without waiting for it: queued for the writer thread, which runs `then`
+    /// with the outcome once the answer is written (no task on the caller's runtime).
+    pub fn upsert_then(&self, entry: Entry, vector: Option<Vec<f32>>, then: Then) {
+        self.enqueue(entry, vector, Done::Then(then));
+    }
+
+    /// Queues an answer for the writer thread: with a vector to the shard, without one to the
+    /// exact store (encoded by the writer).
+    fn enqueue(&self, entry: Entry, vector: Option<Vec<f32>>, done: Done) {
+        let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
+        let (place, item) = match vector {
+            Some(v) => {
+                let payload = serde_json::Value::Object(entry_payload(entry, true));
+                let vectors = Vectors::new_named([(VECTOR, v)]);
+                (
+                    Place::Shard,
+                    Item::Point(PointStruct::new(point(id), vectors, payload)),
+                )
+            }
+            None => (Place::Exact, Item::Exact(entry)),
+        };
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        let before = self.ids().insert(id, place);
+        self.queue.upsert(Upsert {
+            id,
+            model,
+            expires,
+            item,
+            moved: before.is_some_and(|p| p != place),
+            done,
+        });
+    }
+}
+
 impl VectorIndex for EdgeIndex {
     async fn get(&self, id: Uuid) -> Result<Option<Entry>, IndexError> {
         let entry = match self.place(id) {
@@ -474,30 +509,8 @@ impl VectorIndex for EdgeIndex {
     }
 
     async fn upsert(&self, entry: Entry, vector: Option<Vec<f32>>) -> Result<(), IndexError> {
-        let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
-        let (place, item) = match vector {
-            Some(v) => {
-                let payload = serde_json::Value::Object(entry_payload(entry, true));
-                let vectors = Vectors::new_named([(VECTOR, v)]);
-                (
-                    Place::Shard,
-                    Item::Point(PointStruct::new(point(id), vectors, payload)),
-                )
-            }
-            // Read only by its id: the exact store, encoded by the writer thread.
-            None => (Place::Exact, Item::Exact(entry)),
-        };
-        self.writes.fetch_add(1, Ordering::Relaxed);
         let (done, stored) = tokio::sync::oneshot::channel();
-        let before = self.ids().insert(id, place);
-        self.queue.upsert(Upsert {
-            id,
-            model,
-            expires,
-            item,
-            moved: before.is_some_and(|p| p != place),
-            done,
-        });
+        self.enqueue(entry, vector, Done::Reply(done));
         stored
             .await
             .map_err(|_| IndexError::Task("the cache writer stopped".into()))?
@@ -961,6 +974,46 @@ mod tests {
         assert_eq!(idx.count().await.expect("count"), 1);
     }
 
+    #[tokio::test]
+    async fn an_answer_stored_without_waiting_is_written_and_its_caller_told() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = open(&dir.path().join("edge"));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let told = |n: u128| -> Then {
+            let tx = tx.clone();
+            Box::new(move |r| {
+                let _ = tx.send((n, r));
+            })
+        };
+        // Half with a vector (the shard), half without (the exact store).
+        for n in 1..=20u128 {
+            let vector = (n % 2 == 0).then(|| vec![1.0, 0.0, 0.0, n as f32]);
+            idx.upsert_then(entry(n, "m", FAR), vector, told(n));
+        }
+        let mut heard = Vec::new();
+        for _ in 1..=20 {
+            let (n, r) = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("told within 5 s")
+                .expect("a sender is alive");
+            r.expect("stored");
+            heard.push(n);
+        }
+        heard.sort_unstable();
+        assert_eq!(heard, (1..=20).collect::<Vec<_>>());
+        assert_eq!(idx.count().await.expect("count"), 20);
+        for n in [7, 8] {
+            let got = idx.get(Uuid::from_u128(n)).await.expect("get");
+            assert_eq!(got.map(|e| e.prompt), Some(format!("question {n}")));
+        }
+        // Once the store is closing, the caller hears why its answer was not kept.
+        idx.queue.close();
+        idx.upsert_then(entry(30, "m", FAR), None, told(30));
+        let (n, r) = rx.recv().await.expect("told");
+        assert_eq!(n, 30);
+        assert!(matches!(r, Err(IndexError::Store(_))), "{r:?}");
+    }
+
     #[test]
     fn an_answer_deleted_while_it_waits_is_never_written() {
         let writes = Writes::default();
@@ -972,7 +1025,7 @@ mod tests {
             expires: e.expires,
             item: Item::Exact(e),
             moved: false,
-            done,
+            done: Done::Reply(done),
         });
         writes.touch(Uuid::from_u128(5), 3, 3);
         writes.forget(Uuid::from_u128(5));

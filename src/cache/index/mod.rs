@@ -10,7 +10,10 @@ mod writer;
 pub use edge::EdgeIndex;
 pub use qdrant::QdrantIndex;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
+use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 /// Name of the vector in both stores.
@@ -158,6 +161,29 @@ pub enum AnyIndex {
     Edge(EdgeIndex),
     /// Qdrant server.
     Qdrant(QdrantIndex),
+}
+
+/// Hears how a store that was not waited for went (`AnyIndex::upsert_then`).
+pub type Then = Box<dyn FnOnce(Result<(), IndexError>) + Send>;
+
+impl AnyIndex {
+    /// Stores an answer without the caller waiting; `then` hears the outcome. The embedded store
+    /// queues it for its writer thread, which runs `then` (no task per answer on the request
+    /// path's runtime); a Qdrant server is written by a task on `tasks`.
+    pub fn upsert_then(
+        self: Arc<Self>,
+        entry: Entry,
+        vector: Option<Vec<f32>>,
+        tasks: &TaskTracker,
+        then: Then,
+    ) {
+        match &*self {
+            AnyIndex::Edge(i) => i.upsert_then(entry, vector, then),
+            AnyIndex::Qdrant(_) => {
+                tasks.spawn(async move { then(self.upsert(entry, vector).await) });
+            }
+        }
+    }
 }
 
 /// Awaits the same call on whichever store is in use. The Qdrant client's futures (gRPC) are

@@ -34,7 +34,27 @@ pub(super) struct Upsert {
     /// The entry was last stored in the other store (with a vector, now without, or the
     /// reverse): its old copy there is deleted first.
     pub moved: bool,
-    pub done: oneshot::Sender<Result<(), IndexError>>,
+    pub done: Done,
+}
+
+/// Who hears that an answer was stored, or why it was not.
+pub(super) enum Done {
+    /// A caller awaiting `upsert`.
+    Reply(oneshot::Sender<Result<(), IndexError>>),
+    /// A caller that did not wait (`upsert_then`): runs on the thread that settles the answer
+    /// (the writer's, or the caller's when the store is closing).
+    Then(super::Then),
+}
+
+impl Done {
+    fn send(self, result: Result<(), IndexError>) {
+        match self {
+            Done::Reply(tx) => {
+                let _ = tx.send(result);
+            }
+            Done::Then(then) => then(result),
+        }
+    }
 }
 
 /// Where an answer goes.
@@ -71,8 +91,8 @@ impl Writes {
     pub fn upsert(&self, u: Upsert) {
         let mut q = self.lock();
         if q.closed {
-            let _ = u
-                .done
+            drop(q);
+            u.done
                 .send(Err(IndexError::Store("the cache store is closing".into())));
             return;
         }
@@ -122,7 +142,7 @@ impl Writes {
         q.upserts = kept;
         drop(q);
         for u in gone {
-            let _ = u.done.send(Ok(()));
+            u.done.send(Ok(()));
         }
     }
 
@@ -253,9 +273,9 @@ pub(super) fn delete_points(shard: &EdgeShard, ids: Vec<PointId>) -> Result<(), 
         .map_err(|e| IndexError::Store(e.to_string()))
 }
 
-fn answer(dones: Vec<oneshot::Sender<Result<(), IndexError>>>, result: &Result<(), IndexError>) {
+fn answer(dones: Vec<Done>, result: &Result<(), IndexError>) {
     for d in dones {
-        let _ = d.send(result.clone());
+        d.send(result.clone());
     }
 }
 
