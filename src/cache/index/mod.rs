@@ -169,7 +169,8 @@ pub type Then = Box<dyn FnOnce(Result<(), IndexError>) + Send>;
 impl AnyIndex {
     /// Stores an answer without the caller waiting; `then` hears the outcome. The embedded store
     /// queues it for its writer thread, which runs `then` (no task per answer on the request
-    /// path's runtime); a Qdrant server is written by a task on `tasks`.
+    /// path's runtime); a Qdrant server is written by a task on `tasks`. Either way `tasks` counts
+    /// the answer until it is written, so waiting for `tasks` at shutdown waits for it.
     pub fn upsert_then(
         self: Arc<Self>,
         entry: Entry,
@@ -178,7 +179,17 @@ impl AnyIndex {
         then: Then,
     ) {
         match &*self {
-            AnyIndex::Edge(i) => i.upsert_then(entry, vector, then),
+            AnyIndex::Edge(i) => {
+                let written = tasks.token();
+                i.upsert_then(
+                    entry,
+                    vector,
+                    Box::new(move |result| {
+                        then(result);
+                        drop(written);
+                    }),
+                );
+            }
             AnyIndex::Qdrant(_) => {
                 tasks.spawn(async move { then(self.upsert(entry, vector).await) });
             }
@@ -339,6 +350,38 @@ pub(super) mod tests {
     /// The ids of entries, as the numbers their tests made them from.
     pub fn ns(entries: &[Entry]) -> Vec<u128> {
         entries.iter().map(|e| e.id.as_u128()).collect()
+    }
+
+    #[tokio::test]
+    async fn waiting_for_the_tasks_waits_for_answers_queued_without_a_task() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let idx = match EdgeIndex::open(&dir.path().join("edge"), 4) {
+            Ok((idx, None)) => Arc::new(AnyIndex::Edge(idx)),
+            Ok((_, Some(why))) => panic!("a fresh shard was recovered: {why}"),
+            Err(e) => panic!("cannot open: {e}"),
+        };
+        let tasks = TaskTracker::new();
+        let stored = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for n in 1..=30u128 {
+            let stored = stored.clone();
+            idx.clone().upsert_then(
+                entry(n, "m", u64::MAX / 2),
+                None,
+                &tasks,
+                Box::new(move |r| {
+                    if r.is_ok() {
+                        stored.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                }),
+            );
+        }
+        // What a shutdown does: every answer is written by the time the tracker is done.
+        tasks.close();
+        tokio::time::timeout(std::time::Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the writer writes within 5 s");
+        assert_eq!(stored.load(std::sync::atomic::Ordering::SeqCst), 30);
+        assert_eq!(idx.count().await.expect("count"), 30);
     }
 
     #[test]
