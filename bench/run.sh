@@ -51,6 +51,7 @@
 # about 1.5 % between runs of one binary (a single function's count not at all) where CPU time
 # on a shared VM moves by 10-15 %, so small cuts can be told apart; the top functions (inclusive) go to
 # bench/results/callgrind-{a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
+# The nginx proxy is counted the same way first (one process, no master), as the floor.
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -84,6 +85,7 @@ cleanup() {
   # The gateway is stopped and waited for before its data directory goes.
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
   [ -n "${GWB_PID:-}" ] && kill "$GWB_PID" 2>/dev/null && wait "$GWB_PID" 2>/dev/null || true
+  [ -n "${NGX_CG_PID:-}" ] && kill "$NGX_CG_PID" 2>/dev/null && wait "$NGX_CG_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
@@ -324,7 +326,31 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
     local errors; errors=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$work/$1.txt" || echo "Non-2xx or 3xx responses: 0")
     echo "$1: $((after - before)) requests, $ir instructions, $((ir / (after - before))) per request ($errors)"
   }
+  # The floor, counted the same way: the nginx proxy (its config, one process without a master,
+  # CPU 0) under callgrind; its requests are those wrk saw answered.
+  NGX_CG_PORT=18084
+  { echo "daemon off; master_process off;"
+    sed -e "s/listen 127.0.0.1:$PROXY_PORT;/listen 127.0.0.1:$NGX_CG_PORT;/" -e "s#^pid .*#pid $work/proxy-cg.pid;#" "$work/proxy.conf"
+  } > "$work/proxy-cg.conf"
+  taskset -c 0 valgrind -q --tool=callgrind --instr-atstart=no --dump-instr=no \
+    --callgrind-out-file="$work/cg-nginx" nginx -c "$work/proxy-cg.conf" -p "$work" &
+  NGX_CG_PID=$!
+  count_proxy() {
+    local url="http://127.0.0.1:$NGX_CG_PORT/v1/chat/completions"
+    for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NGX_CG_PORT/" && break; sleep 0.1; done
+    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$work/post.lua" "$url" >/dev/null # warm-up
+    callgrind_control -i on "$NGX_CG_PID" >/dev/null
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/post.lua" "$url" > "$work/nginx-cg.txt"
+    callgrind_control -i off "$NGX_CG_PID" >/dev/null
+    callgrind_control -d "$NGX_CG_PID" >/dev/null
+    local out; out=$(ls "$work/cg-nginx"* | sort | tail -1)
+    local n; n=$(awk '/requests in/ {print $1}' "$work/nginx-cg.txt")
+    local ir; ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+    [ -n "$ir" ] && [ "${n:-0}" -gt 0 ] || { echo "nginx proxy: nothing counted ($out)" >&2; exit 1; }
+    echo "nginx proxy: $n requests, $ir instructions, $((ir / n)) per request"
+  }
   echo "== instructions per request (callgrind, user space), ${DURATION}s at $CONNS connections each"
+  count_proxy
   count a "$GW_PID" "$GW_PORT" "$work/gw.lua"
   [ -n "${BIN_B:-}" ] && count b "$GWB_PID" "$GWB_PORT" "$work/gw-b.lua"
   exit 0
