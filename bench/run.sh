@@ -50,7 +50,7 @@
 # connections, divided by the requests its /metrics counted in that window. A count moves by
 # about 1.5 % between runs of one binary (a single function's count not at all) where CPU time
 # on a shared VM moves by 10-15 %, so small cuts can be told apart; the top functions (inclusive) go to
-# bench/results/callgrind-{a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
+# bench/results/callgrind-{nginx,a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
 # The nginx proxy is counted the same way first (one process, no master), as the floor.
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
@@ -308,26 +308,28 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   served() { # port: requests the gateway's /metrics has counted
     curl -sf "http://127.0.0.1:$1/metrics" | awk '/^switchyard_requests_total/ {n += $NF} END {printf "%d", n}'
   }
-  count() { # name pid port script: instructions per request, top functions in bench/results
-    local url="http://127.0.0.1:$3$GW_PATH"
-    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$4" "$url" >/dev/null # warm-up
-    local before; before=$(served "$3")
+  count() { # name pid url script [port]: instructions per request, top functions in bench/results
+    # Requests are those the gateway on `port` counted in /metrics, or (no port: the nginx proxy)
+    # those wrk saw answered.
+    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$4" "$3" >/dev/null # warm-up
+    local before=0; [ -n "${5:-}" ] && before=$(served "$5")
     callgrind_control -i on "$2" >/dev/null
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$4" "$url" > "$work/$1.txt"
+    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$4" "$3" > "$work/$1.txt"
     callgrind_control -i off "$2" >/dev/null
-    local after; after=$(served "$3")
+    local n
+    if [ -n "${5:-}" ]; then n=$(( $(served "$5") - before )); else n=$(awk '/requests in/ {print $1}' "$work/$1.txt"); fi
     callgrind_control -d "$2" >/dev/null
     local out; out=$(ls "$work/cg-$1"* | sort | tail -1)
     cp "$out" "bench/results/callgrind-$1.out" # for callgrind_annotate, by function or line
     callgrind_annotate --inclusive=yes "$out" > "$work/$1.annotated" 2>/dev/null || true
     sed -n 1,80p "$work/$1.annotated" > "bench/results/callgrind-$1.txt"
     local ir; ir=$(awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}' "$work/$1.annotated")
-    [ -n "$ir" ] && [ "$after" -gt "$before" ] || { echo "$1: nothing counted ($out)" >&2; exit 1; }
+    [ -n "$ir" ] && [ "${n:-0}" -gt 0 ] || { echo "$1: nothing counted ($out)" >&2; exit 1; }
     local errors; errors=$(grep -o 'Non-2xx or 3xx responses: [0-9]*' "$work/$1.txt" || echo "Non-2xx or 3xx responses: 0")
-    echo "$1: $((after - before)) requests, $ir instructions, $((ir / (after - before))) per request ($errors)"
+    echo "$1: $n requests, $ir instructions, $((ir / n)) per request ($errors)"
   }
   # The floor, counted the same way: the nginx proxy (its config, one process without a master,
-  # CPU 0) under callgrind; its requests are those wrk saw answered.
+  # CPU 0) under callgrind.
   NGX_CG_PORT=18084
   { echo "daemon off; master_process off;"
     sed -e "s/listen 127.0.0.1:$PROXY_PORT;/listen 127.0.0.1:$NGX_CG_PORT;/" -e "s#^pid .*#pid $work/proxy-cg.pid;#" "$work/proxy.conf"
@@ -335,24 +337,11 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   taskset -c 0 valgrind -q --tool=callgrind --instr-atstart=no --dump-instr=no \
     --callgrind-out-file="$work/cg-nginx" nginx -c "$work/proxy-cg.conf" -p "$work" &
   NGX_CG_PID=$!
-  count_proxy() {
-    local url="http://127.0.0.1:$NGX_CG_PORT/v1/chat/completions"
-    for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NGX_CG_PORT/" && break; sleep 0.1; done
-    taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$work/post.lua" "$url" >/dev/null # warm-up
-    callgrind_control -i on "$NGX_CG_PID" >/dev/null
-    taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/post.lua" "$url" > "$work/nginx-cg.txt"
-    callgrind_control -i off "$NGX_CG_PID" >/dev/null
-    callgrind_control -d "$NGX_CG_PID" >/dev/null
-    local out; out=$(ls "$work/cg-nginx"* | sort | tail -1)
-    local n; n=$(awk '/requests in/ {print $1}' "$work/nginx-cg.txt")
-    local ir; ir=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    [ -n "$ir" ] && [ "${n:-0}" -gt 0 ] || { echo "nginx proxy: nothing counted ($out)" >&2; exit 1; }
-    echo "nginx proxy: $n requests, $ir instructions, $((ir / n)) per request"
-  }
+  for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NGX_CG_PORT/" && break; sleep 0.1; done
   echo "== instructions per request (callgrind, user space), ${DURATION}s at $CONNS connections each"
-  count_proxy
-  count a "$GW_PID" "$GW_PORT" "$work/gw.lua"
-  [ -n "${BIN_B:-}" ] && count b "$GWB_PID" "$GWB_PORT" "$work/gw-b.lua"
+  count nginx "$NGX_CG_PID" "http://127.0.0.1:$NGX_CG_PORT/v1/chat/completions" "$work/post.lua"
+  count a "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PORT"
+  [ -n "${BIN_B:-}" ] && count b "$GWB_PID" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PORT"
   exit 0
 fi
 

@@ -1022,12 +1022,12 @@ impl Cache {
             tracing::debug!(
                 "answer built on MCP tool results; not cached (cache_tool_answers = false)"
             );
-            self.count_write("skipped");
+            count_write(&self.metrics, "skipped");
             return None;
         }
         if let Err(why) = storable(resp) {
             tracing::debug!(why, "answer not cached");
-            self.count_write("skipped");
+            count_write(&self.metrics, "skipped");
             return None;
         }
         let embedder = match (&pending.vector, &pending.fp.text, pending.semantic) {
@@ -1048,7 +1048,7 @@ impl Cache {
             Some((text, bytes)) => (text, send.then_some(bytes)),
             None => {
                 let Ok(json) = serde_json::to_string(resp) else {
-                    self.count_write("skipped");
+                    count_write(&self.metrics, "skipped");
                     return None;
                 };
                 // The client's copy: a memcpy, where encoding the answer again was not.
@@ -1093,20 +1093,15 @@ impl Cache {
         });
         match (vector, embedder, text) {
             (None, Some(e), Some(t)) => {
-                // The embedding waits for the model, on a task.
-                let tasks = self.tasks.clone();
+                // The embedding waits for the model, on a task that then waits for the store.
                 self.tasks.spawn(async move {
                     let vector = e.embed(t).await.ok();
-                    idx.upsert_then(entry, vector, &tasks, then);
+                    then(idx.upsert(entry, vector).await);
                 });
             }
             (vector, _, _) => idx.upsert_then(entry, vector, &self.tasks, then),
         }
         sent
-    }
-
-    fn count_write(&self, outcome: &'static str) {
-        count_write(&self.metrics, outcome);
     }
 
     /// `GET /api/cache/stats`.

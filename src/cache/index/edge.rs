@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::exact::ExactStore;
 use super::writer::{self, Done, Item, Upsert, Writes};
 use super::{
-    Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, Then, VECTOR,
+    Candidate, Entry, HNSW_EF, INTEGER_FIELDS, IndexError, KEYWORD_FIELDS, Selector, VECTOR,
     VectorIndex, entry_from_payload, entry_payload,
 };
 use crate::cache::key::SCHEMA;
@@ -416,15 +416,9 @@ fn selector_filter(sel: &Selector) -> Result<Filter, IndexError> {
 }
 
 impl EdgeIndex {
-    /// Stores an answer without waiting for it: queued for the writer thread, which runs `then`
-    /// with the outcome once the answer is written (no task on the caller's runtime).
-    pub fn upsert_then(&self, entry: Entry, vector: Option<Vec<f32>>, then: Then) {
-        self.enqueue(entry, vector, Done::Then(then));
-    }
-
     /// Queues an answer for the writer thread: with a vector to the shard, without one to the
-    /// exact store (encoded by the writer).
-    fn enqueue(&self, entry: Entry, vector: Option<Vec<f32>>, done: Done) {
+    /// exact store (encoded by the writer); `done` hears when it is written.
+    pub(super) fn enqueue(&self, entry: Entry, vector: Option<Vec<f32>>, done: Done) {
         let (id, model, expires) = (entry.id, entry.model.clone(), entry.expires);
         let (place, item) = match vector {
             Some(v) => {
@@ -684,6 +678,7 @@ mod tests {
 
     use super::*;
 
+    use super::super::Then;
     use super::super::tests::{entry, ns};
 
     fn open(dir: &Path) -> EdgeIndex {
@@ -988,7 +983,7 @@ mod tests {
         // Half with a vector (the shard), half without (the exact store).
         for n in 1..=20u128 {
             let vector = (n % 2 == 0).then(|| vec![1.0, 0.0, 0.0, n as f32]);
-            idx.upsert_then(entry(n, "m", FAR), vector, told(n));
+            idx.enqueue(entry(n, "m", FAR), vector, Done::Then(told(n)));
         }
         let mut heard = Vec::new();
         for _ in 1..=20 {
@@ -1008,7 +1003,7 @@ mod tests {
         }
         // Once the store is closing, the caller hears why its answer was not kept.
         idx.queue.close();
-        idx.upsert_then(entry(30, "m", FAR), None, told(30));
+        idx.enqueue(entry(30, "m", FAR), None, Done::Then(told(30)));
         let (n, r) = rx.recv().await.expect("told");
         assert_eq!(n, 30);
         assert!(matches!(r, Err(IndexError::Store(_))), "{r:?}");

@@ -181,13 +181,13 @@ impl AnyIndex {
         match &*self {
             AnyIndex::Edge(i) => {
                 let written = tasks.token();
-                i.upsert_then(
+                i.enqueue(
                     entry,
                     vector,
-                    Box::new(move |result| {
+                    writer::Done::Then(Box::new(move |result| {
                         then(result);
                         drop(written);
-                    }),
+                    })),
                 );
             }
             AnyIndex::Qdrant(_) => {
