@@ -192,16 +192,17 @@ impl AnyProvider {
             .flatten();
         let asked = forced.as_ref().unwrap_or(req);
         let answer = match self {
-            Self::OpenAi(p) => return p.chat(asked, call).await.map_err(redact),
-            Self::Anthropic(p) => p.chat(asked, call).await,
-            Self::Gemini(p) => p.chat(asked, call).await,
-            Self::Bedrock(p) => p.chat(asked, call).await,
-            Self::Vertex(p) => p.chat(asked, call).await,
+            Self::OpenAi(p) => p.chat(asked, call).await,
+            Self::Anthropic(p) => p.chat(asked, call).await.map(|r| (r, None)),
+            Self::Gemini(p) => p.chat(asked, call).await.map(|r| (r, None)),
+            Self::Bedrock(p) => p.chat(asked, call).await.map(|r| (r, None)),
+            Self::Vertex(p) => p.chat(asked, call).await.map(|r| (r, None)),
         };
         answer
-            .map(|r| match forced {
+            .map(|(r, json)| match forced {
+                // The upstream's JSON is the forced tool call's, not the answer the client gets.
                 Some(_) => (structured::unwrap_response(r), None),
-                None => (r, None),
+                None => (r, json),
             })
             .map_err(redact)
     }
