@@ -403,7 +403,13 @@ pub struct Usage {
     pub completion_tokens: u64,
     /// Sum of both.
     pub total_tokens: u64,
-    /// Details (cached tokens, reasoning tokens), passed through.
+    /// How the input tokens break down (`cached_tokens`, `cache_write_tokens`, `audio_tokens`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<TokenDetails>,
+    /// How the output tokens break down (`reasoning_tokens`, `audio_tokens`, predictions).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion_tokens_details: Option<TokenDetails>,
+    /// Unmodelled fields, passed through (a detail that is not an object lands here too).
     #[serde(flatten)]
     pub extra: Extra,
 }
@@ -415,7 +421,81 @@ impl Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: prompt.saturating_add(completion),
-            extra: Extra::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Input tokens read from a prompt cache (0 when not reported).
+    pub fn cached_tokens(&self) -> u64 {
+        detail(&self.prompt_tokens_details, |d| d.cached_tokens)
+    }
+
+    /// Input tokens written to a prompt cache (0 when not reported).
+    pub fn cache_write_tokens(&self) -> u64 {
+        detail(&self.prompt_tokens_details, |d| d.cache_write_tokens)
+    }
+
+    /// Output tokens spent reasoning (0 when not reported).
+    pub fn reasoning_tokens(&self) -> u64 {
+        detail(&self.completion_tokens_details, |d| d.reasoning_tokens)
+    }
+}
+
+fn detail(d: &Option<TokenDetails>, count: fn(&TokenDetails) -> Option<u64>) -> u64 {
+    d.as_ref().and_then(count).unwrap_or(0)
+}
+
+/// One of usage's detail objects: token counts by kind. The kinds OpenAI names are fields (a
+/// count that is not a whole number stays in `extra` as it came); any other member (a vendor's
+/// own count) is kept in `extra`, in order. Written back, the named kinds come first.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct TokenDetails {
+    /// Input tokens read from a prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u64>,
+    /// Input tokens written to a prompt cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_write_tokens: Option<u64>,
+    /// Output tokens spent reasoning.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_tokens: Option<u64>,
+    /// Audio tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_tokens: Option<u64>,
+    /// Predicted output tokens that appeared in the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_prediction_tokens: Option<u64>,
+    /// Predicted output tokens that did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected_prediction_tokens: Option<u64>,
+    /// Other members, passed through.
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl TokenDetails {
+    /// Sets member `name` to `value`: a named kind holding a whole number into its field, anything
+    /// else into `extra` (a later member of the same name replaces an earlier one, as in a map).
+    pub fn set(&mut self, name: &str, value: Value) {
+        let slot = match name {
+            "cached_tokens" => &mut self.cached_tokens,
+            "cache_write_tokens" => &mut self.cache_write_tokens,
+            "reasoning_tokens" => &mut self.reasoning_tokens,
+            "audio_tokens" => &mut self.audio_tokens,
+            "accepted_prediction_tokens" => &mut self.accepted_prediction_tokens,
+            "rejected_prediction_tokens" => &mut self.rejected_prediction_tokens,
+            _ => {
+                self.extra.insert(name.to_owned(), value);
+                return;
+            }
+        };
+        *slot = value.as_u64();
+        if slot.is_some() {
+            if !self.extra.is_empty() {
+                self.extra.remove(name);
+            }
+        } else {
+            self.extra.insert(name.to_owned(), value);
         }
     }
 }
@@ -601,7 +681,32 @@ open_deserialize!(Usage {
     prompt_tokens: "prompt_tokens" => 0,
     completion_tokens: "completion_tokens" => 0,
     total_tokens: "total_tokens" => 0,
+    prompt_tokens_details: "prompt_tokens_details" => None; objects,
+    completion_tokens_details: "completion_tokens_details" => None; objects,
 });
+
+impl<'de> Deserialize<'de> for TokenDetails {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = TokenDetails;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("token counts by kind")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<TokenDetails, A::Error> {
+                let mut details = TokenDetails::default();
+                while let Some(name) = map.next_key::<crate::open::Key<'de>>()? {
+                    details.set(name.as_str(), map.next_value()?);
+                }
+                Ok(details)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
 open_deserialize!(ChatResponse {
     id: "id" => String::new(),
     object: "object" => completion_object(),
@@ -751,6 +856,75 @@ mod tests {
             "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
             "obfuscation": "abc"
         }));
+    }
+
+    /// Usage's detail objects are read into their named counts; anything else in them, and a
+    /// detail that is not an object, is kept as it came.
+    #[test]
+    fn usage_details_keep_every_member() {
+        round_trip::<Usage>(json!({
+            "prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13,
+            "prompt_tokens_details": {"cached_tokens": 3, "audio_tokens": 0, "text_tokens": 6,
+                "image_tokens": null},
+            "completion_tokens_details": {"reasoning_tokens": 2, "audio_tokens": 1.5,
+                "accepted_prediction_tokens": -1, "rejected_prediction_tokens": "0",
+                "cache_write_tokens": null, "by_tool": {"a": 1}},
+            "cost": 0.25
+        }));
+        for odd in [
+            json!(null),
+            json!(7),
+            json!("n/a"),
+            json!([1, 2]),
+            json!(true),
+        ] {
+            round_trip::<Usage>(json!({
+                "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2,
+                "prompt_tokens_details": odd.clone(), "completion_tokens_details": odd
+            }));
+        }
+        let u: Usage = serde_json::from_str(
+            r#"{"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 3},
+                "completion_tokens_details": {"reasoning_tokens": 2, "x": 1}}"#,
+        )
+        .expect("usage");
+        assert_eq!(
+            (
+                u.cached_tokens(),
+                u.reasoning_tokens(),
+                u.cache_write_tokens()
+            ),
+            (3, 2, 0)
+        );
+        assert!(u.extra.is_empty());
+        // The named counts are written first, in OpenAI's order.
+        let text = serde_json::to_string(
+            &serde_json::from_str::<Usage>(
+                r#"{"completion_tokens_details": {"x": 1, "rejected_prediction_tokens": 4,
+                "audio_tokens": 3, "reasoning_tokens": 2}}"#,
+            )
+            .expect("usage"),
+        )
+        .expect("text");
+        assert!(
+            text.ends_with(
+                r#"{"reasoning_tokens":2,"audio_tokens":3,"rejected_prediction_tokens":4,"x":1}}"#
+            ),
+            "{text}"
+        );
+        // A member twice keeps the last, whichever kind of value each was.
+        let d = |text: &str| serde_json::from_str::<TokenDetails>(text).expect(text);
+        let twice = d(r#"{"cached_tokens": 3, "cached_tokens": null}"#);
+        assert_eq!(twice.cached_tokens, None);
+        assert_eq!(twice.extra.get("cached_tokens"), Some(&Value::Null));
+        let twice = d(r#"{"cached_tokens": null, "cached_tokens": 3}"#);
+        assert_eq!((twice.cached_tokens, twice.extra.len()), (Some(3), 0));
+        let u: Usage =
+            serde_json::from_str(r#"{"prompt_tokens_details": 1, "prompt_tokens_details": {}}"#)
+                .expect("usage");
+        assert!(u.prompt_tokens_details.is_some() && u.extra.is_empty());
+        assert!(serde_json::from_str::<TokenDetails>("[1]").is_err());
+        assert!(serde_json::from_str::<Usage>(r#"{"prompt_tokens_details": {"a": }}"#).is_err());
     }
 
     #[test]

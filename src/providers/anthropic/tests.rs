@@ -273,6 +273,84 @@ fn several_choices_are_refused() {
     assert!(to_messages_request(&req, "m").is_ok());
 }
 
+/// Cache reads and writes count as input and are reported in `prompt_tokens_details`, both ways:
+/// an OpenAI client sees them, and an Anthropic client of an OpenAI upstream gets its uncached
+/// `input_tokens` with the cached ones beside them.
+#[test]
+fn prompt_cache_tokens_are_reported_both_ways() {
+    let r: MessagesResponse = serde_json::from_value(json!({
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+        "content": [{"type": "text", "text": "x"}], "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 3, "cache_read_input_tokens": 70,
+            "cache_creation_input_tokens": 25}
+    }))
+    .unwrap();
+    let canonical = from_messages_response(r.clone());
+    let u = serde_json::to_value(canonical.usage.as_ref().unwrap()).unwrap();
+    assert_eq!(
+        u,
+        json!({"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103,
+            "prompt_tokens_details": {"cached_tokens": 70, "cache_write_tokens": 25}})
+    );
+    assert_eq!(to_messages_response(canonical).usage, r.usage);
+
+    let openai: crate::chat::ChatResponse = serde_json::from_value(json!({
+        "choices": [{"message": {"role": "assistant", "content": "x"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 100, "completion_tokens": 3, "total_tokens": 103,
+            "prompt_tokens_details": {"cached_tokens": 60, "audio_tokens": 0}}
+    }))
+    .unwrap();
+    let u = to_messages_response(openai.clone()).usage;
+    assert_eq!(
+        (
+            u.input_tokens,
+            u.cache_read_input_tokens,
+            u.cache_creation_input_tokens
+        ),
+        (40, Some(60), None)
+    );
+    let mut enc = StreamEncoder::default();
+    let mut chunk = ChatChunk::of("c", 1, "m", Default::default(), Some("stop".into()));
+    chunk.usage = openai.usage;
+    enc.push(chunk);
+    let delta = enc
+        .finish("c", "m")
+        .into_iter()
+        .find_map(|e| match e {
+            StreamEvent::MessageDelta { usage, .. } => Some(usage),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            delta.input_tokens,
+            delta.cache_read_input_tokens,
+            delta.output_tokens
+        ),
+        (Some(40), Some(60), 3)
+    );
+
+    // Streamed: the counts of `message_start`, and those a newer `message_delta` repeats.
+    let mut dec = StreamDecoder::default();
+    let start = json!({"type": "message_start", "message": {"id": "m", "type": "message",
+        "role": "assistant", "model": "c", "content": [], "usage": {"input_tokens": 5,
+        "output_tokens": 1, "cache_read_input_tokens": 70}}});
+    let delta = json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+        "usage": {"input_tokens": 6, "output_tokens": 9, "cache_creation_input_tokens": 4}});
+    for ev in [start, delta, json!({"type": "message_stop"})] {
+        let chunks = dec.push(serde_json::from_value(ev).unwrap()).unwrap();
+        if let Some(u) = chunks.last().and_then(|c| c.usage.as_ref()) {
+            assert_eq!(
+                (u.prompt_tokens, u.completion_tokens, u.cached_tokens()),
+                (80, 9, 70)
+            );
+            assert_eq!(u.cache_write_tokens(), 4);
+            return;
+        }
+    }
+    panic!("no usage chunk");
+}
+
 #[test]
 fn token_counts_no_model_could_use_saturate_instead_of_overflowing() {
     let r: MessagesResponse = serde_json::from_value(json!({

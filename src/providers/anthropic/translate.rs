@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 use super::wire::{self, Block, BlockDelta, MessagesRequest, MessagesResponse, StreamEvent};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, ContentPart, Delta, Extra, FunctionCall,
-    FunctionCallDelta, FunctionDef, Message, Role, Schema, Tool, ToolCall, ToolCallDelta, Usage,
-    unix_now,
+    FunctionCallDelta, FunctionDef, Message, Role, Schema, TokenDetails, Tool, ToolCall,
+    ToolCallDelta, Usage, unix_now,
 };
 
 pub use crate::providers::TranslateError;
@@ -242,9 +242,25 @@ pub fn from_messages_response(r: MessagesResponse) -> ChatResponse {
             finish_reason: finish_reason(r.stop_reason.as_deref()),
             extra: Extra::new(),
         }],
-        usage: Some(Usage::new(r.usage.total_input(), r.usage.output_tokens)),
+        usage: Some(usage(&r.usage)),
         extra: Extra::new(),
     }
+}
+
+/// Canonical usage from Anthropic's (cache reads and writes counted as input, and reported).
+fn usage(u: &wire::Usage) -> Usage {
+    let mut out = Usage::new(u.total_input(), u.output_tokens);
+    out.prompt_tokens_details = cache_details(u);
+    out
+}
+
+fn cache_details(u: &wire::Usage) -> Option<TokenDetails> {
+    let (read, write) = (u.cache_read_input_tokens, u.cache_creation_input_tokens);
+    (read.is_some() || write.is_some()).then(|| TokenDetails {
+        cached_tokens: Some(read.unwrap_or(0)),
+        cache_write_tokens: Some(write.unwrap_or(0)),
+        ..TokenDetails::default()
+    })
 }
 
 /// Turns Anthropic stream events into canonical chunks.
@@ -255,6 +271,8 @@ pub struct StreamDecoder {
     created: u64,
     input_tokens: u64,
     output_tokens: u64,
+    /// Cache reads and writes, from `message_start`.
+    cache: Option<TokenDetails>,
     /// Anthropic block index -> tool call ordinal.
     tool_blocks: Vec<(u32, u32)>,
     next_tool: u32,
@@ -281,6 +299,7 @@ impl StreamDecoder {
                 self.created = unix_now();
                 self.input_tokens = message.usage.total_input();
                 self.output_tokens = message.usage.output_tokens;
+                self.cache = cache_details(&message.usage);
                 let delta = Delta {
                     role: Some("assistant".into()),
                     content: Some(String::new()),
@@ -333,7 +352,19 @@ impl StreamDecoder {
             StreamEvent::MessageDelta { delta, usage } => {
                 self.output_tokens = usage.output_tokens;
                 if let Some(input) = usage.input_tokens.filter(|n| *n > 0) {
-                    self.input_tokens = input;
+                    // Newer API versions repeat the counts here, input uncached as at the start.
+                    let repeated = wire::Usage {
+                        input_tokens: input,
+                        output_tokens: usage.output_tokens,
+                        cache_creation_input_tokens: usage
+                            .cache_creation_input_tokens
+                            .or(self.cache.as_ref().and_then(|c| c.cache_write_tokens)),
+                        cache_read_input_tokens: usage
+                            .cache_read_input_tokens
+                            .or(self.cache.as_ref().and_then(|c| c.cached_tokens)),
+                    };
+                    self.input_tokens = repeated.total_input();
+                    self.cache = cache_details(&repeated);
                 }
                 vec![self.chunk(
                     Delta::default(),
@@ -343,7 +374,9 @@ impl StreamDecoder {
             StreamEvent::MessageStop => {
                 let mut c = self.chunk(Delta::default(), None);
                 c.choices.clear();
-                c.usage = Some(Usage::new(self.input_tokens, self.output_tokens));
+                let mut usage = Usage::new(self.input_tokens, self.output_tokens);
+                usage.prompt_tokens_details = self.cache.take();
+                c.usage = Some(usage);
                 vec![c]
             }
             StreamEvent::ContentBlockStop { .. } | StreamEvent::Ping => Vec::new(),
@@ -637,12 +670,24 @@ pub fn to_messages_response(r: ChatResponse) -> MessagesResponse {
         content,
         stop_reason: Some(stop_reason(finish.as_deref())),
         stop_sequence: None,
-        usage: wire::Usage {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-            cache_creation_input_tokens: None,
-            cache_read_input_tokens: None,
-        },
+        usage: anthropic_usage(&usage),
+    }
+}
+
+/// Anthropic's usage from canonical usage: its `input_tokens` are the uncached ones, with cache
+/// reads and writes reported beside them when the answer said how many there were.
+fn anthropic_usage(u: &Usage) -> wire::Usage {
+    let details = u.prompt_tokens_details.as_ref();
+    let read = details.and_then(|d| d.cached_tokens);
+    let write = details.and_then(|d| d.cache_write_tokens);
+    wire::Usage {
+        input_tokens: u
+            .prompt_tokens
+            .saturating_sub(read.unwrap_or(0))
+            .saturating_sub(write.unwrap_or(0)),
+        output_tokens: u.completion_tokens,
+        cache_creation_input_tokens: write,
+        cache_read_input_tokens: read,
     }
 }
 
@@ -786,9 +831,15 @@ impl StreamEncoder {
                 stop_reason: Some(stop_reason(self.finish.as_deref())),
                 stop_sequence: None,
             },
-            usage: wire::DeltaUsage {
-                output_tokens: usage.completion_tokens,
-                input_tokens: Some(usage.prompt_tokens),
+            usage: {
+                let u = anthropic_usage(&usage);
+                wire::DeltaUsage {
+                    output_tokens: u.output_tokens,
+                    input_tokens: Some(u.input_tokens),
+                    // As the newer API versions send them, when there were any.
+                    cache_creation_input_tokens: u.cache_creation_input_tokens.filter(|n| *n > 0),
+                    cache_read_input_tokens: u.cache_read_input_tokens.filter(|n| *n > 0),
+                }
             },
         });
         out.push(StreamEvent::MessageStop);

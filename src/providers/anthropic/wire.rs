@@ -365,6 +365,12 @@ pub struct DeltaUsage {
     /// Input tokens (newer API versions repeat them here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub input_tokens: Option<u64>,
+    /// Input tokens written to the prompt cache (newer API versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+    /// Input tokens read from the prompt cache (newer API versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
 }
 
 /// Error body (`{"type":"error","error":{..}}` and stream `error` events).

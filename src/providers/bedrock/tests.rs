@@ -119,7 +119,7 @@ fn answers_map_text_tools_reasoning_and_cache_usage() {
         (40, 5, 45)
     );
     assert_eq!(
-        u.extra["prompt_tokens_details"],
+        serde_json::to_value(&u).unwrap()["prompt_tokens_details"],
         json!({"cached_tokens": 20, "cache_write_tokens": 10})
     );
     let blocked = translate::from_converse_response(

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Extra, FunctionCall,
-    FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage, unix_now,
+    FunctionCallDelta, Message, Role, TokenDetails, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
 pub use crate::providers::TranslateError;
@@ -324,10 +324,11 @@ pub fn usage(u: &Value) -> Usage {
         n("outputTokens"),
     );
     if read > 0 || write > 0 {
-        out.extra.insert(
-            "prompt_tokens_details".into(),
-            json!({"cached_tokens": read, "cache_write_tokens": write}),
-        );
+        out.prompt_tokens_details = Some(TokenDetails {
+            cached_tokens: Some(read),
+            cache_write_tokens: Some(write),
+            ..TokenDetails::default()
+        });
     }
     out
 }

@@ -346,19 +346,12 @@ pub fn gemini_finish(finish: Option<&str>) -> Option<String> {
 
 /// Gemini usage from canonical usage (reasoning tokens reported as thoughts).
 pub fn usage_metadata(u: &Usage) -> UsageMetadata {
-    let detail = |outer: &str, inner: &str| {
-        u.extra
-            .get(outer)
-            .and_then(|d| d.get(inner))
-            .and_then(Value::as_u64)
-    };
-    let thoughts = detail("completion_tokens_details", "reasoning_tokens").filter(|t| *t > 0);
+    let thoughts = Some(u.reasoning_tokens()).filter(|t| *t > 0);
     UsageMetadata {
         prompt_token_count: u.prompt_tokens,
         candidates_token_count: u.completion_tokens.saturating_sub(thoughts.unwrap_or(0)),
         total_token_count: u.total_tokens,
-        cached_content_token_count: detail("prompt_tokens_details", "cached_tokens")
-            .filter(|c| *c > 0),
+        cached_content_token_count: Some(u.cached_tokens()).filter(|c| *c > 0),
         thoughts_token_count: thoughts,
     }
 }

@@ -141,8 +141,12 @@ fn answers_map_text_calls_thoughts_usage_and_blocks() {
         (u.prompt_tokens, u.completion_tokens, u.total_tokens),
         (10, 17, 27)
     );
-    assert_eq!(u.extra["prompt_tokens_details"]["cached_tokens"], 4);
-    assert_eq!(u.extra["completion_tokens_details"]["reasoning_tokens"], 12);
+    let wire = serde_json::to_value(&u).unwrap();
+    assert_eq!(wire["prompt_tokens_details"], json!({"cached_tokens": 4}));
+    assert_eq!(
+        wire["completion_tokens_details"],
+        json!({"reasoning_tokens": 12})
+    );
     assert_eq!(r.model, "gemini-2.5-flash");
 
     let blocked = answer(

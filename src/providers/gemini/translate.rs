@@ -14,7 +14,7 @@ use super::wire::{
 };
 use crate::chat::{
     ChatChunk, ChatRequest, ChatResponse, Choice, Content, Delta, Extra, FunctionCall,
-    FunctionCallDelta, Message, Role, ToolCall, ToolCallDelta, Usage, unix_now,
+    FunctionCallDelta, Message, Role, TokenDetails, ToolCall, ToolCallDelta, Usage, unix_now,
 };
 
 pub use crate::providers::TranslateError;
@@ -405,14 +405,16 @@ pub fn usage(u: &UsageMetadata) -> Usage {
         out.total_tokens = u.total_token_count;
     }
     if let Some(c) = u.cached_content_token_count {
-        out.extra
-            .insert("prompt_tokens_details".into(), json!({"cached_tokens": c}));
+        out.prompt_tokens_details = Some(TokenDetails {
+            cached_tokens: Some(c),
+            ..TokenDetails::default()
+        });
     }
     if thoughts > 0 {
-        out.extra.insert(
-            "completion_tokens_details".into(),
-            json!({"reasoning_tokens": thoughts}),
-        );
+        out.completion_tokens_details = Some(TokenDetails {
+            reasoning_tokens: Some(thoughts),
+            ..TokenDetails::default()
+        });
     }
     out
 }

@@ -780,21 +780,14 @@ pub fn input_items(response_id: &str, input: &[Message]) -> Vec<Value> {
 
 /// Responses `usage` from chat usage (cached and reasoning tokens from the details).
 pub fn usage(u: &Usage) -> Value {
-    let detail = |outer: &str, inner: &str| {
-        u.extra
-            .get(outer)
-            .and_then(|d| d.get(inner))
-            .and_then(Value::as_u64)
-            .unwrap_or(0)
-    };
     json!({
         "input_tokens": u.prompt_tokens,
         "input_tokens_details": {
-            "cached_tokens": detail("prompt_tokens_details", "cached_tokens"),
-            "cache_write_tokens": detail("prompt_tokens_details", "cache_write_tokens"),
+            "cached_tokens": u.cached_tokens(),
+            "cache_write_tokens": u.cache_write_tokens(),
         },
         "output_tokens": u.completion_tokens,
-        "output_tokens_details": {"reasoning_tokens": detail("completion_tokens_details", "reasoning_tokens")},
+        "output_tokens_details": {"reasoning_tokens": u.reasoning_tokens()},
         "total_tokens": u.total_tokens,
     })
 }
