@@ -58,21 +58,27 @@ const RATE_TOKEN_HEADERS: [HeaderName; 3] = [
 
 /// All routes of the gateway.
 pub fn routes(state: AppState) -> Router {
-    let openai = Router::new()
-        .route("/chat/completions", post(openai::chat_completions))
-        .route("/embeddings", post(openai::embeddings))
-        .route("/responses", post(responses::create))
-        .route(
-            "/responses/{id}",
-            get(responses::get).delete(responses::delete),
-        )
-        .route("/responses/{id}/input_items", get(responses::input_items))
-        .route("/models", get(openai::models))
-        .route("/models/{*id}", get(openai::model));
-    Router::new()
-        .nest("/v1", openai.clone())
-        .nest("/openai/v1", openai.clone())
-        .nest("/openai", openai)
+    // The OpenAI routes under each of their prefixes, each path in full: a nested router would
+    // rewrite every request's URI (an allocation and a copy) to strip its prefix.
+    let mut router = Router::new();
+    for prefix in ["/v1", "/openai/v1", "/openai"] {
+        let at = |path: &str| format!("{prefix}{path}");
+        router = router
+            .route(&at("/chat/completions"), post(openai::chat_completions))
+            .route(&at("/embeddings"), post(openai::embeddings))
+            .route(&at("/responses"), post(responses::create))
+            .route(
+                &at("/responses/{id}"),
+                get(responses::get).delete(responses::delete),
+            )
+            .route(
+                &at("/responses/{id}/input_items"),
+                get(responses::input_items),
+            )
+            .route(&at("/models"), get(openai::models))
+            .route(&at("/models/{*id}"), get(openai::model));
+    }
+    router
         .route("/anthropic/v1/messages", post(anthropic::messages))
         .route("/genai/v1beta/models/{*call}", post(genai::generate))
         .route("/genai/v1/models/{*call}", post(genai::generate))

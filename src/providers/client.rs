@@ -282,7 +282,10 @@ impl RequestBuilder<'_> {
 
     /// `Authorization: Bearer <token>`, marked sensitive.
     pub fn bearer_auth(mut self, token: &str) -> Self {
-        match HeaderValue::try_from(format!("Bearer {token}")) {
+        let mut value = String::with_capacity(7 + token.len());
+        value.push_str("Bearer ");
+        value.push_str(token);
+        match HeaderValue::try_from(value) {
             Ok(mut v) => {
                 v.set_sensitive(true);
                 self.headers.append(header::AUTHORIZATION, v);
@@ -329,10 +332,12 @@ impl RequestBuilder<'_> {
             .map_err(|e| HttpError::Request(format!("invalid upstream URL: {e}")))?;
         match &self.client.inner {
             Inner::Direct(pool) => {
+                let mut headers = self.headers;
+                host_with_port(&uri, &mut headers);
                 let mut req = Request::new(Full::new(self.body));
                 *req.method_mut() = Method::POST;
                 *req.uri_mut() = uri;
-                *req.headers_mut() = self.headers;
+                *req.headers_mut() = headers;
                 Ok(Response::Direct(pool.request(req).await?))
             }
             Inner::Reqwest(client) => {
@@ -345,6 +350,28 @@ impl RequestBuilder<'_> {
                 Ok(Response::Reqwest(resp))
             }
         }
+    }
+}
+
+/// Sets `Host` to the URL's `host:port` when the port is not the scheme's default, as hyper's
+/// client would (it formats that value anew for every request); without a port, or with the
+/// default one, the client's own `Host` (the host alone) is left to it.
+fn host_with_port(uri: &Uri, headers: &mut HeaderMap) {
+    let default = match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    };
+    let Some(authority) = uri.authority() else {
+        return;
+    };
+    if authority.port_u16().is_none_or(|p| p == default)
+        || authority.as_str().contains('@')
+        || headers.contains_key(header::HOST)
+    {
+        return;
+    }
+    if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+        headers.insert(header::HOST, v);
     }
 }
 

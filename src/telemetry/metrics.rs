@@ -8,6 +8,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 /// A label value from a fixed vocabulary: the words are static, so counting a request allocates
@@ -140,6 +142,17 @@ pub struct PluginCallLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// One provider's series in the families an answer updates (the same series the families
+/// export: a handle shares its family's counter).
+#[derive(Debug)]
+struct ProviderSeries {
+    attempts_ok: Counter,
+    attempt_duration: Histogram,
+    input_tokens: Counter,
+    output_tokens: Counter,
+    cost: Counter<f64, AtomicU64>,
+}
+
 fn latency_histogram() -> Histogram {
     // 0.5 ms .. ~16 s
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
@@ -149,6 +162,9 @@ fn latency_histogram() -> Histogram {
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Each provider's series that every answer touches, looked up once: a family lookup hashes
+    /// its labels (allocating the provider's name for them) under a lock each time.
+    by_provider: std::sync::RwLock<HashMap<String, Arc<ProviderSeries>>>,
     /// `switchyard_requests_total`.
     pub requests: Family<RequestLabels, Counter>,
     /// `switchyard_request_duration_seconds` (to the last byte, for streams too).
@@ -425,6 +441,7 @@ impl Metrics {
         );
         Self {
             registry,
+            by_provider: Default::default(),
             plugin_calls,
             plugin_duration,
             gov_unchecked,
@@ -459,8 +476,64 @@ impl Metrics {
         }
     }
 
+    /// `provider`'s series, made on its first answer.
+    fn provider(&self, provider: &str) -> Arc<ProviderSeries> {
+        let known = self
+            .by_provider
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(provider)
+            .cloned();
+        if let Some(series) = known {
+            return series;
+        }
+        // One statement each: a family's lookup holds its lock until the statement ends, and a
+        // second lookup in the same family that has to add a series would wait for it forever.
+        let by_provider = ProviderLabels {
+            provider: provider.to_owned(),
+        };
+        let attempts_ok = self
+            .upstream_attempts
+            .get_or_create(&AttemptLabels {
+                provider: provider.to_owned(),
+                outcome: Cow::Borrowed("ok"),
+            })
+            .clone();
+        let attempt_duration = self.upstream_duration.get_or_create(&by_provider).clone();
+        let tokens = |direction: &'static str| {
+            self.tokens
+                .get_or_create(&TokenLabels {
+                    provider: provider.to_owned(),
+                    direction: Cow::Borrowed(direction),
+                })
+                .clone()
+        };
+        let input_tokens = tokens("input");
+        let output_tokens = tokens("output");
+        let cost = self.cost.get_or_create(&by_provider).clone();
+        let series = Arc::new(ProviderSeries {
+            attempts_ok,
+            attempt_duration,
+            input_tokens,
+            output_tokens,
+            cost,
+        });
+        self.by_provider
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(provider.to_owned())
+            .or_insert(series)
+            .clone()
+    }
+
     /// Counts one upstream attempt.
     pub fn attempt(&self, provider: &str, outcome: &'static str, secs: f64) {
+        if outcome == "ok" {
+            let series = self.provider(provider);
+            series.attempts_ok.inc();
+            series.attempt_duration.observe(secs);
+            return;
+        }
         self.upstream_attempts
             .get_or_create(&AttemptLabels {
                 provider: provider.to_owned(),
@@ -502,14 +575,9 @@ impl Metrics {
 
     /// Counts tokens of one answer.
     pub fn usage(&self, provider: &str, input: u64, output: u64) {
-        for (direction, n) in [("input", input), ("output", output)] {
-            self.tokens
-                .get_or_create(&TokenLabels {
-                    provider: provider.to_owned(),
-                    direction: Cow::Borrowed(direction),
-                })
-                .inc_by(n);
-        }
+        let series = self.provider(provider);
+        series.input_tokens.inc_by(input);
+        series.output_tokens.inc_by(output);
     }
 
     /// Counts one finished client request.
@@ -549,11 +617,7 @@ impl Metrics {
     /// Adds estimated spend.
     pub fn spend(&self, provider: &str, usd: f64) {
         if usd > 0.0 {
-            self.cost
-                .get_or_create(&ProviderLabels {
-                    provider: provider.to_owned(),
-                })
-                .inc_by(usd);
+            self.provider(provider).cost.inc_by(usd);
         }
     }
 
@@ -658,6 +722,38 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// A provider's remembered series are the ones exported: counts made through them and
+    /// through the families add up in one sample, per provider.
+    #[test]
+    fn provider_series_are_the_exported_ones() {
+        let m = Metrics::new();
+        for _ in 0..3 {
+            m.attempt("a", "ok", 0.5);
+            m.usage("a", 10, 2);
+            m.spend("a", 0.25);
+        }
+        m.attempt("b", "ok", 0.1);
+        m.attempt("a", "timeout", 0.1);
+        m.upstream_attempts
+            .get_or_create(&AttemptLabels {
+                provider: "a".into(),
+                outcome: "ok".into(),
+            })
+            .inc();
+        let text = m.encode();
+        for line in [
+            "switchyard_upstream_attempts_total{provider=\"a\",outcome=\"ok\"} 4",
+            "switchyard_upstream_attempts_total{provider=\"a\",outcome=\"timeout\"} 1",
+            "switchyard_upstream_attempts_total{provider=\"b\",outcome=\"ok\"} 1",
+            "switchyard_tokens_total{provider=\"a\",direction=\"input\"} 30",
+            "switchyard_tokens_total{provider=\"a\",direction=\"output\"} 6",
+            "switchyard_cost_usd_total{provider=\"a\"} 0.75",
+            "switchyard_upstream_attempt_duration_seconds_count{provider=\"a\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
     }
 
     #[test]

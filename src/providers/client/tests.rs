@@ -370,3 +370,32 @@ fn a_proxy_in_the_environment_is_noticed() {
         );
     }
 }
+
+/// `Host` is set to `host:port` only where hyper's client would have formatted that itself.
+#[test]
+fn host_with_a_port_is_set_as_the_client_would() {
+    let host = |url: &str, preset: Option<&str>| {
+        let mut h = HeaderMap::new();
+        if let Some(p) = preset {
+            h.insert(header::HOST, HeaderValue::from_str(p).unwrap());
+        }
+        host_with_port(&url.parse::<Uri>().unwrap(), &mut h);
+        h.get(header::HOST).map(|v| v.to_str().unwrap().to_owned())
+    };
+    assert_eq!(
+        host("http://127.0.0.1:18081/v1/x", None).as_deref(),
+        Some("127.0.0.1:18081")
+    );
+    assert_eq!(
+        host("https://[::1]:8443/", None).as_deref(),
+        Some("[::1]:8443")
+    );
+    assert_eq!(host("https://api.openai.com/v1", None), None);
+    assert_eq!(host("https://api.openai.com:443/v1", None), None);
+    assert_eq!(host("http://example.com:80/", None), None);
+    assert_eq!(host("http://u:p@example.com:8080/", None), None);
+    assert_eq!(
+        host("http://example.com:8080/", Some("other")).as_deref(),
+        Some("other")
+    );
+}
