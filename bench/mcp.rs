@@ -143,7 +143,7 @@ impl ChatBackend for Instant0 {
                 model: "m".into(),
                 attempts: 1,
             },
-            body: ChatBody::Complete(turn(&msgs, 1)),
+            body: ChatBody::Complete(Box::new(turn(&msgs, 1))),
             cache: None,
             mcp: None,
             json: None,

@@ -277,7 +277,7 @@ fn plugin_answer(resp: crate::chat::ChatResponse, stream: bool) -> ChatOutcome {
             std::time::Duration::ZERO,
         ))
     } else {
-        ChatBody::Complete(resp)
+        ChatBody::Complete(Box::new(resp))
     };
     ChatOutcome {
         served,

@@ -465,7 +465,7 @@ where
         crate::pipeline::ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
             guard.response(&r);
-            let mut resp = complete(r, outcome.json);
+            let mut resp = complete(*r, outcome.json);
             set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
             resp
         }

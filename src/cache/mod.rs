@@ -939,7 +939,7 @@ impl Cache {
                 self.config.replay_delay,
             ))
         } else {
-            ChatBody::Complete(hit.response)
+            ChatBody::Complete(Box::new(hit.response))
         };
         ChatOutcome {
             served: hit.served,

@@ -137,7 +137,7 @@ fn outcome(text: &str) -> ChatOutcome {
             model: Arc::from("m"),
             attempts: 1,
         },
-        body: ChatBody::Complete(resp),
+        body: ChatBody::Complete(Box::new(resp)),
         cache: None,
         mcp: None,
         json: None,
@@ -189,7 +189,7 @@ async fn a_rejection_stops_the_walk_and_a_direct_answer_goes_back_through_earlie
         unreachable!()
     };
     let mut o = outcome("");
-    o.body = ChatBody::Complete(*resp);
+    o.body = ChatBody::Complete(resp);
     let out = run.wrap(o).await.unwrap_or_else(|_| unreachable!());
     // B answered, so only A sees the answer.
     assert_eq!(text(&out), "direct A");

@@ -184,7 +184,7 @@ impl AnyProvider {
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<(ChatResponse, Option<Bytes>), ProviderError> {
+    ) -> Result<(Box<ChatResponse>, Option<Bytes>), ProviderError> {
         let redact = |e| self.redactor().error(e);
         let forced = self
             .json_by_tool(call.model)
@@ -193,15 +193,15 @@ impl AnyProvider {
         let asked = forced.as_ref().unwrap_or(req);
         let answer = match self {
             Self::OpenAi(p) => p.chat(asked, call).await,
-            Self::Anthropic(p) => p.chat(asked, call).await.map(|r| (r, None)),
-            Self::Gemini(p) => p.chat(asked, call).await.map(|r| (r, None)),
-            Self::Bedrock(p) => p.chat(asked, call).await.map(|r| (r, None)),
-            Self::Vertex(p) => p.chat(asked, call).await.map(|r| (r, None)),
+            Self::Anthropic(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
+            Self::Gemini(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
+            Self::Bedrock(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
+            Self::Vertex(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
         };
         answer
             .map(|(r, json)| match forced {
                 // The upstream's JSON is the forced tool call's, not the answer the client gets.
-                Some(_) => (structured::unwrap_response(r), None),
+                Some(_) => (Box::new(structured::unwrap_response(*r)), None),
                 None => (r, json),
             })
             .map_err(redact)

@@ -405,10 +405,10 @@ pub struct Usage {
     pub total_tokens: u64,
     /// How the input tokens break down (`cached_tokens`, `cache_write_tokens`, `audio_tokens`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub prompt_tokens_details: Option<TokenDetails>,
+    pub prompt_tokens_details: Option<Box<TokenDetails>>,
     /// How the output tokens break down (`reasoning_tokens`, `audio_tokens`, predictions).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub completion_tokens_details: Option<TokenDetails>,
+    pub completion_tokens_details: Option<Box<TokenDetails>>,
     /// Unmodelled fields, passed through (a detail that is not an object lands here too).
     #[serde(flatten)]
     pub extra: Extra,
@@ -441,11 +441,12 @@ impl Usage {
     }
 }
 
-fn detail(d: &Option<TokenDetails>, count: fn(&TokenDetails) -> Option<u64>) -> u64 {
-    d.as_ref().and_then(count).unwrap_or(0)
+fn detail(d: &Option<Box<TokenDetails>>, count: fn(&TokenDetails) -> Option<u64>) -> u64 {
+    d.as_deref().and_then(count).unwrap_or(0)
 }
 
-/// One of usage's detail objects: token counts by kind. The kinds OpenAI names are fields (a
+/// One of usage's detail objects: token counts by kind (boxed in `Usage`, which every answer and
+/// streamed chunk moves several times). The kinds OpenAI names are fields (a
 /// count that is not a whole number stays in `extra` as it came); any other member (a vendor's
 /// own count) is kept in `extra`, in order. Written back, the named kinds come first.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

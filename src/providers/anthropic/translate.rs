@@ -254,12 +254,14 @@ fn usage(u: &wire::Usage) -> Usage {
     out
 }
 
-fn cache_details(u: &wire::Usage) -> Option<TokenDetails> {
+fn cache_details(u: &wire::Usage) -> Option<Box<TokenDetails>> {
     let (read, write) = (u.cache_read_input_tokens, u.cache_creation_input_tokens);
-    (read.is_some() || write.is_some()).then(|| TokenDetails {
-        cached_tokens: Some(read.unwrap_or(0)),
-        cache_write_tokens: Some(write.unwrap_or(0)),
-        ..TokenDetails::default()
+    (read.is_some() || write.is_some()).then(|| {
+        Box::new(TokenDetails {
+            cached_tokens: Some(read.unwrap_or(0)),
+            cache_write_tokens: Some(write.unwrap_or(0)),
+            ..TokenDetails::default()
+        })
     })
 }
 
@@ -272,7 +274,7 @@ pub struct StreamDecoder {
     input_tokens: u64,
     output_tokens: u64,
     /// Cache reads and writes, from `message_start`.
-    cache: Option<TokenDetails>,
+    cache: Option<Box<TokenDetails>>,
     /// Anthropic block index -> tool call ordinal.
     tool_blocks: Vec<(u32, u32)>,
     next_tool: u32,

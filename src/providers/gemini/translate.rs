@@ -405,16 +405,16 @@ pub fn usage(u: &UsageMetadata) -> Usage {
         out.total_tokens = u.total_token_count;
     }
     if let Some(c) = u.cached_content_token_count {
-        out.prompt_tokens_details = Some(TokenDetails {
+        out.prompt_tokens_details = Some(Box::new(TokenDetails {
             cached_tokens: Some(c),
             ..TokenDetails::default()
-        });
+        }));
     }
     if thoughts > 0 {
-        out.completion_tokens_details = Some(TokenDetails {
+        out.completion_tokens_details = Some(Box::new(TokenDetails {
             reasoning_tokens: Some(thoughts),
             ..TokenDetails::default()
-        });
+        }));
     }
     out
 }

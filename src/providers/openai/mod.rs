@@ -126,7 +126,7 @@ impl OpenAiProvider {
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<(ChatResponse, Option<Bytes>), ProviderError> {
+    ) -> Result<(Box<ChatResponse>, Option<Bytes>), ProviderError> {
         let body = outgoing(req, call.model, None, None);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
