@@ -243,7 +243,7 @@ async fn main() {
                 hub: hub.clone(),
                 plan,
             };
-            let out = l.run(req, &ctx).await.unwrap();
+            let out = l.run(Box::new(req), &ctx).await.unwrap();
             if i >= 50 {
                 v.push(t.elapsed().as_secs_f64() * 1000.0);
             }

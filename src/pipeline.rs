@@ -101,7 +101,8 @@ pub fn max_output_tokens(req: &ChatRequest) -> u64 {
 /// when the answer ends, and refunds what it reserved if dropped unsettled.
 pub async fn chat(
     state: &AppState,
-    mut req: ChatRequest,
+    // Boxed: the request (432 bytes) would otherwise be copied into each future it is handed to.
+    mut req: Box<ChatRequest>,
     ctx: &RequestContext,
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;

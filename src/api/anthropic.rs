@@ -64,7 +64,7 @@ async fn messages_inner(
         &state,
         &ctx,
         guard,
-        req,
+        Box::new(req),
         Dialect::Anthropic,
         |r, _| Json(translate::to_messages_response(r)).into_response(),
         |s, guard, mcp| {

@@ -122,7 +122,7 @@ async fn generate_inner(
         &state,
         &ctx,
         guard,
-        req,
+        Box::new(req),
         Dialect::Google,
         |r, _| Json(ingress::to_generate_response(r)).into_response(),
         stream,

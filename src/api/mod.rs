@@ -436,7 +436,7 @@ pub(crate) async fn answer_chat<C, S>(
     state: &AppState,
     ctx: &RequestContext,
     mut guard: RequestGuard,
-    req: crate::chat::ChatRequest,
+    req: Box<crate::chat::ChatRequest>,
     dialect: Dialect,
     complete: C,
     stream: S,

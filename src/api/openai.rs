@@ -38,7 +38,8 @@ async fn chat(
     mut guard: RequestGuard,
     body: Body,
 ) -> Response {
-    let req: ChatRequest = match read_json(&state, body).await.and_then(validate) {
+    // Read straight into a box: the request is handed down through several futures.
+    let req: Box<ChatRequest> = match read_json(&state, body).await.and_then(validate) {
         Ok(r) => r,
         Err(e) => return fail(&mut guard, &e, &ctx),
     };
@@ -72,7 +73,7 @@ fn fail(
 }
 
 /// Checks what serde cannot: a conversation to answer.
-fn validate(req: ChatRequest) -> Result<ChatRequest, GatewayError> {
+fn validate(req: Box<ChatRequest>) -> Result<Box<ChatRequest>, GatewayError> {
     if req.model.trim().is_empty() {
         return Err(GatewayError::BadRequest("`model` must not be empty".into()));
     }

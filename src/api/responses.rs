@@ -158,7 +158,16 @@ async fn create_inner(
         };
         sse::response(super::frames(s, guard, mcp, frames), keep_alive)
     };
-    super::answer_chat(&state, &ctx, guard, req, Dialect::OpenAi, complete, stream).await
+    super::answer_chat(
+        &state,
+        &ctx,
+        guard,
+        Box::new(req),
+        Dialect::OpenAi,
+        complete,
+        stream,
+    )
+    .await
 }
 
 /// An unknown, expired or foreign `previous_response_id`: 400 as OpenAI answers it.

@@ -149,7 +149,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
     /// Runs the request through the loop, streamed or not as the client asked.
     pub async fn run(
         self,
-        req: ChatRequest,
+        req: Box<ChatRequest>,
         ctx: &RequestContext,
     ) -> Result<ChatOutcome, RouterError> {
         if req.is_stream() {
@@ -169,7 +169,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
 
     async fn run_complete(
         self,
-        mut req: ChatRequest,
+        mut req: Box<ChatRequest>,
         ctx: &RequestContext,
     ) -> Result<ChatOutcome, RouterError> {
         let mut totals = Totals::default();
@@ -254,7 +254,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
 
     async fn run_stream(
         self,
-        mut req: ChatRequest,
+        mut req: Box<ChatRequest>,
         ctx: &RequestContext,
     ) -> Result<ChatOutcome, RouterError> {
         // Usage of every round is summed and sent once, at the end.
