@@ -78,13 +78,25 @@ pub async fn admit(
 /// Prompt tokens of a chat request, estimated high (a byte per 3 of the JSON of its messages and
 /// tools): what admission reserves before the provider counts them.
 pub fn estimate_prompt_tokens(req: &ChatRequest) -> u64 {
-    let messages = serde_json::to_vec(&req.messages).map_or(0, |v| v.len());
-    let tools = req
-        .tools
-        .as_ref()
-        .and_then(|t| serde_json::to_vec(t).ok())
-        .map_or(0, |v| v.len());
+    let messages = json_len(&req.messages);
+    let tools = req.tools.as_ref().map_or(0, json_len);
     ((messages + tools) as u64).div_ceil(3) + 8
+}
+
+/// The length of `value` as JSON, counted as it is written (nothing kept); 0 if it cannot be.
+fn json_len<T: serde::Serialize + ?Sized>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut n = Count(0);
+    serde_json::to_writer(&mut n, value).map_or(0, |()| n.0)
 }
 
 /// The most output a chat request may produce: `max_tokens` (or `max_completion_tokens`, or the
@@ -145,19 +157,17 @@ pub async fn chat(
     let governed_ctx;
     let ctx = match &permit {
         Some(p) if state.mcp.has_servers() => {
-            let gate = state.governance.tool_permit(&p.principal.key);
-            if let Some(g) = &gate {
-                let allowed: Vec<String> = state
-                    .mcp
-                    .tool_names()
-                    .into_iter()
-                    .filter(|n| crate::request::ToolGate::allows(g.as_ref(), n))
-                    .filter(|n| mcp_opts.tools.as_ref().is_none_or(|w| w.contains(n)))
-                    .collect();
-                mcp_opts.tools = Some(allowed);
-            }
+            let gate = state.governance.tools_of(&p.principal);
+            let allowed: Vec<String> = state
+                .mcp
+                .tool_names()
+                .into_iter()
+                .filter(|n| crate::request::ToolGate::allows(gate.as_ref(), n))
+                .filter(|n| mcp_opts.tools.as_ref().is_none_or(|w| w.contains(n)))
+                .collect();
+            mcp_opts.tools = Some(allowed);
             governed_ctx = RequestContext {
-                tool_gate: gate.map(|g| g as Arc<dyn crate::request::ToolGate>),
+                tool_gate: Some(gate as Arc<dyn crate::request::ToolGate>),
                 ..ctx.clone()
             };
             &governed_ctx
@@ -329,5 +339,21 @@ fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
         cache: outcome.cache,
         mcp: outcome.mcp,
         json: outcome.json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_len_counts_what_would_be_written() {
+        let v = serde_json::json!([
+            {"role": "user", "content": "naïve \"quoted\"\nline"},
+            {"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "é"}]}
+        ]);
+        let written = serde_json::to_vec(&v).map(|b| b.len()).unwrap_or_default();
+        assert!(written > 0);
+        assert_eq!(json_len(&v), written);
     }
 }

@@ -16,8 +16,8 @@ pub use super::views::BudgetState;
 use super::{GovernanceError, KEY_PREFIX, hash_secret};
 use crate::config::Issue;
 use crate::config::governance::{
-    BudgetSpec, CustomerSpec, GovernanceConfig, KeySpec, LimitsSpec, TeamSpec, check_customer,
-    check_key, check_team,
+    BudgetSpec, CacheScope, CustomerSpec, GovernanceConfig, KeySpec, LimitsSpec, TeamSpec,
+    check_customer, check_key, check_team,
 };
 use crate::store::{Store, trees};
 
@@ -236,6 +236,9 @@ pub struct Directory {
     pub keys: HashMap<String, Arc<KeyEntry>>,
     /// Secret hash -> (key id, valid until ms for rotated-out secrets).
     pub by_hash: HashMap<String, (String, Option<i64>)>,
+    /// Key id -> who a request with it is, built with the index: admission hands it out
+    /// instead of copying the key's names, tools and partition on every request.
+    pub principals: HashMap<String, Arc<super::Principal>>,
 }
 
 impl Directory {
@@ -262,13 +265,62 @@ impl Directory {
             .or_else(|| k.spec.customer.clone())
     }
 
-    fn index(&mut self) {
+    fn index(&mut self, scope: CacheScope) {
         self.by_hash.clear();
         for k in self.keys.values() {
             for s in &k.secrets {
                 self.by_hash
                     .insert(s.hash.clone(), (k.spec.id.clone(), s.valid_until_ms));
             }
+        }
+        let principals = self
+            .keys
+            .values()
+            .map(|k| (k.spec.id.clone(), Arc::new(self.principal(k, scope))))
+            .collect();
+        self.principals = principals;
+    }
+
+    /// Who a request with key `k` is.
+    fn principal(&self, k: &KeyEntry, scope: CacheScope) -> super::Principal {
+        let team = k.team();
+        let customer = self.customer_of(k);
+        let key = || format!("key:{}", k.spec.id);
+        let cache_partition = match scope {
+            CacheScope::Global => String::new(),
+            CacheScope::Key => key(),
+            CacheScope::Team => team
+                .as_ref()
+                .map(|t| format!("team:{t}"))
+                .or(customer.as_ref().map(|c| format!("customer:{c}")))
+                .unwrap_or_else(key),
+            CacheScope::Customer => customer
+                .as_ref()
+                .map(|c| format!("customer:{c}"))
+                .or(team.as_ref().map(|t| format!("team:{t}")))
+                .unwrap_or_else(key),
+        };
+        super::Principal {
+            key: k.spec.id.clone(),
+            team,
+            customer,
+            mcp_tools: k.spec.mcp_tools.clone(),
+            cache_partition,
+            plugins: crate::request::KeyPlugins {
+                add: k.spec.plugins.clone(),
+                remove: k.spec.disable_plugins.clone(),
+            },
+            tool_limit: k.spec.rate_limits.tool_calls_per_minute.map(|n| Charge {
+                bucket: format!("{}tool_calls", k.level.prefix).into(),
+                kind: Kind::ToolCalls,
+                limit: n as f64,
+                window: Window::Calendar(Period {
+                    n: 1,
+                    unit: Unit::Minute,
+                }),
+                amount: 1.0,
+            }),
+            tools: std::sync::OnceLock::new(),
         }
     }
 }
@@ -430,7 +482,7 @@ fn build(cfg: &GovernanceConfig, records: Records) -> Directory {
             }
         }
     }
-    d.index();
+    d.index(cfg.cache_scope);
     d
 }
 
@@ -608,7 +660,7 @@ impl Handle {
                     .store(version, std::sync::atomic::Ordering::Release);
             }
         }
-        d.index();
+        d.index(self.config.cache_scope);
         self.current.store(Arc::new(d));
         Ok(out)
     }

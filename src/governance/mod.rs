@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use sha2::Digest;
 
-use crate::config::governance::{CacheScope, GovernanceConfig};
+use crate::config::governance::GovernanceConfig;
 use crate::store::Store;
 use crate::telemetry::prices::Prices;
 use counters::{AnyCounters, Charge, Counters, Kind, Refusal, Snapshot};
@@ -95,6 +95,10 @@ pub struct Principal {
     pub cache_partition: String,
     /// Plugins the key adds, and those it turns off (mandatory ones stay on).
     pub plugins: crate::request::KeyPlugins,
+    /// Its `tool_calls_per_minute`.
+    tool_limit: Option<Charge>,
+    /// Its MCP tool gate, made when first asked for (`Governance::tools_of`).
+    tools: std::sync::OnceLock<Arc<ToolPermit>>,
 }
 
 impl Principal {
@@ -125,8 +129,8 @@ pub struct Permit {
     charges: Vec<Charge>,
     lease: Arc<str>,
     settled: bool,
-    /// Who it is.
-    pub principal: Principal,
+    /// Who it is (shared by the key's requests until the directory changes).
+    pub principal: Arc<Principal>,
     /// The key's rate-limit headers after this request.
     pub headers: RateHeaders,
     /// The prompt tokens estimated at admission (charged for a stream cut before its usage).
@@ -325,26 +329,24 @@ impl Governance {
         }
     }
 
-    /// The MCP tool gate of a key (by id), for the tool loop and `/mcp`.
+    /// The MCP tool gate of an admitted request's key (made once per key and directory).
+    pub fn tools_of(&self, p: &Principal) -> Arc<ToolPermit> {
+        p.tools
+            .get_or_init(|| {
+                Arc::new(ToolPermit {
+                    counters: self.counters.clone(),
+                    key: p.key.clone(),
+                    globs: p.mcp_tools.clone(),
+                    limit: p.tool_limit.clone(),
+                })
+            })
+            .clone()
+    }
+
+    /// The MCP tool gate of a key (by id), for `/mcp`.
     pub fn tool_permit(&self, key: &str) -> Option<Arc<ToolPermit>> {
         let dir = self.dir.load();
-        let k = dir.keys.get(key)?;
-        let limit = k.spec.rate_limits.tool_calls_per_minute.map(|n| Charge {
-            bucket: format!("{}tool_calls", k.level.prefix).into(),
-            kind: Kind::ToolCalls,
-            limit: n as f64,
-            window: period::Window::Calendar(period::Period {
-                n: 1,
-                unit: period::Unit::Minute,
-            }),
-            amount: 1.0,
-        });
-        Some(Arc::new(ToolPermit {
-            counters: self.counters.clone(),
-            key: k.spec.id.clone(),
-            globs: k.spec.mcp_tools.clone(),
-            limit,
-        }))
+        Some(self.tools_of(dir.principals.get(key)?))
     }
 
     /// The key, team and customer a credential names, whatever admission said (for the log).
@@ -364,7 +366,14 @@ impl Governance {
         &self,
         credential: Option<&str>,
     ) -> Result<Option<String>, GovernanceError> {
-        self.identify(credential, Utc::now())
+        let dir = self.dir.load();
+        let k = identify(
+            &dir,
+            self.config.require_virtual_key,
+            credential,
+            Utc::now(),
+        )?;
+        Ok(k.map(|k| k.spec.id.clone()))
     }
 
     /// Whether any key exists (governance can apply).
@@ -381,14 +390,11 @@ impl Governance {
         ask: impl FnOnce() -> Ask<'a>,
     ) -> Result<Option<Permit>, GovernanceError> {
         let now = Utc::now();
-        let Some(key) = self.identify(credential, now)? else {
+        let dir = self.dir.load_full();
+        let Some(k) = identify(&dir, self.config.require_virtual_key, credential, now)? else {
             return Ok(None);
         };
         let ask = &ask();
-        let dir = self.dir.load_full();
-        let Some(k) = dir.keys.get(&key) else {
-            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
-        };
         if !model_allowed(&k.spec, ask.model) {
             return Err(GovernanceError::ModelNotAllowed(format!(
                 "the virtual key `{}` may not use the model `{}`",
@@ -435,16 +441,8 @@ impl Governance {
             }
         };
         let headers = rate_headers(&charges, &snaps, now);
-        let principal = Principal {
-            key: k.spec.id.clone(),
-            team: k.team(),
-            customer: dir.customer_of(k),
-            mcp_tools: k.spec.mcp_tools.clone(),
-            cache_partition: self.partition(&dir, k),
-            plugins: crate::request::KeyPlugins {
-                add: k.spec.plugins.clone(),
-                remove: k.spec.disable_plugins.clone(),
-            },
+        let Some(principal) = dir.principals.get(&k.spec.id).cloned() else {
+            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
         };
         Ok(Some(Permit {
             counters: self.counters.clone(),
@@ -455,55 +453,6 @@ impl Governance {
             headers,
             prompt_tokens: ask.prompt_tokens,
         }))
-    }
-
-    /// The key id a credential names, `None` for an ungoverned request.
-    fn identify(
-        &self,
-        credential: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Option<String>, GovernanceError> {
-        let require = self.config.require_virtual_key;
-        let Some(token) = credential.map(str::trim).filter(|t| !t.is_empty()) else {
-            if require {
-                return Err(GovernanceError::InvalidKey(
-                    "a virtual key is required: send `Authorization: Bearer sk-sy-...` (or `x-api-key`, `api-key`)".into(),
-                ));
-            }
-            return Ok(None);
-        };
-        let dir = self.dir.load();
-        let found = dir.by_hash.get(&hash_secret(token));
-        let Some((id, valid_until)) = found else {
-            if require || token.starts_with(KEY_PREFIX) {
-                return Err(GovernanceError::InvalidKey(
-                    "the virtual key is not valid (unknown, deleted or rotated out)".into(),
-                ));
-            }
-            return Ok(None);
-        };
-        if valid_until.is_some_and(|t| now.timestamp_millis() >= t) {
-            return Err(GovernanceError::InvalidKey(
-                "this secret of the virtual key was rotated and its grace period is over".into(),
-            ));
-        }
-        let Some(k) = dir.keys.get(id) else {
-            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
-        };
-        if k.expires_ms.is_some_and(|t| now.timestamp_millis() >= t) {
-            return Err(GovernanceError::InvalidKey(format!(
-                "the virtual key `{}` expired at {}",
-                k.spec.id,
-                k.spec.expires_at.as_deref().unwrap_or_default()
-            )));
-        }
-        if !k.spec.active {
-            return Err(GovernanceError::KeyDisabled(format!(
-                "the virtual key `{}` is disabled",
-                k.spec.id
-            )));
-        }
-        Ok(Some(id.clone()))
     }
 
     /// The most the request can cost over its candidate models; `None` when one has no price.
@@ -520,24 +469,54 @@ impl Governance {
         }
         Some(worst)
     }
+}
 
-    fn partition(&self, dir: &Directory, k: &directory::KeyEntry) -> String {
-        let team = k.team();
-        let customer = dir.customer_of(k);
-        let key = format!("key:{}", k.spec.id);
-        match self.config.cache_scope {
-            CacheScope::Global => String::new(),
-            CacheScope::Key => key,
-            CacheScope::Team => team
-                .map(|t| format!("team:{t}"))
-                .or(customer.map(|c| format!("customer:{c}")))
-                .unwrap_or(key),
-            CacheScope::Customer => customer
-                .map(|c| format!("customer:{c}"))
-                .or(team.map(|t| format!("team:{t}")))
-                .unwrap_or(key),
+/// The key a credential names, `None` for an ungoverned request.
+fn identify<'d>(
+    dir: &'d Directory,
+    require: bool,
+    credential: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<Option<&'d directory::KeyEntry>, GovernanceError> {
+    let Some(token) = credential.map(str::trim).filter(|t| !t.is_empty()) else {
+        if require {
+            return Err(GovernanceError::InvalidKey(
+                "a virtual key is required: send `Authorization: Bearer sk-sy-...` (or `x-api-key`, `api-key`)".into(),
+            ));
         }
+        return Ok(None);
+    };
+    let found = dir.by_hash.get(&hash_secret(token));
+    let Some((id, valid_until)) = found else {
+        if require || token.starts_with(KEY_PREFIX) {
+            return Err(GovernanceError::InvalidKey(
+                "the virtual key is not valid (unknown, deleted or rotated out)".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    if valid_until.is_some_and(|t| now.timestamp_millis() >= t) {
+        return Err(GovernanceError::InvalidKey(
+            "this secret of the virtual key was rotated and its grace period is over".into(),
+        ));
     }
+    let Some(k) = dir.keys.get(id) else {
+        return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
+    };
+    if k.expires_ms.is_some_and(|t| now.timestamp_millis() >= t) {
+        return Err(GovernanceError::InvalidKey(format!(
+            "the virtual key `{}` expired at {}",
+            k.spec.id,
+            k.spec.expires_at.as_deref().unwrap_or_default()
+        )));
+    }
+    if !k.spec.active {
+        return Err(GovernanceError::KeyDisabled(format!(
+            "the virtual key `{}` is disabled",
+            k.spec.id
+        )));
+    }
+    Ok(Some(k))
 }
 
 fn model_allowed(k: &crate::config::governance::KeySpec, model: &str) -> bool {

@@ -65,6 +65,7 @@ both_stores!(
     keys_see_and_run_only_their_mcp_tools,
     a_cut_stream_is_charged_what_was_used,
     per_model_limits_apply_to_their_models_only,
+    a_changed_key_is_seen_on_its_next_request,
 );
 
 /// A config-declared key's secret (from the environment, as the config says `env.NAME`).
@@ -680,6 +681,86 @@ async fn streams_and_cache_hits_are_accounted(b: &Backend) {
         "{spent} vs {}",
         2.0 * one
     );
+    gw.shutdown().await;
+}
+
+/// Admission hands out who a key is from the directory's index: a key moved to another team
+/// shares that team's cached answers on its next request, and a changed model list holds at once.
+async fn a_changed_key_is_seen_on_its_next_request(b: &Backend) {
+    let mock = Mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "[server]\ndata_dir = {:?}\n\n{}[cache]\nmode = \"exact\"\n\n[governance]\nrequire_virtual_key = true\n",
+        dir.path(),
+        provider(&mock)
+    );
+    let cfg = b.apply(&cfg);
+    let gw = Gateway::start(&cfg).await;
+    gw.wait_ready().await;
+    let post = reqwest::Method::POST;
+    for team in ["red", "blue"] {
+        let (s, t) = admin(&gw, post.clone(), "/api/teams", Some(json!({"id": team}))).await;
+        assert_eq!(s, 201, "{t}");
+    }
+    let mut secrets = Vec::new();
+    for (id, team) in [("a", "red"), ("b", "blue")] {
+        let (s, k) = admin(
+            &gw,
+            post.clone(),
+            "/api/keys",
+            Some(json!({"id": id, "team": team})),
+        )
+        .await;
+        assert_eq!(s, 201, "{k}");
+        secrets.push(k["secret"].as_str().unwrap().to_owned());
+    }
+    let (a, b_key) = (secrets[0].as_str(), secrets[1].as_str());
+    let q = chat_body(json!({"messages": [{"role": "user", "content": "shared by a team?"}]}));
+    let r = chat_as(&gw, Some(a), &q).await;
+    assert_eq!(header(r.headers(), "x-switchyard-cache"), "miss");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        header(
+            chat_as(&gw, Some(a), &q).await.headers(),
+            "x-switchyard-cache"
+        ),
+        "hit-exact"
+    );
+    // Another team's key does not get it (cache_scope = "team", the default)...
+    assert_eq!(
+        header(
+            chat_as(&gw, Some(b_key), &q).await.headers(),
+            "x-switchyard-cache"
+        ),
+        "miss"
+    );
+    // ...until the key is moved into the team.
+    let (s, k) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/api/keys/b",
+        Some(json!({"team": "red"})),
+    )
+    .await;
+    assert_eq!(s, 200, "{k}");
+    assert_eq!(
+        header(
+            chat_as(&gw, Some(b_key), &q).await.headers(),
+            "x-switchyard-cache"
+        ),
+        "hit-exact"
+    );
+    // A model list narrowed holds on the next request.
+    let (s, k) = admin(
+        &gw,
+        reqwest::Method::PATCH,
+        "/api/keys/b",
+        Some(json!({"models": ["other/*"]})),
+    )
+    .await;
+    assert_eq!(s, 200, "{k}");
+    let (status, code, _) = err_code(chat_as(&gw, Some(b_key), &q).await).await;
+    assert_eq!((status, code.as_str()), (403, "model_not_allowed"));
     gw.shutdown().await;
 }
 
