@@ -400,7 +400,7 @@ pub(crate) fn frames<F: Frames>(
             match item {
                 Ok(chunk) => {
                     guard.chunk(&chunk);
-                    for f in enc.chunk(chunk) {
+                    for f in enc.chunk(*chunk) {
                         yield f;
                     }
                 }

@@ -4,7 +4,9 @@
 
 mod stream;
 
-pub use stream::{ChatStream, StreamCollector, StreamError, collect_stream, merge_call_delta};
+pub use stream::{
+    ChatStream, StreamCollector, StreamError, StreamItem, collect_stream, merge_call_delta,
+};
 
 pub use switchyard_plugin::chat::*;
 

@@ -27,13 +27,18 @@ impl StreamError {
 }
 
 /// A stream of canonical chunks.
-pub type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, StreamError>> + Send>>;
+pub type ChatStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
+
+/// One item of a [`ChatStream`]: a chunk, boxed (a chunk is about 300 bytes and each layer of the
+/// stream moves its items; a box moves as a pointer), or the error that ended the stream.
+pub type StreamItem = Result<Box<ChatChunk>, StreamError>;
 
 /// Folds a whole stream into the response a non-streaming request would have received.
 pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, StreamError> {
     let mut acc = StreamCollector::default();
     while let Some(chunk) = stream.next().await {
-        acc.push(&chunk?);
+        let chunk = chunk?;
+        acc.push(&chunk);
     }
     Ok(acc.finish())
 }

@@ -44,7 +44,9 @@ async fn collect_folds_text_and_tool_calls() {
         serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}, "finish_reason": "tool_calls"}]})).unwrap(),
         serde_json::from_value(json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})).unwrap(),
     ];
-    let stream: ChatStream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+    let stream: ChatStream = Box::pin(futures_util::stream::iter(
+        chunks.into_iter().map(|c| Ok(Box::new(c))),
+    ));
     let r = collect_stream(stream).await.unwrap();
     assert_eq!(r.id, "c1");
     assert_eq!(r.model, "m");
@@ -66,7 +68,9 @@ async fn absurd_indexes_from_upstream_are_left_out_of_the_fold() {
         serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 4294967295u32, "id": "x", "function": {"name": "f", "arguments": "{}"}}]}}]})).unwrap(),
         serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})).unwrap(),
     ];
-    let stream: ChatStream = Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+    let stream: ChatStream = Box::pin(futures_util::stream::iter(
+        chunks.into_iter().map(|c| Ok(Box::new(c))),
+    ));
     let r = collect_stream(stream).await.unwrap();
     assert_eq!(r.choices.len(), 1);
     assert_eq!(r.choices[0].message.text_content(), "ok");

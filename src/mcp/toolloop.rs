@@ -401,7 +401,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 if let Some((how, reason)) = end {
                     self.hub.metrics_loop(how);
                     for c in closing(reason, totals.usage()) {
-                        yield Ok(c);
+                        yield Ok(Box::new(c));
                     }
                     return;
                 }
@@ -417,7 +417,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     self.hub.continuations.hold(prefix, &theirs, held);
                     self.hub.metrics_loop("client_tools");
                     for c in closing(Some("tool_calls".into()), totals.usage()) {
-                        yield Ok(c);
+                        yield Ok(Box::new(c));
                     }
                     return;
                 }

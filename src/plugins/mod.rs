@@ -521,8 +521,8 @@ impl Run {
     /// One chunk through the stream hooks, last plugin first; `None` when a plugin dropped it.
     fn chunk(
         &mut self,
-        mut chunk: crate::chat::ChatChunk,
-    ) -> Result<Option<crate::chat::ChatChunk>, PluginStop> {
+        mut chunk: Box<crate::chat::ChatChunk>,
+    ) -> Result<Option<Box<crate::chat::ChatChunk>>, PluginStop> {
         let host = self.host.clone();
         let mut dropped = false;
         self.each_stream_plugin(|p, plugin, info, state| {
@@ -553,9 +553,7 @@ impl Run {
     fn stream(
         mut self,
         mut stream: crate::chat::ChatStream,
-    ) -> impl futures_util::Stream<Item = Result<crate::chat::ChatChunk, crate::chat::StreamError>>
-    + Send
-    + 'static {
+    ) -> impl futures_util::Stream<Item = crate::chat::StreamItem> + Send + 'static {
         async_stream::stream! {
             let mut template: Option<crate::chat::ChatChunk> = None;
             while let Some(item) = stream.next().await {
@@ -567,7 +565,7 @@ impl Run {
                     }
                 };
                 if template.is_none() {
-                    template = Some(chunk.clone());
+                    template = Some(crate::chat::ChatChunk::clone(&chunk));
                 }
                 match self.chunk(chunk) {
                     Ok(Some(c)) => yield Ok(c),
@@ -587,7 +585,7 @@ impl Run {
                             c.model.clone_from(&t.model);
                             c.created = t.created;
                         }
-                        yield Ok(c);
+                        yield Ok(Box::new(c));
                     }
                 }
                 Err(stop) => yield Err(crate::chat::StreamError::new(stop.to_string())),

@@ -247,7 +247,7 @@ async fn stream_chunks_pass_through_in_reverse_and_can_be_dropped() {
         unreachable!()
     };
     let _ = run.on_request(&mut ask("hi")).await;
-    let chunks: Vec<Result<ChatChunk, crate::chat::StreamError>> = ["x", "drop", "y"]
+    let chunks: Vec<crate::chat::StreamItem> = ["x", "drop", "y"]
         .iter()
         .map(|t| {
             serde_json::from_value(json!({"choices": [{"index": 0, "delta": {"content": t}}]}))

@@ -138,7 +138,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_arguments_become_content() {
-        let chunks: Vec<Result<crate::chat::ChatChunk, crate::chat::StreamError>> = [
+        let chunks: Vec<crate::chat::StreamItem> = [
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": JSON_TOOL, "arguments": ""}}]}}]}),
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"a\""}}]}}]}),
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": ":1}"}}]}}]}),

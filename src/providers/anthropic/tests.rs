@@ -111,8 +111,9 @@ fn response_with_tools_to_canonical() {
 #[test]
 fn stream_decoder_reassembles_tool_calls_and_usage() {
     let chunks = decode_all(events("anthropic/messages_tools_stream.sse"));
-    let stream: crate::chat::ChatStream =
-        Box::pin(futures_util::stream::iter(chunks.into_iter().map(Ok)));
+    let stream: crate::chat::ChatStream = Box::pin(futures_util::stream::iter(
+        chunks.into_iter().map(|c| Ok(Box::new(c))),
+    ));
     let r = futures_util::FutureExt::now_or_never(crate::chat::collect_stream(stream))
         .unwrap()
         .unwrap();

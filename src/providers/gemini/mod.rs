@@ -182,7 +182,11 @@ pub(crate) async fn generate_stream(
     let chunks = super::sse_events(resp, redact).flat_map(move |ev| {
         let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
             Ok(None) => Vec::new(),
-            Ok(Some(r)) => decoder.push(r).into_iter().map(Ok).collect(),
+            Ok(Some(r)) => decoder
+                .push(r)
+                .into_iter()
+                .map(|c| Ok(Box::new(c)))
+                .collect(),
             Err(e) => vec![Err(e)],
         };
         futures_util::stream::iter(out)

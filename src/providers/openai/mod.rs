@@ -185,9 +185,7 @@ impl OpenAiProvider {
 }
 
 /// One SSE event -> a chunk; comments and empty events are skipped, `error` payloads end the stream.
-fn decode_event(
-    ev: Result<sse_stream::Sse, StreamError>,
-) -> Option<Result<ChatChunk, StreamError>> {
+fn decode_event(ev: Result<sse_stream::Sse, StreamError>) -> Option<crate::chat::StreamItem> {
     let sse = match ev {
         Ok(sse) => sse,
         Err(e) => return Some(Err(e)),
@@ -198,7 +196,7 @@ fn decode_event(
     }
     // The common case in one pass: a chunk, straight into its type. An `error` payload lands in
     // the chunk's unmodelled fields; one that does not fit a chunk at all is read as a value.
-    if let Ok(chunk) = serde_json::from_str::<ChatChunk>(&data) {
+    if let Ok(chunk) = serde_json::from_str::<Box<ChatChunk>>(&data) {
         return Some(match chunk.extra.get("error") {
             Some(err) => Err(upstream_error(err)),
             None => Ok(chunk),
