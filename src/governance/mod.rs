@@ -394,6 +394,10 @@ impl Governance {
         let Some(k) = identify(&dir, self.config.require_virtual_key, credential, now)? else {
             return Ok(None);
         };
+        // Looked up before anything is reserved (the index holds every key of its directory).
+        let Some(principal) = dir.principals.get(&k.spec.id).cloned() else {
+            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
+        };
         let ask = &ask();
         if !model_allowed(&k.spec, ask.model) {
             return Err(GovernanceError::ModelNotAllowed(format!(
@@ -441,9 +445,6 @@ impl Governance {
             }
         };
         let headers = rate_headers(&charges, &snaps, now);
-        let Some(principal) = dir.principals.get(&k.spec.id).cloned() else {
-            return Err(GovernanceError::InvalidKey("unknown virtual key".into()));
-        };
         Ok(Some(Permit {
             counters: self.counters.clone(),
             charges,
