@@ -234,7 +234,7 @@ async fn main() {
         for i in 0..(n / 2 + 50) {
             let mut req = request(rounds);
             let t = Instant::now();
-            let plan = Plan::prepare(&hub, &McpOptions::default(), &req)
+            let plan = Plan::prepare(&hub, &McpOptions::default(), None, &req)
                 .unwrap()
                 .unwrap();
             plan.inject(&mut req);

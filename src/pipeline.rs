@@ -118,7 +118,10 @@ pub async fn chat(
     ctx: &RequestContext,
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
-    let mut mcp_opts = ctx.mcp.clone().map_err(GatewayError::BadRequest)?;
+    let mcp_opts = ctx
+        .mcp
+        .as_ref()
+        .map_err(|e| GatewayError::BadRequest(e.clone()))?;
     let permit = admit(state, ctx, &req.model, || {
         (estimate_prompt_tokens(&req), max_output_tokens(&req))
     })
@@ -153,19 +156,12 @@ pub async fn chat(
                 .map_err(GatewayError::from)?;
         }
     }
-    // A governed request is offered, and may run, only its key's MCP tools.
+    // A governed request is offered, and may run, only its key's MCP tools (the plan offers what
+    // the gate allows; the tool loop checks each call against it).
     let governed_ctx;
     let ctx = match &permit {
         Some(p) if state.mcp.has_servers() => {
             let gate = state.governance.tools_of(&p.principal);
-            let allowed: Vec<String> = state
-                .mcp
-                .tool_names()
-                .into_iter()
-                .filter(|n| crate::request::ToolGate::allows(gate.as_ref(), n))
-                .filter(|n| mcp_opts.tools.as_ref().is_none_or(|w| w.contains(n)))
-                .collect();
-            mcp_opts.tools = Some(allowed);
             governed_ctx = RequestContext {
                 tool_gate: Some(gate as Arc<dyn crate::request::ToolGate>),
                 ..ctx.clone()
@@ -188,7 +184,8 @@ pub async fn chat(
     };
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
-    let plan = Plan::prepare(&state.mcp, &mcp_opts, &req).map_err(GatewayError::BadRequest)?;
+    let plan = Plan::prepare(&state.mcp, mcp_opts, ctx.tool_gate.as_deref(), &req)
+        .map_err(GatewayError::BadRequest)?;
     if let Some(plan) = &plan {
         // The offered tools (by digest) and the mode are part of the cache key; the tools are
         // injected after the lookup, only when the request goes upstream.

@@ -91,10 +91,14 @@ pub fn fingerprint_with(
     let split = last_user_turns_start(&req.messages);
     let (history, last) = req.messages.split_at(split);
     let text = (!last.is_empty()).then(|| {
-        last.iter()
-            .map(|m| m.text_content().trim().to_owned())
-            .collect::<Vec<_>>()
-            .join("\n")
+        let mut text = String::new();
+        for (i, m) in last.iter().enumerate() {
+            if i > 0 {
+                text.push('\n');
+            }
+            text.push_str(m.text_view().trim());
+        }
+        text
     });
 
     let context = if by_meaning && text.is_some() {
@@ -182,7 +186,7 @@ pub fn plain_context(history: &[Message]) -> Option<String> {
             out.push_str(" // ");
         }
         out.push_str(who);
-        out.push_str(m.text_content().trim());
+        out.push_str(m.text_view().trim());
     }
     Some(out)
 }

@@ -424,16 +424,6 @@ impl McpHub {
         self.get(name).map(|h| view(&h))
     }
 
-    /// The exposed name of every offered tool of every server (connected or not): what a
-    /// governed request is filtered by, without copying the tools' schemas.
-    pub fn tool_names(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for h in self.handles() {
-            out.extend(h.snapshot().tools.iter().map(|t| t.exposed.clone()));
-        }
-        out
-    }
-
     /// Every offered tool of every server (connected or not).
     pub fn tools(&self) -> Vec<ToolView> {
         let mut out = Vec::new();
@@ -445,9 +435,14 @@ impl McpHub {
         out
     }
 
-    /// Tools to offer for a request: connected servers only, narrowed by the request's headers.
-    /// Unknown names in the headers are an error the client should hear about.
-    pub fn offer(&self, opts: &McpOptions) -> Result<Vec<Arc<ToolEntry>>, String> {
+    /// Tools to offer for a request: connected servers only, narrowed by the request's headers
+    /// and, for a governed request, by what its key may run. Unknown names in the headers are an
+    /// error the client should hear about.
+    pub fn offer(
+        &self,
+        opts: &McpOptions,
+        gate: Option<&dyn crate::request::ToolGate>,
+    ) -> Result<Vec<Arc<ToolEntry>>, String> {
         let handles = self.handles();
         if let Some(wanted) = &opts.servers {
             for w in wanted {
@@ -481,18 +476,26 @@ impl McpHub {
                 snap.tools
                     .iter()
                     .filter(|t| opts.tools.as_ref().is_none_or(|w| w.contains(&t.exposed)))
+                    .filter(|t| gate.is_none_or(|g| g.allows(&t.exposed)))
                     .cloned(),
             );
         }
         if let Some(wanted) = &opts.tools {
             for w in wanted {
-                let known = handles
-                    .iter()
-                    .any(|h| h.snapshot().tools.iter().any(|t| &t.exposed == w));
+                // A tool the key may not run is as unknown to it as one that does not exist.
+                let known = gate.is_none_or(|g| g.allows(w))
+                    && handles
+                        .iter()
+                        .any(|h| h.snapshot().tools.iter().any(|t| &t.exposed == w));
                 if !known {
-                    return Err(format!(
-                        "x-switchyard-mcp-tools: no MCP tool named `{w}` (GET /api/mcp/tools lists them)"
-                    ));
+                    return Err(match gate {
+                        None => format!(
+                            "x-switchyard-mcp-tools: no MCP tool named `{w}` (GET /api/mcp/tools lists them)"
+                        ),
+                        Some(_) => format!(
+                            "x-switchyard-mcp-tools: no MCP tool named `{w}` that this virtual key may run"
+                        ),
+                    });
                 }
             }
         }

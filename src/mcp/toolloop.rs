@@ -52,12 +52,13 @@ impl Plan {
     pub fn prepare(
         hub: &McpHub,
         opts: &McpOptions,
+        gate: Option<&dyn crate::request::ToolGate>,
         req: &ChatRequest,
     ) -> Result<Option<Self>, String> {
         if opts.mode == Mode::Off || !hub.has_servers() {
             return Ok(None);
         }
-        let mut tools = hub.offer(opts)?;
+        let mut tools = hub.offer(opts, gate)?;
         // The client's own tools stay untouched; a gateway tool with the same name is not offered.
         let client: HashSet<&str> = req
             .tools
@@ -544,7 +545,7 @@ pub fn digest(messages: &[Message]) -> [u8; 32] {
             Role::Tool => "Tool",
         });
         h.update([0]);
-        h.update(m.text_content().as_bytes());
+        h.update(m.text_view().as_bytes());
         h.update([0]);
         for c in m.tool_calls.iter().flatten() {
             h.update(c.id.as_bytes());

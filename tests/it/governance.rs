@@ -990,6 +990,40 @@ async fn keys_see_and_run_only_their_mcp_tools(b: &Backend) {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    // Narrowed by the header within what the key may run (its calls are refused by now: the
+    // offer is what counts); a tool the key may not run is as unknown to it as one that does not
+    // exist.
+    let with_tools = |tools: &str| {
+        client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(PROD)
+            .header("x-switchyard-mcp-tools", tools.to_owned())
+            .json(&body)
+            .send()
+    };
+    offered.lock().unwrap().clear();
+    let r = with_tools("calc__add").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(offered.lock().unwrap()[0], ["calc__add"]);
+    let slow = tool_names(&admin_tools(&gw, &[]).await, "/data")
+        .into_iter()
+        .find(|t| t.starts_with("slow__"))
+        .map(str::to_owned)
+        .unwrap();
+    for named in [slow.as_str(), "calc__nope"] {
+        let (status, code, message) = err_code(with_tools(named).await.unwrap()).await;
+        assert_eq!(
+            (status, code.as_str()),
+            (400, "invalid_request"),
+            "{message}"
+        );
+        assert!(
+            message.contains(&format!(
+                "no MCP tool named `{named}` that this virtual key may run"
+            )),
+            "{message}"
+        );
+    }
     gw.shutdown().await;
 }
 

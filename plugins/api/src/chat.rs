@@ -146,6 +146,15 @@ impl Message {
             Some(c) => c.as_text(),
         }
     }
+
+    /// The message's text as `text_content` gives it, borrowed when the content is one string.
+    pub fn text_view(&self) -> std::borrow::Cow<'_, str> {
+        match &self.content {
+            None => std::borrow::Cow::Borrowed(""),
+            Some(Content::Text(t)) => std::borrow::Cow::Borrowed(t),
+            Some(c) => std::borrow::Cow::Owned(c.as_text()),
+        }
+    }
 }
 
 /// Message content: a string, or a list of typed parts.
@@ -745,6 +754,25 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn text_view_borrows_what_text_content_copies() {
+        for m in [
+            json!({"role": "user", "content": "  plain  "}),
+            json!({"role": "assistant", "content": null, "tool_calls": []}),
+            json!({"role": "user", "content": [
+                {"type": "text", "text": "a "},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                {"type": "text", "text": "b"}
+            ]}),
+        ] {
+            let m: Message = serde_json::from_value(m).expect("message");
+            assert_eq!(m.text_view(), m.text_content());
+        }
+        let m: Message =
+            serde_json::from_value(json!({"role": "user", "content": "hi"})).expect("message");
+        assert!(matches!(m.text_view(), std::borrow::Cow::Borrowed("hi")));
+    }
 
     /// Reads `v` as `T` and writes it back: every modelled and unmodelled field must survive.
     fn round_trip<T: serde::de::DeserializeOwned + Serialize>(v: Value) {
