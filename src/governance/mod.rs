@@ -353,11 +353,11 @@ impl Governance {
     pub fn who(&self, credential: Option<&str>) -> Option<crate::request::Who> {
         let dir = self.dir.load();
         let (id, _) = dir.by_hash.get(&hash_secret(credential?.trim()))?;
-        let k = dir.keys.get(id)?;
+        let p = dir.principals.get(id)?;
         Some(crate::request::Who {
-            key: k.spec.id.clone(),
-            team: k.team(),
-            customer: dir.customer_of(k),
+            key: p.key.clone(),
+            team: p.team.clone(),
+            customer: p.customer.clone(),
         })
     }
 

@@ -141,10 +141,7 @@ impl Message {
 
     /// The message's text: the string, or its text parts joined.
     pub fn text_content(&self) -> String {
-        match &self.content {
-            None => String::new(),
-            Some(c) => c.as_text(),
-        }
+        self.text_view().into_owned()
     }
 
     /// The message's text as `text_content` gives it, borrowed when the content is one string.
@@ -484,6 +481,15 @@ pub struct TokenDetails {
 }
 
 impl TokenDetails {
+    /// Prompt-cache reads and writes (`cached_tokens`, `cache_write_tokens`).
+    pub fn prompt_cache(read: u64, write: u64) -> Self {
+        Self {
+            cached_tokens: Some(read),
+            cache_write_tokens: Some(write),
+            ..Self::default()
+        }
+    }
+
     /// Sets member `name` to `value`: a named kind holding a whole number into its field, anything
     /// else into `extra` (a later member of the same name replaces an earlier one, as in a map).
     pub fn set(&mut self, name: &str, value: Value) {

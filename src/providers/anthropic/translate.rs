@@ -257,11 +257,10 @@ fn usage(u: &wire::Usage) -> Usage {
 fn cache_details(u: &wire::Usage) -> Option<Box<TokenDetails>> {
     let (read, write) = (u.cache_read_input_tokens, u.cache_creation_input_tokens);
     (read.is_some() || write.is_some()).then(|| {
-        Box::new(TokenDetails {
-            cached_tokens: Some(read.unwrap_or(0)),
-            cache_write_tokens: Some(write.unwrap_or(0)),
-            ..TokenDetails::default()
-        })
+        Box::new(TokenDetails::prompt_cache(
+            read.unwrap_or(0),
+            write.unwrap_or(0),
+        ))
     })
 }
 

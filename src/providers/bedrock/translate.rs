@@ -324,11 +324,7 @@ pub fn usage(u: &Value) -> Usage {
         n("outputTokens"),
     );
     if read > 0 || write > 0 {
-        out.prompt_tokens_details = Some(Box::new(TokenDetails {
-            cached_tokens: Some(read),
-            cache_write_tokens: Some(write),
-            ..TokenDetails::default()
-        }));
+        out.prompt_tokens_details = Some(Box::new(TokenDetails::prompt_cache(read, write)));
     }
     out
 }
