@@ -44,7 +44,7 @@ pub async fn admit(
             .router
             .table()
             .plan(model)
-            .map(|plan| plan.iter().map(|t| t.model.to_string()).collect())
+            .map(|plan| plan.into_iter().map(|t| t.model).collect())
             .unwrap_or_default();
         let (prompt_tokens, max_output_tokens) = tokens();
         Ask {

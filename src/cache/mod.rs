@@ -457,14 +457,8 @@ impl Cache {
     }
 
     fn count_lookup(&self, route: &str, outcome: Outcome, started: Instant) {
-        let labels = OutcomeLabels {
-            outcome: outcome.label().into(),
-        };
-        self.metrics.cache_lookups.get_or_create(&labels).inc();
         self.metrics
-            .cache_lookup_duration
-            .get_or_create(&labels)
-            .observe(started.elapsed().as_secs_f64());
+            .cache_lookup(outcome.label(), started.elapsed().as_secs_f64());
         self.stats.lookup(route, outcome);
     }
 

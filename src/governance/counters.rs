@@ -7,7 +7,7 @@
 //! at shutdown, so a restart resets neither a budget nor a window (reservations in flight died
 //! with the process and are not restored).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! admin API (kept in the store, secrets as SHA-256 hashes only). Read lock-free on the request
 //! path; changed by copying, persisting and swapping.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;

@@ -116,7 +116,7 @@ pub struct Ask<'a> {
     /// The model or route asked for.
     pub model: &'a str,
     /// Upstream models it may be served by (for the worst-case price).
-    pub candidates: Vec<String>,
+    pub candidates: Vec<std::sync::Arc<str>>,
     /// Prompt tokens (estimated).
     pub prompt_tokens: u64,
     /// `max_tokens` or the default worst case.

@@ -1,6 +1,6 @@
 //! Circuit breakers, one per (provider, model, key): open after repeated failures, half-open after a cool-down.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,7 @@ impl Breakers {
     /// Breakers that open after `threshold` consecutive failures for `cooldown`.
     pub fn new(threshold: u32, cooldown: Duration) -> Self {
         Self {
-            map: Mutex::new(HashMap::new()),
+            map: Mutex::new(HashMap::default()),
             threshold: threshold.max(1),
             cooldown,
         }

@@ -4,7 +4,7 @@
 pub mod breaker;
 pub mod retry;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
 //! Every Prometheus metric the gateway exports, in one place. Labels come from small fixed
 //! vocabularies (endpoint, status class, configured provider names, outcome labels).
 
+use foldhash::HashMap;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -8,7 +9,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
@@ -142,6 +142,67 @@ pub struct PluginCallLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// Handles of a family's series whose labels are all static words, each found in its family
+/// once: a family's lookup hashes its labels with SipHash under the family's lock on every call.
+/// Handles share their family's series, so the export is the same; a series is still made on its
+/// first use, never before.
+struct StaticSeries<K, M> {
+    known: std::sync::RwLock<HashMap<K, M>>,
+}
+
+impl<K, M> Default for StaticSeries<K, M> {
+    fn default() -> Self {
+        Self {
+            known: std::sync::RwLock::new(HashMap::default()),
+        }
+    }
+}
+
+impl<K, M> std::fmt::Debug for StaticSeries<K, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StaticSeries")
+    }
+}
+
+impl<K: std::hash::Hash + Eq, M: Clone> StaticSeries<K, M> {
+    /// Runs `f` on the series under `key`, taken from its family (`make`) the first time.
+    fn with(&self, key: K, make: impl FnOnce() -> M, f: impl FnOnce(&M)) {
+        if let Some(m) = self
+            .known
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            f(m);
+            return;
+        }
+        let m = make();
+        f(&m);
+        self.known
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(key)
+            .or_insert(m);
+    }
+}
+
+/// The series a finished request touches, by their static labels.
+#[derive(Debug, Default)]
+struct RequestSeries {
+    /// `requests` by (endpoint, status class, streamed).
+    count: StaticSeries<(&'static str, &'static str, bool), Counter>,
+    /// `request_duration_seconds` by endpoint.
+    duration: StaticSeries<&'static str, Histogram>,
+    /// `overhead_seconds` by endpoint.
+    overhead: StaticSeries<&'static str, Histogram>,
+    /// `ttft_seconds` by endpoint.
+    ttft: StaticSeries<&'static str, Histogram>,
+    /// `cache_lookups_total` and `cache_lookup_duration_seconds` by outcome.
+    cache_lookup: StaticSeries<&'static str, (Counter, Histogram)>,
+    /// `mcp_tool_loops_total` by outcome.
+    tool_loop: StaticSeries<&'static str, Counter>,
+}
+
 /// One provider's series in the families an answer updates (the same series the families
 /// export: a handle shares its family's counter).
 #[derive(Debug)]
@@ -151,6 +212,12 @@ struct ProviderSeries {
     input_tokens: Counter,
     output_tokens: Counter,
     cost: Counter<f64, AtomicU64>,
+}
+
+fn endpoint_labels(endpoint: &'static str) -> EndpointLabels {
+    EndpointLabels {
+        endpoint: Cow::Borrowed(endpoint),
+    }
 }
 
 fn latency_histogram() -> Histogram {
@@ -165,6 +232,8 @@ pub struct Metrics {
     /// Each provider's series that every answer touches, looked up once: a family lookup hashes
     /// its labels (allocating the provider's name for them) under a lock each time.
     by_provider: std::sync::RwLock<HashMap<String, Arc<ProviderSeries>>>,
+    /// The series every request touches whose labels are static words, found once each.
+    by_words: RequestSeries,
     /// `switchyard_requests_total`.
     pub requests: Family<RequestLabels, Counter>,
     /// `switchyard_request_duration_seconds` (to the last byte, for streams too).
@@ -442,6 +511,7 @@ impl Metrics {
         Self {
             registry,
             by_provider: Default::default(),
+            by_words: RequestSeries::default(),
             plugin_calls,
             plugin_duration,
             gov_unchecked,
@@ -566,11 +636,39 @@ impl Metrics {
 
     /// Counts one finished tool loop.
     pub fn tool_loop(&self, outcome: &'static str) {
-        self.mcp_loops
-            .get_or_create(&OutcomeLabels {
-                outcome: Cow::Borrowed(outcome),
-            })
-            .inc();
+        self.by_words.tool_loop.with(
+            outcome,
+            || {
+                self.mcp_loops
+                    .get_or_create(&OutcomeLabels {
+                        outcome: Cow::Borrowed(outcome),
+                    })
+                    .clone()
+            },
+            |c| {
+                c.inc();
+            },
+        );
+    }
+
+    /// Counts one cache lookup and its time.
+    pub fn cache_lookup(&self, outcome: &'static str, secs: f64) {
+        self.by_words.cache_lookup.with(
+            outcome,
+            || {
+                let labels = OutcomeLabels {
+                    outcome: Cow::Borrowed(outcome),
+                };
+                // One statement each: a family's lookup holds its lock until the statement ends.
+                let count = self.cache_lookups.get_or_create(&labels).clone();
+                let time = self.cache_lookup_duration.get_or_create(&labels).clone();
+                (count, time)
+            },
+            |(count, time)| {
+                count.inc();
+                time.observe(secs);
+            },
+        );
     }
 
     /// Counts tokens of one answer.
@@ -587,30 +685,51 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                endpoint: Cow::Borrowed(endpoint),
-                status: Cow::Borrowed(class),
-                stream: Cow::Borrowed(if stream { "true" } else { "false" }),
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&EndpointLabels {
-                endpoint: Cow::Borrowed(endpoint),
-            })
-            .observe(secs);
+        self.by_words.count.with(
+            (endpoint, class, stream),
+            || {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        endpoint: Cow::Borrowed(endpoint),
+                        status: Cow::Borrowed(class),
+                        stream: Cow::Borrowed(if stream { "true" } else { "false" }),
+                    })
+                    .clone()
+            },
+            |c| {
+                c.inc();
+            },
+        );
+        self.by_words.duration.with(
+            endpoint,
+            || {
+                self.request_duration
+                    .get_or_create(&endpoint_labels(endpoint))
+                    .clone()
+            },
+            |h| h.observe(secs),
+        );
     }
 
     /// Records where a finished request's time went.
     pub fn timing(&self, endpoint: &'static str, overhead: Option<f64>, ttft: Option<f64>) {
-        let labels = EndpointLabels {
-            endpoint: Cow::Borrowed(endpoint),
-        };
         if let Some(o) = overhead {
-            self.overhead.get_or_create(&labels).observe(o.max(0.0));
+            self.by_words.overhead.with(
+                endpoint,
+                || {
+                    self.overhead
+                        .get_or_create(&endpoint_labels(endpoint))
+                        .clone()
+                },
+                |h| h.observe(o.max(0.0)),
+            );
         }
         if let Some(t) = ttft {
-            self.ttft.get_or_create(&labels).observe(t);
+            self.by_words.ttft.with(
+                endpoint,
+                || self.ttft.get_or_create(&endpoint_labels(endpoint)).clone(),
+                |h| h.observe(t),
+            );
         }
     }
 

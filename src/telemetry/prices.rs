@@ -3,7 +3,9 @@
 //! served model name, so dated and provider-prefixed names ("openai/gpt-4o-mini-2024-07-18")
 //! find their family. Unknown models count as zero: the figure is an estimate, never a bill.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::config::Price;

@@ -6,7 +6,7 @@
 //! Opening never fails the gateway: an unreadable, corrupt or incompatible shard is moved aside
 //! (`edge.broken-<unix time>`, kept for inspection) and an empty one is created in its place.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

@@ -24,7 +24,9 @@
 //! when it is first opened (`copy_from_sled`). sled cost six bytes written for each byte
 //! stored, and about 12 us of CPU an answer (docs/performance.md, "Ninth slice").
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};

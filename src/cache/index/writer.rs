@@ -4,7 +4,7 @@
 //! at most once a second, merged per entry. A caller of `upsert` still learns when its entry is
 //! stored.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -191,7 +191,7 @@ fn run(shard: &EdgeShard, exact: &ExactStore, writes: &Writes) {
             let touches = if q.closed || touched.elapsed() >= TOUCH_EVERY {
                 q.touches.clone()
             } else {
-                HashMap::new()
+                HashMap::default()
             };
             (std::mem::take(&mut q.upserts), touches, q.closed)
         };
