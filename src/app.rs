@@ -419,9 +419,7 @@ impl Server {
             "connection limits"
         );
         let shutdown = state.shutdown.clone();
-        let app = crate::api::routes(state.clone()).layer(
-            tower_http::catch_panic::CatchPanicLayer::custom(panic_response),
-        );
+        let app = crate::api::Gateway::new(state.clone());
         let token = shutdown.clone();
         // The server task itself: it owns the TaskTracker and waits for it before finishing.
         #[allow(clippy::disallowed_methods)]
@@ -458,17 +456,6 @@ impl Server {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
-}
-
-fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    tracing::error!("a request handler panicked");
-    let body = serde_json::json!({"error": {"message": "internal error", "type": "server_error", "code": "internal_error", "param": null}});
-    (
-        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(body),
-    )
-        .into_response()
 }
 
 fn log_startup(state: &AppState, addr: SocketAddr) {

@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
@@ -25,7 +24,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
 
 use super::body::Holding;
 
@@ -43,7 +41,7 @@ pub struct Limits {
 /// Serves `app` on `listener` until `shutdown`, then lets open connections finish their answers.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: super::Gateway,
     limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -101,7 +99,7 @@ async fn accept_error(e: &std::io::Error) {
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
-    app: Router,
+    app: super::Gateway,
     limits: Limits,
     shutdown: CancellationToken,
     _permit: OwnedSemaphorePermit,
@@ -116,9 +114,9 @@ async fn connection(
         let mut req = req.map(Body::new);
         req.extensions_mut().insert(ConnectInfo(peer));
         let guard = svc_watch.begin();
-        let answer = app.clone().oneshot(req);
+        let answer = app.clone().answer(req);
         async move {
-            let Ok(resp) = answer.await;
+            let resp = answer.await;
             // The request stays in flight until its answer's body ends.
             Ok::<_, Infallible>(resp.map(|inner| Holding::new(inner, guard)))
         }

@@ -107,8 +107,55 @@ pub fn routes(state: AppState) -> Router {
                 )),
         )
         .fallback(not_found)
-        .layer(axum::middleware::from_fn(errors_as_json))
         .with_state(state)
+}
+
+/// The gateway's HTTP service: every route, each error answer made JSON in its ingress's shape
+/// ([`json_errors`]), and a handler that panics answered with a 500. Both wrap the router once,
+/// around it: a layer added with `Router::layer` wraps each route apart, and costs every request
+/// a boxed copy of the route's service and a boxed future.
+#[derive(Clone)]
+pub struct Gateway {
+    routes: Router,
+}
+
+impl Gateway {
+    /// The gateway's routes over `state`.
+    pub fn new(state: AppState) -> Self {
+        Self {
+            routes: routes(state),
+        }
+    }
+
+    /// Answers one request.
+    pub async fn answer(self, req: axum::extract::Request) -> Response {
+        use futures_util::FutureExt as _;
+        use tower::ServiceExt as _;
+        let path = req.uri().path();
+        // `/mcp` answers errors in JSON-RPC's shape itself.
+        let shape = (path != "/mcp" && !path.starts_with("/mcp/"))
+            .then(|| (Dialect::of(path), req.method().clone(), req.uri().clone()));
+        let routed = std::panic::AssertUnwindSafe(self.routes.oneshot(req))
+            .catch_unwind()
+            .await;
+        let resp = match routed {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(never)) => match never {},
+            Err(_) => return panicked(),
+        };
+        match shape {
+            Some((dialect, method, uri)) => json_errors(resp, dialect, &method, &uri).await,
+            None => resp,
+        }
+    }
+}
+
+/// The answer to a request whose handler panicked (the panic's message, printed by the panic
+/// hook, stays in the log).
+fn panicked() -> Response {
+    tracing::error!("a request handler panicked");
+    let body = serde_json::json!({"error": {"message": "internal error", "type": "server_error", "code": "internal_error", "param": null}});
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
 }
 
 /// `/mcp` callers with a virtual key see and run only that key's tools.
@@ -148,15 +195,12 @@ pub(crate) fn caller_tool_gate(
 /// Every error answer is JSON in its ingress's shape: axum's own rejections (wrong method, a
 /// path or query that does not decode, ...) arrive here as plain text and leave as the
 /// OpenAI-shaped body (Anthropic-shaped under `/anthropic`). `/mcp` has its own (JSON-RPC).
-async fn errors_as_json(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    let path = req.uri().path();
-    if path == "/mcp" || path.starts_with("/mcp/") {
-        return next.run(req).await;
-    }
-    let dialect = Dialect::of(path);
-    let method = req.method().clone();
-    let uri = req.uri().clone();
-    let resp = next.run(req).await;
+async fn json_errors(
+    resp: Response,
+    dialect: Dialect,
+    method: &axum::http::Method,
+    uri: &axum::http::Uri,
+) -> Response {
     let status = resp.status();
     if status.as_u16() < 400
         || resp
@@ -651,5 +695,65 @@ pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHea
         if let Ok(reset) = HeaderValue::from_str(&crate::governance::openai_duration(reset_ms)) {
             h.insert(reset_name, reset);
         }
+    }
+}
+
+#[cfg(test)]
+mod gateway_tests {
+    use super::*;
+    use axum::http::Request;
+
+    fn over(routes: Router) -> Gateway {
+        Gateway { routes }
+    }
+
+    async fn json_of(resp: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    async fn boom() -> &'static str {
+        panic!("a handler's bug")
+    }
+
+    #[tokio::test]
+    async fn the_service_answers_panics_and_routing_errors_in_json_and_leaves_the_rest() {
+        let gw = over(
+            Router::new()
+                .route("/v1/boom", get(boom))
+                .route("/v1/fine", get(|| async { "fine" }))
+                .route("/anthropic/v1/fine", get(|| async { "fine" })),
+        );
+        let get_ = |path: &str| Request::get(path).body(Body::empty()).unwrap();
+
+        let boom = gw.clone().answer(get_("/v1/boom")).await;
+        assert_eq!(boom.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let v = json_of(boom).await;
+        assert_eq!(v["error"]["code"], "internal_error", "{v}");
+        assert!(!v.to_string().contains("a handler's bug"), "{v}");
+
+        // The server keeps answering after a panic.
+        let fine = gw.clone().answer(get_("/v1/fine")).await;
+        assert_eq!(fine.status(), StatusCode::OK);
+        let bytes = axum::body::to_bytes(fine.into_body(), 1024).await.unwrap();
+        assert_eq!(&bytes[..], b"fine");
+
+        let post = Request::post("/v1/fine").body(Body::empty()).unwrap();
+        let wrong = gw.clone().answer(post).await;
+        assert_eq!(wrong.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(wrong.headers().contains_key(axum::http::header::ALLOW));
+        let v = json_of(wrong).await;
+        assert_eq!(
+            v["error"]["message"], "method POST is not allowed on /v1/fine (see the Allow header)",
+            "{v}"
+        );
+
+        let post = Request::post("/anthropic/v1/fine")
+            .body(Body::empty())
+            .unwrap();
+        let v = json_of(gw.answer(post).await).await;
+        assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
     }
 }
