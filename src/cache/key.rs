@@ -330,13 +330,29 @@ fn hex(bytes: &[u8]) -> String {
 /// entry the same way.
 pub fn point_id(exact: &str) -> uuid::Uuid {
     let mut b = [0u8; 16];
+    // A pair that is not hex counts as zero (the keys this module makes are always hex). Read
+    // digit by digit: parsing each pair as a number was 1.3k instructions a lookup.
+    let digits = exact.as_bytes();
     for (i, slot) in b.iter_mut().enumerate() {
-        *slot = exact
-            .get(i * 2..i * 2 + 2)
-            .and_then(|h| u8::from_str_radix(h, 16).ok())
-            .unwrap_or(0);
+        *slot = match (
+            digits.get(i * 2).copied().and_then(nibble),
+            digits.get(i * 2 + 1).copied().and_then(nibble),
+        ) {
+            (Some(hi), Some(lo)) => hi << 4 | lo,
+            _ => 0,
+        };
     }
     uuid::Uuid::from_bytes(b)
+}
+
+/// A hex digit's value.
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,25 @@ fn golden_hash_of_a_fixed_request() {
 }
 
 #[test]
+fn a_point_id_is_the_keys_first_sixteen_bytes() {
+    // The id addresses stored entries: it must stay what it was for every key.
+    let fp = fingerprint(&req(base()), "").unwrap();
+    assert_eq!(
+        point_id(&fp.exact).to_string(),
+        "72bac7b1-6077-f4b1-67e4-cd3835494172"
+    );
+    // Not a key of ours (short, or not hex): byte by byte, a pair that is not hex as zero.
+    assert_eq!(
+        point_id("0aff").as_bytes()[..3],
+        [0x0a, 0xff, 0x00],
+        "short"
+    );
+    let mut odd = "zz".to_owned();
+    odd.push_str(&fp.exact[2..]);
+    assert_eq!(point_id(&odd).as_bytes()[..3], [0x00, 0xba, 0xc7]);
+}
+
+#[test]
 fn formatting_key_order_and_irrelevant_fields_do_not_matter() {
     let a = fingerprint(&req(base()), "").unwrap();
     let text = r#"{ "messages" : [ { "content" : "You are terse." , "role" : "system" },
