@@ -142,15 +142,15 @@ pub struct PluginCallLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// Handles of a family's series whose labels are all static words, each found in its family
-/// once: a family's lookup hashes its labels with SipHash under the family's lock on every call.
+/// Handles of families' series, each found in its family once: a family's lookup hashes its
+/// labels with SipHash under the family's lock (and allocates any owned label) on every call.
 /// Handles share their family's series, so the export is the same; a series is still made on its
 /// first use, never before.
-struct StaticSeries<K, M> {
+struct Handles<K, M> {
     known: std::sync::RwLock<HashMap<K, M>>,
 }
 
-impl<K, M> Default for StaticSeries<K, M> {
+impl<K, M> Default for Handles<K, M> {
     fn default() -> Self {
         Self {
             known: std::sync::RwLock::new(HashMap::default()),
@@ -158,31 +158,34 @@ impl<K, M> Default for StaticSeries<K, M> {
     }
 }
 
-impl<K, M> std::fmt::Debug for StaticSeries<K, M> {
+impl<K, M> std::fmt::Debug for Handles<K, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StaticSeries")
+        f.write_str("Handles")
     }
 }
 
-impl<K: std::hash::Hash + Eq, M: Clone> StaticSeries<K, M> {
-    /// Runs `f` on the series under `key`, taken from its family (`make`) the first time.
-    fn with(&self, key: K, make: impl FnOnce() -> M, f: impl FnOnce(&M)) {
+impl<K: std::hash::Hash + Eq, M> Handles<K, M> {
+    /// Runs `f` on the handle under `key`, made by `make` (with its key, owned) the first time.
+    /// `make` runs outside this memo's lock: it takes the families' own locks.
+    fn with<Q, R>(&self, key: &Q, make: impl FnOnce() -> (K, M), f: impl FnOnce(&M) -> R) -> R
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
         if let Some(m) = self
             .known
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
+            .get(key)
         {
-            f(m);
-            return;
+            return f(m);
         }
-        let m = make();
-        f(&m);
-        self.known
+        let (key, m) = make();
+        let mut known = self
+            .known
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(key)
-            .or_insert(m);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(known.entry(key).or_insert(m))
     }
 }
 
@@ -190,17 +193,17 @@ impl<K: std::hash::Hash + Eq, M: Clone> StaticSeries<K, M> {
 #[derive(Debug, Default)]
 struct RequestSeries {
     /// `requests` by (endpoint, status class, streamed).
-    count: StaticSeries<(&'static str, &'static str, bool), Counter>,
+    count: Handles<(&'static str, &'static str, bool), Counter>,
     /// `request_duration_seconds` by endpoint.
-    duration: StaticSeries<&'static str, Histogram>,
+    duration: Handles<&'static str, Histogram>,
     /// `overhead_seconds` by endpoint.
-    overhead: StaticSeries<&'static str, Histogram>,
+    overhead: Handles<&'static str, Histogram>,
     /// `ttft_seconds` by endpoint.
-    ttft: StaticSeries<&'static str, Histogram>,
+    ttft: Handles<&'static str, Histogram>,
     /// `cache_lookups_total` and `cache_lookup_duration_seconds` by outcome.
-    cache_lookup: StaticSeries<&'static str, (Counter, Histogram)>,
+    cache_lookup: Handles<&'static str, (Counter, Histogram)>,
     /// `mcp_tool_loops_total` by outcome.
-    tool_loop: StaticSeries<&'static str, Counter>,
+    tool_loop: Handles<&'static str, Counter>,
 }
 
 /// One provider's series in the families an answer updates (the same series the families
@@ -214,10 +217,20 @@ struct ProviderSeries {
     cost: Counter<f64, AtomicU64>,
 }
 
-fn endpoint_labels(endpoint: &'static str) -> EndpointLabels {
-    EndpointLabels {
-        endpoint: Cow::Borrowed(endpoint),
-    }
+/// Observes `value` in `family`'s series for `endpoint`, through its handle.
+fn observe_at(
+    handles: &Handles<&'static str, Histogram>,
+    family: &HistogramFamily<EndpointLabels>,
+    endpoint: &'static str,
+    value: f64,
+) {
+    let made = || {
+        let labels = EndpointLabels {
+            endpoint: Cow::Borrowed(endpoint),
+        };
+        (endpoint, family.get_or_create(&labels).clone())
+    };
+    handles.with(&endpoint, made, |h| h.observe(value));
 }
 
 fn latency_histogram() -> Histogram {
@@ -231,7 +244,7 @@ pub struct Metrics {
     registry: Registry,
     /// Each provider's series that every answer touches, looked up once: a family lookup hashes
     /// its labels (allocating the provider's name for them) under a lock each time.
-    by_provider: std::sync::RwLock<HashMap<String, Arc<ProviderSeries>>>,
+    by_provider: Handles<String, Arc<ProviderSeries>>,
     /// The series every request touches whose labels are static words, found once each.
     by_words: RequestSeries,
     /// `switchyard_requests_total`.
@@ -548,15 +561,20 @@ impl Metrics {
 
     /// `provider`'s series, made on its first answer.
     fn provider(&self, provider: &str) -> Arc<ProviderSeries> {
-        let known = self
-            .by_provider
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(provider)
-            .cloned();
-        if let Some(series) = known {
-            return series;
-        }
+        self.by_provider.with(
+            provider,
+            || {
+                (
+                    provider.to_owned(),
+                    Arc::new(self.provider_series(provider)),
+                )
+            },
+            Arc::clone,
+        )
+    }
+
+    /// `provider`'s series, taken from their families.
+    fn provider_series(&self, provider: &str) -> ProviderSeries {
         // One statement each: a family's lookup holds its lock until the statement ends, and a
         // second lookup in the same family that has to add a series would wait for it forever.
         let by_provider = ProviderLabels {
@@ -581,19 +599,13 @@ impl Metrics {
         let input_tokens = tokens("input");
         let output_tokens = tokens("output");
         let cost = self.cost.get_or_create(&by_provider).clone();
-        let series = Arc::new(ProviderSeries {
+        ProviderSeries {
             attempts_ok,
             attempt_duration,
             input_tokens,
             output_tokens,
             cost,
-        });
-        self.by_provider
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .entry(provider.to_owned())
-            .or_insert(series)
-            .clone()
+        }
     }
 
     /// Counts one upstream attempt.
@@ -636,25 +648,19 @@ impl Metrics {
 
     /// Counts one finished tool loop.
     pub fn tool_loop(&self, outcome: &'static str) {
-        self.by_words.tool_loop.with(
-            outcome,
-            || {
-                self.mcp_loops
-                    .get_or_create(&OutcomeLabels {
-                        outcome: Cow::Borrowed(outcome),
-                    })
-                    .clone()
-            },
-            |c| {
-                c.inc();
-            },
-        );
+        let made = || {
+            let labels = OutcomeLabels {
+                outcome: Cow::Borrowed(outcome),
+            };
+            (outcome, self.mcp_loops.get_or_create(&labels).clone())
+        };
+        self.by_words.tool_loop.with(&outcome, made, Counter::inc);
     }
 
     /// Counts one cache lookup and its time.
     pub fn cache_lookup(&self, outcome: &'static str, secs: f64) {
         self.by_words.cache_lookup.with(
-            outcome,
+            &outcome,
             || {
                 let labels = OutcomeLabels {
                     outcome: Cow::Borrowed(outcome),
@@ -662,7 +668,7 @@ impl Metrics {
                 // One statement each: a family's lookup holds its lock until the statement ends.
                 let count = self.cache_lookups.get_or_create(&labels).clone();
                 let time = self.cache_lookup_duration.get_or_create(&labels).clone();
-                (count, time)
+                (outcome, (count, time))
             },
             |(count, time)| {
                 count.inc();
@@ -685,51 +691,36 @@ impl Metrics {
             400..=499 => "4xx",
             _ => "5xx",
         };
-        self.by_words.count.with(
-            (endpoint, class, stream),
-            || {
-                self.requests
-                    .get_or_create(&RequestLabels {
-                        endpoint: Cow::Borrowed(endpoint),
-                        status: Cow::Borrowed(class),
-                        stream: Cow::Borrowed(if stream { "true" } else { "false" }),
-                    })
-                    .clone()
-            },
-            |c| {
-                c.inc();
-            },
-        );
-        self.by_words.duration.with(
+        let key = (endpoint, class, stream);
+        let made = || {
+            let labels = RequestLabels {
+                endpoint: Cow::Borrowed(endpoint),
+                status: Cow::Borrowed(class),
+                stream: Cow::Borrowed(if stream { "true" } else { "false" }),
+            };
+            (key, self.requests.get_or_create(&labels).clone())
+        };
+        self.by_words.count.with(&key, made, Counter::inc);
+        observe_at(
+            &self.by_words.duration,
+            &self.request_duration,
             endpoint,
-            || {
-                self.request_duration
-                    .get_or_create(&endpoint_labels(endpoint))
-                    .clone()
-            },
-            |h| h.observe(secs),
+            secs,
         );
     }
 
     /// Records where a finished request's time went.
     pub fn timing(&self, endpoint: &'static str, overhead: Option<f64>, ttft: Option<f64>) {
         if let Some(o) = overhead {
-            self.by_words.overhead.with(
+            observe_at(
+                &self.by_words.overhead,
+                &self.overhead,
                 endpoint,
-                || {
-                    self.overhead
-                        .get_or_create(&endpoint_labels(endpoint))
-                        .clone()
-                },
-                |h| h.observe(o.max(0.0)),
+                o.max(0.0),
             );
         }
         if let Some(t) = ttft {
-            self.by_words.ttft.with(
-                endpoint,
-                || self.ttft.get_or_create(&endpoint_labels(endpoint)).clone(),
-                |h| h.observe(t),
-            );
+            observe_at(&self.by_words.ttft, &self.ttft, endpoint, t);
         }
     }
 
