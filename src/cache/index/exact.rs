@@ -24,7 +24,7 @@
 //! when it is first opened (`copy_from_sled`). sled cost six bytes written for each byte
 //! stored, and about 12 us of CPU an answer (docs/performance.md, "Ninth slice").
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use foldhash::HashMap;
 use std::fs::File;
@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use uuid::Uuid;
 
+use super::order::Order;
 use super::{Entry, IndexError, Selector};
 
 /// Bytes before the entry in an answer's body: last use and expiry (big-endian), the id, the
@@ -133,32 +134,39 @@ struct Segment {
 #[derive(Default)]
 struct State {
     slots: HashMap<Uuid, Slot>,
-    by_used: BTreeSet<(u64, Uuid)>,
-    by_expiry: BTreeSet<(u64, Uuid)>,
+    by_used: Order,
+    by_expiry: Order,
     /// Oldest first; the last is the one written to.
     segments: BTreeMap<u64, Segment>,
 }
 
 impl State {
     fn insert(&mut self, id: Uuid, slot: Slot) -> Option<Slot> {
-        let old = self.remove(id);
-        self.by_used.insert((slot.used, id));
-        self.by_expiry.insert((slot.expires, id));
+        let old = self.slots.insert(id, slot);
+        if let Some(old) = old {
+            self.unlist(id, old);
+        }
+        self.by_used.insert(slot.used, id);
+        self.by_expiry.insert(slot.expires, id);
         if let Some(seg) = self.segments.get_mut(&slot.seg) {
             seg.live += slot.record_bytes();
         }
-        self.slots.insert(id, slot);
         old
     }
 
     fn remove(&mut self, id: Uuid) -> Option<Slot> {
         let old = self.slots.remove(&id)?;
-        self.by_used.remove(&(old.used, id));
-        self.by_expiry.remove(&(old.expires, id));
+        self.unlist(id, old);
+        Some(old)
+    }
+
+    /// Takes a slot that is no longer `id`'s out of the orders and its segment's live bytes.
+    fn unlist(&mut self, id: Uuid, old: Slot) {
+        self.by_used.remove(old.used, id);
+        self.by_expiry.remove(old.expires, id);
         if let Some(seg) = self.segments.get_mut(&old.seg) {
             seg.live = seg.live.saturating_sub(old.record_bytes());
         }
-        Some(old)
     }
 
     /// The segment written to, its file and size.
@@ -677,11 +685,7 @@ impl ExactStore {
             let st = self.state();
             match sel.expired_at {
                 // Expired ones from the expiry order, without reading the others.
-                Some(t) => st
-                    .by_expiry
-                    .range(..(t.saturating_add(1), Uuid::nil()))
-                    .map(|(_, id)| *id)
-                    .collect(),
+                Some(t) => st.by_expiry.up_to(t),
                 None => st.slots.keys().copied().collect(),
             }
         };
@@ -702,7 +706,7 @@ impl ExactStore {
 
     /// Up to `n` (last used, id), least recently used first.
     pub fn least_used(&self, n: usize) -> Result<Vec<(u64, Uuid)>, IndexError> {
-        Ok(self.state().by_used.iter().take(n).copied().collect())
+        Ok(self.state().by_used.first(n))
     }
 
     /// Up to `n` entries (of `model`, when given), most recently used first.
@@ -711,14 +715,7 @@ impl ExactStore {
         let mut before: Option<(u64, Uuid)> = None;
         // A page of the order at a time, so the lock is not held while entries are read.
         while out.len() < n {
-            let page: Vec<(u64, Uuid)> = {
-                let st = self.state();
-                let iter: Box<dyn Iterator<Item = &(u64, Uuid)>> = match before {
-                    None => Box::new(st.by_used.iter().rev()),
-                    Some(b) => Box::new(st.by_used.range(..b).rev()),
-                };
-                iter.take(256).copied().collect()
-            };
+            let page = self.state().by_used.last_before(before, 256);
             let Some(last) = page.last().copied() else {
                 break;
             };

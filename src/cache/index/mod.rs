@@ -4,6 +4,7 @@
 
 mod edge;
 mod exact;
+mod order;
 mod qdrant;
 mod writer;
 
