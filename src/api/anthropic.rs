@@ -3,7 +3,6 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
@@ -17,9 +16,11 @@ use crate::providers::anthropic::wire::{MessagesRequest, StreamEvent};
 use tracing::Instrument;
 
 /// `POST /anthropic/v1/messages`.
-pub async fn messages(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    let ctx = context(&state, &headers);
-    let guard = RequestGuard::new(&state, "messages", &ctx, &headers);
+pub async fn messages(State(state): State<AppState>, request: axum::extract::Request) -> Response {
+    // Taken whole, as the OpenAI handler's request.
+    let (parts, body) = request.into_parts();
+    let ctx = context(&state, &parts.headers);
+    let guard = RequestGuard::new(&state, "messages", &ctx, &parts.headers);
     let span = guard.span();
     // Boxed, as the OpenAI handler's.
     Box::pin(messages_inner(state, ctx, guard, body))

@@ -18,11 +18,12 @@ use tracing::Instrument;
 /// `POST /v1/chat/completions`.
 pub async fn chat_completions(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
-    let ctx = context(&state, &headers);
-    let guard = RequestGuard::new(&state, "chat", &ctx, &headers);
+    // The request taken whole: axum's `HeaderMap` extractor would copy the headers.
+    let (parts, body) = request.into_parts();
+    let ctx = context(&state, &parts.headers);
+    let guard = RequestGuard::new(&state, "chat", &ctx, &parts.headers);
     let span = guard.span();
     // Boxed, once per request: the handler's future stays small, so the layers above it move a
     // pointer, not the request's state (the pipeline's included; docs/performance.md, twelfth
