@@ -28,16 +28,14 @@ async fn the_chat_handlers_futures_stay_small() {
             "openai",
             size(&switchyard::api::openai::chat_completions(
                 s(),
-                HeaderMap::new(),
-                Body::empty(),
+                axum::extract::Request::new(Body::empty()),
             )),
         ),
         (
             "anthropic",
             size(&switchyard::api::anthropic::messages(
                 s(),
-                HeaderMap::new(),
-                Body::empty(),
+                axum::extract::Request::new(Body::empty()),
             )),
         ),
         (
