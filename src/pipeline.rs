@@ -115,13 +115,14 @@ pub async fn chat(
     state: &AppState,
     // Boxed: the request (432 bytes) would otherwise be copied into each future it is handed to.
     mut req: Box<ChatRequest>,
-    ctx: &RequestContext,
+    // Mutable so that admission and the plugins can add what the later stages need (the key's
+    // tool gate, the plugins' tool hooks) without a copy of the context.
+    ctx: &mut RequestContext,
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
-    let mcp_opts = ctx
-        .mcp
-        .as_ref()
-        .map_err(|e| GatewayError::BadRequest(e.clone()))?;
+    if let Err(e) = &ctx.mcp {
+        return Err(GatewayError::BadRequest(e.clone()));
+    }
     let permit = admit(state, ctx, &req.model, || {
         (estimate_prompt_tokens(&req), max_output_tokens(&req))
     })
@@ -158,30 +159,21 @@ pub async fn chat(
     }
     // A governed request is offered, and may run, only its key's MCP tools (the plan offers what
     // the gate allows; the tool loop checks each call against it).
-    let governed_ctx;
-    let ctx = match &permit {
-        Some(p) if state.mcp.has_servers() => {
-            let gate = state.governance.tools_of(&p.principal);
-            governed_ctx = RequestContext {
-                tool_gate: Some(gate as Arc<dyn crate::request::ToolGate>),
-                ..ctx.clone()
-            };
-            &governed_ctx
-        }
-        _ => ctx,
-    };
+    if let Some(p) = &permit
+        && state.mcp.has_servers()
+    {
+        let gate = state.governance.tools_of(&p.principal);
+        ctx.tool_gate = Some(gate as Arc<dyn crate::request::ToolGate>);
+    }
     // Plugins with tool hooks see the MCP tools the loop runs.
-    let hooked_ctx;
-    let ctx = match plugins.as_ref().and_then(crate::plugins::Run::tool_hooks) {
-        Some(hooks) => {
-            hooked_ctx = RequestContext {
-                tool_hooks: Some(hooks),
-                ..ctx.clone()
-            };
-            &hooked_ctx
-        }
-        None => ctx,
-    };
+    if let Some(hooks) = plugins.as_ref().and_then(crate::plugins::Run::tool_hooks) {
+        ctx.tool_hooks = Some(hooks);
+    }
+    let ctx = &*ctx;
+    let mcp_opts = ctx
+        .mcp
+        .as_ref()
+        .map_err(|e| GatewayError::BadRequest(e.clone()))?;
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
     let plan = Plan::prepare(&state.mcp, mcp_opts, ctx.tool_gate.as_deref(), &req)

@@ -30,7 +30,7 @@ pub async fn messages(State(state): State<AppState>, request: axum::extract::Req
 
 async fn messages_inner(
     state: AppState,
-    ctx: crate::pipeline::RequestContext,
+    mut ctx: crate::pipeline::RequestContext,
     mut guard: RequestGuard,
     body: Body,
 ) -> Response {
@@ -63,7 +63,7 @@ async fn messages_inner(
     let keep_alive = state.config.server.sse_keep_alive;
     super::answer_chat(
         &state,
-        &ctx,
+        &mut ctx,
         guard,
         Box::new(req),
         Dialect::Anthropic,

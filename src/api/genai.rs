@@ -71,7 +71,7 @@ pub async fn generate(
 
 async fn generate_inner(
     state: AppState,
-    ctx: RequestContext,
+    mut ctx: RequestContext,
     mut guard: RequestGuard,
     call: String,
     sse_wanted: bool,
@@ -120,7 +120,7 @@ async fn generate_inner(
     };
     super::answer_chat(
         &state,
-        &ctx,
+        &mut ctx,
         guard,
         Box::new(req),
         Dialect::Google,

@@ -35,7 +35,7 @@ pub async fn chat_completions(
 
 async fn chat(
     state: AppState,
-    ctx: crate::pipeline::RequestContext,
+    mut ctx: crate::pipeline::RequestContext,
     mut guard: RequestGuard,
     body: Body,
 ) -> Response {
@@ -49,7 +49,7 @@ async fn chat(
     let keep_alive = state.config.server.sse_keep_alive;
     super::answer_chat(
         &state,
-        &ctx,
+        &mut ctx,
         guard,
         req,
         Dialect::OpenAi,
@@ -171,8 +171,9 @@ async fn embed(
                 guard.usage(&u);
             }
             let mut resp = Json(value).into_response();
-            set_headers(resp.headers_mut(), &ctx, Some(&served));
-            super::set_rate_headers(resp.headers_mut(), rate.as_ref());
+            let mut h = super::HeaderWriter::new(resp.headers_mut());
+            set_headers(&mut h, &ctx, Some(&served));
+            super::set_rate_headers(&mut h, rate.as_ref());
             resp
         }
         Err(e) => fail(&mut guard, &GatewayError::from(e), &ctx),

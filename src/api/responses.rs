@@ -98,7 +98,7 @@ fn after(mut write: futures_util::future::BoxFuture<'static, ()>, body: &Value) 
 
 async fn create_inner(
     state: AppState,
-    ctx: RequestContext,
+    mut ctx: RequestContext,
     mut guard: RequestGuard,
     headers: HeaderMap,
     body: Body,
@@ -160,7 +160,7 @@ async fn create_inner(
     };
     super::answer_chat(
         &state,
-        &ctx,
+        &mut ctx,
         guard,
         Box::new(req),
         Dialect::OpenAi,

@@ -629,17 +629,18 @@ fn refusal(
     }
 }
 
-/// OpenAI's duration format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`, `250ms`.
-pub fn openai_duration(ms: u64) -> String {
+/// Writes a duration in OpenAI's format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`,
+/// `250ms`.
+pub fn openai_duration(out: &mut impl std::fmt::Write, ms: u64) {
     // Written digit by digit: `format!` costs several times more, on every governed answer.
-    let mut out = String::with_capacity(16);
+    // Writing to a string or a buffer in memory does not fail.
     let mut put = |n: u64, unit: &str| {
-        out.push_str(itoa::Buffer::new().format(n));
-        out.push_str(unit);
+        let _ = out.write_str(itoa::Buffer::new().format(n));
+        let _ = out.write_str(unit);
     };
     if ms < 1000 {
         put(ms, "ms");
-        return out;
+        return;
     }
     let secs = ms.div_ceil(1000);
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
@@ -650,7 +651,6 @@ pub fn openai_duration(ms: u64) -> String {
         put(m, "m");
     }
     put(s, "s");
-    out
 }
 
 /// The credential a request carries: `Authorization: Bearer` (any case), `x-api-key`, `api-key`,
@@ -675,11 +675,16 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(openai_duration(250), "250ms");
-        assert_eq!(openai_duration(1000), "1s");
-        assert_eq!(openai_duration(360_000), "6m0s");
-        assert_eq!(openai_duration(3_723_000), "1h2m3s");
-        assert_eq!(openai_duration(3_600_000), "1h0m0s");
-        assert_eq!(openai_duration(59_001), "1m0s");
+        let d = |ms| {
+            let mut s = String::new();
+            openai_duration(&mut s, ms);
+            s
+        };
+        assert_eq!(d(250), "250ms");
+        assert_eq!(d(1000), "1s");
+        assert_eq!(d(360_000), "6m0s");
+        assert_eq!(d(3_723_000), "1h2m3s");
+        assert_eq!(d(3_600_000), "1h0m0s");
+        assert_eq!(d(59_001), "1m0s");
     }
 }
