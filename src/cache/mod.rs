@@ -61,6 +61,8 @@ const COMPACT_EVERY_TICKS: u64 = 120;
 #[derive(Debug, Clone)]
 pub struct Pending {
     fp: Fingerprint,
+    /// The entry's id (from `fp.exact`), worked out once for the lookup and the store.
+    id: uuid::Uuid,
     vector: Option<Vec<f32>>,
     ttl: Duration,
     skip: Option<SkipIf>,
@@ -510,6 +512,7 @@ impl Cache {
             return bypass(self);
         };
         let mut pending = Pending {
+            id: key::point_id(&fp.exact),
             fp,
             vector: None,
             ttl: opts.ttl.unwrap_or(policy.ttl),
@@ -546,7 +549,7 @@ impl Cache {
             policy.threshold
         });
         let now = unix_now();
-        match idx.get(key::point_id(&pending.fp.exact)).await {
+        match idx.get(pending.id).await {
             Ok(Some(e)) if e.exact == pending.fp.exact && e.expires > now => {
                 if shadow.is_some() {
                     return self.shadow_hit(route, pending, e, None, threshold, started);
@@ -1031,7 +1034,11 @@ impl Cache {
         // The entry is built now, from the answer the client is getting (no copy of it kept);
         // only the embedding (when needed) and the write wait in the background.
         let Pending {
-            fp, vector, ttl, ..
+            fp,
+            id,
+            vector,
+            ttl,
+            ..
         } = pending;
         // The upstream's own JSON (it was read without error, so it is UTF-8) is kept as it came.
         let given = given.and_then(|b| {
@@ -1051,11 +1058,14 @@ impl Cache {
             }
         };
         let now = unix_now();
-        let usage = resp.usage.clone().unwrap_or_default();
+        let (prompt_tokens, completion_tokens) = resp
+            .usage
+            .as_ref()
+            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
         // The question's text again only for the embedding.
         let text = embedder.as_ref().and_then(|_| fp.text.clone());
         let entry = Entry {
-            id: key::point_id(&fp.exact),
+            id,
             schema: key::SCHEMA,
             exact: fp.exact,
             partition: fp.partition,
@@ -1065,8 +1075,8 @@ impl Cache {
             prompt: fp.text.unwrap_or_default(),
             context: fp.context,
             response: json,
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
+            prompt_tokens,
+            completion_tokens,
             created: now,
             // Whole seconds, rounded up: an entry lives at least its TTL, never less.
             expires: now.saturating_add(ttl.as_secs()).saturating_add(1),

@@ -48,6 +48,9 @@ fn a_point_id_is_the_keys_first_sixteen_bytes() {
         [0x0a, 0xff, 0x00],
         "short"
     );
+    // Either case; a pair with one digit that is not hex, or half missing, is zero.
+    assert_eq!(point_id("0AfZ1").as_bytes()[..3], [0x0a, 0x00, 0x00]);
+    assert_eq!(point_id("Ff9g").as_bytes()[..2], [0xff, 0x00]);
     let mut odd = "zz".to_owned();
     odd.push_str(&fp.exact[2..]);
     assert_eq!(point_id(&odd).as_bytes()[..3], [0x00, 0xba, 0xc7]);
