@@ -505,12 +505,13 @@ where
     guard.outcome(&outcome.served, outcome.cache.as_ref());
     let rate = permit.as_ref().map(|p| p.headers.clone());
     guard.permit(permit);
-    let streamed = matches!(outcome.body, crate::pipeline::ChatBody::Stream(_));
     let mut resp = match outcome.body {
         crate::pipeline::ChatBody::Complete(r) => {
             guard.finish(StatusCode::OK, false);
             guard.response(&r);
-            complete(*r, outcome.json)
+            let mut resp = complete(*r, outcome.json);
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
         }
         crate::pipeline::ChatBody::Stream(s) => {
             guard.finish(StatusCode::OK, true);
@@ -520,14 +521,9 @@ where
     let headers = resp.headers_mut();
     // Room for what follows (about a dozen headers) at once, not by growing the map twice.
     headers.reserve(16);
-    let mut h = HeaderWriter::new(headers);
-    if !streamed {
-        // Streams carry these in their trailer instead (see `mcp_trailer`).
-        set_mcp_headers(&mut h, outcome.mcp.as_deref());
-    }
-    set_headers(&mut h, ctx, Some(&outcome.served));
-    set_cache_headers(&mut h, outcome.cache.as_ref());
-    set_rate_headers(&mut h, rate.as_ref());
+    set_headers(headers, ctx, Some(&outcome.served));
+    set_cache_headers(headers, outcome.cache.as_ref());
+    set_rate_headers(headers, rate.as_ref());
     resp
 }
 
@@ -546,71 +542,27 @@ pub(crate) fn openai_json(r: crate::chat::ChatResponse, json: Option<bytes::Byte
     }
 }
 
-/// A response's headers as they are set: their values are written into one buffer and each is
-/// a view of it, so a response's dozen values cost one allocation, not one each.
-pub struct HeaderWriter<'a> {
-    map: &'a mut HeaderMap,
-    buf: bytes::BytesMut,
-}
-
-impl<'a> HeaderWriter<'a> {
-    /// Writes into `map`.
-    pub fn new(map: &'a mut HeaderMap) -> Self {
-        Self {
-            map,
-            buf: bytes::BytesMut::with_capacity(256),
-        }
-    }
-
-    /// Sets `name` to what was written since the last value (left out if it is not a valid
-    /// header value).
-    fn put(&mut self, name: HeaderName) {
-        if let Ok(v) = HeaderValue::from_maybe_shared(self.buf.split().freeze()) {
-            self.map.insert(name, v);
-        }
-    }
-
-    /// Sets `name` to `text`.
-    pub fn text(&mut self, name: HeaderName, text: &str) {
-        self.buf.extend_from_slice(text.as_bytes());
-        self.put(name);
-    }
-
-    /// Sets `name` to a number.
-    pub fn number(&mut self, name: HeaderName, n: u64) {
-        self.text(name, itoa::Buffer::new().format(n));
-    }
-
-    /// Sets `name` to a value formatted in place.
-    pub fn format(&mut self, name: HeaderName, args: std::fmt::Arguments<'_>) {
-        // Writing to a BytesMut does not fail.
-        let _ = std::fmt::Write::write_fmt(&mut self.buf, args);
-        self.put(name);
-    }
-
-    /// Sets `name` to a constant.
-    pub fn fixed(&mut self, name: HeaderName, value: &'static str) {
-        self.map.insert(name, HeaderValue::from_static(value));
-    }
-}
-
 /// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.
-pub fn set_cache_headers(h: &mut HeaderWriter<'_>, status: Option<&crate::cache::CacheStatus>) {
+pub fn set_cache_headers(headers: &mut HeaderMap, status: Option<&crate::cache::CacheStatus>) {
     let Some(s) = status else { return };
-    h.fixed(CACHE, s.outcome.label());
-    if let Some(sim) = s.similarity {
-        h.format(CACHE_SIMILARITY, format_args!("{sim:.4}"));
+    headers.insert(CACHE, HeaderValue::from_static(s.outcome.label()));
+    if let Some(sim) = s.similarity
+        && let Ok(v) = HeaderValue::from_str(&format!("{sim:.4}"))
+    {
+        headers.insert(CACHE_SIMILARITY, v);
     }
     // Shadow mode: what would have been served (the answer itself is live).
     if let Some(sh) = &s.shadow {
-        h.fixed(
+        headers.insert(
             HeaderName::from_static("x-switchyard-cache-shadow"),
-            sh.outcome.label(),
+            HeaderValue::from_static(sh.outcome.label()),
         );
-        if let Some(sim) = sh.similarity {
-            h.format(
+        if let Some(sim) = sh.similarity
+            && let Ok(v) = HeaderValue::from_str(&format!("{sim:.4}"))
+        {
+            headers.insert(
                 HeaderName::from_static("x-switchyard-cache-shadow-similarity"),
-                format_args!("{sim:.4}"),
+                v,
             );
         }
     }
@@ -619,12 +571,12 @@ pub fn set_cache_headers(h: &mut HeaderWriter<'_>, status: Option<&crate::cache:
 /// Sets `x-switchyard-mcp-tool-calls`, `x-switchyard-mcp-iterations` and, when the loop hit its
 /// bound, `x-switchyard-mcp-stopped: max-iterations`. Streams send their headers before any tool
 /// runs, so they carry these in an SSE comment at the end instead (see `mcp_trailer`).
-pub fn set_mcp_headers(h: &mut HeaderWriter<'_>, report: Option<&crate::mcp::McpReport>) {
+pub fn set_mcp_headers(headers: &mut HeaderMap, report: Option<&crate::mcp::McpReport>) {
     let Some(r) = report else { return };
-    h.number(MCP_TOOL_CALLS, u64::from(r.tool_calls()));
-    h.number(MCP_ROUNDS, u64::from(r.rounds()));
+    headers.insert(MCP_TOOL_CALLS, number(u64::from(r.tool_calls())));
+    headers.insert(MCP_ROUNDS, number(u64::from(r.rounds())));
     if r.limited() {
-        h.fixed(MCP_LIMITED, "max-iterations");
+        headers.insert(MCP_LIMITED, HeaderValue::from_static("max-iterations"));
     }
 }
 
@@ -643,12 +595,28 @@ pub fn mcp_trailer(report: &crate::mcp::McpReport) -> bytes::Bytes {
 }
 
 /// Adds `x-request-id` and, when known, who served the request.
-pub fn set_headers(h: &mut HeaderWriter<'_>, ctx: &RequestContext, served: Option<&Served>) {
-    h.text(REQUEST_ID, &ctx.request_id);
+pub fn set_headers(headers: &mut HeaderMap, ctx: &RequestContext, served: Option<&Served>) {
+    if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
     let Some(s) = served else { return };
-    h.text(PROVIDER, &s.provider);
-    h.text(MODEL, &s.model);
-    h.number(ATTEMPTS, u64::from(s.attempts));
+    if let Ok(v) = HeaderValue::from_str(&s.provider) {
+        headers.insert(PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&s.model) {
+        headers.insert(MODEL, v);
+    }
+    headers.insert(ATTEMPTS, number(u64::from(s.attempts)));
+}
+
+/// A number as a header value; the small ones most answers carry (attempts, tool calls) are
+/// constants, not an allocation each.
+fn number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match DIGITS.get(n as usize) {
+        Some(d) if n < 10 => HeaderValue::from_static(d),
+        _ => HeaderValue::from(n),
+    }
 }
 
 /// An admin API error: the status and OpenAI-shaped body, not logged (the caller decides).
@@ -698,30 +666,31 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
         tracing::info!(request_id = %ctx.request_id, status = status.as_u16(), error = %err, "request rejected");
     }
     let mut resp = dialect_body(err, dialect);
-    let mut h = HeaderWriter::new(resp.headers_mut());
-    set_headers(&mut h, ctx, err.served());
+    set_headers(resp.headers_mut(), ctx, err.served());
     if err.served().is_none() {
         // Answered before (or without) an upstream attempt that names a provider.
-        h.number(ATTEMPTS, u64::from(err.attempts()));
+        resp.headers_mut()
+            .insert(ATTEMPTS, HeaderValue::from(err.attempts()));
     }
     if let Some(secs) = err.retry_after() {
-        h.number(axum::http::header::RETRY_AFTER, secs);
+        resp.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, HeaderValue::from(secs));
     }
     if let GatewayError::Governance(crate::governance::GovernanceError::RateLimited {
         headers,
         ..
     }) = err
     {
-        set_rate_headers(&mut h, Some(headers));
+        set_rate_headers(resp.headers_mut(), Some(headers));
     } else {
         // Admitted, then failed (upstream error, bad tool call, ...): the key's limits still show.
-        set_rate_headers(&mut h, ctx.spent.rate().as_ref());
+        set_rate_headers(resp.headers_mut(), ctx.spent.rate().as_ref());
     }
     resp
 }
 
 /// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` for a key with limits.
-pub fn set_rate_headers(h: &mut HeaderWriter<'_>, rate: Option<&crate::request::RateHeaders>) {
+pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHeaders>) {
     let Some(r) = rate else { return };
     for (names, v) in [
         (RATE_REQUEST_HEADERS, r.requests),
@@ -731,51 +700,23 @@ pub fn set_rate_headers(h: &mut HeaderWriter<'_>, rate: Option<&crate::request::
             continue;
         };
         let [limit_name, remaining_name, reset_name] = names;
-        h.number(limit_name, limit);
-        h.number(remaining_name, remaining);
-        crate::governance::openai_duration(&mut h.buf, reset_ms);
-        h.put(reset_name);
+        h.insert(limit_name, HeaderValue::from(limit));
+        h.insert(remaining_name, HeaderValue::from(remaining));
+        // The string's buffer becomes the value's (no copy).
+        let reset = bytes::Bytes::from(crate::governance::openai_duration(reset_ms));
+        if let Ok(reset) = HeaderValue::from_maybe_shared(reset) {
+            h.insert(reset_name, reset);
+        }
     }
 }
 
 #[cfg(test)]
-mod header_writer_tests {
-    use super::*;
-
+mod number_tests {
     #[test]
-    fn values_written_into_one_buffer_read_as_set_and_a_bad_one_is_left_out() {
-        let mut map = HeaderMap::new();
-        let mut h = HeaderWriter::new(&mut map);
-        h.text(PROVIDER, "openai");
-        h.text(MODEL, "bad\nvalue");
-        h.number(ATTEMPTS, 12);
-        set_rate_headers(
-            &mut h,
-            Some(&crate::request::RateHeaders {
-                requests: Some((100, 99, 61_000)),
-                tokens: None,
-            }),
-        );
-        h.format(CACHE_SIMILARITY, format_args!("{:.4}", 0.5_f32));
-        h.fixed(CACHE, "miss");
-        h.text(REQUEST_ID, "req-1");
-        let got: Vec<(&str, &str)> = map
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.to_str().unwrap()))
-            .collect();
-        assert_eq!(
-            got,
-            [
-                ("x-switchyard-provider", "openai"),
-                ("x-switchyard-attempts", "12"),
-                ("x-ratelimit-limit-requests", "100"),
-                ("x-ratelimit-remaining-requests", "99"),
-                ("x-ratelimit-reset-requests", "1m1s"),
-                ("x-switchyard-cache-similarity", "0.5000"),
-                ("x-switchyard-cache", "miss"),
-                ("x-request-id", "req-1"),
-            ]
-        );
+    fn numbers_read_the_same_whether_constant_or_written() {
+        for n in [0, 1, 9, 10, 11, 99, 12_345, u64::MAX] {
+            assert_eq!(super::number(n).to_str().unwrap(), n.to_string());
+        }
     }
 }
 

@@ -171,9 +171,8 @@ async fn embed(
                 guard.usage(&u);
             }
             let mut resp = Json(value).into_response();
-            let mut h = super::HeaderWriter::new(resp.headers_mut());
-            set_headers(&mut h, &ctx, Some(&served));
-            super::set_rate_headers(&mut h, rate.as_ref());
+            set_headers(resp.headers_mut(), &ctx, Some(&served));
+            super::set_rate_headers(resp.headers_mut(), rate.as_ref());
             resp
         }
         Err(e) => fail(&mut guard, &GatewayError::from(e), &ctx),

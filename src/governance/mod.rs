@@ -629,18 +629,17 @@ fn refusal(
     }
 }
 
-/// Writes a duration in OpenAI's format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`,
-/// `250ms`.
-pub fn openai_duration(out: &mut impl std::fmt::Write, ms: u64) {
+/// OpenAI's duration format for `x-ratelimit-reset-*`: `1s`, `6m0s`, `1h2m3s`, `250ms`.
+pub fn openai_duration(ms: u64) -> String {
     // Written digit by digit: `format!` costs several times more, on every governed answer.
-    // Writing to a string or a buffer in memory does not fail.
+    let mut out = String::with_capacity(16);
     let mut put = |n: u64, unit: &str| {
-        let _ = out.write_str(itoa::Buffer::new().format(n));
-        let _ = out.write_str(unit);
+        out.push_str(itoa::Buffer::new().format(n));
+        out.push_str(unit);
     };
     if ms < 1000 {
         put(ms, "ms");
-        return;
+        return out;
     }
     let secs = ms.div_ceil(1000);
     let (h, m, s) = (secs / 3600, secs % 3600 / 60, secs % 60);
@@ -651,6 +650,7 @@ pub fn openai_duration(out: &mut impl std::fmt::Write, ms: u64) {
         put(m, "m");
     }
     put(s, "s");
+    out
 }
 
 /// The credential a request carries: `Authorization: Bearer` (any case), `x-api-key`, `api-key`,
@@ -675,16 +675,11 @@ mod tests {
 
     #[test]
     fn durations() {
-        let d = |ms| {
-            let mut s = String::new();
-            openai_duration(&mut s, ms);
-            s
-        };
-        assert_eq!(d(250), "250ms");
-        assert_eq!(d(1000), "1s");
-        assert_eq!(d(360_000), "6m0s");
-        assert_eq!(d(3_723_000), "1h2m3s");
-        assert_eq!(d(3_600_000), "1h0m0s");
-        assert_eq!(d(59_001), "1m0s");
+        assert_eq!(openai_duration(250), "250ms");
+        assert_eq!(openai_duration(1000), "1s");
+        assert_eq!(openai_duration(360_000), "6m0s");
+        assert_eq!(openai_duration(3_723_000), "1h2m3s");
+        assert_eq!(openai_duration(3_600_000), "1h0m0s");
+        assert_eq!(openai_duration(59_001), "1m0s");
     }
 }
