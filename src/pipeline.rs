@@ -120,6 +120,8 @@ pub async fn chat(
     ctx: &mut RequestContext,
 ) -> Result<(ChatOutcome, Option<Permit>), GatewayError> {
     let mut opts = ctx.cache.clone().map_err(GatewayError::BadRequest)?;
+    // Bad MCP headers are refused before admission; the options themselves are read below, once
+    // the context has its tool gate.
     if let Err(e) = &ctx.mcp {
         return Err(GatewayError::BadRequest(e.clone()));
     }

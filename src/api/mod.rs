@@ -702,9 +702,7 @@ pub fn set_rate_headers(h: &mut HeaderMap, rate: Option<&crate::request::RateHea
         let [limit_name, remaining_name, reset_name] = names;
         h.insert(limit_name, HeaderValue::from(limit));
         h.insert(remaining_name, HeaderValue::from(remaining));
-        // The string's buffer becomes the value's (no copy).
-        let reset = bytes::Bytes::from(crate::governance::openai_duration(reset_ms));
-        if let Ok(reset) = HeaderValue::from_maybe_shared(reset) {
+        if let Ok(reset) = HeaderValue::from_str(&crate::governance::openai_duration(reset_ms)) {
             h.insert(reset_name, reset);
         }
     }
