@@ -6,23 +6,82 @@
 //! storing an answer finds its second among a few (the seconds still live) and inserts into that
 //! second's set. Removal is exact (the caller knows the time it inserted with), so nothing stale
 //! is left behind. Walks in order sort one second's ids at a time, which gives the same order
-//! as the tree: by time, then by id.
+//! as the tree: by time, then by id. A second with few ids (a quiet gateway stores an answer
+//! every few seconds, so most of its seconds hold one) keeps them in a short vector instead of
+//! a hash set, which would take about 90 bytes for a single id.
 
 use std::collections::BTreeMap;
 
 use foldhash::HashSet;
 use uuid::Uuid;
 
+/// A second's ids: a short vector until it holds more than [`FEW`], then a hash set.
+enum Ids {
+    Few(Vec<Uuid>),
+    Many(Box<HashSet<Uuid>>),
+}
+
+/// The most ids a second keeps in a vector (found by a scan of at most this many).
+const FEW: usize = 16;
+
+impl Ids {
+    fn insert(&mut self, id: Uuid) {
+        match self {
+            Ids::Few(v) if v.contains(&id) => {}
+            Ids::Few(v) if v.len() < FEW => v.push(id),
+            Ids::Few(v) => {
+                let mut set: HashSet<Uuid> = v.drain(..).collect();
+                set.insert(id);
+                *self = Ids::Many(Box::new(set));
+            }
+            Ids::Many(set) => {
+                set.insert(id);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &Uuid) -> bool {
+        match self {
+            Ids::Few(v) => match v.iter().position(|x| x == id) {
+                Some(i) => {
+                    v.swap_remove(i);
+                    true
+                }
+                None => false,
+            },
+            Ids::Many(set) => set.remove(id),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Ids::Few(v) => v.is_empty(),
+            Ids::Many(set) => set.is_empty(),
+        }
+    }
+
+    fn iter(&self) -> Box<dyn Iterator<Item = &Uuid> + '_> {
+        match self {
+            Ids::Few(v) => Box::new(v.iter()),
+            Ids::Many(set) => Box::new(set.iter()),
+        }
+    }
+}
+
 /// Ids by (time, id), ascending.
 #[derive(Default)]
 pub(super) struct Order {
-    seconds: BTreeMap<u64, HashSet<Uuid>>,
+    seconds: BTreeMap<u64, Ids>,
 }
 
 impl Order {
     /// Adds `id` at time `t` (a no-op when it is there at that time already).
     pub(super) fn insert(&mut self, t: u64, id: Uuid) {
-        self.seconds.entry(t).or_default().insert(id);
+        self.seconds
+            .entry(t)
+            // Room for one: most seconds of a quiet gateway never hold a second id.
+            .or_insert_with(|| Ids::Few(Vec::with_capacity(1)))
+            .insert(id);
     }
 
     /// Takes `id` out of time `t`; false when it was not there.
@@ -62,7 +121,7 @@ impl Order {
     /// Up to `n` before `before` (all when `None`), last first.
     pub(super) fn last_before(&self, before: Option<(u64, Uuid)>, n: usize) -> Vec<(u64, Uuid)> {
         let mut out = Vec::with_capacity(n.min(4096));
-        let seconds: Box<dyn Iterator<Item = (&u64, &HashSet<Uuid>)>> = match before {
+        let seconds: Box<dyn Iterator<Item = (&u64, &Ids)>> = match before {
             None => Box::new(self.seconds.iter().rev()),
             Some((bt, _)) => Box::new(self.seconds.range(..=bt).rev()),
         };
@@ -159,6 +218,29 @@ mod tests {
             }
         }
         assert!(!set.is_empty());
+    }
+
+    #[test]
+    fn a_second_grows_from_a_vector_to_a_set_and_keeps_its_order() {
+        let mut order = Order::default();
+        let ids: Vec<Uuid> = (0..40u128)
+            .map(|n| Uuid::from_u128(n * 7919 % 101))
+            .collect();
+        for id in &ids {
+            order.insert(9, *id);
+            order.insert(9, *id);
+        }
+        assert!(matches!(order.seconds.get(&9), Some(Ids::Many(_))));
+        for id in &ids[..30] {
+            assert!(order.remove(9, *id));
+        }
+        let mut left: Vec<(u64, Uuid)> = ids[30..].iter().map(|id| (9, *id)).collect();
+        left.sort_unstable();
+        assert_eq!(order.first(100), left);
+        // A quiet second stays a vector.
+        order.insert(3, Uuid::from_u128(1));
+        assert!(matches!(order.seconds.get(&3), Some(Ids::Few(_))));
+        assert_eq!(order.first(1), [(3, Uuid::from_u128(1))]);
     }
 
     #[test]
