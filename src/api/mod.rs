@@ -613,9 +613,9 @@ pub fn set_headers(headers: &mut HeaderMap, ctx: &RequestContext, served: Option
 /// constants, not an allocation each.
 fn number(n: u64) -> HeaderValue {
     const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
-    match DIGITS.get(n as usize) {
-        Some(d) if n < 10 => HeaderValue::from_static(d),
-        _ => HeaderValue::from(n),
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(d) => HeaderValue::from_static(d),
+        None => HeaderValue::from(n),
     }
 }
 
@@ -670,7 +670,7 @@ pub fn error_response(err: &GatewayError, ctx: &RequestContext, dialect: Dialect
     if err.served().is_none() {
         // Answered before (or without) an upstream attempt that names a provider.
         resp.headers_mut()
-            .insert(ATTEMPTS, HeaderValue::from(err.attempts()));
+            .insert(ATTEMPTS, number(u64::from(err.attempts())));
     }
     if let Some(secs) = err.retry_after() {
         resp.headers_mut()
