@@ -227,6 +227,7 @@ async fn main() {
         credential: None,
         tool_gate: None,
         tool_hooks: None,
+        raw_answer: false,
     };
     let mut p50 = Vec::new();
     for rounds in [0usize, 1, 4] {

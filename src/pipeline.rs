@@ -144,6 +144,8 @@ pub async fn chat(
         )
     };
     if let Some(run) = plugins.as_mut() {
+        // Plugins read and may change the answer: it is decoded.
+        ctx.raw_answer = false;
         let asked = req.model.clone();
         if let crate::plugins::Next::Respond(resp) = Box::pin(run.on_request(&mut req)).await? {
             let outcome = plugin_answer(*resp, req.is_stream());
@@ -261,7 +263,12 @@ async fn finish(
     outcome: ChatOutcome,
 ) -> Result<ChatOutcome, GatewayError> {
     match plugins {
-        Some(run) => Ok(Box::pin(run.wrap(outcome)).await?),
+        // The plugins read and may change the answer: one kept as the upstream's JSON is
+        // decoded first.
+        Some(run) => {
+            let outcome = crate::router::decode_raw(outcome)?;
+            Ok(Box::pin(run.wrap(outcome)).await?)
+        }
         None => Ok(outcome),
     }
 }
@@ -312,6 +319,12 @@ fn settle(outcome: ChatOutcome, metrics: &Arc<Metrics>) -> ChatOutcome {
                 metrics.usage(&provider, u.prompt_tokens, u.completion_tokens);
             }
             ChatBody::Complete(resp)
+        }
+        ChatBody::Raw(raw) => {
+            if let Some((prompt, completion)) = raw.tokens {
+                metrics.usage(&provider, prompt, completion);
+            }
+            ChatBody::Raw(raw)
         }
         ChatBody::Stream(stream) => {
             let metrics = metrics.clone();

@@ -43,6 +43,11 @@ pub struct RequestContext {
     pub tool_gate: Option<Arc<dyn ToolGate>>,
     /// Plugins that see the MCP tools the gateway runs (set by the plugin stage).
     pub tool_hooks: Option<Arc<dyn ToolHooks>>,
+    /// The ingress sends a complete answer as OpenAI JSON, and no stage is to change it: an
+    /// OpenAI upstream's answer may then travel as its bytes, read only for what the stages need
+    /// ([`ChatBody::Raw`]). Set by the OpenAI chat ingress; the pipeline clears it when plugins
+    /// run.
+    pub raw_answer: bool,
 }
 
 /// A virtual key's own plugin choices: opt-in plugins it adds, and plugins it turns off (a
@@ -222,6 +227,10 @@ pub enum ChatBody {
     /// Non-streaming answer, boxed: the outcome is moved up through every stage (about ten
     /// times a request), and the answer inline made each move copy 600 bytes and more.
     Complete(Box<ChatResponse>),
+    /// Non-streaming answer kept as the upstream's OpenAI JSON (only when the context allows it,
+    /// `RequestContext::raw_answer`): sent as it came, decoded only by a stage that needs all of
+    /// it.
+    Raw(Box<crate::chat::RawAnswer>),
     /// Streaming answer; the first chunk has already arrived.
     Stream(ChatStream),
 }

@@ -286,14 +286,14 @@ async fn test_provider(
     let ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(outcome) => {
-            let reply = match outcome.body {
-                crate::request::ChatBody::Complete(r) => r
+            let reply = match crate::router::decode_raw(outcome).map(|o| o.body) {
+                Ok(crate::request::ChatBody::Complete(r)) => r
                     .choices
                     .first()
                     .and_then(|c| c.message.content.as_ref())
                     .map(|c| c.as_text())
                     .unwrap_or_default(),
-                crate::request::ChatBody::Stream(_) => String::new(),
+                _ => String::new(),
             };
             Json(json!({"ok": true, "provider": name, "model": model, "latency_ms": ms, "reply": reply}))
                 .into_response()

@@ -146,6 +146,17 @@ impl RequestGuard {
         }
     }
 
+    /// [`Self::response`] for an answer kept as the upstream's JSON.
+    pub fn raw_response(&mut self, raw: &crate::chat::RawAnswer) {
+        if let Some((prompt, completion)) = raw.tokens {
+            self.rec.input_tokens = prompt;
+            self.rec.output_tokens = completion;
+        }
+        if self.log_bodies() {
+            self.rec.response_body = serde_json::from_slice(&raw.bytes).ok();
+        }
+    }
+
     /// Notes a streamed chunk on its way to the client.
     pub fn chunk(&mut self, chunk: &ChatChunk) {
         if self.first_chunk.is_none() {

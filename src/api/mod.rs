@@ -350,6 +350,7 @@ pub fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
         credential: crate::governance::credential(headers).map(crate::config::Secret::new),
         tool_gate: None,
         tool_hooks: None,
+        raw_answer: false,
     }
 }
 
@@ -502,6 +503,21 @@ where
             return error_response(&e, ctx, dialect);
         }
     };
+    // An answer kept as the upstream's OpenAI JSON is only made for an ingress that answers in
+    // OpenAI JSON (`ctx.raw_answer`); any other gets it decoded.
+    let outcome = match outcome.body {
+        crate::pipeline::ChatBody::Raw(_) if !ctx.raw_answer => {
+            match crate::router::decode_raw(outcome) {
+                Ok(o) => o,
+                Err(e) => {
+                    let e = GatewayError::from(e);
+                    guard.error(e.parts().0, e.to_string(), e.served());
+                    return error_response(&e, ctx, dialect);
+                }
+            }
+        }
+        _ => outcome,
+    };
     guard.outcome(&outcome.served, outcome.cache.as_ref());
     let rate = permit.as_ref().map(|p| p.headers.clone());
     guard.permit(permit);
@@ -510,6 +526,14 @@ where
             guard.finish(StatusCode::OK, false);
             guard.response(&r);
             let mut resp = complete(*r, outcome.json);
+            set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
+            resp
+        }
+        // Kept as the upstream's OpenAI JSON (see above): sent as it came.
+        crate::pipeline::ChatBody::Raw(raw) => {
+            guard.finish(StatusCode::OK, false);
+            guard.raw_response(&raw);
+            let mut resp = openai_json_bytes(raw.bytes);
             set_mcp_headers(resp.headers_mut(), outcome.mcp.as_deref());
             resp
         }
@@ -530,16 +554,21 @@ where
 /// A complete answer as OpenAI JSON: the bytes a stage already wrote for it, or encoded now.
 pub(crate) fn openai_json(r: crate::chat::ChatResponse, json: Option<bytes::Bytes>) -> Response {
     match json {
-        Some(bytes) => (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )],
-            bytes,
-        )
-            .into_response(),
+        Some(bytes) => openai_json_bytes(bytes),
         None => axum::Json(r).into_response(),
     }
+}
+
+/// OpenAI JSON already written.
+fn openai_json_bytes(bytes: bytes::Bytes) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
 }
 
 /// Sets `x-switchyard-cache` and, on semantic hits, `x-switchyard-cache-similarity`.

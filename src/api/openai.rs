@@ -47,6 +47,8 @@ async fn chat(
     guard.request(&req.model, || serde_json::to_value(&req).ok());
     let wants_usage = req.wants_stream_usage();
     let keep_alive = state.config.server.sse_keep_alive;
+    // A complete answer goes back as OpenAI JSON: an OpenAI upstream's may pass as it came.
+    ctx.raw_answer = true;
     super::answer_chat(
         &state,
         &mut ctx,

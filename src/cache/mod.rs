@@ -957,9 +957,16 @@ impl Cache {
         let mut json = outcome.json;
         let body = match outcome.body {
             ChatBody::Complete(resp) => {
-                let stored = self.store_later(pending, &resp, &served, json.clone(), true);
+                let stored =
+                    self.store_later(pending, Answer::Decoded(&resp), &served, json.clone(), true);
                 json = stored.or(json);
                 ChatBody::Complete(resp)
+            }
+            ChatBody::Raw(raw) => {
+                // Stored as the bytes the client gets.
+                let given = Some(raw.bytes.clone());
+                self.store_later(pending, Answer::Raw(&raw), &served, given, false);
+                ChatBody::Raw(raw)
             }
             ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
         };
@@ -990,7 +997,8 @@ impl Cache {
                 yield item;
             }
             if !failed {
-                cache.store_later(pending, &acc.finish(), &served, None, false);
+                let answer = acc.finish();
+                cache.store_later(pending, Answer::Decoded(&answer), &served, None, false);
             }
         })
     }
@@ -1001,14 +1009,20 @@ impl Cache {
     fn store_later(
         &self,
         mut pending: Pending,
-        resp: &ChatResponse,
+        answer: Answer<'_>,
         served: &Served,
         given: Option<bytes::Bytes>,
         send: bool,
     ) -> Option<bytes::Bytes> {
         if let Some(mut c) = pending.shadow.take() {
             if let Some(d) = c.shadow.as_mut() {
-                d.live_answer = Some(whatif::first_words(resp));
+                d.live_answer = Some(match answer {
+                    Answer::Decoded(resp) => whatif::first_words(resp),
+                    Answer::Raw(raw) => raw
+                        .decode()
+                        .map(|r| whatif::first_words(&r))
+                        .unwrap_or_default(),
+                });
             }
             if let Err(e) = self.candidates.record(&c) {
                 tracing::debug!(error = %e, "shadow hit not kept");
@@ -1022,7 +1036,11 @@ impl Cache {
             count_write(&self.metrics, "skipped");
             return None;
         }
-        if let Err(why) = storable(resp) {
+        let checked = match answer {
+            Answer::Decoded(resp) => storable(resp),
+            Answer::Raw(raw) => storable_parts(raw.choices, raw.finish_reason.as_deref(), raw.said),
+        };
+        if let Err(why) = checked {
             tracing::debug!(why, "answer not cached");
             count_write(&self.metrics, "skipped");
             return None;
@@ -1045,9 +1063,13 @@ impl Cache {
             let text = std::str::from_utf8(&b).ok()?.to_owned();
             Some((text, b))
         });
-        let (json, sent) = match given {
-            Some((text, bytes)) => (text, send.then_some(bytes)),
-            None => {
+        let (json, sent) = match (given, answer) {
+            (Some((text, bytes)), _) => (text, send.then_some(bytes)),
+            (None, Answer::Raw(_)) => {
+                count_write(&self.metrics, "skipped");
+                return None;
+            }
+            (None, Answer::Decoded(resp)) => {
                 let Ok(json) = serde_json::to_string(resp) else {
                     count_write(&self.metrics, "skipped");
                     return None;
@@ -1058,10 +1080,13 @@ impl Cache {
             }
         };
         let now = unix_now();
-        let (prompt_tokens, completion_tokens) = resp
-            .usage
-            .as_ref()
-            .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+        let (prompt_tokens, completion_tokens) = match answer {
+            Answer::Decoded(resp) => resp
+                .usage
+                .as_ref()
+                .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens)),
+            Answer::Raw(raw) => raw.tokens.unwrap_or_default(),
+        };
         // The question's text again only for the embedding.
         let text = embedder.as_ref().and_then(|_| fp.text.clone());
         let entry = Entry {
@@ -1165,25 +1190,38 @@ fn count_write(metrics: &Metrics, outcome: &'static str) {
 
 /// Whether an answer is worth storing: one complete choice, not filtered.
 fn storable(resp: &ChatResponse) -> Result<(), &'static str> {
-    if resp.choices.len() != 1 {
+    let first = resp.choices.first();
+    let said = first.is_some_and(|c| {
+        c.message
+            .content
+            .as_ref()
+            .is_some_and(|t| !t.as_text().is_empty())
+            || c.message.tool_calls.as_ref().is_some_and(|t| !t.is_empty())
+    });
+    let finish = first.and_then(|c| c.finish_reason.as_deref());
+    storable_parts(resp.choices.len(), finish, said)
+}
+
+/// [`storable`] from what it reads: how many choices, the first one's finish reason and whether
+/// it says anything (text or tool calls).
+fn storable_parts(choices: usize, finish: Option<&str>, said: bool) -> Result<(), &'static str> {
+    if choices != 1 {
         return Err("not exactly one choice");
     }
-    let Some(c) = resp.choices.first() else {
-        return Err("no choice");
-    };
-    match c.finish_reason.as_deref() {
+    match finish {
         Some("stop" | "length" | "tool_calls" | "function_call") => {}
         Some(_) => return Err("finish reason not cacheable"),
         None => return Err("answer cut short"),
     }
-    let empty = c
-        .message
-        .content
-        .as_ref()
-        .is_none_or(|t| t.as_text().is_empty())
-        && c.message.tool_calls.as_ref().is_none_or(Vec::is_empty);
-    if empty {
+    if !said {
         return Err("empty answer");
     }
     Ok(())
+}
+
+/// A complete answer as the cache reads it for storing.
+#[derive(Clone, Copy)]
+enum Answer<'a> {
+    Decoded(&'a ChatResponse),
+    Raw(&'a crate::chat::RawAnswer),
 }

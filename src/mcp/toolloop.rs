@@ -176,10 +176,25 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
         let mut totals = Totals::default();
         let mut rounds = 0u32;
         let mut before: Vec<Message> = Vec::new();
-        let prefix = digest(&req.messages);
+        // The conversation's digest, for holding rounds: worked out when a tool first runs.
+        let mut prefix = None;
         self.limit_reached(&mut req, rounds);
         loop {
             let out = self.backend.chat(&req, ctx).await;
+            // An answer kept as the upstream's JSON is sent as it came when it ends the loop at
+            // once (it calls none of the gateway's tools); otherwise it is decoded, to be read
+            // and changed.
+            let out = match out {
+                Ok(o)
+                    if rounds == 0
+                        && matches!(&o.body, ChatBody::Raw(raw) if !raw.tool_names.iter().any(|n| self.plan.is_gateway(n))) =>
+                {
+                    self.hub.metrics_loop("answered");
+                    return Ok(o);
+                }
+                Ok(o) => crate::router::decode_raw(o),
+                Err(e) => Err(e),
+            };
             let mut out = match out {
                 Ok(o) => o,
                 Err(e) => {
@@ -229,6 +244,8 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 return Ok(out);
             }
             let assistant = choice.message.clone();
+            // Before the first round joins the conversation.
+            let prefix = *prefix.get_or_insert_with(|| digest(&req.messages));
             let results = Box::pin(run_calls(&self.hub, &mine, self.plan.timeout, ctx)).await;
             rounds += 1;
             self.plan.report.add_round(mine.len());
@@ -271,7 +288,6 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             }
         };
         let served = first.served.clone();
-        let prefix = digest(&req.messages);
         let ChatBody::Stream(upstream) = first.body else {
             return Ok(first);
         };
@@ -283,6 +299,8 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             let mut totals = Totals::default();
             let mut rounds = 0u32;
             let mut before: Vec<Message> = Vec::new();
+            // The conversation's digest, for holding rounds: worked out when a tool first runs.
+            let mut prefix = None;
             loop {
                 let mut acc = StreamCollector::default();
                 let mut routes: HashMap<u32, Option<u32>> = HashMap::new();
@@ -406,6 +424,8 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     }
                     return;
                 }
+                // Before the first round joins the conversation.
+                let prefix = *prefix.get_or_insert_with(|| digest(&req.messages));
                 // Runs while the SSE layer sends keep-alive comments; dropped (and the calls
                 // cancelled) if the client goes away.
                 let results = Box::pin(run_calls(&self.hub, &mine, self.plan.timeout, &ctx)).await;
@@ -430,7 +450,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 match self.backend.chat(&req, &ctx).await {
                     Ok(o) => match o.body {
                         ChatBody::Stream(s) => upstream = s,
-                        ChatBody::Complete(_) => {
+                        ChatBody::Complete(_) | ChatBody::Raw(_) => {
                             yield Err(StreamError::new("the upstream answered a streaming request without a stream"));
                             return;
                         }

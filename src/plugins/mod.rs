@@ -475,6 +475,9 @@ impl Run {
                 self.on_response(&mut resp).await?;
                 ChatBody::Complete(resp)
             }
+            // Made only when no plugin runs (`RequestContext::raw_answer`), and decoded by the
+            // pipeline before the plugins see an answer (`pipeline::finish`).
+            ChatBody::Raw(raw) => ChatBody::Raw(raw),
             ChatBody::Stream(stream) => {
                 let streaming = self.active[..self.ran]
                     .iter()

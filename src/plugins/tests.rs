@@ -147,7 +147,7 @@ fn outcome(text: &str) -> ChatOutcome {
 fn text(o: &ChatOutcome) -> String {
     match &o.body {
         ChatBody::Complete(r) => r.choices[0].message.text_content(),
-        ChatBody::Stream(_) => String::new(),
+        ChatBody::Raw(_) | ChatBody::Stream(_) => String::new(),
     }
 }
 

@@ -179,30 +179,35 @@ impl AnyProvider {
     }
 
     /// One non-streaming chat attempt: the answer, and the upstream's JSON of it when that can
-    /// be sent on as it came (OpenAI's own API; see `OpenAiProvider::chat`).
+    /// be sent on as it came (OpenAI's own API; see `OpenAiProvider::chat`). With `raw` such an
+    /// answer is not decoded in full but read for what the stages need ([`Answer::Raw`]).
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<(Box<ChatResponse>, Option<Bytes>), ProviderError> {
+        raw: bool,
+    ) -> Result<Answer, ProviderError> {
         let redact = |e| self.redactor().error(e);
         let forced = self
             .json_by_tool(call.model)
             .then(|| structured::force(req))
             .flatten();
         let asked = forced.as_ref().unwrap_or(req);
+        let decoded = |r| Answer::Decoded(Box::new(r), None);
         let answer = match self {
-            Self::OpenAi(p) => p.chat(asked, call).await,
-            Self::Anthropic(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
-            Self::Gemini(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
-            Self::Bedrock(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
-            Self::Vertex(p) => p.chat(asked, call).await.map(|r| (Box::new(r), None)),
+            Self::OpenAi(p) => p.chat(asked, call, raw && forced.is_none()).await,
+            Self::Anthropic(p) => p.chat(asked, call).await.map(decoded),
+            Self::Gemini(p) => p.chat(asked, call).await.map(decoded),
+            Self::Bedrock(p) => p.chat(asked, call).await.map(decoded),
+            Self::Vertex(p) => p.chat(asked, call).await.map(decoded),
         };
         answer
-            .map(|(r, json)| match forced {
+            .map(|a| match (forced, a) {
                 // The upstream's JSON is the forced tool call's, not the answer the client gets.
-                Some(_) => (Box::new(structured::unwrap_response(*r)), None),
-                None => (r, json),
+                (Some(_), Answer::Decoded(r, _)) => {
+                    Answer::Decoded(Box::new(structured::unwrap_response(*r)), None)
+                }
+                (_, a) => a,
             })
             .map_err(redact)
     }
@@ -257,6 +262,15 @@ impl AnyProvider {
     }
 }
 
+/// A provider's complete answer.
+#[derive(Debug)]
+pub enum Answer {
+    /// Decoded, with the upstream's JSON of it when that can be sent on as it came.
+    Decoded(Box<ChatResponse>, Option<Bytes>),
+    /// The upstream's OpenAI JSON, read only for what the stages need.
+    Raw(Box<crate::chat::RawAnswer>),
+}
+
 /// Sends a request and turns transport failures and error statuses into [`ProviderError`]
 /// (redacted: the message may echo what was sent).
 pub(crate) async fn send(
@@ -302,6 +316,17 @@ pub(crate) async fn read_json_bytes<T: serde::de::DeserializeOwned>(
     resp: client::Response,
     redact: &Redactor,
 ) -> Result<(T, Bytes), ProviderError> {
+    let bytes = read_body(resp, redact).await?;
+    let value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
+    Ok((value, bytes))
+}
+
+/// A successful response's body (at most [`MAX_UPSTREAM_BODY`]), with the provider's secrets
+/// removed.
+pub(crate) async fn read_body(
+    resp: client::Response,
+    redact: &Redactor,
+) -> Result<Bytes, ProviderError> {
     if resp
         .content_length()
         .is_some_and(|n| n > MAX_UPSTREAM_BODY as u64)
@@ -314,9 +339,7 @@ pub(crate) async fn read_json_bytes<T: serde::de::DeserializeOwned>(
     if bytes.len() > MAX_UPSTREAM_BODY {
         return Err(too_large());
     }
-    let bytes = redact.exact_bytes(&bytes).map_or(bytes, Bytes::from);
-    let value = serde_json::from_slice(&bytes).map_err(|e| ProviderError::Decode(e.to_string()))?;
-    Ok((value, bytes))
+    Ok(redact.exact_bytes(&bytes).map_or(bytes, Bytes::from))
 }
 
 fn too_large() -> ProviderError {

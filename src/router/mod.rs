@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::chat::{ChatRequest, ChatStream, StreamError};
 use crate::config::{Config, KeyConfig, ProviderKind, RouterConfig, env_hint};
-use crate::providers::{AnyProvider, Call, ProviderError};
+use crate::providers::{Answer, AnyProvider, Call, ProviderError};
 use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext, Served};
 use crate::telemetry::metrics::Metrics;
 use breaker::{BreakerKey, Breakers};
@@ -55,6 +55,39 @@ pub enum RouterError {
         /// Attempts made.
         attempts: u32,
     },
+}
+
+/// An answer kept as the upstream's JSON ([`ChatBody::Raw`]), decoded for a stage that reads
+/// or changes all of it; the bytes stay with it as its JSON (`ChatOutcome::json`) until a stage
+/// changes it. Any other outcome is returned as it is. An answer that does not decode is the
+/// upstream's failure, as when it is decoded on arrival.
+pub fn decode_raw(outcome: ChatOutcome) -> Result<ChatOutcome, RouterError> {
+    let ChatOutcome {
+        served,
+        body,
+        cache,
+        mcp,
+        json,
+    } = outcome;
+    let (body, json) = match body {
+        ChatBody::Raw(raw) => match raw.decode() {
+            Ok(resp) => (ChatBody::Complete(Box::new(resp)), Some(raw.bytes)),
+            Err(e) => {
+                return Err(RouterError::Upstream {
+                    error: ProviderError::Decode(e.to_string()),
+                    served,
+                });
+            }
+        },
+        other => (other, json),
+    };
+    Ok(ChatOutcome {
+        served,
+        body,
+        cache,
+        mcp,
+        json,
+    })
 }
 
 impl RouterError {
@@ -313,14 +346,19 @@ impl Router {
         let table = self.table();
         let plan = table.plan(&req.model)?;
         if !req.is_stream() {
-            let ((resp, json), served) = self
+            let raw = ctx.raw_answer;
+            let (answer, served) = self
                 .run("chat", &table, &plan, ctx, |p, call| {
-                    Box::pin(p.chat(req, call))
+                    Box::pin(p.chat(req, call, raw))
                 })
                 .await?;
+            let (body, json) = match answer {
+                Answer::Decoded(resp, json) => (ChatBody::Complete(resp), json),
+                Answer::Raw(raw) => (ChatBody::Raw(raw), None),
+            };
             return Ok(ChatOutcome {
                 served,
-                body: ChatBody::Complete(resp),
+                body,
                 cache: None,
                 mcp: None,
                 json,

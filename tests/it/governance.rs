@@ -82,9 +82,11 @@ fn env(k: &str) -> Option<String> {
     }
 }
 
+/// OpenAI's own API: its answers travel as their bytes (read for the usage) through the OpenAI
+/// ingress, so what is charged is read there (`governance_redis.rs` charges decoded answers).
 fn provider(mock: &Mock) -> String {
     format!(
-        "[[providers]]\nname = \"mock\"\nkind = \"openai-compatible\"\nbase_url = \"{}/v1\"\nkeys = [\"upstream-key\"]\n\n",
+        "[[providers]]\nname = \"mock\"\nkind = \"openai\"\nbase_url = \"{}/v1\"\nkeys = [\"upstream-key\"]\n\n",
         mock.url()
     )
 }

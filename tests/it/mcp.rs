@@ -166,8 +166,22 @@ async fn an_answer_without_tool_calls_comes_back_as_the_model_gave_it() {
 
 #[tokio::test]
 async fn loop_runs_a_stdio_tool_and_answers() {
+    // OpenAI's own API (whose answers travel undecoded until a tool call needs them) and any
+    // OpenAI-compatible server.
+    for kind in ["openai", "openai-compatible"] {
+        loop_runs_a_stdio_tool_through(kind).await;
+    }
+}
+
+async fn loop_runs_a_stdio_tool_through(kind: &str) {
     let model = Model::start(adder).await;
-    let gw = with_servers(&model, "", &[("calc", "mcp-calculator")]).await;
+    let gw = Gateway::start(&config(
+        &model,
+        kind,
+        &stdio_server("calc", "mcp-calculator", &[]),
+    ))
+    .await;
+    ready_servers(&gw, 1).await;
     let (status, h, body) = gw.chat(&chat_body(false)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "The sum is 5.");

@@ -5,17 +5,14 @@ pub mod responses_stream;
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use serde_json::Value;
 
 use axum::http::Uri;
 
 use super::client::{RequestBuilder, parse_uri};
-use super::{Call, ProviderError, Redactor, read_json, read_json_bytes, send};
-use crate::chat::{
-    ChatChunk, ChatRequest, ChatResponse, ChatStream, RequestView, StreamError, StreamOptions,
-};
+use super::{Call, ProviderError, Redactor, read_body, read_json, read_json_bytes, send};
+use crate::chat::{ChatChunk, ChatRequest, ChatStream, RequestView, StreamError, StreamOptions};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 
 /// A chat request as it goes upstream: the client's, with this attempt's upstream model and
@@ -121,12 +118,15 @@ impl OpenAiProvider {
     /// Non-streaming chat. From OpenAI's own API (`openai`, `azure`) the answer's JSON comes
     /// back too, to be sent on as it came while no stage changes the answer; other
     /// OpenAI-compatible servers' answers are sent as the gateway reads them (absent fields
-    /// filled in as OpenAI's shape has them).
+    /// filled in as OpenAI's shape has them). With `raw` (the client takes OpenAI JSON and no
+    /// stage changes the answer) OpenAI's own answer is not decoded in full: it is read for what
+    /// the stages need and travels as its bytes.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
-    ) -> Result<(Box<ChatResponse>, Option<Bytes>), ProviderError> {
+        raw: bool,
+    ) -> Result<super::Answer, ProviderError> {
         let body = outgoing(req, call.model, None, None);
         let resp = send(
             self.post(self.url(call.model, "chat/completions")?, call.key)
@@ -134,9 +134,15 @@ impl OpenAiProvider {
             &self.redact,
         )
         .await?;
-        let (answer, json) = read_json_bytes(resp, &self.redact).await?;
         let forward = matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure);
-        Ok((answer, forward.then_some(json)))
+        if forward && raw {
+            let bytes = read_body(resp, &self.redact).await?;
+            let answer = crate::chat::RawAnswer::read(bytes)
+                .map_err(|e| ProviderError::Decode(e.to_string()))?;
+            return Ok(super::Answer::Raw(Box::new(answer)));
+        }
+        let (answer, json) = read_json_bytes(resp, &self.redact).await?;
+        Ok(super::Answer::Decoded(answer, forward.then_some(json)))
     }
 
     /// Streaming chat: chunks pass through as canonical chunks (the formats are the same).
