@@ -588,3 +588,56 @@ async fn openai_answers_reach_the_client_as_they_came_and_compatible_ones_as_rea
     assert_ne!(text, OPENAI_ANSWER, "written by the gateway, not passed on");
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), want);
 }
+
+/// An answer from OpenAI's own API that is not a chat completion is the upstream's failure (502,
+/// its reason named, nothing cached), whether it is read for the OpenAI client (as its bytes) or
+/// decoded for another ingress; the same answer well formed is served through both.
+#[tokio::test]
+async fn a_malformed_openai_answer_is_a_502_through_every_ingress() {
+    const BAD: [&str; 4] = [
+        "not json",
+        "{\"choices\": 1}",
+        "{\"choices\": [{\"message\": {\"role\": \"robot\", \"content\": \"x\"}}]}",
+        "{\"choices\": [], \"usage\": {\"prompt_tokens\": \"many\"}} trailing",
+    ];
+    for body in BAD {
+        let url = fixed_answer(body).await;
+        let gw = Gateway::start(&format!(
+            "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{FAST_ROUTER}[cache]\nmode = \"exact\"\n"
+        ))
+        .await;
+        let (status, cache, _, text) = raw_chat(&gw, &hello("p/gpt-4.1")).await;
+        assert_eq!(status, 502, "{body}: {text}");
+        assert_ne!(cache, "hit-exact");
+        let err: Value = serde_json::from_str(&text).unwrap_or_default();
+        assert_eq!(err["error"]["type"], "upstream_error", "{body}: {text}");
+        let anthropic = gw
+            .post(
+                "/anthropic/v1/messages",
+                &json!({"model": "p/gpt-4.1", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}),
+            )
+            .await;
+        assert_eq!(anthropic.status().as_u16(), 502, "{body}");
+        // Asked again: still refused, not served from the cache.
+        let (status, _, _, text) = raw_chat(&gw, &hello("p/gpt-4.1")).await;
+        assert_eq!(status, 502, "{body}: {text}");
+    }
+    let url = fixed_answer(OPENAI_ANSWER).await;
+    let gw = Gateway::start(&format!(
+        "[[providers]]\nname = \"p\"\nkind = \"openai\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{FAST_ROUTER}"
+    ))
+    .await;
+    let anthropic = gw
+        .post(
+            "/anthropic/v1/messages",
+            &json!({"model": "p/gpt-4.1", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello"}]}),
+        )
+        .await;
+    assert_eq!(anthropic.status().as_u16(), 200);
+    let m: Value = anthropic.json().await.unwrap_or_default();
+    assert_eq!(
+        m["content"][0]["text"], "Hello! How can I help you today?",
+        "{m}"
+    );
+    assert_eq!(m["usage"]["input_tokens"], 19, "{m}");
+}
