@@ -12,6 +12,7 @@ pub mod client;
 pub mod gemini;
 pub mod openai;
 pub mod redact;
+mod sse;
 pub mod structured;
 pub mod vertex;
 
@@ -511,7 +512,7 @@ pub(crate) fn sse_events(
             };
             futures_util::future::ready(out)
         });
-    sse_stream::SseStream::from_bytes_stream(body).map(move |r| {
+    sse::events(body).map(move |r| {
         let mut sse =
             r.map_err(|e| crate::chat::StreamError::new(format!("upstream stream broke: {e}")))?;
         if let Some(d) = &sse.data
