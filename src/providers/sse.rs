@@ -167,24 +167,18 @@ impl Parser {
                 }
             }
             b"event" => {
-                let name = text(value)?;
+                let name = text(value)?.to_owned();
                 let event = self.current.get_or_insert_default();
-                if event.event.is_some() {
-                    return Err(SseError::DuplicatedEventLine);
-                }
-                event.event = Some(name.to_owned());
+                once(&mut event.event, name, SseError::DuplicatedEventLine)?;
             }
             b"id" => {
                 // An id with a NUL in it is ignored (the spec).
                 if memchr::memchr(0, value).is_some() {
                     return Ok(());
                 }
-                let id = text(value)?;
+                let id = text(value)?.to_owned();
                 let event = self.current.get_or_insert_default();
-                if event.id.is_some() {
-                    return Err(SseError::DuplicatedIdLine);
-                }
-                event.id = Some(id.to_owned());
+                once(&mut event.id, id, SseError::DuplicatedIdLine)?;
             }
             b"retry" => {
                 let retry = text(value)?
@@ -192,10 +186,7 @@ impl Parser {
                     .parse::<u64>()
                     .map_err(SseError::IntParse)?;
                 let event = self.current.get_or_insert_default();
-                if event.retry.is_some() {
-                    return Err(SseError::DuplicatedRetry);
-                }
-                event.retry = Some(retry);
+                once(&mut event.retry, retry, SseError::DuplicatedRetry)?;
             }
             // A comment.
             b"" => {}
@@ -203,6 +194,15 @@ impl Parser {
         }
         Ok(())
     }
+}
+
+/// Sets a field an event may have once.
+fn once<T>(slot: &mut Option<T>, value: T, twice: SseError) -> Result<(), SseError> {
+    if slot.is_some() {
+        return Err(twice);
+    }
+    *slot = Some(value);
+    Ok(())
 }
 
 /// A field's value as text.

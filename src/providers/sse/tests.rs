@@ -5,15 +5,16 @@ use super::*;
 /// Everything a reader gives for `pieces`, up to and including its first error (as text).
 type Read = Vec<Result<Sse, String>>;
 
-async fn ours(pieces: &[Vec<u8>]) -> Read {
-    let body = futures_util::stream::iter(
-        pieces
-            .iter()
-            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p.clone())))
-            .collect::<Vec<_>>(),
-    );
+/// `pieces` as a body.
+fn body(pieces: &[Vec<u8>]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + use<> {
+    let items: Vec<_> = pieces.iter().map(|p| Ok(Bytes::from(p.clone()))).collect();
+    futures_util::stream::iter(items)
+}
+
+/// What `events` gives up to and including its first error, errors as text.
+async fn until_error<E: std::fmt::Display>(events: impl Stream<Item = Result<Sse, E>>) -> Read {
+    let mut events = std::pin::pin!(events);
     let mut out = Vec::new();
-    let mut events = std::pin::pin!(events(body));
     while let Some(item) = events.next().await {
         let stop = item.is_err();
         out.push(item.map_err(|e| e.to_string()));
@@ -24,23 +25,12 @@ async fn ours(pieces: &[Vec<u8>]) -> Read {
     out
 }
 
+async fn ours(pieces: &[Vec<u8>]) -> Read {
+    until_error(events(body(pieces))).await
+}
+
 async fn crate_reads(pieces: &[Vec<u8>]) -> Read {
-    let body = futures_util::stream::iter(
-        pieces
-            .iter()
-            .map(|p| Ok::<_, std::io::Error>(Bytes::from(p.clone())))
-            .collect::<Vec<_>>(),
-    );
-    let mut out = Vec::new();
-    let mut events = sse_stream::SseStream::from_bytes_stream(body);
-    while let Some(item) = events.next().await {
-        let stop = item.is_err();
-        out.push(item.map_err(|e| e.to_string()));
-        if stop {
-            break;
-        }
-    }
-    out
+    until_error(sse_stream::SseStream::from_bytes_stream(body(pieces))).await
 }
 
 /// Random event-stream text: fields (known, unknown, without a colon), values with spaces,
