@@ -437,55 +437,6 @@ mod tests;
 /// would grow it until the gateway runs out of memory.
 pub(crate) const MAX_SSE_EVENT: usize = 16 << 20;
 
-/// Why an upstream's event stream stopped being read.
-#[derive(Debug, thiserror::Error)]
-enum SseBodyError {
-    #[error("{0}")]
-    Http(#[from] client::HttpError),
-    #[error("the upstream sent an event over {} MiB", MAX_SSE_EVENT >> 20)]
-    TooLarge,
-}
-
-/// Counts the bytes of the event being received (line terminators `\n`, `\r\n` or `\r`; a
-/// blank line ends an event).
-#[derive(Debug, Default)]
-struct EventBound {
-    since_event: usize,
-    line_len: usize,
-    after_cr: bool,
-}
-
-impl EventBound {
-    /// Feeds bytes; false once the current event is longer than [`MAX_SSE_EVENT`].
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        let mut start = 0;
-        for i in memchr::memchr2_iter(b'\n', b'\r', bytes) {
-            let run = i - start;
-            start = i + 1;
-            if run > 0 {
-                self.line_len += run;
-                self.since_event += run;
-            } else if self.after_cr && bytes[i] == b'\n' {
-                // The \n of a \r\n.
-                self.after_cr = false;
-                continue;
-            }
-            if self.line_len == 0 {
-                self.since_event = 0;
-            }
-            self.line_len = 0;
-            self.after_cr = bytes[i] == b'\r';
-        }
-        let run = bytes.len() - start;
-        if run > 0 {
-            self.line_len += run;
-            self.since_event += run;
-            self.after_cr = false;
-        }
-        self.since_event <= MAX_SSE_EVENT
-    }
-}
-
 /// The server-sent events of a successful streaming response, with the provider's secrets
 /// removed from each event's data. An event over [`MAX_SSE_EVENT`] ends the stream with an error.
 pub(crate) fn sse_events(
@@ -495,24 +446,7 @@ pub(crate) fn sse_events(
 {
     use futures_util::StreamExt;
     let redact = redact.clone();
-    let body = resp
-        .bytes_stream()
-        .scan((EventBound::default(), false), |(bound, over), item| {
-            let out = if *over {
-                None
-            } else {
-                Some(match item {
-                    Ok(b) if !bound.feed(&b) => {
-                        *over = true;
-                        Err(SseBodyError::TooLarge)
-                    }
-                    Ok(b) => Ok(b),
-                    Err(e) => Err(SseBodyError::Http(e)),
-                })
-            };
-            futures_util::future::ready(out)
-        });
-    sse::events(body).map(move |r| {
+    sse::events(resp.bytes_stream()).map(move |r| {
         let mut sse =
             r.map_err(|e| crate::chat::StreamError::new(format!("upstream stream broke: {e}")))?;
         if let Some(d) = &sse.data

@@ -59,30 +59,3 @@ fn classification() {
     assert!(ProviderError::Connect("x".into()).is_retryable());
     assert_eq!(s(401).label(), "auth_error");
 }
-
-#[test]
-fn event_bound_counts_one_event_across_chunks_and_line_ends() {
-    let big = vec![b'x'; MAX_SSE_EVENT / 2];
-    for sep in [&b"\n\n"[..], b"\r\n\r\n", b"\r\r", b"\n\r\n"] {
-        // Two half-size events with a blank line between: never over.
-        let mut b = EventBound::default();
-        assert!(b.feed(b"data: "));
-        assert!(b.feed(&big));
-        assert!(b.feed(sep));
-        assert!(b.feed(b"data: "));
-        assert!(b.feed(&big), "{sep:?}");
-        // One event of many lines without a blank line: over once past the bound.
-        let mut b = EventBound::default();
-        assert!(b.feed(b"data: ") && b.feed(&big) && b.feed(&sep[..sep.len() / 2]));
-        assert!(b.feed(b"data: "), "{sep:?}");
-        assert!(!b.feed(&big), "{sep:?}");
-    }
-    // A \r\n split across chunks is one line end, not a blank line.
-    let mut b = EventBound::default();
-    assert!(b.feed(b"data: "));
-    assert!(b.feed(&big));
-    assert!(b.feed(b"\r"));
-    assert!(b.feed(b"\n"));
-    assert!(b.feed(b"data: "));
-    assert!(!b.feed(&big));
-}

@@ -152,3 +152,40 @@ async fn a_recorded_stream_reads_the_same_in_any_pieces() {
     );
     assert_eq!(read[1], Err("body error: reset".to_owned()));
 }
+
+#[test]
+fn an_event_is_bounded_across_pieces_and_line_ends() {
+    let big = vec![b'x'; MAX_SSE_EVENT / 2];
+    for sep in [&b"\n\n"[..], b"\r\n\r\n", b"\r\r", b"\n\r\n"] {
+        // Two half-size events with a blank line between: never over.
+        let mut p = Parser::default();
+        assert!(p.feed(b"data: ").is_ok());
+        assert!(p.feed(&big).is_ok());
+        assert!(p.feed(sep).is_ok());
+        assert!(p.feed(b"data: ").is_ok());
+        assert!(p.feed(&big).is_ok(), "{sep:?}");
+        // One event of many lines without a blank line: over once past the bound.
+        let mut p = Parser::default();
+        assert!(p.feed(b"data: ").is_ok() && p.feed(&big).is_ok());
+        assert!(p.feed(&sep[..sep.len() / 2]).is_ok());
+        assert!(p.feed(b"data: ").is_ok(), "{sep:?}");
+        assert!(matches!(p.feed(&big), Err(SseError::TooLarge)), "{sep:?}");
+    }
+    // A \r\n split across pieces is one line end, not a blank line.
+    let mut p = Parser::default();
+    assert!(p.feed(b"data: ").is_ok());
+    assert!(p.feed(&big).is_ok());
+    assert!(p.feed(b"\r").is_ok());
+    assert!(p.feed(b"\n").is_ok());
+    assert!(p.feed(b"data: ").is_ok());
+    assert!(matches!(p.feed(&big), Err(SseError::TooLarge)));
+    // One endless line, piece by piece: refused once past the bound, not held on.
+    let mut p = Parser::default();
+    let piece = vec![b'x'; 1 << 20];
+    let fed = (0..64).take_while(|_| p.feed(&piece).is_ok()).count();
+    assert_eq!(
+        fed,
+        MAX_SSE_EVENT >> 20,
+        "the piece that goes over is refused"
+    );
+}
