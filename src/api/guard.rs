@@ -149,8 +149,7 @@ impl RequestGuard {
     /// [`Self::response`] for an answer kept as the upstream's JSON.
     pub fn raw_response(&mut self, raw: &crate::chat::RawAnswer) {
         if let Some((prompt, completion)) = raw.tokens {
-            self.rec.input_tokens = prompt;
-            self.rec.output_tokens = completion;
+            self.tokens(prompt, completion);
         }
         if self.log_bodies() {
             self.rec.response_body = serde_json::from_slice(&raw.bytes).ok();
@@ -184,8 +183,12 @@ impl RequestGuard {
 
     /// Notes token usage (streams of a tool loop carry one usage chunk, summed across rounds).
     pub fn usage(&mut self, u: &Usage) {
-        self.rec.input_tokens = u.prompt_tokens;
-        self.rec.output_tokens = u.completion_tokens;
+        self.tokens(u.prompt_tokens, u.completion_tokens);
+    }
+
+    fn tokens(&mut self, prompt: u64, completion: u64) {
+        self.rec.input_tokens = prompt;
+        self.rec.output_tokens = completion;
     }
 
     /// Notes that a stream broke after its first byte.

@@ -496,27 +496,21 @@ where
 {
     // The pipeline's future (about 11 KB: every stage's state) is held inline: each chat handler
     // boxes the future that calls this one, so nothing above moves it.
-    let (outcome, permit) = match crate::pipeline::chat(state, req, ctx).await {
+    let answered = crate::pipeline::chat(state, req, ctx).await;
+    // An answer kept as the upstream's OpenAI JSON is only made for an ingress that answers in
+    // OpenAI JSON (`ctx.raw_answer`); any other gets it decoded.
+    let answered = match answered {
+        Ok((outcome, permit)) if !ctx.raw_answer => crate::router::decode_raw(outcome)
+            .map(|o| (o, permit))
+            .map_err(GatewayError::from),
+        other => other,
+    };
+    let (outcome, permit) = match answered {
         Ok(o) => o,
         Err(e) => {
             guard.error(e.parts().0, e.to_string(), e.served());
             return error_response(&e, ctx, dialect);
         }
-    };
-    // An answer kept as the upstream's OpenAI JSON is only made for an ingress that answers in
-    // OpenAI JSON (`ctx.raw_answer`); any other gets it decoded.
-    let outcome = match outcome.body {
-        crate::pipeline::ChatBody::Raw(_) if !ctx.raw_answer => {
-            match crate::router::decode_raw(outcome) {
-                Ok(o) => o,
-                Err(e) => {
-                    let e = GatewayError::from(e);
-                    guard.error(e.parts().0, e.to_string(), e.served());
-                    return error_response(&e, ctx, dialect);
-                }
-            }
-        }
-        _ => outcome,
     };
     guard.outcome(&outcome.served, outcome.cache.as_ref());
     let rate = permit.as_ref().map(|p| p.headers.clone());

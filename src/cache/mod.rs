@@ -957,15 +957,20 @@ impl Cache {
         let mut json = outcome.json;
         let body = match outcome.body {
             ChatBody::Complete(resp) => {
-                let stored =
-                    self.store_later(pending, Answer::Decoded(&resp), &served, json.clone(), true);
+                let stored = self.store_later(
+                    pending,
+                    AnswerRef::Decoded(&resp),
+                    &served,
+                    json.clone(),
+                    true,
+                );
                 json = stored.or(json);
                 ChatBody::Complete(resp)
             }
             ChatBody::Raw(raw) => {
                 // Stored as the bytes the client gets.
                 let given = Some(raw.bytes.clone());
-                self.store_later(pending, Answer::Raw(&raw), &served, given, false);
+                self.store_later(pending, AnswerRef::Raw(&raw), &served, given, false);
                 ChatBody::Raw(raw)
             }
             ChatBody::Stream(stream) => ChatBody::Stream(self.tee(stream, pending, served.clone())),
@@ -998,7 +1003,7 @@ impl Cache {
             }
             if !failed {
                 let answer = acc.finish();
-                cache.store_later(pending, Answer::Decoded(&answer), &served, None, false);
+                cache.store_later(pending, AnswerRef::Decoded(&answer), &served, None, false);
             }
         })
     }
@@ -1009,7 +1014,7 @@ impl Cache {
     fn store_later(
         &self,
         mut pending: Pending,
-        answer: Answer<'_>,
+        answer: AnswerRef<'_>,
         served: &Served,
         given: Option<bytes::Bytes>,
         send: bool,
@@ -1017,8 +1022,8 @@ impl Cache {
         if let Some(mut c) = pending.shadow.take() {
             if let Some(d) = c.shadow.as_mut() {
                 d.live_answer = Some(match answer {
-                    Answer::Decoded(resp) => whatif::first_words(resp),
-                    Answer::Raw(raw) => raw
+                    AnswerRef::Decoded(resp) => whatif::first_words(resp),
+                    AnswerRef::Raw(raw) => raw
                         .decode()
                         .map(|r| whatif::first_words(&r))
                         .unwrap_or_default(),
@@ -1037,8 +1042,10 @@ impl Cache {
             return None;
         }
         let checked = match answer {
-            Answer::Decoded(resp) => storable(resp),
-            Answer::Raw(raw) => storable_parts(raw.choices, raw.finish_reason.as_deref(), raw.said),
+            AnswerRef::Decoded(resp) => storable(resp),
+            AnswerRef::Raw(raw) => {
+                storable_parts(raw.choices, raw.finish_reason.as_deref(), raw.said)
+            }
         };
         if let Err(why) = checked {
             tracing::debug!(why, "answer not cached");
@@ -1065,11 +1072,11 @@ impl Cache {
         });
         let (json, sent) = match (given, answer) {
             (Some((text, bytes)), _) => (text, send.then_some(bytes)),
-            (None, Answer::Raw(_)) => {
+            (None, AnswerRef::Raw(_)) => {
                 count_write(&self.metrics, "skipped");
                 return None;
             }
-            (None, Answer::Decoded(resp)) => {
+            (None, AnswerRef::Decoded(resp)) => {
                 let Ok(json) = serde_json::to_string(resp) else {
                     count_write(&self.metrics, "skipped");
                     return None;
@@ -1081,11 +1088,11 @@ impl Cache {
         };
         let now = unix_now();
         let (prompt_tokens, completion_tokens) = match answer {
-            Answer::Decoded(resp) => resp
+            AnswerRef::Decoded(resp) => resp
                 .usage
                 .as_ref()
                 .map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens)),
-            Answer::Raw(raw) => raw.tokens.unwrap_or_default(),
+            AnswerRef::Raw(raw) => raw.tokens.unwrap_or_default(),
         };
         // The question's text again only for the embedding.
         let text = embedder.as_ref().and_then(|_| fp.text.clone());
@@ -1221,7 +1228,7 @@ fn storable_parts(choices: usize, finish: Option<&str>, said: bool) -> Result<()
 
 /// A complete answer as the cache reads it for storing.
 #[derive(Clone, Copy)]
-enum Answer<'a> {
+enum AnswerRef<'a> {
     Decoded(&'a ChatResponse),
     Raw(&'a crate::chat::RawAnswer),
 }
