@@ -419,6 +419,11 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
 pub(crate) trait Frames: Send + 'static {
     /// The frames for one chunk.
     fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<bytes::Bytes>;
+    /// The frames for a chunk as it is, without decoding or changing it (a chunk that kept the
+    /// upstream's JSON, see `chat::Chunk`); `None` to have it go through [`Frames::chunk`].
+    fn as_is(&mut self, _chunk: &crate::chat::Chunk) -> Option<Vec<bytes::Bytes>> {
+        None
+    }
     /// The frames that end a stream the upstream broke after its first byte.
     fn failed(&mut self, message: &str) -> Vec<bytes::Bytes>;
     /// The frames that end a complete stream (after the MCP trailer).
@@ -442,10 +447,16 @@ pub(crate) fn frames<F: Frames>(
     async_stream::stream! {
         let mut guard = guard;
         while let Some(item) = stream.next().await {
-            match item {
-                Ok(chunk) => {
-                    guard.chunk(&chunk);
-                    for f in enc.chunk(*chunk) {
+            let frames = item.and_then(|chunk| {
+                guard.chunk(&chunk);
+                match enc.as_is(&chunk) {
+                    Some(frames) => Ok(frames),
+                    None => chunk.into_chunk().map(|c| enc.chunk(c)),
+                }
+            });
+            match frames {
+                Ok(frames) => {
+                    for f in frames {
                         yield f;
                     }
                 }

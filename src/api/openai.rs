@@ -108,6 +108,15 @@ impl super::Frames for OpenAiFrames {
         ]
     }
 
+    fn as_is(&mut self, chunk: &crate::chat::Chunk) -> Option<Vec<Bytes>> {
+        if !self.wants_usage && chunk.choices.is_empty() {
+            return Some(Vec::new());
+        }
+        chunk
+            .json(self.wants_usage)
+            .map(|json| vec![sse::json_line(json)])
+    }
+
     fn failed(&mut self, message: &str) -> Vec<Bytes> {
         vec![sse::frame(None, &stream_error(message))]
     }

@@ -18,6 +18,17 @@ pub fn frame(event: Option<&str>, data: &str) -> Bytes {
     Bytes::from(sse)
 }
 
+/// One SSE message whose data is one line of JSON, as it is, given in parts (a chunk's upstream
+/// JSON; see `chat::Chunk::json`). Same bytes as `frame(None, <the parts joined>)`.
+pub fn json_line(parts: [&[u8]; 2]) -> Bytes {
+    let mut buf = Vec::with_capacity(parts[0].len() + parts[1].len() + 8);
+    buf.extend_from_slice(b"data: ");
+    buf.extend_from_slice(parts[0]);
+    buf.extend_from_slice(parts[1]);
+    buf.extend_from_slice(b"\n\n");
+    Bytes::from(buf)
+}
+
 /// One SSE message whose data is `value` as JSON, written straight into the frame (JSON from
 /// serde_json holds no raw line break, so it is one `data:` line). Same bytes as
 /// `frame(event, &serde_json::to_string(value)?)`, one buffer instead of three.

@@ -139,7 +139,7 @@ pub fn stream(chunks: Vec<ChatChunk>, delay: Duration) -> ChatStream {
             if i > 0 && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
-            yield Ok(Box::new(c));
+            yield Ok(Box::new(c.into()));
         }
     })
 }

@@ -2,9 +2,11 @@
 //! types live in the `switchyard-plugin` crate (plugins see exactly what the core sees); the
 //! stream type and the clocks are the gateway's.
 
+mod chunk;
 mod raw;
 mod stream;
 
+pub use chunk::{Chunk, RawEvent};
 pub use raw::RawAnswer;
 pub use stream::{
     ChatStream, StreamCollector, StreamError, StreamItem, collect_stream, merge_call_delta,

@@ -11,7 +11,8 @@
 
 use bytes::Bytes;
 use serde::Deserialize;
-use serde::de::{Deserializer, SeqAccess, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{ChatResponse, ContentPart, Role, ToolCall};
 
@@ -35,12 +36,13 @@ pub struct RawAnswer {
 impl RawAnswer {
     /// Reads `bytes` as an OpenAI chat answer.
     pub fn read(bytes: Bytes) -> Result<Self, serde_json::Error> {
-        let skim: Skim = serde_json::from_slice(&bytes)?;
+        let Object(skim): Object<Skim> = serde_json::from_slice(&bytes)?;
         let first = skim.choices.first;
         let (finish_reason, said, tool_names) = match first {
-            Some(c) => {
+            Some(Object(c)) => {
                 let names: Vec<String> = c
                     .message
+                    .0
                     .tool_calls
                     .unwrap_or_default()
                     .into_iter()
@@ -48,7 +50,7 @@ impl RawAnswer {
                     .collect();
                 (
                     c.finish_reason,
-                    c.message.content.0 || !names.is_empty(),
+                    c.message.0.content.0 || !names.is_empty(),
                     names,
                 )
             }
@@ -56,7 +58,9 @@ impl RawAnswer {
         };
         Ok(Self {
             bytes,
-            tokens: skim.usage.map(|u| (u.prompt_tokens, u.completion_tokens)),
+            tokens: skim
+                .usage
+                .map(|Object(u)| (u.prompt_tokens, u.completion_tokens)),
             choices: skim.choices.count,
             finish_reason,
             said,
@@ -83,7 +87,7 @@ struct Skim {
     _model: Str,
     choices: Choices,
     #[serde(default)]
-    usage: Option<Tokens>,
+    usage: Option<Object<Tokens>>,
 }
 
 /// `usage`, its counts (the detail objects are skipped).
@@ -101,7 +105,7 @@ struct Tokens {
 struct SkimChoice {
     #[serde(default, rename = "index")]
     _index: u32,
-    message: SkimMessage,
+    message: Object<SkimMessage>,
     #[serde(default)]
     finish_reason: Option<String>,
 }
@@ -114,6 +118,26 @@ struct SkimMessage {
     content: Said,
     #[serde(default)]
     tool_calls: Option<Vec<ToolCall>>,
+}
+
+/// `T` read from a JSON object only: serde's derive also reads a struct from an array (its
+/// members in order), which the canonical decoders refuse.
+pub(super) struct Object<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Object<T>, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
 }
 
 /// A string member, checked and not kept.
@@ -172,7 +196,7 @@ impl<'de> Deserialize<'de> for Said {
 /// `choices`: how many, and the first one read.
 struct Choices {
     count: usize,
-    first: Option<SkimChoice>,
+    first: Option<Object<SkimChoice>>,
 }
 
 impl<'de> Deserialize<'de> for Choices {
@@ -184,9 +208,9 @@ impl<'de> Deserialize<'de> for Choices {
                 f.write_str("a list of choices")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Choices, A::Error> {
-                let first = seq.next_element::<SkimChoice>()?;
+                let first = seq.next_element::<Object<SkimChoice>>()?;
                 let mut count = usize::from(first.is_some());
-                while seq.next_element::<SkimChoice>()?.is_some() {
+                while seq.next_element::<Object<SkimChoice>>()?.is_some() {
                     count += 1;
                 }
                 Ok(Choices { count, first })

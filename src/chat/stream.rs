@@ -31,7 +31,7 @@ pub type ChatStream = Pin<Box<dyn Stream<Item = StreamItem> + Send>>;
 
 /// One item of a [`ChatStream`]: a chunk, boxed (a chunk is about 300 bytes and each layer of the
 /// stream moves its items; a box moves as a pointer), or the error that ended the stream.
-pub type StreamItem = Result<Box<ChatChunk>, StreamError>;
+pub type StreamItem = Result<Box<super::Chunk>, StreamError>;
 
 /// Folds a whole stream into the response a non-streaming request would have received.
 pub async fn collect_stream(mut stream: ChatStream) -> Result<ChatResponse, StreamError> {

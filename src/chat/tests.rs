@@ -45,7 +45,7 @@ async fn collect_folds_text_and_tool_calls() {
         serde_json::from_value(json!({"id": "c1", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}})).unwrap(),
     ];
     let stream: ChatStream = Box::pin(futures_util::stream::iter(
-        chunks.into_iter().map(|c| Ok(Box::new(c))),
+        chunks.into_iter().map(|c| Ok(Box::new(c.into()))),
     ));
     let r = collect_stream(stream).await.unwrap();
     assert_eq!(r.id, "c1");
@@ -69,7 +69,7 @@ async fn absurd_indexes_from_upstream_are_left_out_of_the_fold() {
         serde_json::from_value(json!({"id": "c1", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})).unwrap(),
     ];
     let stream: ChatStream = Box::pin(futures_util::stream::iter(
-        chunks.into_iter().map(|c| Ok(Box::new(c))),
+        chunks.into_iter().map(|c| Ok(Box::new(c.into()))),
     ));
     let r = collect_stream(stream).await.unwrap();
     assert_eq!(r.choices.len(), 1);

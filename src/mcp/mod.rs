@@ -14,6 +14,7 @@
 pub mod conn;
 pub mod hub;
 pub mod naming;
+mod relay;
 pub mod server;
 mod sse_client;
 pub mod toolloop;

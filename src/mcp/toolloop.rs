@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::conn::{CallOutcome, ToolEntry};
+use super::relay::{Relay, Relayer};
 use super::{McpHub, McpOptions, McpReport, Mode};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, Message, Role, StreamCollector,
@@ -294,8 +295,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
         let ctx = ctx.clone();
         let body: ChatStream = Box::pin(async_stream::stream! {
             let mut upstream = upstream;
-            let mut head: Option<(String, u64, String)> = None;
-            let mut sent_role = false;
+            let mut relayer = Relayer::default();
             let mut totals = Totals::default();
             let mut rounds = 0u32;
             let mut before: Vec<Message> = Vec::new();
@@ -303,9 +303,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             let mut prefix = None;
             loop {
                 let mut acc = StreamCollector::default();
-                let mut routes: HashMap<u32, Option<u32>> = HashMap::new();
-                let mut next_client = 0u32;
-                let mut finish: Option<String> = None;
+                relayer.round();
                 while let Some(item) = upstream.next().await {
                     let mut chunk = match item {
                         Ok(c) => c,
@@ -316,58 +314,27 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                         }
                     };
                     acc.push(&chunk);
-                    totals.add(chunk.usage.take().as_ref());
-                    // Every round's chunks carry the first round's id, time and model.
-                    let (id, created, model) = head
-                        .get_or_insert_with(|| (chunk.id.clone(), chunk.created, chunk.model.clone()));
-                    if chunk.id != *id {
-                        chunk.id.clone_from(id);
-                    }
-                    chunk.created = *created;
-                    if chunk.model != *model {
-                        chunk.model.clone_from(model);
-                    }
-                    chunk.choices.retain_mut(|c| {
-                        if c.index != 0 {
-                            return true;
+                    totals.add(chunk.usage.as_ref());
+                    // Most chunks pass as they are (an OpenAI chunk as its JSON), or not at all.
+                    let send = match relayer.relay(&chunk) {
+                        Relay::AsIs => {
+                            relayer.passed(&chunk);
+                            true
                         }
-                        if c.finish_reason.is_some() {
-                            finish = c.finish_reason.take();
+                        Relay::Drop => {
+                            relayer.passed(&chunk);
+                            false
                         }
-                        if sent_role {
-                            c.delta.role = None;
-                        } else if c.delta.role.is_some() {
-                            sent_role = true;
-                        }
-                        if let Some(deltas) = c.delta.tool_calls.take() {
-                            let kept: Vec<_> = deltas
-                                .into_iter()
-                                .filter_map(|mut d| {
-                                    let route = *routes.entry(d.index).or_insert_with(|| {
-                                        let name = d.function.as_ref().and_then(|f| f.name.as_deref()).unwrap_or("");
-                                        if self.plan.is_gateway(name) {
-                                            None
-                                        } else {
-                                            next_client += 1;
-                                            Some(next_client - 1)
-                                        }
-                                    });
-                                    route.map(|i| {
-                                        d.index = i;
-                                        d
-                                    })
-                                })
-                                .collect();
-                            if !kept.is_empty() {
-                                c.delta.tool_calls = Some(kept);
+                        Relay::Edit => match chunk.make_mut() {
+                            Ok(c) => relayer.edit(c, |name| self.plan.is_gateway(name)),
+                            Err(e) => {
+                                self.hub.metrics_loop("error");
+                                yield Err(e);
+                                return;
                             }
-                        }
-                        c.delta.role.is_some()
-                            || c.delta.content.is_some()
-                            || c.delta.tool_calls.is_some()
-                            || !c.delta.extra.is_empty()
-                    });
-                    if !chunk.choices.is_empty() {
+                        },
+                    };
+                    if send {
                         yield Ok(chunk);
                     }
                 }
@@ -380,7 +347,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     .unwrap_or_else(|| Message::text(Role::Assistant, ""));
                 let (mine, theirs) = self.plan.split(message.tool_calls.clone().unwrap_or_default());
                 let end = if mine.is_empty() {
-                    Some(("answered", finish.clone()))
+                    Some(("answered", relayer.finish.clone()))
                 } else if rounds >= self.plan.max_iterations {
                     self.plan.report.set_limited();
                     let why = if theirs.is_empty() { "stop" } else { "tool_calls" };
@@ -388,7 +355,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 } else {
                     None
                 };
-                let (id, created, model) = head.clone().unwrap_or_default();
+                let (id, created, model) = relayer.head.clone().unwrap_or_default();
                 let closing = |reason: Option<String>, usage: Option<Usage>| {
                     let mut out = vec![ChatChunk {
                         id: id.clone(),
@@ -420,7 +387,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 if let Some((how, reason)) = end {
                     self.hub.metrics_loop(how);
                     for c in closing(reason, totals.usage()) {
-                        yield Ok(Box::new(c));
+                        yield Ok(Box::new(c.into()));
                     }
                     return;
                 }
@@ -438,7 +405,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     self.hub.continuations.hold(prefix, &theirs, held);
                     self.hub.metrics_loop("client_tools");
                     for c in closing(Some("tool_calls".into()), totals.usage()) {
-                        yield Ok(Box::new(c));
+                        yield Ok(Box::new(c.into()));
                     }
                     return;
                 }

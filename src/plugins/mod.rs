@@ -560,8 +560,9 @@ impl Run {
         async_stream::stream! {
             let mut template: Option<crate::chat::ChatChunk> = None;
             while let Some(item) = stream.next().await {
-                let chunk = match item {
-                    Ok(c) => c,
+                // Plugins see and may change the whole chunk.
+                let chunk = match item.and_then(|c| c.into_chunk()) {
+                    Ok(c) => Box::new(c),
                     Err(e) => {
                         yield Err(e);
                         return;
@@ -571,7 +572,7 @@ impl Run {
                     template = Some(crate::chat::ChatChunk::clone(&chunk));
                 }
                 match self.chunk(chunk) {
-                    Ok(Some(c)) => yield Ok(c),
+                    Ok(Some(c)) => yield Ok(Box::new((*c).into())),
                     Ok(None) => {}
                     Err(stop) => {
                         yield Err(crate::chat::StreamError::new(stop.to_string()));
@@ -588,7 +589,7 @@ impl Run {
                             c.model.clone_from(&t.model);
                             c.created = t.created;
                         }
-                        yield Ok(Box::new(c));
+                        yield Ok(Box::new(c.into()));
                     }
                 }
                 Err(stop) => yield Err(crate::chat::StreamError::new(stop.to_string())),

@@ -250,8 +250,11 @@ async fn stream_chunks_pass_through_in_reverse_and_can_be_dropped() {
     let chunks: Vec<crate::chat::StreamItem> = ["x", "drop", "y"]
         .iter()
         .map(|t| {
-            serde_json::from_value(json!({"choices": [{"index": 0, "delta": {"content": t}}]}))
-                .map_err(|e| crate::chat::StreamError::new(e.to_string()))
+            serde_json::from_value::<crate::chat::ChatChunk>(
+                json!({"choices": [{"index": 0, "delta": {"content": t}}]}),
+            )
+            .map(|c| Box::new(c.into()))
+            .map_err(|e| crate::chat::StreamError::new(e.to_string()))
         })
         .collect();
     let mut o = outcome("");

@@ -218,26 +218,49 @@ impl AnyProvider {
         delegate!(self, p => &p.redact)
     }
 
-    /// One streaming chat attempt; returns once the upstream accepted the request.
+    async fn stream_attempt(
+        &self,
+        req: &ChatRequest,
+        call: Call<'_>,
+        raw: bool,
+    ) -> Result<ChatStream, ProviderError> {
+        match self {
+            Self::OpenAi(p) => p.chat_stream(req, call, raw).await,
+            Self::Anthropic(p) => p.chat_stream(req, call).await,
+            Self::Gemini(p) => p.chat_stream(req, call).await,
+            Self::Bedrock(p) => p.chat_stream(req, call).await,
+            Self::Vertex(p) => p.chat_stream(req, call).await,
+        }
+    }
+
+    /// One streaming chat attempt; returns once the upstream accepted the request. With `raw`
+    /// (the client takes OpenAI's stream and no stage changes the chunks) an OpenAI upstream's
+    /// chunks keep their JSON (see `OpenAiProvider::chat_stream`).
     pub async fn chat_stream(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
+        raw: bool,
     ) -> Result<ChatStream, ProviderError> {
         use futures_util::StreamExt;
         let redact = self.redactor().clone();
         if self.json_by_tool(call.model)
             && let Some(forced) = structured::force(req)
         {
-            let stream = delegate!(self, p => p.chat_stream(&forced, call).await)
+            // The upstream's chunks are the forced tool call's, not the ones the client gets.
+            let stream = self
+                .stream_attempt(&forced, call, false)
+                .await
                 .map_err(|e| redact.error(e))?;
             let stream = structured::unwrap_stream(stream);
             return Ok(Box::pin(
                 stream.map(move |r| r.map_err(|e| redact.stream_error(e))),
             ));
         }
-        let stream =
-            delegate!(self, p => p.chat_stream(req, call).await).map_err(|e| redact.error(e))?;
+        let stream = self
+            .stream_attempt(req, call, raw)
+            .await
+            .map_err(|e| redact.error(e))?;
         Ok(Box::pin(
             stream.map(move |r| r.map_err(|e| redact.stream_error(e))),
         ))

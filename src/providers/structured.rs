@@ -71,7 +71,7 @@ pub fn unwrap_stream(stream: ChatStream) -> ChatStream {
     let mut others = false;
     Box::pin(stream.map(move |item| {
         let mut chunk = item?;
-        for c in &mut chunk.choices {
+        for c in &mut chunk.make_mut()?.choices {
             if let Some(calls) = c.delta.tool_calls.take() {
                 let mut kept = Vec::new();
                 for d in calls {
@@ -145,7 +145,11 @@ mod tests {
             json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
         ]
         .into_iter()
-        .map(|v| serde_json::from_value(v).map_err(|e| crate::chat::StreamError::new(e.to_string())))
+        .map(|v| {
+            serde_json::from_value::<crate::chat::ChatChunk>(v)
+                .map(|c| Box::new(c.into()))
+                .map_err(|e| crate::chat::StreamError::new(e.to_string()))
+        })
         .collect();
         let out = crate::chat::collect_stream(unwrap_stream(Box::pin(futures_util::stream::iter(
             chunks,

@@ -366,7 +366,7 @@ impl Router {
         }
         let (stream, served) = self
             .run("chat", &table, &plan, ctx, |p, call| {
-                Box::pin(first_chunk(p, req, call))
+                Box::pin(first_chunk(p, req, call, ctx.raw_answer))
             })
             .await?;
         let idle = table
@@ -618,8 +618,9 @@ async fn first_chunk(
     p: &AnyProvider,
     req: &ChatRequest,
     call: Call<'_>,
+    raw: bool,
 ) -> Result<ChatStream, ProviderError> {
-    let mut stream = p.chat_stream(req, call).await?;
+    let mut stream = p.chat_stream(req, call, raw).await?;
     match stream.next().await {
         Some(Ok(first)) => Ok(Box::pin(
             futures_util::stream::once(async { Ok(first) }).chain(stream),

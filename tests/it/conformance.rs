@@ -641,3 +641,97 @@ async fn a_malformed_openai_answer_is_a_502_through_every_ingress() {
     );
     assert_eq!(m["usage"]["input_tokens"], 19, "{m}");
 }
+
+/// A stream as OpenAI's API writes it (usage asked for): every chunk with `"usage": null` last
+/// but the first, where a member follows it, and members the gateway does not model.
+const OPENAI_STREAM: [&str; 5] = [
+    r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}"#,
+    r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"Hel"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+    r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"lo"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
+    r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}"#,
+    r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[],"usage":{"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,"prompt_tokens_details":{"cached_tokens":0},"completion_tokens_details":{"reasoning_tokens":0}}}"#,
+];
+
+/// An upstream answering every chat completion with [`OPENAI_STREAM`]; its base URL.
+async fn fixed_stream() -> String {
+    let body: String = OPENAI_STREAM
+        .iter()
+        .map(|d| format!("data: {d}\n\n"))
+        .chain(["data: [DONE]\n\n".to_owned()])
+        .collect();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move || async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                body,
+            )
+        }),
+    );
+    format!("http://{}/v1", crate::mock::serve(app).await)
+}
+
+/// The JSON of an event, without a `"usage": null` member.
+fn without_null_usage(data: &str) -> Value {
+    let mut v: Value = serde_json::from_str(data).unwrap();
+    if v["usage"].is_null()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("usage");
+    }
+    v
+}
+
+/// OpenAI's own chunks go to an OpenAI client as they came (without the `"usage": null` the
+/// gateway's own request for usage brings, when the client did not ask for usage; a chunk where
+/// that member cannot be cut out is written again); an OpenAI-compatible server's chunks go as
+/// the gateway reads them (the same JSON, written in OpenAI's shape).
+#[tokio::test]
+async fn openai_chunks_reach_the_client_as_they_came_and_compatible_ones_as_read() {
+    let url = fixed_stream().await;
+    let config = |kind: &str| {
+        format!(
+            "[[providers]]\nname = \"p\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{FAST_ROUTER}"
+        )
+    };
+    let data = |events: &[crate::gateway::Event]| -> Vec<String> {
+        events.iter().map(|e| e.data.clone()).collect()
+    };
+    let mut ask = hello("p/gpt-4.1");
+    ask["stream"] = json!(true);
+    let gw = Gateway::start(&config("openai")).await;
+
+    ask["stream_options"] = json!({"include_usage": true});
+    let events = sse(gw.post("/v1/chat/completions", &ask).await).await;
+    let mut want: Vec<String> = OPENAI_STREAM.iter().map(|s| (*s).to_owned()).collect();
+    want.push("[DONE]".into());
+    assert_eq!(data(&events), want);
+
+    ask["stream_options"] = Value::Null;
+    let events = sse(gw.post("/v1/chat/completions", &ask).await).await;
+    let got = data(&events);
+    assert_eq!(got.len(), 5, "{got:#?}");
+    // The first chunk's usage is not last: written again, the same JSON without it.
+    assert_ne!(got[0], OPENAI_STREAM[0]);
+    assert_eq!(
+        serde_json::from_str::<Value>(&got[0]).unwrap(),
+        without_null_usage(OPENAI_STREAM[0])
+    );
+    for (got, sent) in got[1..4].iter().zip(&OPENAI_STREAM[1..4]) {
+        assert_eq!(*got, sent.replace(",\"usage\":null}", "}"));
+    }
+    assert_eq!(got[4], "[DONE]");
+
+    let gw = Gateway::start(&config("openai-compatible")).await;
+    ask["stream_options"] = json!({"include_usage": true});
+    let events = sse(gw.post("/v1/chat/completions", &ask).await).await;
+    let got = data(&events);
+    assert_eq!(got.len(), 6, "{got:#?}");
+    for (got, sent) in got.iter().zip(&OPENAI_STREAM) {
+        assert_ne!(got, sent, "written by the gateway, not passed on");
+        assert_eq!(
+            serde_json::from_str::<Value>(got).unwrap(),
+            without_null_usage(sent)
+        );
+    }
+}

@@ -256,6 +256,14 @@ async fn parallel_calls_run_at_the_same_time() {
 
 #[tokio::test]
 async fn streaming_loop_is_one_coherent_stream() {
+    // OpenAI's own API (whose chunks pass as their JSON where the loop leaves them as they are)
+    // and any OpenAI-compatible server.
+    for kind in ["openai", "openai-compatible"] {
+        streaming_loop_is_one_coherent_stream_through(kind).await;
+    }
+}
+
+async fn streaming_loop_is_one_coherent_stream_through(kind: &str) {
     let model = Model::start(|c: &Conv| {
         if c.results.is_empty() {
             Turn {
@@ -267,12 +275,12 @@ async fn streaming_loop_is_one_coherent_stream() {
         }
     })
     .await;
-    let gw = with_servers(
-        &model,
-        "[server]\nsse_keep_alive_ms = 100\n",
-        &[("calc", "mcp-calculator")],
-    )
+    let gw = Gateway::start(&format!(
+        "[server]\nsse_keep_alive_ms = 100\n\n{}",
+        config(&model, kind, &stdio_server("calc", "mcp-calculator", &[]))
+    ))
     .await;
+    ready_servers(&gw, 1).await;
     let mut body = chat_body(true);
     body["stream_options"] = json!({"include_usage": true});
     let resp = gw.post("/v1/chat/completions", &body).await;

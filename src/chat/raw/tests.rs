@@ -124,6 +124,11 @@ fn refuses_what_the_full_decoder_refuses_in_what_it_reads() {
         "{\"choices\": [], \"vendor\": [1,}",
         "[]",
         "null",
+        // serde's derive would read a struct from an array, member by member.
+        "[\"a\", \"chat.completion\", 1, \"m\", []]",
+        "{\"choices\": [[0, {\"role\": \"assistant\"}, \"stop\"]]}",
+        "{\"choices\": [{\"message\": [\"assistant\", \"hi\"]}]}",
+        "{\"choices\": [], \"usage\": [1, 2, 3]}",
     ] {
         assert!(
             serde_json::from_str::<ChatResponse>(text).is_err(),

@@ -106,7 +106,7 @@ pub(crate) async fn messages_stream(
         let out: Vec<Result<_, StreamError>> = match ev.and_then(parse_event) {
             Ok(None) => Vec::new(),
             Ok(Some(ev)) => match decoder.push(ev) {
-                Ok(chunks) => chunks.into_iter().map(|c| Ok(Box::new(c))).collect(),
+                Ok(chunks) => chunks.into_iter().map(|c| Ok(Box::new(c.into()))).collect(),
                 Err(msg) => vec![Err(StreamError::new(msg))],
             },
             Err(e) => vec![Err(e)],

@@ -112,7 +112,7 @@ fn response_with_tools_to_canonical() {
 fn stream_decoder_reassembles_tool_calls_and_usage() {
     let chunks = decode_all(events("anthropic/messages_tools_stream.sse"));
     let stream: crate::chat::ChatStream = Box::pin(futures_util::stream::iter(
-        chunks.into_iter().map(|c| Ok(Box::new(c))),
+        chunks.into_iter().map(|c| Ok(Box::new(c.into()))),
     ));
     let r = futures_util::FutureExt::now_or_never(crate::chat::collect_stream(stream))
         .unwrap()

@@ -184,7 +184,7 @@ impl BedrockProvider {
                     match event_of(&frame, &redact) {
                         Ok(Some((event, payload))) => {
                             for chunk in decoder.push(&event, &payload) {
-                                yield Ok(Box::new(chunk));
+                                yield Ok(Box::new(chunk.into()));
                             }
                         }
                         Ok(None) => {}

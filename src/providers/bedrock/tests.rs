@@ -168,7 +168,7 @@ async fn stream_events_fold_into_the_answer_with_usage_from_metadata() {
     let chunks: Vec<_> = events
         .iter()
         .flat_map(|(e, p)| d.push(e, p))
-        .map(|c| Ok(Box::new(c)))
+        .map(|c| Ok(Box::new(c.into())))
         .collect();
     let r = collect_stream(Box::pin(futures_util::stream::iter(chunks)))
         .await

@@ -185,7 +185,7 @@ pub(crate) async fn generate_stream(
             Ok(Some(r)) => decoder
                 .push(r)
                 .into_iter()
-                .map(|c| Ok(Box::new(c)))
+                .map(|c| Ok(Box::new(c.into())))
                 .collect(),
             Err(e) => vec![Err(e)],
         };

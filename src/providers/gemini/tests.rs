@@ -193,7 +193,7 @@ async fn a_stream_folds_into_the_same_answer() {
     let chunks: Vec<_> = events
         .into_iter()
         .flat_map(|e| d.push(serde_json::from_value(e).unwrap()))
-        .map(|c| Ok(Box::new(c)))
+        .map(|c| Ok(Box::new(c.into())))
         .collect();
     let r = collect_stream(Box::pin(futures_util::stream::iter(chunks)))
         .await

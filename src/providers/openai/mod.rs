@@ -12,7 +12,9 @@ use axum::http::Uri;
 
 use super::client::{RequestBuilder, parse_uri};
 use super::{Call, ProviderError, Redactor, read_body, read_json, read_json_bytes, send};
-use crate::chat::{ChatChunk, ChatRequest, ChatStream, RequestView, StreamError, StreamOptions};
+use crate::chat::{
+    ChatChunk, ChatRequest, ChatStream, Chunk, RawEvent, RequestView, StreamError, StreamOptions,
+};
 use crate::config::{ProviderConfig, ProviderKind, Secret};
 
 /// A chat request as it goes upstream: the client's, with this attempt's upstream model and
@@ -145,11 +147,15 @@ impl OpenAiProvider {
         Ok(super::Answer::Decoded(answer, forward.then_some(json)))
     }
 
-    /// Streaming chat: chunks pass through as canonical chunks (the formats are the same).
+    /// Streaming chat: chunks pass through as canonical chunks (the formats are the same). With
+    /// `raw` (the client takes OpenAI's stream and no stage changes the chunks) each chunk is read
+    /// only for what the stages read and keeps its JSON, which the client is sent
+    /// ([`crate::chat::Chunk`]).
     pub async fn chat_stream(
         &self,
         req: &ChatRequest,
         call: Call<'_>,
+        raw: bool,
     ) -> Result<ChatStream, ProviderError> {
         let options = self.asks_stream_usage().then(|| {
             let mut o = req.stream_options.clone().unwrap_or_default();
@@ -164,13 +170,16 @@ impl OpenAiProvider {
         )
         .await?;
         let events = super::sse_events(resp, &self.redact);
+        // As for complete answers, only OpenAI's own chunks go on as they came; another server's
+        // are written as the gateway reads them (absent fields filled in as OpenAI has them).
+        let raw = raw && matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure);
         let chunks = events
             .take_while(|ev| {
                 let done =
                     matches!(ev, Ok(sse) if sse.data.as_deref().map(str::trim) == Some("[DONE]"));
                 std::future::ready(!done)
             })
-            .filter_map(|ev| std::future::ready(decode_event(ev)));
+            .filter_map(move |ev| std::future::ready(decode_event(ev, raw)));
         Ok(Box::pin(chunks))
     }
 
@@ -190,22 +199,33 @@ impl OpenAiProvider {
     }
 }
 
-/// One SSE event -> a chunk; comments and empty events are skipped, `error` payloads end the stream.
-fn decode_event(ev: Result<sse_stream::Sse, StreamError>) -> Option<crate::chat::StreamItem> {
+/// One SSE event -> a chunk (with `raw`, kept as its JSON where it can be: see
+/// [`Chunk::read_raw`]); comments and empty events are skipped, `error` payloads end the stream.
+fn decode_event(
+    ev: Result<sse_stream::Sse, StreamError>,
+    raw: bool,
+) -> Option<crate::chat::StreamItem> {
     let sse = match ev {
         Ok(sse) => sse,
         Err(e) => return Some(Err(e)),
     };
-    let data = sse.data?;
+    let mut data = sse.data?;
     if data.trim().is_empty() {
         return None;
     }
     // The common case in one pass: a chunk, straight into its type. An `error` payload lands in
     // the chunk's unmodelled fields; one that does not fit a chunk at all is read as a value.
-    if let Ok(chunk) = serde_json::from_str::<Box<ChatChunk>>(&data) {
+    if raw && Chunk::one_line(&data) {
+        match Chunk::read_raw(data) {
+            Ok(RawEvent::Chunk(chunk)) => return Some(Ok(chunk)),
+            Ok(RawEvent::Error(err)) => return Some(Err(upstream_error(&err))),
+            // Not a chunk: read as a value below, as the full reading would be.
+            Err(back) => data = back,
+        }
+    } else if let Ok(chunk) = serde_json::from_str::<ChatChunk>(&data) {
         return Some(match chunk.extra.get("error") {
             Some(err) => Err(upstream_error(err)),
-            None => Ok(chunk),
+            None => Ok(Box::new(chunk.into())),
         });
     }
     let value: Value = match serde_json::from_str(&data) {
@@ -220,7 +240,8 @@ fn decode_event(ev: Result<sse_stream::Sse, StreamError>) -> Option<crate::chat:
         return Some(Err(upstream_error(err)));
     }
     Some(
-        serde_json::from_value(value)
+        serde_json::from_value::<ChatChunk>(value)
+            .map(|c| Box::new(Chunk::from(c)))
             .map_err(|e| StreamError::new(format!("bad chunk from upstream: {e}"))),
     )
 }

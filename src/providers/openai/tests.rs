@@ -7,9 +7,31 @@ fn data(d: &str) -> Result<Sse, StreamError> {
     Ok(Sse::default().data(d))
 }
 
+/// `decode_event` read both ways (in full, and kept as its JSON), which must agree; the full one.
+fn decode_event_both(ev: Result<Sse, StreamError>) -> Option<crate::chat::StreamItem> {
+    let full = decode_event(ev.clone(), false);
+    let raw = decode_event(ev, true);
+    match (&full, &raw) {
+        (None, None) => {}
+        (Some(Ok(f)), Some(Ok(r))) => {
+            // Decoded in full from its JSON, the raw chunk is the full one.
+            let whole = r.as_ref().clone().into_chunk().ok();
+            assert_eq!(whole.as_ref(), Some(&***f));
+            // As read, it lacks only the chunk's and the choices' unmodelled members.
+            let mut lean = (***f).clone();
+            lean.extra.clear();
+            lean.choices.iter_mut().for_each(|c| c.extra.clear());
+            assert_eq!(lean, ***r);
+        }
+        (Some(Err(f)), Some(Err(r))) => assert_eq!(f, r),
+        _ => panic!("read differently: {full:?} / {raw:?}"),
+    }
+    full
+}
+
 #[test]
 fn chunks_decode() {
-    let c = decode_event(data(
+    let c = decode_event_both(data(
         r#"{"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}"#,
     ));
     assert_eq!(
@@ -20,37 +42,37 @@ fn chunks_decode() {
 
 #[test]
 fn empty_and_comment_events_are_skipped() {
-    assert!(decode_event(Ok(Sse::default())).is_none());
-    assert!(decode_event(data("  ")).is_none());
+    assert!(decode_event_both(Ok(Sse::default())).is_none());
+    assert!(decode_event_both(data("  ")).is_none());
 }
 
 #[test]
 fn error_payloads_and_garbage_end_the_stream() {
-    let e = decode_event(data(
+    let e = decode_event_both(data(
         r#"{"error":{"message":"The server had an error","type":"server_error"}}"#,
     ));
     assert_eq!(e.unwrap().unwrap_err().message, "The server had an error");
     // An error payload that does not fit a chunk's shape is still read as the error.
-    let e = decode_event(data(
+    let e = decode_event_both(data(
         r#"{"choices":"none","error":{"message":"overloaded"}}"#,
     ));
     assert_eq!(e.unwrap().unwrap_err().message, "overloaded");
     // A chunk that does not fit, without an error, is a bad chunk.
-    let e = decode_event(data(r#"{"choices":"none"}"#));
+    let e = decode_event_both(data(r#"{"choices":"none"}"#));
     assert!(
         e.unwrap()
             .unwrap_err()
             .message
             .starts_with("bad chunk from upstream")
     );
-    let e = decode_event(data("{not json"));
+    let e = decode_event_both(data("{not json"));
     assert!(
         e.unwrap()
             .unwrap_err()
             .message
             .starts_with("bad chunk from upstream")
     );
-    let e = decode_event(Err(StreamError::new("upstream stream broke: reset")));
+    let e = decode_event_both(Err(StreamError::new("upstream stream broke: reset")));
     assert_eq!(
         e.unwrap().unwrap_err().message,
         "upstream stream broke: reset"

@@ -1,0 +1,230 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn read(data: &str) -> Result<RawEvent, String> {
+    Chunk::read_raw(data.to_owned())
+}
+
+/// The full decoder's reading of `data`: a chunk, an error payload, or a refusal.
+fn full(data: &str) -> Result<Result<ChatChunk, Value>, ()> {
+    match serde_json::from_str::<ChatChunk>(data) {
+        Ok(c) => Ok(match c.extra.get("error") {
+            Some(e) => Err(e.clone()),
+            None => Ok(c),
+        }),
+        Err(_) => Err(()),
+    }
+}
+
+/// Reads `data` both ways and holds them to each other: the same refusals, the same error
+/// payloads, and a chunk that is the full one without the chunk's and the choices' unmodelled
+/// members, which decodes in full to the full one.
+fn agree(data: &str) {
+    match (full(data), read(data)) {
+        (Err(()), Err(back)) => assert_eq!(back, data),
+        (Ok(Err(e)), Ok(RawEvent::Error(r))) => assert_eq!(e, r, "{data}"),
+        // `error` twice: the provider reads data the reading gives back as a JSON value, which
+        // keeps the last, as the full decoder does.
+        (Ok(Err(e)), Err(back)) => {
+            let v: Value = serde_json::from_str(&back).unwrap_or_default();
+            assert_eq!(v.get("error"), Some(&e), "{data}");
+        }
+        (Ok(Ok(f)), Ok(RawEvent::Chunk(r))) => {
+            let mut lean = f.clone();
+            lean.extra.clear();
+            lean.choices.iter_mut().for_each(|c| c.extra.clear());
+            assert_eq!(**r, lean, "{data}");
+            assert_eq!(joined(r.json(true)).as_deref(), Some(data));
+            assert_eq!(r.into_chunk().ok(), Some(f), "{data}");
+        }
+        (f, r) => panic!("read differently: {data}\nfull: {f:?}\nraw: {r:?}"),
+    }
+}
+
+/// The parts of [`Chunk::json`], joined.
+fn joined(parts: Option<[&[u8]; 2]>) -> Option<String> {
+    parts.map(|p| String::from_utf8_lossy(&p.concat()).into_owned())
+}
+
+fn fixture_events(name: &str) -> Vec<String> {
+    let path = format!(
+        "{}/tests/fixtures/openai/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn reads_the_recorded_streams_as_the_full_decoder_does() {
+    let mut n = 0;
+    for name in ["chat_stream.sse", "chat_tools_stream.sse"] {
+        for data in fixture_events(name) {
+            agree(&data);
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "{n} events");
+}
+
+#[test]
+fn reads_and_refuses_what_the_full_decoder_does() {
+    let base = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+        "system_fingerprint": "fp", "choices": [{"index": 0, "delta": {"content": "x", "refusal": null},
+        "logprobs": null, "finish_reason": null}], "usage": null});
+    let mut shapes: Vec<Value> = vec![base.clone(), json!({}), json!({"choices": []})];
+    // Each modelled member in turn given values of every JSON type, and left out.
+    let values = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(2),
+        json!(1.5),
+        json!("s"),
+        json!([]),
+        json!({}),
+        json!([{"index": 0}]),
+    ];
+    let paths: [&[&str]; 10] = [
+        &["id"],
+        &["object"],
+        &["created"],
+        &["model"],
+        &["choices"],
+        &["usage"],
+        &["error"],
+        &["choices", "0", "index"],
+        &["choices", "0", "delta"],
+        &["choices", "0", "finish_reason"],
+    ];
+    for path in paths {
+        for v in values.iter().cloned().map(Some).chain([None]) {
+            let mut shape = base.clone();
+            let (last, parents) = path.split_last().unwrap_or((&"", &[]));
+            let mut at = &mut shape;
+            for p in parents {
+                at = match p.parse::<usize>() {
+                    Ok(i) => &mut at[i],
+                    Err(_) => &mut at[*p],
+                };
+            }
+            if let Some(obj) = at.as_object_mut() {
+                match v {
+                    Some(v) => obj.insert((*last).to_owned(), v),
+                    None => obj.remove(*last),
+                };
+            }
+            shapes.push(shape);
+        }
+    }
+    for delta in [
+        json!({"role": "assistant"}),
+        json!({"role": 1}),
+        json!({"tool_calls": [{"index": 0, "id": "t", "type": "function", "function": {"name": "f", "arguments": "{"}}]}),
+        json!({"tool_calls": [{"index": "0"}]}),
+        json!({"reasoning_content": "hm", "content": null}),
+    ] {
+        let mut shape = base.clone();
+        shape["choices"][0]["delta"] = delta;
+        shapes.push(shape);
+    }
+    shapes.push(
+        json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 1}, "completion_tokens_details": null}}),
+    );
+    shapes.push(json!({"usage": {"prompt_tokens": "3"}}));
+    let mut texts: Vec<String> = shapes.iter().map(Value::to_string).collect();
+    texts.extend(
+        [
+            "not json",
+            "[]",
+            "null",
+            r#"{"id":"a","id":"b"}"#,
+            r#"{"x":1,"x":2,"choices":[]}"#,
+            r#"{"error":{"message":"a"},"error":{"message":"b"}}"#,
+            r#"{"choices":[]} trailing"#,
+            r#"{"choices":[{"index":0,"index":1}]}"#,
+            r#"{"choices":[{"delta":{"content":"a","content":"b"}}]}"#,
+            r#"{"usage":null,"usage":null}"#,
+            // serde's derive would read a struct from an array, member by member.
+            r#"["c","chat.completion.chunk",1,"m",[]]"#,
+            r#"{"choices":[[0,{"content":"x"},null]]}"#,
+        ]
+        .map(str::to_owned),
+    );
+    for text in &texts {
+        agree(text);
+    }
+}
+
+#[test]
+fn usage_is_left_out_of_the_json_only_where_it_can_be() {
+    let chunk = |data: &str| match read(data) {
+        Ok(RawEvent::Chunk(c)) => c,
+        other => panic!("{other:?}"),
+    };
+    let last = r#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}],"usage":null}"#;
+    let c = chunk(last);
+    assert_eq!(joined(c.json(true)).as_deref(), Some(last));
+    assert_eq!(
+        joined(c.json(false)).as_deref(),
+        Some(r#"{"id":"c","choices":[{"index":0,"delta":{"content":"x"}}]}"#)
+    );
+    // No usage member: the JSON as it is.
+    let none = r#"{"id":"c","choices":[]}"#;
+    assert_eq!(joined(chunk(none).json(false)).as_deref(), Some(none));
+    // Usage elsewhere, spaced, or with counts: written again.
+    for data in [
+        r#"{"usage":null,"id":"c","choices":[]}"#,
+        r#"{"id":"c","choices":[],"usage": null}"#,
+        r#"{"id":"c","choices":[],"usage":{"prompt_tokens":1}}"#,
+    ] {
+        let c = chunk(data);
+        assert_eq!(joined(c.json(true)).as_deref(), Some(data));
+        assert_eq!(c.json(false), None, "{data}");
+    }
+    // A key that only ends in usage is not the member.
+    let other = r#"{"id":"c","choices":[],"my_usage":null}"#;
+    assert_eq!(joined(chunk(other).json(false)).as_deref(), Some(other));
+    let inside = r#"{"id":"c","choices":[],"x":",\"usage\":null}"}"#;
+    assert_eq!(joined(chunk(inside).json(false)).as_deref(), Some(inside));
+}
+
+#[test]
+fn a_changed_chunk_is_decoded_in_full_and_written_again() {
+    let data = r#"{"id":"c","system_fingerprint":"fp","choices":[{"index":0,"delta":{"content":"x"},"logprobs":null}],"usage":null}"#;
+    let Ok(RawEvent::Chunk(mut c)) = read(data) else {
+        panic!("not a chunk")
+    };
+    assert!(c.extra.is_empty());
+    let whole = c.make_mut().map(|c| c.clone()).ok();
+    assert_eq!(c.json(true), None);
+    assert_eq!(c.json(false), None);
+    let whole = whole.unwrap_or_else(|| panic!("decoded"));
+    assert_eq!(whole.extra.get("system_fingerprint"), Some(&json!("fp")));
+    assert_eq!(whole.choices[0].extra.get("logprobs"), Some(&Value::Null));
+    // A chunk that was never kept as its JSON has none to send.
+    let plain = Chunk::from(whole);
+    assert_eq!(plain.json(true), None);
+    // Data the reading accepts but the full decoder refuses (an unpaired UTF-16 escape in a
+    // member the reading skips) fails when it has to be decoded in full.
+    let odd = r#"{"id":"c","system_fingerprint":"\ud800","choices":[]}"#;
+    let Ok(RawEvent::Chunk(mut c)) = read(odd) else {
+        panic!("not a chunk")
+    };
+    let err = c.make_mut().err().map(|e| e.message).unwrap_or_default();
+    assert!(err.starts_with("bad chunk from upstream"), "{err}");
+}
+
+#[test]
+fn only_one_line_is_kept() {
+    assert!(Chunk::one_line(r#"{"a":1}"#));
+    assert!(!Chunk::one_line("{\"a\":\n1}"));
+    assert!(!Chunk::one_line("{\"a\":\r1}"));
+}
