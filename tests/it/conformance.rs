@@ -516,14 +516,16 @@ pub const OPENAI_ANSWER: &str = "{\n  \"id\": \"chatcmpl-raw1\",\n  \"object\": 
 
 /// An upstream answering every chat completion with `body` as it is; its base URL (`.../v1`).
 pub async fn fixed_answer(body: &'static str) -> String {
+    fixed_upstream("application/json", body.to_owned()).await
+}
+
+/// An upstream answering every chat completion with `body` of content type `kind`; its base URL.
+async fn fixed_upstream(kind: &'static str, body: String) -> String {
     let app = axum::Router::new().route(
         "/v1/chat/completions",
-        axum::routing::post(move || async move {
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-        }),
+        axum::routing::post(
+            move || async move { ([(axum::http::header::CONTENT_TYPE, kind)], body) },
+        ),
     );
     format!("http://{}/v1", crate::mock::serve(app).await)
 }
@@ -659,16 +661,7 @@ async fn fixed_stream() -> String {
         .map(|d| format!("data: {d}\n\n"))
         .chain(["data: [DONE]\n\n".to_owned()])
         .collect();
-    let app = axum::Router::new().route(
-        "/v1/chat/completions",
-        axum::routing::post(move || async move {
-            (
-                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
-                body,
-            )
-        }),
-    );
-    format!("http://{}/v1", crate::mock::serve(app).await)
+    fixed_upstream("text/event-stream", body).await
 }
 
 /// The JSON of an event, without a `"usage": null` member.
