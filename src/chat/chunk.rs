@@ -3,9 +3,9 @@
 //!
 //! When the client takes OpenAI's stream and no stage is to change the chunks
 //! (`RequestContext::raw_answer`), the OpenAI provider reads each event for what the stages read
-//! (ids, the deltas, finish reasons, usage) and leaves out the members no stage reads (the
-//! chunk's and each choice's unmodelled members: `system_fingerprint`, `service_tier`,
-//! `logprobs`); the event's JSON goes with the chunk and is what the client is sent. A stage
+//! (ids, the deltas, finish reasons, usage) and leaves out the members no stage reads (`object`,
+//! left empty, and the chunk's and each choice's unmodelled members: `system_fingerprint`,
+//! `service_tier`, `logprobs`); the event's JSON goes with the chunk and is what the client is sent. A stage
 //! that changes the chunk ([`Chunk::make_mut`]) or needs all of it ([`Chunk::into_chunk`]) gets
 //! it decoded in full from that JSON, and the JSON is dropped: the chunk is then written again.
 //!
@@ -18,8 +18,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-use super::raw::Object;
-use super::{ChatChunk, Delta, StreamError, Usage};
+use serde::de::{SeqAccess, Visitor};
+
+use super::raw::{Object, Str};
+use super::{ChatChunk, ChunkChoice, Delta, Extra, StreamError, Usage};
 
 /// A chunk of a [`super::ChatStream`], and when it came from an OpenAI upstream unchanged, its
 /// JSON. Reads go through `Deref`; a change goes through [`Chunk::make_mut`], which drops the JSON.
@@ -80,21 +82,12 @@ impl Chunk {
         let null_usage = matches!(skim.usage, Some(None));
         let chunk = ChatChunk {
             id: skim.id,
-            object: skim.object,
+            object: String::new(),
             created: skim.created,
             model: skim.model,
-            choices: skim
-                .choices
-                .into_iter()
-                .map(|Object(c)| super::ChunkChoice {
-                    index: c.index,
-                    delta: c.delta,
-                    finish_reason: c.finish_reason,
-                    extra: super::Extra::new(),
-                })
-                .collect(),
+            choices: skim.choices,
             usage: skim.usage.flatten(),
-            extra: super::Extra::new(),
+            extra: Extra::new(),
         };
         Ok(RawEvent::Chunk(Box::new(Self {
             chunk,
@@ -145,19 +138,20 @@ impl Chunk {
 }
 
 /// The members of a chunk that stages read; the chunk's and its choices' other members are
-/// checked to be JSON and skipped. Defaults as `ChatChunk`'s decoder has them.
+/// checked to be JSON and skipped, and so is `object`, which no stage reads (a chunk read this way
+/// has it empty). Defaults as `ChatChunk`'s decoder has them.
 #[derive(Deserialize)]
 struct Skim {
     #[serde(default)]
     id: String,
-    #[serde(default = "chunk_object")]
-    object: String,
+    #[serde(default, rename = "object")]
+    _object: Str,
     #[serde(default)]
     created: u64,
     #[serde(default)]
     model: String,
-    #[serde(default)]
-    choices: Vec<Object<SkimChoice>>,
+    #[serde(default, deserialize_with = "choices")]
+    choices: Vec<ChunkChoice>,
     /// Absent, `null`, or the counts.
     #[serde(default, deserialize_with = "present")]
     usage: Option<Option<Usage>>,
@@ -176,8 +170,28 @@ struct SkimChoice {
     finish_reason: Option<String>,
 }
 
-fn chunk_object() -> String {
-    "chat.completion.chunk".to_owned()
+/// `choices`, each read as a [`SkimChoice`] into a choice without unmodelled members.
+fn choices<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ChunkChoice>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Vec<ChunkChoice>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of choices")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::with_capacity(1);
+            while let Some(Object(c)) = seq.next_element::<Object<SkimChoice>>()? {
+                out.push(ChunkChoice {
+                    index: c.index,
+                    delta: c.delta,
+                    finish_reason: c.finish_reason,
+                    extra: Extra::new(),
+                });
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_seq(V)
 }
 
 /// A member that is present, whatever its value.

@@ -142,7 +142,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 
 /// A string member, checked and not kept.
 #[derive(Default)]
-struct Str;
+pub(super) struct Str;
 
 impl<'de> Deserialize<'de> for Str {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

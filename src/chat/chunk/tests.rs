@@ -18,8 +18,8 @@ fn full(data: &str) -> Result<Result<ChatChunk, Value>, ()> {
 }
 
 /// Reads `data` both ways and holds them to each other: the same refusals, the same error
-/// payloads, and a chunk that is the full one without the chunk's and the choices' unmodelled
-/// members, which decodes in full to the full one.
+/// payloads, and a chunk that is the full one without `object` and the chunk's and the choices'
+/// unmodelled members, which decodes in full to the full one.
 fn agree(data: &str) {
     match (full(data), read(data)) {
         (Err(()), Err(back)) => assert_eq!(back, data),
@@ -32,6 +32,7 @@ fn agree(data: &str) {
         }
         (Ok(Ok(f)), Ok(RawEvent::Chunk(r))) => {
             let mut lean = f.clone();
+            lean.object.clear();
             lean.extra.clear();
             lean.choices.iter_mut().for_each(|c| c.extra.clear());
             assert_eq!(**r, lean, "{data}");
