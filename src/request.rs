@@ -43,10 +43,10 @@ pub struct RequestContext {
     pub tool_gate: Option<Arc<dyn ToolGate>>,
     /// Plugins that see the MCP tools the gateway runs (set by the plugin stage).
     pub tool_hooks: Option<Arc<dyn ToolHooks>>,
-    /// The ingress sends a complete answer as OpenAI JSON, and no stage is to change it: an
-    /// OpenAI upstream's answer may then travel as its bytes, read only for what the stages need
-    /// ([`ChatBody::Raw`]). Set by the OpenAI chat ingress; the pipeline clears it when plugins
-    /// run.
+    /// The ingress answers in OpenAI's JSON (a complete answer, or a stream's chunks), and no
+    /// stage is to change it: an OpenAI upstream's answer may then travel as its bytes, read only
+    /// for what the stages need ([`ChatBody::Raw`]), and each streamed chunk with its JSON
+    /// (`chat::Chunk`). Set by the OpenAI chat ingress; the pipeline clears it when plugins run.
     pub raw_answer: bool,
 }
 
