@@ -45,9 +45,23 @@ impl Relayer {
         self.finish = None;
     }
 
-    /// What becomes of `chunk` (whose usage has been counted); [`Relayer::passed`] must follow
-    /// for `AsIs` and `Drop`, [`Relayer::edit`] for `Edit`.
+    /// What becomes of `chunk` (whose usage has been counted). A chunk sent as it is or left out
+    /// is taken note of here (its role, its finish reason); for `Edit`, [`Relayer::edit`] must
+    /// follow.
     pub fn relay(&mut self, chunk: &ChatChunk) -> Relay {
+        let how = self.decide(chunk);
+        if how != Relay::Edit {
+            for c in chunk.choices.iter().filter(|c| c.index == 0) {
+                if c.finish_reason.is_some() {
+                    self.finish.clone_from(&c.finish_reason);
+                }
+                self.sent_role |= c.delta.role.is_some();
+            }
+        }
+        how
+    }
+
+    fn decide(&mut self, chunk: &ChatChunk) -> Relay {
         let head = &*self
             .head
             .get_or_insert_with(|| (chunk.id.clone(), chunk.created, chunk.model.clone()));
@@ -70,16 +84,6 @@ impl Relayer {
             Relay::AsIs
         } else {
             Relay::Edit
-        }
-    }
-
-    /// Takes note of a chunk passed as it is or left out: its role, its finish reason.
-    pub fn passed(&mut self, chunk: &ChatChunk) {
-        for c in chunk.choices.iter().filter(|c| c.index == 0) {
-            if c.finish_reason.is_some() {
-                self.finish.clone_from(&c.finish_reason);
-            }
-            self.sent_role |= c.delta.role.is_some();
         }
     }
 

@@ -317,14 +317,8 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     totals.add(chunk.usage.as_ref());
                     // Most chunks pass as they are (an OpenAI chunk as its JSON), or not at all.
                     let send = match relayer.relay(&chunk) {
-                        Relay::AsIs => {
-                            relayer.passed(&chunk);
-                            true
-                        }
-                        Relay::Drop => {
-                            relayer.passed(&chunk);
-                            false
-                        }
+                        Relay::AsIs => true,
+                        Relay::Drop => false,
                         Relay::Edit => match chunk.make_mut() {
                             Ok(c) => relayer.edit(c, |name| self.plan.is_gateway(name)),
                             Err(e) => {

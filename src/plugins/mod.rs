@@ -521,16 +521,13 @@ impl Run {
         Ok(())
     }
 
-    /// One chunk through the stream hooks, last plugin first; `None` when a plugin dropped it.
-    fn chunk(
-        &mut self,
-        mut chunk: Box<crate::chat::ChatChunk>,
-    ) -> Result<Option<Box<crate::chat::ChatChunk>>, PluginStop> {
+    /// One chunk through the stream hooks, last plugin first; `false` when a plugin dropped it.
+    fn chunk(&mut self, chunk: &mut crate::chat::ChatChunk) -> Result<bool, PluginStop> {
         let host = self.host.clone();
         let mut dropped = false;
         self.each_stream_plugin(|p, plugin, info, state| {
             let started = Instant::now();
-            let verdict = plugin.on_stream_chunk(info, &mut chunk, state);
+            let verdict = plugin.on_stream_chunk(info, chunk, state);
             let outcome = match &verdict {
                 Ok(ChunkVerdict::Keep) => "ok",
                 Ok(ChunkVerdict::Drop) => "dropped",
@@ -540,7 +537,7 @@ impl Run {
             dropped = verdict? == ChunkVerdict::Drop;
             Ok(!dropped)
         })?;
-        Ok((!dropped).then_some(chunk))
+        Ok(!dropped)
     }
 
     /// What the stream plugins held back, flushed at the end (last plugin first).
@@ -560,20 +557,27 @@ impl Run {
         async_stream::stream! {
             let mut template: Option<crate::chat::ChatChunk> = None;
             while let Some(item) = stream.next().await {
+                let mut chunk = match item {
+                    Ok(c) => c,
+                    Err(e) => {
+                        yield Err(e);
+                        return;
+                    }
+                };
                 // Plugins see and may change the whole chunk.
-                let chunk = match item.and_then(|c| c.into_chunk()) {
-                    Ok(c) => Box::new(c),
+                let whole = match chunk.make_mut() {
+                    Ok(c) => c,
                     Err(e) => {
                         yield Err(e);
                         return;
                     }
                 };
                 if template.is_none() {
-                    template = Some(crate::chat::ChatChunk::clone(&chunk));
+                    template = Some(whole.clone());
                 }
-                match self.chunk(chunk) {
-                    Ok(Some(c)) => yield Ok(Box::new((*c).into())),
-                    Ok(None) => {}
+                match self.chunk(whole) {
+                    Ok(true) => yield Ok(chunk),
+                    Ok(false) => {}
                     Err(stop) => {
                         yield Err(crate::chat::StreamError::new(stop.to_string()));
                         return;

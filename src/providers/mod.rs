@@ -218,6 +218,7 @@ impl AnyProvider {
         delegate!(self, p => &p.redact)
     }
 
+    /// One streaming attempt at the provider itself (`raw` applies to OpenAI-format upstreams).
     async fn stream_attempt(
         &self,
         req: &ChatRequest,

@@ -112,6 +112,13 @@ impl OpenAiProvider {
         rb
     }
 
+    /// Whether answers and chunks may go to an OpenAI client as they came: OpenAI's own API
+    /// (`openai`, `azure`). Another OpenAI-compatible server's are written as the gateway reads
+    /// them (absent fields filled in as OpenAI's shape has them).
+    fn forwards_as_is(&self) -> bool {
+        matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure)
+    }
+
     /// Vendors that accept `stream_options.include_usage`; Mistral sends usage unasked.
     fn asks_stream_usage(&self) -> bool {
         !matches!(self.kind, ProviderKind::Mistral)
@@ -136,7 +143,7 @@ impl OpenAiProvider {
             &self.redact,
         )
         .await?;
-        let forward = matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure);
+        let forward = self.forwards_as_is();
         if forward && raw {
             let bytes = read_body(resp, &self.redact).await?;
             let answer = crate::chat::RawAnswer::read(bytes)
@@ -170,9 +177,7 @@ impl OpenAiProvider {
         )
         .await?;
         let events = super::sse_events(resp, &self.redact);
-        // As for complete answers, only OpenAI's own chunks go on as they came; another server's
-        // are written as the gateway reads them (absent fields filled in as OpenAI has them).
-        let raw = raw && matches!(self.kind, ProviderKind::OpenAi | ProviderKind::Azure);
+        let raw = raw && self.forwards_as_is();
         let chunks = events
             .take_while(|ev| {
                 let done =
