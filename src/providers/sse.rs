@@ -49,29 +49,63 @@ pub(crate) enum SseError {
 
 /// The events of `body`, as they complete. The first error ends the stream; an event the body
 /// ends in the middle of is dropped.
-pub(crate) fn events<S, E>(body: S) -> impl Stream<Item = Result<Sse, SseError>> + Send
+pub(crate) fn events<S, E>(body: S) -> Events<S>
 where
-    S: Stream<Item = Result<Bytes, E>> + Send,
+    S: Stream<Item = Result<Bytes, E>> + Send + Unpin,
     E: std::error::Error + Send + Sync + 'static,
 {
-    async_stream::stream! {
-        let mut body = std::pin::pin!(body);
-        let mut parser = Parser::default();
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(bytes) => {
-                    if let Err(e) = parser.feed(&bytes) {
-                        yield Err(e);
-                        return;
-                    }
-                    while let Some(sse) = parser.parsed.pop_front() {
-                        yield Ok(sse);
+    Events {
+        body,
+        parser: Parser::default(),
+        ended: false,
+    }
+}
+
+/// See [`events`]. Written out rather than as a generator: it is polled once for every event of
+/// every streamed answer, and the generator's hand-off of each item costs more than the reading
+/// of a short event's lines.
+pub(crate) struct Events<S> {
+    body: S,
+    parser: Parser,
+    /// The body ended, or an error was given.
+    ended: bool,
+}
+
+impl<S, E> Stream for Events<S>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    type Item = Result<Sse, SseError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            // Events read from the last piece go first, even after the body ended.
+            if let Some(sse) = this.parser.parsed.pop_front() {
+                return Poll::Ready(Some(Ok(sse)));
+            }
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match std::task::ready!(this.body.poll_next_unpin(cx)) {
+                Some(Ok(bytes)) => {
+                    if let Err(e) = this.parser.feed(&bytes) {
+                        // Events completed before the error in this piece are not given.
+                        this.parser.parsed.clear();
+                        this.ended = true;
+                        return Poll::Ready(Some(Err(e)));
                     }
                 }
-                Err(e) => {
-                    yield Err(SseError::Body(Box::new(e)));
-                    return;
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(SseError::Body(Box::new(e)))));
                 }
+                None => this.ended = true,
             }
         }
     }

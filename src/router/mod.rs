@@ -376,7 +376,7 @@ impl Router {
             .map_or(Duration::from_secs(60), |p| p.timeout);
         Ok(ChatOutcome {
             served,
-            body: ChatBody::Stream(with_idle_timeout(stream, idle)),
+            body: ChatBody::Stream(Box::pin(Watched::new(stream, idle))),
             cache: None,
             mcp: None,
             json: None,
@@ -619,12 +619,10 @@ async fn first_chunk(
     req: &ChatRequest,
     call: Call<'_>,
     raw: bool,
-) -> Result<ChatStream, ProviderError> {
-    let mut stream = p.chat_stream(req, call, raw).await?;
-    match stream.next().await {
-        Some(Ok(first)) => Ok(Box::pin(
-            futures_util::stream::once(async { Ok(first) }).chain(stream),
-        )),
+) -> Result<Opened, ProviderError> {
+    let mut rest = p.chat_stream(req, call, raw).await?;
+    match rest.next().await {
+        Some(Ok(first)) => Ok(Opened { first, rest }),
         Some(Err(e)) => Err(ProviderError::Io(e.message)),
         None => Err(ProviderError::Io(
             "upstream closed the stream before sending anything".into(),
@@ -632,20 +630,85 @@ async fn first_chunk(
     }
 }
 
-/// Ends a stream with an error when the upstream goes silent for `idle`.
-fn with_idle_timeout(mut inner: ChatStream, idle: Duration) -> ChatStream {
-    Box::pin(async_stream::stream! {
-        loop {
-            match tokio::time::timeout(idle, inner.next()).await {
-                Ok(Some(item)) => yield item,
-                Ok(None) => break,
-                Err(_) => {
-                    yield Err(StreamError::new(format!("upstream sent nothing for {}s", idle.as_secs())));
-                    break;
-                }
-            }
+/// A stream whose first chunk has come.
+struct Opened {
+    first: Box<crate::chat::Chunk>,
+    rest: ChatStream,
+}
+
+/// What a streamed attempt gives the stages: its first chunk, then the rest, ended with an
+/// error when the upstream sends nothing for `idle` while the stream waits for it.
+///
+/// One stream and one timer for all of it: the layers it replaced (the first chunk chained
+/// before the rest, a generator with a timeout per chunk) were each polled for every chunk, and
+/// each timeout read the clock and built a timer entry. The clock is read only when a wait
+/// begins (the upstream has nothing yet), and the timer is set again only when it fires: if the
+/// wait it was set for is over, for the current wait's end; a wait shorter than `idle` never
+/// ends the stream, however long the stream is.
+struct Watched {
+    first: Option<Box<crate::chat::Chunk>>,
+    rest: ChatStream,
+    idle: Duration,
+    /// When the current wait for the upstream began (`None`: not waiting).
+    since: Option<tokio::time::Instant>,
+    /// Made at the first wait.
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    ended: bool,
+}
+
+impl Watched {
+    fn new(opened: Opened, idle: Duration) -> Self {
+        Self {
+            first: Some(opened.first),
+            rest: opened.rest,
+            idle,
+            since: None,
+            timer: None,
+            ended: false,
         }
-    })
+    }
+}
+
+impl futures_util::Stream for Watched {
+    type Item = crate::chat::StreamItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(Ok(first)));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(item) = this.rest.poll_next_unpin(cx) {
+            this.since = None;
+            this.ended = item.is_none();
+            return Poll::Ready(item);
+        }
+        let since = *this.since.get_or_insert_with(tokio::time::Instant::now);
+        let due = since + this.idle;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        // The timer's deadline is never later than this wait's end (waits begin in order). If
+        // it fires for an earlier wait, it is set for this one.
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= due {
+                this.ended = true;
+                return Poll::Ready(Some(Err(StreamError::new(format!(
+                    "upstream sent nothing for {}s",
+                    this.idle.as_secs()
+                )))));
+            }
+            timer.as_mut().reset(due);
+        }
+        Poll::Pending
+    }
 }
 
 #[cfg(test)]

@@ -129,3 +129,112 @@ fn a_probe_that_never_reports_is_replaced_after_a_cool_down() {
     std::thread::sleep(Duration::from_millis(25));
     assert!(b.allow(&k), "a new probe after another cool-down");
 }
+
+/// A chunk whose id tells it apart.
+fn chunk(id: &str) -> Box<crate::chat::Chunk> {
+    Box::new(crate::chat::Chunk::from(crate::chat::ChatChunk {
+        id: id.to_owned(),
+        object: "chat.completion.chunk".into(),
+        created: 0,
+        model: "m".into(),
+        choices: Vec::new(),
+        usage: None,
+        extra: crate::chat::Extra::new(),
+    }))
+}
+
+/// An upstream that sends `c1`, `c2`, ... each after the given pause (from a task of its own,
+/// as a network peer would, whether or not the stream is being read), then ends.
+fn paced(pauses: Vec<Duration>) -> crate::chat::ChatStream {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // A test's upstream: nothing to wait for at shutdown.
+    #[allow(clippy::disallowed_methods)]
+    tokio::spawn(async move {
+        for (i, p) in pauses.into_iter().enumerate() {
+            tokio::time::sleep(p).await;
+            if tx.send(Ok(chunk(&format!("c{}", i + 1)))).is_err() {
+                return;
+            }
+        }
+    });
+    Box::pin(async_stream::stream! {
+        while let Some(item) = rx.recv().await {
+            yield item;
+        }
+    })
+}
+
+/// What the stages get from a streamed attempt whose first chunk is `c0`: (chunk id or error,
+/// milliseconds since the start when it came).
+async fn watched(pauses: Vec<Duration>, idle: Duration) -> Vec<(String, u128)> {
+    use futures_util::StreamExt;
+    let start = tokio::time::Instant::now();
+    let opened = super::Opened {
+        first: chunk("c0"),
+        rest: paced(pauses),
+    };
+    let mut s = super::Watched::new(opened, idle);
+    let mut got = Vec::new();
+    while let Some(item) = s.next().await {
+        let what = match item {
+            Ok(c) => c.id.clone(),
+            Err(e) => e.message,
+        };
+        got.push((what, start.elapsed().as_millis()));
+    }
+    // Ended for good.
+    assert!(s.next().await.is_none());
+    got
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_slower_than_idle_overall_but_never_silent_for_it_is_not_cut() {
+    let ms = Duration::from_millis;
+    let got = watched(vec![ms(600); 6], ms(1000)).await;
+    let ids: Vec<&str> = got.iter().map(|(w, _)| w.as_str()).collect();
+    assert_eq!(ids, ["c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    assert_eq!(got.last().map(|g| g.1), Some(3600));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_upstream_ends_the_stream_after_idle() {
+    let ms = Duration::from_millis;
+    // Two chunks, then a silence longer than idle (the upstream would send c3 at 4 s).
+    let got = watched(vec![ms(300), ms(900), ms(2800)], Duration::from_secs(2)).await;
+    assert_eq!(
+        got,
+        [
+            ("c0".to_owned(), 0),
+            ("c1".to_owned(), 300),
+            ("c2".to_owned(), 1200),
+            ("upstream sent nothing for 2s".to_owned(), 3200),
+        ]
+    );
+    // Silent from the start.
+    let got = watched(vec![ms(5000)], Duration::from_secs(2)).await;
+    assert_eq!(
+        got,
+        [
+            ("c0".to_owned(), 0),
+            ("upstream sent nothing for 2s".to_owned(), 2000)
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_wait_is_counted_from_when_it_begins_not_from_the_last_chunk() {
+    use futures_util::StreamExt;
+    let ms = Duration::from_millis;
+    let opened = super::Opened {
+        first: chunk("c0"),
+        rest: paced(vec![ms(100), ms(1500)]),
+    };
+    let mut s = super::Watched::new(opened, ms(1000));
+    assert!(s.next().await.is_some_and(|c| c.is_ok()));
+    assert!(s.next().await.is_some_and(|c| c.is_ok()));
+    // The consumer is busy for longer than idle (a client reading slowly): the upstream's
+    // 1.5 s pause began when c1 was taken, so c2 is due 0.5 s into the next wait, within idle.
+    tokio::time::sleep(ms(1200)).await;
+    let next = s.next().await;
+    assert!(matches!(&next, Some(Ok(c)) if c.id == "c2"), "{next:?}");
+}

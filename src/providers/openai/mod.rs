@@ -5,7 +5,6 @@ pub mod responses_stream;
 
 use std::collections::BTreeMap;
 
-use futures_util::StreamExt;
 use serde_json::Value;
 
 use axum::http::Uri;
@@ -176,16 +175,11 @@ impl OpenAiProvider {
             &self.redact,
         )
         .await?;
-        let events = super::sse_events(resp, &self.redact);
-        let raw = raw && self.forwards_as_is();
-        let chunks = events
-            .take_while(|ev| {
-                let done =
-                    matches!(ev, Ok(sse) if sse.data.as_deref().map(str::trim) == Some("[DONE]"));
-                std::future::ready(!done)
-            })
-            .filter_map(move |ev| std::future::ready(decode_event(ev, raw)));
-        Ok(Box::pin(chunks))
+        Ok(Box::pin(Chunks {
+            events: super::sse_events(resp, &self.redact),
+            raw: raw && self.forwards_as_is(),
+            done: false,
+        }))
     }
 
     /// Embeddings: the body passes through with the upstream model set.
@@ -201,6 +195,44 @@ impl OpenAiProvider {
         )
         .await?;
         read_json(resp, &self.redact).await
+    }
+}
+
+/// The chunks of an OpenAI event stream, up to `[DONE]` (see [`decode_event`]). One stream
+/// rather than `take_while` and `filter_map` over the events: each is polled for every event.
+struct Chunks<S> {
+    events: S,
+    raw: bool,
+    /// `[DONE]` came, or the events ended.
+    done: bool,
+}
+
+impl<S> futures_util::Stream for Chunks<S>
+where
+    S: futures_util::Stream<Item = Result<sse_stream::Sse, StreamError>> + Unpin,
+{
+    type Item = crate::chat::StreamItem;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use futures_util::StreamExt;
+        use std::task::Poll;
+        let this = &mut *self;
+        while !this.done {
+            let Some(ev) = std::task::ready!(this.events.poll_next_unpin(cx)) else {
+                break;
+            };
+            if matches!(&ev, Ok(sse) if sse.data.as_deref().map(str::trim) == Some("[DONE]")) {
+                break;
+            }
+            if let Some(item) = decode_event(ev, this.raw) {
+                return Poll::Ready(Some(item));
+            }
+        }
+        this.done = true;
+        Poll::Ready(None)
     }
 }
 
