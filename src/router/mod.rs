@@ -691,7 +691,10 @@ impl futures_util::Stream for Watched {
             return Poll::Ready(item);
         }
         let since = *this.since.get_or_insert_with(tokio::time::Instant::now);
-        let due = since + this.idle;
+        // An idle bound too large to add is as good as none (thirty years).
+        let due = since
+            .checked_add(this.idle)
+            .unwrap_or_else(|| since + Duration::from_secs(30 * 365 * 86_400));
         let timer = this
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));

@@ -238,3 +238,20 @@ async fn a_wait_is_counted_from_when_it_begins_not_from_the_last_chunk() {
     let next = s.next().await;
     assert!(matches!(&next, Some(Ok(c)) if c.id == "c2"), "{next:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_bound_too_large_to_add_waits_instead_of_panicking() {
+    use futures_util::StreamExt;
+    let ms = Duration::from_millis;
+    let opened = super::Opened {
+        first: chunk("c0"),
+        rest: paced(vec![ms(5000)]),
+    };
+    let mut s = super::Watched::new(opened, Duration::MAX);
+    let ids: Vec<String> = s
+        .by_ref()
+        .map(|c| c.map(|c| c.id.clone()).unwrap_or_else(|e| e.message))
+        .collect()
+        .await;
+    assert_eq!(ids, ["c0", "c1"]);
+}
