@@ -704,13 +704,22 @@ impl futures_util::Stream for Watched {
             if timer.deadline() >= due {
                 this.ended = true;
                 return Poll::Ready(Some(Err(StreamError::new(format!(
-                    "upstream sent nothing for {}s",
-                    this.idle.as_secs()
+                    "upstream sent nothing for {}",
+                    seconds_or_ms(this.idle)
                 )))));
             }
             timer.as_mut().reset(due);
         }
         Poll::Pending
+    }
+}
+
+/// `2s`, or `300 ms` for a time that is not whole seconds.
+fn seconds_or_ms(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{}s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 

@@ -53,6 +53,9 @@ pub enum Reply {
     Reset,
     /// Stream the first `n` events of the recording, then break the connection.
     Cut(usize),
+    /// Stream the first `n` events of the recording, then send nothing more, holding the
+    /// connection open.
+    Stall(usize),
     /// Stream the recording with this pause between events.
     Drip(Duration),
     /// Stream one event that never ends: `data: ` then this many MiB of `x`, no line end.
@@ -268,6 +271,15 @@ async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
                     Err(std::io::Error::other("cut"))
                 }),
             );
+            Response::builder()
+                .header("content-type", content_type(wire))
+                .body(Body::from_stream(body))
+                .unwrap()
+        }
+        Reply::Stall(n) => {
+            let events = recorded_events(wire, tools).into_iter().take(n);
+            let body = futures_util::stream::iter(events.map(Ok::<_, std::io::Error>))
+                .chain(futures_util::stream::pending());
             Response::builder()
                 .header("content-type", content_type(wire))
                 .body(Body::from_stream(body))

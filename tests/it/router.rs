@@ -330,6 +330,41 @@ async fn stream_that_dies_before_the_first_byte_is_retried() {
 }
 
 #[tokio::test]
+async fn an_upstream_silent_mid_stream_for_its_timeout_ends_the_stream_with_an_error() {
+    let mock = Mock::start().await;
+    let cfg = format!(
+        "{}{FAST_ROUTER}",
+        openai_provider("p", &mock, "keys = [\"k\"]\ntimeout_ms = 300")
+    );
+    mock.always(Reply::Stall(2));
+    let gw = Gateway::start(&cfg).await;
+    let mut body = hello("p/m");
+    body["stream"] = json!(true);
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &body).await;
+    assert_eq!(r.status(), 200);
+    let events = sse(r).await;
+    let took = started.elapsed();
+    let last: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
+    assert_eq!(last["error"]["code"], "stream_error", "{last}");
+    assert_eq!(
+        last["error"]["message"], "upstream sent nothing for 300 ms",
+        "{last}"
+    );
+    assert_eq!(
+        events.len(),
+        3,
+        "the two chunks sent, then the error: {events:?}"
+    );
+    assert!(events.iter().all(|e| e.data != "[DONE]"));
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "ended after {took:?}"
+    );
+    assert_eq!(mock.calls(), 1, "no retry after the first byte");
+}
+
+#[tokio::test]
 async fn keep_alive_comments_cover_a_silent_upstream() {
     let mock = Mock::start().await;
     let cfg = format!(
