@@ -331,13 +331,8 @@ async fn stream_that_dies_before_the_first_byte_is_retried() {
 
 #[tokio::test]
 async fn an_upstream_silent_mid_stream_for_its_timeout_ends_the_stream_with_an_error() {
-    let mock = Mock::start().await;
-    let cfg = format!(
-        "{}{FAST_ROUTER}",
-        openai_provider("p", &mock, "keys = [\"k\"]\ntimeout_ms = 300")
-    );
+    let (mock, gw) = single("keys = [\"k\"]\ntimeout_ms = 300").await;
     mock.always(Reply::Stall(2));
-    let gw = Gateway::start(&cfg).await;
     let mut body = hello("p/m");
     body["stream"] = json!(true);
     let started = std::time::Instant::now();
