@@ -97,24 +97,24 @@ struct AnthropicFrames {
 }
 
 impl super::Frames for AnthropicFrames {
-    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk, out: &mut Vec<u8>) {
         if self.id.is_empty() {
             self.id = chunk.id.clone();
             self.model = chunk.model.clone();
         }
-        self.enc.push(chunk).iter().map(frame).collect()
+        for ev in self.enc.push(chunk) {
+            out.extend_from_slice(&frame(&ev));
+        }
     }
 
-    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
         let body = json!({"type": "error", "error": {"type": "api_error", "message": message}});
-        vec![sse::frame(Some("error"), &body.to_string())]
+        out.extend_from_slice(&sse::frame(Some("error"), &body.to_string()));
     }
 
-    fn end(&mut self) -> Vec<Bytes> {
-        self.enc
-            .finish(&self.id, &self.model)
-            .iter()
-            .map(frame)
-            .collect()
+    fn end(&mut self, out: &mut Vec<u8>) {
+        for ev in self.enc.finish(&self.id, &self.model) {
+            out.extend_from_slice(&frame(&ev));
+        }
     }
 }

@@ -132,19 +132,23 @@ async fn generate_inner(
 
 /// Without `alt=sse` Gemini streams one JSON array of responses.
 fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
-    let events =
-        super::frames(s, guard, None, GeminiFrames::default()).filter_map(|b| async move {
-            let text = String::from_utf8_lossy(&b);
-            text.strip_prefix("data: ").map(|d| d.trim_end().to_owned())
-        });
+    let batches = super::frames(s, guard, None, GeminiFrames::default());
     let body = async_stream::stream! {
         let mut first = true;
-        let mut events = std::pin::pin!(events);
+        let mut batches = std::pin::pin!(batches);
         yield Ok::<_, std::io::Error>(Bytes::from_static(b"["));
-        while let Some(e) = events.next().await {
-            let sep = if first { "" } else { ",\r\n" };
-            first = false;
-            yield Ok(Bytes::from(format!("{sep}{e}")));
+        while let Some(b) = batches.next().await {
+            // A body frame holds whole events, each one `data:` line and a blank line.
+            let text = String::from_utf8_lossy(&b);
+            let mut out = String::new();
+            for e in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+                out.push_str(if first { "" } else { ",\r\n" });
+                first = false;
+                out.push_str(e.trim_end());
+            }
+            if !out.is_empty() {
+                yield Ok(Bytes::from(out));
+            }
         }
         yield Ok(Bytes::from_static(b"]"));
     };
@@ -160,21 +164,25 @@ fn json_array(s: ChatStream, guard: RequestGuard) -> Response {
 #[derive(Default)]
 struct GeminiFrames(StreamEncoder);
 
-fn data(ev: &crate::providers::gemini::wire::GenerateResponse) -> Bytes {
-    sse::json_frame(None, ev).unwrap_or_else(|_| sse::frame(None, ""))
+fn data(ev: &crate::providers::gemini::wire::GenerateResponse, out: &mut Vec<u8>) {
+    if sse::json_frame_into(out, None, ev).is_err() {
+        out.extend_from_slice(&sse::frame(None, ""));
+    }
 }
 
 impl super::Frames for GeminiFrames {
-    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
-        self.0.push(chunk).iter().map(data).collect()
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk, out: &mut Vec<u8>) {
+        for ev in self.0.push(chunk) {
+            data(&ev, out);
+        }
     }
 
-    fn failed(&mut self, message: &str) -> Vec<Bytes> {
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
         let body = error_body(StatusCode::BAD_GATEWAY, "stream_error", message);
-        vec![sse::frame(None, &body.to_string())]
+        out.extend_from_slice(&sse::frame(None, &body.to_string()));
     }
 
-    fn end(&mut self) -> Vec<Bytes> {
-        vec![data(&self.0.finish())]
+    fn end(&mut self, out: &mut Vec<u8>) {
+        data(&self.0.finish(), out);
     }
 }

@@ -415,27 +415,37 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     })
 }
 
-/// How an ingress frames a canonical chunk stream.
+/// How an ingress frames a canonical chunk stream: each method appends its frames (whole SSE
+/// events) to `out`, the body frame being gathered.
 pub(crate) trait Frames: Send + 'static {
     /// The frames for one chunk.
-    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<bytes::Bytes>;
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk, out: &mut Vec<u8>);
     /// The frames for a chunk as it is, without decoding or changing it (a chunk that kept the
-    /// upstream's JSON, see `chat::Chunk`); `None` to have it go through [`Frames::chunk`].
-    fn as_is(&mut self, _chunk: &crate::chat::Chunk) -> Option<Vec<bytes::Bytes>> {
-        None
+    /// upstream's JSON, see `chat::Chunk`); `false`, with nothing appended, to have it go through
+    /// [`Frames::chunk`].
+    fn as_is(&mut self, _chunk: &crate::chat::Chunk, _out: &mut Vec<u8>) -> bool {
+        false
     }
     /// The frames that end a stream the upstream broke after its first byte.
-    fn failed(&mut self, message: &str) -> Vec<bytes::Bytes>;
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>);
     /// The frames that end a complete stream (after the MCP trailer).
-    fn end(&mut self) -> Vec<bytes::Bytes>;
+    fn end(&mut self, out: &mut Vec<u8>);
     /// Work `end` started that must be done before its frames go out (a stored response).
     fn written(&mut self) -> Option<futures_util::future::BoxFuture<'static, ()>> {
         None
     }
 }
 
+/// The most bytes of frames gathered into one body frame before it is sent.
+const FRAME_BATCH: usize = 16 * 1024;
+
 /// A chunk stream as an ingress's frames, followed by the request guard to its last byte: each
 /// chunk counted, a mid-stream failure logged and recorded, the MCP trailer before the end.
+///
+/// The chunks that are ready together go out as one body frame (up to [`FRAME_BATCH`] bytes):
+/// hyper would write them in one system call all the same, but each frame of the body costs its
+/// own pass through the SSE layer and hyper's chunked encoder. A chunk that comes alone still goes
+/// out at once: gathering only takes what the stream has ready, never waits for more.
 pub(crate) fn frames<F: Frames>(
     stream: crate::chat::ChatStream,
     guard: RequestGuard,
@@ -443,42 +453,57 @@ pub(crate) fn frames<F: Frames>(
     mut enc: F,
 ) -> impl futures_util::Stream<Item = bytes::Bytes> + Send + 'static {
     use futures_util::StreamExt;
+    use std::task::Poll;
     let mut stream = crate::telemetry::otel::in_span(stream, guard.span());
     async_stream::stream! {
         let mut guard = guard;
-        while let Some(item) = stream.next().await {
-            let frames = item.and_then(|chunk| {
-                guard.chunk(&chunk);
-                match enc.as_is(&chunk) {
-                    Some(frames) => Ok(frames),
-                    None => chunk.into_chunk().map(|c| enc.chunk(c)),
-                }
-            });
-            match frames {
-                Ok(frames) => {
-                    for f in frames {
-                        yield f;
+        let mut out = Vec::new();
+        'stream: while let Some(mut item) = stream.next().await {
+            loop {
+                let written = item.and_then(|chunk| {
+                    guard.chunk(&chunk);
+                    if enc.as_is(&chunk, &mut out) {
+                        Ok(())
+                    } else {
+                        chunk.into_chunk().map(|c| enc.chunk(c, &mut out))
                     }
-                }
-                Err(e) => {
+                });
+                if let Err(e) = written {
                     tracing::warn!(error = %e, "upstream stream failed after the first byte");
                     guard.stream_failed(&e.message);
-                    for f in enc.failed(&e.message) {
-                        yield f;
-                    }
+                    enc.failed(&e.message, &mut out);
+                    yield bytes::Bytes::from(out);
                     return;
                 }
+                if out.len() >= FRAME_BATCH {
+                    break;
+                }
+                // A poll that finds nothing ready leaves this task's waker with the stream, as
+                // the loop's next `next()` would.
+                match std::future::poll_fn(|cx| Poll::Ready(stream.poll_next_unpin(cx))).await {
+                    Poll::Ready(Some(next)) => item = next,
+                    Poll::Ready(None) => break 'stream,
+                    Poll::Pending => break,
+                }
+            }
+            if !out.is_empty() {
+                yield bytes::Bytes::from(std::mem::take(&mut out));
             }
         }
         if let Some(r) = &mcp {
-            yield mcp_trailer(r);
+            out.extend_from_slice(&mcp_trailer(r));
         }
-        let last = enc.end();
+        let mut last = Vec::new();
+        enc.end(&mut last);
         if let Some(write) = enc.written() {
+            if !out.is_empty() {
+                yield bytes::Bytes::from(std::mem::take(&mut out));
+            }
             write.await;
         }
-        for f in last {
-            yield f;
+        out.extend_from_slice(&last);
+        if !out.is_empty() {
+            yield bytes::Bytes::from(out);
         }
     }
 }
@@ -809,5 +834,106 @@ mod gateway_tests {
             .unwrap();
         let v = json_of(gw.answer(post).await).await;
         assert_eq!(v["type"], "error", "Anthropic's shape: {v}");
+    }
+}
+
+#[cfg(test)]
+mod frames_tests {
+    use super::*;
+    use crate::chat::{ChatChunk, ChatStream, Delta, StreamError, StreamItem};
+    use futures_util::StreamExt;
+    use tokio::sync::mpsc;
+
+    /// Each chunk's text as one line; the end and a failure as lines of their own.
+    struct Lines;
+
+    impl Frames for Lines {
+        fn chunk(&mut self, chunk: ChatChunk, out: &mut Vec<u8>) {
+            let text = chunk.choices[0].delta.content.clone().unwrap_or_default();
+            out.extend_from_slice(format!("{text}\n").as_bytes());
+        }
+        fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+            out.extend_from_slice(format!("failed: {message}\n").as_bytes());
+        }
+        fn end(&mut self, out: &mut Vec<u8>) {
+            out.extend_from_slice(b"end\n");
+        }
+    }
+
+    fn text(t: &str) -> StreamItem {
+        let delta = Delta {
+            content: Some(t.to_owned()),
+            ..Delta::default()
+        };
+        Ok(Box::new(ChatChunk::of("c", 1, "m", delta, None).into()))
+    }
+
+    /// A chunk stream fed by hand, and the body frames `frames` makes of it.
+    async fn fed() -> (
+        mpsc::UnboundedSender<StreamItem>,
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = bytes::Bytes> + Send>>,
+        tempfile::TempDir,
+    ) {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut cfg = crate::config::Config::parse("", &|_| None).expect("config");
+        cfg.cache.enabled = false;
+        cfg.server.data_dir = dir.path().to_owned();
+        let state = AppState::new(cfg).await.expect("state");
+        let headers = HeaderMap::new();
+        let guard = RequestGuard::new(&state, "chat", &context(&state, &headers), &headers);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let chunks: ChatStream =
+            Box::pin(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        (tx, Box::pin(frames(chunks, guard, None, Lines)), dir)
+    }
+
+    #[tokio::test]
+    async fn chunks_ready_together_go_out_as_one_frame_and_a_lone_one_at_once() {
+        let (tx, mut body, _dir) = fed().await;
+        tx.send(text("a")).expect("send");
+        // Alone: out at once, without waiting for the next chunk.
+        assert_eq!(body.next().await.expect("frame"), "a\n");
+        assert!(futures_util::poll!(body.next()).is_pending());
+        tx.send(text("b")).expect("send");
+        tx.send(text("c")).expect("send");
+        drop(tx);
+        // Ready together, with the stream's end: one frame.
+        assert_eq!(body.next().await.expect("frame"), "b\nc\nend\n");
+        assert!(body.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_frame_gathers_at_most_the_batch_then_the_rest_follows() {
+        let (tx, mut body, _dir) = fed().await;
+        let line = "x".repeat(999);
+        let n = 3 * FRAME_BATCH / 1000;
+        for _ in 0..n {
+            tx.send(text(&line)).expect("send");
+        }
+        drop(tx);
+        let mut frames = Vec::new();
+        while let Some(f) = body.next().await {
+            frames.push(f);
+        }
+        // Each frame stops at the first chunk that takes it to the batch's size.
+        assert!(frames.len() >= 3, "{} frames", frames.len());
+        assert!(frames.iter().all(|f| f.len() < FRAME_BATCH + 1000));
+        let all: Vec<u8> = frames.concat();
+        let expect = format!("{}end\n", format!("{line}\n").repeat(n));
+        assert_eq!(String::from_utf8(all).expect("utf-8"), expect);
+    }
+
+    #[tokio::test]
+    async fn a_failure_after_ready_chunks_ends_their_frame() {
+        let (tx, mut body, _dir) = fed().await;
+        tx.send(text("a")).expect("send");
+        tx.send(Err(StreamError::new("upstream went away")))
+            .expect("send");
+        tx.send(text("never")).expect("send");
+        assert_eq!(
+            body.next().await.expect("frame"),
+            "a\nfailed: upstream went away\n"
+        );
+        assert!(body.next().await.is_none());
     }
 }

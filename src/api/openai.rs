@@ -5,7 +5,6 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{Dialect, RequestGuard, context, error_response, read_json, set_headers, sse};
@@ -95,34 +94,37 @@ struct OpenAiFrames {
 }
 
 impl super::Frames for OpenAiFrames {
-    fn chunk(&mut self, mut chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+    fn chunk(&mut self, mut chunk: crate::chat::ChatChunk, out: &mut Vec<u8>) {
         if !self.wants_usage {
             if chunk.choices.is_empty() {
-                return Vec::new();
+                return;
             }
             chunk.usage = None;
         }
-        vec![
-            sse::json_frame(None, &chunk)
-                .unwrap_or_else(|e| sse::frame(None, &stream_error(&e.to_string()))),
-        ]
-    }
-
-    fn as_is(&mut self, chunk: &crate::chat::Chunk) -> Option<Vec<Bytes>> {
-        if !self.wants_usage && chunk.choices.is_empty() {
-            return Some(Vec::new());
+        if let Err(e) = sse::json_frame_into(out, None, &chunk) {
+            out.extend_from_slice(&sse::frame(None, &stream_error(&e.to_string())));
         }
-        chunk
-            .json(self.wants_usage)
-            .map(|json| vec![sse::json_line(json)])
     }
 
-    fn failed(&mut self, message: &str) -> Vec<Bytes> {
-        vec![sse::frame(None, &stream_error(message))]
+    fn as_is(&mut self, chunk: &crate::chat::Chunk, out: &mut Vec<u8>) -> bool {
+        if !self.wants_usage && chunk.choices.is_empty() {
+            return true;
+        }
+        match chunk.json(self.wants_usage) {
+            Some(json) => {
+                sse::json_line_into(out, json);
+                true
+            }
+            None => false,
+        }
     }
 
-    fn end(&mut self) -> Vec<Bytes> {
-        vec![sse::frame(None, "[DONE]")]
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+        out.extend_from_slice(&sse::frame(None, &stream_error(message)));
+    }
+
+    fn end(&mut self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&sse::frame(None, "[DONE]"));
     }
 }
 

@@ -200,27 +200,29 @@ struct ResponsesFrames {
 }
 
 impl super::Frames for ResponsesFrames {
-    fn chunk(&mut self, chunk: crate::chat::ChatChunk) -> Vec<Bytes> {
+    fn chunk(&mut self, chunk: crate::chat::ChatChunk, out: &mut Vec<u8>) {
         if self.model.is_empty() {
             self.model = chunk.model.clone();
         }
-        self.enc.push(chunk).iter().map(frame).collect()
+        for ev in self.enc.push(chunk) {
+            out.extend_from_slice(&frame(&ev));
+        }
     }
 
-    fn failed(&mut self, message: &str) -> Vec<Bytes> {
-        self.enc
-            .fail(&self.model, message)
-            .iter()
-            .map(frame)
-            .collect()
+    fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
+        for ev in self.enc.fail(&self.model, message) {
+            out.extend_from_slice(&frame(&ev));
+        }
     }
 
-    fn end(&mut self) -> Vec<Bytes> {
+    fn end(&mut self, out: &mut Vec<u8>) {
         let (events, response) = self.enc.finish(&self.model);
         if let Some(k) = self.keep.take() {
             self.write = Some(k.save(self.echo.id(), Some(self.enc.assistant_turn()), response));
         }
-        events.iter().map(frame).collect()
+        for ev in &events {
+            out.extend_from_slice(&frame(ev));
+        }
     }
 
     fn written(&mut self) -> Option<futures_util::future::BoxFuture<'static, ()>> {

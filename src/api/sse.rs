@@ -18,34 +18,37 @@ pub fn frame(event: Option<&str>, data: &str) -> Bytes {
     Bytes::from(sse)
 }
 
-/// One SSE message whose data is one line of JSON, as it is, given in parts (a chunk's upstream
-/// JSON; see `chat::Chunk::json`). Same bytes as `frame(None, <the parts joined>)`.
-pub fn json_line(parts: [&[u8]; 2]) -> Bytes {
-    let mut buf = Vec::with_capacity(parts[0].len() + parts[1].len() + 8);
-    buf.extend_from_slice(b"data: ");
-    buf.extend_from_slice(parts[0]);
-    buf.extend_from_slice(parts[1]);
-    buf.extend_from_slice(b"\n\n");
-    Bytes::from(buf)
+/// Appends one SSE message whose data is one line of JSON, as it is, given in parts (a chunk's
+/// upstream JSON; see `chat::Chunk::json`). Same bytes as `frame(None, <the parts joined>)`.
+pub fn json_line_into(out: &mut Vec<u8>, parts: [&[u8]; 2]) {
+    out.reserve(parts[0].len() + parts[1].len() + 8);
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(parts[0]);
+    out.extend_from_slice(parts[1]);
+    out.extend_from_slice(b"\n\n");
 }
 
-/// One SSE message whose data is `value` as JSON, written straight into the frame (JSON from
+/// Appends one SSE message whose data is `value` as JSON, written straight into `out` (JSON from
 /// serde_json holds no raw line break, so it is one `data:` line). Same bytes as
-/// `frame(event, &serde_json::to_string(value)?)`, one buffer instead of three.
-pub fn json_frame<T: serde::Serialize + ?Sized>(
+/// `frame(event, &serde_json::to_string(value)?)`. On an error `out` is left as it was.
+pub fn json_frame_into<T: serde::Serialize + ?Sized>(
+    out: &mut Vec<u8>,
     event: Option<&str>,
     value: &T,
-) -> Result<Bytes, serde_json::Error> {
-    let mut buf = Vec::with_capacity(512);
+) -> Result<(), serde_json::Error> {
+    let start = out.len();
     if let Some(e) = event {
-        buf.extend_from_slice(b"event: ");
-        buf.extend_from_slice(e.as_bytes());
-        buf.push(b'\n');
+        out.extend_from_slice(b"event: ");
+        out.extend_from_slice(e.as_bytes());
+        out.push(b'\n');
     }
-    buf.extend_from_slice(b"data: ");
-    serde_json::to_writer(&mut buf, value)?;
-    buf.extend_from_slice(b"\n\n");
-    Ok(Bytes::from(buf))
+    out.extend_from_slice(b"data: ");
+    if let Err(e) = serde_json::to_writer(&mut *out, value) {
+        out.truncate(start);
+        return Err(e);
+    }
+    out.extend_from_slice(b"\n\n");
+    Ok(())
 }
 
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
@@ -159,11 +162,24 @@ mod tests {
     fn a_json_frame_is_the_frame_of_the_json_text() {
         let v = serde_json::json!({"a": "line\nbreak", "b": [1, 2], "c": "quote\" and é"});
         let text = serde_json::to_string(&v).expect("encode");
-        assert_eq!(json_frame(None, &v).expect("frame"), frame(None, &text));
+        let json_frame = |event| {
+            let mut out = b"before".to_vec();
+            json_frame_into(&mut out, event, &v).expect("frame");
+            out.split_off(6)
+        };
+        assert_eq!(json_frame(None), frame(None, &text));
         assert_eq!(
-            json_frame(Some("message_start"), &v).expect("frame"),
+            json_frame(Some("message_start")),
             frame(Some("message_start"), &text)
         );
+        let mut out = b"before".to_vec();
+        json_line_into(&mut out, [b"{\"a\":1", b"}"]);
+        assert_eq!(out, b"beforedata: {\"a\":1}\n\n");
+        // A value serde_json cannot write (a key that is not a string) leaves nothing behind.
+        let bad = std::collections::BTreeMap::from([(vec![1u8], 1)]);
+        let mut out = b"before".to_vec();
+        assert!(json_frame_into(&mut out, Some("x"), &bad).is_err());
+        assert_eq!(out, b"before");
         assert_eq!(
             frame(Some("x"), "{}"),
             Bytes::from_static(b"event: x\ndata: {}\n\n")
