@@ -147,6 +147,69 @@ impl Totals {
     }
 }
 
+/// A first round's own finish and usage chunks, which the relay leaves out, held to close the
+/// stream with if the answer ends in that round: the client then gets what the upstream sent,
+/// as it sent it (an OpenAI chunk as its JSON), instead of closing chunks written anew from the
+/// loop's totals. Dropped (`None`) as soon as the round has something those chunks would not say
+/// the same way: a finish or usage on a chunk that is sent (edited), a second finish or usage, a
+/// chunk with another id, time or model, a finish that repeats the role.
+#[derive(Default)]
+struct UpstreamEnd {
+    finish: Option<Box<crate::chat::Chunk>>,
+    usage: Option<Box<crate::chat::Chunk>>,
+}
+
+impl UpstreamEnd {
+    /// Takes a chunk the relay left out whole.
+    fn left_out(
+        mut self,
+        chunk: Box<crate::chat::Chunk>,
+        head: Option<&(String, u64, String)>,
+    ) -> Option<Self> {
+        let same_head = head.is_some_and(|(id, created, model)| {
+            chunk.id == *id && chunk.created == *created && chunk.model == *model
+        });
+        let finish = chunk.choices.iter().any(|c| c.finish_reason.is_some());
+        match (chunk.choices.len(), chunk.usage.is_some(), finish) {
+            // Nothing the client is sent: no choice and no usage, or deltas with nothing new.
+            (0, false, _) | (_, false, false) => Some(self),
+            (0, true, _) if same_head && self.usage.is_none() => {
+                self.usage = Some(chunk);
+                Some(self)
+            }
+            (1, false, true)
+                if same_head && self.finish.is_none() && chunk.choices[0].delta.role.is_none() =>
+            {
+                self.finish = Some(chunk);
+                Some(self)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether a chunk about to be edited (and sent) carries what the held chunks would have to
+    /// say: usage, or choice 0's finish reason, which the edit takes out.
+    fn spoiled_by_edit(chunk: &crate::chat::Chunk) -> bool {
+        chunk.usage.is_some()
+            || chunk
+                .choices
+                .iter()
+                .any(|c| c.index == 0 && c.finish_reason.is_some())
+    }
+
+    /// The chunks that close the stream, if the round answered and they say all the closing
+    /// chunks would: a finish, and usage exactly when the round had usage.
+    #[allow(clippy::type_complexity)]
+    fn closing(
+        self,
+        answered: bool,
+        had_usage: bool,
+    ) -> Option<(Box<crate::chat::Chunk>, Option<Box<crate::chat::Chunk>>)> {
+        let finish = self.finish.filter(|_| answered)?;
+        (self.usage.is_some() == had_usage).then_some((finish, self.usage))
+    }
+}
+
 impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
     /// Runs the request through the loop, streamed or not as the client asked.
     pub async fn run(
@@ -304,6 +367,10 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
             loop {
                 let mut acc = StreamCollector::default();
                 relayer.round();
+                // The first round's own finish and usage chunks, held: if the answer ends in
+                // that round, they go out as they came (usage details included) instead of
+                // closing chunks written anew.
+                let mut held = (rounds == 0).then(UpstreamEnd::default);
                 while let Some(item) = upstream.next().await {
                     let mut chunk = match item {
                         Ok(c) => c,
@@ -316,20 +383,30 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                     acc.push(&chunk);
                     totals.add(chunk.usage.as_ref());
                     // Most chunks pass as they are (an OpenAI chunk as its JSON), or not at all.
-                    let send = match relayer.relay(&chunk) {
-                        Relay::AsIs => true,
-                        Relay::Drop => false,
-                        Relay::Edit => match chunk.make_mut() {
-                            Ok(c) => relayer.edit(c, |name| self.plan.is_gateway(name)),
-                            Err(e) => {
-                                self.hub.metrics_loop("error");
-                                yield Err(e);
-                                return;
+                    match relayer.relay(&chunk) {
+                        Relay::AsIs => yield Ok(chunk),
+                        Relay::Drop => {
+                            if let Some(h) = held.take() {
+                                held = h.left_out(chunk, relayer.head.as_ref());
                             }
-                        },
-                    };
-                    if send {
-                        yield Ok(chunk);
+                        }
+                        Relay::Edit => {
+                            if UpstreamEnd::spoiled_by_edit(&chunk) {
+                                held = None;
+                            }
+                            match chunk.make_mut() {
+                                Ok(c) => {
+                                    if relayer.edit(c, |name| self.plan.is_gateway(name)) {
+                                        yield Ok(chunk);
+                                    }
+                                }
+                                Err(e) => {
+                                    self.hub.metrics_loop("error");
+                                    yield Err(e);
+                                    return;
+                                }
+                            }
+                        }
                     }
                 }
                 let round = acc.finish();
@@ -380,8 +457,18 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 };
                 if let Some((how, reason)) = end {
                     self.hub.metrics_loop(how);
-                    for c in closing(reason, totals.usage()) {
-                        yield Ok(Box::new(c.into()));
+                    match held.and_then(|h| h.closing(how == "answered", totals.seen)) {
+                        Some((finish, usage)) => {
+                            yield Ok(finish);
+                            if let Some(u) = usage {
+                                yield Ok(u);
+                            }
+                        }
+                        None => {
+                            for c in closing(reason, totals.usage()) {
+                                yield Ok(Box::new(c.into()));
+                            }
+                        }
                     }
                     return;
                 }
@@ -660,6 +747,87 @@ mod tests {
             tool_call_id: Some(id.into()),
             extra: Extra::new(),
         }
+    }
+
+    fn chunk(id: &str, delta: Delta, finish: Option<&str>) -> Box<crate::chat::Chunk> {
+        Box::new(ChatChunk::of(id, 1, "m", delta, finish.map(str::to_owned)).into())
+    }
+
+    fn usage_chunk(id: &str) -> Box<crate::chat::Chunk> {
+        let mut c = ChatChunk::of(id, 1, "m", Delta::default(), None);
+        c.choices.clear();
+        c.usage = Some(Usage::new(3, 4));
+        Box::new(c.into())
+    }
+
+    #[test]
+    fn the_upstreams_own_end_closes_the_stream_only_when_it_says_all_the_closing_would() {
+        let head = ("a".to_owned(), 1, "m".to_owned());
+        let head = Some(&head);
+        let finish = || chunk("a", Delta::default(), Some("stop"));
+        let ended = |chunks: Vec<Box<crate::chat::Chunk>>| {
+            chunks
+                .into_iter()
+                .try_fold(UpstreamEnd::default(), |h, c| h.left_out(c, head))
+        };
+        // The finish and the usage, in either order, and chunks that say nothing in between.
+        let empty = || chunk("a", Delta::default(), None);
+        let both = ended(vec![finish(), empty(), usage_chunk("a")]).expect("held");
+        let (f, u) = both.closing(true, true).expect("passed");
+        assert_eq!(f.choices[0].finish_reason.as_deref(), Some("stop"));
+        assert_eq!(u.and_then(|u| u.usage.clone()), Some(Usage::new(3, 4)));
+        let both = ended(vec![usage_chunk("a"), finish()]).expect("held");
+        assert!(both.closing(true, true).is_some());
+        // Without usage in the round, the finish alone.
+        let (_, u) = ended(vec![finish()])
+            .expect("held")
+            .closing(true, false)
+            .expect("passed");
+        assert!(u.is_none());
+        // Not when the round did not answer, nor when usage came that is not held, nor without
+        // a finish.
+        assert!(
+            ended(vec![finish()])
+                .expect("held")
+                .closing(false, false)
+                .is_none()
+        );
+        assert!(
+            ended(vec![finish()])
+                .expect("held")
+                .closing(true, true)
+                .is_none()
+        );
+        assert!(
+            ended(vec![usage_chunk("a")])
+                .expect("held")
+                .closing(true, true)
+                .is_none()
+        );
+        // Given up on: a second finish or usage, another id, a finish that repeats the role.
+        assert!(ended(vec![finish(), finish()]).is_none());
+        assert!(ended(vec![usage_chunk("a"), usage_chunk("a")]).is_none());
+        assert!(ended(vec![chunk("b", Delta::default(), Some("stop"))]).is_none());
+        assert!(ended(vec![usage_chunk("b")]).is_none());
+        let role = Delta {
+            role: Some("assistant".into()),
+            ..Delta::default()
+        };
+        assert!(ended(vec![chunk("a", role, Some("stop"))]).is_none());
+        // A sent chunk that carries the finish or usage (the edit takes them out).
+        let text = || Delta {
+            content: Some("hi".into()),
+            ..Delta::default()
+        };
+        assert!(UpstreamEnd::spoiled_by_edit(&chunk(
+            "a",
+            text(),
+            Some("stop")
+        )));
+        let mut with_usage = chunk("a", text(), None);
+        with_usage.make_mut().expect("chunk").usage = Some(Usage::new(1, 1));
+        assert!(UpstreamEnd::spoiled_by_edit(&with_usage));
+        assert!(!UpstreamEnd::spoiled_by_edit(&chunk("a", text(), None)));
     }
 
     #[test]

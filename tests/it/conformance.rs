@@ -646,7 +646,7 @@ async fn a_malformed_openai_answer_is_a_502_through_every_ingress() {
 
 /// A stream as OpenAI's API writes it (usage asked for): every chunk with `"usage": null` last
 /// but the first, where a member follows it, and members the gateway does not model.
-const OPENAI_STREAM: [&str; 5] = [
+pub const OPENAI_STREAM: [&str; 5] = [
     r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}"#,
     r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"Hel"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
     r#"{"id":"chatcmpl-s1","object":"chat.completion.chunk","created":1741569952,"model":"gpt-4.1","service_tier":"default","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"content":"lo"},"logprobs":null,"finish_reason":null}],"usage":null}"#,
@@ -655,7 +655,7 @@ const OPENAI_STREAM: [&str; 5] = [
 ];
 
 /// An upstream answering every chat completion with [`OPENAI_STREAM`]; its base URL.
-async fn fixed_stream() -> String {
+pub async fn fixed_stream() -> String {
     let body: String = OPENAI_STREAM
         .iter()
         .map(|d| format!("data: {d}\n\n"))

@@ -164,6 +164,51 @@ async fn an_answer_without_tool_calls_comes_back_as_the_model_gave_it() {
     }
 }
 
+/// A streamed answer without tool calls, with the gateway's tools offered, reaches the client as
+/// the model streamed it: OpenAI's chunks byte for byte, its finish and usage chunks included, and
+/// from any provider the usage with its details (the loop used to close every stream with chunks
+/// of its own, written from its totals: no usage details, none of the upstream's other members).
+#[tokio::test]
+async fn a_streamed_answer_without_tool_calls_comes_back_as_the_model_streamed_it() {
+    use crate::conformance::{OPENAI_STREAM, fixed_stream};
+    let url = fixed_stream().await;
+    for kind in ["openai", "openai-compatible"] {
+        let gw = Gateway::start(&format!(
+            "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{}",
+            stdio_server("calc", "mcp-calculator", &[])
+        ))
+        .await;
+        ready_servers(&gw, 1).await;
+        let mut body = chat_body(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let r = post_with(&gw, "/v1/chat/completions", &body, &[]).await;
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        // Through the loop: its trailer reports no call.
+        assert!(
+            text.contains(": x-switchyard-mcp-tool-calls=0 x-switchyard-mcp-iterations=0"),
+            "{text}"
+        );
+        let data: Vec<&str> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .collect();
+        if kind == "openai" {
+            let mut want = OPENAI_STREAM.to_vec();
+            want.push("[DONE]");
+            assert_eq!(data, want);
+        }
+        let n = data.len();
+        assert_eq!(data[n - 1], "[DONE]", "{kind}");
+        let usage: Value = serde_json::from_str(data[n - 2]).unwrap();
+        let sent: Value = serde_json::from_str(OPENAI_STREAM[4]).unwrap();
+        assert_eq!(usage["usage"], sent["usage"], "{kind}: {text}");
+        let finish: Value = serde_json::from_str(data[n - 3]).unwrap();
+        assert_eq!(finish["choices"][0]["finish_reason"], "stop", "{kind}");
+        assert_eq!(finish["system_fingerprint"], "fp_1", "{kind}: {text}");
+    }
+}
+
 #[tokio::test]
 async fn loop_runs_a_stdio_tool_and_answers() {
     // OpenAI's own API (whose answers travel undecoded until a tool call needs them) and any
