@@ -155,17 +155,16 @@ impl Totals {
 /// chunk with another id, time or model, a finish that repeats the role.
 #[derive(Default)]
 struct UpstreamEnd {
-    finish: Option<Box<crate::chat::Chunk>>,
-    usage: Option<Box<crate::chat::Chunk>>,
+    finish: Option<ChunkBox>,
+    usage: Option<ChunkBox>,
 }
+
+/// A chunk as a stream carries it.
+type ChunkBox = Box<crate::chat::Chunk>;
 
 impl UpstreamEnd {
     /// Takes a chunk the relay left out whole.
-    fn left_out(
-        mut self,
-        chunk: Box<crate::chat::Chunk>,
-        head: Option<&(String, u64, String)>,
-    ) -> Option<Self> {
+    fn left_out(mut self, chunk: ChunkBox, head: Option<&(String, u64, String)>) -> Option<Self> {
         let same_head = head.is_some_and(|(id, created, model)| {
             chunk.id == *id && chunk.created == *created && chunk.model == *model
         });
@@ -199,12 +198,7 @@ impl UpstreamEnd {
 
     /// The chunks that close the stream, if the round answered and they say all the closing
     /// chunks would: a finish, and usage exactly when the round had usage.
-    #[allow(clippy::type_complexity)]
-    fn closing(
-        self,
-        answered: bool,
-        had_usage: bool,
-    ) -> Option<(Box<crate::chat::Chunk>, Option<Box<crate::chat::Chunk>>)> {
+    fn closing(self, answered: bool, had_usage: bool) -> Option<(ChunkBox, Option<ChunkBox>)> {
         let finish = self.finish.filter(|_| answered)?;
         (self.usage.is_some() == had_usage).then_some((finish, self.usage))
     }
