@@ -23,7 +23,7 @@ use super::relay::{Relay, Relayer};
 use super::{McpHub, McpOptions, McpReport, Mode};
 use crate::chat::{
     ChatChunk, ChatRequest, ChatStream, ChunkChoice, Delta, Extra, Message, Role, StreamCollector,
-    StreamError, StreamOptions, ToolCall, Usage,
+    StreamError, StreamOptions, TokenDetails, ToolCall, Usage,
 };
 use crate::request::{ChatBackend, ChatBody, ChatOutcome, RequestContext};
 use crate::router::RouterError;
@@ -126,25 +126,63 @@ pub struct ToolLoop<B> {
     pub plan: Plan,
 }
 
+/// What every round of a loop used, summed, and its upstream attempts.
 #[derive(Default)]
 struct Totals {
-    prompt: u64,
-    completion: u64,
-    seen: bool,
+    /// The rounds' usage: token counts and their details (cached, reasoning, audio and
+    /// prediction tokens) summed; `None` until a round reports usage.
+    usage: Option<Usage>,
     attempts: u32,
 }
 
 impl Totals {
     fn add(&mut self, u: Option<&Usage>) {
-        if let Some(u) = u {
-            self.prompt = self.prompt.saturating_add(u.prompt_tokens);
-            self.completion = self.completion.saturating_add(u.completion_tokens);
-            self.seen = true;
-        }
+        let Some(u) = u else { return };
+        let sum = self.usage.get_or_insert_with(Usage::default);
+        sum.prompt_tokens = sum.prompt_tokens.saturating_add(u.prompt_tokens);
+        sum.completion_tokens = sum.completion_tokens.saturating_add(u.completion_tokens);
+        sum.total_tokens = sum.total_tokens.saturating_add(u.total_tokens);
+        add_details(
+            &mut sum.prompt_tokens_details,
+            u.prompt_tokens_details.as_deref(),
+        );
+        add_details(
+            &mut sum.completion_tokens_details,
+            u.completion_tokens_details.as_deref(),
+        );
     }
+
+    fn seen(&self) -> bool {
+        self.usage.is_some()
+    }
+
     fn usage(&self) -> Option<Usage> {
-        self.seen.then(|| Usage::new(self.prompt, self.completion))
+        self.usage.clone()
     }
+}
+
+/// Adds one round's detail counts to the sum: a kind any round reported is in the sum (members
+/// the gateway does not model, a vendor's own counts, are not summed).
+fn add_details(sum: &mut Option<Box<TokenDetails>>, round: Option<&TokenDetails>) {
+    let Some(r) = round else { return };
+    let s = sum.get_or_insert_with(Box::default);
+    let add = |a: &mut Option<u64>, b: Option<u64>| {
+        if let Some(b) = b {
+            *a = Some(a.unwrap_or(0).saturating_add(b));
+        }
+    };
+    add(&mut s.cached_tokens, r.cached_tokens);
+    add(&mut s.cache_write_tokens, r.cache_write_tokens);
+    add(&mut s.reasoning_tokens, r.reasoning_tokens);
+    add(&mut s.audio_tokens, r.audio_tokens);
+    add(
+        &mut s.accepted_prediction_tokens,
+        r.accepted_prediction_tokens,
+    );
+    add(
+        &mut s.rejected_prediction_tokens,
+        r.rejected_prediction_tokens,
+    );
 }
 
 /// A first round's own finish and usage chunks, which the relay leaves out, held to close the
@@ -451,7 +489,7 @@ impl<B: ChatBackend<Error = RouterError> + 'static> ToolLoop<B> {
                 };
                 if let Some((how, reason)) = end {
                     self.hub.metrics_loop(how);
-                    match held.and_then(|h| h.closing(how == "answered", totals.seen)) {
+                    match held.and_then(|h| h.closing(how == "answered", totals.seen())) {
                         Some((finish, usage)) => {
                             yield Ok(finish);
                             if let Some(u) = usage {
@@ -822,6 +860,46 @@ mod tests {
         with_usage.make_mut().expect("chunk").usage = Some(Usage::new(1, 1));
         assert!(UpstreamEnd::spoiled_by_edit(&with_usage));
         assert!(!UpstreamEnd::spoiled_by_edit(&chunk("a", text(), None)));
+    }
+
+    #[test]
+    fn the_rounds_usage_is_summed_with_its_details() {
+        let mut totals = Totals::default();
+        assert!(!totals.seen());
+        let mut first = Usage::new(100, 10);
+        first.prompt_tokens_details = Some(Box::new(TokenDetails {
+            cached_tokens: Some(0),
+            audio_tokens: Some(1),
+            ..TokenDetails::default()
+        }));
+        first.completion_tokens_details = Some(Box::new(TokenDetails {
+            reasoning_tokens: Some(4),
+            ..TokenDetails::default()
+        }));
+        let mut second = Usage::new(130, 20);
+        second.prompt_tokens_details = Some(Box::new(TokenDetails {
+            cached_tokens: Some(96),
+            cache_write_tokens: Some(30),
+            ..TokenDetails::default()
+        }));
+        totals.add(Some(&first));
+        totals.add(None);
+        totals.add(Some(&second));
+        let sum = totals.usage().expect("usage");
+        assert_eq!(
+            (sum.prompt_tokens, sum.completion_tokens, sum.total_tokens),
+            (230, 30, 260)
+        );
+        assert_eq!(sum.cached_tokens(), 96);
+        assert_eq!(sum.cache_write_tokens(), 30);
+        assert_eq!(sum.reasoning_tokens(), 4);
+        let prompt = sum.prompt_tokens_details.as_deref().expect("details");
+        assert_eq!(prompt.audio_tokens, Some(1));
+        assert_eq!(prompt.reasoning_tokens, None);
+        // Rounds without details give none.
+        let mut plain = Totals::default();
+        plain.add(Some(&Usage::new(1, 2)));
+        assert_eq!(plain.usage(), Some(Usage::new(1, 2)));
     }
 
     #[test]
