@@ -136,6 +136,17 @@ async fn post_with(
     rb.send().await.unwrap()
 }
 
+/// A gateway with one provider of `kind` at `url` and the calculator MCP server, ready.
+async fn with_calculator(kind: &str, url: &str) -> Gateway {
+    let gw = Gateway::start(&format!(
+        "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{}",
+        stdio_server("calc", "mcp-calculator", &[])
+    ))
+    .await;
+    ready_servers(&gw, 1).await;
+    gw
+}
+
 /// With tools offered but none called, the model's answer comes back as it gave it: from
 /// OpenAI's API byte for byte, and from any provider with its usage details (the loop used to
 /// rebuild the usage from its own totals, without them).
@@ -144,12 +155,7 @@ async fn an_answer_without_tool_calls_comes_back_as_the_model_gave_it() {
     use crate::conformance::{OPENAI_ANSWER, fixed_answer};
     let url = fixed_answer(OPENAI_ANSWER).await;
     for kind in ["openai", "openai-compatible"] {
-        let gw = Gateway::start(&format!(
-            "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{}",
-            stdio_server("calc", "mcp-calculator", &[])
-        ))
-        .await;
-        ready_servers(&gw, 1).await;
+        let gw = with_calculator(kind, &url).await;
         let r = post_with(&gw, "/v1/chat/completions", &chat_body(false), &[]).await;
         assert_eq!(r.status(), 200);
         assert_eq!(header(r.headers(), "x-switchyard-mcp-tool-calls"), "0");
@@ -173,12 +179,7 @@ async fn a_streamed_answer_without_tool_calls_comes_back_as_the_model_streamed_i
     use crate::conformance::{OPENAI_STREAM, fixed_stream};
     let url = fixed_stream().await;
     for kind in ["openai", "openai-compatible"] {
-        let gw = Gateway::start(&format!(
-            "[[providers]]\nname = \"mock\"\nkind = \"{kind}\"\nbase_url = \"{url}\"\nkeys = [\"sk-test-fixed-0123456789\"]\n\n{}",
-            stdio_server("calc", "mcp-calculator", &[])
-        ))
-        .await;
-        ready_servers(&gw, 1).await;
+        let gw = with_calculator(kind, &url).await;
         let mut body = chat_body(true);
         body["stream_options"] = json!({"include_usage": true});
         let r = post_with(&gw, "/v1/chat/completions", &body, &[]).await;
