@@ -52,6 +52,10 @@
 # on a shared VM moves by 10-15 %, so small cuts can be told apart; the top functions (inclusive) go to
 # bench/results/callgrind-{nginx,a,b}.txt, the raw counts beside them (`CALLGRIND=1 FULL=1 BIN_B=<other> bench/run.sh 20 4`).
 # The nginx proxy is counted the same way first (one process, no master), as the floor.
+# FLOOR=1 also measures the floor of the gateway's own stack (bench/hyper_floor.rs: tokio, hyper's
+# server and hyper-util's pooled client forwarding bytes, no JSON and no stages), pinned like the
+# gateway, in the same run (with CALLGRIND=1, counted the same way), so the gateway's cost splits
+# into the stack's and its own.
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -78,6 +82,9 @@ echo "== building the gateway (release)"
 if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin switchyard; fi
 if [ "${MCP:-0}" = 1 ]; then cargo build --release --quiet -p mcp-calculator; fi
 BIN="${BIN:-$CARGO_TARGET_DIR/release/switchyard}"
+if [ "${FLOOR:-0}" = 1 ]; then cargo build --release --quiet --example hyper_floor; fi
+FLOOR_BIN="$CARGO_TARGET_DIR/release/examples/hyper_floor"
+FLOOR_PORT=18085
 
 mkdir -p bench/results
 work=$(mktemp -d)
@@ -86,6 +93,7 @@ cleanup() {
   [ -n "${GW_PID:-}" ] && kill "$GW_PID" 2>/dev/null && wait "$GW_PID" 2>/dev/null || true
   [ -n "${GWB_PID:-}" ] && kill "$GWB_PID" 2>/dev/null && wait "$GWB_PID" 2>/dev/null || true
   [ -n "${NGX_CG_PID:-}" ] && kill "$NGX_CG_PID" 2>/dev/null && wait "$NGX_CG_PID" 2>/dev/null || true
+  [ -n "${FLOOR_PID:-}" ] && kill "$FLOOR_PID" 2>/dev/null && wait "$FLOOR_PID" 2>/dev/null || true
   [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
   [ -f "$work/proxy.pid" ] && kill "$(cat "$work/proxy.pid")" 2>/dev/null || true
   [ -f "$work/redis.pid" ] && kill "$(cat "$work/redis.pid")" 2>/dev/null || true
@@ -340,6 +348,13 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$NGX_CG_PORT/" && break; sleep 0.1; done
   echo "== instructions per request (callgrind, user space), ${DURATION}s at $CONNS connections each"
   count nginx "$NGX_CG_PID" "http://127.0.0.1:$NGX_CG_PORT/v1/chat/completions" "$work/post.lua"
+  if [ "${FLOOR:-0}" = 1 ]; then
+    taskset -c 0 valgrind -q --tool=callgrind --instr-atstart=no --dump-instr=no \
+      --callgrind-out-file="$work/cg-floor" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" &
+    FLOOR_PID=$!
+    for _ in $(seq 600); do curl -s -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" && break; sleep 0.1; done
+    count floor "$FLOOR_PID" "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" "$work/post.lua"
+  fi
   count a "$GW_PID" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PORT"
   [ -n "${BIN_B:-}" ] && count b "$GWB_PID" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PORT"
   exit 0
@@ -364,7 +379,7 @@ run() { # name url [script] [pid]
     sampler=$!
   fi
   local secs="${REF_DURATION:-$DURATION}"
-  case "$1" in gateway | a[0-9]* | b[0-9]*) secs="$DURATION" ;; esac
+  case "$1" in gateway | floor | a[0-9]* | b[0-9]*) secs="$DURATION" ;; esac
   echo "$secs" > "$work/$1.secs"
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$script" "$2" > "$work/$1.txt"
   if [ -n "$sampler" ]; then
@@ -387,6 +402,12 @@ if [ "${PROFILE:-0}" != 0 ]; then
   PERF_PID=$!
 fi
 run gateway "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua"
+if [ "${FLOOR:-0}" = 1 ]; then
+  taskset -c 0 "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$UP_PORT" &
+  FLOOR_PID=$!
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$FLOOR_PORT/" && break; sleep 0.1; done
+  run floor "http://127.0.0.1:$FLOOR_PORT/v1/chat/completions" "$work/post.lua" "$FLOOR_PID"
+fi
 if [ -n "${PERF_PID:-}" ]; then
   wait "$PERF_PID" || true
   perf report -i bench/results/perf.data --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
@@ -440,6 +461,13 @@ for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
         cpu[name] = ticks / hz * 1e6 / (rps * secs)
 if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
+if os.path.exists(f"{work}/floor.txt"):
+    f = parse("floor")
+    ticks = int(open(f"{work}/floor.cpu").read().strip() or 0)
+    secs = float(open(f"{work}/floor.secs").read().strip())
+    fcpu = ticks / hz * 1e6 / (f[0] * secs) if f[0] else float("nan")
+    print(f"stack floor (bench/hyper_floor.rs): {f[0]:.0f} RPS, p50 {f[1]['50']:.0f} us, p99 {f[1]['99']:.0f} us, non-2xx {f[2]}, added p50 {f[1]['50'] - d[1]['50']:.0f} us, "
+          f"throughput / nginx proxy {f[0] / n[0]:.2f}, CPU per request {fcpu:.1f} us ({fcpu / cpu['proxy']:.1f}x the nginx proxy; the gateway {cpu['gateway'] / fcpu:.1f}x the floor)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
 rounds = int(e("ROUNDS_DONE", "0"))
 if rounds:
