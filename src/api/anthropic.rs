@@ -4,7 +4,6 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use serde_json::json;
 
 use super::{Dialect, RequestGuard, context, error_response, read_json, sse};
@@ -78,14 +77,13 @@ async fn messages_inner(
     .await
 }
 
-fn frame(ev: &StreamEvent) -> Bytes {
+fn frame(ev: &StreamEvent, out: &mut Vec<u8>) {
     let value = serde_json::to_value(ev).unwrap_or_default();
     let name = value
         .get("type")
         .and_then(|t| t.as_str())
-        .unwrap_or("error")
-        .to_owned();
-    sse::frame(Some(&name), &value.to_string())
+        .unwrap_or("error");
+    sse::value_frame_into(out, name, &value);
 }
 
 /// Canonical chunks -> Anthropic events; an `error` event if the upstream dies mid-stream.
@@ -103,7 +101,7 @@ impl super::Frames for AnthropicFrames {
             self.model = chunk.model.clone();
         }
         for ev in self.enc.push(chunk) {
-            out.extend_from_slice(&frame(&ev));
+            frame(&ev, out);
         }
     }
 
@@ -114,7 +112,7 @@ impl super::Frames for AnthropicFrames {
 
     fn end(&mut self, out: &mut Vec<u8>) {
         for ev in self.enc.finish(&self.id, &self.model) {
-            out.extend_from_slice(&frame(&ev));
+            frame(&ev, out);
         }
     }
 }

@@ -493,15 +493,17 @@ pub(crate) fn frames<F: Frames>(
         if let Some(r) = &mcp {
             out.extend_from_slice(&mcp_trailer(r));
         }
-        let mut last = Vec::new();
-        enc.end(&mut last);
+        let before_end = out.len();
+        enc.end(&mut out);
         if let Some(write) = enc.written() {
+            // What came before the end goes out now; the end's frames once the work is done.
+            let last = out.split_off(before_end);
             if !out.is_empty() {
-                yield bytes::Bytes::from(std::mem::take(&mut out));
+                yield bytes::Bytes::from(out);
             }
             write.await;
+            out = last;
         }
-        out.extend_from_slice(&last);
         if !out.is_empty() {
             yield bytes::Bytes::from(out);
         }

@@ -184,8 +184,8 @@ fn previous_error(e: ResponsesError) -> GatewayError {
     }
 }
 
-fn frame((kind, body): &Event) -> Bytes {
-    sse::frame(Some(kind), &body.to_string())
+fn frame((kind, body): &Event, out: &mut Vec<u8>) {
+    sse::value_frame_into(out, kind, body);
 }
 
 /// Canonical chunks -> Responses events; `response.failed` if the upstream dies mid-stream. The
@@ -205,13 +205,13 @@ impl super::Frames for ResponsesFrames {
             self.model = chunk.model.clone();
         }
         for ev in self.enc.push(chunk) {
-            out.extend_from_slice(&frame(&ev));
+            frame(&ev, out);
         }
     }
 
     fn failed(&mut self, message: &str, out: &mut Vec<u8>) {
         for ev in self.enc.fail(&self.model, message) {
-            out.extend_from_slice(&frame(&ev));
+            frame(&ev, out);
         }
     }
 
@@ -221,7 +221,7 @@ impl super::Frames for ResponsesFrames {
             self.write = Some(k.save(self.echo.id(), Some(self.enc.assistant_turn()), response));
         }
         for ev in &events {
-            out.extend_from_slice(&frame(ev));
+            frame(ev, out);
         }
     }
 

@@ -51,6 +51,15 @@ pub fn json_frame_into<T: serde::Serialize + ?Sized>(
     Ok(())
 }
 
+/// Appends one SSE message named `event` whose data is a JSON value: the same bytes as
+/// `frame(Some(event), &value.to_string())`, written straight into `out`.
+pub fn value_frame_into(out: &mut Vec<u8>, event: &str, value: &serde_json::Value) {
+    if json_frame_into(out, Some(event), value).is_err() {
+        // Not reached (a `Value` always encodes); the same bytes the long way if it were.
+        out.extend_from_slice(&frame(Some(event), &value.to_string()));
+    }
+}
+
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
 /// A streaming response of already framed events, with a keep-alive comment after `interval` of silence.

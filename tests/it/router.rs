@@ -26,6 +26,13 @@ async fn single(extra: &str) -> (Mock, Gateway) {
     (mock, gw)
 }
 
+/// `hello(model)` asking for a streamed answer.
+fn hello_streamed(model: &str) -> Value {
+    let mut body = hello(model);
+    body["stream"] = json!(true);
+    body
+}
+
 /// A gateway with route `r`: target `a/x` (config lines `a_extra`), fallback `b/y`.
 async fn with_fallback(a_extra: &str) -> (Mock, Mock, Gateway) {
     let a = Mock::start().await;
@@ -169,8 +176,7 @@ async fn an_endless_upstream_event_is_cut_at_16_mib_with_a_clear_error() {
     // holding the event in memory until it runs out.
     let (mock, gw) = single("keys = [\"k\"]\nmax_retries = 0").await;
     mock.always(Reply::EndlessEvent(64));
-    let mut req = hello("p/m");
-    req["stream"] = json!(true);
+    let req = hello_streamed("p/m");
     // Nothing reached the client yet, so the failure is an error status, not a broken stream.
     let (status, _, body) = gw.chat(&req).await;
     assert_eq!(status, 502, "{body}");
@@ -304,8 +310,7 @@ async fn connect_error_falls_back() {
 async fn stream_that_dies_midway_ends_with_an_error_event() {
     let (mock, gw) = single("keys = [\"k\"]").await;
     mock.always(Reply::Cut(3));
-    let mut body = hello("p/m");
-    body["stream"] = json!(true);
+    let body = hello_streamed("p/m");
     let r = gw.post("/v1/chat/completions", &body).await;
     assert_eq!(r.status(), 200);
     let events = sse(r).await;
@@ -321,8 +326,7 @@ async fn stream_that_dies_midway_ends_with_an_error_event() {
 async fn stream_that_dies_before_the_first_byte_is_retried() {
     let (mock, gw) = single("keys = [\"k\"]").await;
     mock.script([Reply::Reset]);
-    let mut body = hello("p/m");
-    body["stream"] = json!(true);
+    let body = hello_streamed("p/m");
     let r = gw.post("/v1/chat/completions", &body).await;
     assert_eq!(header(r.headers(), "x-switchyard-attempts"), "2");
     let (text, _, _, _) = fold_openai(&sse(r).await);
@@ -333,8 +337,7 @@ async fn stream_that_dies_before_the_first_byte_is_retried() {
 async fn an_upstream_silent_mid_stream_for_its_timeout_ends_the_stream_with_an_error() {
     let (mock, gw) = single("keys = [\"k\"]\ntimeout_ms = 300").await;
     mock.always(Reply::Stall(2));
-    let mut body = hello("p/m");
-    body["stream"] = json!(true);
+    let body = hello_streamed("p/m");
     let started = std::time::Instant::now();
     let r = gw.post("/v1/chat/completions", &body).await;
     assert_eq!(r.status(), 200);
@@ -368,8 +371,7 @@ async fn keep_alive_comments_cover_a_silent_upstream() {
     );
     mock.always(Reply::Drip(Duration::from_millis(250)));
     let gw = Gateway::start(&cfg).await;
-    let mut body = hello("p/m");
-    body["stream"] = json!(true);
+    let body = hello_streamed("p/m");
     let text = gw
         .post("/v1/chat/completions", &body)
         .await
