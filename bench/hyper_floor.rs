@@ -7,10 +7,16 @@
 //! cost; what it costs above the nginx proxy is the stack's.
 //!
 //! `cargo run --release --example hyper_floor -- 127.0.0.1:18085 127.0.0.1:18081`
+//!
+//! `FLOOR_SPIN_US=<n>` makes it busy-wait `n` microseconds in user space per request before it
+//! answers: the same system calls at a lower request rate, to see how the kernel's cost of a
+//! request depends on the rate alone (the peers on the other CPU idle more often and each write
+//! must wake them).
 #![allow(clippy::print_stderr)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -49,7 +55,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(serve(listen, upstream)) {
+    let spin = std::env::var("FLOOR_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(Duration::ZERO, Duration::from_micros);
+    match runtime.block_on(serve(listen, upstream, spin)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hyper_floor: {e}");
@@ -60,7 +70,7 @@ fn main() -> std::process::ExitCode {
 
 // The bench kills the process: no graceful shutdown to wait for its connections' tasks.
 #[allow(clippy::disallowed_methods)]
-async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> {
+async fn serve(listen: SocketAddr, upstream: SocketAddr, spin: Duration) -> std::io::Result<()> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     let pool: Pool = Client::builder(TokioExecutor::new()).build(http);
@@ -71,8 +81,9 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> 
         tcp.set_nodelay(true)?;
         let (pool, base) = (pool.clone(), base.clone());
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |req| forward(pool.clone(), base.clone(), req));
+            let service = hyper::service::service_fn(move |req| {
+                forward(pool.clone(), base.clone(), req, spin)
+            });
             // Errors end the connection, as a client going away does.
             let _ = hyper::server::conn::http1::Builder::new()
                 .keep_alive(true)
@@ -82,8 +93,20 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<()> 
     }
 }
 
-async fn forward(pool: Pool, base: String, req: Request<Incoming>) -> Result<Answer, Infallible> {
-    match try_forward(&pool, &base, req).await {
+async fn forward(
+    pool: Pool,
+    base: String,
+    req: Request<Incoming>,
+    spin: Duration,
+) -> Result<Answer, Infallible> {
+    let answer = try_forward(&pool, &base, req).await;
+    if !spin.is_zero() {
+        let until = Instant::now() + spin;
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+    }
+    match answer {
         Ok(resp) => Ok(resp),
         Err(e) => {
             let mut resp = Response::new(

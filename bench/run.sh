@@ -55,7 +55,9 @@
 # FLOOR=1 also measures the floor of the gateway's own stack (bench/hyper_floor.rs: tokio, hyper's
 # server and hyper-util's pooled client forwarding bytes, no JSON and no stages), pinned like the
 # gateway, in the same run (with CALLGRIND=1, counted the same way), so the gateway's cost splits
-# into the stack's and its own.
+# into the stack's and its own. FLOOR_SPIN_US=<n> makes the floor busy-wait n us a request in user
+# space: the same system calls at a lower rate, to see what the rate alone does to the kernel's
+# cost of a request (every target's CPU a request is printed split into user and kernel time).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail
@@ -360,8 +362,8 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   exit 0
 fi
 
-cpu_ticks() { # utime + stime of a process, in clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat"
+cpu_ticks() { # utime and stime of a process, in clock ticks
+  awk '{print $14, $15}' "/proc/$1/stat"
 }
 rss() { # pid: resident KiB in all, anonymous, file-backed (mapped files such as the cache shard)
   awk '/^VmRSS/ {a=$2} /^RssAnon/ {b=$2} /^RssFile/ {c=$2} END {print a, b, c}' "/proc/$1/status"
@@ -369,7 +371,7 @@ rss() { # pid: resident KiB in all, anonymous, file-backed (mapped files such as
 run() { # name url [script] [pid]
   local script="${3:-$work/post.lua}" pid="${4:-$GW_PID}"
   taskset -c 1 wrk -t1 -c"$CONNS" -d3s -s "$script" "$2" >/dev/null # warm-up
-  local before; before=$(cpu_ticks "$pid")
+  local before; before=($(cpu_ticks "$pid"))
   local sampler=""
   if [ "${MEMORY:-0}" = 1 ] && [ "$1" = gateway ]; then
     # The gateway's resident memory every 30 s of the measured run (the memory curve).
@@ -386,8 +388,10 @@ run() { # name url [script] [pid]
     kill "$sampler" 2>/dev/null || true
     echo "$DURATION $(rss "$pid")" >> "$work/rss.txt"
   fi
-  # The proxy's own CPU time over the run (its process only: not the upstream, not Postgres).
-  echo "$(( $(cpu_ticks "$pid") - before ))" > "$work/$1.cpu"
+  # The proxy's own CPU time over the run (its process only: not the upstream, not Postgres):
+  # user and kernel ticks.
+  local after; after=($(cpu_ticks "$pid"))
+  echo "$(( after[0] - before[0] )) $(( after[1] - before[1] ))" > "$work/$1.cpu"
 }
 run direct "http://127.0.0.1:$UP_PORT/v1/chat/completions"
 PROXY_WORKER=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
@@ -453,30 +457,36 @@ for name, (rps, p, err, _) in (("direct", d), ("nginx-proxy", n), ("gateway", g)
 print(f"added latency p50: nginx proxy {n[1]['50'] - d[1]['50']:.0f} us, gateway {g[1]['50'] - d[1]['50']:.0f} us; p99: {n[1]['99'] - d[1]['99']:.0f} us, {g[1]['99'] - d[1]['99']:.0f} us")
 print(f"throughput / direct: nginx proxy {n[0] / d[0]:.2f}, gateway {g[0] / d[0]:.2f}; gateway / nginx proxy {g[0] / n[0]:.2f}")
 hz = os.sysconf("SC_CLK_TCK")
-cpu = {}
+def ticks_of(name):
+    """(user, kernel) clock ticks of a target's process over its measured run."""
+    t = [int(x) for x in open(f"{work}/{name}.cpu").read().split()] + [0, 0]
+    return t[0], t[1]
+def us_per_request(name, rps):
+    """(all, user, kernel) CPU microseconds a request."""
+    secs = float(open(f"{work}/{name}.secs").read().strip())
+    u, k = ticks_of(name)
+    f = 1e6 / hz / (rps * secs) if rps else float("nan")
+    return (u + k) * f, u * f, k * f
+cpu, split = {}, {}
 for name, (rps, *_rest) in (("proxy", n), ("gateway", g)):
-    ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
     if rps:
-        secs = float(open(f"{work}/{name}.secs").read().strip())
-        cpu[name] = ticks / hz * 1e6 / (rps * secs)
+        split[name] = us_per_request(name, rps)
+        cpu[name] = split[name][0]
 if len(cpu) == 2:
     print(f"CPU per request (the process alone): nginx proxy {cpu['proxy']:.1f} us, gateway {cpu['gateway']:.1f} us ({cpu['gateway'] / cpu['proxy']:.1f}x)")
+    print(f"  of which user / kernel: nginx proxy {split['proxy'][1]:.1f} / {split['proxy'][2]:.1f} us, gateway {split['gateway'][1]:.1f} / {split['gateway'][2]:.1f} us")
 if os.path.exists(f"{work}/floor.txt"):
     f = parse("floor")
-    ticks = int(open(f"{work}/floor.cpu").read().strip() or 0)
-    secs = float(open(f"{work}/floor.secs").read().strip())
-    fcpu = ticks / hz * 1e6 / (f[0] * secs) if f[0] else float("nan")
+    fcpu, fuser, fkernel = us_per_request("floor", f[0])
     print(f"stack floor (bench/hyper_floor.rs): {f[0]:.0f} RPS, p50 {f[1]['50']:.0f} us, p99 {f[1]['99']:.0f} us, non-2xx {f[2]}, added p50 {f[1]['50'] - d[1]['50']:.0f} us, "
-          f"throughput / nginx proxy {f[0] / n[0]:.2f}, CPU per request {fcpu:.1f} us ({fcpu / cpu['proxy']:.1f}x the nginx proxy; the gateway {cpu['gateway'] / fcpu:.1f}x the floor)")
+          f"throughput / nginx proxy {f[0] / n[0]:.2f}, CPU per request {fcpu:.1f} us (user {fuser:.1f}, kernel {fkernel:.1f}; {fcpu / cpu['proxy']:.1f}x the nginx proxy; the gateway {cpu['gateway'] / fcpu:.1f}x the floor)")
 print(f"socket errors: direct {d[3]}, nginx proxy {n[3]}, gateway {g[3]}")
 rounds = int(e("ROUNDS_DONE", "0"))
 if rounds:
     import statistics
     def per_request(name):
         rps, _, err, _ = parse(name)
-        ticks = int(open(f"{work}/{name}.cpu").read().strip() or 0)
-        secs = float(open(f"{work}/{name}.secs").read().strip())
-        return rps, (ticks / hz * 1e6 / (rps * secs) if rps else float("nan")), err
+        return rps, us_per_request(name, rps)[0], err
     off = f", with {e('OFF_B')} off" if e('OFF_B') else ""
     print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')}{off})")
     print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10} {'non-2xx A/B':>12}")

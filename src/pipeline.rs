@@ -180,7 +180,7 @@ pub async fn chat(
         .map_err(|e| GatewayError::BadRequest(e.clone()))?;
     // A client continuing after a mixed turn gets the gateway's held rounds back in its history.
     state.mcp.continuations.restore(&mut req.messages);
-    let plan = Plan::prepare(&state.mcp, mcp_opts, ctx.tool_gate.as_deref(), &req)
+    let plan = Plan::prepare(&state.mcp, mcp_opts, ctx.tool_gate.as_ref(), &req)
         .map_err(GatewayError::BadRequest)?;
     if let Some(plan) = &plan {
         // The offered tools (by digest) and the mode are part of the cache key; the tools are

@@ -209,6 +209,11 @@ impl ServerHandle {
         self.state.load_full()
     }
 
+    /// Whether `s` is the current state (no reference counted).
+    pub(crate) fn is_current(&self, s: &Arc<Snapshot>) -> bool {
+        Arc::ptr_eq(&self.state.load(), s)
+    }
+
     /// Ends the supervisor and closes the connection.
     pub fn stop(&self) {
         self.stop.cancel();

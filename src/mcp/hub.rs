@@ -1,7 +1,7 @@
 //! McpHub: the registered servers, their tools, and tool calls by exposed name.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -9,7 +9,9 @@ use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::conn::{self, CallOutcome, ServerHandle, Status, ToolEntry};
+use sha2::{Digest, Sha256};
+
+use super::conn::{self, CallOutcome, ServerHandle, Snapshot, Status, ToolEntry};
 use super::toolloop::Continuations;
 use super::{McpError, McpOptions, naming};
 use crate::config::{McpConfig, McpServerConfig, McpServerSpec, McpTransport};
@@ -31,6 +33,37 @@ pub struct McpHub {
     shared: Option<Arc<crate::store::postgres::Postgres>>,
     /// Gateway tool rounds held for clients that continue after a mixed turn.
     pub(crate) continuations: Continuations,
+    /// The whole offer per tool gate, made once and reused while every server's state is the one
+    /// it was made from (requests without MCP narrowing headers).
+    offers: Mutex<Vec<Offer>>,
+}
+
+/// What every server offers to one gate (none: an ungoverned request), and what it was made of.
+struct Offer {
+    /// Kept alive while the offer is, so its address names it and no other gate.
+    gate: Option<Arc<dyn crate::request::ToolGate>>,
+    /// Each server's state the offer was made from, in the servers' order.
+    made_of: Vec<Arc<Snapshot>>,
+    tools: Arc<[Arc<ToolEntry>]>,
+    /// SHA-256 over the tools' digests, in order.
+    digest: [u8; 32],
+}
+
+/// Offers kept at most (one per tool gate in use; the oldest goes first).
+const OFFERS_KEPT: usize = 256;
+
+/// The address a gate is known by in the offers (0: no gate).
+fn gate_addr(gate: Option<&Arc<dyn crate::request::ToolGate>>) -> usize {
+    gate.map_or(0, |g| Arc::as_ptr(g).cast::<()>() as usize)
+}
+
+/// SHA-256 over the tools' digests, in order: what the cache keys an offer by.
+pub(crate) fn offer_digest(tools: &[Arc<ToolEntry>]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for t in tools {
+        h.update(t.digest);
+    }
+    h.finalize().into()
 }
 
 /// A server as the admin API shows it (no secrets: header and env values are never shown).
@@ -178,6 +211,7 @@ impl McpHub {
             registering: tokio::sync::Mutex::new(()),
             shared,
             continuations: Continuations::default(),
+            offers: Mutex::new(Vec::new()),
         });
         for s in hub.config.servers.clone() {
             hub.add(s, false, None);
@@ -500,6 +534,56 @@ impl McpHub {
             }
         }
         Ok(out)
+    }
+
+    /// What [`McpHub::offer`] gives a request without MCP narrowing headers, and its digest:
+    /// made once per gate and reused while no server's state (status, tool list) has changed.
+    /// A gate's answers must not change over its life (a key's gate is rebuilt with the key).
+    pub fn offer_all(
+        &self,
+        gate: Option<&Arc<dyn crate::request::ToolGate>>,
+    ) -> (Arc<[Arc<ToolEntry>]>, [u8; 32]) {
+        let addr = gate_addr(gate);
+        {
+            let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
+            let offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+            let current = |o: &Offer| {
+                o.made_of.len() == servers.len()
+                    && servers
+                        .values()
+                        .zip(&o.made_of)
+                        .all(|(h, s)| h.is_current(s))
+            };
+            if let Some(o) = offers
+                .iter()
+                .find(|o| gate_addr(o.gate.as_ref()) == addr && current(o))
+            {
+                return (o.tools.clone(), o.digest);
+            }
+        }
+        // Made from the states read here: a server that changes meanwhile makes the next
+        // request's check fail, and the offer is made again.
+        let made_of: Vec<Arc<Snapshot>> = self.handles().iter().map(|h| h.snapshot()).collect();
+        let tools: Arc<[Arc<ToolEntry>]> = made_of
+            .iter()
+            .filter(|s| matches!(s.status, Status::Connected { .. }))
+            .flat_map(|s| s.tools.iter())
+            .filter(|t| gate.is_none_or(|g| g.allows(&t.exposed)))
+            .cloned()
+            .collect();
+        let digest = offer_digest(&tools);
+        let mut offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+        offers.retain(|o| gate_addr(o.gate.as_ref()) != addr);
+        if offers.len() >= OFFERS_KEPT {
+            offers.remove(0);
+        }
+        offers.push(Offer {
+            gate: gate.cloned(),
+            made_of,
+            tools: tools.clone(),
+            digest,
+        });
+        (tools, digest)
     }
 
     /// Runs a tool by its exposed name; every failure is a result the model can read.

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use super::conn::{CallOutcome, ToolEntry};
@@ -45,6 +44,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// What happened, for headers and the cache.
     pub report: Arc<McpReport>,
+    /// SHA-256 over the offered tools' digests, when the hub had it made.
+    pub digest: Option<[u8; 32]>,
 }
 
 impl Plan {
@@ -53,21 +54,28 @@ impl Plan {
     pub fn prepare(
         hub: &McpHub,
         opts: &McpOptions,
-        gate: Option<&dyn crate::request::ToolGate>,
+        gate: Option<&Arc<dyn crate::request::ToolGate>>,
         req: &ChatRequest,
     ) -> Result<Option<Self>, String> {
         if opts.mode == Mode::Off || !hub.has_servers() {
             return Ok(None);
         }
-        let mut tools = hub.offer(opts, gate)?;
+        // Without narrowing headers, the gate's whole offer, made once and kept by the hub.
+        let (mut tools, mut digest) = if opts.servers.is_none() && opts.tools.is_none() {
+            let (tools, digest) = hub.offer_all(gate);
+            (tools.to_vec(), Some(digest))
+        } else {
+            (hub.offer(opts, gate.map(|g| &**g))?, None)
+        };
         // The client's own tools stay untouched; a gateway tool with the same name is not offered.
-        let client: HashSet<&str> = req
-            .tools
-            .iter()
-            .flatten()
-            .map(|t| t.function.name.as_str())
-            .collect();
-        tools.retain(|t| !client.contains(t.exposed.as_str()));
+        if let Some(own) = req.tools.as_deref().filter(|t| !t.is_empty()) {
+            let client: HashSet<&str> = own.iter().map(|t| t.function.name.as_str()).collect();
+            let offered = tools.len();
+            tools.retain(|t| !client.contains(t.exposed.as_str()));
+            if tools.len() != offered {
+                digest = None;
+            }
+        }
         if tools.is_empty() {
             return Ok(None);
         }
@@ -78,6 +86,7 @@ impl Plan {
             max_iterations: opts.max_iterations.map_or(cap, |m| m.min(cap)),
             timeout: hub.tool_timeout(),
             report: Arc::new(McpReport::default()),
+            digest,
         }))
     }
 
@@ -91,11 +100,9 @@ impl Plan {
     /// the offered tools (each tool's digest was computed when its server listed it), so a
     /// request is looked up before the tools are injected, without encoding their schemas.
     pub fn cache_key(&self) -> String {
-        let mut h = Sha256::new();
-        for t in &self.tools {
-            h.update(t.digest);
-        }
-        let digest: [u8; 32] = h.finalize().into();
+        let digest = self
+            .digest
+            .unwrap_or_else(|| super::hub::offer_digest(&self.tools));
         // Written in place: `hex::encode` and `format!` went through a character iterator and
         // the formatting machinery, about 1.4k instructions a request.
         let mut digits = [0u8; 32];
@@ -758,6 +765,7 @@ impl Continuations {
 mod tests {
     use super::*;
     use crate::chat::{Content, FunctionCall};
+    use sha2::{Digest, Sha256};
 
     fn call(id: &str, name: &str) -> ToolCall {
         ToolCall {
@@ -891,6 +899,7 @@ mod tests {
             max_iterations: 1,
             timeout: Duration::from_secs(1),
             report: Arc::default(),
+            digest: None,
         };
         let key = plan(Mode::Auto, vec![tool(1), tool(2)]).cache_key();
         let mut h = Sha256::new();

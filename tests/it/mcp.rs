@@ -703,7 +703,38 @@ async fn registration_through_the_api_with_errors_and_removal() {
     assert_eq!(body["choices"][0]["message"]["content"], "The sum is 5.");
     assert_eq!(header(&h, "x-switchyard-mcp-tool-calls"), "1");
 
+    // What a request is offered follows the registrations as they change (the hub keeps the
+    // offer made for the first request and must not serve it after a change).
+    let offered = |model: &Model| -> Vec<String> {
+        let seen = model.seen();
+        let last = seen.last().expect("the model was called");
+        last["tools"]
+            .as_array()
+            .map(|t| {
+                t.iter()
+                    .map(|t| {
+                        t["function"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(offered(&model), ["calc__add", "calc__mul"]);
+    let (s, v) = post(json!({"name": "more", "command": calc, "allowed_tools": ["sqrt"]})).await;
+    assert_eq!(s, 201, "{v}");
+    let ask = json!({"model": "mock/m", "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(gw.chat(&ask).await.0, 200);
+    assert_eq!(offered(&model), ["calc__add", "calc__mul", "more__sqrt"]);
     assert_eq!(gw.delete("/api/mcp/servers/calc").await.status(), 200);
+    assert_eq!(gw.chat(&ask).await.0, 200);
+    assert_eq!(offered(&model), ["more__sqrt"]);
+    assert_eq!(gw.delete("/api/mcp/servers/more").await.status(), 200);
+    assert_eq!(gw.chat(&ask).await.0, 200);
+    assert_eq!(offered(&model), Vec::<String>::new());
+
     assert_eq!(gw.delete("/api/mcp/servers/calc").await.status(), 404);
     let list: Value = gw.get("/api/mcp/servers", None).await.json().await.unwrap();
     assert_eq!(list["data"], json!([]));
