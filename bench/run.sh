@@ -486,7 +486,8 @@ if rounds:
     import statistics
     def per_request(name):
         rps, _, err, _ = parse(name)
-        return rps, us_per_request(name, rps)[0], err
+        all_, user, kernel = us_per_request(name, rps)
+        return rps, all_, err, user, kernel
     off = f", with {e('OFF_B')} off" if e('OFF_B') else ""
     print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')}{off})")
     print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10} {'non-2xx A/B':>12}")
@@ -498,6 +499,9 @@ if rounds:
     mb = [statistics.median(x[k] for x in b) for k in (0, 1)]
     print(f"{'median':6} {ma[0]:9.0f} {ma[1]:8.1f}us {mb[0]:9.0f} {mb[1]:8.1f}us")
     print(f"B / A: requests per second {mb[0] / ma[0]:.3f}, CPU per request {mb[1] / ma[1]:.3f}")
+    ua, ka = (statistics.median(x[k] for x in a) for k in (3, 4))
+    ub, kb = (statistics.median(x[k] for x in b) for k in (3, 4))
+    print(f"user / kernel CPU per request, medians: A {ua:.1f} / {ka:.1f} us, B {ub:.1f} / {kb:.1f} us")
 if os.path.exists(f"{work}/rss.txt"):
     print("gateway RSS under load (seconds into the run: MiB in all / anonymous / mapped files): " + ", ".join(
         f"{t}: {int(a) / 1024:.1f} / {int(b) / 1024:.1f} / {int(c) / 1024:.1f}"
