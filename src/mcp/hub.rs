@@ -1,7 +1,7 @@
 //! McpHub: the registered servers, their tools, and tool calls by exposed name.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -35,7 +35,7 @@ pub struct McpHub {
     pub(crate) continuations: Continuations,
     /// The whole offer per tool gate, made once and reused while every server's state is the one
     /// it was made from (requests without MCP narrowing headers).
-    offers: Mutex<Vec<Offer>>,
+    offers: RwLock<Vec<Offer>>,
 }
 
 /// What every server offers to one gate (none: an ungoverned request), and what it was made of.
@@ -55,6 +55,21 @@ const OFFERS_KEPT: usize = 256;
 /// The address a gate is known by in the offers (0: no gate).
 fn gate_addr(gate: Option<&Arc<dyn crate::request::ToolGate>>) -> usize {
     gate.map_or(0, |g| Arc::as_ptr(g).cast::<()>() as usize)
+}
+
+/// A server's tools a request may be offered: none unless it is connected; those the request's
+/// `x-switchyard-mcp-tools` names (when it names any) and its key may use.
+fn visible<'a>(
+    snap: &'a Snapshot,
+    wanted: Option<&'a [String]>,
+    gate: Option<&'a dyn crate::request::ToolGate>,
+) -> impl Iterator<Item = &'a Arc<ToolEntry>> + 'a {
+    let connected = matches!(snap.status, Status::Connected { .. });
+    snap.tools
+        .iter()
+        .filter(move |_| connected)
+        .filter(move |t| wanted.is_none_or(|w| w.contains(&t.exposed)))
+        .filter(move |t| gate.is_none_or(|g| g.allows(&t.exposed)))
 }
 
 /// SHA-256 over the tools' digests, in order: what the cache keys an offer by.
@@ -211,7 +226,7 @@ impl McpHub {
             registering: tokio::sync::Mutex::new(()),
             shared,
             continuations: Continuations::default(),
-            offers: Mutex::new(Vec::new()),
+            offers: RwLock::new(Vec::new()),
         });
         for s in hub.config.servers.clone() {
             hub.add(s, false, None);
@@ -503,16 +518,7 @@ impl McpHub {
                 continue;
             }
             let snap = h.snapshot();
-            if !matches!(snap.status, Status::Connected { .. }) {
-                continue;
-            }
-            out.extend(
-                snap.tools
-                    .iter()
-                    .filter(|t| opts.tools.as_ref().is_none_or(|w| w.contains(&t.exposed)))
-                    .filter(|t| gate.is_none_or(|g| g.allows(&t.exposed)))
-                    .cloned(),
-            );
+            out.extend(visible(&snap, opts.tools.as_deref(), gate).cloned());
         }
         if let Some(wanted) = &opts.tools {
             for w in wanted {
@@ -546,7 +552,7 @@ impl McpHub {
         let addr = gate_addr(gate);
         {
             let servers = self.servers.read().unwrap_or_else(PoisonError::into_inner);
-            let offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+            let offers = self.offers.read().unwrap_or_else(PoisonError::into_inner);
             let current = |o: &Offer| {
                 o.made_of.len() == servers.len()
                     && servers
@@ -566,13 +572,11 @@ impl McpHub {
         let made_of: Vec<Arc<Snapshot>> = self.handles().iter().map(|h| h.snapshot()).collect();
         let tools: Arc<[Arc<ToolEntry>]> = made_of
             .iter()
-            .filter(|s| matches!(s.status, Status::Connected { .. }))
-            .flat_map(|s| s.tools.iter())
-            .filter(|t| gate.is_none_or(|g| g.allows(&t.exposed)))
+            .flat_map(|s| visible(s, None, gate.map(|g| &**g)))
             .cloned()
             .collect();
         let digest = offer_digest(&tools);
-        let mut offers = self.offers.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut offers = self.offers.write().unwrap_or_else(PoisonError::into_inner);
         offers.retain(|o| gate_addr(o.gate.as_ref()) != addr);
         if offers.len() >= OFFERS_KEPT {
             offers.remove(0);

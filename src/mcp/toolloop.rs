@@ -36,8 +36,8 @@ const MAX_HELD: usize = 10_000;
 pub struct Plan {
     /// `auto` runs the loop; `inject` only offers the tools.
     pub mode: Mode,
-    /// Offered tools (shared with the server's list).
-    pub tools: Vec<Arc<ToolEntry>>,
+    /// Offered tools (shared with the server's list, and with the hub's kept offer).
+    pub tools: Arc<[Arc<ToolEntry>]>,
     /// Tool rounds allowed.
     pub max_iterations: u32,
     /// Bound on one tool call.
@@ -63,16 +63,19 @@ impl Plan {
         // Without narrowing headers, the gate's whole offer, made once and kept by the hub.
         let (mut tools, mut digest) = if opts.servers.is_none() && opts.tools.is_none() {
             let (tools, digest) = hub.offer_all(gate);
-            (tools.to_vec(), Some(digest))
+            (tools, Some(digest))
         } else {
-            (hub.offer(opts, gate.map(|g| &**g))?, None)
+            (hub.offer(opts, gate.map(|g| &**g))?.into(), None)
         };
         // The client's own tools stay untouched; a gateway tool with the same name is not offered.
         if let Some(own) = req.tools.as_deref().filter(|t| !t.is_empty()) {
             let client: HashSet<&str> = own.iter().map(|t| t.function.name.as_str()).collect();
-            let offered = tools.len();
-            tools.retain(|t| !client.contains(t.exposed.as_str()));
-            if tools.len() != offered {
+            if tools.iter().any(|t| client.contains(t.exposed.as_str())) {
+                tools = tools
+                    .iter()
+                    .filter(|t| !client.contains(t.exposed.as_str()))
+                    .cloned()
+                    .collect();
                 digest = None;
             }
         }
@@ -893,9 +896,9 @@ mod tests {
                 digest: [digest; 32],
             })
         };
-        let plan = |mode, tools| Plan {
+        let plan = |mode, tools: Vec<Arc<ToolEntry>>| Plan {
             mode,
-            tools,
+            tools: tools.into(),
             max_iterations: 1,
             timeout: Duration::from_secs(1),
             report: Arc::default(),
