@@ -11,7 +11,11 @@
 //! `FLOOR_SPIN_US=<n>` makes it busy-wait `n` microseconds in user space per request before it
 //! answers: the same system calls at a lower request rate, to see how the kernel's cost of a
 //! request depends on the rate alone (the peers on the other CPU idle more often and each write
-//! must wake them).
+//! must wake them). `FLOOR_TOUCH_KB=<k>` makes that wait write one byte of each cache line of a
+//! `k` KiB buffer in turn instead of spinning in place (carrying on across requests): the same
+//! user time, but with a buffer larger than the caches it pushes the kernel's code and data out of
+//! them, to see whether the kernel's cost of a request grows with the memory a request goes
+//! through.
 #![allow(clippy::print_stderr)]
 
 use std::convert::Infallible;
@@ -28,6 +32,14 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `FLOOR_TOUCH_KB` in bytes.
+static TOUCH_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+thread_local! {
+    /// The buffer `FLOOR_TOUCH_KB` walks (empty: the wait spins in place).
+    static TOUCH: std::cell::RefCell<(Vec<u8>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
 
 type Pool = Client<HttpConnector, Full<Bytes>>;
 type Answer = Response<http_body_util::combinators::BoxBody<Bytes, hyper::Error>>;
@@ -59,6 +71,11 @@ fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_micros);
+    let touch_kb = std::env::var("FLOOR_TOUCH_KB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let _ = TOUCH_BYTES.set(touch_kb * 1024);
     match runtime.block_on(serve(listen, upstream, spin)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -102,9 +119,29 @@ async fn forward(
     let answer = try_forward(&pool, &base, req).await;
     if !spin.is_zero() {
         let until = Instant::now() + spin;
-        while Instant::now() < until {
-            std::hint::spin_loop();
-        }
+        TOUCH.with(|t| {
+            let (buf, at) = &mut *t.borrow_mut();
+            let want = TOUCH_BYTES.get().copied().unwrap_or(0);
+            if buf.len() != want {
+                buf.resize(want, 0);
+            }
+            // 4 KiB at a time between clock reads, carrying on where the last request stopped:
+            // the wait stays `spin` long whatever the buffer's size, and a buffer larger than
+            // the caches brings new lines into them on every request.
+            while Instant::now() < until {
+                if buf.is_empty() {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                for _ in 0..64 {
+                    *at = (*at + 64) % buf.len();
+                    if let Some(b) = buf.get_mut(*at) {
+                        *b = b.wrapping_add(1);
+                    }
+                }
+            }
+            std::hint::black_box(&*buf);
+        });
     }
     match answer {
         Ok(resp) => Ok(resp),

@@ -57,7 +57,9 @@
 # gateway, in the same run (with CALLGRIND=1, counted the same way), so the gateway's cost splits
 # into the stack's and its own. FLOOR_SPIN_US=<n> makes the floor busy-wait n us a request in user
 # space: the same system calls at a lower rate, to see what the rate alone does to the kernel's
-# cost of a request (every target's CPU a request is printed split into user and kernel time).
+# cost of a request (every target's CPU a request is printed split into user and kernel time);
+# FLOOR_TOUCH_KB=<k> makes that wait write through a k KiB buffer instead (the same user time with
+# memory traffic: does the kernel's cost grow when the caches have been flushed by user work?).
 # FULL=1 is issue 17's setting: request log on, governance (embedded, one key), MCP registered,
 # cache in exact mode, every body unique (each of these can still be set on its own).
 set -euo pipefail

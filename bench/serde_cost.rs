@@ -1,9 +1,10 @@
 //! Cost of the canonical-type JSON work per request: decode, clone and re-encode a chat request;
-//! decode and re-encode a chat response. `cargo run --release --example serde_cost`
+//! decode and re-encode a chat response; read a streamed answer's chunks as the OpenAI provider
+//! does, beside serde_json only checking the same JSON. `cargo run --release --example serde_cost`
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::Instant;
-use switchyard::chat::{ChatRequest, ChatResponse};
+use switchyard::chat::{ChatRequest, ChatResponse, Chunk, RawEvent, StreamCollector};
 fn main() {
     let req = br#"{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}"#;
     let resp = std::fs::read("tests/fixtures/openai/chat.json").unwrap();
@@ -28,6 +29,54 @@ fn main() {
     }
     println!(
         "response decode+encode: {:.2} us",
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    // A streamed answer as the OpenAI provider reads it when no stage changes the chunks: each
+    // event's data read for what the stages need (`Chunk::read_raw`), folded for the cache, and
+    // its JSON taken for the client.
+    let sse = std::fs::read_to_string("tests/fixtures/openai/chat_stream.sse").unwrap();
+    let events: Vec<&str> = sse
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .collect();
+    let t = Instant::now();
+    for _ in 0..n {
+        let mut acc = StreamCollector::default();
+        for data in &events {
+            let RawEvent::Chunk(chunk) = Chunk::read_raw((*data).to_owned()).unwrap() else {
+                unreachable!("the fixture's events are chunks");
+            };
+            acc.push(&chunk);
+            std::hint::black_box(chunk.json(false));
+        }
+        std::hint::black_box(acc.finish());
+    }
+    println!(
+        "stream of {} chunks read+fold: {:.2} us",
+        events.len(),
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        for data in &events {
+            std::hint::black_box(Chunk::read_raw((*data).to_owned()).is_ok());
+        }
+    }
+    println!(
+        "stream of {} chunks read only: {:.2} us",
+        events.len(),
+        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    );
+    let t = Instant::now();
+    for _ in 0..n {
+        for data in &events {
+            std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok());
+        }
+    }
+    println!(
+        "stream of {} chunks, serde_json validating only: {:.2} us",
+        events.len(),
         t.elapsed().as_secs_f64() * 1e6 / n as f64
     );
 }
