@@ -5,32 +5,35 @@
 
 use std::time::Instant;
 use switchyard::chat::{ChatRequest, ChatResponse, Chunk, RawEvent, StreamCollector};
+
+/// Runs `f` `n` times and prints the mean time of one run.
+fn time(label: &str, n: u32, mut f: impl FnMut()) {
+    let t = Instant::now();
+    for _ in 0..n {
+        f();
+    }
+    println!(
+        "{label}: {:.2} us",
+        t.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    );
+}
+
 fn main() {
     let req = br#"{"model":"bench/gpt-4o-mini","messages":[{"role":"system","content":"You are terse."},{"role":"user","content":"Hello! How are you today?"}],"temperature":0.2,"max_tokens":64}"#;
     let resp = std::fs::read("tests/fixtures/openai/chat.json").unwrap();
     let n = 200_000;
-    let t = Instant::now();
-    for _ in 0..n {
+    time("request decode+clone+encode", n, || {
         let r: ChatRequest = serde_json::from_slice(req).unwrap();
         let mut c = r.clone();
         c.model = "gpt-4o-mini".into();
         let out = serde_json::to_vec(&c).unwrap();
         std::hint::black_box(out);
-    }
-    println!(
-        "request decode+clone+encode: {:.2} us",
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
-    let t = Instant::now();
-    for _ in 0..n {
+    });
+    time("response decode+encode", n, || {
         let r: ChatResponse = serde_json::from_slice(&resp).unwrap();
         let out = serde_json::to_vec(&r).unwrap();
         std::hint::black_box(out);
-    }
-    println!(
-        "response decode+encode: {:.2} us",
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
+    });
     // A streamed answer as the OpenAI provider reads it when no stage changes the chunks: each
     // event's data read for what the stages need (`Chunk::read_raw`), folded for the cache, and
     // its JSON taken for the client.
@@ -40,8 +43,8 @@ fn main() {
         .filter_map(|l| l.strip_prefix("data: "))
         .filter(|d| *d != "[DONE]")
         .collect();
-    let t = Instant::now();
-    for _ in 0..n {
+    let chunks = events.len();
+    time(&format!("stream of {chunks} chunks read+fold"), n, || {
         let mut acc = StreamCollector::default();
         for data in &events {
             let RawEvent::Chunk(chunk) = Chunk::read_raw((*data).to_owned()).unwrap() else {
@@ -51,32 +54,19 @@ fn main() {
             std::hint::black_box(chunk.json(false));
         }
         std::hint::black_box(acc.finish());
-    }
-    println!(
-        "stream of {} chunks read+fold: {:.2} us",
-        events.len(),
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
-    let t = Instant::now();
-    for _ in 0..n {
+    });
+    time(&format!("stream of {chunks} chunks read only"), n, || {
         for data in &events {
             std::hint::black_box(Chunk::read_raw((*data).to_owned()).is_ok());
         }
-    }
-    println!(
-        "stream of {} chunks read only: {:.2} us",
-        events.len(),
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
-    );
-    let t = Instant::now();
-    for _ in 0..n {
-        for data in &events {
-            std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok());
-        }
-    }
-    println!(
-        "stream of {} chunks, serde_json validating only: {:.2} us",
-        events.len(),
-        t.elapsed().as_secs_f64() * 1e6 / n as f64
+    });
+    time(
+        &format!("stream of {chunks} chunks, serde_json validating only"),
+        n,
+        || {
+            for data in &events {
+                std::hint::black_box(serde_json::from_str::<serde::de::IgnoredAny>(data).is_ok());
+            }
+        },
     );
 }
