@@ -80,14 +80,17 @@ if ! need nginx || ! need wrk; then
   apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
 fi
 
-echo "== building the gateway (release)"
+# BUILD_PROFILE: the cargo profile built and measured, by default `dist` (the deployed build:
+# fat LTO, one codegen unit; BUILD_PROFILE=release measures the quicker build instead).
+BUILD_PROFILE="${BUILD_PROFILE:-dist}"
+echo "== building the gateway (profile $BUILD_PROFILE)"
 # BIN=path runs that gateway binary instead of building this checkout's (to compare two builds
 # in alternating runs).
-if [ -z "${BIN:-}" ]; then cargo build --release --quiet --bin switchyard; fi
-if [ "${MCP:-0}" = 1 ]; then cargo build --release --quiet -p mcp-calculator; fi
-BIN="${BIN:-$CARGO_TARGET_DIR/release/switchyard}"
-if [ "${FLOOR:-0}" = 1 ]; then cargo build --release --quiet --example hyper_floor; fi
-FLOOR_BIN="$CARGO_TARGET_DIR/release/examples/hyper_floor"
+if [ -z "${BIN:-}" ]; then cargo build --profile "$BUILD_PROFILE" --quiet --bin switchyard; fi
+if [ "${MCP:-0}" = 1 ]; then cargo build --profile "$BUILD_PROFILE" --quiet -p mcp-calculator; fi
+BIN="${BIN:-$CARGO_TARGET_DIR/$BUILD_PROFILE/switchyard}"
+if [ "${FLOOR:-0}" = 1 ]; then cargo build --profile "$BUILD_PROFILE" --quiet --example hyper_floor; fi
+FLOOR_BIN="$CARGO_TARGET_DIR/$BUILD_PROFILE/examples/hyper_floor"
 FLOOR_PORT=18085
 
 mkdir -p bench/results
@@ -228,7 +231,7 @@ $gov_conf
 CONF
 if [ "${MCP:-0}" = 1 ]; then
   printf '\n[[mcp.servers]]\nname = "calc"\ntransport = "stdio"\ncommand = "%s"\n' \
-    "$CARGO_TARGET_DIR/release/mcp-calculator" >> "$work/switchyard.toml"
+    "$CARGO_TARGET_DIR/$BUILD_PROFILE/mcp-calculator" >> "$work/switchyard.toml"
 fi
 if [ "${PLUGINS:-}" = tag-and-route ]; then
   wasm="$PWD/plugins/tag-and-route/build/tag-and-route.wasm"
