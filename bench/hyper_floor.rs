@@ -33,12 +33,15 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// `FLOOR_TOUCH_KB` in bytes.
-static TOUCH_BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-
 thread_local! {
-    /// The buffer `FLOOR_TOUCH_KB` walks (empty: the wait spins in place).
-    static TOUCH: std::cell::RefCell<(Vec<u8>, usize)> = const { std::cell::RefCell::new((Vec::new(), 0)) };
+    /// The buffer `FLOOR_TOUCH_KB` walks, and where the walk is (empty: the wait spins in place).
+    static TOUCH: std::cell::RefCell<(Vec<u8>, usize)> = {
+        let kb = std::env::var("FLOOR_TOUCH_KB")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        std::cell::RefCell::new((vec![0; kb * 1024], 0))
+    };
 }
 
 type Pool = Client<HttpConnector, Full<Bytes>>;
@@ -71,11 +74,6 @@ fn main() -> std::process::ExitCode {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(Duration::ZERO, Duration::from_micros);
-    let touch_kb = std::env::var("FLOOR_TOUCH_KB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let _ = TOUCH_BYTES.set(touch_kb * 1024);
     match runtime.block_on(serve(listen, upstream, spin)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -121,10 +119,6 @@ async fn forward(
         let until = Instant::now() + spin;
         TOUCH.with(|t| {
             let (buf, at) = &mut *t.borrow_mut();
-            let want = TOUCH_BYTES.get().copied().unwrap_or(0);
-            if buf.len() != want {
-                buf.resize(want, 0);
-            }
             // 4 KiB at a time between clock reads, carrying on where the last request stopped:
             // the wait stays `spin` long whatever the buffer's size, and a buffer larger than
             // the caches brings new lines into them on every request.

@@ -252,7 +252,7 @@ if [ "${CALLGRIND:-0}" = 1 ]; then
   WRAP=(valgrind -q --tool=callgrind --instr-atstart=no --dump-instr=no)
   WAIT=600
 fi
-SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-a"} "$BIN" serve --config "$work/switchyard.toml" &
+SWITCHYARD_LOG=warn taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-a"} "$BIN" serve --config "$work/switchyard.toml" &
 GW_PID=$!
 for _ in $(seq "$WAIT"); do curl -sf "http://127.0.0.1:$GW_PORT/health" >/dev/null && break; sleep 0.1; done
 if [ -n "${OFF_B:-}" ]; then export BIN_B="${BIN_B:-$BIN}" OFF_B; fi
@@ -274,7 +274,7 @@ if [ -n "${BIN_B:-}" ]; then
   if [ -n "${OFF_B:-}" ]; then
     echo "== B: $BIN_B with ${OFF_B} off"; diff "$work/switchyard.toml" "$work/switchyard-b.toml" | grep '^[<>]' | grep -v 'listen\|data_dir' || true
   fi
-  SWITCHYARD_LOG=warn,qdrant_edge=error taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-b"} "$BIN_B" serve --config "$work/switchyard-b.toml" &
+  SWITCHYARD_LOG=warn taskset -c 0 "${WRAP[@]}" ${WRAP[0]:+--callgrind-out-file="$work/cg-b"} "$BIN_B" serve --config "$work/switchyard-b.toml" &
   GWB_PID=$!
   for _ in $(seq "$WAIT"); do curl -sf "http://127.0.0.1:$GWB_PORT/health" >/dev/null && break; sleep 0.1; done
 fi
