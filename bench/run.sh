@@ -41,6 +41,10 @@
 # directory) and, after the usual runs, measures the two in alternating runs (A B, then B A),
 # ROUNDS times (default 3), so two builds are compared on the same machine state, upstream and load; it prints
 # each round and the medians (`BIN=/tmp/before BIN_B=/tmp/after FULL=1 bench/run.sh 10 16`).
+# NGINX_ROUNDS=1 also runs the nginx proxy in each of those rounds (with or without BIN_B), and
+# prints each build's CPU a request and requests a second against it, taken within each round
+# and then the median: the issue's ratios read on one machine state (`NGINX_ROUNDS=1 ROUNDS=4
+# FULL=1 REF_DURATION=2 bench/run.sh 8 16`).
 # OFF_B=cache, logs, mcp or gov (several joined by commas) measures what features cost: B is the
 # same binary (or BIN_B) with those features off in its config, in the same alternating runs
 # (`FULL=1 OFF_B=cache ROUNDS=3 bench/run.sh 10 16`: B / A is the share left without the cache).
@@ -386,7 +390,7 @@ run() { # name url [script] [pid]
     sampler=$!
   fi
   local secs="${REF_DURATION:-$DURATION}"
-  case "$1" in gateway | floor | a[0-9]* | b[0-9]*) secs="$DURATION" ;; esac
+  case "$1" in gateway | floor | a[0-9]* | b[0-9]* | n[0-9]*) secs="$DURATION" ;; esac
   echo "$secs" > "$work/$1.secs"
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${secs}s" --latency -s "$script" "$2" > "$work/$1.txt"
   if [ -n "$sampler" ]; then
@@ -425,15 +429,22 @@ if [ -n "${PERF_PID:-}" ]; then
 fi
 
 ROUNDS_DONE=0
-if [ -n "${BIN_B:-}" ]; then
-  # The order alternates (A B, B A, ...) so neither build always runs second.
+if [ -n "${BIN_B:-}" ] || [ "${NGINX_ROUNDS:-0}" = 1 ]; then
+  # The order alternates (A B, B A, ...) so neither build always runs second; with NGINX_ROUNDS=1
+  # the nginx proxy runs first in odd rounds and last in even ones.
+  nginx_round() {
+    [ "${NGINX_ROUNDS:-0}" = 1 ] && run "n$1" "http://127.0.0.1:$PROXY_PORT/v1/chat/completions" "$work/post.lua" "$PROXY_WORKER"
+    return 0
+  }
   for i in $(seq "${ROUNDS:-3}"); do
     if [ $((i % 2)) = 1 ]; then
+      nginx_round "$i"
       run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
-      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
+      [ -n "${BIN_B:-}" ] && run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
     else
-      run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
+      [ -n "${BIN_B:-}" ] && run "b$i" "http://127.0.0.1:$GWB_PORT$GW_PATH" "$work/gw-b.lua" "$GWB_PID"
       run "a$i" "http://127.0.0.1:$GW_PORT$GW_PATH" "$work/gw.lua" "$GW_PID"
+      nginx_round "$i"
     fi
     ROUNDS_DONE=$i
   done
@@ -493,20 +504,30 @@ if rounds:
         rps, _, err, _ = parse(name)
         all_, user, kernel = us_per_request(name, rps)
         return rps, all_, err, user, kernel
+    has_b = bool(e("BIN_B"))
+    has_n = os.path.exists(f"{work}/n1.txt")
     off = f", with {e('OFF_B')} off" if e('OFF_B') else ""
-    print(f"\nA/B, alternating runs: A = BIN ({e('BIN')}), B = BIN_B ({e('BIN_B')}{off})")
-    print(f"{'round':6} {'A RPS':>9} {'A CPU/req':>10} {'B RPS':>9} {'B CPU/req':>10} {'non-2xx A/B':>12}")
-    a, b = [], []
+    builds = f"A = BIN ({e('BIN')})" + (f", B = BIN_B ({e('BIN_B')}{off})" if has_b else "")
+    print(f"\nalternating runs: {builds}" + (", N = the nginx proxy" if has_n else ""))
+    cols = ["A"] + (["B"] if has_b else []) + (["N"] if has_n else [])
+    print(f"{'round':6} " + " ".join(f"{c + ' RPS':>9} {c + ' CPU/req':>10}" for c in cols) + f" {'non-2xx':>8}")
+    runs = {c: [] for c in cols}
     for i in range(1, rounds + 1):
-        a.append(per_request(f"a{i}")); b.append(per_request(f"b{i}"))
-        print(f"{i:<6} {a[-1][0]:9.0f} {a[-1][1]:8.1f}us {b[-1][0]:9.0f} {b[-1][1]:8.1f}us {a[-1][2]:>6}/{b[-1][2]}")
-    ma = [statistics.median(x[k] for x in a) for k in (0, 1)]
-    mb = [statistics.median(x[k] for x in b) for k in (0, 1)]
-    print(f"{'median':6} {ma[0]:9.0f} {ma[1]:8.1f}us {mb[0]:9.0f} {mb[1]:8.1f}us")
-    print(f"B / A: requests per second {mb[0] / ma[0]:.3f}, CPU per request {mb[1] / ma[1]:.3f}")
-    ua, ka = (statistics.median(x[k] for x in a) for k in (3, 4))
-    ub, kb = (statistics.median(x[k] for x in b) for k in (3, 4))
-    print(f"user / kernel CPU per request, medians: A {ua:.1f} / {ka:.1f} us, B {ub:.1f} / {kb:.1f} us")
+        for c in cols:
+            runs[c].append(per_request(f"{c.lower()}{i}"))
+        print(f"{i:<6} " + " ".join(f"{runs[c][-1][0]:9.0f} {runs[c][-1][1]:8.1f}us" for c in cols)
+              + " " + "/".join(str(runs[c][-1][2]) for c in cols))
+    med = {c: [statistics.median(x[k] for x in runs[c]) for k in range(5)] for c in cols}
+    print(f"{'median':6} " + " ".join(f"{med[c][0]:9.0f} {med[c][1]:8.1f}us" for c in cols))
+    if has_b:
+        print(f"B / A: requests per second {med['B'][0] / med['A'][0]:.3f}, CPU per request {med['B'][1] / med['A'][1]:.3f}")
+    if has_n:
+        # Each round's ratio is taken within the round (one machine state), then the median.
+        for c in cols[:-1]:
+            cpu_r = statistics.median(runs[c][i][1] / runs["N"][i][1] for i in range(rounds))
+            rps_r = statistics.median(runs[c][i][0] / runs["N"][i][0] for i in range(rounds))
+            print(f"{c} against the nginx proxy, medians of each round's ratio: CPU per request {cpu_r:.2f}x, requests per second {rps_r:.3f}")
+    print("user / kernel CPU per request, medians: " + ", ".join(f"{c} {med[c][3]:.1f} / {med[c][4]:.1f} us" for c in cols))
 if os.path.exists(f"{work}/rss.txt"):
     print("gateway RSS under load (seconds into the run: MiB in all / anonymous / mapped files): " + ", ".join(
         f"{t}: {int(a) / 1024:.1f} / {int(b) / 1024:.1f} / {int(c) / 1024:.1f}"
