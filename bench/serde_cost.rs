@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use std::time::Instant;
-use switchyard::chat::{ChatRequest, ChatResponse, Chunk, RawEvent, StreamCollector};
+use switchyard::chat::{ChatRequest, ChatResponse, Chunk, Heads, RawEvent, StreamCollector};
 
 /// Runs `f` `n` times and prints the mean time of one run.
 fn time(label: &str, n: u32, mut f: impl FnMut()) {
@@ -35,8 +35,8 @@ fn main() {
         std::hint::black_box(out);
     });
     // A streamed answer as the OpenAI provider reads it when no stage changes the chunks: each
-    // event's data read for what the stages need (`Chunk::read_raw`), folded for the cache, and
-    // its JSON taken for the client.
+    // event's data read for what the stages need (`Chunk::read_raw_in`, the head the chunks share
+    // read once), folded for the cache, and its JSON taken for the client.
     let sse = std::fs::read_to_string("tests/fixtures/openai/chat_stream.sse").unwrap();
     let events: Vec<&str> = sse
         .lines()
@@ -46,8 +46,11 @@ fn main() {
     let chunks = events.len();
     time(&format!("stream of {chunks} chunks read+fold"), n, || {
         let mut acc = StreamCollector::default();
+        let mut heads = Heads::default();
         for data in &events {
-            let RawEvent::Chunk(chunk) = Chunk::read_raw((*data).to_owned()).unwrap() else {
+            let RawEvent::Chunk(chunk) =
+                Chunk::read_raw_in((*data).to_owned(), &mut heads).unwrap()
+            else {
                 unreachable!("the fixture's events are chunks");
             };
             acc.push(&chunk);
@@ -56,10 +59,20 @@ fn main() {
         std::hint::black_box(acc.finish());
     });
     time(&format!("stream of {chunks} chunks read only"), n, || {
+        let mut heads = Heads::default();
         for data in &events {
-            std::hint::black_box(Chunk::read_raw((*data).to_owned()).is_ok());
+            std::hint::black_box(Chunk::read_raw_in((*data).to_owned(), &mut heads).is_ok());
         }
     });
+    time(
+        &format!("stream of {chunks} chunks read only, each whole (no head kept)"),
+        n,
+        || {
+            for data in &events {
+                std::hint::black_box(Chunk::read_raw((*data).to_owned()).is_ok());
+            }
+        },
+    );
     time(
         &format!("stream of {chunks} chunks, serde_json validating only"),
         n,

@@ -10,7 +10,10 @@
 //! it decoded in full from that JSON, and the JSON is dropped: the chunk is then written again.
 //!
 //! Reading checks every member the full decoder reads the way it reads it (types, a modelled
-//! member twice is an error); the members left out are checked to be JSON and skipped.
+//! member twice is an error); the members left out are checked to be JSON and skipped. The
+//! members before `choices` (`id`, `created`, `model`, ...) are the same bytes in every chunk of
+//! a stream: [`Heads`] keeps what they were read as, and a later chunk that begins with the same
+//! bytes has only its rest read.
 
 use std::ops::Deref;
 
@@ -73,29 +76,75 @@ impl Chunk {
     /// data as the chunk's JSON. Data that is not a chunk (what `ChatChunk`'s decoder refuses) is
     /// given back.
     pub fn read_raw(data: String) -> Result<RawEvent, String> {
+        Self::read_raw_in(data, &mut Heads::default())
+    }
+
+    /// [`Chunk::read_raw`] for the next event of a stream whose earlier events `heads` has seen:
+    /// a chunk that begins with the same bytes as the last one read whole, up to its `choices`
+    /// member, has the same `id`, `created` and `model`, and only the rest of it is read.
+    pub fn read_raw_in(data: String, heads: &mut Heads) -> Result<RawEvent, String> {
+        // The head's bytes were found to be `{` and whole members (`head_end`), so the same bytes
+        // at the start of this chunk are the same members, and `choices` right after them begins
+        // the next one: no need to look for the bounds again.
+        if let Some(head) = &heads.head
+            && let Some(rest) = data.as_bytes().strip_prefix(head.bytes.as_slice())
+            && rest.starts_with(b"\"choices\"")
+        {
+            heads.scratch.clear();
+            heads.scratch.push('{');
+            heads.scratch.push_str(&data[head.bytes.len()..]);
+            // The rest, read as an object of its own. A member of the head that comes again is
+            // left to the whole reading, which refuses it as it always did.
+            if let Ok(Object(rest)) = serde_json::from_str::<Object<Skim>>(&heads.scratch)
+                && rest.id.is_none()
+                && rest.object.is_none()
+                && rest.created.is_none()
+                && rest.model.is_none()
+            {
+                return Ok(Self::of(data, rest, Some(head)));
+            }
+        }
         let Ok(Object(skim)) = serde_json::from_str::<Object<Skim>>(&data) else {
             return Err(data);
         };
+        // Kept for the next events only from a chunk (an error payload ends the stream) whose
+        // head holds nothing but simple members (see `head_end`).
+        heads.head = head_end(data.as_bytes())
+            .filter(|_| skim.error.is_none())
+            .and_then(|end| Head::read(&data[..end]));
+        Ok(Self::of(data, skim, None))
+    }
+
+    /// The event `skim` was read from `data`: the whole of it, or the rest after `head`.
+    fn of(data: String, skim: Skim, head: Option<&Head>) -> RawEvent {
         if let Some(error) = skim.error {
-            return Ok(RawEvent::Error(error));
+            return RawEvent::Error(error);
         }
+        let (id, created, model) = match head {
+            Some(h) => (h.id.clone(), h.created, h.model.clone()),
+            None => (
+                skim.id.unwrap_or_default(),
+                skim.created.unwrap_or_default(),
+                skim.model.unwrap_or_default(),
+            ),
+        };
         let null_usage = matches!(skim.usage, Some(None));
         let chunk = ChatChunk {
-            id: skim.id,
+            id,
             object: String::new(),
-            created: skim.created,
-            model: skim.model,
+            created,
+            model,
             choices: skim.choices,
             usage: skim.usage.flatten(),
             extra: Extra::new(),
         };
-        Ok(RawEvent::Chunk(Box::new(Self {
+        RawEvent::Chunk(Box::new(Self {
             chunk,
             wire: Some(Wire {
                 null_usage,
                 json: Bytes::from(data.into_bytes()),
             }),
-        })))
+        }))
     }
 
     /// The chunk, to change: decoded in full from its JSON first if it was kept as its JSON, and
@@ -139,17 +188,18 @@ impl Chunk {
 
 /// The members of a chunk that stages read; the chunk's and its choices' other members are
 /// checked to be JSON and skipped, and so is `object`, which no stage reads (a chunk read this way
-/// has it empty). Defaults as `ChatChunk`'s decoder has them.
+/// has it empty). Defaults as `ChatChunk`'s decoder has them; the head's members are `None` when
+/// absent, so that reading the rest of a chunk can tell one that comes again.
 #[derive(Deserialize)]
 struct Skim {
-    #[serde(default)]
-    id: String,
-    #[serde(default, rename = "object")]
-    _object: Str,
-    #[serde(default)]
-    created: u64,
-    #[serde(default)]
-    model: String,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    object: Option<Str>,
+    #[serde(default, deserialize_with = "present")]
+    created: Option<u64>,
+    #[serde(default, deserialize_with = "present")]
+    model: Option<String>,
     #[serde(default, deserialize_with = "choices")]
     choices: Vec<ChunkChoice>,
     /// Absent, `null`, or the counts.
@@ -158,6 +208,92 @@ struct Skim {
     /// An error payload, whatever its value (`null` included).
     #[serde(default, deserialize_with = "present")]
     error: Option<Value>,
+}
+
+/// What a stream's chunks begin with. OpenAI writes `id`, `object`, `created`, `model` and
+/// members no stage reads (`system_fingerprint`, `service_tier`) before `choices`, the same bytes
+/// in every chunk of a stream; [`Chunk::read_raw_in`] reads them once.
+#[derive(Debug, Default)]
+pub struct Heads {
+    /// The last chunk read whole, when its head is simple.
+    head: Option<Head>,
+    /// The rest of a chunk as an object of its own, read from here (one buffer for the stream).
+    scratch: String,
+}
+
+#[derive(Debug)]
+struct Head {
+    /// The chunk's bytes before its `choices` member: `{` and whole members, each followed by `,`.
+    bytes: Vec<u8>,
+    id: String,
+    created: u64,
+    model: String,
+}
+
+impl Head {
+    /// The head of a chunk (`{` and whole members, each followed by `,`), with the members it
+    /// holds: a member that comes after `choices` is not the head's.
+    fn read(bytes: &str) -> Option<Self> {
+        let mut object = String::with_capacity(bytes.len() + 1);
+        object.push_str(bytes.strip_suffix(',').unwrap_or(bytes));
+        object.push('}');
+        let Object(skim) = serde_json::from_str::<Object<Skim>>(&object).ok()?;
+        Some(Self {
+            bytes: bytes.as_bytes().to_vec(),
+            id: skim.id.unwrap_or_default(),
+            created: skim.created.unwrap_or_default(),
+            model: skim.model.unwrap_or_default(),
+        })
+    }
+}
+
+/// Where a chunk's `choices` member begins, when everything before it is simple: `{` and members
+/// written without spaces, each a key and a string or a number, none of them `usage` or `error`
+/// (which the head does not keep), and no backslash in any key or string (so the first quote
+/// after an opening one closes it, and the members' bounds are certain). `None` otherwise, and
+/// no head is kept. Only bounds are found here: the chunk has been read whole by serde_json.
+fn head_end(data: &[u8]) -> Option<usize> {
+    /// The end of the string that opens at `at` (after its closing quote), without a backslash.
+    fn string_end(data: &[u8], at: usize) -> Option<usize> {
+        // A plain loop: these strings are short, where `memchr`'s set-up costs more than it saves.
+        let body = data.get(at + 1..)?;
+        let close = body.iter().position(|&b| b == b'"' || b == b'\\')?;
+        (body[close] == b'"').then_some(at + 1 + close + 1)
+    }
+    if data.first() != Some(&b'{') {
+        return None;
+    }
+    let mut at = 1;
+    loop {
+        if data.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = string_end(data, at)?;
+        match &data[at + 1..key_end - 1] {
+            b"choices" => return Some(at),
+            b"usage" | b"error" => return None,
+            _ => {}
+        }
+        if data.get(key_end) != Some(&b':') {
+            return None;
+        }
+        let value = key_end + 1;
+        let value_end = match data.get(value)? {
+            b'"' => string_end(data, value)?,
+            b'-' | b'0'..=b'9' => {
+                value
+                    + data[value..]
+                        .iter()
+                        .take_while(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+                        .count()
+            }
+            _ => return None,
+        };
+        if data.get(value_end) != Some(&b',') {
+            return None;
+        }
+        at = value_end + 1;
+    }
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,7 @@ mod chunk;
 mod raw;
 mod stream;
 
-pub use chunk::{Chunk, RawEvent};
+pub use chunk::{Chunk, Heads, RawEvent};
 pub use raw::RawAnswer;
 pub use stream::{
     ChatStream, StreamCollector, StreamError, StreamItem, collect_stream, merge_call_delta,

@@ -21,7 +21,12 @@ fn full(data: &str) -> Result<Result<ChatChunk, Value>, ()> {
 /// payloads, and a chunk that is the full one without `object` and the chunk's and the choices'
 /// unmodelled members, which decodes in full to the full one.
 fn agree(data: &str) {
-    match (full(data), read(data)) {
+    agree_with(data, read(data));
+}
+
+/// [`agree`] for `data` as read (`got`).
+fn agree_with(data: &str, got: Result<RawEvent, String>) {
+    match (full(data), got) {
         (Err(()), Err(back)) => assert_eq!(back, data),
         (Ok(Err(e)), Ok(RawEvent::Error(r))) => assert_eq!(e, r, "{data}"),
         // `error` twice: the provider reads data the reading gives back as a JSON value, which
@@ -228,4 +233,127 @@ fn only_one_line_is_kept() {
     assert!(Chunk::one_line(r#"{"a":1}"#));
     assert!(!Chunk::one_line("{\"a\":\n1}"));
     assert!(!Chunk::one_line("{\"a\":\r1}"));
+}
+
+/// The chunk every shape below is made from, as OpenAI writes one.
+const FIRST: &str = r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1694268190,"model":"gpt-4o-mini","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}],"usage":null}"#;
+
+#[test]
+fn a_chunk_after_one_with_the_same_head_reads_as_the_full_decoder_does() {
+    // The head read once: the rest of each later chunk is read, and the result is the same.
+    let mut heads = Heads::default();
+    agree_with(FIRST, Chunk::read_raw_in(FIRST.to_owned(), &mut heads));
+    assert!(heads.head.is_some(), "the head is kept");
+    for name in ["chat_stream.sse", "chat_tools_stream.sse"] {
+        let mut heads = Heads::default();
+        for data in fixture_events(name) {
+            agree_with(&data, Chunk::read_raw_in(data.clone(), &mut heads));
+        }
+        assert!(heads.head.is_some(), "{name}: the head is kept");
+        // The later chunks were read from their rest (the buffer it is read from was used).
+        assert!(
+            heads.scratch.starts_with("{\"choices\":"),
+            "{name}: {}",
+            heads.scratch
+        );
+    }
+    // Every way a later chunk can differ, each read after FIRST: a head member again after
+    // `choices` (refused as it always was), a head that differs, members a head does not keep,
+    // and data that is not a chunk at all.
+    let head = &FIRST[..FIRST.find("\"choices\"").unwrap_or(0)];
+    let rest = |r: &str| format!("{head}{r}");
+    let mut later = vec![
+        rest(r#""choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}"#),
+        rest(r#""choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#),
+        rest(r#""choices":[],"id":"again"}"#),
+        rest(r#""choices":[],"model":"again"}"#),
+        rest(r#""choices":[],"created":2}"#),
+        rest(r#""choices":[],"object":"again"}"#),
+        rest(r#""choices":[],"object":1}"#),
+        rest(r#""choices":[],"system_fingerprint":"again"}"#),
+        rest(r#""choices":[],"error":{"message":"late"}}"#),
+        rest(r#""choices":[],"choices":[]}"#),
+        rest(r#""choices":[] trailing"#),
+        rest(r#""choices":{}}"#),
+        rest(r#""choices""#),
+        rest(""),
+        FIRST.replace("chatcmpl-1", "chatcmpl-2"),
+        FIRST.replace("\"created\":1694268190", "\"created\":-1"),
+        FIRST.replace("\"created\":1694268190", "\"created\":1.5"),
+        FIRST.replace("\"model\":\"gpt-4o-mini\"", "\"model\":null"),
+        FIRST.replace(
+            "\"id\":\"chatcmpl-1\"",
+            "\"id\":\"chatcmpl-1\",\"id\":\"x\"",
+        ),
+        FIRST.replace("\"id\":\"chatcmpl-1\"", "\"id\":\"chat\\\"cmpl\""),
+        FIRST.replace("\"id\":\"chatcmpl-1\"", "\"i\\u0064\":\"chatcmpl-1\""),
+        FIRST.replace("{\"id\"", "{\"usage\":null,\"id\""),
+        FIRST.replace("{\"id\"", "{\"error\":null,\"id\""),
+        FIRST.replace("{\"id\"", "{ \"id\""),
+        "{}".to_owned(),
+        "not json".to_owned(),
+    ];
+    // Chunks whose head is only `{`, with head members after `choices` or none at all.
+    later.extend(
+        [
+            r#"{"choices":[],"id":"x","created":3,"model":"m"}"#,
+            r#"{"choices":[]}"#,
+            r#"{"system_fingerprint":"fp","choices":[],"model":"m"}"#,
+            r#"{"system_fingerprint":"fp","choices":[]}"#,
+        ]
+        .map(str::to_owned),
+    );
+    later.push(FIRST.to_owned());
+    // Every chunk read after every other (the kept head follows the last chunk read whole), and
+    // twice in a row.
+    for first in &later {
+        for data in &later {
+            let mut heads = Heads::default();
+            agree_with(first, Chunk::read_raw_in(first.clone(), &mut heads));
+            agree_with(data, Chunk::read_raw_in(data.clone(), &mut heads));
+            agree_with(data, Chunk::read_raw_in(data.clone(), &mut heads));
+        }
+    }
+}
+
+#[test]
+fn a_later_chunk_takes_its_head_members_from_the_kept_head_only_when_its_bytes_are_the_same() {
+    let mut heads = Heads::default();
+    let _ = Chunk::read_raw_in(FIRST.to_owned(), &mut heads);
+    let other = FIRST.replace("gpt-4o-mini", "gpt-4o");
+    let Ok(RawEvent::Chunk(c)) = Chunk::read_raw_in(other, &mut heads) else {
+        panic!("not a chunk")
+    };
+    assert_eq!(c.model, "gpt-4o");
+    let Ok(RawEvent::Chunk(c)) = Chunk::read_raw_in(FIRST.to_owned(), &mut heads) else {
+        panic!("not a chunk")
+    };
+    assert_eq!(
+        (c.id.as_str(), c.created, c.model.as_str()),
+        ("chatcmpl-1", 1_694_268_190, "gpt-4o-mini")
+    );
+}
+
+#[test]
+fn a_head_is_found_only_where_its_bounds_are_certain() {
+    let at = |d: &str| head_end(d.as_bytes());
+    assert_eq!(at(r#"{"choices":[]}"#), Some(1));
+    assert_eq!(at(r#"{"id":"c","n":-1.5e3,"choices":[]}"#), Some(21));
+    assert_eq!(at(FIRST), FIRST.find("\"choices\""));
+    for d in [
+        r#"{"id":"c"}"#,
+        r#"{"id":"c\"","choices":[]}"#,
+        r#"{"i\"d":"c","choices":[]}"#,
+        r#"{"usage":null,"choices":[]}"#,
+        r#"{"error":1,"choices":[]}"#,
+        r#"{"id":null,"choices":[]}"#,
+        r#"{"id":{},"choices":[]}"#,
+        r#"{"id": "c","choices":[]}"#,
+        r#"{"id":"c" ,"choices":[]}"#,
+        r#"{"id":"c""#,
+        r#"["choices"]"#,
+        "",
+    ] {
+        assert_eq!(at(d), None, "{d}");
+    }
 }

@@ -178,6 +178,7 @@ impl OpenAiProvider {
         Ok(Box::pin(Chunks {
             events: super::sse_events(resp, &self.redact),
             raw: raw && self.forwards_as_is(),
+            heads: crate::chat::Heads::default(),
             done: false,
         }))
     }
@@ -203,6 +204,8 @@ impl OpenAiProvider {
 struct Chunks<S> {
     events: S,
     raw: bool,
+    /// What the stream's chunks begin with, read once ([`Chunk::read_raw_in`]).
+    heads: crate::chat::Heads,
     /// `[DONE]` came, or the events ended.
     done: bool,
 }
@@ -227,7 +230,7 @@ where
             if matches!(&ev, Ok(sse) if sse.data.as_deref().map(str::trim) == Some("[DONE]")) {
                 break;
             }
-            if let Some(item) = decode_event(ev, this.raw) {
+            if let Some(item) = decode_event(ev, this.raw.then_some(&mut this.heads)) {
                 return Poll::Ready(Some(item));
             }
         }
@@ -236,11 +239,11 @@ where
     }
 }
 
-/// One SSE event -> a chunk (with `raw`, kept as its JSON where it can be: see
-/// [`Chunk::read_raw`]); comments and empty events are skipped, `error` payloads end the stream.
+/// One SSE event -> a chunk (with `raw`, the stream's heads, kept as its JSON where it can be:
+/// see [`Chunk::read_raw_in`]); comments and empty events are skipped, `error` payloads end the stream.
 fn decode_event(
     ev: Result<sse_stream::Sse, StreamError>,
-    raw: bool,
+    raw: Option<&mut crate::chat::Heads>,
 ) -> Option<crate::chat::StreamItem> {
     let sse = match ev {
         Ok(sse) => sse,
@@ -252,8 +255,8 @@ fn decode_event(
     }
     // The common case in one pass: a chunk, straight into its type. An `error` payload lands in
     // the chunk's unmodelled fields; one that does not fit a chunk at all is read as a value.
-    if raw && Chunk::one_line(&data) {
-        match Chunk::read_raw(data) {
+    if let Some(heads) = raw.filter(|_| Chunk::one_line(&data)) {
+        match Chunk::read_raw_in(data, heads) {
             Ok(RawEvent::Chunk(chunk)) => return Some(Ok(chunk)),
             Ok(RawEvent::Error(err)) => return Some(Err(upstream_error(&err))),
             // Not a chunk: read as a value below, as the full reading would be.

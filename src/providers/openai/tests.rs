@@ -9,8 +9,8 @@ fn data(d: &str) -> Result<Sse, StreamError> {
 
 /// `decode_event` read both ways (in full, and kept as its JSON), which must agree; the full one.
 fn decode_event_both(ev: Result<Sse, StreamError>) -> Option<crate::chat::StreamItem> {
-    let full = decode_event(ev.clone(), false);
-    let raw = decode_event(ev, true);
+    let full = decode_event(ev.clone(), None);
+    let raw = decode_event(ev, Some(&mut crate::chat::Heads::default()));
     match (&full, &raw) {
         (None, None) => {}
         (Some(Ok(f)), Some(Ok(r))) => {
