@@ -240,7 +240,8 @@ where
 }
 
 /// One SSE event -> a chunk (with `raw`, the stream's heads, kept as its JSON where it can be:
-/// see [`Chunk::read_raw_in`]); comments and empty events are skipped, `error` payloads end the stream.
+/// see [`Chunk::read_raw_in`]); comments and empty events are skipped, `error` payloads end the
+/// stream.
 fn decode_event(
     ev: Result<sse_stream::Sse, StreamError>,
     raw: Option<&mut crate::chat::Heads>,
