@@ -94,24 +94,31 @@ impl Chunk {
             heads.scratch.push('{');
             heads.scratch.push_str(&data[head.bytes.len()..]);
             // The rest, read as an object of its own. A member of the head that comes again is
-            // left to the whole reading, which refuses it as it always did.
-            if let Ok(Object(rest)) = serde_json::from_str::<Object<Skim>>(&heads.scratch)
-                && rest.id.is_none()
-                && rest.object.is_none()
-                && rest.created.is_none()
-                && rest.model.is_none()
-            {
-                return Ok(Self::of(data, rest, Some(head)));
+            // left to the whole reading, which refuses it as it always did; a stream whose chunks
+            // carry head members after `choices` is read whole from then on (each chunk would
+            // otherwise be read twice).
+            if let Ok(Object(rest)) = serde_json::from_str::<Object<Skim>>(&heads.scratch) {
+                if rest.id.is_none()
+                    && rest.object.is_none()
+                    && rest.created.is_none()
+                    && rest.model.is_none()
+                {
+                    return Ok(Self::of(data, rest, Some(head)));
+                }
+                heads.off = true;
+                heads.head = None;
             }
         }
         let Ok(Object(skim)) = serde_json::from_str::<Object<Skim>>(&data) else {
             return Err(data);
         };
         // Kept for the next events only from a chunk (an error payload ends the stream) whose
-        // head holds nothing but simple members (see `head_end`).
-        heads.head = head_end(data.as_bytes())
-            .filter(|_| skim.error.is_none())
-            .and_then(|end| Head::read(&data[..end]));
+        // head holds at least one member and nothing but simple ones (see `head_end`).
+        if !heads.off {
+            heads.head = head_end(data.as_bytes())
+                .filter(|&end| end > 1 && skim.error.is_none())
+                .and_then(|end| Head::read(&data[..end]));
+        }
         Ok(Self::of(data, skim, None))
     }
 
@@ -219,6 +226,9 @@ pub struct Heads {
     head: Option<Head>,
     /// The rest of a chunk as an object of its own, read from here (one buffer for the stream).
     scratch: String,
+    /// A chunk began with the kept head but had one of its members again after `choices`: the
+    /// stream's chunks are read whole.
+    off: bool,
 }
 
 #[derive(Debug)]

@@ -338,6 +338,7 @@ fn a_later_chunk_takes_its_head_members_from_the_kept_head_only_when_its_bytes_a
 fn a_head_is_found_only_where_its_bounds_are_certain() {
     let at = |d: &str| head_end(d.as_bytes());
     assert_eq!(at(r#"{"choices":[]}"#), Some(1));
+    assert_eq!(at(r#"{"id":"c","choices":[]}"#), Some(10));
     assert_eq!(at(r#"{"id":"c","n":-1.5e3,"choices":[]}"#), Some(21));
     assert_eq!(at(FIRST), FIRST.find("\"choices\""));
     for d in [
@@ -356,4 +357,28 @@ fn a_head_is_found_only_where_its_bounds_are_certain() {
     ] {
         assert_eq!(at(d), None, "{d}");
     }
+}
+
+#[test]
+fn a_stream_whose_chunks_do_not_share_a_head_is_read_whole_once_each() {
+    // Members in alphabetical order, as some OpenAI-compatible services write them: `choices`
+    // first, so there is no head to keep, and each chunk is read once.
+    let sorted = r#"{"choices":[{"index":0,"delta":{"content":"x"}}],"created":1,"id":"c","model":"m","object":"chat.completion.chunk"}"#;
+    let mut heads = Heads::default();
+    for _ in 0..3 {
+        agree_with(sorted, Chunk::read_raw_in(sorted.to_owned(), &mut heads));
+        assert!(heads.head.is_none() && heads.scratch.is_empty());
+    }
+    // A head, then a member of it again after `choices` in a later chunk: from then on the
+    // stream's chunks are read whole (and still read as the full decoder reads them).
+    let first = r#"{"id":"c","choices":[],"model":"m"}"#;
+    let mut heads = Heads::default();
+    agree_with(first, Chunk::read_raw_in(first.to_owned(), &mut heads));
+    assert!(heads.head.is_some());
+    agree_with(first, Chunk::read_raw_in(first.to_owned(), &mut heads));
+    assert!(heads.off && heads.head.is_none());
+    heads.scratch.clear();
+    agree_with(FIRST, Chunk::read_raw_in(FIRST.to_owned(), &mut heads));
+    agree_with(FIRST, Chunk::read_raw_in(FIRST.to_owned(), &mut heads));
+    assert!(heads.head.is_none() && heads.scratch.is_empty());
 }
