@@ -80,41 +80,42 @@ impl Chunk {
     }
 
     /// [`Chunk::read_raw`] for the next event of a stream whose earlier events `heads` has seen:
-    /// a chunk that begins with the same bytes as the last one read whole, up to its `choices`
-    /// member, has the same `id`, `created` and `model`, and only the rest of it is read.
+    /// a chunk that begins with the same bytes as the first, up to its `choices` member, has the
+    /// same `id`, `created` and `model`, and only the rest of it is read.
     pub fn read_raw_in(data: String, heads: &mut Heads) -> Result<RawEvent, String> {
         // The head's bytes were found to be `{` and whole members (`head_end`), so the same bytes
         // at the start of this chunk are the same members, and `choices` right after them begins
         // the next one: no need to look for the bounds again.
-        if let Some(head) = &heads.head
-            && let Some(rest) = data.as_bytes().strip_prefix(head.bytes.as_slice())
-            && rest.starts_with(b"\"choices\"")
-        {
-            heads.scratch.clear();
-            heads.scratch.push('{');
-            heads.scratch.push_str(&data[head.bytes.len()..]);
-            // The rest, read as an object of its own. A member of the head that comes again is
-            // left to the whole reading, which refuses it as it always did; a stream whose chunks
-            // carry head members after `choices` is read whole from then on (each chunk would
-            // otherwise be read twice).
-            if let Ok(Object(rest)) = serde_json::from_str::<Object<Skim>>(&heads.scratch) {
-                if rest.id.is_none()
+        if let Some(head) = &heads.head {
+            if let Some(rest) = data.as_bytes().strip_prefix(head.bytes.as_slice())
+                && rest.starts_with(b"\"choices\"")
+            {
+                heads.scratch.clear();
+                heads.scratch.push('{');
+                heads.scratch.push_str(&data[head.bytes.len()..]);
+                // The rest, read as an object of its own. A member of the head that comes again
+                // is left to the whole reading, which refuses it as it always did.
+                if let Ok(Object(rest)) = serde_json::from_str::<Object<Skim>>(&heads.scratch)
+                    && rest.id.is_none()
                     && rest.object.is_none()
                     && rest.created.is_none()
                     && rest.model.is_none()
                 {
                     return Ok(Self::of(data, rest, Some(head)));
                 }
-                heads.off = true;
-                heads.head = None;
             }
+            // A chunk that does not follow the kept head: the stream's chunks do not share one,
+            // and from here on each is read whole, once.
+            heads.head = None;
         }
         let Ok(Object(skim)) = serde_json::from_str::<Object<Skim>>(&data) else {
             return Err(data);
         };
-        // Kept for the next events only from a chunk (an error payload ends the stream) whose
-        // head holds at least one member and nothing but simple ones (see `head_end`).
-        if !heads.off {
+        // A head is looked for once a stream, in its first chunk read whole (an error payload
+        // ends the stream): kept when it holds at least one member and nothing but simple ones
+        // (see `head_end`).
+        if !heads.tried {
+            heads.tried = true;
             heads.head = head_end(data.as_bytes())
                 .filter(|&end| end > 1 && skim.error.is_none())
                 .and_then(|end| Head::read(&data[..end]));
@@ -222,13 +223,12 @@ struct Skim {
 /// in every chunk of a stream; [`Chunk::read_raw_in`] reads them once.
 #[derive(Debug, Default)]
 pub struct Heads {
-    /// The last chunk read whole, when its head is simple.
+    /// The first chunk's head, when it is simple, while the chunks follow it.
     head: Option<Head>,
     /// The rest of a chunk as an object of its own, read from here (one buffer for the stream).
     scratch: String,
-    /// A chunk began with the kept head but had one of its members again after `choices`: the
-    /// stream's chunks are read whole.
-    off: bool,
+    /// A head was looked for (in the stream's first chunk read whole).
+    tried: bool,
 }
 
 #[derive(Debug)]
